@@ -1,0 +1,107 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// certrot: over-the-air certificate rotation for MQTT device fleets.
+// Architecture (see docs/architecture.md):
+//   CertrotCore        pure domain: PEM, device IDs, inventory/ack parsing, JWS bundles, parts, rotation states
+//   CMosquitto         system library: libmosquitto (the only C import)
+//   CertrotMQTT        adapter: libmosquitto client (threaded mode) exposed as async Swift
+//   CertrotStore       adapter: SQLite through GRDB
+//   CertrotServer      the daemon: config, engine, reconciler, JSON-RPC, service wiring
+//   CertrotSimulator   reference device fleet (what an nRF91 application does)
+//   CertrotTestSupport broker launcher and fixture certificates, used by tests and `certrot demo`
+//   certrot            the CLI
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "certrot",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "certrot", targets: ["certrot"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        .target(
+            name: "CertrotCore",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
+            swiftSettings: strict
+        ),
+        .systemLibrary(
+            name: "CMosquitto",
+            pkgConfig: "libmosquitto",
+            providers: [.apt(["libmosquitto-dev"])]
+        ),
+        .target(
+            name: "CertrotMQTT",
+            dependencies: ["CMosquitto", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "CertrotStore",
+            dependencies: ["CertrotCore", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "CertrotServer",
+            dependencies: [
+                "CertrotCore", "CertrotMQTT", "CertrotStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "CertrotSimulator",
+            dependencies: ["CertrotCore", "CertrotMQTT", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "CertrotTestSupport",
+            dependencies: [
+                "CertrotCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "certrot",
+            dependencies: [
+                "CertrotCore", "CertrotServer", "CertrotSimulator", "CertrotTestSupport", "CertrotMQTT",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "CertrotCoreTests",
+            dependencies: ["CertrotCore", "CertrotTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "CertrotIntegrationTests",
+            dependencies: [
+                "CertrotCore", "CertrotServer", "CertrotStore", "CertrotSimulator", "CertrotTestSupport",
+                "CertrotMQTT",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+    ]
+)

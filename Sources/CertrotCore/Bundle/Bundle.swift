@@ -1,0 +1,113 @@
+import Crypto
+import Foundation
+
+/// One operation of a bundle: write a credential into a sec tag, or delete one.
+public struct BundleOp: Sendable, Equatable, Codable {
+    public enum Kind: String, Sendable, Codable { case write, delete }
+
+    public var op: Kind
+    public var tag: Int64
+    public var type: Int
+    public var sha256: String?
+    public var pem: String?
+
+    public static func write(tag: Int64, type: Int, pem: String) -> BundleOp {
+        BundleOp(op: .write, tag: tag, type: type, sha256: Hex.sha256(Array(pem.utf8)), pem: pem)
+    }
+
+    public static func delete(tag: Int64, type: Int) -> BundleOp {
+        BundleOp(op: .delete, tag: tag, type: type, sha256: nil, pem: nil)
+    }
+}
+
+/// The JWS payload of a bundle (docs/protocol.md).
+public struct BundleClaims: Sendable, Equatable, Codable {
+    public var iss: String
+    public var sub: String
+    public var jti: String
+    public var iat: Int64
+    public var exp: Int64
+    public var seq: Int64
+    public var ops: [BundleOp]
+
+    public init(iss: String = "certrot", sub: String, jti: String, iat: Int64, exp: Int64, seq: Int64, ops: [BundleOp]) {
+        self.iss = iss
+        self.sub = sub
+        self.jti = jti
+        self.iat = iat
+        self.exp = exp
+        self.seq = seq
+        self.ops = ops
+    }
+
+    /// Default bundle lifetime: 7 days.
+    public static let defaultLifetime: Int64 = 7 * 24 * 3600
+}
+
+public struct JWSHeader: Sendable, Equatable, Codable {
+    public var alg: String
+    public var kid: String
+    public var typ: String
+
+    public static let type = "certrot-bundle+jwt"
+}
+
+/// JWS compact serialisation (RFC 7515) with ES256, the only algorithm certrot signs or accepts.
+public enum JWS {
+    /// Signs `claims`. `iat`/`exp` are whole seconds by construction (they are integers).
+    public static func sign(_ claims: BundleClaims, with key: SigningKey) -> String {
+        let header = #"{"alg":"ES256","kid":"\#(key.kid)","typ":"\#(JWSHeader.type)"}"#
+        let payload = try! JSONCoding.encoder.encode(claims)  // encoding plain value types cannot fail
+        let signingInput = Base64URL.encode(Array(header.utf8)) + "." + Base64URL.encode(payload)
+        let signature = try! key.privateKey.signature(for: Array(signingInput.utf8))  // P-256 signing cannot fail
+        return signingInput + "." + Base64URL.encode(signature.rawRepresentation)
+    }
+
+    public struct Decoded: Sendable {
+        public var header: JWSHeader
+        public var claims: BundleClaims
+        public var signingInput: [UInt8]
+        public var signature: [UInt8]
+    }
+
+    /// Splits and decodes without verifying the signature (for `bundle inspect` without a key).
+    public static func decode(_ jws: String) throws(CertrotError) -> Decoded {
+        let pieces = jws.split(separator: ".", omittingEmptySubsequences: false)
+        guard pieces.count == 3 else {
+            throw CertrotError(.invalidBundle, "a JWS compact serialisation has 3 parts; this has \(pieces.count)")
+        }
+        guard let headerBytes = Base64URL.decode(pieces[0]), let payloadBytes = Base64URL.decode(pieces[1]),
+            let signature = Base64URL.decode(pieces[2])
+        else { throw CertrotError(.invalidBundle, "JWS parts are not base64url") }
+        let header: JWSHeader
+        let claims: BundleClaims
+        do {
+            header = try JSONDecoder().decode(JWSHeader.self, from: Data(headerBytes))
+        } catch {
+            throw CertrotError(.invalidBundle, "JWS header: \(describe(error))")
+        }
+        guard header.alg == "ES256" else { throw CertrotError(.invalidBundle, "alg \(header.alg) is not ES256") }
+        guard header.typ == JWSHeader.type else {
+            throw CertrotError(.invalidBundle, "typ \(header.typ) is not \(JWSHeader.type)")
+        }
+        do {
+            claims = try JSONDecoder().decode(BundleClaims.self, from: Data(payloadBytes))
+        } catch {
+            throw CertrotError(.invalidBundle, "JWS payload: \(describe(error))")
+        }
+        let signingInput = Array(jws.utf8.prefix(pieces[0].utf8.count + 1 + pieces[1].utf8.count))
+        return Decoded(header: header, claims: claims, signingInput: signingInput, signature: signature)
+    }
+
+    /// Decodes and verifies against the pinned keys, selected by `kid`.
+    public static func verify(_ jws: String, keys: [VerificationKey]) throws(CertrotError) -> Decoded {
+        let decoded = try decode(jws)
+        guard let key = keys.first(where: { $0.kid == decoded.header.kid }) else {
+            throw CertrotError(.unknownKey, "no pinned key has kid \(decoded.header.kid)")
+        }
+        guard let signature = try? P256.Signing.ECDSASignature(rawRepresentation: decoded.signature),
+            key.publicKey.isValidSignature(signature, for: decoded.signingInput)
+        else { throw CertrotError(.badSignature, "the ES256 signature does not verify") }
+        return decoded
+    }
+}

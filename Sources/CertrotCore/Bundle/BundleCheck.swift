@@ -1,0 +1,61 @@
+/// The checks a device makes before it writes anything (docs/protocol.md, "Device checks"). Shared by the
+/// reference simulator and `certrot bundle inspect`.
+public struct BundleCheck: Sendable {
+    public var device: String
+    public var keys: [VerificationKey]
+    public var profile: DeviceProfile
+    /// Highest seq the device has applied.
+    public var appliedSeq: Int64
+    /// Current time in Unix seconds, when the device knows it.
+    public var now: Int64?
+    /// Tolerated clock skew for `iat`.
+    public var skew: Int64 = 300
+
+    public init(device: String, keys: [VerificationKey], profile: DeviceProfile, appliedSeq: Int64, now: Int64?) {
+        self.device = device
+        self.keys = keys
+        self.profile = profile
+        self.appliedSeq = appliedSeq
+        self.now = now
+    }
+
+    /// Verifies and checks a bundle; throws with the reason a device puts in a `rejected` ack.
+    public func check(_ jws: String) throws(CertrotError) -> BundleClaims {
+        let claims = try JWS.verify(jws, keys: keys).claims
+        guard claims.sub == device else {
+            throw CertrotError(.invalidBundle, "bundle is for \(claims.sub), not \(device)")
+        }
+        guard claims.seq > appliedSeq else {
+            throw CertrotError(.invalidBundle, "seq \(claims.seq) is not above the applied seq \(appliedSeq)")
+        }
+        if let now {
+            guard claims.exp > now else { throw CertrotError(.invalidBundle, "bundle expired at \(claims.exp)") }
+            guard claims.iat <= now + skew else {
+                throw CertrotError(.invalidBundle, "bundle issued in the future (iat \(claims.iat))")
+            }
+        }
+        guard !claims.ops.isEmpty else { throw CertrotError(.invalidBundle, "bundle has no ops") }
+        for op in claims.ops {
+            try Self.checkOp(op, profile: profile)
+        }
+        return claims
+    }
+
+    public static func checkOp(_ op: BundleOp, profile: DeviceProfile) throws(CertrotError) {
+        guard (0...Inventory.maxTag).contains(op.tag), CredentialType(rawValue: op.type) != nil else {
+            throw CertrotError(.invalidBundle, "op on tag \(op.tag) type \(op.type) is out of range")
+        }
+        guard op.op == .write else { return }
+        guard let pem = op.pem, let sha = op.sha256 else {
+            throw CertrotError(.invalidBundle, "write op on tag \(op.tag) lacks pem or sha256")
+        }
+        let bytes = Array(pem.utf8)
+        try profile.checkCredentialSize(bytes, what: "credential for tag \(op.tag)")
+        guard PEM.isNormalized(bytes) else {
+            throw CertrotError(.invalidPEM, "credential for tag \(op.tag) breaks the PEM rules")
+        }
+        guard Hex.sha256(bytes) == sha else {
+            throw CertrotError(.invalidBundle, "sha256 of tag \(op.tag) does not match its pem")
+        }
+    }
+}

@@ -1,0 +1,63 @@
+import Crypto
+import Foundation
+
+/// The ES256 (P-256) key that signs bundles. The private half never leaves this type: no description, no
+/// encoding except ``pkcs8PEM`` for `certrot keys generate`.
+public struct SigningKey: Sendable, CustomStringConvertible {
+    public let privateKey: P256.Signing.PrivateKey
+
+    public init(privateKey: P256.Signing.PrivateKey) {
+        self.privateKey = privateKey
+    }
+
+    public static func generate() -> SigningKey { SigningKey(privateKey: P256.Signing.PrivateKey()) }
+
+    /// Loads a PKCS#8 (or SEC 1) PEM private key.
+    public init(pem: String) throws(CertrotError) {
+        do {
+            privateKey = try P256.Signing.PrivateKey(pemRepresentation: pem)
+        } catch {
+            throw CertrotError(.invalidKey, "the signing key is not a P-256 private key in PEM form")
+        }
+    }
+
+    public var pkcs8PEM: String { privateKey.pemRepresentation }
+    public var publicKey: VerificationKey { VerificationKey(publicKey: privateKey.publicKey) }
+    public var kid: String { publicKey.kid }
+    public var description: String { "SigningKey(kid: \(kid))" }
+}
+
+/// A P-256 public key that verifies bundles, identified by its RFC 7638 JWK thumbprint (`kid`).
+public struct VerificationKey: Sendable, Equatable {
+    public let publicKey: P256.Signing.PublicKey
+
+    public init(publicKey: P256.Signing.PublicKey) {
+        self.publicKey = publicKey
+    }
+
+    public init(pem: String) throws(CertrotError) {
+        do {
+            publicKey = try P256.Signing.PublicKey(pemRepresentation: pem)
+        } catch {
+            throw CertrotError(.invalidKey, "not a P-256 public key in PEM form (SubjectPublicKeyInfo)")
+        }
+    }
+
+    public static func == (lhs: VerificationKey, rhs: VerificationKey) -> Bool {
+        lhs.publicKey.rawRepresentation == rhs.publicKey.rawRepresentation
+    }
+
+    public var pem: String { publicKey.pemRepresentation }
+    /// Uncompressed point, 0x04 ‖ X ‖ Y (65 bytes): what a device's crypto library imports.
+    public var x963: [UInt8] { Array(publicKey.x963Representation) }
+    public var x: [UInt8] { Array(x963[1..<33]) }
+    public var y: [UInt8] { Array(x963[33..<65]) }
+
+    /// The JWK with members in RFC 7638 order (lexicographic), which is also the thumbprint input.
+    public var jwkJSON: String {
+        #"{"crv":"P-256","kty":"EC","x":"\#(Base64URL.encode(x))","y":"\#(Base64URL.encode(y))"}"#
+    }
+
+    /// RFC 7638 JWK SHA-256 thumbprint, base64url.
+    public var kid: String { Base64URL.encode(Array(SHA256.hash(data: Array(jwkJSON.utf8)))) }
+}

@@ -1,0 +1,32 @@
+/// An error certrot reports to an operator or drops a message for.
+///
+/// `code` is stable and machine-readable (it names counters and JSON-RPC error data); `message` tells a person
+/// what was wrong and, where it can, what to do about it.
+public struct CertrotError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Code: String, Sendable, Equatable, CaseIterable {
+        case invalidDeviceID = "invalid_device_id"
+        case invalidPEM = "invalid_pem"
+        case credentialTooLarge = "credential_too_large"
+        case messageTooSmall = "max_message_too_small"
+        case invalidJSON = "bad_json"
+        case invalidInventory = "invalid_inventory"
+        case invalidAck = "invalid_ack"
+        case oversize = "oversize"
+        case invalidBundle = "invalid_bundle"
+        case badSignature = "bad_signature"
+        case unknownKey = "unknown_kid"
+        case invalidKey = "invalid_key"
+        case invalidConfig = "invalid_config"
+        case invalidPart = "invalid_part"
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code.rawValue): \(message)" }
+}

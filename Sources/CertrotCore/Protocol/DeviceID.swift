@@ -1,0 +1,62 @@
+/// Device identifiers as docs/protocol.md defines them: 1–128 bytes of UTF-8, no `/`, `+`, `#` or NUL, and not
+/// starting with `$` — exactly the strings that are safe as one MQTT topic level.
+public enum DeviceID {
+    public static let maxBytes = 128
+
+    /// Returns `nil` when `id` is a valid device ID, else the reason it is not.
+    public static func problem(_ id: String) -> String? {
+        let bytes = id.utf8.count
+        if bytes == 0 { return "device ID is empty" }
+        if bytes > maxBytes { return "device ID is \(bytes) bytes; at most \(maxBytes) are allowed" }
+        if id.hasPrefix("$") { return "device ID must not start with '$'" }
+        for scalar in id.unicodeScalars {
+            switch scalar {
+            case "/", "+", "#", "\u{0}":
+                return "device ID must not contain '/', '+', '#' or NUL"
+            default:
+                continue
+            }
+        }
+        return nil
+    }
+
+    public static func isValid(_ id: String) -> Bool { problem(id) == nil }
+
+    /// Validates `id` or throws ``CertrotError/Code/invalidDeviceID``.
+    public static func validate(_ id: String) throws(CertrotError) {
+        if let problem = problem(id) { throw CertrotError(.invalidDeviceID, problem) }
+    }
+}
+
+/// The MQTT topics of the device contract (docs/protocol.md).
+public enum Topics {
+    public static let rpc = "certrot/rpc"
+    public static let inventoryFilter = "+/certs/inventory"
+    public static let ackFilter = "+/certs/ack"
+
+    public static func bundle(_ device: String) -> String { "\(device)/certs" }
+    public static func inventory(_ device: String) -> String { "\(device)/certs/inventory" }
+    public static func ack(_ device: String) -> String { "\(device)/certs/ack" }
+
+    public enum Kind: Sendable, Equatable {
+        case inventory(device: String)
+        case ack(device: String)
+        case bundle(device: String)
+        case rpc
+    }
+
+    /// Classifies an incoming topic. Returns `nil` for topics outside the contract. The device part is returned
+    /// unvalidated; callers check it with ``DeviceID``.
+    public static func classify(_ topic: String) -> Kind? {
+        if topic == rpc { return .rpc }
+        let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
+        guard levels.count >= 2, levels[1] == "certs" else { return nil }
+        let device = String(levels[0])
+        switch levels.count {
+        case 2: return .bundle(device: device)
+        case 3 where levels[2] == "inventory": return .inventory(device: device)
+        case 3 where levels[2] == "ack": return .ack(device: device)
+        default: return nil
+        }
+    }
+}

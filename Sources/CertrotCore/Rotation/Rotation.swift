@@ -1,0 +1,221 @@
+/// The state of one rotation: one device, one target.
+///
+/// `pending` → `sent` (the broker acknowledged every part) → `applied` (the device's ack) → `verified` (a later
+/// inventory shows the target digest in the target tag; the only success). Failures: `rejected` (never re-sent
+/// unchanged), `failed`, `timed_out` — the last two are retried with backoff until the attempts run out.
+public enum RotationState: String, Sendable, Codable, CaseIterable {
+    case pending, sent, applied, verified, rejected, failed
+    case timedOut = "timed_out"
+}
+
+/// Exponential backoff for `failed` and `timed_out` attempts.
+public struct RetryPolicy: Sendable, Equatable, Codable {
+    public var base: Int64
+    public var factor: Double
+    public var cap: Int64
+    /// Attempts in all, the first included.
+    public var attempts: Int
+
+    public init(base: Int64 = 30, factor: Double = 2, cap: Int64 = 3600, attempts: Int = 5) {
+        self.base = base
+        self.factor = factor
+        self.cap = cap
+        self.attempts = attempts
+    }
+
+    /// Seconds to wait after the `attempt`-th attempt (from 1) failed.
+    public func delay(afterAttempt attempt: Int) -> Int64 {
+        var delay = Double(base)
+        for _ in 1..<max(attempt, 1) { delay *= factor }
+        return min(cap, Int64(min(delay, Double(Int64.max / 2))))
+    }
+}
+
+public struct Rotation: Sendable, Equatable {
+    public var device: String
+    public var target: String
+    /// Digest the target wants in the tag.
+    public var sha256: String
+    public var state: RotationState
+    public var attempts: Int = 0
+    /// The outstanding bundle, once issued.
+    public var jti: String?
+    public var seq: Int64?
+    public var lastError: String?
+    public var nextAttemptAt: Int64?
+    public var createdAt: Int64
+    public var updatedAt: Int64
+    public var issuedAt: Int64?
+    public var sentAt: Int64?
+    public var appliedAt: Int64?
+    public var verifiedAt: Int64?
+    /// Parts re-sent for the current bundle after `incomplete` acks.
+    public var resends: Int = 0
+
+    public init(device: String, target: String, sha256: String, state: RotationState = .pending, now: Int64) {
+        self.device = device
+        self.target = target
+        self.sha256 = sha256
+        self.state = state
+        self.createdAt = now
+        self.updatedAt = now
+    }
+
+    /// True while a bundle is out and its fate unknown.
+    public var isInFlight: Bool {
+        (state == .pending && jti != nil) || state == .sent
+    }
+
+    /// True when nothing more will happen without a new inventory or a target change.
+    public var isSettled: Bool {
+        switch state {
+        case .verified, .rejected: true
+        case .failed, .timedOut: nextAttemptAt == nil
+        default: false
+        }
+    }
+
+    /// Waiting to have a bundle issued.
+    public var awaitsBundle: Bool { state == .pending && jti == nil }
+}
+
+/// Settings the state machine needs.
+public struct RotationPolicy: Sendable, Equatable {
+    public var retry: RetryPolicy
+    /// Seconds from the broker's PUBACK (or issue, if it never came) to `timed_out`.
+    public var ackTimeout: Int64
+    /// `incomplete` acks answered with re-sent parts before the attempt counts as failed.
+    public var maxResends: Int
+
+    public init(retry: RetryPolicy = RetryPolicy(), ackTimeout: Int64 = 600, maxResends: Int = 5) {
+        self.retry = retry
+        self.ackTimeout = ackTimeout
+        self.maxResends = maxResends
+    }
+}
+
+public enum RotationEffect: Sendable, Equatable {
+    /// Issue (sign and publish) a new bundle for this rotation.
+    case issueBundle
+    /// Re-send these parts of the current bundle.
+    case resend(parts: [Int])
+}
+
+extension Rotation {
+    /// A bundle was signed and its parts handed to the broker.
+    public mutating func issued(jti: String, seq: Int64, now: Int64) {
+        precondition(awaitsBundle, "a bundle is issued only for a pending rotation without one")
+        self.jti = jti
+        self.seq = seq
+        attempts += 1
+        issuedAt = now
+        sentAt = nil
+        appliedAt = nil
+        resends = 0
+        nextAttemptAt = nil
+        updatedAt = now
+    }
+
+    /// The broker acknowledged every part.
+    public mutating func delivered(now: Int64) {
+        guard state == .pending, jti != nil else { return }
+        state = .sent
+        sentAt = now
+        updatedAt = now
+    }
+
+    /// An ack for this rotation's outstanding `jti` (the caller matched it). Duplicates change nothing.
+    public mutating func acknowledged(_ ack: Ack, policy: RotationPolicy, now: Int64) -> RotationEffect? {
+        guard ack.jti == jti else { return nil }
+        switch (state, ack.status) {
+        case (.verified, _), (.applied, .applied), (.rejected, .rejected):
+            return nil
+        case (.pending, .applied), (.sent, .applied), (.failed, .applied), (.timedOut, .applied):
+            state = .applied
+            appliedAt = now
+            nextAttemptAt = nil
+            if sentAt == nil { sentAt = now }
+        case (.pending, .rejected), (.sent, .rejected), (.failed, .rejected), (.timedOut, .rejected):
+            state = .rejected
+            nextAttemptAt = nil
+            lastError = Self.describe(ack, prefix: "rejected by device")
+        case (.pending, .failed), (.sent, .failed):
+            scheduleRetry(as: .failed, error: Self.describe(ack, prefix: "write failed"), policy: policy, now: now)
+        case (.pending, .incomplete), (.sent, .incomplete):
+            guard resends < policy.maxResends else {
+                scheduleRetry(
+                    as: .failed, error: "parts still missing after \(resends) re-sends", policy: policy, now: now)
+                return nextAttemptAt == now ? .issueBundle : nil
+            }
+            resends += 1
+            updatedAt = now
+            return .resend(parts: ack.missing ?? [])
+        default:
+            return nil
+        }
+        updatedAt = now
+        return nil
+    }
+
+    /// A new inventory from the device. `holdsTarget`: the target tag holds the target digest. `fresh`: published
+    /// while the daemon was connected (not a retained copy), so the device is online now.
+    public mutating func inventoryArrived(
+        holdsTarget: Bool, reportedSeq: Int64, fresh: Bool, policy: RotationPolicy, now: Int64
+    ) {
+        if holdsTarget {
+            guard state != .verified else { return }
+            state = .verified
+            verifiedAt = now
+            nextAttemptAt = nil
+            lastError = nil
+            updatedAt = now
+            return
+        }
+        switch state {
+        case .applied where seq.map { reportedSeq >= $0 } ?? false:
+            scheduleRetry(
+                as: .failed, error: "device applied the bundle but its inventory does not show the target digest",
+                policy: policy, now: now)
+        case .timedOut where fresh && nextAttemptAt != nil:
+            // The device is back: retry now rather than at the end of the backoff.
+            nextAttemptAt = now
+            updatedAt = now
+        default:
+            break
+        }
+    }
+
+    /// Time passes: ack timeouts fire and due retries start.
+    public mutating func tick(policy: RotationPolicy, now: Int64) -> RotationEffect? {
+        if isInFlight, let since = sentAt ?? issuedAt, now - since >= policy.ackTimeout {
+            scheduleRetry(as: .timedOut, error: "no ack within \(policy.ackTimeout) s", policy: policy, now: now)
+        }
+        if state == .failed || state == .timedOut, let due = nextAttemptAt, due <= now {
+            state = .pending
+            jti = nil
+            nextAttemptAt = nil
+            updatedAt = now
+            return .issueBundle
+        }
+        return nil
+    }
+
+    /// Restarts the rotation for a new target digest (or a device that lost a verified credential).
+    public mutating func restart(sha256: String, now: Int64) {
+        self = Rotation(device: device, target: target, sha256: sha256, now: now)
+    }
+
+    private mutating func scheduleRetry(as failure: RotationState, error: String, policy: RotationPolicy, now: Int64) {
+        state = failure
+        lastError = error
+        updatedAt = now
+        nextAttemptAt = attempts < policy.retry.attempts ? now + policy.retry.delay(afterAttempt: attempts) : nil
+    }
+
+    private static func describe(_ ack: Ack, prefix: String) -> String {
+        var text = prefix
+        if let code = ack.code { text += " (code \(code))" }
+        if let reason = ack.reason { text += ": \(reason.prefix(200))" }
+        return text
+    }
+}

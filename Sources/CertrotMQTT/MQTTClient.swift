@@ -1,0 +1,298 @@
+import CMosquitto
+import Foundation
+import Logging
+import Synchronization
+
+/// A message received from the broker, copied out of libmosquitto's buffers.
+public struct MQTTMessage: Sendable {
+    public var topic: String
+    public var payload: [UInt8]
+    public var qos: Int32
+    public var retained: Bool
+    /// MQTT 5 Response Topic, when the publisher set one.
+    public var responseTopic: String?
+    /// MQTT 5 Correlation Data, when the publisher set it.
+    public var correlationData: [UInt8]?
+
+    public init(topic: String, payload: [UInt8], qos: Int32 = 1, retained: Bool = false,
+                responseTopic: String? = nil, correlationData: [UInt8]? = nil) {
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retained = retained
+        self.responseTopic = responseTopic
+        self.correlationData = correlationData
+    }
+}
+
+/// What the client reports, in order, from libmosquitto's network thread.
+public enum MQTTEvent: Sendable {
+    case connected(sessionPresent: Bool)
+    case connectionRefused(code: Int32)
+    case disconnected(code: Int32)
+    case message(MQTTMessage)
+    /// The broker acknowledged (PUBACK) the QoS 1 publish with this message id; `reasonCode` 0 is success.
+    case published(mid: Int32, reasonCode: Int32)
+    case subscribed(mid: Int32, granted: [Int32])
+}
+
+public struct MQTTError: Error, Sendable, CustomStringConvertible {
+    public var operation: String
+    public var code: Int32
+    public var description: String {
+        let text = String(cString: mosquitto_strerror(code))
+        return "MQTT \(operation) failed: \(text) (\(code))"
+    }
+}
+
+public struct MQTTOptions: Sendable {
+    public enum ProtocolVersion: Sendable { case v311, v5 }
+
+    public var host: String
+    public var port: Int32
+    public var clientID: String
+    /// `false` keeps a persistent session: QoS 1 messages that arrive while the client is away are kept.
+    public var cleanSession: Bool
+    public var protocolVersion: ProtocolVersion
+    public var keepAlive: Int32 = 30
+    public var username: String?
+    public var password: String?
+    /// MQTT 5 session expiry (seconds) for a persistent session.
+    public var sessionExpiry: UInt32 = 7 * 24 * 3600
+    /// Outgoing QoS 1 messages in flight at once inside libmosquitto.
+    public var maxInflight: UInt32 = 100
+
+    public init(host: String, port: Int32, clientID: String, cleanSession: Bool = true,
+                protocolVersion: ProtocolVersion = .v311) {
+        self.host = host
+        self.port = port
+        self.clientID = clientID
+        self.cleanSession = cleanSession
+        self.protocolVersion = protocolVersion
+    }
+
+    /// Parses `mqtt://host[:port]` (default port 1883).
+    public static func parseURL(_ url: String) -> (host: String, port: Int32)? {
+        guard url.hasPrefix("mqtt://") else { return nil }
+        let rest = url.dropFirst("mqtt://".count).split(separator: "/", maxSplits: 1).first.map(String.init) ?? ""
+        guard !rest.isEmpty else { return nil }
+        if rest.hasPrefix("[") {  // [::1]:port
+            guard let close = rest.firstIndex(of: "]") else { return nil }
+            let host = String(rest[rest.index(after: rest.startIndex)..<close])
+            let after = rest[rest.index(after: close)...]
+            if after.isEmpty { return (host, 1883) }
+            guard after.hasPrefix(":"), let port = Int32(after.dropFirst()) else { return nil }
+            return (host, port)
+        }
+        let pieces = rest.split(separator: ":")
+        switch pieces.count {
+        case 1: return (String(pieces[0]), 1883)
+        case 2:
+            guard let port = Int32(pieces[1]), (1...65535).contains(port) else { return nil }
+            return (String(pieces[0]), port)
+        default: return nil
+        }
+    }
+}
+
+/// What the C callbacks reach through libmosquitto's `obj` pointer.
+private final class CallbackBox: @unchecked Sendable {
+    // Immutable after init; `onEvent` is itself Sendable.
+    let onEvent: @Sendable (MQTTEvent) -> Void
+    init(onEvent: @escaping @Sendable (MQTTEvent) -> Void) { self.onEvent = onEvent }
+}
+
+private let libraryInit: Int32 = mosquitto_lib_init()
+
+/// A libmosquitto client in threaded mode: libmosquitto owns one network thread, reconnects by itself, and
+/// reports through `onEvent` on that thread. The handler must return quickly and must not call ``stop()``.
+///
+/// `@unchecked Sendable`: the handle is only used through libmosquitto calls that are thread-safe in threaded
+/// mode (publish, subscribe, disconnect); setup happens in `init` and teardown once, guarded by `state`.
+public final class MQTTClient: @unchecked Sendable {
+    private let handle: OpaquePointer
+    private let box: Unmanaged<CallbackBox>
+    private let options: MQTTOptions
+    private let logger: Logger
+    private let state = Mutex<State>(State())
+
+    private struct State {
+        var started = false
+        var stopped = false
+    }
+
+    public init(options: MQTTOptions, logger: Logger, onEvent: @escaping @Sendable (MQTTEvent) -> Void) throws {
+        _ = libraryInit
+        self.options = options
+        self.logger = logger
+        let box = Unmanaged.passRetained(CallbackBox(onEvent: onEvent))
+        guard let handle = mosquitto_new(options.clientID, options.cleanSession, box.toOpaque()) else {
+            box.release()
+            throw MQTTError(operation: "create client", code: MOSQ_ERR_NOMEM.rawValue)
+        }
+        self.handle = handle
+        self.box = box
+        let version: Int32 = options.protocolVersion == .v5 ? Int32(MQTT_PROTOCOL_V5) : Int32(MQTT_PROTOCOL_V311)
+        mosquitto_int_option(handle, MOSQ_OPT_PROTOCOL_VERSION, version)
+        mosquitto_max_inflight_messages_set(handle, options.maxInflight)
+        mosquitto_reconnect_delay_set(handle, 1, 10, true)
+        if let username = options.username {
+            let rc = mosquitto_username_pw_set(handle, username, options.password)
+            guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+                mosquitto_destroy(handle)
+                box.release()
+                throw MQTTError(operation: "set username", code: rc)
+            }
+        }
+        installCallbacks()
+    }
+
+    deinit {
+        stop()
+    }
+
+    private func installCallbacks() {
+        mosquitto_connect_v5_callback_set(handle) { _, obj, rc, flags, _ in
+            let box = Unmanaged<CallbackBox>.fromOpaque(obj!).takeUnretainedValue()
+            if rc == 0 {
+                box.onEvent(.connected(sessionPresent: flags & 1 == 1))
+            } else {
+                box.onEvent(.connectionRefused(code: rc))
+            }
+        }
+        mosquitto_disconnect_v5_callback_set(handle) { _, obj, rc, _ in
+            let box = Unmanaged<CallbackBox>.fromOpaque(obj!).takeUnretainedValue()
+            box.onEvent(.disconnected(code: rc))
+        }
+        mosquitto_publish_v5_callback_set(handle) { _, obj, mid, reason, _ in
+            let box = Unmanaged<CallbackBox>.fromOpaque(obj!).takeUnretainedValue()
+            box.onEvent(.published(mid: mid, reasonCode: reason))
+        }
+        mosquitto_subscribe_v5_callback_set(handle) { _, obj, mid, count, granted, _ in
+            let box = Unmanaged<CallbackBox>.fromOpaque(obj!).takeUnretainedValue()
+            let codes = (0..<Int(count)).map { granted![$0] }
+            box.onEvent(.subscribed(mid: mid, granted: codes))
+        }
+        mosquitto_message_v5_callback_set(handle) { _, obj, message, props in
+            let box = Unmanaged<CallbackBox>.fromOpaque(obj!).takeUnretainedValue()
+            guard let message = message?.pointee, let topicPointer = message.topic else { return }
+            let payload: [UInt8]
+            if let raw = message.payload, message.payloadlen > 0 {
+                payload = Array(UnsafeRawBufferPointer(start: raw, count: Int(message.payloadlen)))
+            } else {
+                payload = []
+            }
+            var responseTopic: String?
+            var correlation: [UInt8]?
+            if props != nil {
+                var value: UnsafeMutablePointer<CChar>?
+                if mosquitto_property_read_string(props, Int32(MQTT_PROP_RESPONSE_TOPIC.rawValue), &value, false) != nil,
+                    let value
+                {
+                    responseTopic = String(cString: value)
+                    free(value)
+                }
+                var data: UnsafeMutableRawPointer?
+                var length: UInt16 = 0
+                if mosquitto_property_read_binary(
+                    props, Int32(MQTT_PROP_CORRELATION_DATA.rawValue), &data, &length, false) != nil, let data
+                {
+                    correlation = Array(UnsafeRawBufferPointer(start: data, count: Int(length)))
+                    free(data)
+                }
+            }
+            box.onEvent(
+                .message(
+                    MQTTMessage(
+                        topic: String(cString: topicPointer), payload: payload, qos: message.qos,
+                        retained: message.retain, responseTopic: responseTopic, correlationData: correlation)))
+        }
+    }
+
+    /// Starts the network thread and connects. Returns once the connection attempt is under way; `.connected`
+    /// follows on the event handler. Retries the initial TCP connection for up to `timeout` seconds.
+    public func start(timeout: Double = 10) throws {
+        let first = state.withLock { state -> Bool in
+            defer { state.started = true }
+            return !state.started
+        }
+        guard first else { return }
+        let deadline = Date().addingTimeInterval(timeout)
+        var rc: Int32
+        repeat {
+            if options.protocolVersion == .v5 {
+                var props: OpaquePointer?
+                if !options.cleanSession {
+                    mosquitto_property_add_int32(
+                        &props, Int32(MQTT_PROP_SESSION_EXPIRY_INTERVAL.rawValue), options.sessionExpiry)
+                }
+                rc = mosquitto_connect_bind_v5(handle, options.host, options.port, options.keepAlive, nil, props)
+                mosquitto_property_free_all(&props)
+            } else {
+                rc = mosquitto_connect_bind_async(handle, options.host, options.port, options.keepAlive, nil)
+            }
+            if rc == MOSQ_ERR_SUCCESS.rawValue { break }
+            logger.debug("broker not reachable yet", metadata: ["host": "\(options.host)", "port": "\(options.port)"])
+            Thread.sleep(forTimeInterval: 0.2)
+        } while Date() < deadline
+        guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+            throw MQTTError(operation: "connect to \(options.host):\(options.port)", code: rc)
+        }
+        let loop = mosquitto_loop_start(handle)
+        guard loop == MOSQ_ERR_SUCCESS.rawValue else { throw MQTTError(operation: "start network loop", code: loop) }
+    }
+
+    /// Publishes and returns the message id (matched by `.published` for QoS 1).
+    @discardableResult
+    public func publish(topic: String, payload: [UInt8], qos: Int32 = 1, retain: Bool = false,
+                        responseTopic: String? = nil, correlationData: [UInt8]? = nil) throws -> Int32 {
+        var mid: Int32 = 0
+        var props: OpaquePointer?
+        defer { mosquitto_property_free_all(&props) }
+        if options.protocolVersion == .v5 {
+            if let responseTopic {
+                mosquitto_property_add_string(&props, Int32(MQTT_PROP_RESPONSE_TOPIC.rawValue), responseTopic)
+            }
+            if let correlationData {
+                correlationData.withUnsafeBytes { raw in
+                    _ = mosquitto_property_add_binary(
+                        &props, Int32(MQTT_PROP_CORRELATION_DATA.rawValue), raw.baseAddress, UInt16(raw.count))
+                }
+            }
+        }
+        let rc = payload.withUnsafeBytes { raw in
+            mosquitto_publish_v5(handle, &mid, topic, Int32(raw.count), raw.baseAddress, qos, retain, props)
+        }
+        guard rc == MOSQ_ERR_SUCCESS.rawValue else { throw MQTTError(operation: "publish to \(topic)", code: rc) }
+        return mid
+    }
+
+    /// Subscribes to one or more filters at `qos`; returns the message id matched by `.subscribed`.
+    @discardableResult
+    public func subscribe(_ filters: [String], qos: Int32 = 1) throws -> Int32 {
+        var mid: Int32 = 0
+        var cStrings = filters.map { strdup($0) }
+        defer { cStrings.forEach { free($0) } }
+        let rc = cStrings.withUnsafeMutableBufferPointer { buffer in
+            buffer.baseAddress!.withMemoryRebound(to: UnsafeMutablePointer<CChar>?.self, capacity: buffer.count) {
+                mosquitto_subscribe_multiple(handle, &mid, Int32(filters.count), $0, qos, 0, nil)
+            }
+        }
+        guard rc == MOSQ_ERR_SUCCESS.rawValue else { throw MQTTError(operation: "subscribe", code: rc) }
+        return mid
+    }
+
+    /// Disconnects, stops the network thread and frees the client. Idempotent. Never call it from `onEvent`.
+    public func stop() {
+        let shouldStop = state.withLock { state -> Bool in
+            guard !state.stopped else { return false }
+            state.stopped = true
+            return true
+        }
+        guard shouldStop else { return }
+        mosquitto_disconnect(handle)
+        mosquitto_loop_stop(handle, false)
+        mosquitto_destroy(handle)
+        box.release()
+    }
+}
