@@ -1,0 +1,81 @@
+/// What the daemon keeps about a device.
+public struct DeviceRecord: Sendable, Equatable {
+    public var id: String
+    public var firstSeen: Int64
+    public var lastSeen: Int64
+    /// The last valid inventory, canonical JSON.
+    public var inventory: Inventory?
+    /// Highest bundle seq ever issued to the device (or reported by it, if higher).
+    public var issuedSeq: Int64
+
+    public init(id: String, firstSeen: Int64, lastSeen: Int64, inventory: Inventory?, issuedSeq: Int64) {
+        self.id = id
+        self.firstSeen = firstSeen
+        self.lastSeen = lastSeen
+        self.inventory = inventory
+        self.issuedSeq = issuedSeq
+    }
+}
+
+/// A signed bundle, kept so that parts can be re-sent and so that no seq is ever reused.
+public struct BundleRecord: Sendable, Equatable {
+    public var jti: String
+    public var device: String
+    public var seq: Int64
+    public var iat: Int64
+    public var exp: Int64
+    public var jws: String
+
+    public init(jti: String, device: String, seq: Int64, iat: Int64, exp: Int64, jws: String) {
+        self.jti = jti
+        self.device = device
+        self.seq = seq
+        self.iat = iat
+        self.exp = exp
+        self.jws = jws
+    }
+}
+
+public struct HistoryEntry: Sendable, Equatable, Codable {
+    public var at: Int64
+    public var target: String
+    public var state: String
+    public var jti: String?
+    public var detail: String?
+
+    public init(at: Int64, target: String, state: String, jti: String?, detail: String?) {
+        self.at = at
+        self.target = target
+        self.state = state
+        self.jti = jti
+        self.detail = detail
+    }
+}
+
+/// Reads and writes inside one store transaction. Implementations: SQLite (CertrotStore).
+public protocol StoreTransaction {
+    func device(_ id: String) throws -> DeviceRecord?
+    func saveDevice(_ device: DeviceRecord) throws
+    func rotations(device: String) throws -> [Rotation]
+    /// Rotations whose outstanding bundle is `jti` (one bundle may carry several targets).
+    func rotations(jti: String) throws -> [Rotation]
+    func saveRotation(_ rotation: Rotation) throws
+    func insertBundle(_ bundle: BundleRecord) throws
+    func bundle(jti: String) throws -> BundleRecord?
+    func appendHistory(device: String, entry: HistoryEntry) throws
+    func history(device: String, limit: Int) throws -> [HistoryEntry]
+    /// Rotations whose retry is due or whose ack is overdue at `now`.
+    func rotationsNeedingTick(now: Int64, ackTimeout: Int64, limit: Int) throws -> [Rotation]
+    /// Rotations with an issued bundle whose parts may not all have reached the broker.
+    func rotationsAwaitingDelivery() throws -> [Rotation]
+    /// Rotation counts: target → state → count.
+    func rotationCounts() throws -> [String: [String: Int]]
+    func deviceCount() throws -> Int
+}
+
+/// A transactional store. `write` runs `body` in one transaction and commits it before returning: what the
+/// daemon acknowledges onward (publishes, replies) happens only after that.
+public protocol RotationStore: Sendable {
+    func write<T>(_ body: (any StoreTransaction) throws -> T) throws -> T
+    func read<T>(_ body: (any StoreTransaction) throws -> T) throws -> T
+}

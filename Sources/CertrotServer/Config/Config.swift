@@ -1,0 +1,129 @@
+import CertrotCore
+import Foundation
+import Yams
+
+/// `certrot serve --config FILE`: the daemon's configuration (YAML). See config/certrot.yaml and the README.
+public struct CertrotConfig: Sendable, Decodable {
+    public struct Broker: Sendable, Decodable {
+        public var url: String
+        public var clientId: String?
+        public var username: String?
+        public var password: String?
+    }
+
+    public struct Target: Sendable, Decodable {
+        public var name: String
+        public var tag: Int64
+        public var type: Int
+        /// Path of the PEM chain to write into the tag.
+        public var chain: String
+    }
+
+    /// A named chain the daemon should recognise in inventories (e.g. the CA being replaced).
+    public struct KnownCredential: Sendable, Decodable {
+        public var name: String
+        public var chain: String
+    }
+
+    public struct Retry: Sendable, Decodable {
+        public var base: ConfigDuration?
+        public var factor: Double?
+        public var cap: ConfigDuration?
+        public var attempts: Int?
+    }
+
+    public var broker: Broker
+    public var store: String
+    public var signingKey: String
+    public var targets: [Target]
+    public var catalogue: [KnownCredential]?
+    public var profiles: [DeviceProfile]?
+    public var defaultProfile: String?
+    public var bundleLifetime: ConfigDuration?
+    public var ackTimeout: ConfigDuration?
+    public var retry: Retry?
+    /// Outgoing QoS 1 publishes in flight at once.
+    public var maxInflight: Int?
+
+    public static func load(path: String) throws -> CertrotConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw CertrotError(.invalidConfig, "cannot read config file \(path): \(error.localizedDescription)")
+        }
+        return try parse(yaml: text, source: path)
+    }
+
+    public static func parse(yaml: String, source: String = "config") throws -> CertrotConfig {
+        do {
+            return try YAMLDecoder().decode(CertrotConfig.self, from: yaml)
+        } catch let error as DecodingError {
+            throw CertrotError(.invalidConfig, "\(source): \(describeDecoding(error))")
+        } catch {
+            throw CertrotError(.invalidConfig, "\(source): \(error)")
+        }
+    }
+
+    public var rotationPolicy: RotationPolicy {
+        let defaults = RetryPolicy()
+        return RotationPolicy(
+            retry: RetryPolicy(
+                base: retry?.base?.seconds ?? defaults.base, factor: retry?.factor ?? defaults.factor,
+                cap: retry?.cap?.seconds ?? defaults.cap, attempts: retry?.attempts ?? defaults.attempts),
+            ackTimeout: ackTimeout?.seconds ?? 600)
+    }
+
+    /// The profile for devices that do not say otherwise.
+    public func profile() throws(CertrotError) -> DeviceProfile {
+        let name = defaultProfile ?? "nrf91"
+        if let found = (profiles ?? []).first(where: { $0.name == name }) { return found }
+        if name == DeviceProfile.nrf91.name { return .nrf91 }
+        throw CertrotError(.invalidConfig, "defaultProfile '\(name)' is not defined under profiles")
+    }
+}
+
+/// A duration in config: an integer number of seconds or a string like `30s`, `10m`, `1h`, `7d`.
+public struct ConfigDuration: Sendable, Decodable, Equatable {
+    public var seconds: Int64
+
+    public init(seconds: Int64) { self.seconds = seconds }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let value = try? container.decode(Int64.self) {
+            guard value >= 0 else {
+                throw DecodingError.dataCorruptedError(in: container, debugDescription: "a duration cannot be negative")
+            }
+            seconds = value
+            return
+        }
+        let text = try container.decode(String.self)
+        guard let parsed = ConfigDuration.parse(text) else {
+            throw DecodingError.dataCorruptedError(
+                in: container, debugDescription: "'\(text)' is not a duration (use e.g. 30s, 10m, 1h, 7d)")
+        }
+        self = parsed
+    }
+
+    public static func parse(_ text: String) -> ConfigDuration? {
+        let units: [Character: Int64] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        guard let unit = text.last, let multiplier = units[unit], let value = Int64(text.dropLast()), value >= 0
+        else { return Int64(text).map(ConfigDuration.init(seconds:)) }
+        return ConfigDuration(seconds: value * multiplier)
+    }
+}
+
+func describeDecoding(_ error: DecodingError) -> String {
+    func path(_ keys: [any CodingKey]) -> String {
+        keys.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().drop { $0 == "." }.description
+    }
+    switch error {
+    case .keyNotFound(let key, let context):
+        return "\(path(context.codingPath + [key])) is required"
+    case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
+        return "\(path(context.codingPath)): \(context.debugDescription)"
+    @unknown default:
+        return "\(error)"
+    }
+}

@@ -1,0 +1,428 @@
+import CertrotCore
+import CertrotMQTT
+import Foundation
+import Logging
+
+/// What the engine is given: everything comes through the inbox, in order.
+enum EngineInput: Sendable {
+    case mqtt(MQTTEvent)
+    case tick
+}
+
+/// Something to publish once the transaction that decided it has committed.
+struct Outbound {
+    enum Kind {
+        /// First transmission of a part: its PUBACK counts towards `sent`.
+        case part(jti: String)
+        /// A re-sent part or an RPC reply.
+        case other
+    }
+
+    var topic: String
+    var payload: [UInt8]
+    var kind: Kind
+    var responseTopic: String?
+    var correlationData: [UInt8]?
+}
+
+/// The rotation engine: reconciles inventories against targets, issues bundles, tracks acks. Runs on one task;
+/// every batch of inputs is handled in one store transaction, and publishes happen only after it commits.
+final class Engine {
+    let store: any RotationStore
+    let signer: SigningKey
+    let targets: [ResolvedTarget]
+    let catalogue: [String: (name: String, notAfter: Int64)]
+    let policy: RotationPolicy
+    let profile: DeviceProfile
+    let bundleLifetime: Int64
+    let clock: @Sendable () -> Int64
+    let drops: DropCounters
+    let logger: Logger
+    let maxInflight: Int
+    var client: MQTTClient?
+
+    // In-memory delivery tracking (rebuilt after a restart by re-sending undelivered bundles).
+    private var inflight: [Int32: Outbound.Kind] = [:]
+    private var undelivered: [String: Int] = [:]
+    private var backlog: [Outbound] = []
+    private var backlogHead = 0
+    private var connected = false
+    private var resumed = false
+
+    init(
+        store: any RotationStore, signer: SigningKey, targets: [ResolvedTarget],
+        catalogue: [String: (name: String, notAfter: Int64)], policy: RotationPolicy, profile: DeviceProfile,
+        bundleLifetime: Int64, maxInflight: Int, clock: @escaping @Sendable () -> Int64, drops: DropCounters,
+        logger: Logger
+    ) {
+        self.store = store
+        self.signer = signer
+        self.targets = targets
+        self.catalogue = catalogue
+        self.policy = policy
+        self.profile = profile
+        self.bundleLifetime = bundleLifetime
+        self.maxInflight = maxInflight
+        self.clock = clock
+        self.drops = drops
+        self.logger = logger
+    }
+
+    // MARK: Batches
+
+    func handle(_ batch: [EngineInput]) {
+        var outbox: [Outbound] = []
+        do {
+            try store.write { tx in
+                for input in batch { try handle(input, tx: tx, outbox: &outbox) }
+            }
+        } catch {
+            // One input made the transaction fail: handle each alone so the others are not lost.
+            logger.error("batch failed; retrying its \(batch.count) inputs one by one", metadata: ["error": "\(error)"])
+            outbox = []
+            for input in batch {
+                var single: [Outbound] = []
+                do {
+                    try store.write { tx in try handle(input, tx: tx, outbox: &single) }
+                    outbox += single
+                } catch {
+                    drops.count("store_error")
+                    logger.error("input dropped: store write failed", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        for item in outbox { enqueue(item) }
+        flush()
+    }
+
+    private func handle(_ input: EngineInput, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+        switch input {
+        case .tick:
+            try tick(tx: tx, outbox: &outbox)
+        case .mqtt(.connected(let sessionPresent)):
+            connected = true
+            logger.info("connected to broker", metadata: ["sessionPresent": "\(sessionPresent)"])
+            do {
+                try client?.subscribe([Topics.inventoryFilter, Topics.ackFilter, Topics.rpc], qos: 1)
+            } catch {
+                logger.error("subscribe failed", metadata: ["error": "\(error)"])
+            }
+            if !resumed {
+                resumed = true
+                try resumeUndelivered(tx: tx, outbox: &outbox)
+            }
+        case .mqtt(.connectionRefused(let code)):
+            logger.error("broker refused the connection", metadata: ["code": "\(code)"])
+        case .mqtt(.disconnected(let code)):
+            connected = false
+            logger.warning("disconnected from broker; libmosquitto reconnects", metadata: ["code": "\(code)"])
+        case .mqtt(.subscribed(_, let granted)):
+            if granted.contains(where: { $0 >= 0x80 }) {
+                logger.error("broker refused a subscription", metadata: ["granted": "\(granted)"])
+            }
+        case .mqtt(.published(let mid, let reason)):
+            try published(mid: mid, reasonCode: reason, tx: tx)
+        case .mqtt(.message(let message)):
+            try route(message, tx: tx, outbox: &outbox)
+        }
+    }
+
+    private func route(_ message: MQTTMessage, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+        switch Topics.classify(message.topic) {
+        case .inventory(let device):
+            guard drop(ifInvalid: device) else { return }
+            try inventory(device: device, message: message, tx: tx, outbox: &outbox)
+        case .ack(let device):
+            guard drop(ifInvalid: device) else { return }
+            try ack(device: device, payload: message.payload, tx: tx, outbox: &outbox)
+        case .rpc:
+            if let reply = RPC.handle(message, context: rpcContext, tx: tx) { outbox.append(reply) }
+        case .bundle, nil:
+            drops.count("unexpected_topic")
+        }
+    }
+
+    /// Returns true when `device` is valid; otherwise counts the drop.
+    private func drop(ifInvalid device: String) -> Bool {
+        guard let problem = DeviceID.problem(device) else { return true }
+        drops.count(CertrotError.Code.invalidDeviceID.rawValue)
+        logger.debug("dropped message: \(problem)")
+        return false
+    }
+
+    // MARK: Inventory
+
+    private func inventory(device id: String, message: MQTTMessage, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+        let now = clock()
+        guard !message.payload.isEmpty else {
+            drops.count("empty_inventory")
+            return
+        }
+        let inventory: Inventory
+        do {
+            inventory = try Inventory.parse(message.payload)
+        } catch {
+            drops.count(error.code.rawValue)
+            logger.info("inventory dropped", metadata: ["device": "\(id)", "reason": "\(error.message)"])
+            return
+        }
+        var device = try tx.device(id) ?? DeviceRecord(id: id, firstSeen: now, lastSeen: now, inventory: nil, issuedSeq: 0)
+        if let previous = device.inventory, inventory.seq < previous.seq {
+            drops.count("stale_inventory")
+            return
+        }
+        device.lastSeen = now
+        device.inventory = inventory
+        if inventory.seq > device.issuedSeq {
+            logger.info(
+                "device reports a seq above the last issued; continuing above it",
+                metadata: ["device": "\(id)", "seq": "\(inventory.seq)", "issued": "\(device.issuedSeq)"])
+            device.issuedSeq = inventory.seq
+        }
+        try tx.saveDevice(device)
+
+        var rotations = Dictionary(uniqueKeysWithValues: try tx.rotations(device: id).map { ($0.target, $0) })
+        for target in targets {
+            let holds = inventory.credential(tag: target.tag, type: target.type)?.sha256 == target.sha256
+            guard var rotation = rotations[target.name] else {
+                if !holds {
+                    let rotation = Rotation(device: id, target: target.name, sha256: target.sha256, now: now)
+                    try save(rotation, previous: nil, tx: tx, detail: "tag \(target.tag) does not hold the target")
+                    rotations[target.name] = rotation
+                }
+                continue
+            }
+            let before = rotation
+            if rotation.sha256 != target.sha256 {
+                rotation.restart(sha256: target.sha256, now: now)
+            } else if rotation.state == .verified, !holds, inventory.seq >= (rotation.seq ?? 0) {
+                rotation.restart(sha256: target.sha256, now: now)
+            }
+            rotation.inventoryArrived(
+                holdsTarget: holds, reportedSeq: inventory.seq, fresh: !message.retained, policy: policy, now: now)
+            if rotation != before {
+                try save(rotation, previous: before, tx: tx)
+                rotations[target.name] = rotation
+            }
+        }
+        try issueIfIdle(device: device, rotations: Array(rotations.values), tx: tx, outbox: &outbox)
+    }
+
+    // MARK: Ack
+
+    private func ack(device id: String, payload: [UInt8], tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+        let now = clock()
+        let ack: Ack
+        do {
+            ack = try Ack.parse(payload)
+        } catch {
+            drops.count(error.code.rawValue)
+            logger.info("ack dropped", metadata: ["device": "\(id)", "reason": "\(error.message)"])
+            return
+        }
+        let matching = try tx.rotations(jti: ack.jti)
+        guard let first = matching.first else {
+            if let bundle = try tx.bundle(jti: ack.jti) {
+                drops.count(bundle.device == id ? "stale_ack" : "foreign_ack")
+            } else {
+                drops.count("unknown_jti")
+            }
+            logger.info("ack dropped", metadata: ["device": "\(id)", "jti": "\(ack.jti)", "status": "\(ack.status)"])
+            return
+        }
+        guard first.device == id else {
+            drops.count("foreign_ack")
+            logger.warning(
+                "ack for another device's bundle dropped",
+                metadata: ["topicDevice": "\(id)", "bundleDevice": "\(first.device)", "jti": "\(ack.jti)"])
+            return
+        }
+        var resend: Set<Int> = []
+        var changed = false
+        for var rotation in matching {
+            let before = rotation
+            if case .resend(let parts) = rotation.acknowledged(ack, policy: policy, now: now) {
+                resend.formUnion(parts)
+            }
+            if rotation != before {
+                changed = true
+                try save(rotation, previous: before, tx: tx, detail: ack.reason)
+            }
+        }
+        if !changed { drops.count("duplicate_ack") }
+        if !resend.isEmpty, let bundle = try tx.bundle(jti: ack.jti), let device = try tx.device(id) {
+            let parts = try split(bundle: bundle, device: device)
+            for number in resend.sorted() where number <= parts.count {
+                outbox.append(Outbound(topic: Topics.bundle(id), payload: parts[number - 1], kind: .other))
+            }
+            logger.info("re-sending parts", metadata: ["device": "\(id)", "jti": "\(ack.jti)", "parts": "\(resend.sorted())"])
+        }
+        if let device = try tx.device(id) {
+            try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
+        }
+    }
+
+    // MARK: Time
+
+    private func tick(tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+        let now = clock()
+        var devices: Set<String> = []
+        for var rotation in try tx.rotationsNeedingTick(now: now, ackTimeout: policy.ackTimeout, limit: 10_000) {
+            let before = rotation
+            _ = rotation.tick(policy: policy, now: now)
+            if rotation != before {
+                try save(rotation, previous: before, tx: tx)
+                devices.insert(rotation.device)
+            }
+        }
+        for id in devices.sorted() {
+            guard let device = try tx.device(id) else { continue }
+            try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
+        }
+    }
+
+    // MARK: Issuing
+
+    /// Issues one bundle carrying every target the device is waiting for, unless a bundle is already out: a device
+    /// has at most one bundle in flight, so seqs arrive in order.
+    private func issueIfIdle(
+        device: DeviceRecord, rotations: [Rotation], tx: any StoreTransaction, outbox: inout [Outbound]
+    ) throws {
+        guard !rotations.contains(where: \.isInFlight) else { return }
+        let waiting = rotations.filter(\.awaitsBundle).sorted { $0.target < $1.target }
+        guard !waiting.isEmpty else { return }
+        let now = clock()
+        let targetsByName = Dictionary(uniqueKeysWithValues: targets.map { ($0.name, $0) })
+        let ops = waiting.compactMap { rotation in
+            targetsByName[rotation.target].map { BundleOp.write(tag: $0.tag, type: $0.type, pem: $0.chain.pem) }
+        }
+        let seq = device.issuedSeq + 1
+        let jti = Self.newJTI()
+        let claims = BundleClaims(sub: device.id, jti: jti, iat: now, exp: now + bundleLifetime, seq: seq, ops: ops)
+        let jws = JWS.sign(claims, with: signer)
+        let record = BundleRecord(jti: jti, device: device.id, seq: seq, iat: now, exp: claims.exp, jws: jws)
+        let parts: [[UInt8]]
+        do {
+            parts = try split(bundle: record, device: device)
+        } catch let error as CertrotError {
+            for var rotation in waiting {
+                let before = rotation
+                rotation.state = .failed
+                rotation.lastError = error.message
+                rotation.updatedAt = now
+                try save(rotation, previous: before, tx: tx)
+            }
+            logger.error("cannot deliver a bundle to this device", metadata: ["device": "\(device.id)", "error": "\(error)"])
+            return
+        }
+        var updated = device
+        updated.issuedSeq = seq
+        try tx.saveDevice(updated)
+        try tx.insertBundle(record)
+        for var rotation in waiting {
+            let before = rotation
+            rotation.issued(jti: jti, seq: seq, now: now)
+            try save(rotation, previous: before, tx: tx, detail: "bundle issued, \(parts.count) part(s)")
+        }
+        outbox += parts.map { Outbound(topic: Topics.bundle(device.id), payload: $0, kind: .part(jti: jti)) }
+        logger.info(
+            "bundle issued",
+            metadata: ["device": "\(device.id)", "jti": "\(jti)", "seq": "\(seq)", "parts": "\(parts.count)"])
+    }
+
+    private func split(bundle: BundleRecord, device: DeviceRecord) throws -> [[UInt8]] {
+        try Parts.split(
+            jws: bundle.jws, jti: bundle.jti, topic: Topics.bundle(device.id),
+            maxMessage: device.inventory?.maxMessage ?? profile.maxMessage)
+    }
+
+    /// After a restart: bundles issued but perhaps never handed to the broker are sent again, same jti and seq.
+    private func resumeUndelivered(tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+        var seen: Set<String> = []
+        for rotation in try tx.rotationsAwaitingDelivery() {
+            guard let jti = rotation.jti, seen.insert(jti).inserted, let bundle = try tx.bundle(jti: jti),
+                let device = try tx.device(rotation.device)
+            else { continue }
+            let parts = try split(bundle: bundle, device: device)
+            outbox += parts.map { Outbound(topic: Topics.bundle(device.id), payload: $0, kind: .part(jti: jti)) }
+        }
+        if !seen.isEmpty { logger.info("re-sending bundles issued before the restart", metadata: ["count": "\(seen.count)"]) }
+    }
+
+    static func newJTI() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return Hex.encode((0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) })
+    }
+
+    // MARK: Delivery tracking
+
+    private func published(mid: Int32, reasonCode: Int32, tx: any StoreTransaction) throws {
+        guard let kind = inflight.removeValue(forKey: mid) else { return }
+        guard case .part(let jti) = kind else { return }
+        if reasonCode >= 0x80 {
+            logger.error("broker refused a bundle part", metadata: ["jti": "\(jti)", "reason": "\(reasonCode)"])
+            return
+        }
+        guard let remaining = undelivered[jti] else { return }
+        if remaining > 1 {
+            undelivered[jti] = remaining - 1
+            return
+        }
+        undelivered[jti] = nil
+        let now = clock()
+        for var rotation in try tx.rotations(jti: jti) {
+            let before = rotation
+            rotation.delivered(now: now)
+            if rotation != before { try save(rotation, previous: before, tx: tx) }
+        }
+    }
+
+    private func enqueue(_ item: Outbound) {
+        if case .part(let jti) = item.kind { undelivered[jti, default: 0] += 1 }
+        backlog.append(item)
+    }
+
+    /// Publishes from the backlog while fewer than `maxInflight` publishes await their PUBACK.
+    private func flush() {
+        guard let client else { return }
+        while backlogHead < backlog.count, inflight.count < maxInflight {
+            let item = backlog[backlogHead]
+            do {
+                let mid = try client.publish(
+                    topic: item.topic, payload: item.payload, qos: 1, retain: false, responseTopic: nil,
+                    correlationData: item.correlationData)
+                inflight[mid] = item.kind
+                backlogHead += 1
+            } catch {
+                logger.warning("publish failed; will retry", metadata: ["topic": "\(item.topic)", "error": "\(error)"])
+                break
+            }
+        }
+        if backlogHead > 4096, backlogHead * 2 > backlog.count {
+            backlog.removeFirst(backlogHead)
+            backlogHead = 0
+        }
+    }
+
+    // MARK: Persistence helpers
+
+    private func save(_ rotation: Rotation, previous: Rotation?, tx: any StoreTransaction, detail: String? = nil) throws {
+        try tx.saveRotation(rotation)
+        guard previous?.state != rotation.state || previous?.jti != rotation.jti else { return }
+        try tx.appendHistory(
+            device: rotation.device,
+            entry: HistoryEntry(
+                at: rotation.updatedAt, target: rotation.target, state: rotation.state.rawValue, jti: rotation.jti,
+                detail: detail ?? rotation.lastError))
+        logger.info(
+            "rotation \(previous?.state.rawValue ?? "new") → \(rotation.state.rawValue)",
+            metadata: [
+                "device": "\(rotation.device)", "target": "\(rotation.target)", "jti": "\(rotation.jti ?? "-")",
+                "attempts": "\(rotation.attempts)",
+            ])
+    }
+
+    var rpcContext: RPC.Context {
+        RPC.Context(targets: targets, catalogue: catalogue, drops: drops)
+    }
+}

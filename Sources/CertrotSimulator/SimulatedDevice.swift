@@ -1,0 +1,144 @@
+import CertrotCore
+import Foundation
+
+/// How a simulated device misbehaves, drawn once per device.
+public struct DeviceBehaviour: Sendable, Equatable {
+    /// Rejects every bundle (as if its pinned key were wrong).
+    public var rejects = false
+    /// The first write fails with a modem error; later ones succeed.
+    public var failsOnce = false
+    /// Comes online only after the fleet's offline delay.
+    public var offlineAtFirst = false
+    /// Loses one part of its first multi-part bundle and asks for it with an `incomplete` ack.
+    public var losesPartOnce = false
+
+    public init(rejects: Bool = false, failsOnce: Bool = false, offlineAtFirst: Bool = false, losesPartOnce: Bool = false) {
+        self.rejects = rejects
+        self.failsOnce = failsOnce
+        self.offlineAtFirst = offlineAtFirst
+        self.losesPartOnce = losesPartOnce
+    }
+}
+
+/// One simulated nRF91 application: a credential store of sec tags, the applied seq, part reassembly, and the
+/// checks docs/protocol.md asks of a device. Pure: the fleet does the MQTT.
+public struct SimulatedDevice: Sendable {
+    public struct Key: Hashable, Sendable {
+        public var tag: Int64
+        public var type: Int
+    }
+
+    public let id: String
+    public var behaviour: DeviceBehaviour
+    public let profile: DeviceProfile
+    public private(set) var credentials: [Key: [UInt8]] = [:]
+    public private(set) var appliedSeq: Int64 = 0
+    public private(set) var lastAppliedJTI: String?
+    /// Every seq this device applied, in order (tests check none repeats).
+    public private(set) var appliedSeqs: [Int64] = []
+    public private(set) var writeFailures = 0
+    public private(set) var partsLost = 0
+    public private(set) var lastPartAt: Double = 0
+    var assembler: PartAssembler
+
+    public init(id: String, behaviour: DeviceBehaviour, profile: DeviceProfile) {
+        self.id = id
+        self.behaviour = behaviour
+        self.profile = profile
+        // A JWS carrying a full credential, base64url-encoded with JSON escaping, stays under 3× its size.
+        self.assembler = PartAssembler(capacity: profile.maxCredential * 3 + 2048)
+    }
+
+    public mutating func provision(tag: Int64, type: Int, pem: [UInt8]) {
+        credentials[Key(tag: tag, type: type)] = pem
+    }
+
+    public func digest(tag: Int64, type: Int = 0) -> String? {
+        credentials[Key(tag: tag, type: type)].map(Hex.sha256)
+    }
+
+    /// The inventory as the device would build it from `AT%CMNG=1` digests and `AT%CERTEXPIRY`.
+    public var inventory: Inventory {
+        let creds = credentials.sorted { ($0.key.tag, $0.key.type) < ($1.key.tag, $1.key.type) }.map { key, pem in
+            Inventory.Credential(
+                tag: key.tag, type: key.type, sha256: Hex.sha256(pem),
+                notAfter: (try? PEM.normalizeChain(String(decoding: pem, as: UTF8.self)))?.notAfter)
+        }
+        return Inventory(seq: appliedSeq, maxMessage: profile.maxMessage, creds: creds)
+    }
+
+    public enum Reaction: Sendable, Equatable {
+        /// Nothing to say yet (waiting for more parts, or a part dropped on purpose).
+        case none
+        /// Publish this ack; `republishInventory` after a successful write.
+        case ack(Ack, republishInventory: Bool)
+        /// The message was larger than the device can take (its TLS buffer): dropped.
+        case oversize(bytes: Int)
+    }
+
+    /// Handles one message on `{id}/certs`.
+    public mutating func receive(topic: String, payload: [UInt8], keys: [VerificationKey], now: Double) -> Reaction {
+        let packet = Parts.publishPacketSize(topicBytes: topic.utf8.count, payloadBytes: payload.count)
+        guard packet <= profile.maxMessage else { return .oversize(bytes: packet) }
+        guard let part = try? BundlePart.parse(payload) else { return .none }
+        lastPartAt = now
+        if behaviour.losesPartOnce, partsLost == 0, part.parts > 1 {
+            partsLost += 1
+            return .none
+        }
+        switch assembler.add(part) {
+        case .waiting:
+            return .none
+        case .tooLarge(let bytes):
+            assembler.reset()
+            return .ack(Ack(jti: part.jti, status: .rejected, reason: "bundle of \(bytes) bytes does not fit"), republishInventory: false)
+        case .complete(let jws):
+            return apply(jws: jws, keys: keys, now: Int64(now))
+        }
+    }
+
+    /// Called periodically: asks for missing parts once a bundle has stalled for `after` seconds.
+    public mutating func checkStalled(now: Double, after: Double) -> Ack? {
+        guard let jti = assembler.jti, now - lastPartAt >= after else { return nil }
+        let missing = assembler.missing
+        guard !missing.isEmpty else { return nil }
+        lastPartAt = now
+        return Ack(jti: jti, status: .incomplete, missing: missing)
+    }
+
+    mutating func apply(jws: String, keys: [VerificationKey], now: Int64) -> Reaction {
+        // A bundle already applied (re-sent after a server restart) is acknowledged again, not re-written.
+        if let decoded = try? JWS.verify(jws, keys: keys), decoded.claims.jti == lastAppliedJTI,
+            decoded.claims.sub == id
+        {
+            return .ack(Ack(jti: decoded.claims.jti, status: .applied), republishInventory: true)
+        }
+        let jti = (try? JWS.decode(jws))?.claims.jti ?? "unknown"
+        if behaviour.rejects {
+            return .ack(Ack(jti: jti, status: .rejected, code: -1, reason: "simulated rejection"), republishInventory: false)
+        }
+        let check = BundleCheck(device: id, keys: keys, profile: profile, appliedSeq: appliedSeq, now: now)
+        let claims: BundleClaims
+        do {
+            claims = try check.check(jws)
+        } catch {
+            return .ack(Ack(jti: jti, status: .rejected, reason: error.description), republishInventory: false)
+        }
+        if behaviour.failsOnce, writeFailures == 0 {
+            writeFailures += 1
+            // AT%CMNG answers 518 (-EPERM) when the modem is not offline.
+            return .ack(Ack(jti: claims.jti, status: .failed, code: 518, reason: "simulated write failure"), republishInventory: false)
+        }
+        for op in claims.ops {
+            let key = Key(tag: op.tag, type: op.type)
+            switch op.op {
+            case .write: credentials[key] = Array((op.pem ?? "").utf8)
+            case .delete: credentials[key] = nil
+            }
+        }
+        appliedSeq = claims.seq
+        appliedSeqs.append(claims.seq)
+        lastAppliedJTI = claims.jti
+        return .ack(Ack(jti: claims.jti, status: .applied), republishInventory: true)
+    }
+}

@@ -1,0 +1,220 @@
+import CertrotCore
+import Foundation
+import GRDB
+
+/// The SQLite store, through GRDB. WAL mode; one writer; schema migrations versioned and applied at open.
+public final class SQLiteStore: RotationStore {
+    private let pool: DatabasePool
+
+    /// Opens (creating if needed) the database at `path` and migrates it to the current schema.
+    public init(path: String) throws {
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        pool = try DatabasePool(path: path, configuration: config)
+        try Self.migrator.migrate(pool)
+    }
+
+    /// `sqlite:PATH` (also `sqlite://PATH`) → PATH.
+    public static func path(fromURL url: String) -> String? {
+        if url.hasPrefix("sqlite://") { return String(url.dropFirst("sqlite://".count)) }
+        if url.hasPrefix("sqlite:") { return String(url.dropFirst("sqlite:".count)) }
+        return nil
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE devices (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        first_seen INTEGER NOT NULL,
+                        last_seen INTEGER NOT NULL,
+                        inventory BLOB,
+                        issued_seq INTEGER NOT NULL DEFAULT 0
+                    );
+                    CREATE TABLE rotations (
+                        device TEXT NOT NULL,
+                        target TEXT NOT NULL,
+                        sha256 TEXT NOT NULL,
+                        state TEXT NOT NULL,
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        jti TEXT,
+                        seq INTEGER,
+                        last_error TEXT,
+                        next_attempt_at INTEGER,
+                        created_at INTEGER NOT NULL,
+                        updated_at INTEGER NOT NULL,
+                        issued_at INTEGER,
+                        sent_at INTEGER,
+                        applied_at INTEGER,
+                        verified_at INTEGER,
+                        resends INTEGER NOT NULL DEFAULT 0,
+                        PRIMARY KEY (device, target)
+                    );
+                    CREATE INDEX rotations_jti ON rotations(jti);
+                    CREATE INDEX rotations_next_attempt ON rotations(next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+                    CREATE INDEX rotations_in_flight ON rotations(state, sent_at, issued_at)
+                        WHERE jti IS NOT NULL AND state IN ('pending', 'sent');
+                    CREATE TABLE bundles (
+                        jti TEXT PRIMARY KEY NOT NULL,
+                        device TEXT NOT NULL,
+                        seq INTEGER NOT NULL,
+                        iat INTEGER NOT NULL,
+                        exp INTEGER NOT NULL,
+                        jws TEXT NOT NULL,
+                        UNIQUE (device, seq)
+                    );
+                    CREATE TABLE history (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        device TEXT NOT NULL,
+                        target TEXT NOT NULL,
+                        at INTEGER NOT NULL,
+                        state TEXT NOT NULL,
+                        jti TEXT,
+                        detail TEXT
+                    );
+                    CREATE INDEX history_device ON history(device, id);
+                    """)
+        }
+        return migrator
+    }
+
+    public func write<T>(_ body: (any StoreTransaction) throws -> T) throws -> T {
+        try pool.write { db in try body(SQLiteTransaction(db: db)) }
+    }
+
+    public func read<T>(_ body: (any StoreTransaction) throws -> T) throws -> T {
+        try pool.read { db in try body(SQLiteTransaction(db: db)) }
+    }
+}
+
+struct SQLiteTransaction: StoreTransaction {
+    let db: Database
+
+    func device(_ id: String) throws -> DeviceRecord? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM devices WHERE id = ?", arguments: [id]) else {
+            return nil
+        }
+        let inventoryBytes: [UInt8]? = (row["inventory"] as Data?).map(Array.init)
+        return DeviceRecord(
+            id: row["id"], firstSeen: row["first_seen"], lastSeen: row["last_seen"],
+            inventory: inventoryBytes.flatMap { try? Inventory.parse($0) }, issuedSeq: row["issued_seq"])
+    }
+
+    func saveDevice(_ device: DeviceRecord) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO devices (id, first_seen, last_seen, inventory, issued_seq) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen, inventory = excluded.inventory,
+                    issued_seq = excluded.issued_seq
+                """,
+            arguments: [
+                device.id, device.firstSeen, device.lastSeen, device.inventory.map { Data($0.encoded()) },
+                device.issuedSeq,
+            ])
+    }
+
+    func rotations(device: String) throws -> [Rotation] {
+        try Row.fetchAll(db, sql: "SELECT * FROM rotations WHERE device = ? ORDER BY target", arguments: [device])
+            .map(Self.rotation(from:))
+    }
+
+    func rotations(jti: String) throws -> [Rotation] {
+        try Row.fetchAll(db, sql: "SELECT * FROM rotations WHERE jti = ?", arguments: [jti]).map(Self.rotation(from:))
+    }
+
+    func saveRotation(_ r: Rotation) throws {
+        try db.execute(
+            sql: """
+                INSERT OR REPLACE INTO rotations (device, target, sha256, state, attempts, jti, seq, last_error,
+                    next_attempt_at, created_at, updated_at, issued_at, sent_at, applied_at, verified_at, resends)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                r.device, r.target, r.sha256, r.state.rawValue, r.attempts, r.jti, r.seq, r.lastError,
+                r.nextAttemptAt, r.createdAt, r.updatedAt, r.issuedAt, r.sentAt, r.appliedAt, r.verifiedAt, r.resends,
+            ])
+    }
+
+    func insertBundle(_ b: BundleRecord) throws {
+        try db.execute(
+            sql: "INSERT INTO bundles (jti, device, seq, iat, exp, jws) VALUES (?, ?, ?, ?, ?, ?)",
+            arguments: [b.jti, b.device, b.seq, b.iat, b.exp, b.jws])
+    }
+
+    func bundle(jti: String) throws -> BundleRecord? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM bundles WHERE jti = ?", arguments: [jti]) else {
+            return nil
+        }
+        return BundleRecord(
+            jti: row["jti"], device: row["device"], seq: row["seq"], iat: row["iat"], exp: row["exp"], jws: row["jws"])
+    }
+
+    func appendHistory(device: String, entry: HistoryEntry) throws {
+        try db.execute(
+            sql: "INSERT INTO history (device, target, at, state, jti, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            arguments: [device, entry.target, entry.at, entry.state, entry.jti, entry.detail])
+    }
+
+    func history(device: String, limit: Int) throws -> [HistoryEntry] {
+        try Row.fetchAll(
+            db, sql: "SELECT * FROM history WHERE device = ? ORDER BY id DESC LIMIT ?", arguments: [device, limit]
+        ).reversed().map {
+            HistoryEntry(at: $0["at"], target: $0["target"], state: $0["state"], jti: $0["jti"], detail: $0["detail"])
+        }
+    }
+
+    func rotationsNeedingTick(now: Int64, ackTimeout: Int64, limit: Int) throws -> [Rotation] {
+        let cutoff = now - ackTimeout
+        return try Row.fetchAll(
+            db,
+            sql: """
+                SELECT * FROM rotations WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?
+                UNION ALL
+                SELECT * FROM rotations WHERE jti IS NOT NULL AND state IN ('pending', 'sent')
+                    AND COALESCE(sent_at, issued_at) <= ?
+                LIMIT ?
+                """,
+            arguments: [now, cutoff, limit]
+        ).map(Self.rotation(from:))
+    }
+
+    func rotationsAwaitingDelivery() throws -> [Rotation] {
+        try Row.fetchAll(db, sql: "SELECT * FROM rotations WHERE state = 'pending' AND jti IS NOT NULL")
+            .map(Self.rotation(from:))
+    }
+
+    func rotationCounts() throws -> [String: [String: Int]] {
+        var counts: [String: [String: Int]] = [:]
+        for row in try Row.fetchAll(db, sql: "SELECT target, state, COUNT(*) AS n FROM rotations GROUP BY target, state") {
+            counts[row["target"], default: [:]][row["state"]] = row["n"]
+        }
+        return counts
+    }
+
+    func deviceCount() throws -> Int {
+        try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM devices") ?? 0
+    }
+
+    static func rotation(from row: Row) -> Rotation {
+        var r = Rotation(
+            device: row["device"], target: row["target"], sha256: row["sha256"],
+            state: RotationState(rawValue: row["state"]) ?? .pending, now: row["created_at"])
+        r.attempts = row["attempts"]
+        r.jti = row["jti"]
+        r.seq = row["seq"]
+        r.lastError = row["last_error"]
+        r.nextAttemptAt = row["next_attempt_at"]
+        r.updatedAt = row["updated_at"]
+        r.issuedAt = row["issued_at"]
+        r.sentAt = row["sent_at"]
+        r.appliedAt = row["applied_at"]
+        r.verifiedAt = row["verified_at"]
+        r.resends = row["resends"]
+        return r
+    }
+}

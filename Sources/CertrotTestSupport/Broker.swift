@@ -1,0 +1,133 @@
+import Foundation
+
+/// A real mosquitto on an ephemeral loopback port, for tests and `certrot demo`. Stopped by ``stop()`` or at deinit.
+public final class Broker: @unchecked Sendable {
+    // `process` is only touched by init and stop(); stop() is idempotent and tolerates concurrent calls.
+    public let port: Int32
+    public let directory: URL
+    private let process: Process
+
+    public var url: String { "mqtt://127.0.0.1:\(port)" }
+    public var host: String { "127.0.0.1" }
+    public var logPath: String { directory.appendingPathComponent("mosquitto.log").path }
+
+    /// Finds mosquitto: `$MOSQUITTO`, then /usr/sbin, then PATH.
+    public static func executable() throws -> String {
+        var candidates: [String] = []
+        if let env = ProcessInfo.processInfo.environment["MOSQUITTO"] { candidates.append(env) }
+        candidates += ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto"]
+        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":") {
+            candidates.append("\(dir)/mosquitto")
+        }
+        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw BrokerError(message: "mosquitto not found; install it (scripts/bootstrap) or set MOSQUITTO")
+        }
+        return found
+    }
+
+    /// Starts mosquitto with `extraConfig` appended to a loopback listener on a free port.
+    public init(extraConfig: String = "", listenerConfig: String = "allow_anonymous true") throws {
+        let binary = try Self.executable()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-broker-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        self.directory = directory
+        var lastError = "mosquitto did not start"
+        for _ in 0..<5 {
+            let port = try Self.freePort()
+            let config = """
+                listener \(port) 127.0.0.1
+                \(listenerConfig)
+                persistence false
+                max_queued_messages 1000000
+                max_inflight_messages 1000
+                log_type error
+                log_type warning
+                log_type notice
+                \(extraConfig)
+
+                """
+            let configPath = directory.appendingPathComponent("mosquitto.conf")
+            try config.write(to: configPath, atomically: true, encoding: .utf8)
+            _ = FileManager.default.createFile(atPath: directory.appendingPathComponent("mosquitto.log").path, contents: nil)
+            let log = try FileHandle(forWritingTo: directory.appendingPathComponent("mosquitto.log"))
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = ["-c", configPath.path]
+            process.standardOutput = log
+            process.standardError = log
+            try process.run()
+            if Self.waitForPort(port, process: process, timeout: 5) {
+                self.port = port
+                self.process = process
+                return
+            }
+            Self.terminate(process)
+            lastError = (try? String(contentsOfFile: directory.appendingPathComponent("mosquitto.log").path, encoding: .utf8)) ?? lastError
+        }
+        throw BrokerError(message: "mosquitto did not start: \(lastError)")
+    }
+
+    deinit { stop() }
+
+    public func stop() {
+        Self.terminate(process)
+    }
+
+    /// SIGTERM, then SIGKILL after 5 s. Polls instead of `waitUntilExit`, which can hang off the main thread.
+    public static func terminate(_ process: Process, grace: Double = 5) {
+        guard process.isRunning else { return }
+        process.terminate()
+        let deadline = Date().addingTimeInterval(grace)
+        while process.isRunning, Date() < deadline { usleep(10_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            while process.isRunning { usleep(10_000) }
+        }
+    }
+
+    /// A port that was free a moment ago (bind to port 0, read it, close).
+    public static func freePort() throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw BrokerError(message: "socket() failed") }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = 0
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
+                guard bind(fd, pointer, length) == 0 else { return -1 }
+                return getsockname(fd, pointer, &length)
+            }
+        }
+        guard bound == 0 else { throw BrokerError(message: "bind() failed") }
+        return Int32(UInt16(bigEndian: addr.sin_port))
+    }
+
+    static func waitForPort(_ port: Int32, process: Process, timeout: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            guard process.isRunning else { return false }
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = UInt16(port).bigEndian
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let rc = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            close(fd)
+            if rc == 0 { return true }
+            usleep(50_000)
+        }
+        return false
+    }
+}
+
+public struct BrokerError: Error, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}

@@ -1,0 +1,93 @@
+import ArgumentParser
+import CertrotCore
+import Foundation
+
+struct BundleCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bundle", abstract: "Inspect rotation bundles.", subcommands: [Inspect.self])
+
+    struct Inspect: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Decode a bundle (a JWS, or its part messages one JSON per line), print header and claims, and "
+                + "check the signature and the PEM rules.")
+
+        @Option(help: "Public key (PEM) or signing key to verify the signature with.")
+        var pubkey: String?
+
+        @Argument(help: "File with the JWS or the part messages; - or nothing for standard input.")
+        var file: String?
+
+        func run() throws {
+            let input = try readInput(file).trimmingCharacters(in: .whitespacesAndNewlines)
+            let jws = try Self.assemble(input)
+            let decoded: JWS.Decoded
+            do {
+                decoded = try JWS.decode(jws)
+            } catch {
+                throw ValidationError(error.message)
+            }
+            var failures = 0
+            print("header: alg=\(decoded.header.alg) kid=\(decoded.header.kid) typ=\(decoded.header.typ)")
+            let c = decoded.claims
+            print("claims: iss=\(c.iss) sub=\(c.sub) jti=\(c.jti) seq=\(c.seq)")
+            print("        iat=\(c.iat) (\(Date(timeIntervalSince1970: Double(c.iat)))) exp=\(c.exp) (\(Date(timeIntervalSince1970: Double(c.exp))))")
+            if let pubkey {
+                let text = try String(contentsOfFile: pubkey, encoding: .utf8)
+                let key = (try? SigningKey(pem: text))?.publicKey ?? (try? VerificationKey(pem: text))
+                guard let key else { throw ValidationError("\(pubkey) is not a P-256 key in PEM form") }
+                do {
+                    _ = try JWS.verify(jws, keys: [key])
+                    print("signature: valid (kid \(key.kid))")
+                } catch {
+                    failures += 1
+                    print("signature: INVALID — \(error.message)")
+                }
+            } else {
+                print("signature: not checked (pass --pubkey)")
+            }
+            for (index, op) in c.ops.enumerated() {
+                print("op \(index + 1): \(op.op.rawValue) tag=\(op.tag) type=\(op.type)"
+                    + (CredentialType(rawValue: op.type).map { " (\($0.label))" } ?? ""))
+                guard op.op == .write else { continue }
+                let bytes = Array((op.pem ?? "").utf8)
+                print("      \(bytes.count) bytes, sha256=\(op.sha256 ?? "-")")
+                do {
+                    try BundleCheck.checkOp(op, profile: .nrf91)
+                    let chain = try PEM.normalizeChain(op.pem ?? "")
+                    for certificate in chain.certificates {
+                        print("      - \(certificate.subject) (until \(certificate.notValidAfter))")
+                    }
+                    print("      PEM rules: ok (nrf91 limits)")
+                } catch {
+                    failures += 1
+                    print("      PEM rules: FAILED — \(error.message)")
+                }
+            }
+            if failures > 0 { throw ExitCode(1) }
+        }
+
+        /// A JWS as is, or part messages (one JSON object per line, or a JSON array) reassembled.
+        static func assemble(_ input: String) throws -> String {
+            guard input.hasPrefix("{") || input.hasPrefix("[") else { return input }
+            var lines: [String] = []
+            if input.hasPrefix("["),
+                let array = try? JSONSerialization.jsonObject(with: Data(input.utf8)) as? [[String: Any]]
+            {
+                lines = try array.map { String(decoding: try JSONSerialization.data(withJSONObject: $0), as: UTF8.self) }
+            } else {
+                lines = input.split(separator: "\n").map(String.init)
+            }
+            var assembler = PartAssembler(capacity: 1 << 20)
+            for line in lines where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+                let part: BundlePart
+                do {
+                    part = try BundlePart.parse(Array(line.utf8))
+                } catch {
+                    throw ValidationError(error.message)
+                }
+                if case .complete(let jws) = assembler.add(part) { return jws }
+            }
+            throw ValidationError("parts missing: \(assembler.missing)")
+        }
+    }
+}

@@ -1,0 +1,64 @@
+import ArgumentParser
+import CertrotCore
+import CertrotServer
+import Foundation
+import Logging
+
+@main
+struct Certrot: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "certrot",
+        abstract: "Over-the-air certificate rotation for MQTT device fleets (nRF91 and peers).",
+        discussion: """
+            certrot watches each device's credential inventory, signs rotation bundles (ES256 JWS), publishes them \
+            to <deviceID>/certs, and tracks every rotation until the device is seen using the new credential. \
+            The device contract is docs/protocol.md.
+            """,
+        subcommands: [
+            Serve.self, Keys.self, BundleCommand.self, Status.self, Simulate.self, Demo.self,
+        ])
+}
+
+struct LogOptions: ParsableArguments {
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    func makeLogger(_ label: String) -> Logger {
+        let level = logLevel
+        LoggingSystem.bootstrap { name in
+            var handler = StreamLogHandler.standardError(label: name)
+            handler.logLevel = level
+            return handler
+        }
+        return Logger(label: label)
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the rotation daemon.")
+
+    @Option(name: .shortAndLong, help: "Path of the YAML configuration.")
+    var config: String = "config/certrot.yaml"
+
+    @OptionGroup var log: LogOptions
+
+    func run() async throws {
+        let logger = log.makeLogger("certrot")
+        do {
+            let loaded = try CertrotConfig.load(path: config)
+            let (group, _) = try buildServices(config: loaded, logger: logger)
+            try await group.run()
+        } catch let error as CertrotError {
+            throw ValidationError(error.message)
+        }
+    }
+}
+
+func readInput(_ path: String?) throws -> String {
+    if path == nil || path == "-" {
+        return String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+    }
+    return try String(contentsOfFile: path!, encoding: .utf8)
+}

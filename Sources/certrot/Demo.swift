@@ -1,0 +1,127 @@
+import ArgumentParser
+import CertrotCore
+import CertrotMQTT
+import CertrotServer
+import CertrotSimulator
+import CertrotTestSupport
+import Foundation
+import Logging
+
+struct Demo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Rotate a simulated fleet end to end on this machine, then clean up.",
+        discussion: """
+            Starts mosquitto on a free loopback port, the daemon with a temporary SQLite store and a fresh signing \
+            key, and a simulated fleet holding an old CA in sec tag 42; the target is a new CA. Shows the rotation \
+            until every device is verified, then prints fleet.status.
+            """)
+
+    @Option(help: "Number of simulated devices.")
+    var devices: Int = 1000
+    @Option(help: "Give up after this many seconds.")
+    var timeout: Double = 300
+    @Flag(help: "Keep the temporary directory (config, store, keys, broker log).")
+    var keep = false
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .warning
+            return handler
+        }
+        let logger = Logger(label: "certrot.demo")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-demo-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer {
+            if keep { say("kept \(dir.path)") } else { try? FileManager.default.removeItem(at: dir) }
+        }
+        func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+
+        let broker = try Broker()
+        defer { broker.stop() }
+        say("broker      mosquitto on \(broker.url)")
+
+        // Old CA on the devices; the new CA the fleet must move to (two roots: the new one and a backup).
+        let oldCA = try CertificateFactory.rootCA(commonName: "Example Broker CA 2025", days: 20)
+        let newCA = try CertificateFactory.rootCA(commonName: "Example Broker CA 2026", days: 730)
+        let backupCA = try CertificateFactory.rootCA(commonName: "Example Backup CA", days: 1825)
+        try oldCA.pem.write(toFile: path("old-ca.pem"), atomically: true, encoding: .utf8)
+        try CertificateFactory.chain([newCA, backupCA]).write(toFile: path("new-ca.pem"), atomically: true, encoding: .utf8)
+        let key = SigningKey.generate()
+        try KeyFile.write(key, to: path("signing-key.pem"))
+        say("signing key kid \(key.kid)")
+
+        let yaml = """
+            broker:
+              url: \(broker.url)
+              clientId: certrot-demo
+            store: sqlite:\(path("certrot.db"))
+            signingKey: \(path("signing-key.pem"))
+            ackTimeout: 20s
+            retry: {base: 2s, factor: 2, cap: 10s, attempts: 5}
+            targets:
+              - {name: broker-ca-2026, tag: 42, type: 0, chain: \(path("new-ca.pem"))}
+            catalogue:
+              - {name: broker-ca-2025, chain: \(path("old-ca.pem"))}
+            """
+        try yaml.write(toFile: path("certrot.yaml"), atomically: true, encoding: .utf8)
+        let settings = try DaemonSettings.resolve(try CertrotConfig.load(path: path("certrot.yaml")))
+        let target = settings.targets[0]
+        say("target      \(target.name): tag 42, \(target.chain.bytes.count) bytes, sha256 \(target.sha256.prefix(16))…")
+
+        let daemon = CertrotDaemon(settings: settings, logger: logger)
+        let started = Date()
+        let daemonTask = Task { try await daemon.run() }
+        defer { daemonTask.cancel() }
+
+        var options = FleetOptions(host: broker.host, port: broker.port, devices: devices, keys: [key.publicKey])
+        options.initial = [(42, 0, Array(try PEM.normalizeChain(oldCA.pem).bytes))]
+        options.failRate = 0.02
+        options.offlineRate = 0.05
+        options.incompleteRate = 0.02
+        options.offlineDelay = 3
+        let fleet = SimulatedFleet(options: options, logger: logger)
+        try fleet.start()
+        defer { fleet.stop() }
+        say("fleet       \(devices) simulated nRF91 devices (2% fail a write once, 2% lose a part, 5% start offline)")
+        say("")
+
+        let rpc = try RPCClient(host: broker.host, port: broker.port, logger: logger)
+        defer { rpc.close() }
+        var last: [String: Any] = [:]
+        var verified = 0
+        while verified < devices {
+            guard Date().timeIntervalSince(started) < timeout else {
+                say("\ntimed out after \(Int(timeout)) s")
+                say(FleetTable.render(last))
+                throw ExitCode(1)
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            guard let status = try? await rpc.result("fleet.status", timeout: 5) else { continue }
+            last = status
+            let states = (status["states"] as? [String: Int]) ?? [:]
+            verified = states["verified"] ?? 0
+            let elapsed = Date().timeIntervalSince(started)
+            let line = FleetTable.order.map { "\($0)=\(states[$0] ?? 0)" }.joined(separator: " ")
+            say(String(format: "%6.1fs  ", elapsed) + "devices=\(status["devices"] ?? 0) " + line)
+        }
+        let wall = Date().timeIntervalSince(started)
+        say("")
+        say(FleetTable.render(last))
+        let stats = fleet.stats
+        let oversize = stats.oversizeMessages
+        say("")
+        say(String(format: "%d devices verified in %.1f s: %.0f rotations/s (wall time from daemon start)", devices, wall, Double(devices) / wall))
+        say("device acks: \(stats.acks.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")); messages over maxMessage: \(oversize)")
+        let sample = try await rpc.result("device.status", params: ["device": options.deviceID(1)])
+        say("")
+        say("device.status \(options.deviceID(1)):")
+        say(String(decoding: try JSONSerialization.data(withJSONObject: sample, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+        guard oversize == 0 else { throw ExitCode(1) }
+    }
+}
+
+/// Unbuffered line output, so progress shows at once even through a pipe.
+func say(_ text: String = "") {
+    FileHandle.standardOutput.write(Data((text + "\n").utf8))
+}
