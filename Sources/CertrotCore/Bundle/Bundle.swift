@@ -11,6 +11,14 @@ public struct BundleOp: Sendable, Equatable, Codable {
     public var sha256: String?
     public var pem: String?
 
+    public init(op: Kind, tag: Int64, type: Int, sha256: String?, pem: String?) {
+        self.op = op
+        self.tag = tag
+        self.type = type
+        self.sha256 = sha256
+        self.pem = pem
+    }
+
     public static func write(tag: Int64, type: Int, pem: String) -> BundleOp {
         BundleOp(op: .write, tag: tag, type: type, sha256: Hex.sha256(Array(pem.utf8)), pem: pem)
     }
@@ -48,6 +56,12 @@ public struct JWSHeader: Sendable, Equatable, Codable {
     public var alg: String
     public var kid: String
     public var typ: String
+
+    public init(alg: String, kid: String, typ: String) {
+        self.alg = alg
+        self.kid = kid
+        self.typ = typ
+    }
 
     public static let type = "certrot-bundle+jwt"
 }

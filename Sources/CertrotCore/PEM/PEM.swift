@@ -27,9 +27,10 @@ public enum PEM {
         var currentLabel: String?
         var body = ""
         var lineNumber = 0
-        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        // Split on bytes: Swift treats "\r\n" as one Character, so a Character split would miss CRLF lines.
+        for rawLine in text.utf8.split(separator: 0x0A, omittingEmptySubsequences: false) {
             lineNumber += 1
-            let line = rawLine.trimmingCharacters(in: .whitespacesAndNewlines)
+            let line = String(decoding: rawLine, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             if let label = currentLabel {
                 if line.hasPrefix("-----END ") {
                     guard line == "-----END \(label)-----" else {
