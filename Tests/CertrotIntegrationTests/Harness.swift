@@ -1,0 +1,134 @@
+import CertrotCore
+import CertrotMQTT
+import CertrotServer
+import CertrotSimulator
+import CertrotTestSupport
+import Foundation
+import Logging
+import Testing
+
+/// A broker, keys, chains and a config on disk, for one test. Everything is torn down by `stop()`.
+final class Harness: @unchecked Sendable {
+    // Used by one test at a time; the tasks it starts only read the immutable settings.
+    let broker: Broker
+    let dir: URL
+    let key = SigningKey.generate()
+    let oldCA: CertificateFactory.Issued
+    let newCA: CertificateFactory.Issued
+    var logger = Logger(label: "certrot.test")
+    private var daemonTask: Task<Void, any Error>?
+    private(set) var daemon: CertrotDaemon?
+    private var fleets: [SimulatedFleet] = []
+    private var rpcClient: RPCClient?
+
+    init() throws {
+        broker = try Broker()
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-test-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        oldCA = try CertificateFactory.rootCA(commonName: "Old CA", days: 20)
+        newCA = try CertificateFactory.rootCA(commonName: "New CA", days: 700)
+        try oldCA.pem.write(toFile: path("old-ca.pem"), atomically: true, encoding: .utf8)
+        try newCA.pem.write(toFile: path("new-ca.pem"), atomically: true, encoding: .utf8)
+        try KeyFile.write(key, to: path("signing-key.pem"))
+        logger.logLevel = ProcessInfo.processInfo.environment["CERTROT_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
+    }
+
+    func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+
+    var newChain: CertificateChain { try! PEM.normalizeChain(newCA.pem) }
+
+    /// Writes the daemon config and returns its path.
+    @discardableResult
+    func writeConfig(ackTimeout: String = "20s", retryBase: String = "1s") throws -> String {
+        let yaml = """
+            broker:
+              url: \(broker.url)
+              clientId: certrot-test
+            store: sqlite:\(path("certrot.db"))
+            signingKey: \(path("signing-key.pem"))
+            ackTimeout: \(ackTimeout)
+            retry: {base: \(retryBase), factor: 2, cap: 5s, attempts: 5}
+            targets:
+              - {name: broker-ca, tag: 42, type: 0, chain: \(path("new-ca.pem"))}
+            catalogue:
+              - {name: old-ca, chain: \(path("old-ca.pem"))}
+            """
+        try yaml.write(toFile: path("certrot.yaml"), atomically: true, encoding: .utf8)
+        return path("certrot.yaml")
+    }
+
+    /// Starts the daemon in this process through the same wiring `certrot serve` uses.
+    func startDaemon() throws {
+        let settings = try DaemonSettings.resolve(try CertrotConfig.load(path: try writeConfig()))
+        let daemon = CertrotDaemon(settings: settings, logger: logger)
+        self.daemon = daemon
+        daemonTask = Task { try await daemon.run() }
+    }
+
+    func stopDaemon() async {
+        daemonTask?.cancel()
+        _ = try? await daemonTask?.value
+        daemonTask = nil
+    }
+
+    func fleetOptions(devices: Int) -> FleetOptions {
+        var options = FleetOptions(host: broker.host, port: broker.port, devices: devices, keys: [key.publicKey])
+        options.initial = [(42, 0, try! PEM.normalizeChain(oldCA.pem).bytes)]
+        options.devicesPerConnection = 50
+        options.offlineDelay = 2
+        return options
+    }
+
+    func startFleet(_ options: FleetOptions) throws -> SimulatedFleet {
+        let fleet = SimulatedFleet(options: options, logger: logger)
+        try fleet.start()
+        fleets.append(fleet)
+        return fleet
+    }
+
+    func rpc() throws -> RPCClient {
+        if let rpcClient { return rpcClient }
+        let client = try RPCClient(host: broker.host, port: broker.port, logger: logger)
+        rpcClient = client
+        return client
+    }
+
+    /// Polls fleet.status until `done` says so, or fails after `timeout` seconds.
+    @discardableResult
+    func waitForFleet(timeout: Double = 60, _ done: ([String: Int]) -> Bool) async throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(timeout)
+        var last: [String: Any] = [:]
+        while Date() < deadline {
+            if let status = try? await rpc().result("fleet.status", timeout: 5) {
+                last = status
+                if done((status["states"] as? [String: Int]) ?? [:]) { return status }
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        Issue.record("fleet did not reach the expected state in \(timeout) s; last: \(last)")
+        throw HarnessError.timeout
+    }
+
+    func stop() async {
+        rpcClient?.close()
+        fleets.forEach { $0.stop() }
+        await stopDaemon()
+        broker.stop()
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    enum HarnessError: Error { case timeout }
+}
+
+/// The certrot executable built next to the test bundle (or $CERTROT_BIN).
+func certrotBinary() -> String {
+    if let env = ProcessInfo.processInfo.environment["CERTROT_BIN"] { return env }
+    let testBinary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+    var dir = testBinary.deletingLastPathComponent()
+    for _ in 0..<4 {
+        let candidate = dir.appendingPathComponent("certrot").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        dir = dir.deletingLastPathComponent()
+    }
+    return ".build/debug/certrot"
+}
