@@ -100,6 +100,7 @@ let package = Package(
                 "CertrotCore", "CertrotServer", "CertrotStore", "CertrotSimulator", "CertrotTestSupport",
                 "CertrotMQTT",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: strict
         ),

@@ -99,7 +99,7 @@ final class Harness: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(timeout)
         var last: [String: Any] = [:]
         while Date() < deadline {
-            if let status = try? await rpc().result("fleet.status", timeout: 5) {
+            if let status = try? await rpc().result("fleet.status", timeout: 1) {
                 last = status
                 if done((status["states"] as? [String: Int]) ?? [:]) { return status }
             }

@@ -1,0 +1,65 @@
+import CertrotCore
+import CertrotSimulator
+import CertrotTestSupport
+import Foundation
+import GRDB
+import Testing
+
+@Suite(.serialized) struct RestartTests {
+    func startServe(_ harness: Harness, config: String, log: String) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: certrotBinary())
+        process.arguments = ["serve", "--config", config, "--log-level", "info"]
+        if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        handle.seekToEndOfFile()
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        return process
+    }
+
+    @Test func daemonSIGKILLedMidRotation_resumes_withEveryDeviceVerifiedAndNoSeqReused() async throws {
+        let harness = try Harness()
+        let config = try harness.writeConfig(ackTimeout: "5s")
+        let log = harness.path("serve.log")
+        var serve = try startServe(harness, config: config, log: log)
+        var options = harness.fleetOptions(devices: 200)
+        // Half the fleet comes online while the daemon is down: their inventories must wait in the broker
+        // for the daemon's persistent session.
+        options.offlineRate = 0.5
+        options.offlineDelay = 8
+        let fleet = try harness.startFleet(options)
+
+        try await harness.waitForFleet(timeout: 60) { ($0["verified"] ?? 0) >= 40 }
+        kill(serve.processIdentifier, SIGKILL)
+        while serve.isRunning { usleep(10_000) }
+        let atKill = fleet.snapshot().filter { $0.appliedSeq > 0 }.count
+        #expect(atKill < 200, "the kill should land mid-rotation")
+        try await Task.sleep(for: .seconds(4))
+
+        serve = try startServe(harness, config: config, log: log)
+        defer { Broker.terminate(serve) }
+        let status = try await harness.waitForFleet(timeout: 90) { ($0["verified"] ?? 0) == 200 }
+        #expect(status["devices"] as? Int == 200)
+
+        for device in fleet.snapshot() {
+            #expect(device.digest(tag: 42) == harness.newChain.sha256, "\(device.id)")
+            #expect(Set(device.appliedSeqs).count == device.appliedSeqs.count, "\(device.id) applied a seq twice")
+            #expect(device.appliedSeqs == device.appliedSeqs.sorted())
+        }
+        // The store never issued the same seq twice to a device, and seqs only grew.
+        let db = try DatabaseQueue(path: harness.path("certrot.db"))
+        let duplicates = try await db.read { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM (SELECT device, seq FROM bundles GROUP BY device, seq HAVING COUNT(*) > 1)")
+        }
+        #expect(duplicates == 0)
+        let behind = try await db.read { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM devices d WHERE d.issued_seq < (SELECT MAX(seq) FROM bundles b WHERE b.device = d.id)")
+        }
+        #expect(behind == 0)
+        let logText = try String(contentsOfFile: log, encoding: .utf8)
+        #expect(logText.components(separatedBy: "certrot starting").count == 3)
+        await harness.stop()
+    }
+}
