@@ -108,7 +108,8 @@ private let libraryInit: Int32 = mosquitto_lib_init()
 /// reports through `onEvent` on that thread. The handler must return quickly and must not call ``stop()``.
 ///
 /// `@unchecked Sendable`: the handle is only used through libmosquitto calls that are thread-safe in threaded
-/// mode (publish, subscribe, disconnect); setup happens in `init` and teardown once, guarded by `state`.
+/// mode (publish, subscribe, disconnect); setup happens in `init`; publish and subscribe run under `state`'s lock
+/// and refuse once stopped, and the handle is destroyed under that lock, so no call can reach a freed handle.
 public final class MQTTClient: @unchecked Sendable {
     private let handle: OpaquePointer
     private let box: Unmanaged<CallbackBox>
@@ -260,8 +261,11 @@ public final class MQTTClient: @unchecked Sendable {
                 }
             }
         }
-        let rc = payload.withUnsafeBytes { raw in
-            mosquitto_publish_v5(handle, &mid, topic, Int32(raw.count), raw.baseAddress, qos, retain, props)
+        let rc = state.withLock { state -> Int32 in
+            guard !state.stopped else { return MOSQ_ERR_NO_CONN.rawValue }
+            return payload.withUnsafeBytes { raw in
+                mosquitto_publish_v5(handle, &mid, topic, Int32(raw.count), raw.baseAddress, qos, retain, props)
+            }
         }
         guard rc == MOSQ_ERR_SUCCESS.rawValue else { throw MQTTError(operation: "publish to \(topic)", code: rc) }
         return mid
@@ -273,9 +277,12 @@ public final class MQTTClient: @unchecked Sendable {
         var mid: Int32 = 0
         var cStrings = filters.map { strdup($0) }
         defer { cStrings.forEach { free($0) } }
-        let rc = cStrings.withUnsafeMutableBufferPointer { buffer in
-            buffer.baseAddress!.withMemoryRebound(to: UnsafeMutablePointer<CChar>?.self, capacity: buffer.count) {
-                mosquitto_subscribe_multiple(handle, &mid, Int32(filters.count), $0, qos, 0, nil)
+        let rc = state.withLock { state -> Int32 in
+            guard !state.stopped else { return MOSQ_ERR_NO_CONN.rawValue }
+            return cStrings.withUnsafeMutableBufferPointer { buffer in
+                buffer.baseAddress!.withMemoryRebound(to: UnsafeMutablePointer<CChar>?.self, capacity: buffer.count) {
+                    mosquitto_subscribe_multiple(handle, &mid, Int32(filters.count), $0, qos, 0, nil)
+                }
             }
         }
         guard rc == MOSQ_ERR_SUCCESS.rawValue else { throw MQTTError(operation: "subscribe", code: rc) }
@@ -290,9 +297,12 @@ public final class MQTTClient: @unchecked Sendable {
             return true
         }
         guard shouldStop else { return }
+        // Not under the lock: a callback running on the network thread may still call publish, which then sees
+        // `stopped` and fails instead of waiting for a lock held here while we join that thread.
         mosquitto_disconnect(handle)
         mosquitto_loop_stop(handle, false)
-        mosquitto_destroy(handle)
+        // Under the lock: a publish that started before `stopped` was set finishes before the handle is freed.
+        state.withLock { _ in mosquitto_destroy(handle) }
         box.release()
     }
 }

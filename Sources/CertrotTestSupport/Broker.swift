@@ -5,7 +5,7 @@ public final class Broker: @unchecked Sendable {
     // `process` is only touched by init and stop(); stop() is idempotent and tolerates concurrent calls.
     public let port: Int32
     public let directory: URL
-    private let process: Process
+    private let process: ChildProcess
 
     public var url: String { "mqtt://127.0.0.1:\(port)" }
     public var host: String { "127.0.0.1" }
@@ -48,20 +48,15 @@ public final class Broker: @unchecked Sendable {
                 """
             let configPath = directory.appendingPathComponent("mosquitto.conf")
             try config.write(to: configPath, atomically: true, encoding: .utf8)
-            _ = FileManager.default.createFile(atPath: directory.appendingPathComponent("mosquitto.log").path, contents: nil)
-            let log = try FileHandle(forWritingTo: directory.appendingPathComponent("mosquitto.log"))
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = ["-c", configPath.path]
-            process.standardOutput = log
-            process.standardError = log
-            try process.run()
+            let process = try ChildProcess(
+                executable: binary, arguments: ["-c", configPath.path],
+                outputPath: directory.appendingPathComponent("mosquitto.log").path)
             if Self.waitForPort(port, process: process, timeout: 5) {
                 self.port = port
                 self.process = process
                 return
             }
-            Self.terminate(process)
+            process.terminate()
             lastError = (try? String(contentsOfFile: directory.appendingPathComponent("mosquitto.log").path, encoding: .utf8)) ?? lastError
         }
         throw BrokerError(message: "mosquitto did not start: \(lastError)")
@@ -70,19 +65,7 @@ public final class Broker: @unchecked Sendable {
     deinit { stop() }
 
     public func stop() {
-        Self.terminate(process)
-    }
-
-    /// SIGTERM, then SIGKILL after 5 s. Polls instead of `waitUntilExit`, which can hang off the main thread.
-    public static func terminate(_ process: Process, grace: Double = 5) {
-        guard process.isRunning else { return }
         process.terminate()
-        let deadline = Date().addingTimeInterval(grace)
-        while process.isRunning, Date() < deadline { usleep(10_000) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            while process.isRunning { usleep(10_000) }
-        }
     }
 
     /// A port that was free a moment ago (bind to port 0, read it, close).
@@ -105,7 +88,7 @@ public final class Broker: @unchecked Sendable {
         return Int32(UInt16(bigEndian: addr.sin_port))
     }
 
-    static func waitForPort(_ port: Int32, process: Process, timeout: Double) -> Bool {
+    static func waitForPort(_ port: Int32, process: ChildProcess, timeout: Double) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             guard process.isRunning else { return false }

@@ -6,17 +6,9 @@ import GRDB
 import Testing
 
 @Suite(.serialized) struct RestartTests {
-    func startServe(_ harness: Harness, config: String, log: String) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: certrotBinary())
-        process.arguments = ["serve", "--config", config, "--log-level", "info"]
-        if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        handle.seekToEndOfFile()
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-        return process
+    func startServe(_ harness: Harness, config: String, log: String) throws -> ChildProcess {
+        try ChildProcess(
+            executable: certrotBinary(), arguments: ["serve", "--config", config, "--log-level", "info"], outputPath: log)
     }
 
     @Test func daemonSIGKILLedMidRotation_resumes_withEveryDeviceVerifiedAndNoSeqReused() async throws {
@@ -32,14 +24,14 @@ import Testing
         let fleet = try harness.startFleet(options)
 
         try await harness.waitForFleet(timeout: 60) { ($0["verified"] ?? 0) >= 40 }
-        kill(serve.processIdentifier, SIGKILL)
+        serve.signal(SIGKILL)
         while serve.isRunning { usleep(10_000) }
         let atKill = fleet.snapshot().filter { $0.appliedSeq > 0 }.count
         #expect(atKill < 200, "the kill should land mid-rotation")
         try await Task.sleep(for: .seconds(4))
 
         serve = try startServe(harness, config: config, log: log)
-        defer { Broker.terminate(serve) }
+        defer { serve.terminate() }
         let status = try await harness.waitForFleet(timeout: 90) { ($0["verified"] ?? 0) == 200 }
         #expect(status["devices"] as? Int == 200)
 

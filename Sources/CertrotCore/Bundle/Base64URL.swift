@@ -8,7 +8,8 @@ public enum Base64URL {
         return text
     }
 
-    /// Decodes unpadded base64url; `nil` for anything else (padding, `+`, `/`, whitespace).
+    /// Decodes unpadded, canonical base64url; `nil` for anything else (padding, `+`, `/`, whitespace, or non-zero
+    /// unused bits in the last character — which would let two texts decode to the same bytes).
     public static func decode<S: StringProtocol>(_ text: S) -> [UInt8]? {
         guard text.utf8.allSatisfy({ isAlphabet($0) }) else { return nil }
         var standard = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
@@ -18,7 +19,9 @@ public enum Base64URL {
         case 3: standard += "="
         default: return nil
         }
-        return Data(base64Encoded: standard).map(Array.init)
+        guard let bytes = Data(base64Encoded: standard).map(Array.init) else { return nil }
+        guard encode(bytes) == text else { return nil }
+        return bytes
     }
 
     static func isAlphabet(_ byte: UInt8) -> Bool {
