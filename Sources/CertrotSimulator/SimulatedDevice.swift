@@ -39,6 +39,7 @@ public struct SimulatedDevice: Sendable {
     public private(set) var writeFailures = 0
     public private(set) var partsLost = 0
     public private(set) var lastPartAt: Double = 0
+    private var incompleteAsks = 0
     var assembler: PartAssembler
 
     public init(id: String, behaviour: DeviceBehaviour, profile: DeviceProfile) {
@@ -93,27 +94,35 @@ public struct SimulatedDevice: Sendable {
             assembler.reset()
             return .ack(Ack(jti: part.jti, status: .rejected, reason: "bundle of \(bytes) bytes does not fit"), republishInventory: false)
         case .complete(let jws):
-            return apply(jws: jws, keys: keys, now: Int64(now))
+            incompleteAsks = 0
+            return apply(jws: jws, partJTI: part.jti, keys: keys, now: Int64(now))
         }
     }
 
-    /// Called periodically: asks for missing parts once a bundle has stalled for `after` seconds.
-    public mutating func checkStalled(now: Double, after: Double) -> Ack? {
+    /// Called periodically: asks for missing parts once a bundle has stalled for `after` seconds, at most
+    /// `maxAsks` times, then gives the partial bundle up (a late duplicate part must not start an endless loop).
+    public mutating func checkStalled(now: Double, after: Double, maxAsks: Int = 3) -> Ack? {
         guard let jti = assembler.jti, now - lastPartAt >= after else { return nil }
         let missing = assembler.missing
         guard !missing.isEmpty else { return nil }
+        guard incompleteAsks < maxAsks else {
+            assembler.reset()
+            incompleteAsks = 0
+            return nil
+        }
+        incompleteAsks += 1
         lastPartAt = now
         return Ack(jti: jti, status: .incomplete, missing: missing)
     }
 
-    mutating func apply(jws: String, keys: [VerificationKey], now: Int64) -> Reaction {
+    mutating func apply(jws: String, partJTI: String, keys: [VerificationKey], now: Int64) -> Reaction {
         // A bundle already applied (re-sent after a server restart) is acknowledged again, not re-written.
         if let decoded = try? JWS.verify(jws, keys: keys), decoded.claims.jti == lastAppliedJTI,
             decoded.claims.sub == id
         {
             return .ack(Ack(jti: decoded.claims.jti, status: .applied), republishInventory: true)
         }
-        let jti = (try? JWS.decode(jws))?.claims.jti ?? "unknown"
+        let jti = (try? JWS.decode(jws))?.claims.jti ?? partJTI
         if behaviour.rejects {
             return .ack(Ack(jti: jti, status: .rejected, code: -1, reason: "simulated rejection"), republishInventory: false)
         }

@@ -66,6 +66,7 @@ public final class SQLiteStore: RotationStore {
                         iat INTEGER NOT NULL,
                         exp INTEGER NOT NULL,
                         jws TEXT NOT NULL,
+                        max_message INTEGER NOT NULL,
                         UNIQUE (device, seq)
                     );
                     CREATE TABLE history (
@@ -142,8 +143,8 @@ struct SQLiteTransaction: StoreTransaction {
 
     func insertBundle(_ b: BundleRecord) throws {
         try db.execute(
-            sql: "INSERT INTO bundles (jti, device, seq, iat, exp, jws) VALUES (?, ?, ?, ?, ?, ?)",
-            arguments: [b.jti, b.device, b.seq, b.iat, b.exp, b.jws])
+            sql: "INSERT INTO bundles (jti, device, seq, iat, exp, jws, max_message) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            arguments: [b.jti, b.device, b.seq, b.iat, b.exp, b.jws, b.maxMessage])
     }
 
     func bundle(jti: String) throws -> BundleRecord? {
@@ -151,7 +152,8 @@ struct SQLiteTransaction: StoreTransaction {
             return nil
         }
         return BundleRecord(
-            jti: row["jti"], device: row["device"], seq: row["seq"], iat: row["iat"], exp: row["exp"], jws: row["jws"])
+            jti: row["jti"], device: row["device"], seq: row["seq"], iat: row["iat"], exp: row["exp"], jws: row["jws"],
+            maxMessage: row["max_message"])
     }
 
     func appendHistory(device: String, entry: HistoryEntry) throws {

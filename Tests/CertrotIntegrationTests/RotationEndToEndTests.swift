@@ -68,6 +68,29 @@ import Testing
         await harness.stop()
     }
 
+    @Test func deviceThatLosesItsCredential_afterVerification_isRotatedAgainWithAHigherSeq() async throws {
+        let harness = try Harness()
+        try harness.startDaemon()
+        let fleet = try harness.startFleet(harness.fleetOptions(devices: 3))
+        try await harness.waitForFleet { ($0["verified"] ?? 0) == 3 }
+        // dev-00001 is factory-reset: its store holds the old CA again and its seq is back to 0.
+        let oldDigest = try PEM.normalizeChain(harness.oldCA.pem).sha256
+        let reset = Inventory(seq: 0, creds: [.init(tag: 42, type: 0, sha256: oldDigest)])
+        let publisher = try await HostileInputTests.Publisher(harness, id: "reset-tool")
+        try publisher.send("dev-00001/certs/inventory", reset.encoded())
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline, fleet.snapshot().first?.appliedSeqs.count != 2 {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(fleet.snapshot().first?.appliedSeqs == [1, 2])
+        try await harness.waitForFleet { ($0["verified"] ?? 0) == 3 }
+        let status = try await harness.rpc().result("device.status", params: ["device": "dev-00001"])
+        let pendings = ((status["history"] as? [[String: Any]]) ?? []).filter { $0["state"] as? String == "verified" }
+        #expect(pendings.count == 2)
+        publisher.client.stop()
+        await harness.stop()
+    }
+
     @Test func bundle_verifiesWithOpenSSL_outsideTheDaemonsSigningCode() async throws {
         let harness = try Harness()
         try harness.startDaemon()

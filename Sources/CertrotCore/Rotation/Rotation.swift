@@ -66,7 +66,8 @@ public struct Rotation: Sendable, Equatable {
         (state == .pending && jti != nil) || state == .sent
     }
 
-    /// True when nothing more will happen without a new inventory or a target change.
+    /// True when nothing more will happen unless a new inventory shows the target, the device loses a verified
+    /// credential, or the target changes.
     public var isSettled: Bool {
         switch state {
         case .verified, .rejected: true
@@ -145,9 +146,11 @@ extension Rotation {
             guard resends < policy.maxResends else {
                 scheduleRetry(
                     as: .failed, error: "parts still missing after \(resends) re-sends", policy: policy, now: now)
-                return nextAttemptAt == now ? .issueBundle : nil
+                return nil
             }
             resends += 1
+            // The ack timeout runs from the last transmission.
+            if state == .sent { sentAt = now }
             updatedAt = now
             return .resend(parts: ack.missing ?? [])
         default:
@@ -198,6 +201,18 @@ extension Rotation {
             return .issueBundle
         }
         return nil
+    }
+
+    /// Drops the outstanding bundle (never acknowledged) so that a new one is issued; counts as no attempt.
+    public mutating func abandonBundle(now: Int64) {
+        guard isInFlight else { return }
+        state = .pending
+        jti = nil
+        seq = nil
+        issuedAt = nil
+        sentAt = nil
+        attempts = max(0, attempts - 1)
+        updatedAt = now
     }
 
     /// Restarts the rotation for a new target digest (or a device that lost a verified credential).

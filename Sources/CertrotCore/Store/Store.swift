@@ -25,14 +25,17 @@ public struct BundleRecord: Sendable, Equatable {
     public var iat: Int64
     public var exp: Int64
     public var jws: String
+    /// The `maxMessage` the parts were cut for: re-sent parts are cut the same way, so part numbers stay valid.
+    public var maxMessage: Int
 
-    public init(jti: String, device: String, seq: Int64, iat: Int64, exp: Int64, jws: String) {
+    public init(jti: String, device: String, seq: Int64, iat: Int64, exp: Int64, jws: String, maxMessage: Int) {
         self.jti = jti
         self.device = device
         self.seq = seq
         self.iat = iat
         self.exp = exp
         self.jws = jws
+        self.maxMessage = maxMessage
     }
 }
 

@@ -167,10 +167,6 @@ final class Engine {
             return
         }
         var device = try tx.device(id) ?? DeviceRecord(id: id, firstSeen: now, lastSeen: now, inventory: nil, issuedSeq: 0)
-        if let previous = device.inventory, inventory.seq < previous.seq {
-            drops.count("stale_inventory")
-            return
-        }
         device.lastSeen = now
         device.inventory = inventory
         if inventory.seq > device.issuedSeq {
@@ -195,7 +191,8 @@ final class Engine {
             let before = rotation
             if rotation.sha256 != target.sha256 {
                 rotation.restart(sha256: target.sha256, now: now)
-            } else if rotation.state == .verified, !holds, inventory.seq >= (rotation.seq ?? 0) {
+            } else if rotation.state == .verified, !holds {
+                // The device lost the credential (a factory reset, a manual write): rotate it again.
                 rotation.restart(sha256: target.sha256, now: now)
             }
             rotation.inventoryArrived(
@@ -250,8 +247,8 @@ final class Engine {
             }
         }
         if !changed { drops.count("duplicate_ack") }
-        if !resend.isEmpty, let bundle = try tx.bundle(jti: ack.jti), let device = try tx.device(id) {
-            let parts = try split(bundle: bundle, device: device)
+        if !resend.isEmpty, let bundle = try tx.bundle(jti: ack.jti) {
+            let parts = try split(bundle: bundle)
             for number in resend.sorted() where number <= parts.count {
                 outbox.append(Outbound(topic: Topics.bundle(id), payload: parts[number - 1], kind: .other))
             }
@@ -300,10 +297,12 @@ final class Engine {
         let jti = Self.newJTI()
         let claims = BundleClaims(sub: device.id, jti: jti, iat: now, exp: now + bundleLifetime, seq: seq, ops: ops)
         let jws = JWS.sign(claims, with: signer)
-        let record = BundleRecord(jti: jti, device: device.id, seq: seq, iat: now, exp: claims.exp, jws: jws)
+        let record = BundleRecord(
+            jti: jti, device: device.id, seq: seq, iat: now, exp: claims.exp, jws: jws,
+            maxMessage: device.inventory?.maxMessage ?? profile.maxMessage)
         let parts: [[UInt8]]
         do {
-            parts = try split(bundle: record, device: device)
+            parts = try split(bundle: record)
         } catch let error as CertrotError {
             for var rotation in waiting {
                 let before = rotation
@@ -330,23 +329,40 @@ final class Engine {
             metadata: ["device": "\(device.id)", "jti": "\(jti)", "seq": "\(seq)", "parts": "\(parts.count)"])
     }
 
-    private func split(bundle: BundleRecord, device: DeviceRecord) throws -> [[UInt8]] {
-        try Parts.split(
-            jws: bundle.jws, jti: bundle.jti, topic: Topics.bundle(device.id),
-            maxMessage: device.inventory?.maxMessage ?? profile.maxMessage)
+    private func split(bundle: BundleRecord) throws -> [[UInt8]] {
+        try Parts.split(jws: bundle.jws, jti: bundle.jti, topic: Topics.bundle(bundle.device), maxMessage: bundle.maxMessage)
     }
 
-    /// After a restart: bundles issued but perhaps never handed to the broker are sent again, same jti and seq.
+    /// After a restart: bundles issued but perhaps never handed to the broker are sent again, same jti and seq,
+    /// with the ack timer started afresh. A bundle that would expire before an ack could come back is replaced
+    /// by a new one instead (a device rejects an expired bundle, and a rejection is final).
     private func resumeUndelivered(tx: any StoreTransaction, outbox: inout [Outbound]) throws {
-        var seen: Set<String> = []
-        for rotation in try tx.rotationsAwaitingDelivery() {
-            guard let jti = rotation.jti, seen.insert(jti).inserted, let bundle = try tx.bundle(jti: jti),
-                let device = try tx.device(rotation.device)
-            else { continue }
-            let parts = try split(bundle: bundle, device: device)
-            outbox += parts.map { Outbound(topic: Topics.bundle(device.id), payload: $0, kind: .part(jti: jti)) }
+        let now = clock()
+        var resent: Set<String> = []
+        var reissue: Set<String> = []
+        for var rotation in try tx.rotationsAwaitingDelivery() {
+            guard let jti = rotation.jti, let bundle = try tx.bundle(jti: jti) else { continue }
+            let before = rotation
+            if bundle.exp <= now + policy.ackTimeout {
+                rotation.abandonBundle(now: now)
+                try save(rotation, previous: before, tx: tx, detail: "bundle \(jti) near expiry after a restart; re-issuing")
+                reissue.insert(rotation.device)
+                continue
+            }
+            rotation.issuedAt = now
+            try tx.saveRotation(rotation)
+            guard resent.insert(jti).inserted else { continue }
+            outbox += try split(bundle: bundle).map { Outbound(topic: Topics.bundle(bundle.device), payload: $0, kind: .part(jti: jti)) }
         }
-        if !seen.isEmpty { logger.info("re-sending bundles issued before the restart", metadata: ["count": "\(seen.count)"]) }
+        for id in reissue.sorted() {
+            guard let device = try tx.device(id) else { continue }
+            try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
+        }
+        if !resent.isEmpty || !reissue.isEmpty {
+            logger.info(
+                "resuming bundles issued before the restart",
+                metadata: ["resent": "\(resent.count)", "reissued": "\(reissue.count)"])
+        }
     }
 
     static func newJTI() -> String {
@@ -389,7 +405,7 @@ final class Engine {
             let item = backlog[backlogHead]
             do {
                 let mid = try client.publish(
-                    topic: item.topic, payload: item.payload, qos: 1, retain: false, responseTopic: nil,
+                    topic: item.topic, payload: item.payload, qos: 1, retain: false, responseTopic: item.responseTopic,
                     correlationData: item.correlationData)
                 inflight[mid] = item.kind
                 backlogHead += 1
@@ -423,6 +439,6 @@ final class Engine {
     }
 
     var rpcContext: RPC.Context {
-        RPC.Context(targets: targets, catalogue: catalogue, drops: drops)
+        RPC.Context(targets: targets, catalogue: catalogue, drops: drops, logger: logger)
     }
 }

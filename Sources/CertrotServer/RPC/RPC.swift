@@ -1,6 +1,7 @@
 import CertrotCore
 import CertrotMQTT
 import Foundation
+import Logging
 
 /// JSON-RPC 2.0 on `certrot/rpc`. The reply goes to the request's MQTT 5 Response Topic (with its Correlation
 /// Data) or, for MQTT 3.1.1 clients, to the topic in the request's `reply_to` member.
@@ -9,6 +10,7 @@ enum RPC {
         var targets: [ResolvedTarget]
         var catalogue: [String: (name: String, notAfter: Int64)]
         var drops: DropCounters
+        var logger: Logger
     }
 
     static let maxRequestBytes = 64 * 1024
@@ -28,8 +30,9 @@ enum RPC {
     }
 
     static func handle(_ message: MQTTMessage, context: Context, tx: any StoreTransaction) -> Outbound? {
-        var replyTopic = message.responseTopic
+        var replyTopic = message.responseTopic.flatMap { isValidReplyTopic($0) ? $0 : nil }
         var id: Any = NSNull()
+        var isNotification = false
         let response: [String: Any]
         do {
             guard message.payload.count <= maxRequestBytes else {
@@ -43,6 +46,8 @@ enum RPC {
             }
             if replyTopic == nil, let replyTo = request["reply_to"] as? String { replyTopic = replyTo }
             if let requestID = request["id"], requestID is String || requestID is NSNumber { id = requestID }
+            // JSON-RPC 2.0 §4.1: a request without an id is a notification and gets no reply.
+            isNotification = request["id"] == nil
             guard request["jsonrpc"] as? String == "2.0" else {
                 throw Failure(code: .invalidRequest, message: "jsonrpc must be \"2.0\"")
             }
@@ -63,10 +68,14 @@ enum RPC {
         } catch let failure as Failure {
             response = ["jsonrpc": "2.0", "id": id, "error": ["code": failure.code.rawValue, "message": failure.message]]
         } catch {
+            // Store errors stay in the daemon's log; the caller learns only that it failed.
+            context.logger.error("rpc failed", metadata: ["error": "\(error)"])
             response = [
-                "jsonrpc": "2.0", "id": id, "error": ["code": ErrorCode.internalError.rawValue, "message": "\(error)"],
+                "jsonrpc": "2.0", "id": id,
+                "error": ["code": ErrorCode.internalError.rawValue, "message": "internal error; see the daemon log"],
             ]
         }
+        if isNotification { return nil }
         guard let topic = replyTopic, isValidReplyTopic(topic) else {
             context.drops.count("rpc_no_reply_topic")
             return nil
