@@ -85,8 +85,20 @@ import Testing
         #expect(fleet.snapshot().first?.appliedSeqs == [1, 2])
         try await harness.waitForFleet { ($0["verified"] ?? 0) == 3 }
         let status = try await harness.rpc().result("device.status", params: ["device": "dev-00001"])
-        let pendings = ((status["history"] as? [[String: Any]]) ?? []).filter { $0["state"] as? String == "verified" }
-        #expect(pendings.count == 2)
+        let history = (status["history"] as? [[String: Any]]) ?? []
+        #expect(history.filter { $0["state"] as? String == "verified" }.count == 2)
+        // An ack for the first, superseded bundle is stale: dropped, counted, and changes nothing.
+        let firstJTI = history.compactMap { $0["jti"] as? String }.first ?? ""
+        try publisher.send("dev-00001/certs/ack", #"{"jti":"\#(firstJTI)","status":"failed","code":1}"#)
+        var dropped: [String: Int] = [:]
+        for _ in 0..<50 {
+            dropped = (try await harness.rpc().result("fleet.status")["dropped"] as? [String: Int]) ?? [:]
+            if dropped["stale_ack"] != nil { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(dropped["stale_ack"] == 1)
+        let after = try await harness.rpc().result("device.status", params: ["device": "dev-00001"])
+        #expect((after["rotations"] as? [[String: Any]])?.first?["state"] as? String == "verified")
         publisher.client.stop()
         await harness.stop()
     }
