@@ -4,7 +4,72 @@ import Foundation
 
 struct BundleCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bundle", abstract: "Inspect rotation bundles.", subcommands: [Inspect.self])
+        commandName: "bundle", abstract: "Make and inspect rotation bundles.", subcommands: [Make.self, Inspect.self])
+
+    struct Make: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Sign a bundle that writes a chain into a sec tag, as the daemon would (for firmware tests).",
+            discussion: """
+                Prints the JWS, or with --parts the part messages for {device}/certs, one JSON object per line, each \
+                PUBLISH packet within --max-message bytes. The chain is normalised and checked against the nrf91 \
+                credential limit first.
+                """)
+
+        @Option(help: "The signing key (PKCS#8 PEM).")
+        var key: String
+        @Option(help: "Device ID (the bundle's sub).")
+        var device: String
+        @Option(help: "Sec tag to write.")
+        var tag: Int64
+        @Option(help: "PEM chain to write.")
+        var chain: String
+        @Option(help: "AT%CMNG credential type.")
+        var type: Int = 0
+        @Option(help: "Bundle seq.")
+        var seq: Int64 = 1
+        @Option(help: "Bundle id; random when omitted.")
+        var jti: String?
+        @Option(help: "iat in Unix seconds; now when omitted.")
+        var iat: Int64?
+        @Option(help: "Lifetime in seconds (exp - iat).")
+        var lifetime: Int64 = BundleClaims.defaultLifetime
+        @Option(help: "Largest MQTT PUBLISH packet the device takes (with --parts).")
+        var maxMessage: Int = DeviceProfile.nrf91.maxMessage
+        @Flag(help: "Print part messages instead of the JWS.")
+        var parts = false
+        @Flag(help: "Skip chain normalisation and size checks (to make invalid test vectors).")
+        var raw = false
+
+        func run() throws {
+            do {
+                try DeviceID.validate(device)
+                let signer = try SigningKey(pem: try String(contentsOfFile: key, encoding: .utf8))
+                let text = try String(contentsOfFile: chain, encoding: .utf8)
+                let pem: String
+                if raw {
+                    pem = text
+                } else {
+                    pem = try PEM.normalizeChain(text).pem
+                    try DeviceProfile.nrf91.checkCredentialSize(Array(pem.utf8), what: "chain \(chain)")
+                }
+                let id = jti ?? Hex.encode((0..<16).map { _ in UInt8.random(in: 0...255) })
+                let issued = iat ?? Int64(Date().timeIntervalSince1970)
+                let claims = BundleClaims(
+                    sub: device, jti: id, iat: issued, exp: issued + lifetime, seq: seq,
+                    ops: [.write(tag: tag, type: type, pem: pem)])
+                let jws = JWS.sign(claims, with: signer)
+                guard parts else {
+                    print(jws)
+                    return
+                }
+                for payload in try Parts.split(jws: jws, jti: id, topic: Topics.bundle(device), maxMessage: maxMessage) {
+                    print(String(decoding: payload, as: UTF8.self))
+                }
+            } catch let error as CertrotError {
+                throw ValidationError(error.message)
+            }
+        }
+    }
 
     struct Inspect: ParsableCommand {
         static let configuration = CommandConfiguration(

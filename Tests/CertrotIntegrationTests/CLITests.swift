@@ -111,4 +111,26 @@ import Testing
         let bad = try certrot("bundle", "inspect", "--pubkey", dir.appendingPathComponent("pub.pem").path, tamperedFile)
         #expect(bad.status != 0)
     }
+
+    @Test func bundleMake_producesPartsThatInspectAccepts_withinMaxMessage() throws {
+        let keyPath = dir.appendingPathComponent("k.pem").path
+        _ = try certrot("keys", "generate", "--out", keyPath)
+        let ca = try CertificateFactory.rootCA(commonName: "Make CA")
+        let chainPath = dir.appendingPathComponent("ca.pem").path
+        try ca.pem.replacingOccurrences(of: "\n", with: "\r\n").write(toFile: chainPath, atomically: true, encoding: .utf8)
+        let made = try certrot("bundle", "make", "--key", keyPath, "--device", "nrf-1", "--tag", "42", "--chain", chainPath,
+                               "--seq", "9", "--max-message", "300", "--parts")
+        #expect(made.status == 0, "\(made.output)")
+        let lines = made.output.split(separator: "\n").map(String.init)
+        #expect(lines.count > 3)
+        for line in lines {
+            #expect(Parts.publishPacketSize(topicBytes: "nrf-1/certs".utf8.count, payloadBytes: line.utf8.count) <= 300)
+        }
+        let partsPath = dir.appendingPathComponent("made.jsonl").path
+        try made.output.write(toFile: partsPath, atomically: true, encoding: .utf8)
+        let inspected = try certrot("bundle", "inspect", "--pubkey", keyPath, partsPath)
+        #expect(inspected.status == 0, "\(inspected.output)")
+        #expect(inspected.output.contains("sub=nrf-1") && inspected.output.contains("seq=9"))
+        #expect(inspected.output.contains("sha256=\(try PEM.normalizeChain(ca.pem).sha256)"))
+    }
 }
