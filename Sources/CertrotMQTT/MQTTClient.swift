@@ -34,6 +34,9 @@ public enum MQTTEvent: Sendable {
     /// The broker acknowledged (PUBACK) the QoS 1 publish with this message id; `reasonCode` 0 is success.
     case published(mid: Int32, reasonCode: Int32)
     case subscribed(mid: Int32, granted: [Int32])
+    /// An error or warning from libmosquitto itself (TLS handshake failures, refused sockets, protocol errors):
+    /// the only place such failures are explained.
+    case log(message: String)
 }
 
 public struct MQTTError: Error, Sendable, CustomStringConvertible {
@@ -61,6 +64,8 @@ public struct MQTTOptions: Sendable {
     public var sessionExpiry: UInt32 = 7 * 24 * 3600
     /// Outgoing QoS 1 messages in flight at once inside libmosquitto.
     public var maxInflight: UInt32 = 100
+    /// TLS, for `mqtts://` brokers.
+    public var tls: MQTTTLSOptions?
 
     public init(host: String, port: Int32, clientID: String, cleanSession: Bool = true,
                 protocolVersion: ProtocolVersion = .v311) {
@@ -71,28 +76,84 @@ public struct MQTTOptions: Sendable {
         self.protocolVersion = protocolVersion
     }
 
-    /// Parses `mqtt://host[:port]` (default port 1883).
-    public static func parseURL(_ url: String) -> (host: String, port: Int32)? {
-        guard url.hasPrefix("mqtt://") else { return nil }
-        let rest = url.dropFirst("mqtt://".count).split(separator: "/", maxSplits: 1).first.map(String.init) ?? ""
-        guard !rest.isEmpty else { return nil }
-        if rest.hasPrefix("[") {  // [::1]:port
-            guard let close = rest.firstIndex(of: "]") else { return nil }
-            let host = String(rest[rest.index(after: rest.startIndex)..<close])
-            let after = rest[rest.index(after: close)...]
-            if after.isEmpty { return (host, 1883) }
-            guard after.hasPrefix(":"), let port = Int32(after.dropFirst()) else { return nil }
-            return (host, port)
+    /// A parsed broker URL.
+    public struct URL: Sendable, Equatable {
+        public var host: String
+        public var port: Int32
+        /// `mqtts://`: TLS with server verification.
+        public var tls: Bool
+    }
+
+    /// Parses `mqtt://host[:port]` (default 1883) and `mqtts://host[:port]` (default 8883); IPv6 as `[::1]`.
+    public static func parseURL(_ url: String) -> URL? {
+        let tls: Bool
+        let rest: Substring
+        if url.hasPrefix("mqtt://") {
+            tls = false
+            rest = url.dropFirst("mqtt://".count)
+        } else if url.hasPrefix("mqtts://") {
+            tls = true
+            rest = url.dropFirst("mqtts://".count)
+        } else {
+            return nil
         }
-        let pieces = rest.split(separator: ":")
-        switch pieces.count {
-        case 1: return (String(pieces[0]), 1883)
-        case 2:
-            guard let port = Int32(pieces[1]), (1...65535).contains(port) else { return nil }
-            return (String(pieces[0]), port)
-        default: return nil
+        let authority = rest.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+        guard !authority.isEmpty else { return nil }
+        let defaultPort: Int32 = tls ? 8883 : 1883
+        var host = authority
+        var portText: Substring?
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { return nil }
+            host = String(authority[authority.index(after: authority.startIndex)..<close])
+            let after = authority[authority.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":") else { return nil }
+                portText = after.dropFirst()
+            }
+        } else if let colon = authority.firstIndex(of: ":") {
+            host = String(authority[..<colon])
+            portText = authority[authority.index(after: colon)...]
+        }
+        guard !host.isEmpty else { return nil }
+        var port = defaultPort
+        if let portText {
+            guard let parsed = Int32(portText), (1...65535).contains(parsed) else { return nil }
+            port = parsed
+        }
+        return URL(host: host, port: port, tls: tls)
+    }
+}
+
+/// TLS settings for `mqtts://`: the broker is verified against `caFile` with hostname checks on; `certFile` and
+/// `keyFile` authenticate the client when the broker asks for a certificate.
+public struct MQTTTLSOptions: Sendable, Equatable {
+    public var caFile: String
+    public var certFile: String?
+    public var keyFile: String?
+
+    public init(caFile: String, certFile: String? = nil, keyFile: String? = nil) {
+        self.caFile = caFile
+        self.certFile = certFile
+        self.keyFile = keyFile
+    }
+
+    /// Throws a readable error for a missing or unreadable file, naming the setting.
+    public func validate() throws {
+        for (name, path) in [("ca", caFile), ("cert", certFile), ("key", keyFile)] {
+            guard let path else { continue }
+            guard FileManager.default.isReadableFile(atPath: path) else {
+                throw MQTTConfigurationError(message: "broker.tls.\(name): cannot read \(path)")
+            }
+        }
+        if (certFile == nil) != (keyFile == nil) {
+            throw MQTTConfigurationError(message: "broker.tls: cert and key go together; give both or neither")
         }
     }
+}
+
+public struct MQTTConfigurationError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
 }
 
 /// What the C callbacks reach through libmosquitto's `obj` pointer.
@@ -145,6 +206,22 @@ public final class MQTTClient: @unchecked Sendable {
                 throw MQTTError(operation: "set username", code: rc)
             }
         }
+        if let tls = options.tls {
+            do {
+                try tls.validate()
+            } catch {
+                mosquitto_destroy(handle)
+                box.release()
+                throw error
+            }
+            var rc = mosquitto_tls_set(handle, tls.caFile, nil, tls.certFile, tls.keyFile, nil)
+            if rc == MOSQ_ERR_SUCCESS.rawValue { rc = mosquitto_tls_insecure_set(handle, false) }
+            guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+                mosquitto_destroy(handle)
+                box.release()
+                throw MQTTError(operation: "configure TLS", code: rc)
+            }
+        }
         installCallbacks()
     }
 
@@ -153,6 +230,11 @@ public final class MQTTClient: @unchecked Sendable {
     }
 
     private func installCallbacks() {
+        mosquitto_log_callback_set(handle) { _, obj, level, message in
+            guard level == MOSQ_LOG_ERR || level == MOSQ_LOG_WARNING, let message else { return }
+            let box = Unmanaged<CallbackBox>.fromOpaque(obj!).takeUnretainedValue()
+            box.onEvent(.log(message: String(cString: message)))
+        }
         mosquitto_connect_v5_callback_set(handle) { _, obj, rc, flags, _ in
             let box = Unmanaged<CallbackBox>.fromOpaque(obj!).takeUnretainedValue()
             if rc == 0 {

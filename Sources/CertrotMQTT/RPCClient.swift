@@ -15,12 +15,13 @@ public final class RPCClient: Sendable {
         public var description: String { message }
     }
 
-    public init(host: String, port: Int32, logger: Logger) throws {
+    public init(host: String, port: Int32, tls: MQTTTLSOptions? = nil, logger: Logger) throws {
         let id = UUID().uuidString.prefix(8).lowercased()
         replyTopic = "certrot/replies/\(id)"
         let box = Box()
         var options = MQTTOptions(host: host, port: port, clientID: "certrot-cli-\(id)", protocolVersion: .v5)
         options.keepAlive = 30
+        options.tls = tls
         client = try MQTTClient(options: options, logger: logger) { event in box.handle?(event) }
         box.handle = { [weak self] event in self?.handle(event) }
         try client.start()

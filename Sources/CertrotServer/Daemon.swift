@@ -27,13 +27,29 @@ public struct DaemonSettings: Sendable {
     /// Resolves `config`, reading the signing key and every chain it names. Throws ``CertrotError`` with the reason.
     public static func resolve(_ config: CertrotConfig) throws -> DaemonSettings {
         guard let url = MQTTOptions.parseURL(config.broker.url) else {
-            throw CertrotError(.invalidConfig, "broker.url '\(config.broker.url)' is not mqtt://host[:port]")
+            throw CertrotError(.invalidConfig, "broker.url '\(config.broker.url)' is not mqtt://host[:port] or mqtts://host[:port]")
         }
         var broker = MQTTOptions(
             host: url.host, port: url.port, clientID: config.broker.clientId ?? "certrot", cleanSession: false,
             protocolVersion: .v5)
         broker.username = config.broker.username
         broker.password = config.broker.password
+        switch (url.tls, config.broker.tls) {
+        case (true, nil):
+            throw CertrotError(.invalidConfig, "broker.url is mqtts:// but broker.tls.ca is not set")
+        case (false, .some):
+            throw CertrotError(.invalidConfig, "broker.tls is set but broker.url is not mqtts://")
+        case (true, .some(let tls)):
+            let options = MQTTTLSOptions(caFile: tls.ca, certFile: tls.cert, keyFile: tls.key)
+            do {
+                try options.validate()
+            } catch {
+                throw CertrotError(.invalidConfig, "\(error)")
+            }
+            broker.tls = options
+        case (false, nil):
+            break
+        }
         guard SQLiteStore.path(fromURL: config.store) != nil else {
             throw CertrotError(.invalidConfig, "store '\(config.store)' is not sqlite:PATH")
         }

@@ -4,6 +4,8 @@ import Foundation
 public final class Broker: @unchecked Sendable {
     // `process` is only touched by init and stop(); stop() is idempotent and tolerates concurrent calls.
     public let port: Int32
+    /// The TLS listener's port, when one was asked for.
+    public let tlsPort: Int32?
     public let directory: URL
     private let process: ChildProcess
 
@@ -25,8 +27,25 @@ public final class Broker: @unchecked Sendable {
         return found
     }
 
-    /// Starts mosquitto with `extraConfig` appended to a loopback listener on a free port.
-    public init(extraConfig: String = "", listenerConfig: String = "allow_anonymous true") throws {
+    /// Files for a TLS listener: the CA that signed client certificates, the broker's certificate and key.
+    public struct TLSFiles: Sendable {
+        public var caFile: String
+        public var certFile: String
+        public var keyFile: String
+        /// Client certificates required, their CN used as the username (for ACL `%u` patterns).
+        public var requireClientCertificate: Bool
+
+        public init(caFile: String, certFile: String, keyFile: String, requireClientCertificate: Bool = true) {
+            self.caFile = caFile
+            self.certFile = certFile
+            self.keyFile = keyFile
+            self.requireClientCertificate = requireClientCertificate
+        }
+    }
+
+    /// Starts mosquitto with a loopback listener on a free port, `extraConfig` (global settings such as
+    /// `acl_file`), and optionally a TLS listener on a second free port.
+    public init(extraConfig: String = "", listenerConfig: String = "allow_anonymous true", tls: TLSFiles? = nil) throws {
         let binary = try Self.executable()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-broker-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -34,9 +53,8 @@ public final class Broker: @unchecked Sendable {
         var lastError = "mosquitto did not start"
         for _ in 0..<5 {
             let port = try Self.freePort()
-            let config = """
-                listener \(port) 127.0.0.1
-                \(listenerConfig)
+            let tlsPort = try tls.map { _ in try Self.freePort() }
+            var config = """
                 persistence false
                 max_queued_messages 1000000
                 max_inflight_messages 1000
@@ -44,15 +62,31 @@ public final class Broker: @unchecked Sendable {
                 log_type warning
                 log_type notice
                 \(extraConfig)
+                listener \(port) 127.0.0.1
+                \(listenerConfig)
 
                 """
+            if let tls, let tlsPort {
+                config += """
+                    listener \(tlsPort) 127.0.0.1
+                    cafile \(tls.caFile)
+                    certfile \(tls.certFile)
+                    keyfile \(tls.keyFile)
+                    require_certificate \(tls.requireClientCertificate)
+                    use_identity_as_username \(tls.requireClientCertificate)
+
+                    """
+            }
             let configPath = directory.appendingPathComponent("mosquitto.conf")
             try config.write(to: configPath, atomically: true, encoding: .utf8)
             let process = try ChildProcess(
                 executable: binary, arguments: ["-c", configPath.path],
                 outputPath: directory.appendingPathComponent("mosquitto.log").path)
-            if Self.waitForPort(port, process: process, timeout: 5) {
+            if Self.waitForPort(port, process: process, timeout: 5),
+                tlsPort.map({ Self.waitForPort($0, process: process, timeout: 5) }) ?? true
+            {
                 self.port = port
+                self.tlsPort = tlsPort
                 self.process = process
                 return
             }

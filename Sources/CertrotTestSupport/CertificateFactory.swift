@@ -10,6 +10,8 @@ public enum CertificateFactory {
         public var certificate: Certificate
         public var key: P256.Signing.PrivateKey
         public var pem: String { (try? certificate.serializeAsPEM().pemString).map { $0 + "\n" } ?? "" }
+        /// The private key, PKCS#8 PEM (test material only).
+        public var keyPEM: String { key.pemRepresentation + "\n" }
     }
 
     /// A self-signed CA valid from an hour ago for `days` days (or from `notBefore` to `notAfter`).
@@ -36,15 +38,16 @@ public enum CertificateFactory {
         return Issued(certificate: certificate, key: key)
     }
 
-    /// A server certificate for `dnsName` issued by `issuer`.
-    public static func leaf(dnsName: String, issuer: Issued, days: Int = 90) throws -> Issued {
+    /// A certificate for `dnsName` (and 127.0.0.1) issued by `issuer`, for TLS servers and clients.
+    public static func leaf(dnsName: String, issuer: Issued, days: Int = 90, loopbackIP: Bool = true) throws -> Issued {
         let key = P256.Signing.PrivateKey()
         let name = try DistinguishedName { CommonName(dnsName) }
         let extensions = try Certificate.Extensions {
             Critical(BasicConstraints.notCertificateAuthority)
             Critical(KeyUsage(digitalSignature: true))
-            try ExtendedKeyUsage([.serverAuth])
-            SubjectAlternativeNames([.dnsName(dnsName)])
+            try ExtendedKeyUsage([.serverAuth, .clientAuth])
+            SubjectAlternativeNames(
+                [.dnsName(dnsName)] + (loopbackIP ? [.ipAddress(ASN1OctetString(contentBytes: [127, 0, 0, 1]))] : []))
         }
         let certificate = try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: Certificate.PublicKey(key.publicKey),

@@ -46,7 +46,9 @@ struct Simulate: AsyncParsableCommand {
 
     func run() async throws {
         guard profile == "nrf91" else { throw ValidationError("unknown profile '\(profile)' (known: nrf91)") }
-        guard let url = MQTTOptions.parseURL(broker) else { throw ValidationError("--broker must be mqtt://host[:port]") }
+        guard let url = MQTTOptions.parseURL(broker), !url.tls else {
+            throw ValidationError("--broker must be mqtt://host[:port] (the simulator does not speak TLS yet)")
+        }
         let logger = log.makeLogger("certrot.simulate")
         let text = try String(contentsOfFile: pubkey, encoding: .utf8)
         guard let key = (try? SigningKey(pem: text))?.publicKey ?? (try? VerificationKey(pem: text)) else {

@@ -7,8 +7,17 @@ struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Ask a running daemon for fleet or device status (JSON-RPC over MQTT).")
 
-    @Option(help: "Broker URL, mqtt://host[:port].")
+    @Option(help: "Broker URL, mqtt://host[:port] or mqtts://host[:port].")
     var broker: String
+
+    @Option(help: "CA file to verify an mqtts:// broker.")
+    var ca: String?
+
+    @Option(help: "Client certificate for an mqtts:// broker that asks for one.")
+    var cert: String?
+
+    @Option(help: "Private key of --cert.")
+    var key: String?
 
     @Option(help: "A device ID: show its inventory, rotation and history.")
     var device: String?
@@ -20,10 +29,19 @@ struct Status: AsyncParsableCommand {
     var timeout: Double = 10
 
     func run() async throws {
-        guard let url = MQTTOptions.parseURL(broker) else { throw ValidationError("--broker must be mqtt://host[:port]") }
+        guard let url = MQTTOptions.parseURL(broker) else {
+            throw ValidationError("--broker must be mqtt://host[:port] or mqtts://host[:port]")
+        }
+        if url.tls, ca == nil { throw ValidationError("an mqtts:// broker needs --ca") }
         var logger = Logger(label: "certrot.status")
         logger.logLevel = .error
-        let client = try RPCClient(host: url.host, port: url.port, logger: logger)
+        let tls = url.tls ? MQTTTLSOptions(caFile: ca!, certFile: cert, keyFile: key) : nil
+        let client: RPCClient
+        do {
+            client = try RPCClient(host: url.host, port: url.port, tls: tls, logger: logger)
+        } catch {
+            throw ValidationError("\(error)")
+        }
         defer { client.close() }
         let result: [String: Any]
         do {

@@ -21,8 +21,8 @@ final class Harness: @unchecked Sendable {
     private var fleets: [SimulatedFleet] = []
     private var rpcClient: RPCClient?
 
-    init() throws {
-        broker = try Broker()
+    init(broker: Broker? = nil) throws {
+        self.broker = try broker ?? Broker()
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-test-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         oldCA = try CertificateFactory.rootCA(commonName: "Old CA", days: 20)
@@ -58,8 +58,8 @@ final class Harness: @unchecked Sendable {
     }
 
     /// Starts the daemon in this process through the same wiring `certrot serve` uses.
-    func startDaemon() throws {
-        let settings = try DaemonSettings.resolve(try CertrotConfig.load(path: try writeConfig()))
+    func startDaemon(configPath: String? = nil) throws {
+        let settings = try DaemonSettings.resolve(try CertrotConfig.load(path: try configPath ?? writeConfig()))
         let daemon = CertrotDaemon(settings: settings, logger: logger)
         self.daemon = daemon
         daemonTask = Task { try await daemon.run() }

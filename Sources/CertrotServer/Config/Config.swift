@@ -9,6 +9,14 @@ public struct CertrotConfig: Sendable, Decodable {
         public var clientId: String?
         public var username: String?
         public var password: String?
+        /// For `mqtts://`: `{ca, cert?, key?}` file paths.
+        public var tls: TLS?
+    }
+
+    public struct TLS: Sendable, Decodable {
+        public var ca: String
+        public var cert: String?
+        public var key: String?
     }
 
     public struct Target: Sendable, Decodable {

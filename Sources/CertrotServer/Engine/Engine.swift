@@ -120,6 +120,8 @@ final class Engine {
             if granted.contains(where: { $0 >= 0x80 }) {
                 logger.error("broker refused a subscription", metadata: ["granted": "\(granted)"])
             }
+        case .mqtt(.log(let message)):
+            logger.error("broker connection: \(message)")
         case .mqtt(.published(let mid, let reason)):
             try published(mid: mid, reasonCode: reason, tx: tx)
         case .mqtt(.message(let message)):
