@@ -2,12 +2,14 @@ import Foundation
 
 /// A real mosquitto on an ephemeral loopback port, for tests and `certrot demo`. Stopped by ``stop()`` or at deinit.
 public final class Broker: @unchecked Sendable {
-    // `process` is only touched by init and stop(); stop() is idempotent and tolerates concurrent calls.
+    // `process` is replaced only by restart(); tests call stop() and restart() from one task at a time.
     public let port: Int32
     /// The TLS listener's port, when one was asked for.
     public let tlsPort: Int32?
     public let directory: URL
-    private let process: ChildProcess
+    private var process: ChildProcess
+    private let binary: String
+    private let configPath: String
 
     public var url: String { "mqtt://127.0.0.1:\(port)" }
     public var host: String { "127.0.0.1" }
@@ -45,17 +47,27 @@ public final class Broker: @unchecked Sendable {
 
     /// Starts mosquitto with a loopback listener on a free port, `extraConfig` (global settings such as
     /// `acl_file`), and optionally a TLS listener on a second free port.
-    public init(extraConfig: String = "", listenerConfig: String = "allow_anonymous true", tls: TLSFiles? = nil) throws {
+    /// `persistent`: sessions and retained messages survive ``restart()`` (mosquitto persistence on).
+    public init(
+        extraConfig: String = "", listenerConfig: String = "allow_anonymous true", tls: TLSFiles? = nil,
+        persistent: Bool = false
+    ) throws {
         let binary = try Self.executable()
+        self.binary = binary
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-broker-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        // mosquitto started as root runs as user mosquitto: let it write its persistence file here.
+        chmod(directory.path, 0o777)
         self.directory = directory
+        self.configPath = directory.appendingPathComponent("mosquitto.conf").path
         var lastError = "mosquitto did not start"
         for _ in 0..<5 {
             let port = try Self.freePort()
             let tlsPort = try tls.map { _ in try Self.freePort() }
             var config = """
-                persistence false
+                persistence \(persistent)
+                persistence_location \(directory.path)/
+                autosave_interval 1
                 max_queued_messages 1000000
                 max_inflight_messages 1000
                 log_type error
@@ -100,6 +112,17 @@ public final class Broker: @unchecked Sendable {
 
     public func stop() {
         process.terminate()
+    }
+
+    /// Stops mosquitto (SIGTERM: a persistent broker saves its state) and starts it again on the same ports.
+    public func restart(downFor seconds: Double = 0) throws {
+        process.terminate()
+        if seconds > 0 { usleep(UInt32(seconds * 1_000_000)) }
+        let log = directory.appendingPathComponent("mosquitto.log").path
+        process = try ChildProcess(executable: binary, arguments: ["-c", configPath], outputPath: log)
+        guard Self.waitForPort(port, process: process, timeout: 10) else {
+            throw BrokerError(message: "mosquitto did not come back on port \(port)")
+        }
     }
 
     /// A port that was free a moment ago (bind to port 0, read it, close).
