@@ -18,6 +18,9 @@ public struct DaemonSettings: Sendable {
     public var maxInflight: Int
     /// Seconds between ticks (timeouts, due retries).
     public var tickInterval: Double = 1
+    /// The next bundle-signing key, being installed on devices with `trust_key`.
+    public var nextSigner: SigningKey?
+    public var keyRotationThreshold: Double = 0.95
 
     public struct KnownChain: Sendable {
         public var name: String
@@ -74,10 +77,23 @@ public struct DaemonSettings: Sendable {
         }
         let lifetime = config.bundleLifetime?.seconds ?? BundleClaims.defaultLifetime
         guard lifetime > 0 else { throw CertrotError(.invalidConfig, "bundleLifetime must be positive") }
-        return DaemonSettings(
+        var settings = DaemonSettings(
             broker: broker, storeURL: config.store, signer: signer, targets: targets, catalogue: catalogue,
             policy: config.rotationPolicy, profile: profile, bundleLifetime: lifetime,
             maxInflight: config.maxInflight ?? 1000)
+        if let rotation = config.keyRotation {
+            let next = try KeyFile.loadSigningKey(path: rotation.nextKey)
+            guard next.kid != signer.kid else {
+                throw CertrotError(.invalidConfig, "keyRotation.nextKey is the current signing key")
+            }
+            let threshold = rotation.threshold ?? 0.95
+            guard threshold > 0, threshold <= 1 else {
+                throw CertrotError(.invalidConfig, "keyRotation.threshold must be in (0, 1]")
+            }
+            settings.nextSigner = next
+            settings.keyRotationThreshold = threshold
+        }
+        return settings
     }
 }
 
@@ -105,6 +121,8 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
             catalogue: settings.catalogue.mapValues { ($0.name, $0.notAfter) }, policy: settings.policy,
             profile: settings.profile, bundleLifetime: settings.bundleLifetime, maxInflight: settings.maxInflight,
             clock: clock, drops: drops, logger: logger)
+        engine.nextSigner = settings.nextSigner
+        engine.keyRotationThreshold = settings.keyRotationThreshold
         let client = try MQTTClient(options: settings.broker, logger: logger) { event in inbox.push(.mqtt(event)) }
         engine.client = client
         defer { client.stop() }

@@ -42,10 +42,14 @@ public struct SimulatedDevice: Sendable {
     private var incompleteAsks = 0
     var assembler: PartAssembler
 
-    public init(id: String, behaviour: DeviceBehaviour, profile: DeviceProfile) {
+    /// The pinned bundle-verification keys; `trust_key` ops add to them.
+    public private(set) var trustedKeys: [VerificationKey]
+
+    public init(id: String, behaviour: DeviceBehaviour, profile: DeviceProfile, keys: [VerificationKey]) {
         self.id = id
         self.behaviour = behaviour
         self.profile = profile
+        self.trustedKeys = keys
         // A JWS carrying a full credential, base64url-encoded with JSON escaping, stays under 3× its size.
         self.assembler = PartAssembler(capacity: profile.maxCredential * 3 + 2048)
     }
@@ -65,7 +69,7 @@ public struct SimulatedDevice: Sendable {
                 tag: key.tag, type: key.type, sha256: Hex.sha256(pem),
                 notAfter: (try? PEM.normalizeChain(String(decoding: pem, as: UTF8.self)))?.notAfter)
         }
-        return Inventory(seq: appliedSeq, maxMessage: profile.maxMessage, creds: creds)
+        return Inventory(seq: appliedSeq, maxMessage: profile.maxMessage, creds: creds, keys: trustedKeys.map(\.kid))
     }
 
     public enum Reaction: Sendable, Equatable {
@@ -78,7 +82,7 @@ public struct SimulatedDevice: Sendable {
     }
 
     /// Handles one message on `{id}/certs`.
-    public mutating func receive(topic: String, payload: [UInt8], keys: [VerificationKey], now: Double) -> Reaction {
+    public mutating func receive(topic: String, payload: [UInt8], now: Double) -> Reaction {
         let packet = Parts.publishPacketSize(topicBytes: topic.utf8.count, payloadBytes: payload.count)
         guard packet <= profile.maxMessage else { return .oversize(bytes: packet) }
         guard let part = try? BundlePart.parse(payload) else { return .none }
@@ -95,7 +99,7 @@ public struct SimulatedDevice: Sendable {
             return .ack(Ack(jti: part.jti, status: .rejected, reason: "bundle of \(bytes) bytes does not fit"), republishInventory: false)
         case .complete(let jws):
             incompleteAsks = 0
-            return apply(jws: jws, partJTI: part.jti, keys: keys, now: Int64(now))
+            return apply(jws: jws, partJTI: part.jti, now: Int64(now))
         }
     }
 
@@ -115,7 +119,8 @@ public struct SimulatedDevice: Sendable {
         return Ack(jti: jti, status: .incomplete, missing: missing)
     }
 
-    mutating func apply(jws: String, partJTI: String, keys: [VerificationKey], now: Int64) -> Reaction {
+    mutating func apply(jws: String, partJTI: String, now: Int64) -> Reaction {
+        let keys = trustedKeys
         // A bundle already applied (re-sent after a server restart) is acknowledged again, not re-written.
         if let decoded = try? JWS.verify(jws, keys: keys), decoded.claims.jti == lastAppliedJTI,
             decoded.claims.sub == id
@@ -139,10 +144,13 @@ public struct SimulatedDevice: Sendable {
             return .ack(Ack(jti: claims.jti, status: .failed, code: 518, reason: "simulated write failure"), republishInventory: false)
         }
         for op in claims.ops {
-            let key = Key(tag: op.tag, type: op.type)
             switch op.op {
-            case .write: credentials[key] = Array((op.pem ?? "").utf8)
-            case .delete: credentials[key] = nil
+            case .write: credentials[Key(tag: op.tag ?? 0, type: op.type ?? 0)] = Array((op.pem ?? "").utf8)
+            case .delete: credentials[Key(tag: op.tag ?? 0, type: op.type ?? 0)] = nil
+            case .trustKey:
+                if let jwk = op.jwk, let key = try? VerificationKey(jwk: jwk), !trustedKeys.contains(key) {
+                    trustedKeys.append(key)
+                }
             }
         }
         appliedSeq = claims.seq

@@ -65,7 +65,7 @@ public final class SimulatedFleet: Sendable {
                 rejects: generator.nextUnit() < options.rejectRate, failsOnce: generator.nextUnit() < options.failRate,
                 offlineAtFirst: generator.nextUnit() < options.offlineRate,
                 losesPartOnce: generator.nextUnit() < options.incompleteRate)
-            var device = SimulatedDevice(id: id, behaviour: behaviour, profile: options.profile)
+            var device = SimulatedDevice(id: id, behaviour: behaviour, profile: options.profile, keys: options.keys)
             for credential in options.initial {
                 device.provision(tag: credential.tag, type: credential.type, pem: credential.pem)
             }
@@ -214,7 +214,7 @@ final class FleetConnection: Sendable {
                 stats.value.withLock { $0.partsReceived += 1 }
                 let now = Date().timeIntervalSince1970
                 let reaction = devices.withLock { devices in
-                    devices[id]?.receive(topic: message.topic, payload: message.payload, keys: options.keys, now: now)
+                    devices[id]?.receive(topic: message.topic, payload: message.payload, now: now)
                         ?? SimulatedDevice.Reaction.none
                 }
                 switch reaction {

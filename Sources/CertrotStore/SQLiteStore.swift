@@ -34,6 +34,7 @@ public final class SQLiteStore: RotationStore {
                         first_seen INTEGER NOT NULL,
                         last_seen INTEGER NOT NULL,
                         inventory BLOB,
+                        keys TEXT,
                         issued_seq INTEGER NOT NULL DEFAULT 0
                     );
                     CREATE TABLE rotations (
@@ -109,13 +110,13 @@ struct SQLiteTransaction: StoreTransaction {
     func saveDevice(_ device: DeviceRecord) throws {
         try db.execute(
             sql: """
-                INSERT INTO devices (id, first_seen, last_seen, inventory, issued_seq) VALUES (?, ?, ?, ?, ?)
+                INSERT INTO devices (id, first_seen, last_seen, inventory, keys, issued_seq) VALUES (?, ?, ?, ?, ?, ?)
                 ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen, inventory = excluded.inventory,
-                    issued_seq = excluded.issued_seq
+                    keys = excluded.keys, issued_seq = excluded.issued_seq
                 """,
             arguments: [
                 device.id, device.firstSeen, device.lastSeen, device.inventory.map { Data($0.encoded()) },
-                device.issuedSeq,
+                device.inventory?.keys.map { "," + $0.joined(separator: ",") + "," }, device.issuedSeq,
             ])
     }
 
@@ -200,6 +201,11 @@ struct SQLiteTransaction: StoreTransaction {
 
     func deviceCount() throws -> Int {
         try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM devices") ?? 0
+    }
+
+    func deviceCount(trustingKey kid: String) throws -> Int {
+        // instr, not LIKE: kids are base64url and may contain '_', a LIKE wildcard.
+        try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM devices WHERE instr(keys, ',' || ? || ',') > 0", arguments: [kid]) ?? 0
     }
 
     static func rotation(from row: Row) -> Rotation {

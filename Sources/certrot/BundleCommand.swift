@@ -111,8 +111,19 @@ struct BundleCommand: ParsableCommand {
                 print("signature: not checked (pass --pubkey)")
             }
             for (index, op) in c.ops.enumerated() {
-                print("op \(index + 1): \(op.op.rawValue) tag=\(op.tag) type=\(op.type)"
-                    + (CredentialType(rawValue: op.type).map { " (\($0.label))" } ?? ""))
+                if op.op == .trustKey {
+                    print("op \(index + 1): trust_key kid=\(op.kid ?? "-")")
+                    do {
+                        try BundleCheck.checkOp(op, profile: .nrf91)
+                        print("      key: ok")
+                    } catch {
+                        failures += 1
+                        print("      key: FAILED — \(error.message)")
+                    }
+                    continue
+                }
+                print("op \(index + 1): \(op.op.rawValue) tag=\(op.tag.map(String.init) ?? "-") type=\(op.type.map(String.init) ?? "-")"
+                    + (op.type.flatMap(CredentialType.init(rawValue:)).map { " (\($0.label))" } ?? ""))
                 guard op.op == .write else { continue }
                 let bytes = Array((op.pem ?? "").utf8)
                 print("      \(bytes.count) bytes, sha256=\(op.sha256 ?? "-")")

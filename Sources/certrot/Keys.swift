@@ -5,7 +5,7 @@ import Foundation
 
 struct Keys: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Manage the bundle-signing key.", subcommands: [Generate.self, Export.self])
+        abstract: "Manage the bundle-signing key.", subcommands: [Generate.self, Export.self, Rotate.self])
 
     struct Generate: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -22,6 +22,43 @@ struct Keys: ParsableCommand {
                 throw ValidationError(error.message)
             }
             print(key.kid)
+        }
+    }
+
+    struct Rotate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Start a signing-key rotation: make the next key and say how to roll it out.",
+            discussion: """
+                Devices keep a list of trusted bundle-verification keys. A rotation is TUF-style: the daemon sends \
+                every device that reports its keys a trust_key op for the next key, signed by the current key. \
+                Devices that trust the next key get bundles signed with it. When the share in `certrot status` \
+                reaches the threshold, promote the next key to signingKey.
+                """)
+
+        @Option(help: "Where to write the next signing key (mode 0600). Refuses to overwrite.")
+        var out: String
+
+        @Option(help: "Share of devices that must trust the next key before the rotation is reported ready.")
+        var threshold: Double = 0.95
+
+        func run() throws {
+            let key = SigningKey.generate()
+            do {
+                try KeyFile.write(key, to: out)
+            } catch let error as CertrotError {
+                throw ValidationError(error.message)
+            }
+            print("""
+                next key: \(out)
+                kid:      \(key.kid)
+
+                1. Add to the daemon's config and restart it:
+                     keyRotation: {nextKey: \(out), threshold: \(threshold)}
+                2. Watch the share of devices that trust it:
+                     certrot status --broker URL --json   (result.signing.next.share, .ready)
+                3. When ready, make it the signing key (signingKey: \(out)) and remove keyRotation.
+                   Devices that never reported the next key keep only the old one: rotate them before retiring it.
+                """)
         }
     }
 

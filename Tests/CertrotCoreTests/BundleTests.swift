@@ -182,3 +182,28 @@ import Testing
         #expect(sawTooLarge)
     }
 }
+
+@Suite struct TrustKeyTests {
+    @Test func trustKeyOp_carriesAJWKWhoseThumbprintIsItsKid() throws {
+        let next = SigningKey.generate().publicKey
+        let op = BundleOp.trustKey(next)
+        try BundleCheck.checkOp(op, profile: .nrf91)
+        #expect(try VerificationKey(jwk: op.jwk!) == next)
+        var forged = op
+        forged.kid = SigningKey.generate().kid
+        #expect(throws: CertrotError.self) { try BundleCheck.checkOp(forged, profile: .nrf91) }
+        var broken = op
+        broken.jwk?.x = "AAAA"
+        #expect(throws: CertrotError.self) { try BundleCheck.checkOp(broken, profile: .nrf91) }
+        let encoded = String(decoding: try JSONCoding.encoder.encode(op), as: UTF8.self)
+        #expect(encoded == #"{"jwk":{"crv":"P-256","kty":"EC","x":"\#(op.jwk!.x)","y":"\#(op.jwk!.y)"},"kid":"\#(next.kid)","op":"trust_key"}"#)
+    }
+
+    @Test func inventoryKeys_areValidated() throws {
+        let ok = try Inventory.parse(Array(#"{"v":1,"seq":0,"creds":[],"keys":["abc-_1"]}"#.utf8))
+        #expect(ok.keys == ["abc-_1"])
+        #expect(throws: CertrotError.self) { try Inventory.parse(Array(#"{"v":1,"seq":0,"creds":[],"keys":["a b"]}"#.utf8)) }
+        let many = (0..<9).map { "\"k\($0)\"" }.joined(separator: ",")
+        #expect(throws: CertrotError.self) { try Inventory.parse(Array(#"{"v":1,"seq":0,"creds":[],"keys":[\#(many)]}"#.utf8)) }
+    }
+}

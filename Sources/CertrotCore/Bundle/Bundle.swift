@@ -1,22 +1,36 @@
 import Crypto
 import Foundation
 
-/// One operation of a bundle: write a credential into a sec tag, or delete one.
+/// One operation of a bundle: write a credential into a sec tag, delete one, or trust the next bundle-signing key.
 public struct BundleOp: Sendable, Equatable, Codable {
-    public enum Kind: String, Sendable, Codable { case write, delete }
+    public enum Kind: String, Sendable, Codable {
+        case write, delete
+        case trustKey = "trust_key"
+    }
 
     public var op: Kind
-    public var tag: Int64
-    public var type: Int
+    /// Sec tag and AT%CMNG type (`write`, `delete`).
+    public var tag: Int64?
+    public var type: Int?
     public var sha256: String?
     public var pem: String?
+    /// The key to trust (`trust_key`) and its RFC 7638 thumbprint.
+    public var jwk: JWK?
+    public var kid: String?
 
-    public init(op: Kind, tag: Int64, type: Int, sha256: String?, pem: String?) {
+    public init(op: Kind, tag: Int64?, type: Int?, sha256: String?, pem: String?, jwk: JWK? = nil, kid: String? = nil) {
         self.op = op
         self.tag = tag
         self.type = type
         self.sha256 = sha256
         self.pem = pem
+        self.jwk = jwk
+        self.kid = kid
+    }
+
+    /// Installs `key` as a further bundle-verification key on the device.
+    public static func trustKey(_ key: VerificationKey) -> BundleOp {
+        BundleOp(op: .trustKey, tag: nil, type: nil, sha256: nil, pem: nil, jwk: JWK(key), kid: key.kid)
     }
 
     public static func write(tag: Int64, type: Int, pem: String) -> BundleOp {

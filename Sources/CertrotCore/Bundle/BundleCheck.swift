@@ -42,20 +42,31 @@ public struct BundleCheck: Sendable {
     }
 
     public static func checkOp(_ op: BundleOp, profile: DeviceProfile) throws(CertrotError) {
-        guard (0...Inventory.maxTag).contains(op.tag), CredentialType(rawValue: op.type) != nil else {
-            throw CertrotError(.invalidBundle, "op on tag \(op.tag) type \(op.type) is out of range")
+        if op.op == .trustKey {
+            guard let jwk = op.jwk, let kid = op.kid else {
+                throw CertrotError(.invalidBundle, "trust_key op lacks jwk or kid")
+            }
+            guard try VerificationKey(jwk: jwk).kid == kid else {
+                throw CertrotError(.invalidBundle, "trust_key kid is not the thumbprint of its jwk")
+            }
+            return
+        }
+        guard let tag = op.tag, let type = op.type, (0...Inventory.maxTag).contains(tag),
+            CredentialType(rawValue: type) != nil
+        else {
+            throw CertrotError(.invalidBundle, "op on tag \(op.tag.map(String.init) ?? "-") type \(op.type.map(String.init) ?? "-") is out of range")
         }
         guard op.op == .write else { return }
         guard let pem = op.pem, let sha = op.sha256 else {
-            throw CertrotError(.invalidBundle, "write op on tag \(op.tag) lacks pem or sha256")
+            throw CertrotError(.invalidBundle, "write op on tag \(tag) lacks pem or sha256")
         }
         let bytes = Array(pem.utf8)
-        try profile.checkCredentialSize(bytes, what: "credential for tag \(op.tag)")
+        try profile.checkCredentialSize(bytes, what: "credential for tag \(tag)")
         guard PEM.isNormalized(bytes) else {
-            throw CertrotError(.invalidPEM, "credential for tag \(op.tag) breaks the PEM rules")
+            throw CertrotError(.invalidPEM, "credential for tag \(tag) breaks the PEM rules")
         }
         guard Hex.sha256(bytes) == sha else {
-            throw CertrotError(.invalidBundle, "sha256 of tag \(op.tag) does not match its pem")
+            throw CertrotError(.invalidBundle, "sha256 of tag \(tag) does not match its pem")
         }
     }
 }

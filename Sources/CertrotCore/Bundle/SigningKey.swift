@@ -27,6 +27,21 @@ public struct SigningKey: Sendable, CustomStringConvertible {
     public var description: String { "SigningKey(kid: \(kid))" }
 }
 
+/// A public key as a JWK (RFC 7517), as the `trust_key` op carries it.
+public struct JWK: Sendable, Equatable, Codable {
+    public var kty: String
+    public var crv: String
+    public var x: String
+    public var y: String
+
+    public init(_ key: VerificationKey) {
+        kty = "EC"
+        crv = "P-256"
+        x = Base64URL.encode(key.x)
+        y = Base64URL.encode(key.y)
+    }
+}
+
 /// A P-256 public key that verifies bundles, identified by its RFC 7638 JWK thumbprint (`kid`).
 public struct VerificationKey: Sendable, Equatable {
     public let publicKey: P256.Signing.PublicKey
@@ -45,6 +60,15 @@ public struct VerificationKey: Sendable, Equatable {
 
     public static func == (lhs: VerificationKey, rhs: VerificationKey) -> Bool {
         lhs.publicKey.rawRepresentation == rhs.publicKey.rawRepresentation
+    }
+
+    /// From a JWK (`kty` EC, `crv` P-256).
+    public init(jwk: JWK) throws(CertrotError) {
+        guard jwk.kty == "EC", jwk.crv == "P-256", let x = Base64URL.decode(jwk.x), let y = Base64URL.decode(jwk.y),
+            x.count == 32, y.count == 32,
+            let key = try? P256.Signing.PublicKey(x963Representation: [0x04] + x + y)
+        else { throw CertrotError(.invalidKey, "the JWK is not a P-256 public key") }
+        publicKey = key
     }
 
     public var pem: String { publicKey.pemRepresentation }

@@ -26,13 +26,18 @@ public struct Inventory: Sendable, Equatable, Codable {
     /// Largest MQTT PUBLISH packet the device can take; the device's profile gives it when absent.
     public var maxMessage: Int?
     public var creds: [Credential]
+    /// kids of the bundle-verification keys the device trusts, when it supports `trust_key`.
+    public var keys: [String]?
 
-    public init(v: Int = 1, seq: Int64, maxMessage: Int? = nil, creds: [Credential]) {
+    public init(v: Int = 1, seq: Int64, maxMessage: Int? = nil, creds: [Credential], keys: [String]? = nil) {
         self.v = v
         self.seq = seq
         self.maxMessage = maxMessage
         self.creds = creds
+        self.keys = keys
     }
+
+    public static let maxKeys = 8
 
     public static let maxPayloadBytes = 64 * 1024
     public static let maxCredentials = 256
@@ -71,6 +76,14 @@ public struct Inventory: Sendable, Equatable, Codable {
         guard creds.count <= Self.maxCredentials else {
             throw CertrotError(
                 .invalidInventory, "inventory lists \(creds.count) credentials; at most \(Self.maxCredentials)")
+        }
+        if let keys {
+            guard keys.count <= Self.maxKeys else {
+                throw CertrotError(.invalidInventory, "keys lists \(keys.count) kids; at most \(Self.maxKeys)")
+            }
+            guard keys.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 64 && $0.utf8.allSatisfy(Base64URL.isAlphabet) }) else {
+                throw CertrotError(.invalidInventory, "keys must be base64url kids of at most 64 characters")
+            }
         }
         var seen = Set<[Int64]>()
         for (index, cred) in creds.enumerated() {

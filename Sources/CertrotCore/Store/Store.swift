@@ -74,6 +74,8 @@ public protocol StoreTransaction {
     /// Rotation counts: target → state → count.
     func rotationCounts() throws -> [String: [String: Int]]
     func deviceCount() throws -> Int
+    /// Devices whose last inventory lists `kid` among the keys they trust.
+    func deviceCount(trustingKey kid: String) throws -> Int
 }
 
 /// A transactional store. `write` runs `body` in one transaction and commits it before returning: what the

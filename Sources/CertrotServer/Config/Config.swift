@@ -52,6 +52,15 @@ public struct CertrotConfig: Sendable, Decodable {
     public var retry: Retry?
     /// Outgoing QoS 1 publishes in flight at once.
     public var maxInflight: Int?
+    /// Bundle-signing key rotation: devices that report `keys` are sent a `trust_key` op for `nextKey`.
+    public var keyRotation: KeyRotation?
+
+    public struct KeyRotation: Sendable, Decodable {
+        /// The next signing key (PKCS#8 PEM, mode 0600).
+        public var nextKey: String
+        /// Share of devices that must trust the next key before `fleet.status` reports the rotation ready.
+        public var threshold: Double?
+    }
 
     public static func load(path: String) throws -> CertrotConfig {
         let text: String

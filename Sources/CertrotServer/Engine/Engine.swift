@@ -40,6 +40,12 @@ final class Engine {
     let logger: Logger
     let maxInflight: Int
     var client: MQTTClient?
+    /// The next signing key, installed on devices through the `trust-key` pseudo-target.
+    var nextSigner: SigningKey?
+    var keyRotationThreshold = 0.95
+
+    /// Rotation target name of the `trust_key` op; its "digest" is the next key's kid.
+    static let trustKeyTarget = "trust-key"
 
     // In-memory delivery tracking (rebuilt after a restart by re-sending undelivered bundles).
     private var inflight: [Int32: Outbound.Kind] = [:]
@@ -180,28 +186,35 @@ final class Engine {
         try tx.saveDevice(device)
 
         var rotations = Dictionary(uniqueKeysWithValues: try tx.rotations(device: id).map { ($0.target, $0) })
-        for target in targets {
-            let holds = inventory.credential(tag: target.tag, type: target.type)?.sha256 == target.sha256
-            guard var rotation = rotations[target.name] else {
+        // What the device should hold: every target, and the next signing key if it can report keys.
+        var desired: [(name: String, digest: String, holds: Bool, why: String)] = targets.map { target in
+            (target.name, target.sha256, inventory.credential(tag: target.tag, type: target.type)?.sha256 == target.sha256,
+             "tag \(target.tag) does not hold the target")
+        }
+        if let next = nextSigner, let keys = inventory.keys {
+            desired.append((Self.trustKeyTarget, next.kid, keys.contains(next.kid), "device does not trust the next signing key"))
+        }
+        for (name, digest, holds, why) in desired {
+            guard var rotation = rotations[name] else {
                 if !holds {
-                    let rotation = Rotation(device: id, target: target.name, sha256: target.sha256, now: now)
-                    try save(rotation, previous: nil, tx: tx, detail: "tag \(target.tag) does not hold the target")
-                    rotations[target.name] = rotation
+                    let rotation = Rotation(device: id, target: name, sha256: digest, now: now)
+                    try save(rotation, previous: nil, tx: tx, detail: why)
+                    rotations[name] = rotation
                 }
                 continue
             }
             let before = rotation
-            if rotation.sha256 != target.sha256 {
-                rotation.restart(sha256: target.sha256, now: now)
+            if rotation.sha256 != digest {
+                rotation.restart(sha256: digest, now: now)
             } else if rotation.state == .verified, !holds {
                 // The device lost the credential (a factory reset, a manual write): rotate it again.
-                rotation.restart(sha256: target.sha256, now: now)
+                rotation.restart(sha256: digest, now: now)
             }
             rotation.inventoryArrived(
                 holdsTarget: holds, reportedSeq: inventory.seq, fresh: !message.retained, policy: policy, now: now)
             if rotation != before {
                 try save(rotation, previous: before, tx: tx)
-                rotations[target.name] = rotation
+                rotations[name] = rotation
             }
         }
         try issueIfIdle(device: device, rotations: Array(rotations.values), tx: tx, outbox: &outbox)
@@ -292,13 +305,19 @@ final class Engine {
         guard !waiting.isEmpty else { return }
         let now = clock()
         let targetsByName = Dictionary(uniqueKeysWithValues: targets.map { ($0.name, $0) })
-        let ops = waiting.compactMap { rotation in
-            targetsByName[rotation.target].map { BundleOp.write(tag: $0.tag, type: $0.type, pem: $0.chain.pem) }
+        let ops = waiting.compactMap { rotation -> BundleOp? in
+            if rotation.target == Self.trustKeyTarget, let next = nextSigner, rotation.sha256 == next.kid {
+                return .trustKey(next.publicKey)
+            }
+            return targetsByName[rotation.target].map { BundleOp.write(tag: $0.tag, type: $0.type, pem: $0.chain.pem) }
         }
+        guard !ops.isEmpty else { return }
         let seq = device.issuedSeq + 1
         let jti = Self.newJTI()
         let claims = BundleClaims(sub: device.id, jti: jti, iat: now, exp: now + bundleLifetime, seq: seq, ops: ops)
-        let jws = JWS.sign(claims, with: signer)
+        // A device that already trusts the next key gets bundles signed with it; every other device with the current.
+        let key = nextSigner.flatMap { next in device.inventory?.keys?.contains(next.kid) == true ? next : nil } ?? signer
+        let jws = JWS.sign(claims, with: key)
         let record = BundleRecord(
             jti: jti, device: device.id, seq: seq, iat: now, exp: claims.exp, jws: jws,
             maxMessage: device.inventory?.maxMessage ?? profile.maxMessage)
@@ -441,6 +460,8 @@ final class Engine {
     }
 
     var rpcContext: RPC.Context {
-        RPC.Context(targets: targets, catalogue: catalogue, drops: drops, logger: logger)
+        RPC.Context(
+            targets: targets, catalogue: catalogue, drops: drops, logger: logger, signerKid: signer.kid,
+            nextKid: nextSigner?.kid, keyRotationThreshold: keyRotationThreshold)
     }
 }

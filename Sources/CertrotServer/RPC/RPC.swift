@@ -11,6 +11,9 @@ enum RPC {
         var catalogue: [String: (name: String, notAfter: Int64)]
         var drops: DropCounters
         var logger: Logger
+        var signerKid: String
+        var nextKid: String?
+        var keyRotationThreshold: Double
     }
 
     static let maxRequestBytes = 64 * 1024
@@ -135,6 +138,7 @@ enum RPC {
             "inventory": creds, "rotations": rotations, "history": history,
         ]
         result["reportedSeq"] = device.inventory?.seq
+        result["keys"] = device.inventory?.keys
         result["maxMessage"] = device.inventory?.maxMessage
         return result
     }
@@ -153,7 +157,21 @@ enum RPC {
             for (state, count) in states { fleet[state, default: 0] += count }
             perTarget[target.name] = ["tag": target.tag, "sha256": target.sha256, "states": states]
         }
-        return ["devices": devices, "states": fleet, "targets": perTarget, "dropped": context.drops.snapshot]
+        var signing: [String: Any] = ["kid": context.signerKid]
+        if let next = context.nextKid {
+            let trusting = try tx.deviceCount(trustingKey: next)
+            let share = devices == 0 ? 0 : Double(trusting) / Double(devices)
+            var states: [String: Int] = Dictionary(uniqueKeysWithValues: RotationState.allCases.map { ($0.rawValue, 0) })
+            for (state, count) in counts[Engine.trustKeyTarget] ?? [:] { states[state, default: 0] += count }
+            signing["next"] = [
+                "kid": next, "devicesTrusting": trusting, "share": share, "threshold": context.keyRotationThreshold,
+                "ready": share >= context.keyRotationThreshold, "states": states,
+            ] as [String: Any]
+        }
+        return [
+            "devices": devices, "states": fleet, "targets": perTarget, "dropped": context.drops.snapshot,
+            "signing": signing,
+        ]
     }
 
     static let fleetStates = RotationState.allCases.map(\.rawValue) + ["in_sync"]
