@@ -1,11 +1,12 @@
 # certrot — the two commands a new user needs:
 #   make demo   rotate 1,000 simulated devices through a real mosquitto on this machine
-#   make test   unit and integration tests (real mosquitto, real SQLite), then a small demo run
+#   make test   Swift unit and integration tests (real mosquitto, real SQLite), the C device library's tests
+#               (fake modem, cross-implementation vectors, end to end), then a small demo run
 SWIFT ?= swift
 DEMO_DEVICES ?= 1000
 SMOKE_DEVICES ?= 100
 
-.PHONY: all bootstrap build release test unit demo demo-smoke clean
+.PHONY: all bootstrap build release test device-test demo demo-smoke clean
 
 all: build
 
@@ -20,7 +21,11 @@ release: bootstrap
 
 test: build
 	$(SWIFT) test
+	$(MAKE) device-test
 	$(MAKE) demo-smoke
+
+device-test: build
+	$(MAKE) -C device test CERTROT_BIN=$(CURDIR)/.build/debug/certrot
 
 demo: build
 	.build/debug/certrot demo --devices $(DEMO_DEVICES)
@@ -30,3 +35,4 @@ demo-smoke:
 
 clean:
 	rm -rf .build
+	$(MAKE) -C device clean

@@ -140,7 +140,7 @@ public struct SimulatedDevice: Sendable {
         }
         if behaviour.failsOnce, writeFailures == 0 {
             writeFailures += 1
-            // AT%CMNG answers 518 (-EPERM) when the modem is not offline.
+            // AT%CMNG answers ERROR 518 when the modem is not offline; the code is informational (docs/protocol.md §6).
             return .ack(Ack(jti: claims.jti, status: .failed, code: 518, reason: "simulated write failure"), republishInventory: false)
         }
         for op in claims.ops {

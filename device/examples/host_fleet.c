@@ -1,0 +1,225 @@
+/* host_fleet: N certrot devices on a real MQTT broker, built on the device library and libmosquitto
+ * (MQTT 3.1.1, QoS 1, persistent sessions). Each device has a fake modem holding an old CA in tag 42, and
+ * OpenSSL for the crypto callbacks. Several devices share one MQTT connection.
+ *
+ *   host_fleet --port P --devices N --pubkey PUB.pem --kid KID --old-ca OLD.pem
+ *              [--host 127.0.0.1] [--prefix host-dev] [--per-conn 10] [--duration SECONDS]
+ *
+ * Runs until SIGINT/SIGTERM (or --duration) and prints a summary line. */
+#include "certrot_device.h"
+#include "fake_modem.h"
+#include "host_crypto.h"
+
+#include <mosquitto.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_MESSAGE 2048 /* nrf91: what we report in the inventory and enforce on receive (§5 step 1) */
+
+typedef struct {
+    char id[64];
+    fake_modem fm;
+    certrot_ctx ctx;
+    uint8_t jws[CERTROT_NRF91_JWS_BUF];
+    uint8_t scratch[CERTROT_SCRATCH_FOR(CERTROT_NRF91_JWS_BUF)];
+    struct mosquitto *mosq;
+    int applied, rejected, failed, dropped;
+} device;
+
+typedef struct {
+    struct mosquitto *mosq;
+    device *first;
+    int count;
+} connection;
+
+static volatile sig_atomic_t stop;
+static device *devices;
+static int device_count;
+static certrot_key key;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop = 1;
+}
+
+static int64_t now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec;
+}
+
+static int wall_clock(void *user, int64_t *out)
+{
+    (void)user;
+    *out = (int64_t)time(NULL);
+    return 0;
+}
+
+static void publish_inventory(device *d)
+{
+    char topic[100], inv[2048];
+    long n = fake_modem_inventory(&d->fm, certrot_applied_seq(&d->ctx), MAX_MESSAGE, inv, sizeof inv);
+    if (n < 0) return;
+    snprintf(topic, sizeof topic, "%s/certs/inventory", d->id);
+    mosquitto_publish(d->mosq, NULL, topic, (int)n, inv, 1, true);
+}
+
+static void publish_ack(device *d, const certrot_result *res)
+{
+    char topic[100], ack[1024];
+    long n = certrot_build_ack(res, ack, sizeof ack);
+    if (n < 0) return;
+    snprintf(topic, sizeof topic, "%s/certs/ack", d->id);
+    mosquitto_publish(d->mosq, NULL, topic, (int)n, ack, 1, false);
+    if (res->ack == CERTROT_ACK_APPLIED) d->applied++;
+    if (res->ack == CERTROT_ACK_REJECTED) {
+        d->rejected++;
+        fprintf(stderr, "%s: rejected: %s\n", d->id, res->reason);
+    }
+    if (res->ack == CERTROT_ACK_FAILED) d->failed++;
+}
+
+static void on_connect(struct mosquitto *mosq, void *obj, int rc)
+{
+    connection *c = obj;
+    if (rc != 0) return;
+    for (int i = 0; i < c->count; i++) {
+        device *d = &c->first[i];
+        char topic[100];
+        snprintf(topic, sizeof topic, "%s/certs", d->id);
+        mosquitto_subscribe(mosq, NULL, topic, 1);
+        publish_inventory(d); /* after subscribing, on every (re)connect */
+    }
+}
+
+static size_t varint_len(size_t v) { return v < 128 ? 1 : v < 16384 ? 2 : v < 2097152 ? 3 : 4; }
+
+static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *m)
+{
+    connection *c = obj;
+    (void)mosq;
+    for (int i = 0; i < c->count; i++) {
+        device *d = &c->first[i];
+        size_t idlen = strlen(d->id);
+        if (strncmp(m->topic, d->id, idlen) != 0 || strcmp(m->topic + idlen, "/certs") != 0) continue;
+        /* Step 1: a packet larger than maxMessage would not reach an nRF91 at all. */
+        size_t remaining = 2 + strlen(m->topic) + 2 + (size_t)m->payloadlen;
+        if (1 + varint_len(remaining) + remaining > MAX_MESSAGE) {
+            d->dropped++;
+            return;
+        }
+        certrot_result res;
+        certrot_on_part(&d->ctx, m->payload, (size_t)m->payloadlen, now_s(), &res);
+        if (res.ack != CERTROT_ACK_NONE) publish_ack(d, &res);
+        if (res.republish_inventory) publish_inventory(d);
+        return;
+    }
+}
+
+static char *arg(int argc, char **argv, const char *name, char *def)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], name) == 0) return argv[i + 1];
+    return def;
+}
+
+static size_t read_all(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, cap, f);
+    fclose(f);
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    const char *host = arg(argc, argv, "--host", "127.0.0.1"), *prefix = arg(argc, argv, "--prefix", "host-dev");
+    int port = atoi(arg(argc, argv, "--port", "1883"));
+    device_count = atoi(arg(argc, argv, "--devices", "20"));
+    int per_conn = atoi(arg(argc, argv, "--per-conn", "10"));
+    int duration = atoi(arg(argc, argv, "--duration", "0"));
+    const char *pub = arg(argc, argv, "--pubkey", NULL), *old = arg(argc, argv, "--old-ca", NULL);
+    key.kid = arg(argc, argv, "--kid", NULL);
+    static char old_pem[CERTROT_MAX_CREDENTIAL + 1];
+    size_t old_len = old ? read_all(old, old_pem, sizeof old_pem) : 0;
+    if (!pub || !key.kid || !old_len || device_count < 1 || per_conn < 1 || host_load_pubkey_pem(pub, key.pubkey) != 0) {
+        fprintf(stderr, "usage: host_fleet --port P --devices N --pubkey PUB.pem --kid KID --old-ca OLD.pem "
+                        "[--host H] [--prefix P] [--per-conn K] [--duration S]\n");
+        return 2;
+    }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    mosquitto_lib_init();
+
+    devices = calloc((size_t)device_count, sizeof *devices);
+    int conn_count = (device_count + per_conn - 1) / per_conn;
+    connection *conns = calloc((size_t)conn_count, sizeof *conns);
+    for (int i = 0; i < device_count; i++) {
+        device *d = &devices[i];
+        snprintf(d->id, sizeof d->id, "%s-%04d", prefix, i);
+        fake_modem_init(&d->fm);
+        if (fake_modem_provision(&d->fm, 42, 0, old_pem, old_len) != 0) {
+            fprintf(stderr, "old CA refused by the fake modem (CRLF, spaces or > 4 KB?)\n");
+            return 2;
+        }
+        certrot_config cfg = {.device_id = d->id, .keys = &key, .key_count = 1, .stall_s = 20};
+        cfg.cb.sha256 = host_sha256;
+        cfg.cb.es256_verify = host_es256_verify;
+        fake_modem_callbacks(&cfg.cb, &d->fm);
+        cfg.cb.now = wall_clock; /* the host knows the time: exp/iat are checked */
+        certrot_init(&d->ctx, &cfg, d->jws, sizeof d->jws, d->scratch, sizeof d->scratch);
+    }
+    for (int c = 0; c < conn_count; c++) {
+        char client_id[96];
+        snprintf(client_id, sizeof client_id, "%s-conn%d", prefix, c);
+        conns[c].first = &devices[c * per_conn];
+        conns[c].count = device_count - c * per_conn < per_conn ? device_count - c * per_conn : per_conn;
+        /* clean_session = false: a persistent session keeps QoS 1 parts published while we are away. */
+        conns[c].mosq = mosquitto_new(client_id, false, &conns[c]);
+        mosquitto_int_option(conns[c].mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+        mosquitto_connect_callback_set(conns[c].mosq, on_connect);
+        mosquitto_message_callback_set(conns[c].mosq, on_message);
+        for (int i = 0; i < conns[c].count; i++) conns[c].first[i].mosq = conns[c].mosq;
+        if (mosquitto_connect(conns[c].mosq, host, port, 30) != MOSQ_ERR_SUCCESS) {
+            fprintf(stderr, "cannot connect to %s:%d\n", host, port);
+            return 1;
+        }
+    }
+    int64_t start = now_s(), last_poll = start;
+    while (!stop && (!duration || now_s() - start < duration)) {
+        for (int c = 0; c < conn_count; c++)
+            if (mosquitto_loop(conns[c].mosq, 20, 1) != MOSQ_ERR_SUCCESS) mosquitto_reconnect(conns[c].mosq);
+        if (now_s() != last_poll) {
+            last_poll = now_s();
+            for (int i = 0; i < device_count; i++) {
+                certrot_result res;
+                if (certrot_poll(&devices[i].ctx, last_poll, &res)) publish_ack(&devices[i], &res);
+            }
+        }
+    }
+    int applied = 0, rejected = 0, failed = 0, dropped = 0, rotated = 0;
+    for (int i = 0; i < device_count; i++) {
+        applied += devices[i].applied;
+        rejected += devices[i].rejected;
+        failed += devices[i].failed;
+        dropped += devices[i].dropped;
+        const fake_slot *s = fake_modem_get(&devices[i].fm, 42, 0);
+        rotated += s && !(s->len == old_len && memcmp(s->data, old_pem, old_len) == 0);
+    }
+    printf("host_fleet: %d devices, %d rotated, %d applied acks, %d rejected, %d failed, %d dropped\n", device_count,
+           rotated, applied, rejected, failed, dropped);
+    for (int c = 0; c < conn_count; c++) {
+        mosquitto_disconnect(conns[c].mosq);
+        mosquitto_destroy(conns[c].mosq);
+    }
+    mosquitto_lib_cleanup();
+    free(conns);
+    free(devices);
+    return 0;
+}

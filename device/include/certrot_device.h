@@ -1,0 +1,249 @@
+/*
+ * certrot_device: the device side of the certrot CA-rotation protocol (docs/protocol.md, v1).
+ *
+ * Portable C11. No heap of its own, no OS calls, no global state: everything lives in a caller-provided
+ * certrot_ctx and two caller-provided buffers. Crypto, time, persistence, MQTT and the modem's credential
+ * store are reached through callbacks (certrot_callbacks), so the same code runs on the host (OpenSSL,
+ * fake modem) and on an nRF91 (PSA Crypto, modem_key_mgmt, lte_lc).
+ *
+ * The one exception to "no heap": JSON is parsed with cJSON, which allocates through malloc/free or
+ * through the hooks set with cJSON_InitHooks (point them at a static pool on firmware). cJSON is only
+ * used inside certrot_on_part() for the part envelope and the decoded header/claims, and every tree is
+ * freed before the call returns.
+ *
+ * Typical use, one device:
+ *
+ *   certrot_init(&ctx, &cfg, jws_buf, sizeof jws_buf, scratch, sizeof scratch);
+ *   on MQTT message on "{id}/certs":
+ *       certrot_on_part(&ctx, payload, len, now_s, &res);
+ *       if (res.ack != CERTROT_ACK_NONE) publish certrot_build_ack(&res) on "{id}/certs/ack" (QoS 1)
+ *       if (res.republish_inventory)     publish the inventory (retained, QoS 1)
+ *   periodically:
+ *       if (certrot_poll(&ctx, now_s, &res)) publish the incomplete ack
+ */
+#ifndef CERTROT_DEVICE_H
+#define CERTROT_DEVICE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Limits (docs/protocol.md §10) ---------------------------------------------------------------- */
+
+#define CERTROT_MAX_PARTS 64         /* parts per bundle */
+#define CERTROT_JTI_MAX 64           /* jti bytes accepted (acks carry 1..64) */
+#define CERTROT_DEVICE_ID_MAX 128    /* device ID bytes */
+#define CERTROT_KID_LEN 43           /* RFC 7638 thumbprint, base64url of 32 bytes */
+#define CERTROT_MAX_CREDENTIAL 4096  /* nrf91 profile maxCredential: largest pem */
+#define CERTROT_MAX_OPS 8            /* ops per bundle this library handles (v1 sends one per target) */
+#define CERTROT_REASON_MAX 200       /* the daemon keeps the first 200 characters of a reason */
+#define CERTROT_MAX_TAG 2147483647L
+#define CERTROT_IAT_SKEW 300         /* seconds of clock skew tolerated for iat */
+/* Reference assembly buffer for nrf91: 3 * maxCredential + 2048. */
+#define CERTROT_NRF91_JWS_BUF (3 * CERTROT_MAX_CREDENTIAL + 2048)
+/* Scratch needed for a JWS buffer of n bytes: the decoded claims (3/4 of it) plus a NUL. */
+#define CERTROT_SCRATCH_FOR(n) (((n) / 4) * 3 + 4)
+
+/* ---- Status --------------------------------------------------------------------------------------- */
+
+typedef enum {
+    CERTROT_OK = 0,
+    CERTROT_WAITING,              /* part stored; more parts needed */
+    CERTROT_IGNORED,              /* not a valid part message: dropped without an ack (§5 step 2) */
+    CERTROT_TOO_LARGE,            /* bundle does not fit the JWS buffer: rejected, assembly discarded */
+    CERTROT_INVALID_BUNDLE,       /* §5 steps 4, 7-11: invalid_bundle */
+    CERTROT_UNKNOWN_KID,          /* step 5 */
+    CERTROT_BAD_SIGNATURE,        /* step 6 */
+    CERTROT_INVALID_PEM,          /* step 11: pem not in normal form */
+    CERTROT_CREDENTIAL_TOO_LARGE, /* step 11: pem over CERTROT_MAX_CREDENTIAL */
+    CERTROT_ALREADY_APPLIED,      /* jti equals the last applied jti: acked applied again, nothing written */
+    CERTROT_APPLIED,              /* every op written and the connection test passed */
+    CERTROT_MODEM_FAILED,         /* write/offline/online failed; previous content restored */
+    CERTROT_RECONNECT_FAILED,     /* reconnect test failed; previous content restored */
+    CERTROT_ERR_ARG,              /* bad argument / misconfiguration */
+    CERTROT_ERR_NOSPACE           /* an output buffer is too small */
+} certrot_status;
+
+/* Short code name, as used in ack reasons: "invalid_bundle", "bad_signature", ... */
+const char *certrot_status_name(certrot_status s);
+
+typedef enum {
+    CERTROT_ACK_NONE = 0,
+    CERTROT_ACK_APPLIED,
+    CERTROT_ACK_REJECTED,
+    CERTROT_ACK_FAILED,
+    CERTROT_ACK_INCOMPLETE
+} certrot_ack_status;
+
+/* What the application must do after a message or a poll: publish an ack, republish the inventory. */
+typedef struct {
+    certrot_status status;
+    certrot_ack_status ack;
+    bool republish_inventory;
+    bool has_code;
+    int32_t code;                          /* modem error code for failed acks */
+    char jti[CERTROT_JTI_MAX + 1];
+    char reason[CERTROT_REASON_MAX + 1];
+    uint8_t missing_count;                 /* for incomplete acks */
+    uint8_t missing[CERTROT_MAX_PARTS];
+} certrot_result;
+
+/* ---- Configuration and callbacks ------------------------------------------------------------------ */
+
+/* A pinned bundle-verification key, as printed by `certrot keys export --format c`. */
+typedef struct {
+    const char *kid;      /* CERTROT_PUBKEY_KID */
+    uint8_t pubkey[65];   /* uncompressed P-256 point 0x04 || X || Y */
+} certrot_key;
+
+/* Every callback gets the `user` pointer from certrot_callbacks. Unless stated, 0 means success and a
+ * negative value is an error code (modem_key_mgmt style: -EPERM, -EINVAL, ... or an AT CME code). */
+typedef struct {
+    void *user;
+
+    /* Crypto. sha256: out = SHA-256(data). es256_verify: returns 0 only when sig (raw r||s, 64 bytes) is a
+     * valid ES256 signature by pubkey over msg (the ASCII signing input, hashed by the callback). */
+    int (*sha256)(void *user, const uint8_t *data, size_t len, uint8_t out[32]);
+    int (*es256_verify)(void *user, const uint8_t pubkey[65], const uint8_t *msg, size_t len, const uint8_t sig[64]);
+
+    /* Wall clock: 0 and *unix_s set when the device knows the time (e.g. from the network), non-zero when
+     * it does not; then exp/iat are not checked (docs/protocol.md §5 step 9). May be NULL (= unknown). */
+    int (*now)(void *user, int64_t *unix_s);
+
+    /* Persistent state: the applied seq and the jti of the last applied bundle (jti "" when none). load
+     * is called once from certrot_init; store after every applied bundle, before the applied ack. */
+    int (*load_state)(void *user, int64_t *seq, char jti[CERTROT_JTI_MAX + 1]);
+    int (*store_state)(void *user, int64_t seq, const char *jti);
+
+    /* Modem credential store, shaped like nRF Connect SDK modem_key_mgmt. */
+    int (*key_exists)(void *user, uint32_t tag, uint8_t type, bool *exists);
+    int (*key_cmp)(void *user, uint32_t tag, uint8_t type, const void *buf, size_t len); /* 0 equal, 1 differ */
+    int (*key_read)(void *user, uint32_t tag, uint8_t type, void *buf, size_t *len);     /* *len: in cap, out size */
+    int (*key_write)(void *user, uint32_t tag, uint8_t type, const void *buf, size_t len);
+    int (*key_delete)(void *user, uint32_t tag, uint8_t type);
+
+    /* Connectivity: go_offline = disconnect MQTT + AT+CFUN=4; go_online = AT+CFUN=1. test_connection
+     * reconnects TLS + MQTT and returns 0 only if that succeeded within timeout_s seconds. */
+    int (*go_offline)(void *user);
+    int (*go_online)(void *user);
+    int (*test_connection)(void *user, uint32_t timeout_s);
+} certrot_callbacks;
+
+typedef struct {
+    const char *device_id;            /* the topic's {id}; bundles must have sub == device_id */
+    const certrot_key *keys;          /* pinned keys, selected by kid */
+    size_t key_count;
+    certrot_callbacks cb;
+    uint32_t reconnect_timeout_s;     /* bound passed to test_connection; 0 -> 60 */
+    uint32_t stall_s;                 /* ask for missing parts after this long without a part; 0 -> 30 */
+    uint8_t max_incomplete_asks;      /* then give the assembly up; 0 -> 3 */
+} certrot_config;
+
+/* ---- Context (opaque in spirit: read only through the functions below) ---------------------------- */
+
+typedef struct {
+    certrot_config cfg;
+    uint8_t *jws;                     /* caller's assembly buffer */
+    size_t jws_cap;
+    uint8_t *scratch;                 /* caller's scratch: decoded claims, then the pem bytes */
+    size_t scratch_cap;
+
+    /* current assembly: parts are stored in arrival order, then put in order when complete */
+    char asm_jti[CERTROT_JTI_MAX + 1];
+    uint8_t asm_parts;                /* 0 = no assembly */
+    uint64_t asm_have;                /* bit n-1 set when part n is stored */
+    size_t asm_used;
+    uint16_t asm_off[CERTROT_MAX_PARTS];
+    uint16_t asm_len[CERTROT_MAX_PARTS];
+    int64_t asm_last_part_s;
+    uint8_t asm_asks;
+
+    int64_t applied_seq;
+    char applied_jti[CERTROT_JTI_MAX + 1];
+} certrot_ctx;
+
+/* jws_buf bounds the bundle size (CERTROT_NRF91_JWS_BUF recommended); scratch must hold at least
+ * CERTROT_SCRATCH_FOR(jws_cap) bytes. Loads the persistent state. Buffers must stay valid. */
+certrot_status certrot_init(certrot_ctx *ctx, const certrot_config *cfg, uint8_t *jws_buf, size_t jws_cap,
+                            uint8_t *scratch, size_t scratch_cap);
+
+/* Handles one message received on {id}/certs (§5 step 1, the packet-size drop, is the transport's job).
+ * now_s is any monotonic seconds counter, used only for the stall timer. Runs checks and, when a bundle
+ * is complete and valid, applies it through the modem callbacks. Always fills *res. */
+certrot_status certrot_on_part(certrot_ctx *ctx, const uint8_t *payload, size_t len, int64_t now_s,
+                               certrot_result *res);
+
+/* Call every few seconds. Returns true and fills *res with an incomplete ack when the current assembly
+ * has stalled for stall_s; after max_incomplete_asks asks it discards the assembly (returns false). */
+bool certrot_poll(certrot_ctx *ctx, int64_t now_s, certrot_result *res);
+
+/* Lower-level steps, exposed for tests and for firmware that drives them itself. */
+
+/* Verifies and checks a complete JWS (§5 steps 4-11 and the already-applied rule). Does not touch the
+ * modem. On CERTROT_OK the ops can be read with certrot_checked_op() until the next call. */
+typedef struct {
+    bool is_write;
+    uint32_t tag;
+    uint8_t type;
+    const uint8_t *pem;   /* into the scratch buffer */
+    size_t pem_len;
+} certrot_op;
+
+typedef struct {
+    char jti[CERTROT_JTI_MAX + 1];
+    int64_t seq, iat, exp;
+    size_t op_count;
+    certrot_op ops[CERTROT_MAX_OPS];
+} certrot_bundle;
+
+certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t len, certrot_bundle *out,
+                                    char *reason, size_t reason_cap);
+
+/* Applies a checked bundle with read-back, CFUN=4, write, CFUN=1, connection test and rollback. Uses
+ * the JWS buffer for the rollback copies. Fills res (applied or failed). */
+certrot_status certrot_apply_bundle(certrot_ctx *ctx, const certrot_bundle *b, certrot_result *res);
+
+int64_t certrot_applied_seq(const certrot_ctx *ctx);
+
+/* ---- Codecs ---------------------------------------------------------------------------------------- */
+
+/* Strict, canonical, unpadded base64url (RFC 4648 §5). Returns decoded length or -1. out may alias in. */
+long certrot_b64url_decode(const char *in, size_t len, uint8_t *out, size_t out_cap);
+/* Encodes without padding; NUL-terminates. Returns length or -1 if out_cap is too small. */
+long certrot_b64url_encode(const uint8_t *in, size_t len, char *out, size_t out_cap);
+
+/* True when pem is exactly in the normal form of docs/protocol.md §3.5 (CERTIFICATE blocks). */
+bool certrot_pem_is_normal(const uint8_t *pem, size_t len);
+
+/* ---- JSON builders (no cJSON, no heap) ------------------------------------------------------------- */
+
+/* Ack JSON of §6. Returns the length written (NUL-terminated) or -1 when out is too small. */
+long certrot_build_ack(const certrot_result *res, char *out, size_t out_cap);
+
+/* One credential of the inventory, as AT%CMNG=1 lists it (plus optional AT%CERTEXPIRY data). */
+typedef struct {
+    uint32_t tag;
+    uint8_t type;
+    char sha256[65];      /* 64 lowercase hex digits */
+    bool has_not_after;
+    int64_t not_after;
+    const char *serial;   /* NULL when unknown; at most 64 bytes */
+} certrot_cred;
+
+/* Inventory JSON of §2. max_message 0 omits it. Returns length or -1 (too small, or a rule of §2 broken:
+ * duplicate (tag,type), bad digest, more than 256 creds). */
+long certrot_build_inventory(int64_t seq, uint32_t max_message, const certrot_cred *creds, size_t count,
+                             char *out, size_t out_cap);
+
+/* Parses one AT%CMNG=1 response line, e.g. `%CMNG: 42,0,"2C43...A1"`, into *cred (digest lowercased).
+ * Returns 0, or -1 when the line is not a listing line with a 64-hex-digit digest. */
+int certrot_parse_cmng_line(const char *line, certrot_cred *cred);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,264 @@
+/* JWS parsing and the device checks of docs/protocol.md §5 (steps 4-11 and the already-applied rule).
+ * cJSON is used only here and in certrot_device.c (part envelope); every tree is freed before return. */
+#include "certrot_internal.h"
+
+#include <cjson/cJSON.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Sets reason to "<code>: <message>" as the reference device does. */
+void certrot_reason(char *reason, size_t cap, certrot_status s, const char *fmt, ...)
+{
+    if (!reason || cap == 0) return;
+    int n = snprintf(reason, cap, "%s: ", certrot_status_name(s));
+    if (n < 0 || (size_t)n >= cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason + n, cap - (size_t)n, fmt, ap);
+    va_end(ap);
+}
+
+/* Doubles hold integers exactly up to 2^53; claims beyond that are refused rather than rounded. */
+static bool json_int(const cJSON *item, int64_t *out)
+{
+    if (!cJSON_IsNumber(item)) return false;
+    double d = item->valuedouble;
+    if (!(d >= -9007199254740992.0 && d <= 9007199254740992.0)) return false;
+    int64_t v = (int64_t)d;
+    if ((double)v != d) return false;
+    *out = v;
+    return true;
+}
+
+static const char *json_str(const cJSON *obj, const char *name)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
+    return cJSON_IsString(item) ? item->valuestring : NULL;
+}
+
+/* Optional string member: absent or null is fine, anything but a string is a schema error. */
+static bool json_opt_str(const cJSON *obj, const char *name, const char **out)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
+    *out = NULL;
+    if (!item || cJSON_IsNull(item)) return true;
+    if (!cJSON_IsString(item)) return false;
+    *out = item->valuestring;
+    return true;
+}
+
+/* Parses `len` bytes at `text` (followed by a NUL at text[len]) as one JSON value, nothing after it. */
+static cJSON *parse_exact(const uint8_t *text, size_t len)
+{
+    return cJSON_ParseWithLengthOpts((const char *)text, len + 1, NULL, 1);
+}
+
+/* What step 4 extracts from an op; the range and content checks run in step 11. */
+typedef struct {
+    bool is_write;
+    int64_t tag, type;
+    bool has_pem, has_sha;
+    size_t pem_off, pem_len;
+    char sha[65];
+    bool sha_ok_len;
+} op_in;
+
+static void to_hex(const uint8_t *d, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hex[d[i] >> 4];
+        out[2 * i + 1] = hex[d[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t len, certrot_bundle *out,
+                                    char *reason, size_t reason_cap)
+{
+    char dummy[1];
+    if (!reason) {
+        reason = dummy;
+        reason_cap = sizeof dummy;
+    }
+    reason[0] = '\0';
+    if (!ctx || !jws || !out) return CERTROT_ERR_ARG;
+    memset(out, 0, sizeof *out);
+
+#define FAIL(st, ...)                                                                                      \
+    do {                                                                                                    \
+        certrot_reason(reason, reason_cap, (st), __VA_ARGS__);                                             \
+        status = (st);                                                                                      \
+        goto done;                                                                                          \
+    } while (0)
+
+    certrot_status status = CERTROT_OK;
+    cJSON *header = NULL, *claims = NULL;
+    uint8_t sig[64];
+    long sig_len = -1;
+    op_in ops[CERTROT_MAX_OPS];
+    size_t op_total = 0;
+    char sub[CERTROT_DEVICE_ID_MAX + 1] = "";
+    bool sub_fits = false;
+    const certrot_key *key = NULL;
+
+    /* ---- step 4: three segments of canonical base64url, header and claims parse ---- */
+    const uint8_t *dot1 = memchr(jws, '.', len);
+    const uint8_t *dot2 = dot1 ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - jws)) : NULL;
+    if (!dot1 || !dot2 || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - jws)))
+        FAIL(CERTROT_INVALID_BUNDLE, "a JWS compact serialisation has 3 parts");
+    size_t hlen = (size_t)(dot1 - jws), clen = (size_t)(dot2 - dot1 - 1), slen = len - (size_t)(dot2 + 1 - jws);
+    size_t signing_len = (size_t)(dot2 - jws);
+
+    /* Scratch layout while parsing: [header \0][claims \0][signature]. Never decode in place: the signature
+     * is over the received text, which must stay intact. */
+    uint8_t *s = ctx->scratch;
+    size_t cap = ctx->scratch_cap;
+    long hdec = certrot_b64url_decode((const char *)jws, hlen, s, cap);
+    if (hdec < 0 || (size_t)hdec + 1 > cap) FAIL(CERTROT_INVALID_BUNDLE, "JWS parts are not base64url");
+    s[hdec] = 0;
+    uint8_t *c = s + hdec + 1;
+    long cdec = certrot_b64url_decode((const char *)dot1 + 1, clen, c, cap - (size_t)hdec - 1);
+    if (cdec < 0 || (size_t)(hdec + 1 + cdec + 1) > cap) FAIL(CERTROT_INVALID_BUNDLE, "JWS parts are not base64url");
+    c[cdec] = 0;
+    uint8_t *sg = c + cdec + 1;
+    sig_len = certrot_b64url_decode((const char *)dot2 + 1, slen, sg, cap - (size_t)(hdec + 1 + cdec + 1));
+    if (sig_len < 0) FAIL(CERTROT_INVALID_BUNDLE, "JWS parts are not base64url");
+    if (sig_len == 64) memcpy(sig, sg, 64);
+
+    header = parse_exact(s, (size_t)hdec);
+    if (!cJSON_IsObject(header)) FAIL(CERTROT_INVALID_BUNDLE, "JWS header is not a JSON object");
+    const char *alg = json_str(header, "alg"), *kid = json_str(header, "kid"), *typ = json_str(header, "typ");
+    if (!alg || !kid || !typ) FAIL(CERTROT_INVALID_BUNDLE, "JWS header lacks alg, kid or typ");
+    if (strcmp(alg, "ES256") != 0) FAIL(CERTROT_INVALID_BUNDLE, "alg %.40s is not ES256", alg);
+    if (strcmp(typ, "certrot-bundle+jwt") != 0)
+        FAIL(CERTROT_INVALID_BUNDLE, "typ %.40s is not certrot-bundle+jwt", typ);
+    for (size_t i = 0; i < ctx->cfg.key_count; i++)
+        if (ctx->cfg.keys[i].kid && strcmp(ctx->cfg.keys[i].kid, kid) == 0) key = &ctx->cfg.keys[i];
+    char kid_copy[CERTROT_KID_LEN + 8];
+    snprintf(kid_copy, sizeof kid_copy, "%s", kid);
+
+    claims = parse_exact(c, (size_t)cdec);
+    if (!cJSON_IsObject(claims)) FAIL(CERTROT_INVALID_BUNDLE, "JWS payload is not a JSON object");
+    const char *iss = json_str(claims, "iss"), *sub_s = json_str(claims, "sub"), *jti = json_str(claims, "jti");
+    const cJSON *ops_j = cJSON_GetObjectItemCaseSensitive(claims, "ops");
+    if (!iss || !sub_s || !jti || !json_int(cJSON_GetObjectItemCaseSensitive(claims, "iat"), &out->iat) ||
+        !json_int(cJSON_GetObjectItemCaseSensitive(claims, "exp"), &out->exp) ||
+        !json_int(cJSON_GetObjectItemCaseSensitive(claims, "seq"), &out->seq) || !cJSON_IsArray(ops_j))
+        FAIL(CERTROT_INVALID_BUNDLE, "JWS payload lacks a claim (iss, sub, jti, iat, exp, seq, ops) or has a wrong type");
+    size_t jlen = strlen(jti);
+    if (jlen == 0 || jlen > CERTROT_JTI_MAX) FAIL(CERTROT_INVALID_BUNDLE, "jti must be 1..%d bytes", CERTROT_JTI_MAX);
+    memcpy(out->jti, jti, jlen + 1);
+    sub_fits = strlen(sub_s) <= CERTROT_DEVICE_ID_MAX;
+    if (sub_fits) snprintf(sub, sizeof sub, "%s", sub_s);
+
+    /* Ops: structure now (step 4); pems are copied to the start of scratch, over the claims text that
+     * cJSON has already parsed (unescaped pems are never longer than their JSON form). */
+    size_t pem_used = 0;
+    const cJSON *op_j;
+    cJSON_ArrayForEach(op_j, ops_j)
+    {
+        op_total++;
+        if (!cJSON_IsObject(op_j)) FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] is not an object", op_total - 1);
+        const char *kind = json_str(op_j, "op"), *pem, *sha;
+        int64_t tag, type;
+        if (!kind || (strcmp(kind, "write") != 0 && strcmp(kind, "delete") != 0) ||
+            !json_int(cJSON_GetObjectItemCaseSensitive(op_j, "tag"), &tag) ||
+            !json_int(cJSON_GetObjectItemCaseSensitive(op_j, "type"), &type) || !json_opt_str(op_j, "pem", &pem) ||
+            !json_opt_str(op_j, "sha256", &sha))
+            FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not match the schema", op_total - 1);
+        if (op_total > CERTROT_MAX_OPS) continue; /* reported at step 10 */
+        op_in *o = &ops[op_total - 1];
+        memset(o, 0, sizeof *o);
+        o->is_write = kind[0] == 'w';
+        o->tag = tag;
+        o->type = type;
+        if (pem) {
+            size_t pl = strlen(pem);
+            if (pem_used + pl > (size_t)(c - ctx->scratch) + (size_t)cdec) /* cannot happen; be safe */
+                FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] pem does not fit", op_total - 1);
+            memmove(ctx->scratch + pem_used, pem, pl);
+            o->has_pem = true;
+            o->pem_off = pem_used;
+            o->pem_len = pl;
+            pem_used += pl;
+        }
+        if (sha) {
+            o->has_sha = true;
+            o->sha_ok_len = strlen(sha) == 64;
+            if (o->sha_ok_len) memcpy(o->sha, sha, 65);
+        }
+    }
+    cJSON_Delete(claims);
+    claims = NULL;
+    cJSON_Delete(header);
+    header = NULL;
+
+    /* ---- step 5: pinned key ---- */
+    if (!key) FAIL(CERTROT_UNKNOWN_KID, "no pinned key has kid %s", kid_copy);
+
+    /* ---- step 6: signature over the received signing input ---- */
+    if (sig_len != 64 || !ctx->cfg.cb.es256_verify ||
+        ctx->cfg.cb.es256_verify(ctx->cfg.cb.user, key->pubkey, jws, signing_len, sig) != 0)
+        FAIL(CERTROT_BAD_SIGNATURE, "the ES256 signature does not verify");
+
+    bool own = sub_fits && strcmp(sub, ctx->cfg.device_id) == 0;
+    /* ---- already-applied rule: before step 8, which would reject it ---- */
+    if (own && ctx->applied_jti[0] && strcmp(out->jti, ctx->applied_jti) == 0) {
+        status = CERTROT_ALREADY_APPLIED;
+        goto done;
+    }
+    /* ---- step 7 ---- */
+    if (!own) FAIL(CERTROT_INVALID_BUNDLE, "bundle is for %.64s, not %s", sub_fits ? sub : "(too long)", ctx->cfg.device_id);
+    /* ---- step 8 ---- */
+    if (out->seq <= ctx->applied_seq)
+        FAIL(CERTROT_INVALID_BUNDLE, "seq %lld is not above the applied seq %lld", (long long)out->seq,
+             (long long)ctx->applied_seq);
+    /* ---- step 9: only when the device knows the time ---- */
+    int64_t now;
+    if (ctx->cfg.cb.now && ctx->cfg.cb.now(ctx->cfg.cb.user, &now) == 0) {
+        if (out->exp <= now) FAIL(CERTROT_INVALID_BUNDLE, "bundle expired at %lld", (long long)out->exp);
+        if (out->iat > now + CERTROT_IAT_SKEW)
+            FAIL(CERTROT_INVALID_BUNDLE, "bundle issued in the future (iat %lld)", (long long)out->iat);
+    }
+    /* ---- step 10 ---- */
+    if (op_total == 0) FAIL(CERTROT_INVALID_BUNDLE, "bundle has no ops");
+    if (op_total > CERTROT_MAX_OPS)
+        FAIL(CERTROT_INVALID_BUNDLE, "bundle has %zu ops; this device handles at most %d", op_total, CERTROT_MAX_OPS);
+    /* ---- step 11: each op in order ---- */
+    for (size_t i = 0; i < op_total; i++) {
+        op_in *o = &ops[i];
+        if (o->tag < 0 || o->tag > CERTROT_MAX_TAG || o->type < 0 || o->type > 6)
+            FAIL(CERTROT_INVALID_BUNDLE, "op on tag %lld type %lld is out of range", (long long)o->tag,
+                 (long long)o->type);
+        out->ops[i].is_write = o->is_write;
+        out->ops[i].tag = (uint32_t)o->tag;
+        out->ops[i].type = (uint8_t)o->type;
+        if (!o->is_write) continue;
+        if (!o->has_pem || !o->has_sha)
+            FAIL(CERTROT_INVALID_BUNDLE, "write op on tag %lld lacks pem or sha256", (long long)o->tag);
+        const uint8_t *pem = ctx->scratch + o->pem_off;
+        if (o->pem_len > CERTROT_MAX_CREDENTIAL)
+            FAIL(CERTROT_CREDENTIAL_TOO_LARGE, "credential for tag %lld is %zu bytes; at most %d",
+                 (long long)o->tag, o->pem_len, CERTROT_MAX_CREDENTIAL);
+        if (!certrot_pem_is_normal(pem, o->pem_len))
+            FAIL(CERTROT_INVALID_PEM, "credential for tag %lld breaks the PEM rules", (long long)o->tag);
+        uint8_t digest[32];
+        char hex[65];
+        if (!ctx->cfg.cb.sha256 || ctx->cfg.cb.sha256(ctx->cfg.cb.user, pem, o->pem_len, digest) != 0)
+            FAIL(CERTROT_INVALID_BUNDLE, "sha256 callback failed");
+        to_hex(digest, 32, hex);
+        if (!o->sha_ok_len || strcmp(hex, o->sha) != 0)
+            FAIL(CERTROT_INVALID_BUNDLE, "sha256 of tag %lld does not match its pem", (long long)o->tag);
+        out->ops[i].pem = pem;
+        out->ops[i].pem_len = o->pem_len;
+    }
+    out->op_count = op_total;
+
+done:
+    cJSON_Delete(claims);
+    cJSON_Delete(header);
+    return status;
+#undef FAIL
+}

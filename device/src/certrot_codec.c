@@ -1,0 +1,311 @@
+/* Base64url, the PEM normal-form check, and the ack/inventory JSON writers. No cJSON here. */
+#include "certrot_device.h"
+
+#include <string.h>
+
+static const char b64url_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static int b64url_value(uint8_t c)
+{
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '-') return 62;
+    if (c == '_') return 63;
+    return -1;
+}
+
+static int b64std_value(uint8_t c)
+{
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    if (c == '-' || c == '_') return -1;
+    return b64url_value(c);
+}
+
+long certrot_b64url_decode(const char *in, size_t len, uint8_t *out, size_t out_cap)
+{
+    /* A length of 1 mod 4 cannot come from any byte string. */
+    if (len % 4 == 1) return -1;
+    size_t need = len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0);
+    if (need > out_cap) return -1;
+    /* Output index never passes input index (3 bytes per 4 chars), so decoding in place is safe. */
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < len; i++) {
+        int v = b64url_value((uint8_t)in[i]);
+        if (v < 0) return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (uint8_t)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    /* Canonical: the unused low bits of the last character must be zero, otherwise two texts would
+     * decode to the same bytes (the Swift server re-encodes and compares, which is the same rule). */
+    if (bits > 0 && acc != 0) return -1;
+    return (long)o;
+}
+
+long certrot_b64url_encode(const uint8_t *in, size_t len, char *out, size_t out_cap)
+{
+    size_t need = len / 3 * 4 + (len % 3 ? len % 3 + 1 : 0);
+    if (need + 1 > out_cap) return -1;
+    size_t o = 0;
+    size_t i = 0;
+    for (; i + 3 <= len; i += 3) {
+        uint32_t v = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8) | in[i + 2];
+        out[o++] = b64url_alphabet[(v >> 18) & 63];
+        out[o++] = b64url_alphabet[(v >> 12) & 63];
+        out[o++] = b64url_alphabet[(v >> 6) & 63];
+        out[o++] = b64url_alphabet[v & 63];
+    }
+    if (len - i == 1) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        out[o++] = b64url_alphabet[(v >> 18) & 63];
+        out[o++] = b64url_alphabet[(v >> 12) & 63];
+    } else if (len - i == 2) {
+        uint32_t v = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8);
+        out[o++] = b64url_alphabet[(v >> 18) & 63];
+        out[o++] = b64url_alphabet[(v >> 12) & 63];
+        out[o++] = b64url_alphabet[(v >> 6) & 63];
+    }
+    out[o] = '\0';
+    return (long)o;
+}
+
+/* ---- PEM normal form ------------------------------------------------------------------------------- */
+
+static const char pem_begin[] = "-----BEGIN CERTIFICATE-----\n";
+static const char pem_end[] = "-----END CERTIFICATE-----\n";
+
+/*
+ * Checks the normal form directly instead of parse + re-encode (which would need a DER buffer): a block
+ * is the exact BEGIN line, base64 lines of exactly 64 characters and one last line of 1..64, and the
+ * exact END line. The body as a whole must be canonical padded standard base64 of at least one byte,
+ * because re-encoding the decoded DER is what must give back these bytes.
+ */
+bool certrot_pem_is_normal(const uint8_t *pem, size_t len)
+{
+    const size_t blen = sizeof pem_begin - 1, elen = sizeof pem_end - 1;
+    size_t i = 0;
+    if (len == 0) return false;
+    while (i < len) {
+        if (len - i < blen || memcmp(pem + i, pem_begin, blen) != 0) return false;
+        i += blen;
+        size_t body = 0;        /* base64 characters in this block */
+        size_t pad = 0;         /* '=' seen */
+        int last_value = 0;     /* value of the last non-pad character */
+        bool short_line = false;
+        for (;;) {
+            if (i >= len) return false;
+            if (pem[i] == '-') break;                 /* the END line */
+            if (short_line) return false;             /* only the last body line may be short */
+            size_t line = 0;
+            while (i < len && pem[i] != '\n') {
+                uint8_t c = pem[i];
+                if (c == '=') {
+                    pad++;
+                } else {
+                    int v = b64std_value(c);
+                    if (v < 0 || pad) return false;   /* bad character, or data after padding */
+                    last_value = v;
+                }
+                line++;
+                i++;
+            }
+            if (i >= len || line == 0 || line > 64) return false;
+            i++; /* '\n' */
+            body += line;
+            if (line < 64) short_line = true;
+        }
+        if (len - i < elen || memcmp(pem + i, pem_end, elen) != 0) return false;
+        i += elen;
+        if (body == 0 || body % 4 != 0 || pad > 2) return false;
+        if (body - pad < 2) return false;             /* no data bytes */
+        /* Canonical padding: with "==" the last data char carries 4 unused bits, with "=" two. */
+        if (pad == 2 && (last_value & 0x0f)) return false;
+        if (pad == 1 && (last_value & 0x03)) return false;
+    }
+    return true;
+}
+
+/* ---- JSON writing ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    char *p;
+    size_t cap, n;
+    bool overflow;
+} jw;
+
+static void jw_raw(jw *w, const char *s, size_t len)
+{
+    if (w->overflow || w->n + len + 1 > w->cap) {
+        w->overflow = true;
+        return;
+    }
+    memcpy(w->p + w->n, s, len);
+    w->n += len;
+    w->p[w->n] = '\0';
+}
+
+static void jw_str(jw *w, const char *s) { jw_raw(w, s, strlen(s)); }
+
+static void jw_int(jw *w, int64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[sizeof tmp - 1 - n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) tmp[sizeof tmp - 1 - n++] = '-';
+    jw_raw(w, tmp + sizeof tmp - n, n);
+}
+
+/* A JSON string literal; escapes quotes, backslashes and control characters. */
+static void jw_quoted(jw *w, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    jw_raw(w, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            jw_raw(w, e, 2);
+        } else if (c < 0x20) {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            jw_raw(w, e, 6);
+        } else {
+            jw_raw(w, (const char *)&c, 1);
+        }
+    }
+    jw_raw(w, "\"", 1);
+}
+
+long certrot_build_ack(const certrot_result *res, char *out, size_t out_cap)
+{
+    static const char *const names[] = {NULL, "applied", "rejected", "failed", "incomplete"};
+    if (!res || !out || res->ack == CERTROT_ACK_NONE || res->ack > CERTROT_ACK_INCOMPLETE || res->jti[0] == '\0')
+        return -1;
+    if (res->ack == CERTROT_ACK_INCOMPLETE && res->missing_count == 0) return -1;
+    jw w = {out, out_cap, 0, out_cap == 0};
+    jw_str(&w, "{\"jti\":");
+    jw_quoted(&w, res->jti);
+    jw_str(&w, ",\"status\":\"");
+    jw_str(&w, names[res->ack]);
+    jw_str(&w, "\"");
+    if (res->has_code) {
+        jw_str(&w, ",\"code\":");
+        jw_int(&w, res->code);
+    }
+    if (res->reason[0]) {
+        jw_str(&w, ",\"reason\":");
+        jw_quoted(&w, res->reason);
+    }
+    if (res->ack == CERTROT_ACK_INCOMPLETE) {
+        jw_str(&w, ",\"missing\":[");
+        for (unsigned i = 0; i < res->missing_count; i++) {
+            if (i) jw_str(&w, ",");
+            jw_int(&w, res->missing[i]);
+        }
+        jw_str(&w, "]");
+    }
+    jw_str(&w, "}");
+    return w.overflow ? -1 : (long)w.n;
+}
+
+static bool is_lower_hex64(const char *s)
+{
+    for (int i = 0; i < 64; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    }
+    return s[64] == '\0';
+}
+
+long certrot_build_inventory(int64_t seq, uint32_t max_message, const certrot_cred *creds, size_t count,
+                             char *out, size_t out_cap)
+{
+    if (!out || seq < 0 || count > 256 || (count && !creds)) return -1;
+    if (max_message && (max_message < 256 || max_message > 268435455u)) return -1;
+    for (size_t i = 0; i < count; i++) {
+        if (creds[i].tag > (uint32_t)CERTROT_MAX_TAG || creds[i].type > 6 || !is_lower_hex64(creds[i].sha256))
+            return -1;
+        if (creds[i].serial && strlen(creds[i].serial) > 64) return -1;
+        for (size_t j = 0; j < i; j++)
+            if (creds[j].tag == creds[i].tag && creds[j].type == creds[i].type) return -1;
+    }
+    jw w = {out, out_cap, 0, out_cap == 0};
+    jw_str(&w, "{\"v\":1,\"seq\":");
+    jw_int(&w, seq);
+    if (max_message) {
+        jw_str(&w, ",\"maxMessage\":");
+        jw_int(&w, max_message);
+    }
+    jw_str(&w, ",\"creds\":[");
+    for (size_t i = 0; i < count; i++) {
+        if (i) jw_str(&w, ",");
+        jw_str(&w, "{\"tag\":");
+        jw_int(&w, creds[i].tag);
+        jw_str(&w, ",\"type\":");
+        jw_int(&w, creds[i].type);
+        jw_str(&w, ",\"sha256\":\"");
+        jw_str(&w, creds[i].sha256);
+        jw_str(&w, "\"");
+        if (creds[i].has_not_after) {
+            jw_str(&w, ",\"notAfter\":");
+            jw_int(&w, creds[i].not_after);
+        }
+        if (creds[i].serial) {
+            jw_str(&w, ",\"serial\":");
+            jw_quoted(&w, creds[i].serial);
+        }
+        jw_str(&w, "}");
+    }
+    jw_str(&w, "]}");
+    return w.overflow ? -1 : (long)w.n;
+}
+
+/* `%CMNG: <sec_tag>,<type>[,"<SHA-256 hex>"]` as the modem answers AT%CMNG=1. */
+int certrot_parse_cmng_line(const char *line, certrot_cred *cred)
+{
+    static const char prefix[] = "%CMNG:";
+    if (!line || !cred || strncmp(line, prefix, sizeof prefix - 1) != 0) return -1;
+    const char *p = line + sizeof prefix - 1;
+    while (*p == ' ') p++;
+    uint64_t tag = 0;
+    if (*p < '0' || *p > '9') return -1;
+    while (*p >= '0' && *p <= '9') {
+        tag = tag * 10 + (uint64_t)(*p++ - '0');
+        if (tag > (uint64_t)CERTROT_MAX_TAG) return -1;
+    }
+    if (*p++ != ',') return -1;
+    while (*p == ' ') p++;
+    if (*p < '0' || *p > '6' || p[1] != ',') return -1;
+    uint8_t type = (uint8_t)(*p - '0');
+    p += 2;
+    while (*p == ' ') p++;
+    if (*p == '"') p++;
+    char hex[65];
+    for (int i = 0; i < 64; i++) {
+        char c = p[i];
+        if (c >= 'A' && c <= 'F') c = (char)(c - 'A' + 'a');
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return -1;
+        hex[i] = c;
+    }
+    hex[64] = '\0';
+    p += 64;
+    if (*p == '"') p++;
+    while (*p == ' ' || *p == '\r' || *p == '\n') p++;
+    if (*p) return -1;
+    memset(cred, 0, sizeof *cred);
+    cred->tag = (uint32_t)tag;
+    cred->type = type;
+    memcpy(cred->sha256, hex, sizeof hex);
+    return 0;
+}

@@ -1,0 +1,341 @@
+/* Context, part reassembly, stall handling, and applying a checked bundle to the modem with rollback. */
+#include "certrot_internal.h"
+
+#include <cjson/cJSON.h>
+#include <string.h>
+
+const char *certrot_status_name(certrot_status s)
+{
+    switch (s) {
+    case CERTROT_OK: return "ok";
+    case CERTROT_WAITING: return "waiting";
+    case CERTROT_IGNORED: return "invalid_part";
+    case CERTROT_TOO_LARGE: return "bundle_too_large";
+    case CERTROT_INVALID_BUNDLE: return "invalid_bundle";
+    case CERTROT_UNKNOWN_KID: return "unknown_kid";
+    case CERTROT_BAD_SIGNATURE: return "bad_signature";
+    case CERTROT_INVALID_PEM: return "invalid_pem";
+    case CERTROT_CREDENTIAL_TOO_LARGE: return "credential_too_large";
+    case CERTROT_ALREADY_APPLIED: return "already_applied";
+    case CERTROT_APPLIED: return "applied";
+    case CERTROT_MODEM_FAILED: return "modem_error";
+    case CERTROT_RECONNECT_FAILED: return "reconnect_failed";
+    case CERTROT_ERR_ARG: return "bad_argument";
+    case CERTROT_ERR_NOSPACE: return "no_space";
+    }
+    return "unknown";
+}
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap) n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static void result_init(certrot_result *res)
+{
+    memset(res, 0, sizeof *res);
+}
+
+static void asm_reset(certrot_ctx *ctx)
+{
+    ctx->asm_parts = 0;
+    ctx->asm_have = 0;
+    ctx->asm_used = 0;
+    ctx->asm_asks = 0;
+    ctx->asm_jti[0] = '\0';
+}
+
+certrot_status certrot_init(certrot_ctx *ctx, const certrot_config *cfg, uint8_t *jws_buf, size_t jws_cap,
+                            uint8_t *scratch, size_t scratch_cap)
+{
+    if (!ctx || !cfg || !jws_buf || !scratch || !cfg->device_id || !cfg->cb.sha256 || !cfg->cb.es256_verify)
+        return CERTROT_ERR_ARG;
+    /* Part offsets are 16-bit; 64 KB is far above any nRF91 bundle. */
+    if (jws_cap < 64 || jws_cap > 65535 || scratch_cap < CERTROT_SCRATCH_FOR(jws_cap)) return CERTROT_ERR_ARG;
+    size_t idlen = strlen(cfg->device_id);
+    if (idlen == 0 || idlen > CERTROT_DEVICE_ID_MAX) return CERTROT_ERR_ARG;
+    memset(ctx, 0, sizeof *ctx);
+    ctx->cfg = *cfg;
+    if (!ctx->cfg.reconnect_timeout_s) ctx->cfg.reconnect_timeout_s = 60;
+    if (!ctx->cfg.stall_s) ctx->cfg.stall_s = 30;
+    if (!ctx->cfg.max_incomplete_asks) ctx->cfg.max_incomplete_asks = 3;
+    ctx->jws = jws_buf;
+    ctx->jws_cap = jws_cap;
+    ctx->scratch = scratch;
+    ctx->scratch_cap = scratch_cap;
+    asm_reset(ctx);
+    if (cfg->cb.load_state) {
+        int64_t seq = 0;
+        char jti[CERTROT_JTI_MAX + 1] = "";
+        if (cfg->cb.load_state(cfg->cb.user, &seq, jti) == 0 && seq >= 0) {
+            ctx->applied_seq = seq;
+            jti[CERTROT_JTI_MAX] = '\0';
+            copy_str(ctx->applied_jti, sizeof ctx->applied_jti, jti);
+        }
+    }
+    return CERTROT_OK;
+}
+
+int64_t certrot_applied_seq(const certrot_ctx *ctx) { return ctx->applied_seq; }
+
+/* ---- Reassembly ------------------------------------------------------------------------------------ */
+
+static void reverse(uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n / 2; i++) {
+        uint8_t t = p[i];
+        p[i] = p[n - 1 - i];
+        p[n - 1 - i] = t;
+    }
+}
+
+/* Parts are stored in arrival order; put them in part order in place (no second buffer): each part is
+ * rotated down to where it belongs, shifting the not-yet-placed parts in between up. */
+static void asm_order(certrot_ctx *ctx)
+{
+    size_t pos = 0;
+    for (unsigned k = 0; k < ctx->asm_parts; k++) {
+        size_t o = ctx->asm_off[k], l = ctx->asm_len[k];
+        if (o != pos) {
+            reverse(ctx->jws + pos, o - pos);
+            reverse(ctx->jws + o, l);
+            reverse(ctx->jws + pos, o + l - pos);
+            for (unsigned j = k + 1; j < ctx->asm_parts; j++)
+                if (ctx->asm_off[j] >= pos && ctx->asm_off[j] < o) ctx->asm_off[j] = (uint16_t)(ctx->asm_off[j] + l);
+            ctx->asm_off[k] = (uint16_t)pos;
+        }
+        pos += l;
+    }
+}
+
+static void fill_missing(const certrot_ctx *ctx, certrot_result *res)
+{
+    res->missing_count = 0;
+    for (unsigned n = 1; n <= ctx->asm_parts; n++)
+        if (!(ctx->asm_have & ((uint64_t)1 << (n - 1)))) res->missing[res->missing_count++] = (uint8_t)n;
+}
+
+static certrot_status process_bundle(certrot_ctx *ctx, size_t len, const char *part_jti, certrot_result *res);
+
+certrot_status certrot_on_part(certrot_ctx *ctx, const uint8_t *payload, size_t len, int64_t now_s,
+                               certrot_result *res)
+{
+    if (!res) return CERTROT_ERR_ARG;
+    result_init(res);
+    if (!ctx || (!payload && len)) return res->status = CERTROT_ERR_ARG;
+    res->status = CERTROT_IGNORED;
+
+    /* Step 2: {"jti":string,"part":int,"parts":int,"data":string}, 1 <= part <= parts <= 64. */
+    cJSON *msg = cJSON_ParseWithLength((const char *)payload, len);
+    if (!cJSON_IsObject(msg)) goto out;
+    const cJSON *jti = cJSON_GetObjectItemCaseSensitive(msg, "jti");
+    const cJSON *part = cJSON_GetObjectItemCaseSensitive(msg, "part");
+    const cJSON *parts = cJSON_GetObjectItemCaseSensitive(msg, "parts");
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(msg, "data");
+    if (!cJSON_IsString(jti) || !cJSON_IsNumber(part) || !cJSON_IsNumber(parts) || !cJSON_IsString(data)) goto out;
+    double pd = part->valuedouble, psd = parts->valuedouble;
+    if (!(psd >= 1 && psd <= CERTROT_MAX_PARTS && pd >= 1 && pd <= psd) || pd != (int)pd || psd != (int)psd) goto out;
+    size_t jlen = strlen(jti->valuestring);
+    /* A jti we could not echo in an ack (1..64 bytes) is useless: treat as not a part. */
+    if (jlen == 0 || jlen > CERTROT_JTI_MAX) goto out;
+    unsigned n = (unsigned)pd, total = (unsigned)psd;
+
+    /* Another jti or part count: start over (the daemon moved on to a new bundle). */
+    if (ctx->asm_parts != total || strcmp(ctx->asm_jti, jti->valuestring) != 0) {
+        asm_reset(ctx);
+        ctx->asm_parts = (uint8_t)total;
+        memcpy(ctx->asm_jti, jti->valuestring, jlen + 1);
+    }
+    ctx->asm_last_part_s = now_s;
+    res->status = CERTROT_WAITING;
+    uint64_t bit = (uint64_t)1 << (n - 1);
+    if (ctx->asm_have & bit) goto out; /* duplicate */
+
+    size_t dlen = strlen(data->valuestring);
+    if (ctx->asm_used + dlen > ctx->jws_cap) {
+        /* Step 3: reject rather than truncate. */
+        res->status = CERTROT_TOO_LARGE;
+        res->ack = CERTROT_ACK_REJECTED;
+        copy_str(res->jti, sizeof res->jti, ctx->asm_jti);
+        certrot_reason(res->reason, sizeof res->reason, CERTROT_TOO_LARGE,
+                       "bundle of at least %zu bytes does not fit the %zu-byte buffer", ctx->asm_used + dlen,
+                       ctx->jws_cap);
+        asm_reset(ctx);
+        goto out;
+    }
+    memcpy(ctx->jws + ctx->asm_used, data->valuestring, dlen);
+    ctx->asm_off[n - 1] = (uint16_t)ctx->asm_used;
+    ctx->asm_len[n - 1] = (uint16_t)dlen;
+    ctx->asm_used += dlen;
+    ctx->asm_have |= bit;
+    bool complete = ctx->asm_have == (total == 64 ? ~(uint64_t)0 : (((uint64_t)1 << total) - 1));
+    if (complete) {
+        cJSON_Delete(msg);
+        msg = NULL;
+        char part_jti[CERTROT_JTI_MAX + 1];
+        memcpy(part_jti, ctx->asm_jti, sizeof part_jti);
+        asm_order(ctx);
+        size_t jws_len = ctx->asm_used;
+        asm_reset(ctx);
+        return process_bundle(ctx, jws_len, part_jti, res);
+    }
+out:
+    cJSON_Delete(msg);
+    return res->status;
+}
+
+bool certrot_poll(certrot_ctx *ctx, int64_t now_s, certrot_result *res)
+{
+    if (!ctx || !res || ctx->asm_parts == 0) return false;
+    if (now_s - ctx->asm_last_part_s < (int64_t)ctx->cfg.stall_s) return false;
+    if (ctx->asm_asks >= ctx->cfg.max_incomplete_asks) {
+        /* Give up: a late duplicate part must not start an endless loop of requests. */
+        asm_reset(ctx);
+        return false;
+    }
+    result_init(res);
+    ctx->asm_asks++;
+    ctx->asm_last_part_s = now_s;
+    res->status = CERTROT_WAITING;
+    res->ack = CERTROT_ACK_INCOMPLETE;
+    copy_str(res->jti, sizeof res->jti, ctx->asm_jti);
+    fill_missing(ctx, res);
+    return true;
+}
+
+/* ---- Checking and applying ------------------------------------------------------------------------- */
+
+static certrot_status process_bundle(certrot_ctx *ctx, size_t len, const char *part_jti, certrot_result *res)
+{
+    certrot_bundle b;
+    certrot_status st = certrot_check_bundle(ctx, ctx->jws, len, &b, res->reason, sizeof res->reason);
+    /* Ack with the claims' jti when they decoded, else with the parts' jti (§5) so the daemon can match. */
+    copy_str(res->jti, sizeof res->jti, b.jti[0] ? b.jti : part_jti);
+    res->status = st;
+    if (st == CERTROT_ALREADY_APPLIED) {
+        res->reason[0] = '\0';
+        res->ack = CERTROT_ACK_APPLIED;
+        res->republish_inventory = true;
+        return st;
+    }
+    if (st != CERTROT_OK) {
+        res->ack = CERTROT_ACK_REJECTED;
+        return st;
+    }
+    return certrot_apply_bundle(ctx, &b, res);
+}
+
+typedef struct {
+    bool skip;   /* already holds exactly this content (write) or nothing to delete */
+    bool had;    /* a previous credential was read back */
+    size_t off, len;
+} backup;
+
+/* Puts back what ops[0..count) replaced, last first. Returns the first error, 0 if all went well. */
+static int restore(certrot_ctx *ctx, const certrot_bundle *b, const backup *bk, size_t count)
+{
+    const certrot_callbacks *cb = &ctx->cfg.cb;
+    int first = 0;
+    for (size_t i = count; i-- > 0;) {
+        if (bk[i].skip) continue;
+        const certrot_op *op = &b->ops[i];
+        int err = bk[i].had ? cb->key_write(cb->user, op->tag, op->type, ctx->jws + bk[i].off, bk[i].len)
+                            : cb->key_delete(cb->user, op->tag, op->type);
+        if (err && !first) first = err;
+    }
+    return first;
+}
+
+static certrot_status fail(certrot_result *res, certrot_status st, int code, const char *what, int restore_err)
+{
+    res->status = st;
+    res->ack = CERTROT_ACK_FAILED;
+    res->has_code = true;
+    res->code = code;
+    res->republish_inventory = false;
+    certrot_reason(res->reason, sizeof res->reason, st, "%s (error %d)%s", what, code,
+                   restore_err ? "; restoring the previous content FAILED too" : "; previous content kept");
+    return st;
+}
+
+certrot_status certrot_apply_bundle(certrot_ctx *ctx, const certrot_bundle *b, certrot_result *res)
+{
+    const certrot_callbacks *cb = &ctx->cfg.cb;
+    if (!b || !res || b->op_count == 0 || b->op_count > CERTROT_MAX_OPS || !cb->key_exists || !cb->key_cmp ||
+        !cb->key_read || !cb->key_write || !cb->key_delete || !cb->go_offline || !cb->go_online ||
+        !cb->test_connection)
+        return CERTROT_ERR_ARG;
+    copy_str(res->jti, sizeof res->jti, b->jti);
+    backup bk[CERTROT_MAX_OPS];
+    memset(bk, 0, sizeof bk);
+    size_t used = 0, changes = 0;
+    int err;
+
+    /* Read back what every op replaces. The JWS buffer is free now (the pems live in scratch), so the
+     * rollback copies go there: with the nrf91 sizes it holds three full 4 KB chains. */
+    for (size_t i = 0; i < b->op_count; i++) {
+        const certrot_op *op = &b->ops[i];
+        bool exists = false;
+        if ((err = cb->key_exists(cb->user, op->tag, op->type, &exists)) != 0)
+            return fail(res, CERTROT_MODEM_FAILED, err, "cannot list the credential store", 0);
+        if (!exists) {
+            bk[i].skip = !op->is_write;
+            changes += !bk[i].skip;
+            continue;
+        }
+        if (op->is_write && cb->key_cmp(cb->user, op->tag, op->type, op->pem, op->pem_len) == 0) {
+            bk[i].skip = true; /* already there: nothing to write, nothing to restore */
+            continue;
+        }
+        size_t len = ctx->jws_cap - used;
+        if ((err = cb->key_read(cb->user, op->tag, op->type, ctx->jws + used, &len)) != 0)
+            return fail(res, CERTROT_MODEM_FAILED, err, "cannot read back the previous credential", 0);
+        bk[i].had = true;
+        bk[i].off = used;
+        bk[i].len = len;
+        used += len;
+        changes++;
+    }
+
+    if (changes) {
+        if ((err = cb->go_offline(cb->user)) != 0) {
+            cb->go_online(cb->user);
+            return fail(res, CERTROT_MODEM_FAILED, err, "cannot set the modem offline", 0);
+        }
+        for (size_t i = 0; i < b->op_count; i++) {
+            if (bk[i].skip) continue;
+            const certrot_op *op = &b->ops[i];
+            err = op->is_write ? cb->key_write(cb->user, op->tag, op->type, op->pem, op->pem_len)
+                               : cb->key_delete(cb->user, op->tag, op->type);
+            if (err) {
+                int r = restore(ctx, b, bk, i + 1);
+                cb->go_online(cb->user);
+                return fail(res, CERTROT_MODEM_FAILED, err, op->is_write ? "modem write failed" : "modem delete failed", r);
+            }
+        }
+        /* Prove the new chain: the device must never be left without a working one. */
+        err = cb->go_online(cb->user);
+        if (!err) err = cb->test_connection(cb->user, ctx->cfg.reconnect_timeout_s);
+        if (err) {
+            cb->go_offline(cb->user);
+            int r = restore(ctx, b, bk, b->op_count);
+            cb->go_online(cb->user);
+            cb->test_connection(cb->user, ctx->cfg.reconnect_timeout_s);
+            return fail(res, CERTROT_RECONNECT_FAILED, err, "reconnect with the new credentials failed", r);
+        }
+    }
+
+    /* Persist before acking (§5 step 7). If flash fails the chain still works: ack applied, keep RAM state. */
+    ctx->applied_seq = b->seq;
+    copy_str(ctx->applied_jti, sizeof ctx->applied_jti, b->jti);
+    if (cb->store_state) cb->store_state(cb->user, b->seq, b->jti);
+    res->status = CERTROT_APPLIED;
+    res->ack = CERTROT_ACK_APPLIED;
+    res->has_code = false;
+    res->reason[0] = '\0';
+    res->republish_inventory = true;
+    return CERTROT_APPLIED;
+}

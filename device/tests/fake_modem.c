@@ -1,0 +1,224 @@
+#include "fake_modem.h"
+
+#include "host_crypto.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+void fake_modem_init(fake_modem *fm)
+{
+    memset(fm, 0, sizeof *fm);
+    fm->online = true;
+}
+
+static fake_slot *find(fake_modem *fm, uint32_t tag, uint8_t type)
+{
+    for (int i = 0; i < FAKE_SLOTS; i++)
+        if (fm->slots[i].used && fm->slots[i].tag == tag && fm->slots[i].type == type) return &fm->slots[i];
+    return NULL;
+}
+
+const fake_slot *fake_modem_get(const fake_modem *fm, uint32_t tag, uint8_t type)
+{
+    return find((fake_modem *)fm, tag, type);
+}
+
+static int refuse(fake_modem *fm, int cme, int err)
+{
+    fm->last_cme = cme;
+    fm->refused++;
+    return err;
+}
+
+/* The content rules of AT%CMNG for PEM credentials. */
+static int check_content(fake_modem *fm, const uint8_t *d, size_t len)
+{
+    if (len > FAKE_MAX_CRED) return refuse(fm, 515, -ENOMEM);
+    for (size_t i = 0; i < len; i++) {
+        if (d[i] == '\r') return refuse(fm, 527, -EINVAL);
+        if (d[i] == ' ' && (i == 0 || d[i - 1] == '\n')) return refuse(fm, 527, -EINVAL);
+    }
+    return 0;
+}
+
+static int store(fake_modem *fm, uint32_t tag, uint8_t type, const void *data, size_t len)
+{
+    int err = check_content(fm, data, len);
+    if (err) return err;
+    fake_slot *s = find(fm, tag, type);
+    if (!s)
+        for (int i = 0; i < FAKE_SLOTS && !s; i++)
+            if (!fm->slots[i].used) s = &fm->slots[i];
+    if (!s) return refuse(fm, 515, -ENOMEM);
+    s->used = true;
+    s->tag = tag;
+    s->type = type;
+    s->len = len;
+    memcpy(s->data, data, len);
+    return 0;
+}
+
+int fake_modem_provision(fake_modem *fm, uint32_t tag, uint8_t type, const void *data, size_t len)
+{
+    return store(fm, tag, type, data, len);
+}
+
+static int cb_exists(void *u, uint32_t tag, uint8_t type, bool *exists)
+{
+    *exists = find(u, tag, type) != NULL;
+    return 0;
+}
+
+static int cb_cmp(void *u, uint32_t tag, uint8_t type, const void *buf, size_t len)
+{
+    fake_slot *s = find(u, tag, type);
+    if (!s) return -ENOENT;
+    return s->len == len && memcmp(s->data, buf, len) == 0 ? 0 : 1;
+}
+
+static int cb_read(void *u, uint32_t tag, uint8_t type, void *buf, size_t *len)
+{
+    fake_slot *s = find(u, tag, type);
+    if (!s) return -ENOENT;
+    if (s->len > *len) return -ENOMEM;
+    memcpy(buf, s->data, s->len);
+    *len = s->len;
+    return 0;
+}
+
+static int cb_write(void *u, uint32_t tag, uint8_t type, const void *buf, size_t len)
+{
+    fake_modem *fm = u;
+    if (fm->online) return refuse(fm, 518, -EPERM);
+    if (fm->fail_write_code) {
+        int code = fm->fail_write_code;
+        fm->fail_write_code = 0;
+        return refuse(fm, 0, code);
+    }
+    int err = store(fm, tag, type, buf, len);
+    if (!err) fm->writes++;
+    return err;
+}
+
+static int cb_delete(void *u, uint32_t tag, uint8_t type)
+{
+    fake_modem *fm = u;
+    if (fm->online) return refuse(fm, 518, -EPERM);
+    fake_slot *s = find(fm, tag, type);
+    if (!s) return refuse(fm, 513, -ENOENT);
+    s->used = false;
+    fm->deletes++;
+    return 0;
+}
+
+static int cb_offline(void *u)
+{
+    fake_modem *fm = u;
+    fm->online = false;
+    fm->offline_calls++;
+    return 0;
+}
+
+static int cb_online(void *u)
+{
+    fake_modem *fm = u;
+    fm->online = true;
+    fm->online_calls++;
+    return 0;
+}
+
+static void hex(const uint8_t *d, size_t n, char *out, bool upper)
+{
+    const char *digits = upper ? "0123456789ABCDEF" : "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[d[i] >> 4];
+        out[2 * i + 1] = digits[d[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int cb_test_connection(void *u, uint32_t timeout_s)
+{
+    fake_modem *fm = u;
+    (void)timeout_s;
+    fm->conn_tests++;
+    if (!fm->online) return -ENETDOWN;
+    if (!fm->require_digest) return 0;
+    fake_slot *s = find(fm, fm->broker_tag, 0);
+    if (!s) return -ECONNREFUSED;
+    uint8_t d[32];
+    char h[65];
+    host_sha256(NULL, s->data, s->len, d);
+    hex(d, 32, h, false);
+    return strcmp(h, fm->broker_sha) == 0 ? 0 : -ECONNREFUSED; /* TLS handshake: unknown CA */
+}
+
+static int cb_load(void *u, int64_t *seq, char jti[CERTROT_JTI_MAX + 1])
+{
+    fake_modem *fm = u;
+    *seq = fm->flash_seq;
+    memcpy(jti, fm->flash_jti, CERTROT_JTI_MAX + 1);
+    return 0;
+}
+
+static int cb_store(void *u, int64_t seq, const char *jti)
+{
+    fake_modem *fm = u;
+    fm->flash_seq = seq;
+    snprintf(fm->flash_jti, sizeof fm->flash_jti, "%s", jti);
+    return 0;
+}
+
+static int cb_now(void *u, int64_t *now)
+{
+    fake_modem *fm = u;
+    if (!fm->time_known) return -1;
+    *now = fm->now;
+    return 0;
+}
+
+void fake_modem_callbacks(certrot_callbacks *cb, fake_modem *fm)
+{
+    cb->user = fm;
+    cb->key_exists = cb_exists;
+    cb->key_cmp = cb_cmp;
+    cb->key_read = cb_read;
+    cb->key_write = cb_write;
+    cb->key_delete = cb_delete;
+    cb->go_offline = cb_offline;
+    cb->go_online = cb_online;
+    cb->test_connection = cb_test_connection;
+    cb->load_state = cb_load;
+    cb->store_state = cb_store;
+    cb->now = cb_now;
+}
+
+long fake_modem_cmng_list(const fake_modem *fm, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (int i = 0; i < FAKE_SLOTS; i++) {
+        const fake_slot *s = &fm->slots[i];
+        if (!s->used) continue;
+        uint8_t d[32];
+        char h[65];
+        host_sha256(NULL, s->data, s->len, d);
+        hex(d, 32, h, true);
+        int w = snprintf(out + n, cap - n, "%%CMNG: %u,%u,\"%s\"\r\n", (unsigned)s->tag, (unsigned)s->type, h);
+        if (w < 0 || (size_t)w >= cap - n) return -1;
+        n += (size_t)w;
+    }
+    return (long)n;
+}
+
+long fake_modem_inventory(const fake_modem *fm, int64_t seq, uint32_t max_message, char *out, size_t cap)
+{
+    char listing[FAKE_SLOTS * 96];
+    certrot_cred creds[FAKE_SLOTS];
+    size_t count = 0;
+    if (fake_modem_cmng_list(fm, listing, sizeof listing) < 0) return -1;
+    for (char *line = strtok(listing, "\n"); line; line = strtok(NULL, "\n"))
+        if (certrot_parse_cmng_line(line, &creds[count]) == 0) count++;
+    return certrot_build_inventory(seq, max_message, creds, count, out, cap);
+}

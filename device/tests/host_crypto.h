@@ -1,0 +1,28 @@
+/* Host implementations of the crypto callbacks (OpenSSL libcrypto), plus a bundle signer for tests. */
+#ifndef HOST_CRYPTO_H
+#define HOST_CRYPTO_H
+#include <stddef.h>
+#include <stdint.h>
+
+int host_sha256(void *user, const uint8_t *data, size_t len, uint8_t out[32]);
+int host_es256_verify(void *user, const uint8_t pubkey[65], const uint8_t *msg, size_t len, const uint8_t sig[64]);
+
+/* Test signer: a fresh P-256 key. */
+typedef struct host_signer host_signer;
+host_signer *host_signer_new(void);
+void host_signer_free(host_signer *s);
+void host_signer_pubkey(const host_signer *s, uint8_t out[65]);
+/* RFC 7638 kid of the key (43 chars + NUL). */
+void host_signer_kid(const host_signer *s, char out[44]);
+/* Signs msg, raw r||s. */
+int host_signer_sign(const host_signer *s, const uint8_t *msg, size_t len, uint8_t sig[64]);
+
+/* Reads a P-256 public key (PEM, as `certrot keys export --format pem` prints) into 0x04||X||Y. */
+int host_load_pubkey_pem(const char *path, uint8_t out[65]);
+
+/* Test helper: changes the JWS in place so that one segment decodes to different bytes while staying
+ * canonical base64url and (for header/claims) valid JSON: a 3-byte group of letters/digits found after the
+ * text `after` in the decoded segment is replaced by other letters/digits. segment 2 (signature) changes
+ * one character in the middle. Returns 0, or -1 when no such group exists. */
+int host_tamper(char *jws, int segment, const char *after);
+#endif

@@ -1,0 +1,176 @@
+/* Cross-implementation vectors: bundles made by the Swift `certrot bundle make`, checked by the C library.
+ *
+ *   test_vectors PUBKEY.pem KID DEVICE_ID MANIFEST
+ *
+ * KID is what `certrot keys generate` printed; the program checks that its own RFC 7638 thumbprint of
+ * PUBKEY.pem matches it. Each MANIFEST line is
+ *
+ *   name expect now applied_seq last_jti mode file digest
+ *
+ * expect: a certrot_status_name (applied, already_applied, invalid_bundle, ...); now: Unix time or - when the
+ * device does not know it; applied_seq/last_jti: the device's stored state (- for none); mode: jws (the file
+ * holds a JWS, sent as one part), parts (one part message per line), parts-reversed, tamper0/1/2 (JWS with
+ * segment 0/1/2 changed); digest: for applied vectors the SHA-256 tag 42 must hold afterwards, else -.
+ * Every device starts holding an old CA in tag 42. */
+#include "certrot_device.h"
+#include "fake_modem.h"
+#include "host_crypto.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        fclose(f);
+        free(buf);
+        return NULL;
+    }
+    fclose(f);
+    buf[n] = '\0';
+    *len = (size_t)n;
+    return buf;
+}
+
+static const char old_ca[] = "-----BEGIN CERTIFICATE-----\nQUJDREVGR0g=\n-----END CERTIFICATE-----\n";
+
+typedef struct {
+    fake_modem fm;
+    certrot_ctx ctx;
+    uint8_t jws[CERTROT_NRF91_JWS_BUF];
+    uint8_t scratch[CERTROT_SCRATCH_FOR(CERTROT_NRF91_JWS_BUF)];
+} device;
+
+int main(int argc, char **argv)
+{
+    if (argc != 5) {
+        fprintf(stderr, "usage: %s PUBKEY.pem KID DEVICE_ID MANIFEST\n", argv[0]);
+        return 2;
+    }
+    int passed = 0, failed = 0;
+    certrot_key key = {.kid = argv[2]};
+    if (host_load_pubkey_pem(argv[1], key.pubkey) != 0) {
+        fprintf(stderr, "cannot read public key %s\n", argv[1]);
+        return 2;
+    }
+    /* The kid the library is configured with must be the RFC 7638 thumbprint of the exported key. */
+    {
+        char x[44], y[44], jwk[160], kid[44];
+        uint8_t d[32];
+        certrot_b64url_encode(key.pubkey + 1, 32, x, sizeof x);
+        certrot_b64url_encode(key.pubkey + 33, 32, y, sizeof y);
+        int n = snprintf(jwk, sizeof jwk, "{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}", x, y);
+        host_sha256(NULL, (const uint8_t *)jwk, (size_t)n, d);
+        certrot_b64url_encode(d, 32, kid, sizeof kid);
+        bool ok = strcmp(kid, argv[2]) == 0;
+        printf("%s kid thumbprint matches certrot's (%s)\n", ok ? "ok  " : "FAIL", kid);
+        ok ? passed++ : failed++;
+    }
+
+    FILE *mf = fopen(argv[4], "r");
+    if (!mf) {
+        perror(argv[4]);
+        return 2;
+    }
+    char line[2048];
+    device *dev = malloc(sizeof *dev);
+    while (fgets(line, sizeof line, mf)) {
+        char name[128], expect[64], now[32], seq[32], jti[80], mode[32], file[1024], digest[80];
+        if (line[0] == '#' || sscanf(line, "%127s %63s %31s %31s %79s %31s %1023s %79s", name, expect, now, seq, jti, mode,
+                                     file, digest) != 8)
+            continue;
+        memset(dev, 0, sizeof *dev);
+        fake_modem_init(&dev->fm);
+        fake_modem_provision(&dev->fm, 42, 0, old_ca, strlen(old_ca));
+        if (strcmp(now, "-") != 0) {
+            dev->fm.time_known = true;
+            dev->fm.now = strtoll(now, NULL, 10);
+        }
+        if (strcmp(seq, "-") != 0) dev->fm.flash_seq = strtoll(seq, NULL, 10);
+        if (strcmp(jti, "-") != 0) snprintf(dev->fm.flash_jti, sizeof dev->fm.flash_jti, "%.64s", jti);
+        certrot_config cfg = {.device_id = argv[3], .keys = &key, .key_count = 1};
+        cfg.cb.sha256 = host_sha256;
+        cfg.cb.es256_verify = host_es256_verify;
+        fake_modem_callbacks(&cfg.cb, &dev->fm);
+        certrot_init(&dev->ctx, &cfg, dev->jws, sizeof dev->jws, dev->scratch, sizeof dev->scratch);
+
+        size_t len;
+        char *text = read_file(file, &len);
+        certrot_result res;
+        memset(&res, 0, sizeof res);
+        certrot_status st = CERTROT_ERR_ARG;
+        if (!text) {
+            printf("FAIL %s: cannot read %s\n", name, file);
+            failed++;
+            continue;
+        }
+        while (len && (text[len - 1] == '\n' || text[len - 1] == '\r')) text[--len] = '\0';
+        if (strncmp(mode, "parts", 5) == 0) {
+            char *lines[CERTROT_MAX_PARTS + 8];
+            int count = 0;
+            for (char *p = strtok(text, "\n"); p && count < CERTROT_MAX_PARTS + 8; p = strtok(NULL, "\n")) lines[count++] = p;
+            bool reversed = strcmp(mode, "parts-reversed") == 0;
+            /* The outcome is the first message that produced an ack: after a too-large bundle is rejected,
+             * later parts of it start a new assembly (as in the Swift reference device). */
+            certrot_result r;
+            st = CERTROT_WAITING;
+            for (int i = 0; i < count; i++) {
+                const char *m = lines[reversed ? count - 1 - i : i];
+                certrot_status s = certrot_on_part(&dev->ctx, (const uint8_t *)m, strlen(m), 0, &r);
+                if (st == CERTROT_WAITING) {
+                    st = s;
+                    res = r;
+                }
+            }
+        } else {
+            if (strncmp(mode, "tamper", 6) == 0) {
+                int seg = mode[6] - '0';
+                /* header: inside the kid (unknown_kid); claims: inside the pem body (bad_signature) */
+                const char *after = seg == 0 ? "\"kid\":\"" : seg == 1 ? "CERTIFICATE-----\\n" : NULL;
+                if (host_tamper(text, seg, after) != 0) {
+                    printf("FAIL %s: cannot tamper segment %d\n", name, seg);
+                    failed++;
+                    free(text);
+                    continue;
+                }
+            }
+            char *msg = malloc(len + 100);
+            int n = sprintf(msg, "{\"jti\":\"vector\",\"part\":1,\"parts\":1,\"data\":\"%s\"}", text);
+            st = certrot_on_part(&dev->ctx, (const uint8_t *)msg, (size_t)n, 0, &res);
+            free(msg);
+        }
+        free(text);
+
+        bool ok = strcmp(certrot_status_name(st), expect) == 0;
+        bool wrote = dev->fm.writes > 0;
+        bool should_write = strcmp(expect, "applied") == 0;
+        if (wrote != should_write) ok = false;
+        if (strcmp(digest, "-") != 0) {
+            const fake_slot *s = fake_modem_get(&dev->fm, 42, 0);
+            uint8_t d[32];
+            char hex[65];
+            if (!s) ok = false;
+            else {
+                host_sha256(NULL, s->data, s->len, d);
+                for (int i = 0; i < 32; i++) sprintf(hex + 2 * i, "%02x", d[i]);
+                if (strcmp(hex, digest) != 0) ok = false;
+            }
+        }
+        char ack[512] = "";
+        if (res.ack != CERTROT_ACK_NONE) certrot_build_ack(&res, ack, sizeof ack);
+        printf("%s %s: %s %s\n", ok ? "ok  " : "FAIL", name, certrot_status_name(st), ack);
+        if (!ok) printf("     expected %s%s\n", expect, should_write ? " and a write" : " and no write");
+        ok ? passed++ : failed++;
+    }
+    fclose(mf);
+    free(dev);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
