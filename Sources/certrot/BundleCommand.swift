@@ -19,10 +19,12 @@ struct BundleCommand: ParsableCommand {
         var key: String
         @Option(help: "Device ID (the bundle's sub).")
         var device: String
-        @Option(help: "Sec tag to write.")
-        var tag: Int64
+        @Option(help: "Sec tag to write (with --chain).")
+        var tag: Int64 = 42
         @Option(help: "PEM chain to write.")
-        var chain: String
+        var chain: String?
+        @Option(help: "Public (or signing) key PEM to install with a trust_key op.")
+        var trustKey: String?
         @Option(help: "AT%CMNG credential type.")
         var type: Int = 0
         @Option(help: "Bundle seq.")
@@ -44,19 +46,28 @@ struct BundleCommand: ParsableCommand {
             do {
                 try DeviceID.validate(device)
                 let signer = try SigningKey(pem: try String(contentsOfFile: key, encoding: .utf8))
-                let text = try String(contentsOfFile: chain, encoding: .utf8)
-                let pem: String
-                if raw {
-                    pem = text
-                } else {
-                    pem = try PEM.normalizeChain(text).pem
-                    try DeviceProfile.nrf91.checkCredentialSize(Array(pem.utf8), what: "chain \(chain)")
+                guard chain != nil || trustKey != nil else { throw ValidationError("give --chain, --trust-key, or both") }
+                var ops: [BundleOp] = []
+                if let chain {
+                    let text = try String(contentsOfFile: chain, encoding: .utf8)
+                    let pem: String
+                    if raw {
+                        pem = text
+                    } else {
+                        pem = try PEM.normalizeChain(text).pem
+                        try DeviceProfile.nrf91.checkCredentialSize(Array(pem.utf8), what: "chain \(chain)")
+                    }
+                    ops.append(.write(tag: tag, type: type, pem: pem))
+                }
+                if let trustKey {
+                    let text = try String(contentsOfFile: trustKey, encoding: .utf8)
+                    let next = try (try? SigningKey(pem: text))?.publicKey ?? VerificationKey(pem: text)
+                    ops.append(.trustKey(next))
                 }
                 let id = jti ?? Hex.encode((0..<16).map { _ in UInt8.random(in: 0...255) })
                 let issued = iat ?? Int64(Date().timeIntervalSince1970)
                 let claims = BundleClaims(
-                    sub: device, jti: id, iat: issued, exp: issued + lifetime, seq: seq,
-                    ops: [.write(tag: tag, type: type, pem: pem)])
+                    sub: device, jti: id, iat: issued, exp: issued + lifetime, seq: seq, ops: ops)
                 let jws = JWS.sign(claims, with: signer)
                 guard parts else {
                     print(jws)
