@@ -48,16 +48,26 @@ public final class RPCClient: Sendable {
         }
     }
 
-    /// Calls `method` and returns the reply's JSON object (with `result` or `error`).
-    public func call(_ method: String, params: [String: Any] = [:], timeout: Double = 10) async throws -> [String: Any] {
+    /// Calls `method` and returns the reply's JSON object (with `result` or `error`). With `sign`, the request is
+    /// sent as a JWS (typ `certrot-rpc+jwt`) over the request plus `iat` and a fresh `jti`: what the daemon wants
+    /// for mutating methods when operators are configured.
+    public func call(
+        _ method: String, params: [String: Any] = [:], timeout: Double = 10,
+        sign: (@Sendable ([UInt8]) -> String)? = nil
+    ) async throws -> [String: Any] {
         let deadline = Date().addingTimeInterval(timeout)
         while !ready.withLock({ $0 }) {
             guard Date() < deadline else { throw Failure(message: "no connection to the broker within \(timeout) s") }
             try await Task.sleep(for: .milliseconds(20))
         }
         let correlation = UUID().uuidString
-        let request: [String: Any] = ["jsonrpc": "2.0", "id": correlation, "method": method, "params": params]
-        let payload = try JSONSerialization.data(withJSONObject: request)
+        var request: [String: Any] = ["jsonrpc": "2.0", "id": correlation, "method": method, "params": params]
+        var payload = try JSONSerialization.data(withJSONObject: request)
+        if let sign {
+            request["iat"] = Int64(Date().timeIntervalSince1970)
+            request["jti"] = UUID().uuidString
+            payload = Data(sign(Array(try JSONSerialization.data(withJSONObject: request))).utf8)
+        }
         let reply: [UInt8] = try await withCheckedThrowingContinuation { continuation in
             waiters.withLock { $0[correlation] = continuation }
             do {
@@ -82,8 +92,10 @@ public final class RPCClient: Sendable {
     }
 
     /// Calls `method` and returns `result`, throwing the JSON-RPC error if there is one.
-    public func result(_ method: String, params: [String: Any] = [:], timeout: Double = 10) async throws -> [String: Any] {
-        let reply = try await call(method, params: params, timeout: timeout)
+    public func result(
+        _ method: String, params: [String: Any] = [:], timeout: Double = 10, sign: (@Sendable ([UInt8]) -> String)? = nil
+    ) async throws -> [String: Any] {
+        let reply = try await call(method, params: params, timeout: timeout, sign: sign)
         if let error = reply["error"] as? [String: Any] {
             throw Failure(message: "\(method): \(error["message"] ?? "error") (\(error["code"] ?? "?"))")
         }

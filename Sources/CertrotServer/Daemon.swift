@@ -21,6 +21,8 @@ public struct DaemonSettings: Sendable {
     /// The next bundle-signing key, being installed on devices with `trust_key`.
     public var nextSigner: SigningKey?
     public var keyRotationThreshold: Double = 0.95
+    /// Operators allowed to call mutating JSON-RPC methods (signed requests).
+    public var operators: [VerificationKey] = []
 
     public struct KnownChain: Sendable {
         public var name: String
@@ -81,6 +83,16 @@ public struct DaemonSettings: Sendable {
             broker: broker, storeURL: config.store, signer: signer, targets: targets, catalogue: catalogue,
             policy: config.rotationPolicy, profile: profile, bundleLifetime: lifetime,
             maxInflight: config.maxInflight ?? 1000)
+        for entry in config.operators ?? [] {
+            guard let text = try? String(contentsOfFile: entry.publicKey, encoding: .utf8) else {
+                throw CertrotError(.invalidConfig, "operators '\(entry.name)': cannot read \(entry.publicKey)")
+            }
+            do {
+                settings.operators.append(try VerificationKey(pem: text))
+            } catch {
+                throw CertrotError(.invalidConfig, "operators '\(entry.name)': \(error.message)")
+            }
+        }
         if let rotation = config.keyRotation {
             let next = try KeyFile.loadSigningKey(path: rotation.nextKey)
             guard next.kid != signer.kid else {
@@ -123,6 +135,7 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
             clock: clock, drops: drops, logger: logger)
         engine.nextSigner = settings.nextSigner
         engine.keyRotationThreshold = settings.keyRotationThreshold
+        engine.operators = settings.operators
         let client = try MQTTClient(options: settings.broker, logger: logger) { event in inbox.push(.mqtt(event)) }
         engine.client = client
         defer { client.stop() }

@@ -80,6 +80,10 @@ public final class SQLiteStore: RotationStore {
                         detail TEXT
                     );
                     CREATE INDEX history_device ON history(device, id);
+                    CREATE TABLE operator_requests (
+                        jti TEXT PRIMARY KEY NOT NULL,
+                        at INTEGER NOT NULL
+                    );
                     """)
         }
         return migrator
@@ -201,6 +205,12 @@ struct SQLiteTransaction: StoreTransaction {
 
     func deviceCount() throws -> Int {
         try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM devices") ?? 0
+    }
+
+    func rememberRequest(jti: String, at: Int64, forgetBefore: Int64) throws -> Bool {
+        try db.execute(sql: "DELETE FROM operator_requests WHERE at < ?", arguments: [forgetBefore])
+        try db.execute(sql: "INSERT OR IGNORE INTO operator_requests (jti, at) VALUES (?, ?)", arguments: [jti, at])
+        return db.changesCount == 1
     }
 
     func deviceCount(trustingKey kid: String) throws -> Int {

@@ -7,17 +7,7 @@ struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Ask a running daemon for fleet or device status (JSON-RPC over MQTT).")
 
-    @Option(help: "Broker URL, mqtt://host[:port] or mqtts://host[:port].")
-    var broker: String
-
-    @Option(help: "CA file to verify an mqtts:// broker.")
-    var ca: String?
-
-    @Option(help: "Client certificate for an mqtts:// broker that asks for one.")
-    var cert: String?
-
-    @Option(help: "Private key of --cert.")
-    var key: String?
+    @OptionGroup var connection: BrokerOptions
 
     @Option(help: "A device ID: show its inventory, rotation and history.")
     var device: String?
@@ -25,30 +15,16 @@ struct Status: AsyncParsableCommand {
     @Flag(help: "Print the raw JSON result.")
     var json = false
 
-    @Option(help: "Seconds to wait for the reply.")
-    var timeout: Double = 10
-
     func run() async throws {
-        guard let url = MQTTOptions.parseURL(broker) else {
-            throw ValidationError("--broker must be mqtt://host[:port] or mqtts://host[:port]")
-        }
-        if url.tls, ca == nil { throw ValidationError("an mqtts:// broker needs --ca") }
-        var logger = Logger(label: "certrot.status")
-        logger.logLevel = .error
-        let tls = url.tls ? MQTTTLSOptions(caFile: ca!, certFile: cert, keyFile: key) : nil
-        let client: RPCClient
-        do {
-            client = try RPCClient(host: url.host, port: url.port, tls: tls, logger: logger)
-        } catch {
-            throw ValidationError("\(error)")
-        }
+        let client = try connection.connect()
         defer { client.close() }
+        let sign = try connection.signer()
         let result: [String: Any]
         do {
             if let device {
-                result = try await client.result("device.status", params: ["device": device], timeout: timeout)
+                result = try await client.result("device.status", params: ["device": device], timeout: connection.timeout, sign: sign)
             } else {
-                result = try await client.result("fleet.status", timeout: timeout)
+                result = try await client.result("fleet.status", timeout: connection.timeout, sign: sign)
             }
         } catch {
             FileHandle.standardError.write(Data("certrot status: \(error)\n".utf8))

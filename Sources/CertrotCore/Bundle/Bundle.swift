@@ -127,6 +127,33 @@ public enum JWS {
         return Decoded(header: header, claims: claims, signingInput: signingInput, signature: signature)
     }
 
+    /// Signs an arbitrary JSON payload with header typ `typ` (operator requests use `certrot-rpc+jwt`).
+    public static func sign(payload: [UInt8], typ: String, with key: SigningKey) -> String {
+        let header = #"{"alg":"ES256","kid":"\#(key.kid)","typ":"\#(typ)"}"#
+        let signingInput = Base64URL.encode(Array(header.utf8)) + "." + Base64URL.encode(payload)
+        let signature = try! key.privateKey.signature(for: Array(signingInput.utf8))  // P-256 signing cannot fail
+        return signingInput + "." + Base64URL.encode(signature.rawRepresentation)
+    }
+
+    /// Verifies a JWS of type `typ` against `keys` (by `kid`) and returns the signing key's kid and the payload.
+    public static func verify(_ jws: String, typ: String, keys: [VerificationKey]) throws(CertrotError) -> (kid: String, payload: [UInt8]) {
+        let pieces = jws.split(separator: ".", omittingEmptySubsequences: false)
+        guard pieces.count == 3, let headerBytes = Base64URL.decode(pieces[0]),
+            let payload = Base64URL.decode(pieces[1]), let signatureBytes = Base64URL.decode(pieces[2])
+        else { throw CertrotError(.invalidBundle, "not a JWS compact serialisation") }
+        guard let header = try? JSONDecoder().decode(JWSHeader.self, from: Data(headerBytes)), header.alg == "ES256",
+            header.typ == typ
+        else { throw CertrotError(.invalidBundle, "JWS header must say alg ES256 and typ \(typ)") }
+        guard let key = keys.first(where: { $0.kid == header.kid }) else {
+            throw CertrotError(.unknownKey, "no trusted key has kid \(header.kid)")
+        }
+        let signingInput = Array(jws.utf8.prefix(pieces[0].utf8.count + 1 + pieces[1].utf8.count))
+        guard let signature = try? P256.Signing.ECDSASignature(rawRepresentation: signatureBytes),
+            key.publicKey.isValidSignature(signature, for: signingInput)
+        else { throw CertrotError(.badSignature, "the ES256 signature does not verify") }
+        return (header.kid, payload)
+    }
+
     /// Decodes and verifies against the pinned keys, selected by `kid`.
     public static func verify(_ jws: String, keys: [VerificationKey]) throws(CertrotError) -> Decoded {
         let decoded = try decode(jws)

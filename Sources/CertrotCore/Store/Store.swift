@@ -74,6 +74,9 @@ public protocol StoreTransaction {
     /// Rotation counts: target → state → count.
     func rotationCounts() throws -> [String: [String: Int]]
     func deviceCount() throws -> Int
+    /// Records a signed operator request's `jti`; false when it was seen before (a replay). Forgets ids older
+    /// than `forgetBefore` (they fall outside the accepted `iat` window anyway).
+    func rememberRequest(jti: String, at: Int64, forgetBefore: Int64) throws -> Bool
     /// Devices whose last inventory lists `kid` among the keys they trust.
     func deviceCount(trustingKey kid: String) throws -> Int
 }

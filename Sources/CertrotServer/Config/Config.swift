@@ -52,6 +52,14 @@ public struct CertrotConfig: Sendable, Decodable {
     public var retry: Retry?
     /// Outgoing QoS 1 publishes in flight at once.
     public var maxInflight: Int?
+    /// Operators' public keys (PEM files). When any are listed, mutating JSON-RPC methods need a signed request.
+    public var operators: [Operator]?
+
+    public struct Operator: Sendable, Decodable {
+        public var name: String
+        public var publicKey: String
+    }
+
     /// Bundle-signing key rotation: devices that report `keys` are sent a `trust_key` op for `nextKey`.
     public var keyRotation: KeyRotation?
 

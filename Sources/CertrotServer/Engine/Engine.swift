@@ -43,6 +43,8 @@ final class Engine {
     /// The next signing key, installed on devices through the `trust-key` pseudo-target.
     var nextSigner: SigningKey?
     var keyRotationThreshold = 0.95
+    /// Operators' public keys (config `operators`).
+    var operators: [VerificationKey] = []
 
     /// Rotation target name of the `trust_key` op; its "digest" is the next key's kid.
     static let trustKeyTarget = "trust-key"
@@ -144,7 +146,12 @@ final class Engine {
             guard drop(ifInvalid: device) else { return }
             try ack(device: device, payload: message.payload, tx: tx, outbox: &outbox)
         case .rpc:
-            if let reply = RPC.handle(message, context: rpcContext, tx: tx) { outbox.append(reply) }
+            var reissue: [String] = []
+            if let reply = RPC.handle(message, context: rpcContext, tx: tx, reissue: &reissue) { outbox.append(reply) }
+            for id in reissue {
+                guard let device = try tx.device(id) else { continue }
+                try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
+            }
         case .bundle, nil:
             drops.count("unexpected_topic")
         }
@@ -462,6 +469,6 @@ final class Engine {
     var rpcContext: RPC.Context {
         RPC.Context(
             targets: targets, catalogue: catalogue, drops: drops, logger: logger, signerKid: signer.kid,
-            nextKid: nextSigner?.kid, keyRotationThreshold: keyRotationThreshold)
+            nextKid: nextSigner?.kid, keyRotationThreshold: keyRotationThreshold, operators: operators, now: clock())
     }
 }

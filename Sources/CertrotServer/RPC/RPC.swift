@@ -14,7 +14,16 @@ enum RPC {
         var signerKid: String
         var nextKid: String?
         var keyRotationThreshold: Double
+        /// Operators' public keys; when any are configured, mutating methods need a signed request.
+        var operators: [VerificationKey]
+        var now: Int64
     }
+
+    /// Methods that change stored state.
+    static let mutatingMethods: Set<String> = ["device.retry"]
+    /// Accepted distance between a signed request's `iat` and the daemon's clock.
+    static let authWindow: Int64 = 120
+    static let requestType = "certrot-rpc+jwt"
 
     static let maxRequestBytes = 64 * 1024
 
@@ -25,6 +34,7 @@ enum RPC {
         case invalidParams = -32602
         case internalError = -32603
         case unknownDevice = -32004
+        case unauthorized = -32010
     }
 
     struct Failure: Error {
@@ -32,7 +42,10 @@ enum RPC {
         var message: String
     }
 
-    static func handle(_ message: MQTTMessage, context: Context, tx: any StoreTransaction) -> Outbound? {
+    /// Handles one request; devices whose rotations it reset are appended to `reissue`.
+    static func handle(
+        _ message: MQTTMessage, context: Context, tx: any StoreTransaction, reissue: inout [String]
+    ) -> Outbound? {
         var replyTopic = message.responseTopic.flatMap { isValidReplyTopic($0) ? $0 : nil }
         var id: Any = NSNull()
         var isNotification = false
@@ -41,13 +54,44 @@ enum RPC {
             guard message.payload.count <= maxRequestBytes else {
                 throw Failure(code: .invalidRequest, message: "request is \(message.payload.count) bytes; at most \(maxRequestBytes)")
             }
-            guard let object = try? JSONSerialization.jsonObject(with: Data(message.payload)) else {
+            // A request is a JSON object, or a JWS (typ certrot-rpc+jwt) whose payload is that object.
+            var body = message.payload
+            var signedBy: String?
+            var authFailure: Failure?
+            let isJWS = body.first.map { $0 != UInt8(ascii: "{") && $0 != UInt8(ascii: " ") } ?? false
+            if isJWS {
+                let text = String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                do {
+                    let verified = try JWS.verify(text, typ: requestType, keys: context.operators)
+                    signedBy = verified.kid
+                    body = verified.payload
+                } catch {
+                    authFailure = Failure(code: .unauthorized, message: "signed request refused: \(error.message)")
+                    // Still read the (unverified) payload, only to find where to send the refusal.
+                    let pieces = text.split(separator: ".")
+                    body = pieces.count == 3 ? Base64URL.decode(pieces[1]) ?? [] : []
+                }
+            }
+            guard let object = try? JSONSerialization.jsonObject(with: Data(body)) else {
                 throw Failure(code: .parse, message: "request is not valid JSON")
             }
             guard let request = object as? [String: Any] else {
                 throw Failure(code: .invalidRequest, message: "request must be a JSON object")
             }
             if replyTopic == nil, let replyTo = request["reply_to"] as? String { replyTopic = replyTo }
+            if let requestID = request["id"], requestID is String || requestID is NSNumber { id = requestID }
+            if let authFailure { throw authFailure }
+            if signedBy != nil {
+                guard let iat = (request["iat"] as? NSNumber)?.int64Value, abs(iat - context.now) <= authWindow else {
+                    throw Failure(code: .unauthorized, message: "signed request refused: iat missing or more than \(authWindow) s from now")
+                }
+                guard let jti = request["jti"] as? String, !jti.isEmpty, jti.utf8.count <= 64 else {
+                    throw Failure(code: .unauthorized, message: "signed request refused: jti (1…64 bytes) is required")
+                }
+                guard try tx.rememberRequest(jti: jti, at: context.now, forgetBefore: context.now - 2 * authWindow) else {
+                    throw Failure(code: .unauthorized, message: "signed request refused: jti \(jti) was already used (replay)")
+                }
+            }
             if let requestID = request["id"], requestID is String || requestID is NSNumber { id = requestID }
             // JSON-RPC 2.0 §4.1: a request without an id is a notification and gets no reply.
             isNotification = request["id"] == nil
@@ -61,11 +105,20 @@ enum RPC {
             if request["params"] != nil, !(request["params"] is [String: Any]) {
                 throw Failure(code: .invalidParams, message: "params must be an object")
             }
+            if mutatingMethods.contains(method), !context.operators.isEmpty, signedBy == nil {
+                throw Failure(
+                    code: .unauthorized,
+                    message: "\(method) changes state and needs a request signed by an operator key (certrot --operator-key)")
+            }
             let result: Any
             switch method {
             case "device.status": result = try deviceStatus(params: params, context: context, tx: tx)
             case "fleet.status": result = try fleetStatus(context: context, tx: tx)
+            case "device.retry": result = try deviceRetry(params: params, context: context, tx: tx, reissue: &reissue)
             default: throw Failure(code: .methodNotFound, message: "unknown method '\(method)'")
+            }
+            if let signedBy, mutatingMethods.contains(method) {
+                context.logger.notice("operator request", metadata: ["method": "\(method)", "operator": "\(signedBy)"])
             }
             response = ["jsonrpc": "2.0", "id": id, "result": result]
         } catch let failure as Failure {
@@ -88,6 +141,34 @@ enum RPC {
         return Outbound(
             topic: topic, payload: Array(payload), kind: .other, responseTopic: nil,
             correlationData: message.correlationData)
+    }
+
+    /// Starts settled failures (`rejected`, or `failed`/`timed_out` with no retry left) of a device over: attempts
+    /// back to 0, a new bundle issued. `params.target` limits it to one target.
+    static func deviceRetry(
+        params: [String: Any], context: Context, tx: any StoreTransaction, reissue: inout [String]
+    ) throws -> [String: Any] {
+        guard let id = params["device"] as? String, DeviceID.isValid(id) else {
+            throw Failure(code: .invalidParams, message: "params.device must be a valid device ID")
+        }
+        let only = params["target"] as? String
+        if params["target"] != nil, only == nil { throw Failure(code: .invalidParams, message: "params.target must be a string") }
+        guard try tx.device(id) != nil else { throw Failure(code: .unknownDevice, message: "device '\(id)' has not been seen") }
+        var retried: [String] = []
+        for var rotation in try tx.rotations(device: id) where only == nil || rotation.target == only {
+            let settledFailure = rotation.state == .rejected
+                || ((rotation.state == .failed || rotation.state == .timedOut) && rotation.nextAttemptAt == nil)
+            guard settledFailure else { continue }
+            rotation.restart(sha256: rotation.sha256, now: context.now)
+            try tx.saveRotation(rotation)
+            try tx.appendHistory(
+                device: id,
+                entry: HistoryEntry(at: context.now, target: rotation.target, state: rotation.state.rawValue, jti: nil,
+                                    detail: "retried by an operator"))
+            retried.append(rotation.target)
+        }
+        if !retried.isEmpty { reissue.append(id) }
+        return ["device": id, "retried": retried]
     }
 
     static func isValidReplyTopic(_ topic: String) -> Bool {
