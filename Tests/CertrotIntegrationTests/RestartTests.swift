@@ -54,4 +54,48 @@ import Testing
         #expect(logText.components(separatedBy: "certrot starting").count == 3)
         await harness.stop()
     }
+
+    /// Devices and kills from the environment (CERTROT_STRESS_DEVICES, CERTROT_STRESS_KILLS), small by default
+    /// so `make test` stays quick; the closing note reports a 10,000-device, 20-kill run.
+    @Test func daemonSIGKILLedAtRandomMoments_endsWithEveryDeviceVerified_noSeqReused_andAnIntactStore() async throws {
+        let env = ProcessInfo.processInfo.environment
+        let devices = env["CERTROT_STRESS_DEVICES"].flatMap(Int.init) ?? 1000
+        let kills = env["CERTROT_STRESS_KILLS"].flatMap(Int.init) ?? 8
+        let harness = try Harness()
+        let config = try harness.writeConfig(ackTimeout: "10s")
+        let log = harness.path("serve.log")
+        var serve = try startServe(harness, config: config, log: log)
+        var options = harness.fleetOptions(devices: devices)
+        options.devicesPerConnection = 100
+        options.offlineRate = 0.3
+        options.offlineDelay = 5
+        let fleet = try harness.startFleet(options)
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<kills {
+            try await Task.sleep(for: .milliseconds(Int.random(in: 300...1500, using: &generator)))
+            serve.signal(SIGKILL)
+            while serve.isRunning { usleep(5_000) }
+            serve = try startServe(harness, config: config, log: log)
+        }
+        defer { serve.terminate() }
+        let status = try await harness.waitForFleet(timeout: 180) { ($0["verified"] ?? 0) == devices }
+        #expect(status["devices"] as? Int == devices)
+        for device in fleet.snapshot() {
+            #expect(device.digest(tag: 42) == harness.newChain.sha256)
+            #expect(Set(device.appliedSeqs).count == device.appliedSeqs.count, "\(device.id) applied a seq twice")
+        }
+        serve.terminate()
+        let db = try DatabaseQueue(path: harness.path("certrot.db"))
+        let integrity = try await db.read { try String.fetchOne($0, sql: "PRAGMA integrity_check") }
+        #expect(integrity == "ok")
+        let duplicates = try await db.read { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM (SELECT device, seq FROM bundles GROUP BY device, seq HAVING COUNT(*) > 1)")
+        }
+        #expect(duplicates == 0)
+        let notVerified = try await db.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM rotations WHERE state != 'verified'") }
+        #expect(notVerified == 0)
+        let starts = try String(contentsOfFile: log, encoding: .utf8).components(separatedBy: "certrot starting").count - 1
+        #expect(starts == kills + 1)
+        await harness.stop()
+    }
 }
