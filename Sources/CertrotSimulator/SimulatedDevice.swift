@@ -40,6 +40,7 @@ public struct SimulatedDevice: Sendable {
     public private(set) var partsLost = 0
     public private(set) var lastPartAt: Double = 0
     private var incompleteAsks = 0
+    private var rejectedJTI: String?
     var assembler: PartAssembler
 
     /// The pinned bundle-verification keys; `trust_key` ops add to them.
@@ -85,7 +86,7 @@ public struct SimulatedDevice: Sendable {
     public mutating func receive(topic: String, payload: [UInt8], now: Double) -> Reaction {
         let packet = Parts.publishPacketSize(topicBytes: topic.utf8.count, payloadBytes: payload.count)
         guard packet <= profile.maxMessage else { return .oversize(bytes: packet) }
-        guard let part = try? BundlePart.parse(payload) else { return .none }
+        guard let part = try? BundlePart.parse(payload), part.jti != rejectedJTI else { return .none }
         lastPartAt = now
         if behaviour.losesPartOnce, partsLost == 0, part.parts > 1 {
             partsLost += 1
@@ -96,6 +97,8 @@ public struct SimulatedDevice: Sendable {
             return .none
         case .tooLarge(let bytes):
             assembler.reset()
+            // Later parts of this bundle are dropped, so it is rejected once, not once per remaining part.
+            rejectedJTI = part.jti
             return .ack(Ack(jti: part.jti, status: .rejected, reason: "bundle of \(bytes) bytes does not fit"), republishInventory: false)
         case .complete(let jws):
             incompleteAsks = 0

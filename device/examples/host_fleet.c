@@ -63,7 +63,7 @@ static int wall_clock(void *user, int64_t *out)
 static void publish_inventory(device *d)
 {
     char topic[100], inv[2048];
-    long n = fake_modem_inventory(&d->fm, certrot_applied_seq(&d->ctx), MAX_MESSAGE, inv, sizeof inv);
+    long n = fake_modem_inventory(&d->fm, &d->ctx, MAX_MESSAGE, inv, sizeof inv);
     if (n < 0) return;
     snprintf(topic, sizeof topic, "%s/certs/inventory", d->id);
     mosquitto_publish(d->mosq, NULL, topic, (int)n, inv, 1, true);
@@ -171,6 +171,7 @@ int main(int argc, char **argv)
         certrot_config cfg = {.device_id = d->id, .keys = &key, .key_count = 1, .stall_s = 20};
         cfg.cb.sha256 = host_sha256;
         cfg.cb.es256_verify = host_es256_verify;
+        cfg.cb.pubkey_check = host_pubkey_check;
         fake_modem_callbacks(&cfg.cb, &d->fm);
         cfg.cb.now = wall_clock; /* the host knows the time: exp/iat are checked */
         certrot_init(&d->ctx, &cfg, d->jws, sizeof d->jws, d->scratch, sizeof d->scratch);
@@ -203,7 +204,7 @@ int main(int argc, char **argv)
             }
         }
     }
-    int applied = 0, rejected = 0, failed = 0, dropped = 0, rotated = 0;
+    int applied = 0, rejected = 0, failed = 0, dropped = 0, rotated = 0, installed = 0;
     for (int i = 0; i < device_count; i++) {
         applied += devices[i].applied;
         rejected += devices[i].rejected;
@@ -211,9 +212,11 @@ int main(int argc, char **argv)
         dropped += devices[i].dropped;
         const fake_slot *s = fake_modem_get(&devices[i].fm, 42, 0);
         rotated += s && !(s->len == old_len && memcmp(s->data, old_pem, old_len) == 0);
+        installed += certrot_key_count(&devices[i].ctx) > 1; /* a key came in with trust_key */
     }
-    printf("host_fleet: %d devices, %d rotated, %d applied acks, %d rejected, %d failed, %d dropped\n", device_count,
-           rotated, applied, rejected, failed, dropped);
+    printf("host_fleet: %d devices, %d rotated, %d applied acks, %d rejected, %d failed, %d dropped, %d trust an "
+           "installed key\n",
+           device_count, rotated, applied, rejected, failed, dropped, installed);
     for (int c = 0; c < conn_count; c++) {
         mosquitto_disconnect(conns[c].mosq);
         mosquitto_destroy(conns[c].mosq);

@@ -43,6 +43,14 @@ extern "C" {
 #define CERTROT_REASON_MAX 200       /* the daemon keeps the first 200 characters of a reason */
 #define CERTROT_MAX_TAG 2147483647L
 #define CERTROT_IAT_SKEW 300         /* seconds of clock skew tolerated for iat */
+/* Trusted bundle-verification keys kept in the context: the pinned ones from certrot_config plus those
+ * installed by trust_key ops (docs/protocol.md §3.3, §3.7). The inventory may list at most 8. */
+#ifndef CERTROT_MAX_KEYS
+#define CERTROT_MAX_KEYS 4
+#endif
+#if CERTROT_MAX_KEYS < 1 || CERTROT_MAX_KEYS > 8
+#error "CERTROT_MAX_KEYS must be 1..8 (docs/protocol.md §2: an inventory lists at most 8 keys)"
+#endif
 /* Reference assembly buffer for nrf91: 3 * maxCredential + 2048. */
 #define CERTROT_NRF91_JWS_BUF (3 * CERTROT_MAX_CREDENTIAL + 2048)
 /* Scratch needed for a JWS buffer of n bytes: the decoded claims (3/4 of it) plus a NUL. */
@@ -53,17 +61,21 @@ extern "C" {
 typedef enum {
     CERTROT_OK = 0,
     CERTROT_WAITING,              /* part stored; more parts needed */
-    CERTROT_IGNORED,              /* not a valid part message: dropped without an ack (§5 step 2) */
+    CERTROT_IGNORED,              /* not a valid part message (§5 step 2), or a part of the bundle last
+                                   * rejected as too large: dropped without an ack */
     CERTROT_TOO_LARGE,            /* bundle does not fit the JWS buffer: rejected, assembly discarded */
     CERTROT_INVALID_BUNDLE,       /* §5 steps 4, 7-11: invalid_bundle */
     CERTROT_UNKNOWN_KID,          /* step 5 */
     CERTROT_BAD_SIGNATURE,        /* step 6 */
     CERTROT_INVALID_PEM,          /* step 11: pem not in normal form */
     CERTROT_CREDENTIAL_TOO_LARGE, /* step 11: pem over CERTROT_MAX_CREDENTIAL */
+    CERTROT_INVALID_KEY,          /* step 11: trust_key jwk is not a P-256 public key (as the reference) */
+    CERTROT_KEY_TABLE_FULL,       /* trust_key: no room for another key (CERTROT_MAX_KEYS): rejected */
     CERTROT_ALREADY_APPLIED,      /* jti equals the last applied jti: acked applied again, nothing written */
     CERTROT_APPLIED,              /* every op written and the connection test passed */
     CERTROT_MODEM_FAILED,         /* write/offline/online failed; previous content restored */
     CERTROT_RECONNECT_FAILED,     /* reconnect test failed; previous content restored */
+    CERTROT_STORE_FAILED,         /* store_keys failed; previous modem content restored, keys unchanged */
     CERTROT_ERR_ARG,              /* bad argument / misconfiguration */
     CERTROT_ERR_NOSPACE           /* an output buffer is too small */
 } certrot_status;
@@ -96,9 +108,15 @@ typedef struct {
 
 /* A pinned bundle-verification key, as printed by `certrot keys export --format c`. */
 typedef struct {
-    const char *kid;      /* CERTROT_PUBKEY_KID */
+    const char *kid;      /* CERTROT_PUBKEY_KID; checked against the thumbprint at init (NULL: computed) */
     uint8_t pubkey[65];   /* uncompressed P-256 point 0x04 || X || Y */
 } certrot_key;
+
+/* A trusted key as the context keeps it and as load_keys/store_keys exchange it with flash. */
+typedef struct {
+    char kid[CERTROT_KID_LEN + 1]; /* RFC 7638 thumbprint, NUL-terminated */
+    uint8_t pubkey[65];            /* 0x04 || X || Y */
+} certrot_trusted_key;
 
 /* Every callback gets the `user` pointer from certrot_callbacks. Unless stated, 0 means success and a
  * negative value is an error code (modem_key_mgmt style: -EPERM, -EINVAL, ... or an AT CME code). */
@@ -119,6 +137,19 @@ typedef struct {
     int (*load_state)(void *user, int64_t *seq, char jti[CERTROT_JTI_MAX + 1]);
     int (*store_state)(void *user, int64_t seq, const char *jti);
 
+    /* Trusted keys (trust_key). load_keys is called once from certrot_init: fill keys[0..*count) (at most
+     * CERTROT_MAX_KEYS) with what store_keys last stored, or set *count = 0; entries whose kid is not the
+     * thumbprint of their pubkey are skipped, and the pinned keys of certrot_config always come first.
+     * store_keys gets the whole table (pinned + installed) whenever a bundle adds a key, after the modem
+     * writes and the reconnect test and before store_state; a non-zero return rolls the bundle back
+     * (ack failed). Both may be NULL: installed keys then live in RAM only and are lost on reboot (the
+     * daemon sees them missing from the inventory and sends trust_key again). */
+    int (*load_keys)(void *user, certrot_trusted_key keys[CERTROT_MAX_KEYS], size_t *count);
+    int (*store_keys)(void *user, const certrot_trusted_key *keys, size_t count);
+    /* Optional: 0 when pubkey (0x04 || X || Y) is a valid P-256 point (e.g. psa_import_key succeeds).
+     * NULL: a trust_key jwk is checked for form only (EC, P-256, 32-byte x and y, thumbprint). */
+    int (*pubkey_check)(void *user, const uint8_t pubkey[65]);
+
     /* Modem credential store, shaped like nRF Connect SDK modem_key_mgmt. */
     int (*key_exists)(void *user, uint32_t tag, uint8_t type, bool *exists);
     int (*key_cmp)(void *user, uint32_t tag, uint8_t type, const void *buf, size_t len); /* 0 equal, 1 differ */
@@ -135,7 +166,7 @@ typedef struct {
 
 typedef struct {
     const char *device_id;            /* the topic's {id}; bundles must have sub == device_id */
-    const certrot_key *keys;          /* pinned keys, selected by kid */
+    const certrot_key *keys;          /* pinned keys, selected by kid; 1..CERTROT_MAX_KEYS */
     size_t key_count;
     certrot_callbacks cb;
     uint32_t reconnect_timeout_s;     /* bound passed to test_connection; 0 -> 60 */
@@ -162,12 +193,20 @@ typedef struct {
     int64_t asm_last_part_s;
     uint8_t asm_asks;
 
+    char rejected_jti[CERTROT_JTI_MAX + 1]; /* last bundle rejected as too large: its parts are dropped */
+
     int64_t applied_seq;
     char applied_jti[CERTROT_JTI_MAX + 1];
+
+    /* trusted keys: pinned (certrot_config) first, then loaded/installed ones; never removed */
+    certrot_trusted_key keys[CERTROT_MAX_KEYS];
+    size_t key_count;
 } certrot_ctx;
 
 /* jws_buf bounds the bundle size (CERTROT_NRF91_JWS_BUF recommended); scratch must hold at least
- * CERTROT_SCRATCH_FOR(jws_cap) bytes. Loads the persistent state. Buffers must stay valid. */
+ * CERTROT_SCRATCH_FOR(jws_cap) bytes. Loads the persistent state and the stored trusted keys. Buffers must
+ * stay valid. CERTROT_ERR_ARG also when a pinned key's kid is not the thumbprint of its pubkey, or when
+ * key_count is 0 or above CERTROT_MAX_KEYS. */
 certrot_status certrot_init(certrot_ctx *ctx, const certrot_config *cfg, uint8_t *jws_buf, size_t jws_cap,
                             uint8_t *scratch, size_t scratch_cap);
 
@@ -186,11 +225,14 @@ bool certrot_poll(certrot_ctx *ctx, int64_t now_s, certrot_result *res);
 /* Verifies and checks a complete JWS (§5 steps 4-11 and the already-applied rule). Does not touch the
  * modem. On CERTROT_OK the ops can be read with certrot_checked_op() until the next call. */
 typedef struct {
-    bool is_write;
+    bool is_write;        /* write (else delete, or trust_key when is_trust_key) */
+    bool is_trust_key;    /* trust_key: pubkey/kid set, tag/type unused */
     uint32_t tag;
     uint8_t type;
     const uint8_t *pem;   /* into the scratch buffer */
     size_t pem_len;
+    const uint8_t *pubkey; /* trust_key: 0x04 || X || Y, into the scratch buffer */
+    const char *kid;       /* trust_key: the checked thumbprint (NUL-terminated), into the scratch buffer */
 } certrot_op;
 
 typedef struct {
@@ -203,11 +245,17 @@ typedef struct {
 certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t len, certrot_bundle *out,
                                     char *reason, size_t reason_cap);
 
-/* Applies a checked bundle with read-back, CFUN=4, write, CFUN=1, connection test and rollback. Uses
- * the JWS buffer for the rollback copies. Fills res (applied or failed). */
+/* Applies a checked bundle with read-back, CFUN=4, write, CFUN=1, connection test and rollback, then adds
+ * the trust_key keys (store_keys) and stores seq + jti. Only trust_key ops (or writes of content already
+ * there): no offline cycle. Uses the JWS buffer for the rollback copies. Fills res (applied or failed). */
 certrot_status certrot_apply_bundle(certrot_ctx *ctx, const certrot_bundle *b, certrot_result *res);
 
 int64_t certrot_applied_seq(const certrot_ctx *ctx);
+
+/* The trusted keys (pinned first, then installed ones in the order they came): count, and the kid of key
+ * i (NULL when i is out of range). */
+size_t certrot_key_count(const certrot_ctx *ctx);
+const char *certrot_key_kid(const certrot_ctx *ctx, size_t i);
 
 /* ---- Codecs ---------------------------------------------------------------------------------------- */
 
@@ -234,8 +282,14 @@ typedef struct {
     const char *serial;   /* NULL when unknown; at most 64 bytes */
 } certrot_cred;
 
-/* Inventory JSON of §2. max_message 0 omits it. Returns length or -1 (too small, or a rule of §2 broken:
- * duplicate (tag,type), bad digest, more than 256 creds). */
+/* Inventory JSON of §2 for this device: `seq` is the applied seq and `keys` the kids of every trusted key
+ * (reporting `keys` is what tells the daemon the device supports trust_key). max_message 0 omits it.
+ * Returns length or -1 (too small, or a rule of §2 broken: duplicate (tag,type), bad digest, more than
+ * 256 creds). Use this one. */
+long certrot_build_inventory_ctx(const certrot_ctx *ctx, uint32_t max_message, const certrot_cred *creds,
+                                 size_t count, char *out, size_t out_cap);
+
+/* The same without `keys` (a device without trust_key support; the daemon then never sends one). */
 long certrot_build_inventory(int64_t seq, uint32_t max_message, const certrot_cred *creds, size_t count,
                              char *out, size_t out_cap);
 

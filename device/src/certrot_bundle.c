@@ -54,9 +54,39 @@ static cJSON *parse_exact(const uint8_t *text, size_t len)
     return cJSON_ParseWithLengthOpts((const char *)text, len + 1, NULL, 1);
 }
 
-/* What step 4 extracts from an op; the range and content checks run in step 11. */
+int certrot_thumbprint(const certrot_callbacks *cb, const uint8_t pubkey[65], char kid[CERTROT_KID_LEN + 1])
+{
+    /* 31 + 43 + 7 + 43 + 2 = 126 bytes */
+    char jwk[128] = "{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"";
+    uint8_t digest[32];
+    if (!cb->sha256 || pubkey[0] != 0x04) return -1;
+    size_t n = strlen(jwk);
+    n += (size_t)certrot_b64url_encode(pubkey + 1, 32, jwk + n, sizeof jwk - n);
+    memcpy(jwk + n, "\",\"y\":\"", 7);
+    n += 7;
+    n += (size_t)certrot_b64url_encode(pubkey + 33, 32, jwk + n, sizeof jwk - n);
+    memcpy(jwk + n, "\"}", 2);
+    n += 2;
+    if (cb->sha256(cb->user, (const uint8_t *)jwk, n, digest) != 0) return -1;
+    return certrot_b64url_encode(digest, 32, kid, CERTROT_KID_LEN + 1) == CERTROT_KID_LEN ? 0 : -1;
+}
+
+int certrot_find_key(const certrot_ctx *ctx, const char *kid)
+{
+    for (size_t i = 0; i < ctx->key_count; i++)
+        if (strcmp(ctx->keys[i].kid, kid) == 0) return (int)i;
+    return -1;
+}
+
+enum { OP_WRITE, OP_DELETE, OP_TRUST_KEY };
+
+/* What step 4 extracts from an op; the range and content checks run in step 11. For trust_key, pem_off
+ * is where the decoded key (65 bytes) and the received kid (44 bytes, when it is 43 characters) sit in
+ * scratch. */
 typedef struct {
+    uint8_t kind;
     bool is_write;
+    bool has_jwk, has_kid, jwk_ok, kid_ok;
     int64_t tag, type;
     bool has_pem, has_sha;
     size_t pem_off, pem_len;
@@ -101,7 +131,7 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
     size_t op_total = 0;
     char sub[CERTROT_DEVICE_ID_MAX + 1] = "";
     bool sub_fits = false;
-    const certrot_key *key = NULL;
+    const certrot_trusted_key *key = NULL;
 
     /* ---- step 4: three segments of canonical base64url, header and claims parse ---- */
     const uint8_t *dot1 = memchr(jws, '.', len);
@@ -134,8 +164,8 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
     if (strcmp(alg, "ES256") != 0) FAIL(CERTROT_INVALID_BUNDLE, "alg %.40s is not ES256", alg);
     if (strcmp(typ, "certrot-bundle+jwt") != 0)
         FAIL(CERTROT_INVALID_BUNDLE, "typ %.40s is not certrot-bundle+jwt", typ);
-    for (size_t i = 0; i < ctx->cfg.key_count; i++)
-        if (ctx->cfg.keys[i].kid && strcmp(ctx->cfg.keys[i].kid, kid) == 0) key = &ctx->cfg.keys[i];
+    int key_index = certrot_find_key(ctx, kid);
+    if (key_index >= 0) key = &ctx->keys[key_index];
     char kid_copy[CERTROT_KID_LEN + 8];
     snprintf(kid_copy, sizeof kid_copy, "%s", kid);
 
@@ -161,22 +191,53 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
     {
         op_total++;
         if (!cJSON_IsObject(op_j)) FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] is not an object", op_total - 1);
-        const char *kind = json_str(op_j, "op"), *pem, *sha;
-        int64_t tag, type;
-        if (!kind || (strcmp(kind, "write") != 0 && strcmp(kind, "delete") != 0) ||
-            !json_int(cJSON_GetObjectItemCaseSensitive(op_j, "tag"), &tag) ||
-            !json_int(cJSON_GetObjectItemCaseSensitive(op_j, "type"), &type) || !json_opt_str(op_j, "pem", &pem) ||
-            !json_opt_str(op_j, "sha256", &sha))
+        const char *kind = json_str(op_j, "op"), *pem = NULL, *sha = NULL;
+        int64_t tag = 0, type = 0;
+        bool trust = kind && strcmp(kind, "trust_key") == 0;
+        const char *okid = NULL, *kty = NULL, *crv = NULL, *x = NULL, *y = NULL;
+        const cJSON *jwk = NULL;
+        if (trust) {
+            /* {"op":"trust_key","jwk":{"crv","kty","x","y"},"kid"}: a jwk that is there must have all four
+             * string members (the reference decodes it as a struct); absent jwk/kid is step 11's. */
+            jwk = cJSON_GetObjectItemCaseSensitive(op_j, "jwk");
+            if (jwk && cJSON_IsNull(jwk)) jwk = NULL;
+            if (!json_opt_str(op_j, "kid", &okid) || (jwk && !cJSON_IsObject(jwk)) ||
+                (jwk && (!(kty = json_str(jwk, "kty")) || !(crv = json_str(jwk, "crv")) || !(x = json_str(jwk, "x")) ||
+                         !(y = json_str(jwk, "y")))))
+                FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not match the schema", op_total - 1);
+        } else if (!kind || (strcmp(kind, "write") != 0 && strcmp(kind, "delete") != 0) ||
+                   !json_int(cJSON_GetObjectItemCaseSensitive(op_j, "tag"), &tag) ||
+                   !json_int(cJSON_GetObjectItemCaseSensitive(op_j, "type"), &type) || !json_opt_str(op_j, "pem", &pem) ||
+                   !json_opt_str(op_j, "sha256", &sha))
             FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not match the schema", op_total - 1);
         if (op_total > CERTROT_MAX_OPS) continue; /* reported at step 10 */
         op_in *o = &ops[op_total - 1];
         memset(o, 0, sizeof *o);
-        o->is_write = kind[0] == 'w';
+        o->kind = trust ? OP_TRUST_KEY : kind[0] == 'w' ? OP_WRITE : OP_DELETE;
+        o->is_write = o->kind == OP_WRITE;
         o->tag = tag;
         o->type = type;
+        if (trust) {
+            /* The cJSON trees hold their own copies of every string, so scratch (the decoded claims text)
+             * can be overwritten: the key material goes after the pems. */
+            if (pem_used + 65 + CERTROT_KID_LEN + 1 > ctx->scratch_cap)
+                FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not fit the scratch buffer", op_total - 1);
+            uint8_t *k = ctx->scratch + pem_used;
+            o->pem_off = pem_used;
+            pem_used += 65 + CERTROT_KID_LEN + 1;
+            o->has_jwk = jwk != NULL;
+            o->has_kid = okid != NULL;
+            k[0] = 0x04;
+            o->jwk_ok = jwk && strcmp(kty, "EC") == 0 && strcmp(crv, "P-256") == 0 &&
+                        certrot_b64url_decode(x, strlen(x), k + 1, 32) == 32 &&
+                        certrot_b64url_decode(y, strlen(y), k + 33, 32) == 32;
+            o->kid_ok = okid && strlen(okid) == CERTROT_KID_LEN;
+            if (o->kid_ok) memcpy(k + 65, okid, CERTROT_KID_LEN + 1);
+            continue;
+        }
         if (pem) {
             size_t pl = strlen(pem);
-            if (pem_used + pl > (size_t)(c - ctx->scratch) + (size_t)cdec) /* cannot happen; be safe */
+            if (pem_used + pl > ctx->scratch_cap) /* cannot happen (pems are shorter than the claims); be safe */
                 FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] pem does not fit", op_total - 1);
             memmove(ctx->scratch + pem_used, pem, pl);
             o->has_pem = true;
@@ -227,8 +288,28 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
     if (op_total > CERTROT_MAX_OPS)
         FAIL(CERTROT_INVALID_BUNDLE, "bundle has %zu ops; this device handles at most %d", op_total, CERTROT_MAX_OPS);
     /* ---- step 11: each op in order ---- */
+    size_t new_keys = 0;
     for (size_t i = 0; i < op_total; i++) {
         op_in *o = &ops[i];
+        if (o->kind == OP_TRUST_KEY) {
+            const uint8_t *k = ctx->scratch + o->pem_off;
+            char tp[CERTROT_KID_LEN + 1];
+            if (!o->has_jwk || !o->has_kid) FAIL(CERTROT_INVALID_BUNDLE, "trust_key op lacks jwk or kid");
+            if (!o->jwk_ok || (ctx->cfg.cb.pubkey_check && ctx->cfg.cb.pubkey_check(ctx->cfg.cb.user, k) != 0))
+                FAIL(CERTROT_INVALID_KEY, "the JWK is not a P-256 public key");
+            if (certrot_thumbprint(&ctx->cfg.cb, k, tp) != 0) FAIL(CERTROT_INVALID_BUNDLE, "sha256 callback failed");
+            if (!o->kid_ok || strcmp(tp, (const char *)k + 65) != 0)
+                FAIL(CERTROT_INVALID_BUNDLE, "trust_key kid is not the thumbprint of its jwk");
+            out->ops[i].is_trust_key = true;
+            out->ops[i].pubkey = k;
+            out->ops[i].kid = (const char *)k + 65;
+            /* a key not trusted yet, and not already added by an earlier op of this bundle */
+            bool seen = certrot_find_key(ctx, tp) >= 0;
+            for (size_t j = 0; j < i && !seen; j++)
+                seen = out->ops[j].is_trust_key && strcmp(out->ops[j].kid, tp) == 0;
+            if (!seen) new_keys++;
+            continue;
+        }
         if (o->tag < 0 || o->tag > CERTROT_MAX_TAG || o->type < 0 || o->type > 6)
             FAIL(CERTROT_INVALID_BUNDLE, "op on tag %lld type %lld is out of range", (long long)o->tag,
                  (long long)o->type);
@@ -254,6 +335,10 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
         out->ops[i].pem = pem;
         out->ops[i].pem_len = o->pem_len;
     }
+    /* Only once every op passed: room for the keys to add (none is ever removed). */
+    if (ctx->key_count + new_keys > CERTROT_MAX_KEYS)
+        FAIL(CERTROT_KEY_TABLE_FULL, "cannot trust %zu more key(s): this device keeps at most %d and has %zu",
+             new_keys, CERTROT_MAX_KEYS, ctx->key_count);
     out->op_count = op_total;
 
 done:

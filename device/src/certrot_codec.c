@@ -228,10 +228,24 @@ static bool is_lower_hex64(const char *s)
     return s[64] == '\0';
 }
 
-long certrot_build_inventory(int64_t seq, uint32_t max_message, const certrot_cred *creds, size_t count,
-                             char *out, size_t out_cap)
+/* §2: each kid 1..64 base64url characters. */
+static bool is_kid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64) return false;
+    for (size_t i = 0; i < n; i++)
+        if (b64url_value((uint8_t)s[i]) < 0) return false;
+    return true;
+}
+
+static long build_inventory(int64_t seq, uint32_t max_message, const certrot_cred *creds, size_t count,
+                            const certrot_trusted_key *keys, size_t key_count, bool with_keys, char *out,
+                            size_t out_cap)
 {
     if (!out || seq < 0 || count > 256 || (count && !creds)) return -1;
+    if (with_keys && (key_count > 8 || (key_count && !keys))) return -1;
+    for (size_t i = 0; i < key_count; i++)
+        if (!is_kid(keys[i].kid)) return -1;
     if (max_message && (max_message < 256 || max_message > 268435455u)) return -1;
     for (size_t i = 0; i < count; i++) {
         if (creds[i].tag > (uint32_t)CERTROT_MAX_TAG || creds[i].type > 6 || !is_lower_hex64(creds[i].sha256))
@@ -267,8 +281,31 @@ long certrot_build_inventory(int64_t seq, uint32_t max_message, const certrot_cr
         }
         jw_str(&w, "}");
     }
-    jw_str(&w, "]}");
+    jw_str(&w, "]");
+    if (with_keys) {
+        jw_str(&w, ",\"keys\":[");
+        for (size_t i = 0; i < key_count; i++) {
+            if (i) jw_str(&w, ",");
+            jw_quoted(&w, keys[i].kid);
+        }
+        jw_str(&w, "]");
+    }
+    jw_str(&w, "}");
     return w.overflow ? -1 : (long)w.n;
+}
+
+long certrot_build_inventory(int64_t seq, uint32_t max_message, const certrot_cred *creds, size_t count,
+                             char *out, size_t out_cap)
+{
+    return build_inventory(seq, max_message, creds, count, NULL, 0, false, out, out_cap);
+}
+
+long certrot_build_inventory_ctx(const certrot_ctx *ctx, uint32_t max_message, const certrot_cred *creds,
+                                 size_t count, char *out, size_t out_cap)
+{
+    if (!ctx) return -1;
+    return build_inventory(ctx->applied_seq, max_message, creds, count, ctx->keys, ctx->key_count, true, out,
+                           out_cap);
 }
 
 /* `%CMNG: <sec_tag>,<type>[,"<SHA-256 hex>"]` as the modem answers AT%CMNG=1. */

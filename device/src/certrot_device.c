@@ -16,10 +16,13 @@ const char *certrot_status_name(certrot_status s)
     case CERTROT_BAD_SIGNATURE: return "bad_signature";
     case CERTROT_INVALID_PEM: return "invalid_pem";
     case CERTROT_CREDENTIAL_TOO_LARGE: return "credential_too_large";
+    case CERTROT_INVALID_KEY: return "invalid_key";
+    case CERTROT_KEY_TABLE_FULL: return "key_table_full";
     case CERTROT_ALREADY_APPLIED: return "already_applied";
     case CERTROT_APPLIED: return "applied";
     case CERTROT_MODEM_FAILED: return "modem_error";
     case CERTROT_RECONNECT_FAILED: return "reconnect_failed";
+    case CERTROT_STORE_FAILED: return "store_failed";
     case CERTROT_ERR_ARG: return "bad_argument";
     case CERTROT_ERR_NOSPACE: return "no_space";
     }
@@ -48,6 +51,42 @@ static void asm_reset(certrot_ctx *ctx)
     ctx->asm_jti[0] = '\0';
 }
 
+/* Adds a key (kid already checked to be its thumbprint) unless it is there. false when the table is full. */
+static bool add_key(certrot_ctx *ctx, const char *kid, const uint8_t pubkey[65])
+{
+    if (certrot_find_key(ctx, kid) >= 0) return true;
+    if (ctx->key_count >= CERTROT_MAX_KEYS) return false;
+    certrot_trusted_key *k = &ctx->keys[ctx->key_count++];
+    memcpy(k->kid, kid, CERTROT_KID_LEN + 1);
+    memcpy(k->pubkey, pubkey, 65);
+    return true;
+}
+
+/* Pinned keys from the config (their kid must be the thumbprint), then the stored ones that check out. */
+static certrot_status load_keys(certrot_ctx *ctx, const certrot_config *cfg)
+{
+    char tp[CERTROT_KID_LEN + 1];
+    if (cfg->key_count > CERTROT_MAX_KEYS || (cfg->key_count && !cfg->keys)) return CERTROT_ERR_ARG;
+    for (size_t i = 0; i < cfg->key_count; i++) {
+        if (certrot_thumbprint(&cfg->cb, cfg->keys[i].pubkey, tp) != 0) return CERTROT_ERR_ARG;
+        if (cfg->keys[i].kid && strcmp(cfg->keys[i].kid, tp) != 0) return CERTROT_ERR_ARG;
+        add_key(ctx, tp, cfg->keys[i].pubkey);
+    }
+    if (!cfg->cb.load_keys) return CERTROT_OK;
+    certrot_trusted_key stored[CERTROT_MAX_KEYS];
+    size_t n = 0;
+    memset(stored, 0, sizeof stored);
+    if (cfg->cb.load_keys(cfg->cb.user, stored, &n) != 0) return CERTROT_OK; /* flash unreadable: pinned only */
+    if (n > CERTROT_MAX_KEYS) n = CERTROT_MAX_KEYS;
+    for (size_t i = 0; i < n; i++) {
+        stored[i].kid[CERTROT_KID_LEN] = '\0';
+        /* a corrupted entry is skipped rather than trusted */
+        if (certrot_thumbprint(&cfg->cb, stored[i].pubkey, tp) == 0 && strcmp(stored[i].kid, tp) == 0)
+            add_key(ctx, tp, stored[i].pubkey);
+    }
+    return CERTROT_OK;
+}
+
 certrot_status certrot_init(certrot_ctx *ctx, const certrot_config *cfg, uint8_t *jws_buf, size_t jws_cap,
                             uint8_t *scratch, size_t scratch_cap)
 {
@@ -67,6 +106,7 @@ certrot_status certrot_init(certrot_ctx *ctx, const certrot_config *cfg, uint8_t
     ctx->scratch = scratch;
     ctx->scratch_cap = scratch_cap;
     asm_reset(ctx);
+    if (load_keys(ctx, cfg) != CERTROT_OK) return CERTROT_ERR_ARG;
     if (cfg->cb.load_state) {
         int64_t seq = 0;
         char jti[CERTROT_JTI_MAX + 1] = "";
@@ -80,6 +120,13 @@ certrot_status certrot_init(certrot_ctx *ctx, const certrot_config *cfg, uint8_t
 }
 
 int64_t certrot_applied_seq(const certrot_ctx *ctx) { return ctx->applied_seq; }
+
+size_t certrot_key_count(const certrot_ctx *ctx) { return ctx ? ctx->key_count : 0; }
+
+const char *certrot_key_kid(const certrot_ctx *ctx, size_t i)
+{
+    return ctx && i < ctx->key_count ? ctx->keys[i].kid : NULL;
+}
 
 /* ---- Reassembly ------------------------------------------------------------------------------------ */
 
@@ -142,6 +189,8 @@ certrot_status certrot_on_part(certrot_ctx *ctx, const uint8_t *payload, size_t 
     /* A jti we could not echo in an ack (1..64 bytes) is useless: treat as not a part. */
     if (jlen == 0 || jlen > CERTROT_JTI_MAX) goto out;
     unsigned n = (unsigned)pd, total = (unsigned)psd;
+    /* The rest of a bundle already rejected as too large: drop silently, do not assemble and reject again. */
+    if (ctx->rejected_jti[0] && strcmp(ctx->rejected_jti, jti->valuestring) == 0) goto out;
 
     /* Another jti or part count: start over (the daemon moved on to a new bundle). */
     if (ctx->asm_parts != total || strcmp(ctx->asm_jti, jti->valuestring) != 0) {
@@ -163,6 +212,7 @@ certrot_status certrot_on_part(certrot_ctx *ctx, const uint8_t *payload, size_t 
         certrot_reason(res->reason, sizeof res->reason, CERTROT_TOO_LARGE,
                        "bundle of at least %zu bytes does not fit the %zu-byte buffer", ctx->asm_used + dlen,
                        ctx->jws_cap);
+        memcpy(ctx->rejected_jti, ctx->asm_jti, sizeof ctx->rejected_jti);
         asm_reset(ctx);
         goto out;
     }
@@ -276,9 +326,25 @@ certrot_status certrot_apply_bundle(certrot_ctx *ctx, const certrot_bundle *b, c
 
     /* Read back what every op replaces. The JWS buffer is free now (the pems live in scratch), so the
      * rollback copies go there: with the nrf91 sizes it holds three full 4 KB chains. */
+    /* Room for the new keys (certrot_check_bundle checked it; a caller may apply a bundle checked earlier). */
+    size_t new_keys = 0;
+    for (size_t i = 0; i < b->op_count; i++)
+        if (b->ops[i].is_trust_key && certrot_find_key(ctx, b->ops[i].kid) < 0) new_keys++;
+    if (ctx->key_count + new_keys > CERTROT_MAX_KEYS) {
+        res->status = CERTROT_KEY_TABLE_FULL;
+        res->ack = CERTROT_ACK_REJECTED;
+        certrot_reason(res->reason, sizeof res->reason, CERTROT_KEY_TABLE_FULL, "this device keeps at most %d keys",
+                       CERTROT_MAX_KEYS);
+        return CERTROT_KEY_TABLE_FULL;
+    }
+
     for (size_t i = 0; i < b->op_count; i++) {
         const certrot_op *op = &b->ops[i];
         bool exists = false;
+        if (op->is_trust_key) {
+            bk[i].skip = true; /* not a modem op: added once the modem part has succeeded */
+            continue;
+        }
         if ((err = cb->key_exists(cb->user, op->tag, op->type, &exists)) != 0)
             return fail(res, CERTROT_MODEM_FAILED, err, "cannot list the credential store", 0);
         if (!exists) {
@@ -326,6 +392,24 @@ certrot_status certrot_apply_bundle(certrot_ctx *ctx, const certrot_bundle *b, c
             cb->test_connection(cb->user, ctx->cfg.reconnect_timeout_s);
             return fail(res, CERTROT_RECONNECT_FAILED, err, "reconnect with the new credentials failed", r);
         }
+    }
+
+    /* trust_key: add the keys only now that every write is in and proven, and persist the table. If that
+     * fails, undo the whole bundle, so the keys never outlive a rolled-back write (or vice versa). */
+    size_t old_count = ctx->key_count;
+    for (size_t i = 0; i < b->op_count; i++)
+        if (b->ops[i].is_trust_key) add_key(ctx, b->ops[i].kid, b->ops[i].pubkey);
+    if (ctx->key_count != old_count && cb->store_keys &&
+        (err = cb->store_keys(cb->user, ctx->keys, ctx->key_count)) != 0) {
+        ctx->key_count = old_count;
+        int r = 0;
+        if (changes) {
+            cb->go_offline(cb->user);
+            r = restore(ctx, b, bk, b->op_count);
+            cb->go_online(cb->user);
+            cb->test_connection(cb->user, ctx->cfg.reconnect_timeout_s);
+        }
+        return fail(res, CERTROT_STORE_FAILED, err, "cannot store the trusted keys", r);
     }
 
     /* Persist before acking (§5 step 7). If flash fails the chain still works: ack applied, keep RAM state. */

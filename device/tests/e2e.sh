@@ -1,7 +1,9 @@
 #!/bin/sh
-# End to end: mosquitto on a free loopback port, `certrot serve` with a temp sqlite store, and
-# build/host_fleet (N devices on the C library) holding an old CA in tag 42. Passes when
-# `certrot status --json` reports states.verified == N within 60 s. Loopback only; children killed on exit.
+# End to end: mosquitto on a free loopback port, `certrot serve` with a temp sqlite store and a signing-key
+# rotation under way (keyRotation.nextKey), and build/host_fleet (N devices on the C library) holding an old
+# CA in tag 42 and pinning only the current key. Passes when `certrot status --json` reports
+# states.verified >= N and signing.next.devicesTrusting == N within 60 s, and every device rotated and
+# installed the next key without a rejected or failed ack. Loopback only; children killed on exit.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 CERTROT_BIN=${CERTROT_BIN:-$here/../.build/debug/certrot}
@@ -36,7 +38,8 @@ done
 
 cd "$tmp"
 kid=$("$CERTROT_BIN" keys generate --out key.pem)
-chmod 600 key.pem
+next_kid=$("$CERTROT_BIN" keys generate --out next.pem)
+chmod 600 key.pem next.pem
 "$CERTROT_BIN" keys export --key key.pem --format pem > pub.pem
 for name in old new; do
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 -subj "/CN=$name CA" \
@@ -49,6 +52,7 @@ broker:
   clientId: certrot-e2e
 store: sqlite:$tmp/certrot.db
 signingKey: $tmp/key.pem
+keyRotation: {nextKey: $tmp/next.pem, threshold: 0.9}
 ackTimeout: 30s
 retry: {base: 1s, factor: 2, cap: 5s, attempts: 5}
 targets:
@@ -65,24 +69,28 @@ pids="$pids $fleet"
 
 deadline=$(( $(date +%s) + 60 ))
 verified=0
+trusting=0
 while [ "$(date +%s)" -lt "$deadline" ]; do
     out=$("$CERTROT_BIN" status --broker "mqtt://127.0.0.1:$port" --json --timeout 5 2>/dev/null | tr -d ' \n' || true)
     # sorted keys: the fleet-wide "states" object comes before "targets"
     states=$(printf '%s' "$out" | sed -n 's/.*"states":{\([^}]*\)},"targets".*/\1/p')
     verified=$(printf '%s' "$states" | sed -n 's/.*"verified":\([0-9]*\).*/\1/p')
     verified=${verified:-0}
-    echo "e2e: verified $verified/$N"
-    [ "$verified" -ge "$N" ] && break
+    trusting=$(printf '%s' "$out" | sed -n 's/.*"devicesTrusting":\([0-9]*\).*/\1/p')
+    trusting=${trusting:-0}
+    echo "e2e: verified $verified/$N, trusting the next key $trusting/$N"
+    [ "$verified" -ge "$N" ] && [ "$trusting" -ge "$N" ] && break
     sleep 2
 done
 kill "$fleet" 2>/dev/null || true
 wait "$fleet" 2>/dev/null || true
 cat fleet.log
-if [ "$verified" -ge "$N" ] && grep -q "$N rotated, $N applied acks, 0 rejected, 0 failed" fleet.log; then
-    echo "ok   e2e: $N devices rotated by certrot serve and verified"
+if [ "$verified" -ge "$N" ] && [ "$trusting" -ge "$N" ] &&
+    grep -q "$N rotated, [0-9]* applied acks, 0 rejected, 0 failed, [0-9]* dropped, $N trust an installed key" fleet.log; then
+    echo "ok   e2e: $N devices rotated by certrot serve and verified; all trust the next key $next_kid"
     echo "1 passed, 0 failed"
 else
     echo "--- certrot serve log (tail)"; tail -20 serve.log
     echo "--- last status: $out"
-    fail "fleet not verified within 60 s ($verified/$N)"
+    fail "fleet not verified within 60 s ($verified/$N verified, $trusting/$N trusting the next key)"
 fi

@@ -170,6 +170,25 @@ static int cb_store(void *u, int64_t seq, const char *jti)
     return 0;
 }
 
+static int cb_load_keys(void *u, certrot_trusted_key keys[CERTROT_MAX_KEYS], size_t *count)
+{
+    fake_modem *fm = u;
+    memcpy(keys, fm->flash_keys, sizeof fm->flash_keys);
+    *count = fm->flash_key_count;
+    return 0;
+}
+
+static int cb_store_keys(void *u, const certrot_trusted_key *keys, size_t count)
+{
+    fake_modem *fm = u;
+    if (fm->fail_store_keys_code) return fm->fail_store_keys_code;
+    if (count > CERTROT_MAX_KEYS) return -ENOSPC;
+    memcpy(fm->flash_keys, keys, count * sizeof *keys);
+    fm->flash_key_count = count;
+    fm->key_stores++;
+    return 0;
+}
+
 static int cb_now(void *u, int64_t *now)
 {
     fake_modem *fm = u;
@@ -191,6 +210,8 @@ void fake_modem_callbacks(certrot_callbacks *cb, fake_modem *fm)
     cb->test_connection = cb_test_connection;
     cb->load_state = cb_load;
     cb->store_state = cb_store;
+    cb->load_keys = cb_load_keys;
+    cb->store_keys = cb_store_keys;
     cb->now = cb_now;
 }
 
@@ -212,7 +233,7 @@ long fake_modem_cmng_list(const fake_modem *fm, char *out, size_t cap)
     return (long)n;
 }
 
-long fake_modem_inventory(const fake_modem *fm, int64_t seq, uint32_t max_message, char *out, size_t cap)
+long fake_modem_inventory(const fake_modem *fm, const certrot_ctx *ctx, uint32_t max_message, char *out, size_t cap)
 {
     char listing[FAKE_SLOTS * 96];
     certrot_cred creds[FAKE_SLOTS];
@@ -220,5 +241,5 @@ long fake_modem_inventory(const fake_modem *fm, int64_t seq, uint32_t max_messag
     if (fake_modem_cmng_list(fm, listing, sizeof listing) < 0) return -1;
     for (char *line = strtok(listing, "\n"); line; line = strtok(NULL, "\n"))
         if (certrot_parse_cmng_line(line, &creds[count]) == 0) count++;
-    return certrot_build_inventory(seq, max_message, creds, count, out, cap);
+    return certrot_build_inventory_ctx(ctx, max_message, creds, count, out, cap);
 }

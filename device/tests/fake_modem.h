@@ -32,6 +32,10 @@ typedef struct {
     /* flash */
     int64_t flash_seq;
     char flash_jti[CERTROT_JTI_MAX + 1];
+    certrot_trusted_key flash_keys[CERTROT_MAX_KEYS];
+    size_t flash_key_count;
+    int fail_store_keys_code; /* when non-zero, store_keys fails with it */
+    int key_stores;
     /* clock */
     bool time_known;
     int64_t now;
@@ -47,6 +51,7 @@ const fake_slot *fake_modem_get(const fake_modem *fm, uint32_t tag, uint8_t type
 long fake_modem_cmng_list(const fake_modem *fm, char *out, size_t cap);
 /* Fills the modem, state and time callbacks with user = fm (crypto callbacks are left alone). */
 void fake_modem_callbacks(certrot_callbacks *cb, fake_modem *fm);
-/* Builds the inventory JSON from the AT%CMNG=1 listing, as firmware would. Returns length or -1. */
-long fake_modem_inventory(const fake_modem *fm, int64_t seq, uint32_t max_message, char *out, size_t cap);
+/* Builds the inventory JSON from the AT%CMNG=1 listing plus the context's seq and keys, as firmware would.
+ * Returns length or -1. */
+long fake_modem_inventory(const fake_modem *fm, const certrot_ctx *ctx, uint32_t max_message, char *out, size_t cap);
 #endif

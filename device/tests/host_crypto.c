@@ -33,6 +33,14 @@ static EVP_PKEY *pkey_from_point(const uint8_t pubkey[65])
     return pkey;
 }
 
+int host_pubkey_check(void *user, const uint8_t pubkey[65])
+{
+    (void)user;
+    EVP_PKEY *pkey = pkey_from_point(pubkey); /* decoding the point checks that it is on the curve */
+    EVP_PKEY_free(pkey);
+    return pkey ? 0 : -1;
+}
+
 int host_es256_verify(void *user, const uint8_t pubkey[65], const uint8_t *msg, size_t len, const uint8_t sig[64])
 {
     (void)user;

@@ -5,6 +5,8 @@
 #include <stdint.h>
 
 int host_sha256(void *user, const uint8_t *data, size_t len, uint8_t out[32]);
+/* 0 when pubkey (0x04 || X || Y) is a point on P-256 (the pubkey_check callback). */
+int host_pubkey_check(void *user, const uint8_t pubkey[65]);
 int host_es256_verify(void *user, const uint8_t pubkey[65], const uint8_t *msg, size_t len, const uint8_t sig[64]);
 
 /* Test signer: a fresh P-256 key. */

@@ -126,6 +126,7 @@ static device *device_new(void)
     certrot_config cfg = {.device_id = DEV, .keys = pinned, .key_count = 1};
     cfg.cb.sha256 = host_sha256;
     cfg.cb.es256_verify = host_es256_verify;
+    cfg.cb.pubkey_check = host_pubkey_check;
     fake_modem_callbacks(&cfg.cb, &d->fm);
     certrot_status st = certrot_init(&d->ctx, &cfg, d->jws, sizeof d->jws, d->scratch, sizeof d->scratch);
     CHECK(st == CERTROT_OK);
@@ -399,6 +400,26 @@ static void test_reassembly(void)
                    strstr(r.reason, "does not fit") != NULL);
     }
     CHECK(d->fm.writes == 0 && !certrot_poll(&d->ctx, 1000, &r)); /* assembly discarded */
+    /* the rest of the rejected bundle (a 6th part, re-sent parts) is dropped silently: no new assembly,
+     * no second rejected ack */
+    for (int i = 0; i < 5; i++) CHECK(send(d, msgs[i], 1, &r) == CERTROT_IGNORED && r.ack == CERTROT_ACK_NONE);
+    CHECK(!certrot_poll(&d->ctx, 2000, &r));
+    /* another bundle is still assembled */
+    split(jws, JTI1, 2, msgs);
+    CHECK(send(d, msgs[0], 2, &r) == CERTROT_WAITING);
+    CHECK(send(d, msgs[1], 2, &r) == CERTROT_APPLIED);
+    free(d);
+
+    /* 6 parts, rejected at the 5th: the 6th does not start a new assembly and reject again */
+    d = device_new();
+    int acks = 0;
+    for (int i = 1; i <= 6; i++) {
+        sprintf(msgs[0], "{\"jti\":\"%s\",\"part\":%d,\"parts\":6,\"data\":\"%.3000s\"}", JTI2, i, big);
+        send(d, msgs[0], 0, &r);
+        acks += r.ack != CERTROT_ACK_NONE;
+        if (i == 6) CHECK(r.status == CERTROT_IGNORED);
+    }
+    CHECK(acks == 1 && !certrot_poll(&d->ctx, 1000, &r));
     free(d);
 
     /* 64 parts, reverse order */
@@ -421,8 +442,9 @@ static void test_apply_and_rotate(void)
     CHECK(d->fm.offline_calls == 1 && d->fm.online_calls == 1 && d->fm.conn_tests == 1 && d->fm.online);
     CHECK(d->fm.refused == 0 && d->fm.flash_seq == 1 && strcmp(d->fm.flash_jti, JTI1) == 0);
     char inv[600], expect[600];
-    CHECK(fake_modem_inventory(&d->fm, certrot_applied_seq(&d->ctx), 2048, inv, sizeof inv) > 0);
-    sprintf(expect, "{\"v\":1,\"seq\":1,\"maxMessage\":2048,\"creds\":[{\"tag\":42,\"type\":0,\"sha256\":\"%s\"}]}", new_sha);
+    CHECK(fake_modem_inventory(&d->fm, &d->ctx, 2048, inv, sizeof inv) > 0);
+    sprintf(expect, "{\"v\":1,\"seq\":1,\"maxMessage\":2048,\"creds\":[{\"tag\":42,\"type\":0,\"sha256\":\"%s\"}],\"keys\":[\"%s\"]}",
+            new_sha, kid);
     CHECK(strcmp(inv, expect) == 0);
 
     /* re-sent after a server restart: applied again, nothing written */
@@ -641,6 +663,229 @@ static void test_checks(void)
     (void)n;
 }
 
+/* ---- trust_key ------------------------------------------------------------------------------------ */
+
+/* A JWS signed by s under kid k (make_jws uses the pinned signer). */
+static size_t make_jws_by(const host_signer *s, const char *k, char *out, const char *jti, long seq, const char *ops)
+{
+    char header[200];
+    sprintf(header, "{\"alg\":\"ES256\",\"kid\":\"%s\",\"typ\":\"certrot-bundle+jwt\"}", k);
+    sprintf(claims_buf, "{\"exp\":2147483647,\"iat\":0,\"iss\":\"certrot\",\"jti\":\"%s\",\"ops\":[%s],\"seq\":%ld,\"sub\":\"%s\"}",
+            jti, ops, seq, DEV);
+    return sign_raw(s, header, claims_buf, out);
+}
+
+/* The RFC 7638 thumbprint, computed here independently of the library. */
+static void thumbprint(const uint8_t pub[65], char out[44])
+{
+    char x[44], y[44], j[200];
+    uint8_t d[32];
+    certrot_b64url_encode(pub + 1, 32, x, sizeof x);
+    certrot_b64url_encode(pub + 33, 32, y, sizeof y);
+    int n = sprintf(j, "{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}", x, y);
+    host_sha256(NULL, (const uint8_t *)j, (size_t)n, d);
+    certrot_b64url_encode(d, 32, out, 44);
+}
+
+/* {"op":"trust_key",...} for the key of s; member order as the daemon sends it (sorted). */
+static void trust_op(char *out, const host_signer *s)
+{
+    uint8_t pub[65];
+    char x[44], y[44], k[44];
+    host_signer_pubkey(s, pub);
+    certrot_b64url_encode(pub + 1, 32, x, sizeof x);
+    certrot_b64url_encode(pub + 33, 32, y, sizeof y);
+    thumbprint(pub, k);
+    sprintf(out, "{\"jwk\":{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"},\"kid\":\"%s\",\"op\":\"trust_key\"}",
+            x, y, k);
+}
+
+static certrot_status feed_by(device *d, const host_signer *s, const char *k, const char *jti, long seq, const char *ops,
+                              certrot_result *r)
+{
+    make_jws_by(s, k, jws, jti, seq, ops);
+    return feed(d, jws, jti, r);
+}
+
+static bool inventory_has_keys(device *d, const char *keys_json)
+{
+    char inv[1000], want[400];
+    if (fake_modem_inventory(&d->fm, &d->ctx, 2048, inv, sizeof inv) < 0) return false;
+    sprintf(want, ",\"keys\":[%s]}", keys_json);
+    size_t n = strlen(inv), w = strlen(want);
+    return n >= w && strcmp(inv + n - w, want) == 0;
+}
+
+static void test_trust_key(void)
+{
+    certrot_result r;
+    char op[400], ops[2000], want[400];
+    host_signer *next = host_signer_new();
+    char next_kid[44];
+    host_signer_kid(next, next_kid);
+
+    /* Not trusted yet: a bundle signed by the next key is unknown_kid. */
+    device *d = device_new();
+    write_op(ops_buf, 42, new_pem, NULL);
+    CHECK(feed_by(d, next, next_kid, "n0", 1, ops_buf, &r) == CERTROT_UNKNOWN_KID);
+    sprintf(want, "\"%s\"", kid);
+    CHECK(inventory_has_keys(d, want));
+
+    /* A trust_key-only bundle: applied without an offline cycle, the key persisted and reported. */
+    trust_op(op, next);
+    CHECK(feed_by(d, signer, kid, "t1", 1, op, &r) == CERTROT_APPLIED && r.ack == CERTROT_ACK_APPLIED && r.republish_inventory);
+    CHECK(d->fm.offline_calls == 0 && d->fm.writes == 0 && d->fm.conn_tests == 0);
+    CHECK(certrot_key_count(&d->ctx) == 2 && strcmp(certrot_key_kid(&d->ctx, 1), next_kid) == 0);
+    CHECK(d->fm.flash_key_count == 2 && strcmp(d->fm.flash_keys[1].kid, next_kid) == 0 && d->fm.key_stores == 1);
+    CHECK(d->fm.flash_seq == 1 && strcmp(d->fm.flash_jti, "t1") == 0);
+    sprintf(want, "\"%s\",\"%s\"", kid, next_kid);
+    CHECK(inventory_has_keys(d, want));
+
+    /* A bundle signed by the newly trusted key verifies and is applied. */
+    CHECK(feed_by(d, next, next_kid, "n1", 2, ops_buf, &r) == CERTROT_APPLIED && d->fm.offline_calls == 1);
+    CHECK(memcmp(fake_modem_get(&d->fm, 42, 0)->data, new_pem, strlen(new_pem)) == 0);
+    /* and the old key still works (never removed) */
+    CHECK(feed_by(d, signer, kid, "o1", 3, ops_buf, &r) == CERTROT_APPLIED);
+
+    /* After a reboot the installed key is loaded from flash. */
+    certrot_config cfg = d->ctx.cfg;
+    CHECK(certrot_init(&d->ctx, &cfg, d->jws, sizeof d->jws, d->scratch, sizeof d->scratch) == CERTROT_OK);
+    CHECK(certrot_key_count(&d->ctx) == 2 && inventory_has_keys(d, want));
+    CHECK(feed_by(d, next, next_kid, "n2", 4, ops_buf, &r) == CERTROT_APPLIED);
+    /* trusting a key again is a no-op (applied, nothing stored) */
+    CHECK(feed_by(d, next, next_kid, "t2", 5, op, &r) == CERTROT_APPLIED && d->fm.key_stores == 1 &&
+          certrot_key_count(&d->ctx) == 2);
+    /* a corrupted flash entry is skipped */
+    d->fm.flash_keys[1].pubkey[10] ^= 1;
+    CHECK(certrot_init(&d->ctx, &cfg, d->jws, sizeof d->jws, d->scratch, sizeof d->scratch) == CERTROT_OK);
+    CHECK(certrot_key_count(&d->ctx) == 1);
+    free(d);
+
+    /* write + trust_key in one bundle: both or neither. */
+    d = device_new();
+    write_op(ops, 42, new_pem, NULL);
+    strcat(ops, ",");
+    strcat(ops, op);
+    CHECK(feed_by(d, signer, kid, "wt", 1, ops, &r) == CERTROT_APPLIED && certrot_key_count(&d->ctx) == 2 &&
+          d->fm.flash_key_count == 2);
+    free(d);
+    /* the reconnect with the new chain fails: the chain is rolled back and the key not kept */
+    d = device_new();
+    d->fm.require_digest = true;
+    d->fm.broker_tag = 42;
+    strcpy(d->fm.broker_sha, old_sha);
+    CHECK(feed_by(d, signer, kid, "wt", 1, ops, &r) == CERTROT_RECONNECT_FAILED && r.ack == CERTROT_ACK_FAILED);
+    CHECK(certrot_key_count(&d->ctx) == 1 && d->fm.flash_key_count == 0 && d->fm.key_stores == 0);
+    sprintf(want, "\"%s\"", kid);
+    CHECK(inventory_has_keys(d, want) && feed_by(d, next, next_kid, "n1", 2, ops_buf, &r) == CERTROT_UNKNOWN_KID);
+    free(d);
+    /* the write itself fails */
+    d = device_new();
+    d->fm.fail_write_code = -ENOMEM;
+    CHECK(feed_by(d, signer, kid, "wt", 1, ops, &r) == CERTROT_MODEM_FAILED && certrot_key_count(&d->ctx) == 1 &&
+          d->fm.flash_key_count == 0);
+    free(d);
+    /* the key table cannot be stored: the write is rolled back too */
+    d = device_new();
+    d->fm.fail_store_keys_code = -EIO;
+    CHECK(feed_by(d, signer, kid, "wt", 1, ops, &r) == CERTROT_STORE_FAILED && r.ack == CERTROT_ACK_FAILED &&
+          r.code == -EIO && strstr(r.reason, "trusted keys") != NULL);
+    const fake_slot *sl = fake_modem_get(&d->fm, 42, 0);
+    CHECK(sl && sl->len == strlen(old_pem) && memcmp(sl->data, old_pem, sl->len) == 0 && d->fm.online);
+    CHECK(certrot_key_count(&d->ctx) == 1 && d->fm.flash_seq == 0 && certrot_applied_seq(&d->ctx) == 0);
+    free(d);
+
+    /* Bad trust_key ops are rejected and change nothing. */
+    uint8_t pub[65];
+    char x[44], y[44], tk[44];
+    host_signer_pubkey(next, pub);
+    certrot_b64url_encode(pub + 1, 32, x, sizeof x);
+    certrot_b64url_encode(pub + 33, 32, y, sizeof y);
+    struct {
+        const char *fmt;
+        certrot_status want;
+        const char *reason;
+    } bad[] = {
+        /* kid of another key */
+        {"{\"jwk\":{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"},\"kid\":\"%s\",\"op\":\"trust_key\"}",
+         CERTROT_INVALID_BUNDLE, "thumbprint"},
+        {"{\"jwk\":{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"},\"op\":\"trust_key\"}%.0s",
+         CERTROT_INVALID_BUNDLE, "lacks jwk or kid"},
+        {"{\"kid\":\"%.0s%.0s%s\",\"op\":\"trust_key\"}", CERTROT_INVALID_BUNDLE, "lacks jwk or kid"},
+        {"{\"jwk\":{\"crv\":\"P-256\",\"kty\":\"RSA\",\"x\":\"%s\",\"y\":\"%s\"},\"kid\":\"%s\",\"op\":\"trust_key\"}",
+         CERTROT_INVALID_KEY, "P-256"},
+        {"{\"jwk\":{\"crv\":\"P-384\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"},\"kid\":\"%s\",\"op\":\"trust_key\"}",
+         CERTROT_INVALID_KEY, NULL},
+        {"{\"jwk\":{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%.42s\",\"y\":\"%s\"},\"kid\":\"%s\",\"op\":\"trust_key\"}",
+         CERTROT_INVALID_KEY, NULL}, /* x of 42 characters: not 32 bytes */
+        {"{\"jwk\":{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s=\",\"y\":\"%s\"},\"kid\":\"%s\",\"op\":\"trust_key\"}",
+         CERTROT_INVALID_KEY, NULL}, /* padding */
+        {"{\"jwk\":{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%sAA\"},\"kid\":\"%s\",\"op\":\"trust_key\"}",
+         CERTROT_INVALID_KEY, NULL}, /* 33 bytes */
+        {"{\"jwk\":{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":7%.0s},\"kid\":\"%s\",\"op\":\"trust_key\"}",
+         CERTROT_INVALID_BUNDLE, "schema"}, /* y not a string */
+        {"{\"jwk\":\"%s%s\",\"kid\":\"%s\",\"op\":\"trust_key\"}", CERTROT_INVALID_BUNDLE, "schema"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        sprintf(op, bad[i].fmt, x, y, i == 0 ? kid : next_kid);
+        d = device_new();
+        certrot_status st = feed_by(d, signer, kid, "bad", 1, op, &r);
+        CHECK(st == bad[i].want && r.ack == CERTROT_ACK_REJECTED && certrot_key_count(&d->ctx) == 1 && d->fm.key_stores == 0);
+        CHECK(!bad[i].reason || strstr(r.reason, bad[i].reason));
+        if (st != bad[i].want || (bad[i].reason && !strstr(r.reason, bad[i].reason)))
+            printf("    case %zu: got %s (%s)\n", i, certrot_status_name(st), r.reason);
+        free(d);
+    }
+    /* a point that is not on the curve (pubkey_check), with its correct thumbprint */
+    pub[64] ^= 1;
+    certrot_b64url_encode(pub + 33, 32, y, sizeof y);
+    thumbprint(pub, tk);
+    sprintf(op, "{\"jwk\":{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"},\"kid\":\"%s\",\"op\":\"trust_key\"}", x, y, tk);
+    d = device_new();
+    CHECK(feed_by(d, signer, kid, "bad", 1, op, &r) == CERTROT_INVALID_KEY && certrot_key_count(&d->ctx) == 1);
+    /* the bad op stops the bundle even after a good write */
+    write_op(ops, 42, new_pem, NULL);
+    strcat(ops, ",");
+    strcat(ops, op);
+    CHECK(feed_by(d, signer, kid, "bad", 1, ops, &r) == CERTROT_INVALID_KEY && d->fm.writes == 0);
+    free(d);
+
+    /* Table full: 1 pinned + 3 installed = CERTROT_MAX_KEYS (4); a 5th key is rejected, nothing written. */
+    host_signer *more[4];
+    ops[0] = '\0';
+    for (int i = 0; i < 4; i++) more[i] = host_signer_new();
+    for (int i = 0; i < 3; i++) {
+        trust_op(op, more[i]);
+        if (i) strcat(ops, ",");
+        strcat(ops, op);
+    }
+    d = device_new();
+    CHECK(feed_by(d, signer, kid, "three", 1, ops, &r) == CERTROT_APPLIED && certrot_key_count(&d->ctx) == CERTROT_MAX_KEYS);
+    CHECK(d->fm.flash_key_count == CERTROT_MAX_KEYS && d->fm.key_stores == 1);
+    trust_op(op, more[3]);
+    write_op(ops, 42, new_pem, NULL);
+    strcat(ops, ",");
+    strcat(ops, op);
+    CHECK(feed_by(d, signer, kid, "fifth", 2, ops, &r) == CERTROT_KEY_TABLE_FULL && r.ack == CERTROT_ACK_REJECTED &&
+          strstr(r.reason, "at most 4") != NULL);
+    CHECK(d->fm.writes == 0 && d->fm.offline_calls == 0 && certrot_key_count(&d->ctx) == CERTROT_MAX_KEYS &&
+          d->fm.key_stores == 1 && certrot_applied_seq(&d->ctx) == 1);
+    char ack[400];
+    CHECK(certrot_build_ack(&r, ack, sizeof ack) > 0 && strstr(ack, "\"status\":\"rejected\",\"reason\":\"key_table_full: ") != NULL);
+    /* re-trusting a key it has needs no room */
+    trust_op(op, more[0]);
+    CHECK(feed_by(d, signer, kid, "again", 2, op, &r) == CERTROT_APPLIED);
+    /* every installed key verifies */
+    for (int i = 0; i < 3; i++) {
+        char k[44];
+        host_signer_kid(more[i], k);
+        CHECK(feed_by(d, more[i], k, i == 0 ? "m0" : i == 1 ? "m1" : "m2", 3 + i, ops_buf, &r) == CERTROT_APPLIED);
+    }
+    free(d);
+    for (int i = 0; i < 4; i++) host_signer_free(more[i]);
+    host_signer_free(next);
+}
+
 static void test_init_args(void)
 {
     certrot_ctx ctx;
@@ -652,6 +897,16 @@ static void test_init_args(void)
     CHECK(certrot_init(&ctx, &cfg, jb, sizeof jb, sb, 100) == CERTROT_ERR_ARG);       /* scratch too small */
     CHECK(certrot_init(&ctx, &cfg, jb, sizeof jb, sb, CERTROT_SCRATCH_FOR(sizeof jb)) == CERTROT_OK);
     cfg.device_id = "";
+    CHECK(certrot_init(&ctx, &cfg, jb, sizeof jb, sb, sizeof sb) == CERTROT_ERR_ARG);
+    cfg.device_id = DEV;
+    /* a pinned kid that is not the thumbprint of its key */
+    certrot_key wrong = pinned[0];
+    wrong.kid = other_kid;
+    cfg.keys = &wrong;
+    CHECK(certrot_init(&ctx, &cfg, jb, sizeof jb, sb, sizeof sb) == CERTROT_ERR_ARG);
+    wrong.kid = NULL; /* computed */
+    CHECK(certrot_init(&ctx, &cfg, jb, sizeof jb, sb, sizeof sb) == CERTROT_OK && strcmp(certrot_key_kid(&ctx, 0), kid) == 0);
+    cfg.key_count = CERTROT_MAX_KEYS + 1;
     CHECK(certrot_init(&ctx, &cfg, jb, sizeof jb, sb, sizeof sb) == CERTROT_ERR_ARG);
 }
 
@@ -676,6 +931,7 @@ int main(void)
     run("apply, re-ack, reboot, stale seq, delete", test_apply_and_rotate);
     run("rollback on failed reconnect and failed write", test_rollback);
     run("device checks reject bad bundles", test_checks);
+    run("trust_key: install, persist, report, verify, rollback, bad jwk, table full", test_trust_key);
     run("init argument checks", test_init_args);
 
     host_signer_free(signer);

@@ -10,8 +10,11 @@
  * expect: a certrot_status_name (applied, already_applied, invalid_bundle, ...); now: Unix time or - when the
  * device does not know it; applied_seq/last_jti: the device's stored state (- for none); mode: jws (the file
  * holds a JWS, sent as one part), parts (one part message per line), parts-reversed, tamper0/1/2 (JWS with
- * segment 0/1/2 changed); digest: for applied vectors the SHA-256 tag 42 must hold afterwards, else -.
- * Every device starts holding an old CA in tag 42. */
+ * segment 0/1/2 changed); digest: for applied vectors the SHA-256 tag 42 must hold afterwards, else -;
+ * `kid:K` instead (trust_key only: no write) or `HEX,kid:K` (both): afterwards the device trusts K and its
+ * inventory lists it in `keys`. A name starting with `+` continues on the previous vector's device (its
+ * keys, state and modem; now/applied_seq/last_jti are then ignored), so a bundle signed by a key installed
+ * by trust_key can be checked. Every device starts holding an old CA in tag 42. */
 #include "certrot_device.h"
 #include "fake_modem.h"
 #include "host_crypto.h"
@@ -82,24 +85,40 @@ int main(int argc, char **argv)
     char line[2048];
     device *dev = malloc(sizeof *dev);
     while (fgets(line, sizeof line, mf)) {
-        char name[128], expect[64], now[32], seq[32], jti[80], mode[32], file[1024], digest[80];
-        if (line[0] == '#' || sscanf(line, "%127s %63s %31s %31s %79s %31s %1023s %79s", name, expect, now, seq, jti, mode,
+        char name[128], expect[64], now[32], seq[32], jti[80], mode[32], file[1024], digest[160];
+        if (line[0] == '#' || sscanf(line, "%127s %63s %31s %31s %79s %31s %1023s %159s", name, expect, now, seq, jti, mode,
                                      file, digest) != 8)
             continue;
-        memset(dev, 0, sizeof *dev);
-        fake_modem_init(&dev->fm);
-        fake_modem_provision(&dev->fm, 42, 0, old_ca, strlen(old_ca));
-        if (strcmp(now, "-") != 0) {
-            dev->fm.time_known = true;
-            dev->fm.now = strtoll(now, NULL, 10);
+        bool cont = name[0] == '+';
+        int writes_before = cont ? dev->fm.writes : 0;
+        if (!cont) {
+            memset(dev, 0, sizeof *dev);
+            fake_modem_init(&dev->fm);
+            fake_modem_provision(&dev->fm, 42, 0, old_ca, strlen(old_ca));
+            if (strcmp(now, "-") != 0) {
+                dev->fm.time_known = true;
+                dev->fm.now = strtoll(now, NULL, 10);
+            }
+            if (strcmp(seq, "-") != 0) dev->fm.flash_seq = strtoll(seq, NULL, 10);
+            if (strcmp(jti, "-") != 0) snprintf(dev->fm.flash_jti, sizeof dev->fm.flash_jti, "%.64s", jti);
+            certrot_config cfg = {.device_id = argv[3], .keys = &key, .key_count = 1};
+            cfg.cb.sha256 = host_sha256;
+            cfg.cb.es256_verify = host_es256_verify;
+            cfg.cb.pubkey_check = host_pubkey_check;
+            fake_modem_callbacks(&cfg.cb, &dev->fm);
+            if (certrot_init(&dev->ctx, &cfg, dev->jws, sizeof dev->jws, dev->scratch, sizeof dev->scratch) != CERTROT_OK) {
+                printf("FAIL %s: certrot_init\n", name);
+                failed++;
+                continue;
+            }
         }
-        if (strcmp(seq, "-") != 0) dev->fm.flash_seq = strtoll(seq, NULL, 10);
-        if (strcmp(jti, "-") != 0) snprintf(dev->fm.flash_jti, sizeof dev->fm.flash_jti, "%.64s", jti);
-        certrot_config cfg = {.device_id = argv[3], .keys = &key, .key_count = 1};
-        cfg.cb.sha256 = host_sha256;
-        cfg.cb.es256_verify = host_es256_verify;
-        fake_modem_callbacks(&cfg.cb, &dev->fm);
-        certrot_init(&dev->ctx, &cfg, dev->jws, sizeof dev->jws, dev->scratch, sizeof dev->scratch);
+        /* digest column: HEX, kid:K, or HEX,kid:K */
+        char *want_kid = strstr(digest, "kid:");
+        if (want_kid) {
+            if (want_kid > digest) want_kid[-1] = '\0';
+            else strcpy(digest, "-");
+            want_kid += 4;
+        }
 
         size_t len;
         char *text = read_file(file, &len);
@@ -149,8 +168,23 @@ int main(int argc, char **argv)
         free(text);
 
         bool ok = strcmp(certrot_status_name(st), expect) == 0;
-        bool wrote = dev->fm.writes > 0;
-        bool should_write = strcmp(expect, "applied") == 0;
+        bool wrote = dev->fm.writes > writes_before;
+        /* a trust_key-only bundle (kid:K without a digest) writes nothing to the modem */
+        bool should_write = strcmp(expect, "applied") == 0 && !(want_kid && strcmp(digest, "-") == 0);
+        if (want_kid) {
+            /* trusted now, reported in the inventory, and kept in flash */
+            bool found = false;
+            for (size_t i = 0; i < certrot_key_count(&dev->ctx); i++)
+                found |= strcmp(certrot_key_kid(&dev->ctx, i), want_kid) == 0;
+            char inv[2048], q[64];
+            snprintf(q, sizeof q, "\"%s\"]", want_kid);
+            bool reported = fake_modem_inventory(&dev->fm, &dev->ctx, 2048, inv, sizeof inv) > 0 && strstr(inv, q) != NULL;
+            bool stored = dev->fm.flash_key_count >= 2 && strcmp(dev->fm.flash_keys[dev->fm.flash_key_count - 1].kid, want_kid) == 0;
+            if (!found || !reported || !stored) {
+                ok = false;
+                printf("     key %s: trusted %d, in inventory %d, stored %d\n", want_kid, found, reported, stored);
+            }
+        }
         if (wrote != should_write) ok = false;
         if (strcmp(digest, "-") != 0) {
             const fake_slot *s = fake_modem_get(&dev->fm, 42, 0);

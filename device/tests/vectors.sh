@@ -18,6 +18,9 @@ dev=nrf-352656100123456
 kid=$("$CERTROT_BIN" keys generate --out key.pem)
 "$CERTROT_BIN" keys export --key key.pem --format pem > pub.pem
 "$CERTROT_BIN" keys generate --out other.pem > /dev/null
+# signing-key rotation: the next key, installed with a trust_key op signed by the current one
+next_kid=$("$CERTROT_BIN" keys generate --out next.pem)
+"$CERTROT_BIN" keys export --key next.pem --format pem > next-pub.pem
 
 ca() { # ca NAME: a self-signed P-256 CA, and its normal form (openssl writes 64-char LF lines)
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 -subj "/CN=$1" \
@@ -52,6 +55,11 @@ make_b --iat $((now + 3600)) > future.jws
 if "$CERTROT_BIN" bundle make --key key.pem --device "$dev" --tag 42 --chain big.pem > /dev/null 2>&1; then
     echo "vectors.sh: certrot accepted a chain over 4096 bytes without --raw" >&2
 fi
+"$CERTROT_BIN" bundle make --key key.pem --device "$dev" --trust-key next-pub.pem --seq 1 > trust.jws
+"$CERTROT_BIN" bundle make --key key.pem --device "$dev" --trust-key next-pub.pem --seq 1 --parts --max-message 256 > trust.parts
+"$CERTROT_BIN" bundle make --key next.pem --device "$dev" --tag 42 --chain new.pem --seq 2 > by-next.jws
+"$CERTROT_BIN" bundle make --key key.pem --device "$dev" --trust-key next-pub.pem --tag 42 --chain new.pem --seq 1 > trust-and-chain.jws
+"$CERTROT_BIN" bundle make --key other.pem --device "$dev" --trust-key next-pub.pem --seq 1 > trust-by-other.jws
 # sanity: certrot's own checks agree that the good bundle verifies
 "$CERTROT_BIN" bundle inspect --pubkey pub.pem good.jws > inspect.txt 2>&1 || { cat inspect.txt; exit 1; }
 
@@ -75,5 +83,13 @@ issued-in-future        invalid_bundle       $now     -  -                      
 oversize-chain          credential_too_large -        -  -                                 jws            oversize.jws  -
 crlf-pem                invalid_pem          -        -  -                                 jws            crlf.jws      -
 bundle-over-buffer      bundle_too_large     -        -  -                                 parts          huge.parts    -
+signed-by-next-untrusted unknown_kid         -        -  -                                 jws            by-next.jws   -
+trust-key               applied              $now     -  -                                 jws            trust.jws     kid:$next_kid
++signed-by-next         applied              -        -  -                                 jws            by-next.jws   $digest
+trust-key-parts         applied              -        -  -                                 parts-reversed trust.parts   kid:$next_kid
++signed-by-next-2       applied              -        -  -                                 jws            by-next.jws   $digest
+trust-key-and-chain     applied              -        -  -                                 jws            trust-and-chain.jws $digest,kid:$next_kid
++trust-and-chain-resent already_applied      -        -  -                                 jws            trust-and-chain.jws -
+trust-key-by-other-key  unknown_kid          -        -  -                                 jws            trust-by-other.jws -
 M
 "$here/build/test_vectors" pub.pem "$kid" "$dev" manifest

@@ -8,11 +8,15 @@
  * CONFIG_PSA_WANT_ALG_ECDSA / CONFIG_PSA_WANT_ECC_SECP_R1_256 / CONFIG_PSA_WANT_ALG_SHA_256,
  * CONFIG_CJSON_LIB) and the hook functions to your application. See docs/firmware.md.
  *
- * The application provides four hooks (MQTT and flash are application business):
+ * The application provides six hooks (MQTT and flash are application business):
  *   int certrot_app_mqtt_disconnect(void);                  before AT+CFUN=4
  *   int certrot_app_mqtt_reconnect(uint32_t timeout_s);     TLS + MQTT connect, 0 only when CONNACK came in time
  *   int certrot_app_load_state(int64_t *seq, char *jti);    e.g. settings/NVS; jti buffer is 65 bytes
  *   int certrot_app_store_state(int64_t seq, const char *jti);
+int certrot_app_load_keys(certrot_trusted_key *keys, size_t *count);
+int certrot_app_store_keys(const certrot_trusted_key *keys, size_t count);
+ *   int certrot_app_load_keys(certrot_trusted_key *keys, size_t *count);   trust_key table, at most
+ *   int certrot_app_store_keys(const certrot_trusted_key *keys, size_t count);  CERTROT_MAX_KEYS entries
  */
 #include <errno.h>
 #include <stdio.h>
@@ -54,6 +58,21 @@ static int ncs_es256_verify(void *user, const uint8_t pubkey[65], const uint8_t 
     psa_status_t st = psa_verify_message(id, PSA_ALG_ECDSA(PSA_ALG_SHA_256), msg, len, sig, 64);
     psa_destroy_key(id);
     return st == PSA_SUCCESS ? 0 : -EBADMSG;
+}
+
+/* trust_key: a jwk is only trusted when PSA accepts it as a P-256 public key (point on the curve). */
+static int ncs_pubkey_check(void *user, const uint8_t pubkey[65])
+{
+    psa_key_attributes_t attr = PSA_KEY_ATTRIBUTES_INIT;
+    psa_key_id_t id;
+    (void)user;
+    psa_set_key_type(&attr, PSA_KEY_TYPE_ECC_PUBLIC_KEY(PSA_ECC_FAMILY_SECP_R1));
+    psa_set_key_bits(&attr, 256);
+    psa_set_key_usage_flags(&attr, PSA_KEY_USAGE_VERIFY_MESSAGE);
+    psa_set_key_algorithm(&attr, PSA_ALG_ECDSA(PSA_ALG_SHA_256));
+    if (psa_import_key(&attr, pubkey, 65, &id) != PSA_SUCCESS) return -EINVAL;
+    psa_destroy_key(id);
+    return 0;
 }
 
 /* ---- time: date_time (network time); unknown until the modem got it -------------------------------- */
@@ -133,6 +152,18 @@ static int ncs_store(void *u, int64_t seq, const char *jti)
     return certrot_app_store_state(seq, jti);
 }
 
+static int ncs_load_keys(void *u, certrot_trusted_key keys[CERTROT_MAX_KEYS], size_t *count)
+{
+    (void)u;
+    return certrot_app_load_keys(keys, count);
+}
+
+static int ncs_store_keys(void *u, const certrot_trusted_key *keys, size_t count)
+{
+    (void)u;
+    return certrot_app_store_keys(keys, count);
+}
+
 void certrot_ncs_callbacks(certrot_callbacks *cb)
 {
     memset(cb, 0, sizeof *cb);
@@ -141,6 +172,9 @@ void certrot_ncs_callbacks(certrot_callbacks *cb)
     cb->now = ncs_now;
     cb->load_state = ncs_load;
     cb->store_state = ncs_store;
+    cb->load_keys = ncs_load_keys;
+    cb->store_keys = ncs_store_keys;
+    cb->pubkey_check = ncs_pubkey_check;
     cb->key_exists = ncs_exists;
     cb->key_cmp = ncs_cmp;
     cb->key_read = ncs_read;
@@ -154,8 +188,9 @@ void certrot_ncs_callbacks(certrot_callbacks *cb)
 /* ---- inventory from AT%CMNG=1 ----------------------------------------------------------------------- */
 
 /* Lists the modem's credentials (tag, type, SHA-256) and builds the retained inventory. Modem-internal
- * tags above 2147483647 are skipped by certrot_parse_cmng_line. Returns the JSON length or < 0. */
-long certrot_ncs_inventory(int64_t seq, uint32_t max_message, char *out, size_t cap)
+ * tags above 2147483647 are skipped by certrot_parse_cmng_line. seq and `keys` come from the context.
+ * Returns the JSON length or < 0. */
+long certrot_ncs_inventory(const certrot_ctx *ctx, uint32_t max_message, char *out, size_t cap)
 {
     static char resp[4096];  /* AT%CMNG=1 answer: about 80 bytes per credential */
     static certrot_cred creds[32];
@@ -168,5 +203,5 @@ long certrot_ncs_inventory(int64_t seq, uint32_t max_message, char *out, size_t 
         if (certrot_parse_cmng_line(line, &creds[count]) == 0) count++;
         line = next;
     }
-    return certrot_build_inventory(seq, max_message, creds, count, out, cap);
+    return certrot_build_inventory_ctx(ctx, max_message, creds, count, out, cap);
 }
