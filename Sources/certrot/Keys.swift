@@ -15,12 +15,7 @@ struct Keys: ParsableCommand {
         var out: String
 
         func run() throws {
-            let key = SigningKey.generate()
-            do {
-                try KeyFile.write(key, to: out)
-            } catch let error as CertrotError {
-                throw ValidationError(error.message)
-            }
+            let key = try newKey(at: out)
             print(key.kid)
         }
     }
@@ -42,12 +37,7 @@ struct Keys: ParsableCommand {
         var threshold: Double = 0.95
 
         func run() throws {
-            let key = SigningKey.generate()
-            do {
-                try KeyFile.write(key, to: out)
-            } catch let error as CertrotError {
-                throw ValidationError(error.message)
-            }
+            let key = try newKey(at: out)
             print("""
                 next key: \(out)
                 kid:      \(key.kid)
@@ -115,4 +105,15 @@ struct Keys: ParsableCommand {
                 """
         }
     }
+}
+
+/// Generates a P-256 key and writes it to `path` (mode 0600, never overwriting).
+func newKey(at path: String) throws -> SigningKey {
+    let key = SigningKey.generate()
+    do {
+        try KeyFile.write(key, to: path)
+    } catch let error as CertrotError {
+        throw ValidationError(error.message)
+    }
+    return key
 }

@@ -50,17 +50,8 @@ public struct Inventory: Sendable, Equatable, Codable {
     /// Parses and validates an inventory. Anything outside docs/protocol.md is an error; the caller drops the
     /// message and counts it.
     public static func parse(_ payload: [UInt8]) throws(CertrotError) -> Inventory {
-        if payload.count > maxPayloadBytes {
-            throw CertrotError(.oversize, "inventory is \(payload.count) bytes; at most \(maxPayloadBytes) are accepted")
-        }
-        let inventory: Inventory
-        do {
-            inventory = try JSONDecoder().decode(Inventory.self, from: Data(payload))
-        } catch DecodingError.dataCorrupted(let context) where context.codingPath.isEmpty {
-            throw CertrotError(.invalidJSON, "inventory is not valid JSON")
-        } catch {
-            throw CertrotError(.invalidInventory, "inventory does not match the schema: \(describe(error))")
-        }
+        let inventory = try decodeMessage(
+            Inventory.self, from: payload, what: "inventory", limit: maxPayloadBytes, schemaError: .invalidInventory)
         try inventory.validate()
         return inventory
     }
@@ -134,17 +125,7 @@ public struct Ack: Sendable, Equatable, Codable {
     public static let maxPayloadBytes = 4096
 
     public static func parse(_ payload: [UInt8]) throws(CertrotError) -> Ack {
-        if payload.count > maxPayloadBytes {
-            throw CertrotError(.oversize, "ack is \(payload.count) bytes; at most \(maxPayloadBytes) are accepted")
-        }
-        let ack: Ack
-        do {
-            ack = try JSONDecoder().decode(Ack.self, from: Data(payload))
-        } catch DecodingError.dataCorrupted(let context) where context.codingPath.isEmpty {
-            throw CertrotError(.invalidJSON, "ack is not valid JSON")
-        } catch {
-            throw CertrotError(.invalidAck, "ack does not match the schema: \(describe(error))")
-        }
+        let ack = try decodeMessage(Ack.self, from: payload, what: "ack", limit: maxPayloadBytes, schemaError: .invalidAck)
         guard !ack.jti.isEmpty, ack.jti.utf8.count <= 64 else {
             throw CertrotError(.invalidAck, "ack jti must be 1…64 bytes")
         }
@@ -167,6 +148,23 @@ public enum JSONCoding {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return encoder
+    }
+}
+
+/// Decodes a device message: `oversize` over `limit`, `bad_json` when it is not JSON, `schemaError` when it does
+/// not match the type.
+func decodeMessage<T: Decodable>(
+    _ type: T.Type, from payload: [UInt8], what: String, limit: Int, schemaError: CertrotError.Code
+) throws(CertrotError) -> T {
+    if payload.count > limit {
+        throw CertrotError(.oversize, "\(what) is \(payload.count) bytes; at most \(limit) are accepted")
+    }
+    do {
+        return try JSONDecoder().decode(T.self, from: Data(payload))
+    } catch DecodingError.dataCorrupted(let context) where context.codingPath.isEmpty {
+        throw CertrotError(.invalidJSON, "\(what) is not valid JSON")
+    } catch {
+        throw CertrotError(schemaError, "\(what) does not match the schema: \(describe(error))")
     }
 }
 
