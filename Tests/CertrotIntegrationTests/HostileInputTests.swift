@@ -45,18 +45,21 @@ import Testing
         try attacker.send("dev-00001/certs/ack", #"{"jti":"\#(jti)","status":"rejected"}"#)
         try attacker.send("dev-00001/certs/ack", "[]")
         try attacker.send("certrot/rpc", #"{"jsonrpc":"2.0","id":1,"method":"fleet.status"}"#)
+        // 100,000 credentials (far over 64 KiB).
+        let hugeCreds = (0..<100_000).map { #"{"tag":\#($0),"type":0,"sha256":"\#(digest)"}"# }.joined(separator: ",")
+        try attacker.send("dev-00003/certs/inventory", #"{"v":1,"seq":0,"creds":[\#(hugeCreds)]}"#)
 
         var dropped: [String: Int] = [:]
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
             let status = try await rpc.result("fleet.status")
             dropped = status["dropped"] as? [String: Int] ?? [:]
-            if dropped["duplicate_ack", default: 0] >= 101, dropped["rpc_no_reply_topic"] != nil, dropped["oversize"] != nil { break }
+            if dropped["duplicate_ack", default: 0] >= 101, dropped["rpc_no_reply_topic"] != nil, dropped["oversize", default: 0] >= 2 { break }
             try await Task.sleep(for: .milliseconds(200))
         }
         #expect(dropped["bad_json"] == 1)
         #expect(dropped["invalid_inventory"] == 2)
-        #expect(dropped["oversize"] == 1)
+        #expect(dropped["oversize"] == 2)
         #expect(dropped["invalid_device_id"] == 1)
         #expect(dropped["foreign_ack"] == 1)
         #expect(dropped["unknown_jti"] == 1)
@@ -90,6 +93,9 @@ import Testing
         #expect(try await errorCode("device.status") == -32602)
         #expect(try await errorCode("device.status", ["device": "a/b"]) == -32602)
         #expect(try await errorCode("device.status", ["device": "never-seen"]) == -32004)
+        // Huge params: refused whole, the daemon keeps answering.
+        #expect(try await errorCode("device.status", ["device": String(repeating: "x", count: 70_000)]) == -32600)
+        #expect(try await errorCode("fleet.status") == nil)
 
         // A 3.1.1 client has no Response Topic: it names one in reply_to.
         let (stream, input) = AsyncStream.makeStream(of: MQTTEvent.self)
