@@ -29,82 +29,112 @@ public struct DaemonSettings: Sendable {
         public var notAfter: Int64
     }
 
-    /// Resolves `config`, reading the signing key and every chain it names. Throws ``CertrotError`` with the reason.
+    /// Resolves `config`, reading the signing key and every chain it names. Throws ``CertrotError`` listing every
+    /// problem found, each with its key path.
     public static func resolve(_ config: CertrotConfig) throws -> DaemonSettings {
-        guard let url = MQTTOptions.parseURL(config.broker.url) else {
-            throw CertrotError(.invalidConfig, "broker.url '\(config.broker.url)' is not mqtt://host[:port] or mqtts://host[:port]")
+        var problems: [String] = []
+        let settings = resolve(config, problems: &problems)
+        guard let settings, problems.isEmpty else {
+            throw CertrotError(.invalidConfig, problems.joined(separator: "\n"))
         }
-        var broker = MQTTOptions(
-            host: url.host, port: url.port, clientID: config.broker.clientId ?? "certrot", cleanSession: false,
-            protocolVersion: .v5)
-        broker.username = config.broker.username
-        broker.password = config.broker.password
-        switch (url.tls, config.broker.tls) {
-        case (true, nil):
-            throw CertrotError(.invalidConfig, "broker.url is mqtts:// but broker.tls.ca is not set")
-        case (false, .some):
-            throw CertrotError(.invalidConfig, "broker.tls is set but broker.url is not mqtts://")
-        case (true, .some(let tls)):
-            let options = MQTTTLSOptions(caFile: tls.ca, certFile: tls.cert, keyFile: tls.key)
+        return settings
+    }
+
+    /// Every problem in `config` (`certrot config check`); empty when the daemon would start.
+    public static func problems(_ config: CertrotConfig) -> [String] {
+        var problems: [String] = []
+        _ = resolve(config, problems: &problems)
+        return problems
+    }
+
+    private static func resolve(_ config: CertrotConfig, problems: inout [String]) -> DaemonSettings? {
+        func attempt<T>(_ path: String, _ body: () throws -> T) -> T? {
             do {
-                try options.validate()
+                return try body()
+            } catch let error as CertrotError {
+                problems.append("\(path): \(error.message)")
             } catch {
-                throw CertrotError(.invalidConfig, "\(error)")
+                problems.append("\(path): \(error)")
             }
-            broker.tls = options
-        case (false, nil):
-            break
+            return nil
         }
-        guard SQLiteStore.path(fromURL: config.store) != nil else {
-            throw CertrotError(.invalidConfig, "store '\(config.store)' is not sqlite:PATH")
+        func fail(_ message: String) throws -> Never { throw CertrotError(.invalidConfig, message) }
+
+        let broker: MQTTOptions? = attempt("broker") {
+            guard let url = MQTTOptions.parseURL(config.broker.url) else {
+                try fail("url '\(config.broker.url)' is not mqtt://host[:port] or mqtts://host[:port]")
+            }
+            var broker = MQTTOptions(
+                host: url.host, port: url.port, clientID: config.broker.clientId ?? "certrot", cleanSession: false,
+                protocolVersion: .v5)
+            broker.username = config.broker.username
+            broker.password = config.broker.password
+            switch (url.tls, config.broker.tls) {
+            case (true, nil): try fail("url is mqtts:// but tls.ca is not set")
+            case (false, .some): try fail("tls is set but url is not mqtts://")
+            case (true, .some(let tls)):
+                let options = MQTTTLSOptions(caFile: tls.ca, certFile: tls.cert, keyFile: tls.key)
+                try options.validate()
+                broker.tls = options
+            case (false, nil): break
+            }
+            return broker
         }
-        let signer = try KeyFile.loadSigningKey(path: config.signingKey)
-        let profile = try config.profile()
-        guard !config.targets.isEmpty else { throw CertrotError(.invalidConfig, "targets: at least one is required") }
+        _ = attempt("store") {
+            guard SQLiteStore.path(fromURL: config.store) != nil else { try fail("'\(config.store)' is not sqlite:PATH") }
+        }
+        let signer = attempt("signingKey") { try KeyFile.loadSigningKey(path: config.signingKey) }
+        let profile = attempt("defaultProfile") { try config.profile() } ?? .nrf91
+        if config.targets.isEmpty { problems.append("targets: at least one is required") }
         var targets: [ResolvedTarget] = []
-        for target in config.targets {
-            let resolved = try ResolvedTarget.resolve(target, profile: profile)
+        for (index, target) in config.targets.enumerated() {
+            guard let resolved = attempt("targets[\(index)]", { try ResolvedTarget.resolve(target, profile: profile) })
+            else { continue }
             if targets.contains(where: { $0.name == resolved.name }) {
-                throw CertrotError(.invalidConfig, "target name '\(resolved.name)' is used twice")
+                problems.append("targets[\(index)]: name '\(resolved.name)' is used twice")
+            } else if targets.contains(where: { $0.tag == resolved.tag && $0.type == resolved.type }) {
+                problems.append("targets[\(index)]: another target already writes tag \(resolved.tag) type \(resolved.type)")
+            } else {
+                targets.append(resolved)
             }
-            if targets.contains(where: { $0.tag == resolved.tag && $0.type == resolved.type }) {
-                throw CertrotError(.invalidConfig, "two targets write tag \(resolved.tag) type \(resolved.type)")
-            }
-            targets.append(resolved)
         }
         var catalogue: [String: KnownChain] = [:]
-        for known in config.catalogue ?? [] {
-            let chain = try ResolvedTarget.loadChain(path: known.chain, what: "catalogue '\(known.name)'")
-            catalogue[chain.sha256] = KnownChain(name: known.name, notAfter: chain.notAfter)
+        for (index, known) in (config.catalogue ?? []).enumerated() {
+            if let chain = attempt("catalogue[\(index)]", { try ResolvedTarget.loadChain(path: known.chain, what: known.name) }) {
+                catalogue[chain.sha256] = KnownChain(name: known.name, notAfter: chain.notAfter)
+            }
         }
         let lifetime = config.bundleLifetime?.seconds ?? BundleClaims.defaultLifetime
-        guard lifetime > 0 else { throw CertrotError(.invalidConfig, "bundleLifetime must be positive") }
+        if lifetime <= 0 { problems.append("bundleLifetime: must be positive") }
+        var operators: [VerificationKey] = []
+        for (index, entry) in (config.operators ?? []).enumerated() {
+            let key = attempt("operators[\(index)]") { () throws -> VerificationKey in
+                guard let text = try? String(contentsOfFile: entry.publicKey, encoding: .utf8) else {
+                    try fail("cannot read \(entry.publicKey)")
+                }
+                return try VerificationKey(pem: text)
+            }
+            if let key { operators.append(key) }
+        }
+        var next: SigningKey?
+        var threshold = 0.95
+        if let rotation = config.keyRotation {
+            next = attempt("keyRotation.nextKey") {
+                let key = try KeyFile.loadSigningKey(path: rotation.nextKey)
+                if key.kid == signer?.kid { try fail("is the current signing key") }
+                return key
+            }
+            threshold = rotation.threshold ?? 0.95
+            if !(threshold > 0 && threshold <= 1) { problems.append("keyRotation.threshold: must be in (0, 1]") }
+        }
+        guard let broker, let signer, problems.isEmpty else { return nil }
         var settings = DaemonSettings(
             broker: broker, storeURL: config.store, signer: signer, targets: targets, catalogue: catalogue,
             policy: config.rotationPolicy, profile: profile, bundleLifetime: lifetime,
             maxInflight: config.maxInflight ?? 1000)
-        for entry in config.operators ?? [] {
-            guard let text = try? String(contentsOfFile: entry.publicKey, encoding: .utf8) else {
-                throw CertrotError(.invalidConfig, "operators '\(entry.name)': cannot read \(entry.publicKey)")
-            }
-            do {
-                settings.operators.append(try VerificationKey(pem: text))
-            } catch {
-                throw CertrotError(.invalidConfig, "operators '\(entry.name)': \(error.message)")
-            }
-        }
-        if let rotation = config.keyRotation {
-            let next = try KeyFile.loadSigningKey(path: rotation.nextKey)
-            guard next.kid != signer.kid else {
-                throw CertrotError(.invalidConfig, "keyRotation.nextKey is the current signing key")
-            }
-            let threshold = rotation.threshold ?? 0.95
-            guard threshold > 0, threshold <= 1 else {
-                throw CertrotError(.invalidConfig, "keyRotation.threshold must be in (0, 1]")
-            }
-            settings.nextSigner = next
-            settings.keyRotationThreshold = threshold
-        }
+        settings.operators = operators
+        settings.nextSigner = next
+        settings.keyRotationThreshold = threshold
         return settings
     }
 }

@@ -1,4 +1,5 @@
 import CertrotCore
+import CertrotServer
 import CertrotTestSupport
 import Foundation
 import Testing
@@ -132,5 +133,42 @@ import Testing
         #expect(inspected.status == 0, "\(inspected.output)")
         #expect(inspected.output.contains("sub=nrf-1") && inspected.output.contains("seq=9"))
         #expect(inspected.output.contains("sha256=\(try PEM.normalizeChain(ca.pem).sha256)"))
+    }
+
+    @Test func configCheck_reportsEveryProblemWithItsKeyPath_andEnvironmentOverridesApply() throws {
+        let keyPath = dir.appendingPathComponent("k.pem").path
+        _ = try certrot("keys", "generate", "--out", keyPath)
+        chmod(keyPath, 0o640)
+        let ca = try CertificateFactory.rootCA(commonName: "Check CA")
+        try ca.pem.write(toFile: dir.appendingPathComponent("ca.pem").path, atomically: true, encoding: .utf8)
+        let config = dir.appendingPathComponent("check.yaml").path
+        try """
+            broker: {url: "http://nope"}
+            store: postgres://x
+            signingKey: \(keyPath)
+            targets:
+              - {name: ca, tag: 42, type: 0, chain: \(dir.appendingPathComponent("ca.pem").path)}
+              - {name: ca, tag: 43, type: 0, chain: /nonexistent.pem}
+              - {name: client, tag: 44, type: 1, chain: \(dir.appendingPathComponent("ca.pem").path)}
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let result = try certrot("config", "check", config)
+        #expect(result.status != 0)
+        for expected in ["broker: url 'http://nope'", "store: 'postgres://x' is not sqlite:PATH", "signingKey:",
+                         "chmod 600", "targets[1]:", "/nonexistent.pem", "targets[2]:", "type 1 is not supported"] {
+            #expect(result.output.contains(expected), "missing '\(expected)' in:\n\(result.output)")
+        }
+        chmod(keyPath, 0o600)
+        try """
+            broker: {url: "mqtt://127.0.0.1:1883"}
+            store: sqlite:\(dir.appendingPathComponent("db").path)
+            signingKey: \(keyPath)
+            targets: [{name: ca, tag: 42, type: 0, chain: \(dir.appendingPathComponent("ca.pem").path)}]
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        #expect(try certrot("config", "check", config).output.contains("ok"))
+        var loaded = try CertrotConfig.load(path: config)
+        try loaded.applyEnvironment(["CERTROT_BROKER_URL": "mqtt://broker.example:1884", "CERTROT_ACK_TIMEOUT": "2m"])
+        #expect(loaded.broker.url == "mqtt://broker.example:1884")
+        #expect(loaded.ackTimeout?.seconds == 120)
+        #expect(throws: CertrotError.self) { try loaded.applyEnvironment(["CERTROT_ACK_TIMEOUT": "soon"]) }
     }
 }

@@ -77,7 +77,44 @@ public struct CertrotConfig: Sendable, Decodable {
         } catch {
             throw CertrotError(.invalidConfig, "cannot read config file \(path): \(error.localizedDescription)")
         }
-        return try parse(yaml: text, source: path)
+        var config = try parse(yaml: text, source: path)
+        try config.applyEnvironment(ProcessInfo.processInfo.environment)
+        return config
+    }
+
+    /// Environment variables that override config keys (for containers and systemd environment files).
+    public static let environmentOverrides: [(variable: String, key: String)] = [
+        ("CERTROT_BROKER_URL", "broker.url"), ("CERTROT_BROKER_CLIENT_ID", "broker.clientId"),
+        ("CERTROT_BROKER_USERNAME", "broker.username"), ("CERTROT_BROKER_PASSWORD", "broker.password"),
+        ("CERTROT_BROKER_TLS_CA", "broker.tls.ca"), ("CERTROT_BROKER_TLS_CERT", "broker.tls.cert"),
+        ("CERTROT_BROKER_TLS_KEY", "broker.tls.key"), ("CERTROT_STORE", "store"),
+        ("CERTROT_SIGNING_KEY", "signingKey"), ("CERTROT_ACK_TIMEOUT", "ackTimeout"),
+        ("CERTROT_BUNDLE_LIFETIME", "bundleLifetime"),
+    ]
+
+    /// Applies `CERTROT_…` overrides (see ``environmentOverrides``).
+    public mutating func applyEnvironment(_ environment: [String: String]) throws(CertrotError) {
+        func value(_ name: String) -> String? { environment[name].flatMap { $0.isEmpty ? nil : $0 } }
+        func duration(_ name: String) throws(CertrotError) -> ConfigDuration? {
+            guard let text = value(name) else { return nil }
+            guard let parsed = ConfigDuration.parse(text) else {
+                throw CertrotError(.invalidConfig, "\(name)='\(text)' is not a duration (e.g. 30s, 10m, 1h, 7d)")
+            }
+            return parsed
+        }
+        if let url = value("CERTROT_BROKER_URL") { broker.url = url }
+        if let id = value("CERTROT_BROKER_CLIENT_ID") { broker.clientId = id }
+        if let user = value("CERTROT_BROKER_USERNAME") { broker.username = user }
+        if let password = value("CERTROT_BROKER_PASSWORD") { broker.password = password }
+        if let ca = value("CERTROT_BROKER_TLS_CA") {
+            broker.tls = TLS(ca: ca, cert: broker.tls?.cert, key: broker.tls?.key)
+        }
+        if let cert = value("CERTROT_BROKER_TLS_CERT") { broker.tls?.cert = cert }
+        if let key = value("CERTROT_BROKER_TLS_KEY") { broker.tls?.key = key }
+        if let store = value("CERTROT_STORE") { self.store = store }
+        if let key = value("CERTROT_SIGNING_KEY") { signingKey = key }
+        if let timeout = try duration("CERTROT_ACK_TIMEOUT") { ackTimeout = timeout }
+        if let lifetime = try duration("CERTROT_BUNDLE_LIFETIME") { bundleLifetime = lifetime }
     }
 
     public static func parse(yaml: String, source: String = "config") throws -> CertrotConfig {
