@@ -23,6 +23,8 @@ public struct DaemonSettings: Sendable {
     public var keyRotationThreshold: Double = 0.95
     /// Operators allowed to call mutating JSON-RPC methods (signed requests).
     public var operators: [VerificationKey] = []
+    /// Where `/metrics`, `/healthz` and `/readyz` listen; nil: no HTTP listener.
+    public var http: (host: String, port: Int)?
 
     public struct KnownChain: Sendable {
         public var name: String
@@ -133,6 +135,14 @@ public struct DaemonSettings: Sendable {
             policy: config.rotationPolicy, profile: profile, bundleLifetime: lifetime,
             maxInflight: config.maxInflight ?? 1000)
         settings.operators = operators
+        if let http = config.http {
+            if (0...65535).contains(http.port) {
+                settings.http = (http.host ?? "127.0.0.1", http.port)
+            } else {
+                problems.append("http.port: \(http.port) is not a port")
+                return nil
+            }
+        }
         settings.nextSigner = next
         settings.keyRotationThreshold = threshold
         return settings
@@ -143,7 +153,8 @@ public struct DaemonSettings: Sendable {
 /// or gracefully shut down.
 public final class CertrotDaemon: Service, CustomStringConvertible {
     public let settings: DaemonSettings
-    public let drops = DropCounters()
+    public let observability = Observability()
+    public let drops: DropCounters
     private let logger: Logger
     private let clock: @Sendable () -> Int64
 
@@ -153,6 +164,7 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         self.settings = settings
         self.logger = logger
         self.clock = clock
+        self.drops = DropCounters(observability: observability)
     }
 
     public func run() async throws {
@@ -166,6 +178,16 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         engine.nextSigner = settings.nextSigner
         engine.keyRotationThreshold = settings.keyRotationThreshold
         engine.operators = settings.operators
+        engine.observability = observability
+        var httpTask: Task<Void, any Error>?
+        if let http = settings.http {
+            let app = makeHTTPApplication(
+                host: http.host, port: http.port, observability: observability, store: store,
+                targets: settings.targets, logger: logger)
+            httpTask = Task { try await app.run() }
+            logger.info("metrics and health on http://\(http.host):\(http.port)")
+        }
+        defer { httpTask?.cancel() }
         let client = try MQTTClient(options: settings.broker, logger: logger) { event in inbox.push(.mqtt(event)) }
         engine.client = client
         defer { client.stop() }

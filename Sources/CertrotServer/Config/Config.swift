@@ -52,6 +52,14 @@ public struct CertrotConfig: Sendable, Decodable {
     public var retry: Retry?
     /// Outgoing QoS 1 publishes in flight at once.
     public var maxInflight: Int?
+    /// The HTTP listener for `/metrics`, `/healthz` and `/readyz`; off when absent.
+    public var http: HTTP?
+
+    public struct HTTP: Sendable, Decodable {
+        public var host: String?
+        public var port: Int
+    }
+
     /// Operators' public keys (PEM files). When any are listed, mutating JSON-RPC methods need a signed request.
     public var operators: [Operator]?
 

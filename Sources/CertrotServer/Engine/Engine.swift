@@ -45,6 +45,7 @@ final class Engine {
     var keyRotationThreshold = 0.95
     /// Operators' public keys (config `operators`).
     var operators: [VerificationKey] = []
+    var observability: Observability?
 
     /// Rotation target name of the `trust_key` op; its "digest" is the next key's kid.
     static let trustKeyTarget = "trust-key"
@@ -80,11 +81,16 @@ final class Engine {
 
     func handle(_ batch: [EngineInput]) {
         var outbox: [Outbound] = []
+        let started = ContinuousClock.now
         do {
             try store.write { tx in
                 for input in batch { try handle(input, tx: tx, outbox: &outbox) }
             }
+            let elapsed = (ContinuousClock.now - started).components
+            observability?.storeWrites.recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
+            observability?.storeWrite(ok: true)
         } catch {
+            observability?.storeWrite(ok: false, error: "\(error)")
             // One input made the transaction fail: handle each alone so the others are not lost.
             logger.error("batch failed; retrying its \(batch.count) inputs one by one", metadata: ["error": "\(error)"])
             outbox = []
@@ -109,6 +115,7 @@ final class Engine {
             try tick(tx: tx, outbox: &outbox)
         case .mqtt(.connected(let sessionPresent)):
             connected = true
+            observability?.brokerConnected(true)
             logger.info("connected to broker", metadata: ["sessionPresent": "\(sessionPresent)"])
             do {
                 try client?.subscribe([Topics.inventoryFilter, Topics.ackFilter, Topics.rpc], qos: 1)
@@ -123,6 +130,7 @@ final class Engine {
             logger.error("broker refused the connection", metadata: ["code": "\(code)"])
         case .mqtt(.disconnected(let code)):
             connected = false
+            observability?.brokerConnected(false)
             logger.warning("disconnected from broker; libmosquitto reconnects", metadata: ["code": "\(code)"])
         case .mqtt(.subscribed(_, let granted)):
             if granted.contains(where: { $0 >= 0x80 }) {
@@ -239,6 +247,7 @@ final class Engine {
             logger.info("ack dropped", metadata: ["device": "\(id)", "reason": "\(error.message)"])
             return
         }
+        observability?.ack(ack.status.rawValue)
         let matching = try tx.rotations(jti: ack.jti)
         guard let first = matching.first else {
             if let bundle = try tx.bundle(jti: ack.jti) {
@@ -325,6 +334,7 @@ final class Engine {
         // A device that already trusts the next key gets bundles signed with it; every other device with the current.
         let key = nextSigner.flatMap { next in device.inventory?.keys?.contains(next.kid) == true ? next : nil } ?? signer
         let jws = JWS.sign(claims, with: key)
+        observability?.bundlesSigned.increment()
         let record = BundleRecord(
             jti: jti, device: device.id, seq: seq, iat: now, exp: claims.exp, jws: jws,
             maxMessage: device.inventory?.maxMessage ?? profile.maxMessage)
@@ -437,6 +447,7 @@ final class Engine {
                     correlationData: item.correlationData)
                 inflight[mid] = item.kind
                 backlogHead += 1
+                if case .part = item.kind { observability?.partsPublished.increment() }
             } catch {
                 logger.warning("publish failed; will retry", metadata: ["topic": "\(item.topic)", "error": "\(error)"])
                 break
@@ -453,6 +464,7 @@ final class Engine {
     private func save(_ rotation: Rotation, previous: Rotation?, tx: any StoreTransaction, detail: String? = nil) throws {
         try tx.saveRotation(rotation)
         guard previous?.state != rotation.state || previous?.jti != rotation.jti else { return }
+        if previous?.state != rotation.state { observability?.transition(target: rotation.target, to: rotation.state.rawValue) }
         try tx.appendHistory(
             device: rotation.device,
             entry: HistoryEntry(

@@ -50,11 +50,15 @@ final class Inbox<Item: Sendable>: Sendable {
 /// Messages dropped, by reason. Shown by `fleet.status`; never reset while the daemon runs.
 public final class DropCounters: Sendable {
     private let counts = Mutex<[String: Int]>([:])
+    private let observability: Observability?
 
-    public init() {}
+    public init(observability: Observability? = nil) {
+        self.observability = observability
+    }
 
     public func count(_ reason: String) {
         counts.withLock { $0[reason, default: 0] += 1 }
+        observability?.dropped(reason)
     }
 
     public var snapshot: [String: Int] { counts.withLock { $0 } }

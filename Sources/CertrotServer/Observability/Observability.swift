@@ -1,0 +1,126 @@
+import CertrotCore
+import Foundation
+import Hummingbird
+import Logging
+import Metrics
+import Prometheus
+import Synchronization
+
+/// The daemon's metrics (swift-metrics over a per-daemon Prometheus registry) and health.
+public final class Observability: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+    private let factory: PrometheusMetricsFactory
+    let bundlesSigned: Metrics.Counter
+    let partsPublished: Metrics.Counter
+    let reconnects: Metrics.Counter
+    let storeWrites: Metrics.Timer
+    private let state = Mutex(State())
+
+    struct State {
+        var connected = false
+        var connects = 0
+        var storeWritable = true
+        var lastStoreError: String?
+    }
+
+    public init() {
+        factory = PrometheusMetricsFactory(registry: registry)
+        bundlesSigned = Metrics.Counter(label: "certrot_bundles_signed_total", factory: factory)
+        partsPublished = Metrics.Counter(label: "certrot_parts_published_total", factory: factory)
+        reconnects = Metrics.Counter(label: "certrot_broker_reconnects_total", factory: factory)
+        storeWrites = Metrics.Timer(label: "certrot_store_write_duration_seconds", factory: factory)
+    }
+
+    func ack(_ status: String) {
+        Metrics.Counter(label: "certrot_acks_total", dimensions: [("status", status)], factory: factory).increment()
+    }
+
+    func dropped(_ reason: String) {
+        Metrics.Counter(label: "certrot_messages_dropped_total", dimensions: [("reason", reason)], factory: factory).increment()
+    }
+
+    func transition(target: String, to state: String) {
+        Metrics.Counter(label: "certrot_rotation_transitions_total", dimensions: [("target", target), ("state", state)], factory: factory)
+            .increment()
+    }
+
+    func brokerConnected(_ connected: Bool) {
+        let reconnect = state.withLock { state -> Bool in
+            state.connected = connected
+            guard connected else { return false }
+            state.connects += 1
+            return state.connects > 1
+        }
+        if reconnect { reconnects.increment() }
+    }
+
+    func storeWrite(ok: Bool, error: String? = nil) {
+        state.withLock {
+            $0.storeWritable = ok
+            $0.lastStoreError = ok ? nil : error
+        }
+    }
+
+    /// Why the daemon is not ready, or nil when it is (broker connected, store writable; the signing key is
+    /// loaded before the daemon starts at all).
+    public var notReadyReason: String? {
+        state.withLock { state in
+            if !state.connected { return "not connected to the broker" }
+            if !state.storeWritable { return "the store is not writable: \(state.lastStoreError ?? "unknown error")" }
+            return nil
+        }
+    }
+
+    private func gauge(_ name: String, help: String, labels: [(String, String)] = []) -> Prometheus.Gauge {
+        registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
+    }
+
+    /// Sets the gauges computed from the store (devices, rotations by target and state, known expiries) and
+    /// renders the Prometheus text format.
+    func render(store: any RotationStore, targets: [ResolvedTarget], logger: Logger) -> String {
+        do {
+            let (devices, counts) = try store.read { tx in (try tx.deviceCount(), try tx.rotationCounts()) }
+            gauge("certrot_devices", help: "Devices with an accepted inventory").set(to: Double(devices))
+            for target in targets {
+                var seen = 0
+                for state in RotationState.allCases {
+                    let count = counts[target.name]?[state.rawValue] ?? 0
+                    seen += count
+                    gauge("certrot_rotations", help: "Rotations by target and state", labels: [("target", target.name), ("state", state.rawValue)])
+                        .set(to: Double(count))
+                }
+                gauge("certrot_rotations", help: "Rotations by target and state", labels: [("target", target.name), ("state", "in_sync")])
+                    .set(to: Double(max(0, devices - seen)))
+                gauge("certrot_target_not_after_timestamp_seconds", help: "Earliest notAfter of the target chain", labels: [("target", target.name)])
+                    .set(to: Double(target.chain.notAfter))
+            }
+        } catch {
+            logger.error("metrics: store read failed", metadata: ["error": "\(error)"])
+        }
+        gauge("certrot_broker_connected", help: "1 while connected to the broker").set(to: state.withLock { $0.connected } ? 1 : 0)
+        return registry.emitToString()
+    }
+}
+
+/// `/metrics`, `/healthz` and `/readyz` on the configured address (hummingbird).
+func makeHTTPApplication(
+    host: String, port: Int, observability: Observability, store: any RotationStore, targets: [ResolvedTarget],
+    logger: Logger
+) -> some ApplicationProtocol {
+    let router = Router()
+    router.get("healthz") { _, _ in "ok\n" }
+    router.get("readyz") { _, _ -> Response in
+        if let reason = observability.notReadyReason {
+            return Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: reason + "\n")))
+        }
+        return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
+    }
+    router.get("metrics") { _, _ -> Response in
+        let text = observability.render(store: store, targets: targets, logger: logger)
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain; version=0.0.4"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+    return Application(
+        router: router, configuration: .init(address: .hostname(host, port: port), serverName: "certrot"), logger: logger)
+}

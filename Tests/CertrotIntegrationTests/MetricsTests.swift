@@ -1,0 +1,63 @@
+import CertrotCore
+import CertrotTestSupport
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Testing
+
+@Suite(.serialized) struct MetricsTests {
+    func get(_ port: Int32, _ path: String) async throws -> (status: Int, body: String) {
+        let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+    }
+
+    func value(_ metrics: String, _ line: String) -> Double? {
+        metrics.split(separator: "\n").first { $0.hasPrefix(line + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+    }
+
+    @Test func metricsHealthAndReadiness_followARealRotation() async throws {
+        let harness = try Harness()
+        let port = try Broker.freePort()
+        let config = try harness.writeConfig()
+        try (try String(contentsOfFile: config, encoding: .utf8) + "\nhttp: {host: 127.0.0.1, port: \(port)}\n")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        try harness.startDaemon(configPath: config)
+        var ready = (status: 0, body: "")
+        for _ in 0..<100 {
+            ready = (try? await get(port, "/readyz")) ?? ready
+            if ready.status == 200 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(ready.status == 200)
+        #expect(try await get(port, "/healthz").status == 200)
+        let before = try await get(port, "/metrics").body
+        #expect(value(before, "certrot_bundles_signed_total") ?? 0 == 0)
+
+        _ = try harness.startFleet(harness.fleetOptions(devices: 10))
+        try await harness.waitForFleet { ($0["verified"] ?? 0) == 10 }
+        let metrics = try await get(port, "/metrics").body
+        #expect(value(metrics, "certrot_bundles_signed_total") == 10)
+        #expect(value(metrics, "certrot_parts_published_total") ?? 0 >= 10)
+        #expect(value(metrics, #"certrot_acks_total{status="applied"}"#) == 10)
+        #expect(value(metrics, #"certrot_rotations{target="broker-ca",state="verified"}"#) == 10)
+        #expect(value(metrics, #"certrot_rotation_transitions_total{target="broker-ca",state="verified"}"#) == 10)
+        #expect(value(metrics, "certrot_devices") == 10)
+        #expect(value(metrics, "certrot_broker_connected") == 1)
+        #expect(metrics.contains("certrot_store_write_duration_seconds"))
+        #expect(value(metrics, #"certrot_target_not_after_timestamp_seconds{target="broker-ca"}"#) == Double(harness.newChain.notAfter))
+
+        // The broker goes away: not ready, and it says why; still alive.
+        harness.broker.stop()
+        var notReady = (status: 0, body: "")
+        for _ in 0..<100 {
+            notReady = try await get(port, "/readyz")
+            if notReady.status == 503 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(notReady.status == 503)
+        #expect(notReady.body.contains("broker"))
+        #expect(try await get(port, "/healthz").status == 200)
+        await harness.stop()
+    }
+}
