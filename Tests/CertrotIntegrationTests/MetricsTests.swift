@@ -45,6 +45,7 @@ import Testing
         #expect(value(metrics, "certrot_devices") == 10)
         #expect(value(metrics, "certrot_broker_connected") == 1)
         #expect(metrics.contains("certrot_store_write_duration_seconds"))
+        #expect(value(metrics, #"certrot_rotation_phase_duration_seconds_count{phase="applied_to_verified"}"#) == 10)
         #expect(value(metrics, #"certrot_target_not_after_timestamp_seconds{target="broker-ca"}"#) == Double(harness.newChain.notAfter))
 
         // The broker goes away: not ready, and it says why; still alive.

@@ -97,7 +97,8 @@ public struct CertrotConfig: Sendable, Decodable {
         ("CERTROT_BROKER_TLS_CA", "broker.tls.ca"), ("CERTROT_BROKER_TLS_CERT", "broker.tls.cert"),
         ("CERTROT_BROKER_TLS_KEY", "broker.tls.key"), ("CERTROT_STORE", "store"),
         ("CERTROT_SIGNING_KEY", "signingKey"), ("CERTROT_ACK_TIMEOUT", "ackTimeout"),
-        ("CERTROT_BUNDLE_LIFETIME", "bundleLifetime"),
+        ("CERTROT_BUNDLE_LIFETIME", "bundleLifetime"), ("CERTROT_HTTP_HOST", "http.host"),
+        ("CERTROT_HTTP_PORT", "http.port"),
     ]
 
     /// Applies `CERTROT_…` overrides (see ``environmentOverrides``).
@@ -123,6 +124,11 @@ public struct CertrotConfig: Sendable, Decodable {
         if let key = value("CERTROT_SIGNING_KEY") { signingKey = key }
         if let timeout = try duration("CERTROT_ACK_TIMEOUT") { ackTimeout = timeout }
         if let lifetime = try duration("CERTROT_BUNDLE_LIFETIME") { bundleLifetime = lifetime }
+        if let text = value("CERTROT_HTTP_PORT") {
+            guard let port = Int(text) else { throw CertrotError(.invalidConfig, "CERTROT_HTTP_PORT='\(text)' is not a port") }
+            http = HTTP(host: http?.host, port: port)
+        }
+        if let host = value("CERTROT_HTTP_HOST") { http = HTTP(host: host, port: http?.port ?? 9464) }
     }
 
     public static func parse(yaml: String, source: String = "config") throws -> CertrotConfig {

@@ -464,7 +464,15 @@ final class Engine {
     private func save(_ rotation: Rotation, previous: Rotation?, tx: any StoreTransaction, detail: String? = nil) throws {
         try tx.saveRotation(rotation)
         guard previous?.state != rotation.state || previous?.jti != rotation.jti else { return }
-        if previous?.state != rotation.state { observability?.transition(target: rotation.target, to: rotation.state.rawValue) }
+        if previous?.state != rotation.state {
+            observability?.transition(target: rotation.target, to: rotation.state.rawValue)
+            if rotation.state == .applied, let sent = rotation.sentAt, let applied = rotation.appliedAt {
+                observability?.latency("sent_to_applied", seconds: applied - sent)
+            }
+            if rotation.state == .verified, let applied = rotation.appliedAt, let verified = rotation.verifiedAt {
+                observability?.latency("applied_to_verified", seconds: verified - applied)
+            }
+        }
         try tx.appendHistory(
             device: rotation.device,
             entry: HistoryEntry(

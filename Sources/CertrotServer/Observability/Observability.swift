@@ -39,6 +39,12 @@ public final class Observability: Sendable {
         Metrics.Counter(label: "certrot_messages_dropped_total", dimensions: [("reason", reason)], factory: factory).increment()
     }
 
+    /// Seconds from the broker's PUBACK to the device's `applied` ack, and from `applied` to `verified`.
+    func latency(_ phase: String, seconds: Int64) {
+        Metrics.Timer(label: "certrot_rotation_phase_duration_seconds", dimensions: [("phase", phase)], factory: factory)
+            .recordSeconds(max(0, seconds))
+    }
+
     func transition(target: String, to state: String) {
         Metrics.Counter(label: "certrot_rotation_transitions_total", dimensions: [("target", target), ("state", state)], factory: factory)
             .increment()
