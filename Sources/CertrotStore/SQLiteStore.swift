@@ -88,6 +88,17 @@ public final class SQLiteStore: RotationStore {
                     );
                     """)
         }
+        migrator.registerMigration("v2-expiry") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE expiry (
+                        device TEXT NOT NULL,
+                        target TEXT NOT NULL,
+                        not_after INTEGER,
+                        PRIMARY KEY (device, target)
+                    );
+                    """)
+        }
         return migrator
     }
 
@@ -213,6 +224,26 @@ struct SQLiteTransaction: StoreTransaction {
         try db.execute(sql: "DELETE FROM operator_requests WHERE at < ?", arguments: [forgetBefore])
         try db.execute(sql: "INSERT OR IGNORE INTO operator_requests (jti, at) VALUES (?, ?)", arguments: [jti, at])
         return db.changesCount == 1
+    }
+
+    func saveExpiry(device: String, target: String, notAfter: Int64?) throws {
+        try db.execute(
+            sql: "INSERT OR REPLACE INTO expiry (device, target, not_after) VALUES (?, ?, ?)",
+            arguments: [device, target, notAfter])
+    }
+
+    func expiryHistogram(limits: [Int64]) throws -> [String: [Int]] {
+        let columns = limits.enumerated().map { "SUM(not_after < :l\($0.offset))" }.joined(separator: ", ")
+        var arguments: [String: (any DatabaseValueConvertible)?] = [:]
+        for (index, limit) in limits.enumerated() { arguments["l\(index)"] = limit }
+        var result: [String: [Int]] = [:]
+        for row in try Row.fetchAll(
+            db, sql: "SELECT target, \(columns), COUNT(*) FROM expiry WHERE not_after IS NOT NULL GROUP BY target",
+            arguments: StatementArguments(arguments))
+        {
+            result[row[0]] = (1...(limits.count + 1)).map { (row[$0] as Int?) ?? 0 }
+        }
+        return result
     }
 
     func deviceCount(trustingKey kid: String) throws -> Int {

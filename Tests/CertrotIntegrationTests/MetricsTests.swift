@@ -33,8 +33,18 @@ import Testing
         #expect(try await get(port, "/healthz").status == 200)
         let before = try await get(port, "/metrics").body
         #expect(value(before, "certrot_bundles_signed_total") ?? 0 == 0)
+        // Devices start on the old CA (20 days left): counted in the 30-day bucket while it is still there.
+        let fleet = try harness.startFleet(harness.fleetOptions(devices: 10))
+        var early = ""
+        for _ in 0..<100 {
+            early = try await get(port, "/metrics").body
+            if value(early, #"certrot_credential_days_left_bucket{target="broker-ca",le="30"}"#) ?? 0 > 0 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(value(early, #"certrot_credential_days_left_bucket{target="broker-ca",le="30"}"#) ?? 0 > 0)
+        #expect(value(early, #"certrot_credential_days_left_bucket{target="broker-ca",le="7"}"#) == 0)
 
-        _ = try harness.startFleet(harness.fleetOptions(devices: 10))
+        _ = fleet
         try await harness.waitForFleet { ($0["verified"] ?? 0) == 10 }
         let metrics = try await get(port, "/metrics").body
         #expect(value(metrics, "certrot_bundles_signed_total") == 10)
@@ -46,6 +56,10 @@ import Testing
         #expect(value(metrics, "certrot_broker_connected") == 1)
         #expect(metrics.contains("certrot_store_write_duration_seconds"))
         #expect(value(metrics, #"certrot_rotation_phase_duration_seconds_count{phase="applied_to_verified"}"#) == 10)
+        // The new CA lives 700 days: every device's tag 42 is in the +Inf bucket only.
+        #expect(value(metrics, #"certrot_credential_days_left_bucket{target="broker-ca",le="365"}"#) == 0)
+        #expect(value(metrics, #"certrot_credential_days_left_bucket{target="broker-ca",le="+Inf"}"#) == 10)
+        #expect(value(metrics, #"certrot_expiring_without_successor{target="broker-ca"}"#) == 0)
         #expect(value(metrics, #"certrot_target_not_after_timestamp_seconds{target="broker-ca"}"#) == Double(harness.newChain.notAfter))
 
         // The broker goes away: not ready, and it says why; still alive.

@@ -74,6 +74,11 @@ public protocol StoreTransaction {
     /// Rotation counts: target → state → count.
     func rotationCounts() throws -> [String: [String: Int]]
     func deviceCount() throws -> Int
+    /// Records when the credential a device holds in a target's tag expires (nil: unknown).
+    func saveExpiry(device: String, target: String, notAfter: Int64?) throws
+    /// Per target, how many devices' credentials expire before each of `limits` (Unix seconds, ascending):
+    /// target → cumulative counts, one per limit, then the count of devices with a known expiry.
+    func expiryHistogram(limits: [Int64]) throws -> [String: [Int]]
     /// Records a signed operator request's `jti`; false when it was seen before (a replay). Forgets ids older
     /// than `forgetBefore` (they fall outside the accepted `iat` window anyway).
     func rememberRequest(jti: String, at: Int64, forgetBefore: Int64) throws -> Bool

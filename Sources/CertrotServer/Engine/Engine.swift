@@ -209,6 +209,14 @@ final class Engine {
         if let next = nextSigner, let keys = inventory.keys {
             desired.append((Self.trustKeyTarget, next.kid, keys.contains(next.kid), "device does not trust the next signing key"))
         }
+        // When each target tag's credential expires: as the device reports it, else as the chain we know says.
+        for target in targets {
+            let held = inventory.credential(tag: target.tag, type: target.type)
+            let known = held.flatMap { cred in
+                cred.sha256 == target.sha256 ? target.chain.notAfter : catalogue[cred.sha256]?.notAfter
+            }
+            try tx.saveExpiry(device: id, target: target.name, notAfter: held?.notAfter ?? known)
+        }
         for (name, digest, holds, why) in desired {
             guard var rotation = rotations[name] else {
                 if !holds {

@@ -81,6 +81,36 @@ public final class Observability: Sendable {
         registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
     }
 
+    /// Days left on the credentials devices hold in each target tag, as cumulative bucket gauges
+    /// (`le` in days: 0 = expired), and `certrot_expiring_without_successor`: devices that already hold the
+    /// target chain while that chain itself expires within 30 days — there is nothing newer to rotate them to.
+    private func renderExpiry(store: any RotationStore, targets: [ResolvedTarget], logger: Logger) {
+        let now = Int64(Date().timeIntervalSince1970)
+        let days: [Int64] = [0, 7, 30, 90, 365]
+        do {
+            let (histogram, counts, devices) = try store.read { tx in
+                (try tx.expiryHistogram(limits: days.map { now + $0 * 86400 }), try tx.rotationCounts(), try tx.deviceCount())
+            }
+            for target in targets {
+                let buckets = histogram[target.name] ?? Array(repeating: 0, count: days.count + 1)
+                for (index, limit) in days.enumerated() {
+                    gauge("certrot_credential_days_left_bucket", help: "Devices whose credential in the target tag expires within le days",
+                          labels: [("target", target.name), ("le", String(limit))]).set(to: Double(buckets[index]))
+                }
+                gauge("certrot_credential_days_left_bucket", help: "Devices whose credential in the target tag expires within le days",
+                      labels: [("target", target.name), ("le", "+Inf")]).set(to: Double(buckets[days.count]))
+                let rotations = counts[target.name] ?? [:]
+                let holding = (rotations[RotationState.verified.rawValue] ?? 0)
+                    + max(0, devices - rotations.values.reduce(0, +))
+                let expiring = target.chain.notAfter - now < 30 * 86400
+                gauge("certrot_expiring_without_successor", help: "Devices holding a target chain that expires within 30 days",
+                      labels: [("target", target.name)]).set(to: expiring ? Double(holding) : 0)
+            }
+        } catch {
+            logger.error("metrics: expiry read failed", metadata: ["error": "\(error)"])
+        }
+    }
+
     /// Sets the gauges computed from the store (devices, rotations by target and state, known expiries) and
     /// renders the Prometheus text format.
     func render(store: any RotationStore, targets: [ResolvedTarget], logger: Logger) -> String {
@@ -103,6 +133,7 @@ public final class Observability: Sendable {
         } catch {
             logger.error("metrics: store read failed", metadata: ["error": "\(error)"])
         }
+        renderExpiry(store: store, targets: targets, logger: logger)
         gauge("certrot_broker_connected", help: "1 while connected to the broker").set(to: state.withLock { $0.connected } ? 1 : 0)
         return registry.emitToString()
     }
