@@ -75,4 +75,22 @@ import Testing
         #expect(try await get(port, "/healthz").status == 200)
         await harness.stop()
     }
+
+    @Test func targetExpiringWithin30Days_countsItsHoldersAsExpiringWithoutSuccessor() async throws {
+        let harness = try Harness()
+        let shortLived = try CertificateFactory.rootCA(commonName: "Short-lived CA", days: 10)
+        try shortLived.pem.write(toFile: harness.path("new-ca.pem"), atomically: true, encoding: .utf8)
+        let port = try Broker.freePort()
+        let config = try harness.writeConfig()
+        try (try String(contentsOfFile: config, encoding: .utf8) + "\nhttp: {port: \(port)}\n")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        try harness.startDaemon(configPath: config)
+        _ = try harness.startFleet(harness.fleetOptions(devices: 4))
+        try await harness.waitForFleet { ($0["verified"] ?? 0) == 4 }
+        let metrics = try await get(port, "/metrics").body
+        #expect(value(metrics, #"certrot_expiring_without_successor{target="broker-ca"}"#) == 4)
+        #expect(value(metrics, #"certrot_credential_days_left_bucket{target="broker-ca",le="30"}"#) == 4)
+        #expect(value(metrics, #"certrot_credential_days_left_bucket{target="broker-ca",le="7"}"#) == 0)
+        await harness.stop()
+    }
 }
