@@ -28,7 +28,7 @@ struct DiskFullTests {
         late.idPrefix = "late-"
         let lateFleet = try harness.startFleet(late)
         var dropped: [String: Int] = [:]
-        for _ in 0..<100 {
+        for _ in 0..<300 {
             dropped = (try await harness.rpc().result("fleet.status")["dropped"] as? [String: Int]) ?? [:]
             if dropped["store_error", default: 0] > 0 { break }
             try await Task.sleep(for: .milliseconds(100))

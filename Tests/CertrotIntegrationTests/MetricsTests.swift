@@ -1,4 +1,5 @@
 import CertrotCore
+import CertrotSimulator
 import CertrotTestSupport
 import Foundation
 #if canImport(FoundationNetworking)
@@ -33,31 +34,29 @@ import Testing
         #expect(try await get(port, "/healthz").status == 200)
         let before = try await get(port, "/metrics").body
         #expect(value(before, "certrot_bundles_signed_total") ?? 0 == 0)
-        // Devices start on the old CA (20 days left): counted in the 30-day bucket while it is still there.
-        let fleet = try harness.startFleet(harness.fleetOptions(devices: 10))
-        var early = ""
-        for _ in 0..<100 {
-            early = try await get(port, "/metrics").body
-            if value(early, #"certrot_credential_days_left_bucket{target="broker-ca",le="30"}"#) ?? 0 > 0 { break }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        #expect(value(early, #"certrot_credential_days_left_bucket{target="broker-ca",le="30"}"#) ?? 0 > 0)
-        #expect(value(early, #"certrot_credential_days_left_bucket{target="broker-ca",le="7"}"#) == 0)
+        // Devices start on the old CA (20 days left); one of them rejects, so it keeps the old CA.
+        var options = harness.fleetOptions(devices: 10)
+        options.behaviours[options.deviceID(1)] = DeviceBehaviour(rejects: true)
+        let fleet = try harness.startFleet(options)
 
         _ = fleet
-        try await harness.waitForFleet { ($0["verified"] ?? 0) == 10 }
+        try await harness.waitForFleet { ($0["verified"] ?? 0) == 9 && ($0["rejected"] ?? 0) == 1 }
         let metrics = try await get(port, "/metrics").body
         #expect(value(metrics, "certrot_bundles_signed_total") == 10)
         #expect(value(metrics, "certrot_parts_published_total") ?? 0 >= 10)
-        #expect(value(metrics, #"certrot_acks_total{status="applied"}"#) == 10)
-        #expect(value(metrics, #"certrot_rotations{target="broker-ca",state="verified"}"#) == 10)
-        #expect(value(metrics, #"certrot_rotation_transitions_total{target="broker-ca",state="verified"}"#) == 10)
+        #expect(value(metrics, #"certrot_acks_total{status="applied"}"#) == 9)
+        #expect(value(metrics, #"certrot_acks_total{status="rejected"}"#) == 1)
+        #expect(value(metrics, #"certrot_rotations{target="broker-ca",state="verified"}"#) == 9)
+        #expect(value(metrics, #"certrot_rotations{target="broker-ca",state="rejected"}"#) == 1)
+        #expect(value(metrics, #"certrot_rotation_transitions_total{target="broker-ca",state="verified"}"#) == 9)
         #expect(value(metrics, "certrot_devices") == 10)
         #expect(value(metrics, "certrot_broker_connected") == 1)
         #expect(metrics.contains("certrot_store_write_duration_seconds"))
-        #expect(value(metrics, #"certrot_rotation_phase_duration_seconds_count{phase="applied_to_verified"}"#) == 10)
-        // The new CA lives 700 days: every device's tag 42 is in the +Inf bucket only.
-        #expect(value(metrics, #"certrot_credential_days_left_bucket{target="broker-ca",le="365"}"#) == 0)
+        #expect(value(metrics, #"certrot_rotation_phase_duration_seconds_count{phase="applied_to_verified"}"#) == 9)
+        // The rejecting device still holds the old CA (20 days left); the others hold the new one (700 days).
+        #expect(value(metrics, #"certrot_credential_days_left_bucket{target="broker-ca",le="7"}"#) == 0)
+        #expect(value(metrics, #"certrot_credential_days_left_bucket{target="broker-ca",le="30"}"#) == 1)
+        #expect(value(metrics, #"certrot_credential_days_left_bucket{target="broker-ca",le="365"}"#) == 1)
         #expect(value(metrics, #"certrot_credential_days_left_bucket{target="broker-ca",le="+Inf"}"#) == 10)
         #expect(value(metrics, #"certrot_expiring_without_successor{target="broker-ca"}"#) == 0)
         #expect(value(metrics, #"certrot_target_not_after_timestamp_seconds{target="broker-ca"}"#) == Double(harness.newChain.notAfter))
