@@ -61,7 +61,7 @@ struct BundleCommand: ParsableCommand {
                 }
                 if let trustKey {
                     let text = try String(contentsOfFile: trustKey, encoding: .utf8)
-                    let next = try (try? SigningKey(pem: text))?.publicKey ?? VerificationKey(pem: text)
+                    let next = try VerificationKey(anyPEM: text)
                     ops.append(.trustKey(next))
                 }
                 let id = jti ?? Hex.encode((0..<16).map { _ in UInt8.random(in: 0...255) })
@@ -109,8 +109,9 @@ struct BundleCommand: ParsableCommand {
             print("        iat=\(c.iat) (\(Date(timeIntervalSince1970: Double(c.iat)))) exp=\(c.exp) (\(Date(timeIntervalSince1970: Double(c.exp))))")
             if let pubkey {
                 let text = try String(contentsOfFile: pubkey, encoding: .utf8)
-                let key = (try? SigningKey(pem: text))?.publicKey ?? (try? VerificationKey(pem: text))
-                guard let key else { throw ValidationError("\(pubkey) is not a P-256 key in PEM form") }
+                guard let key = try? VerificationKey(anyPEM: text) else {
+                    throw ValidationError("\(pubkey) is not a P-256 key in PEM form")
+                }
                 do {
                     _ = try JWS.verify(jws, keys: [key])
                     print("signature: valid (kid \(key.kid))")

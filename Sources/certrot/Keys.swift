@@ -67,14 +67,10 @@ struct Keys: ParsableCommand {
         func run() throws {
             let text = try String(contentsOfFile: key, encoding: .utf8)
             let publicKey: VerificationKey
-            if let signing = try? SigningKey(pem: text) {
-                publicKey = signing.publicKey
-            } else {
-                do {
-                    publicKey = try VerificationKey(pem: text)
-                } catch {
-                    throw ValidationError("\(key): \(error.message)")
-                }
+            do {
+                publicKey = try VerificationKey(anyPEM: text)
+            } catch {
+                throw ValidationError("\(key): \(error.message)")
             }
             switch format {
             case .pem:

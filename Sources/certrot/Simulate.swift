@@ -51,7 +51,7 @@ struct Simulate: AsyncParsableCommand {
         }
         let logger = log.makeLogger("certrot.simulate")
         let text = try String(contentsOfFile: pubkey, encoding: .utf8)
-        guard let key = (try? SigningKey(pem: text))?.publicKey ?? (try? VerificationKey(pem: text)) else {
+        guard let key = try? VerificationKey(anyPEM: text) else {
             throw ValidationError("\(pubkey) is not a P-256 key in PEM form")
         }
         var options = FleetOptions(host: url.host, port: url.port, devices: devices, keys: [key])

@@ -62,6 +62,15 @@ public struct VerificationKey: Sendable, Equatable {
         lhs.publicKey.rawRepresentation == rhs.publicKey.rawRepresentation
     }
 
+    /// From a PEM that holds either the public key or the private signing key (whose public half is taken).
+    public init(anyPEM pem: String) throws(CertrotError) {
+        if let signing = try? SigningKey(pem: pem) {
+            self = signing.publicKey
+        } else {
+            try self.init(pem: pem)
+        }
+    }
+
     /// From a JWK (`kty` EC, `crv` P-256).
     public init(jwk: JWK) throws(CertrotError) {
         guard jwk.kty == "EC", jwk.crv == "P-256", let x = Base64URL.decode(jwk.x), let y = Base64URL.decode(jwk.y),

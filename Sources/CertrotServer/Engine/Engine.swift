@@ -31,6 +31,7 @@ final class Engine {
     let store: any RotationStore
     let signer: SigningKey
     let targets: [ResolvedTarget]
+    let targetsByName: [String: ResolvedTarget]
     let catalogue: [String: (name: String, notAfter: Int64)]
     let policy: RotationPolicy
     let profile: DeviceProfile
@@ -67,6 +68,7 @@ final class Engine {
         self.store = store
         self.signer = signer
         self.targets = targets
+        self.targetsByName = Dictionary(uniqueKeysWithValues: targets.map { ($0.name, $0) })
         self.catalogue = catalogue
         self.policy = policy
         self.profile = profile
@@ -328,7 +330,6 @@ final class Engine {
         let waiting = rotations.filter(\.awaitsBundle).sorted { $0.target < $1.target }
         guard !waiting.isEmpty else { return }
         let now = clock()
-        let targetsByName = Dictionary(uniqueKeysWithValues: targets.map { ($0.name, $0) })
         let ops = waiting.compactMap { rotation -> BundleOp? in
             if rotation.target == Self.trustKeyTarget, let next = nextSigner, rotation.sha256 == next.kid {
                 return .trustKey(next.publicKey)

@@ -84,30 +84,26 @@ public final class Observability: Sendable {
     /// Days left on the credentials devices hold in each target tag, as cumulative bucket gauges
     /// (`le` in days: 0 = expired), and `certrot_expiring_without_successor`: devices that already hold the
     /// target chain while that chain itself expires within 30 days — there is nothing newer to rotate them to.
-    private func renderExpiry(store: any RotationStore, targets: [ResolvedTarget], logger: Logger) {
-        let now = Int64(Date().timeIntervalSince1970)
-        let days: [Int64] = [0, 7, 30, 90, 365]
-        do {
-            let (histogram, counts, devices) = try store.read { tx in
-                (try tx.expiryHistogram(limits: days.map { now + $0 * 86400 }), try tx.rotationCounts(), try tx.deviceCount())
-            }
-            for target in targets {
-                let buckets = histogram[target.name] ?? Array(repeating: 0, count: days.count + 1)
-                for (index, limit) in days.enumerated() {
-                    gauge("certrot_credential_days_left_bucket", help: "Devices whose credential in the target tag expires within le days",
-                          labels: [("target", target.name), ("le", String(limit))]).set(to: Double(buckets[index]))
-                }
+    private static let dayBuckets: [Int64] = [0, 7, 30, 90, 365]
+
+    private func renderExpiry(
+        targets: [ResolvedTarget], histogram: [String: [Int]], counts: [String: [String: Int]], devices: Int, now: Int64
+    ) {
+        let days = Self.dayBuckets
+        for target in targets {
+            let buckets = histogram[target.name] ?? Array(repeating: 0, count: days.count + 1)
+            for (index, limit) in days.enumerated() {
                 gauge("certrot_credential_days_left_bucket", help: "Devices whose credential in the target tag expires within le days",
-                      labels: [("target", target.name), ("le", "+Inf")]).set(to: Double(buckets[days.count]))
-                let rotations = counts[target.name] ?? [:]
-                let holding = (rotations[RotationState.verified.rawValue] ?? 0)
-                    + max(0, devices - rotations.values.reduce(0, +))
-                let expiring = target.chain.notAfter - now < 30 * 86400
-                gauge("certrot_expiring_without_successor", help: "Devices holding a target chain that expires within 30 days",
-                      labels: [("target", target.name)]).set(to: expiring ? Double(holding) : 0)
+                      labels: [("target", target.name), ("le", String(limit))]).set(to: Double(buckets[index]))
             }
-        } catch {
-            logger.error("metrics: expiry read failed", metadata: ["error": "\(error)"])
+            gauge("certrot_credential_days_left_bucket", help: "Devices whose credential in the target tag expires within le days",
+                  labels: [("target", target.name), ("le", "+Inf")]).set(to: Double(buckets[days.count]))
+            let rotations = counts[target.name] ?? [:]
+            let holding = (rotations[RotationState.verified.rawValue] ?? 0)
+                + max(0, devices - rotations.values.reduce(0, +))
+            let expiring = target.chain.notAfter - now < 30 * 86400
+            gauge("certrot_expiring_without_successor", help: "Devices holding a target chain that expires within 30 days",
+                  labels: [("target", target.name)]).set(to: expiring ? Double(holding) : 0)
         }
     }
 
@@ -115,7 +111,12 @@ public final class Observability: Sendable {
     /// renders the Prometheus text format.
     func render(store: any RotationStore, targets: [ResolvedTarget], logger: Logger) -> String {
         do {
-            let (devices, counts) = try store.read { tx in (try tx.deviceCount(), try tx.rotationCounts()) }
+            let now = Int64(Date().timeIntervalSince1970)
+            let (devices, counts, histogram) = try store.read { tx in
+                (try tx.deviceCount(), try tx.rotationCounts(),
+                 try tx.expiryHistogram(limits: Self.dayBuckets.map { now + $0 * 86400 }))
+            }
+            renderExpiry(targets: targets, histogram: histogram, counts: counts, devices: devices, now: now)
             gauge("certrot_devices", help: "Devices with an accepted inventory").set(to: Double(devices))
             for target in targets {
                 var seen = 0
@@ -133,7 +134,6 @@ public final class Observability: Sendable {
         } catch {
             logger.error("metrics: store read failed", metadata: ["error": "\(error)"])
         }
-        renderExpiry(store: store, targets: targets, logger: logger)
         gauge("certrot_broker_connected", help: "1 while connected to the broker").set(to: state.withLock { $0.connected } ? 1 : 0)
         return registry.emitToString()
     }
