@@ -16,8 +16,21 @@ public struct DaemonSettings: Sendable {
     public var profile: DeviceProfile
     public var bundleLifetime: Int64
     public var maxInflight: Int
-    /// Seconds between ticks (timeouts, due retries).
-    public var tickInterval: Double = 1
+    /// Seconds between ticks (timeouts, due retries, campaign admissions).
+    public var tickInterval: Double = 0.25
+    /// Auto-renewal per configured target.
+    public var renewal: [String: Renewal] = [:]
+    /// Campaigns declared in the config file.
+    public var declaredCampaigns: [CertrotConfig.DeclaredCampaign] = []
+    /// Seconds after the first connection before declared campaigns are created (retained inventories arrive
+    /// first, so that the selection sees the fleet).
+    public var declaredCampaignDelay: Double = 5
+
+    public struct Renewal: Sendable {
+        /// Seconds before expiry at which a device is due for renewal.
+        public var before: Int64
+        public var successor: CertificateChain?
+    }
     /// The next bundle-signing key, being installed on devices with `trust_key`.
     public var nextSigner: SigningKey?
     public var keyRotationThreshold: Double = 0.95
@@ -29,6 +42,8 @@ public struct DaemonSettings: Sendable {
     public struct KnownChain: Sendable {
         public var name: String
         public var notAfter: Int64
+        /// The chain itself, when certrot has it (catalogue, targets): `overlap` composes with it.
+        public var chain: CertificateChain?
     }
 
     /// Resolves `config`, reading the signing key and every chain it names. Throws ``CertrotError`` listing every
@@ -87,8 +102,8 @@ public struct DaemonSettings: Sendable {
         }
         let signer = attempt("signingKey") { try KeyFile.loadSigningKey(path: config.signingKey) }
         let profile = attempt("defaultProfile") { try config.profile() } ?? .nrf91
-        if config.targets.isEmpty { problems.append("targets: at least one is required") }
         var targets: [ResolvedTarget] = []
+        var renewal: [String: Renewal] = [:]
         for (index, target) in config.targets.enumerated() {
             guard let resolved = attempt("targets[\(index)]", { try ResolvedTarget.resolve(target, profile: profile) })
             else { continue }
@@ -98,12 +113,36 @@ public struct DaemonSettings: Sendable {
                 problems.append("targets[\(index)]: another target already writes tag \(resolved.tag) type \(resolved.type)")
             } else {
                 targets.append(resolved)
+                var successor: CertificateChain?
+                if let path = target.successor {
+                    successor = attempt("targets[\(index)].successor") { () throws -> CertificateChain in
+                        let text = try String(contentsOfFile: path, encoding: .utf8)
+                        do {
+                            return try Preflight.checkChain(
+                                text, type: target.type, profile: profile, now: Date(), minRemainingValidity: 0,
+                                what: "successor \(path)")
+                        } catch let refusal as Refusal { throw CertrotError(.invalidConfig, refusal.message) }
+                    }
+                }
+                let lifetime = resolved.chain.notAfter - resolved.chain.notBefore
+                renewal[resolved.name] = Renewal(before: target.renewBefore?.seconds ?? max(0, lifetime / 3), successor: successor)
             }
+        }
+        var declared: [CertrotConfig.DeclaredCampaign] = []
+        for (index, campaign) in (config.campaigns ?? []).enumerated() {
+            let ok: Bool? = attempt("campaigns[\(index)]") {
+                let params = try campaign.params()
+                do {
+                    _ = try CampaignRequest.parse(params, now: Int64(Date().timeIntervalSince1970))
+                } catch let refusal as Refusal { throw CertrotError(.invalidConfig, refusal.message) }
+                return true
+            }
+            if ok == true { declared.append(campaign) }
         }
         var catalogue: [String: KnownChain] = [:]
         for (index, known) in (config.catalogue ?? []).enumerated() {
             if let chain = attempt("catalogue[\(index)]", { try ResolvedTarget.loadChain(path: known.chain, what: known.name) }) {
-                catalogue[chain.sha256] = KnownChain(name: known.name, notAfter: chain.notAfter)
+                catalogue[chain.sha256] = KnownChain(name: known.name, notAfter: chain.notAfter, chain: chain)
             }
         }
         let lifetime = config.bundleLifetime?.seconds ?? BundleClaims.defaultLifetime
@@ -143,6 +182,8 @@ public struct DaemonSettings: Sendable {
                 return nil
             }
         }
+        settings.renewal = renewal
+        settings.declaredCampaigns = declared
         settings.nextSigner = next
         settings.keyRotationThreshold = threshold
         return settings
@@ -179,6 +220,24 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         engine.keyRotationThreshold = settings.keyRotationThreshold
         engine.operators = settings.operators
         engine.observability = observability
+        engine.renewal = settings.renewal.mapValues { ($0.before, $0.successor) }
+        engine.declaredCampaignDelay = settings.declaredCampaignDelay
+        for (digest, chain) in settings.catalogue { engine.known[digest] = chain }
+        for target in settings.targets {
+            engine.known[target.sha256] = DaemonSettings.KnownChain(name: target.name, notAfter: target.chain.notAfter, chain: target.chain)
+            if let successor = settings.renewal[target.name]?.successor {
+                engine.known[successor.sha256] = DaemonSettings.KnownChain(
+                    name: "\(target.name) successor", notAfter: successor.notAfter, chain: successor)
+            }
+        }
+        engine.declaredCampaigns = settings.declaredCampaigns.compactMap { declared in
+            guard let params = try? declared.params(),
+                let data = try? JSONSerialization.data(withJSONObject: params),
+                let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+            else { return nil }
+            return object
+        }
+        try engine.startCampaigns()
         var httpTask: Task<Void, any Error>?
         if let http = settings.http {
             let app = makeHTTPApplication(
@@ -208,7 +267,7 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         defer { ticker.cancel() }
         await withTaskCancellationOrGracefulShutdownHandler {
             while let batch = await inbox.next(limit: 2000) {
-                engine.handle(batch)
+                await engine.handle(batch)
             }
         } onCancelOrGracefulShutdown: {
             inbox.finish()

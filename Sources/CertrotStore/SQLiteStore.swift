@@ -99,6 +99,30 @@ public final class SQLiteStore: RotationStore {
                     );
                     """)
         }
+        migrator.registerMigration("v3-campaigns") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE campaigns (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        name TEXT NOT NULL,
+                        state TEXT NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        body BLOB NOT NULL
+                    );
+                    CREATE TABLE campaign_members (
+                        campaign TEXT NOT NULL,
+                        device TEXT NOT NULL,
+                        wave INTEGER NOT NULL,
+                        state TEXT NOT NULL,
+                        settled INTEGER NOT NULL DEFAULT 0,
+                        reason TEXT,
+                        updated_at INTEGER NOT NULL,
+                        PRIMARY KEY (campaign, device)
+                    );
+                    CREATE INDEX campaign_members_device ON campaign_members(device);
+                    CREATE INDEX campaign_members_state ON campaign_members(campaign, state, wave);
+                    """)
+        }
         return migrator
     }
 
@@ -115,13 +139,7 @@ struct SQLiteTransaction: StoreTransaction {
     let db: Database
 
     func device(_ id: String) throws -> DeviceRecord? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM devices WHERE id = ?", arguments: [id]) else {
-            return nil
-        }
-        let inventoryBytes: [UInt8]? = (row["inventory"] as Data?).map(Array.init)
-        return DeviceRecord(
-            id: row["id"], firstSeen: row["first_seen"], lastSeen: row["last_seen"],
-            inventory: inventoryBytes.flatMap { try? Inventory.parse($0) }, issuedSeq: row["issued_seq"])
+        try Row.fetchOne(db, sql: "SELECT * FROM devices WHERE id = ?", arguments: [id]).map(Self.device(from:))
     }
 
     func saveDevice(_ device: DeviceRecord) throws {
@@ -249,6 +267,93 @@ struct SQLiteTransaction: StoreTransaction {
     func deviceCount(trustingKey kid: String) throws -> Int {
         // instr, not LIKE: kids are base64url and may contain '_', a LIKE wildcard.
         try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM devices WHERE instr(keys, ',' || ? || ',') > 0", arguments: [kid]) ?? 0
+    }
+
+    func devices(after: String?, limit: Int) throws -> [DeviceRecord] {
+        try Row.fetchAll(
+            db, sql: "SELECT * FROM devices WHERE id > ? ORDER BY id LIMIT ?", arguments: [after ?? "", limit]
+        ).map(Self.device(from:))
+    }
+
+    func saveCampaign(_ campaign: Campaign) throws {
+        let body = try JSONEncoder().encode(campaign)
+        try db.execute(
+            sql: "INSERT OR REPLACE INTO campaigns (id, name, state, created_at, body) VALUES (?, ?, ?, ?, ?)",
+            arguments: [campaign.id, campaign.name, campaign.state.rawValue, campaign.createdAt, body])
+    }
+
+    func campaigns() throws -> [Campaign] {
+        try Row.fetchAll(db, sql: "SELECT body FROM campaigns ORDER BY created_at, id").map { row in
+            try JSONDecoder().decode(Campaign.self, from: row["body"] as Data)
+        }
+    }
+
+    func saveMember(_ m: CampaignMember) throws {
+        try db.execute(
+            sql: """
+                INSERT OR REPLACE INTO campaign_members (campaign, device, wave, state, settled, reason, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [m.campaign, m.device, m.wave, m.state.rawValue, m.settled, m.reason, m.updatedAt])
+    }
+
+    func member(campaign: String, device: String) throws -> CampaignMember? {
+        try Row.fetchOne(
+            db, sql: "SELECT * FROM campaign_members WHERE campaign = ? AND device = ?", arguments: [campaign, device]
+        ).map(Self.member(from:))
+    }
+
+    func memberships(device: String) throws -> [CampaignMember] {
+        try Row.fetchAll(db, sql: "SELECT * FROM campaign_members WHERE device = ?", arguments: [device])
+            .map(Self.member(from:))
+    }
+
+    func members(campaign: String, maxWave: Int?, state: MemberState?, after: String?, limit: Int) throws -> [CampaignMember] {
+        var sql = "SELECT * FROM campaign_members WHERE campaign = ? AND device > ?"
+        var arguments: StatementArguments = [campaign, after ?? ""]
+        if let state {
+            sql += " AND state = ?"
+            arguments += [state.rawValue]
+        }
+        if let maxWave {
+            sql += " AND wave <= ?"
+            arguments += [maxWave]
+        }
+        sql += " ORDER BY device LIMIT ?"
+        arguments += [limit]
+        return try Row.fetchAll(db, sql: sql, arguments: arguments).map(Self.member(from:))
+    }
+
+    func memberCounts(campaign: String) throws -> [Int: WaveCounts] {
+        var counts: [Int: WaveCounts] = [:]
+        for row in try Row.fetchAll(
+            db,
+            sql: """
+                SELECT wave, state, COUNT(*) AS n, SUM(settled) AS s FROM campaign_members WHERE campaign = ?
+                GROUP BY wave, state
+                """,
+            arguments: [campaign])
+        {
+            guard let state = MemberState(rawValue: row["state"]) else { continue }
+            let wave: Int = row["wave"]
+            counts[wave, default: WaveCounts()].states[state] = row["n"]
+            counts[wave, default: WaveCounts()].settled += (row["s"] as Int?) ?? 0
+        }
+        return counts
+    }
+
+    static func member(from row: Row) -> CampaignMember {
+        CampaignMember(
+            campaign: row["campaign"], device: row["device"], wave: row["wave"],
+            state: MemberState(rawValue: row["state"]) ?? .pending, settled: row["settled"], reason: row["reason"],
+            updatedAt: row["updated_at"])
+    }
+
+    static func device(from row: Row) -> DeviceRecord {
+        let inventoryBytes: [UInt8]? = (row["inventory"] as Data?).map(Array.init)
+        return DeviceRecord(
+            id: row["id"], firstSeen: row["first_seen"], lastSeen: row["last_seen"],
+            inventory: inventoryBytes.flatMap { try? Inventory.parse($0) }, issuedSeq: row["issued_seq"])
     }
 
     static func rotation(from row: Row) -> Rotation {

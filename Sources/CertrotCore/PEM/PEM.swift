@@ -127,6 +127,10 @@ public struct CertificateChain: Sendable {
     public var notAfter: Int64 {
         certificates.map { Int64($0.notValidAfter.timeIntervalSince1970) }.min() ?? 0
     }
+    /// The latest `notBefore` of the chain, in Unix seconds.
+    public var notBefore: Int64 {
+        certificates.map { Int64($0.notValidBefore.timeIntervalSince1970) }.max() ?? 0
+    }
 }
 
 public enum Hex {

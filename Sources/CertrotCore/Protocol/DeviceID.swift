@@ -37,6 +37,8 @@ public enum Topics {
     public static func bundle(_ device: String) -> String { "\(device)/certs" }
     public static func inventory(_ device: String) -> String { "\(device)/certs/inventory" }
     public static func ack(_ device: String) -> String { "\(device)/certs/ack" }
+    /// Retained progress of a campaign.
+    public static func campaignStatus(_ id: String) -> String { "certrot/campaigns/\(id)/status" }
 
     public enum Kind: Sendable, Equatable {
         case inventory(device: String)

@@ -3,9 +3,11 @@
 /// `pending` → `sent` (the broker acknowledged every part) → `applied` (the device's ack) → `verified` (a later
 /// inventory shows the target digest in the target tag; the only success). Failures: `rejected` (never re-sent
 /// unchanged), `failed`, `timed_out` — the last two are retried with backoff until the attempts run out.
+/// `cancelled`: the rotation will not be sent (its campaign was aborted, or a newer campaign took over the tag).
 public enum RotationState: String, Sendable, Codable, CaseIterable {
     case pending, sent, applied, verified, rejected, failed
     case timedOut = "timed_out"
+    case cancelled
 }
 
 /// Exponential backoff for `failed` and `timed_out` attempts.
@@ -70,7 +72,7 @@ public struct Rotation: Sendable, Equatable {
     /// credential, or the target changes.
     public var isSettled: Bool {
         switch state {
-        case .verified, .rejected: true
+        case .verified, .rejected, .cancelled: true
         case .failed, .timedOut: nextAttemptAt == nil
         default: false
         }
@@ -212,6 +214,20 @@ extension Rotation {
         issuedAt = nil
         sentAt = nil
         attempts = max(0, attempts - 1)
+        updatedAt = now
+    }
+
+    /// True when `cancel` would stop it: nothing is out, only a bundle still to issue or a retry still to come.
+    public var isCancellable: Bool {
+        awaitsBundle || ((state == .failed || state == .timedOut) && nextAttemptAt != nil)
+    }
+
+    /// Stops a rotation that has no bundle out (in-flight bundles are not recalled; their acks still count).
+    public mutating func cancel(reason: String, now: Int64) {
+        guard isCancellable else { return }
+        state = .cancelled
+        nextAttemptAt = nil
+        lastError = reason
         updatedAt = now
     }
 

@@ -84,6 +84,23 @@ public protocol StoreTransaction {
     func rememberRequest(jti: String, at: Int64, forgetBefore: Int64) throws -> Bool
     /// Devices whose last inventory lists `kid` among the keys they trust.
     func deviceCount(trustingKey kid: String) throws -> Int
+
+    // MARK: Campaigns
+
+    /// Devices in ID order after `after` (exclusive), at most `limit`.
+    func devices(after: String?, limit: Int) throws -> [DeviceRecord]
+    func saveCampaign(_ campaign: Campaign) throws
+    /// Every campaign, oldest first.
+    func campaigns() throws -> [Campaign]
+    /// Inserts or updates a member.
+    func saveMember(_ member: CampaignMember) throws
+    func member(campaign: String, device: String) throws -> CampaignMember?
+    /// The campaigns a device belongs to.
+    func memberships(device: String) throws -> [CampaignMember]
+    /// Members in device order, optionally only of one wave range or state.
+    func members(campaign: String, maxWave: Int?, state: MemberState?, after: String?, limit: Int) throws -> [CampaignMember]
+    /// wave → counts.
+    func memberCounts(campaign: String) throws -> [Int: WaveCounts]
 }
 
 /// A transactional store. `write` runs `body` in one transaction and commits it before returning: what the

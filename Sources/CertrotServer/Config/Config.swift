@@ -25,6 +25,102 @@ public struct CertrotConfig: Sendable, Decodable {
         public var type: Int
         /// Path of the PEM chain to write into the tag.
         public var chain: String
+        /// Auto-renewal: how long before the credential in the tag expires a device joins the standing
+        /// auto-renewal campaign (default: a third of the target chain's lifetime, i.e. renew at two thirds).
+        public var renewBefore: ConfigDuration?
+        /// Auto-renewal: path of the chain that replaces `chain` on devices whose credential expires within
+        /// `renewBefore`. Without it such devices are reported as expiring without successor.
+        public var successor: String?
+    }
+
+    /// A campaign declared in the config file: the `campaign.create` params, with chain files as paths. Created at
+    /// start unless a campaign of the same name exists.
+    public struct DeclaredCampaign: Sendable, Decodable {
+        public struct Target: Sendable, Decodable {
+            public var tag: Int64
+            public var type: Int?
+            /// Path of a PEM chain.
+            public var chain: String?
+            public var credential: String?
+            public var strategy: String?
+        }
+
+        public struct Select: Sendable, Decodable {
+            public var all: Bool?
+            public var devices: [String]?
+            public var prefix: String?
+            public var pattern: String?
+            public var holding: String?
+            public var tag: Int64?
+            public var expiringBefore: Int64?
+        }
+
+        public var name: String
+        public var targets: [Target]
+        public var select: Select?
+        public var waves: [String]?
+        public var successThreshold: Double?
+        public var errorThreshold: Double?
+        public var minExecuted: Int?
+        public var rate: Double?
+        public var windows: [MaintenanceWindow]?
+        public var start: Int64?
+        public var deadline: Int64?
+        public var continuous: Bool?
+        public var pauseAfterWave: Bool?
+        /// Path of the chain the server presents.
+        public var endpointChain: String?
+        public var minRemainingValidity: ConfigDuration?
+        public var ackTimeout: ConfigDuration?
+
+        /// The `campaign.create` params, chain files read.
+        public func params() throws(CertrotError) -> [String: Any] {
+            func read(_ path: String, _ key: String) throws(CertrotError) -> String {
+                do {
+                    return try String(contentsOfFile: path, encoding: .utf8)
+                } catch {
+                    throw CertrotError(.invalidConfig, "\(key): cannot read \(path)")
+                }
+            }
+            var targetList: [[String: Any]] = []
+            for (index, target) in targets.enumerated() {
+                var entry: [String: Any] = ["tag": target.tag, "type": target.type ?? 0]
+                if let chain = target.chain { entry["chain"] = try read(chain, "targets[\(index)].chain") }
+                entry["credential"] = target.credential
+                entry["strategy"] = target.strategy
+                targetList.append(entry)
+            }
+            var params: [String: Any] = ["name": name, "targets": targetList]
+            var selection: [String: Any] = [:]
+            if let select {
+                selection["all"] = select.all
+                selection["devices"] = select.devices
+                selection["prefix"] = select.prefix
+                selection["pattern"] = select.pattern
+                selection["holding"] = select.holding
+                selection["tag"] = select.tag
+                selection["expiringBefore"] = select.expiringBefore
+            }
+            params["select"] = selection.isEmpty ? ["all": true] : selection
+            params["waves"] = waves?.map { text -> Any in Int(text).map { $0 as Any } ?? text }
+            params["successThreshold"] = successThreshold
+            params["errorThreshold"] = errorThreshold
+            params["minExecuted"] = minExecuted
+            params["rate"] = rate
+            params["windows"] = windows?.map { window -> [String: Any] in
+                var object: [String: Any] = ["days": window.days, "start": window.start, "end": window.end]
+                object["zone"] = window.zone
+                return object
+            }
+            params["start"] = start
+            params["deadline"] = deadline
+            params["continuous"] = continuous
+            params["pauseAfterWave"] = pauseAfterWave
+            if let endpointChain { params["endpointChain"] = try read(endpointChain, "endpointChain") }
+            params["minRemainingValidity"] = minRemainingValidity?.seconds
+            params["ackTimeout"] = ackTimeout?.seconds
+            return params
+        }
     }
 
     /// A named chain the daemon should recognise in inventories (e.g. the CA being replaced).
@@ -45,6 +141,8 @@ public struct CertrotConfig: Sendable, Decodable {
     public var signingKey: String
     public var targets: [Target]
     public var catalogue: [KnownCredential]?
+    /// Campaigns created at start (idempotently, by name).
+    public var campaigns: [DeclaredCampaign]?
     public var profiles: [DeviceProfile]?
     public var defaultProfile: String?
     public var bundleLifetime: ConfigDuration?

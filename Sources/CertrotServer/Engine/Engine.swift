@@ -23,6 +23,7 @@ struct Outbound {
     var kind: Kind
     var responseTopic: String?
     var correlationData: [UInt8]?
+    var retain = false
 }
 
 /// The rotation engine: reconciles inventories against targets, issues bundles, tracks acks. Runs on one task;
@@ -33,6 +34,8 @@ final class Engine {
     let targets: [ResolvedTarget]
     let targetsByName: [String: ResolvedTarget]
     let catalogue: [String: (name: String, notAfter: Int64)]
+    /// Chains the daemon knows by digest (catalogue, targets, successors, campaigns): names, PEM for `overlap`.
+    var known: [String: KnownChain] = [:]
     let policy: RotationPolicy
     let profile: DeviceProfile
     let bundleLifetime: Int64
@@ -59,6 +62,27 @@ final class Engine {
     private var connected = false
     private var resumed = false
 
+    // Campaigns (Campaigns.swift).
+    var campaigns: [String: Campaign] = [:]
+    var buckets: [String: TokenBucket] = [:]
+    /// Campaigns whose counts changed since their status was last published.
+    var dirtyCampaigns: Set<String> = []
+    var lastStatus: [String: (payload: [UInt8], at: Double)] = [:]
+    var progress: [String: [(at: Double, done: Int)]] = [:]
+    /// Campaigns resumed: members held while paused are issued their bundles on the next tick.
+    var sweep: Set<String> = []
+    var deferred: [RPC.Deferred] = []
+    /// Campaigns from the config file, created at start unless one of the same name exists.
+    var declaredCampaigns: [[String: Any]] = []
+    /// Per configured target: seconds before expiry at which auto-renewal starts, and the successor chain.
+    var renewal: [String: (before: Int64, successor: CertificateChain?)] = [:]
+    /// Digest → PEM of every chain a campaign may send (targets and composed overlaps).
+    var chainsByDigest: [String: String] = [:]
+    /// device + target pairs already logged as expiring without successor.
+    var warnedExpiring: Set<String> = []
+    var declaredCampaignDelay: Double = 5
+    private var connectedAt: Double?
+
     init(
         store: any RotationStore, signer: SigningKey, targets: [ResolvedTarget],
         catalogue: [String: (name: String, notAfter: Int64)], policy: RotationPolicy, profile: DeviceProfile,
@@ -81,7 +105,21 @@ final class Engine {
 
     // MARK: Batches
 
-    func handle(_ batch: [EngineInput]) {
+    func handle(_ batch: [EngineInput]) async {
+        handleBatch(batch)
+        if !declaredCampaigns.isEmpty, let connectedAt, Self.monotonic() - connectedAt >= declaredCampaignDelay {
+            await applyDeclaredCampaigns()
+            declaredCampaigns = []
+        }
+        while !deferred.isEmpty {
+            let requests = deferred
+            deferred = []
+            for request in requests { await answer(request) }
+            flush()
+        }
+    }
+
+    private func handleBatch(_ batch: [EngineInput]) {
         var outbox: [Outbound] = []
         let started = ContinuousClock.now
         do {
@@ -117,6 +155,7 @@ final class Engine {
             try tick(tx: tx, outbox: &outbox)
         case .mqtt(.connected(let sessionPresent)):
             connected = true
+            if connectedAt == nil { connectedAt = Self.monotonic() }
             observability?.brokerConnected(true)
             logger.info("connected to broker", metadata: ["sessionPresent": "\(sessionPresent)"])
             do {
@@ -157,7 +196,10 @@ final class Engine {
             try ack(device: device, payload: message.payload, tx: tx, outbox: &outbox)
         case .rpc:
             var reissue: [String] = []
-            if let reply = RPC.handle(message, context: rpcContext, tx: tx, reissue: &reissue) { outbox.append(reply) }
+            let reply = RPC.handle(message, context: rpcContext, tx: tx, reissue: &reissue, deferred: &deferred) {
+                method, params, tx in try self.campaignMethod(method, params: params, tx: tx)
+            }
+            if let reply { outbox.append(reply) }
             for id in reissue {
                 guard let device = try tx.device(id) else { continue }
                 try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
@@ -203,10 +245,22 @@ final class Engine {
         try tx.saveDevice(device)
 
         var rotations = Dictionary(uniqueKeysWithValues: try tx.rotations(device: id).map { ($0.target, $0) })
-        // What the device should hold: every target, and the next signing key if it can report keys.
-        var desired: [(name: String, digest: String, holds: Bool, why: String)] = targets.map { target in
-            (target.name, target.sha256, inventory.credential(tag: target.tag, type: target.type)?.sha256 == target.sha256,
-             "tag \(target.tag) does not hold the target")
+        try joinContinuous(device: device, tx: tx)
+        // What the device should hold: in each tag, the target of the newest campaign it was admitted to, else the
+        // configured target; and the next signing key if it can report keys.
+        let owners = try tagOwners(device: id, tx: tx)
+        var desired: [(name: String, digest: String, holds: Bool, why: String)] = []
+        for target in targets where owners[TagKey(tag: target.tag, type: target.type)] == nil {
+            desired.append(
+                (target.name, target.sha256,
+                 inventory.credential(tag: target.tag, type: target.type)?.sha256 == target.sha256,
+                 "tag \(target.tag) does not hold the target"))
+        }
+        for (key, owner) in owners.sorted(by: { $0.value < $1.value }) {
+            guard let rotation = rotations[owner] else { continue }
+            desired.append(
+                (owner, rotation.sha256, inventory.credential(tag: key.tag, type: key.type)?.sha256 == rotation.sha256,
+                 "tag \(key.tag) does not hold the campaign's chain"))
         }
         if let next = nextSigner, let keys = inventory.keys {
             desired.append((Self.trustKeyTarget, next.kid, keys.contains(next.kid), "device does not trust the next signing key"))
@@ -218,6 +272,7 @@ final class Engine {
                 cred.sha256 == target.sha256 ? target.chain.notAfter : catalogue[cred.sha256]?.notAfter
             }
             try tx.saveExpiry(device: id, target: target.name, notAfter: held?.notAfter ?? known)
+            noteExpiry(device: id, target: target, notAfter: held?.notAfter ?? known, now: now)
         }
         for (name, digest, holds, why) in desired {
             guard var rotation = rotations[name] else {
@@ -234,9 +289,13 @@ final class Engine {
             } else if rotation.state == .verified, !holds {
                 // The device lost the credential (a factory reset, a manual write): rotate it again.
                 rotation.restart(sha256: digest, now: now)
+            } else if rotation.state == .cancelled {
+                // The tag is this target's again (the campaign that took it over was aborted before sending).
+                rotation.restart(sha256: digest, now: now)
             }
             rotation.inventoryArrived(
-                holdsTarget: holds, reportedSeq: inventory.seq, fresh: !message.retained, policy: policy, now: now)
+                holdsTarget: holds, reportedSeq: inventory.seq, fresh: !message.retained, policy: rotationPolicy(for: name),
+                now: now)
             if rotation != before {
                 try save(rotation, previous: before, tx: tx)
                 rotations[name] = rotation
@@ -279,7 +338,7 @@ final class Engine {
         var changed = false
         for var rotation in matching {
             let before = rotation
-            if case .resend(let parts) = rotation.acknowledged(ack, policy: policy, now: now) {
+            if case .resend(let parts) = rotation.acknowledged(ack, policy: rotationPolicy(for: rotation.target), now: now) {
                 resend.formUnion(parts)
             }
             if rotation != before {
@@ -305,9 +364,9 @@ final class Engine {
     private func tick(tx: any StoreTransaction, outbox: inout [Outbound]) throws {
         let now = clock()
         var devices: Set<String> = []
-        for var rotation in try tx.rotationsNeedingTick(now: now, ackTimeout: policy.ackTimeout, limit: 10_000) {
+        for var rotation in try tx.rotationsNeedingTick(now: now, ackTimeout: shortestAckTimeout, limit: 10_000) {
             let before = rotation
-            _ = rotation.tick(policy: policy, now: now)
+            _ = rotation.tick(policy: rotationPolicy(for: rotation.target), now: now)
             if rotation != before {
                 try save(rotation, previous: before, tx: tx)
                 devices.insert(rotation.device)
@@ -317,26 +376,36 @@ final class Engine {
             guard let device = try tx.device(id) else { continue }
             try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
         }
+        try campaignTick(tx: tx, outbox: &outbox)
     }
 
     // MARK: Issuing
 
     /// Issues one bundle carrying every target the device is waiting for, unless a bundle is already out: a device
     /// has at most one bundle in flight, so seqs arrive in order.
-    private func issueIfIdle(
+    func issueIfIdle(
         device: DeviceRecord, rotations: [Rotation], tx: any StoreTransaction, outbox: inout [Outbound]
     ) throws {
         guard !rotations.contains(where: \.isInFlight) else { return }
-        let waiting = rotations.filter(\.awaitsBundle).sorted { $0.target < $1.target }
+        var waiting = rotations.filter(\.awaitsBundle).sorted { $0.target < $1.target }
         guard !waiting.isEmpty else { return }
         let now = clock()
+        waiting = try withoutSuperseded(waiting, device: device.id, tx: tx)
         let ops = waiting.compactMap { rotation -> BundleOp? in
             if rotation.target == Self.trustKeyTarget, let next = nextSigner, rotation.sha256 == next.kid {
                 return .trustKey(next.publicKey)
             }
-            return targetsByName[rotation.target].map { BundleOp.write(tag: $0.tag, type: $0.type, pem: $0.chain.pem) }
+            if let target = targetsByName[rotation.target] {
+                return .write(tag: target.tag, type: target.type, pem: target.chain.pem)
+            }
+            return campaignOp(for: rotation)
         }
-        guard !ops.isEmpty else { return }
+        guard !ops.isEmpty, ops.count == waiting.count else {
+            if ops.count != waiting.count {
+                logger.error("a waiting rotation names no known target; not issuing", metadata: ["device": "\(device.id)"])
+            }
+            return
+        }
         let seq = device.issuedSeq + 1
         let jti = Self.newJTI()
         let claims = BundleClaims(sub: device.id, jti: jti, iat: now, exp: now + bundleLifetime, seq: seq, ops: ops)
@@ -376,7 +445,7 @@ final class Engine {
             metadata: ["device": "\(device.id)", "jti": "\(jti)", "seq": "\(seq)", "parts": "\(parts.count)"])
     }
 
-    private func split(bundle: BundleRecord) throws -> [[UInt8]] {
+    func split(bundle: BundleRecord) throws -> [[UInt8]] {
         try Parts.split(jws: bundle.jws, jti: bundle.jti, topic: Topics.bundle(bundle.device), maxMessage: bundle.maxMessage)
     }
 
@@ -440,19 +509,19 @@ final class Engine {
         }
     }
 
-    private func enqueue(_ item: Outbound) {
+    func enqueue(_ item: Outbound) {
         if case .part(let jti) = item.kind { undelivered[jti, default: 0] += 1 }
         backlog.append(item)
     }
 
     /// Publishes from the backlog while fewer than `maxInflight` publishes await their PUBACK.
-    private func flush() {
+    func flush() {
         guard let client else { return }
         while backlogHead < backlog.count, inflight.count < maxInflight {
             let item = backlog[backlogHead]
             do {
                 let mid = try client.publish(
-                    topic: item.topic, payload: item.payload, qos: 1, retain: false, responseTopic: item.responseTopic,
+                    topic: item.topic, payload: item.payload, qos: 1, retain: item.retain, responseTopic: item.responseTopic,
                     correlationData: item.correlationData)
                 inflight[mid] = item.kind
                 backlogHead += 1
@@ -470,8 +539,11 @@ final class Engine {
 
     // MARK: Persistence helpers
 
-    private func save(_ rotation: Rotation, previous: Rotation?, tx: any StoreTransaction, detail: String? = nil) throws {
+    func save(_ rotation: Rotation, previous: Rotation?, tx: any StoreTransaction, detail: String? = nil) throws {
         try tx.saveRotation(rotation)
+        if previous?.state != rotation.state || previous?.jti != rotation.jti {
+            try memberChanged(rotation, tx: tx)
+        }
         guard previous?.state != rotation.state || previous?.jti != rotation.jti else { return }
         if previous?.state != rotation.state {
             observability?.transition(target: rotation.target, to: rotation.state.rawValue)

@@ -20,7 +20,9 @@ enum RPC {
     }
 
     /// Methods that change stored state.
-    static let mutatingMethods: Set<String> = ["device.retry"]
+    static let mutatingMethods: Set<String> = [
+        "device.retry", "campaign.create", "campaign.pause", "campaign.resume", "campaign.abort",
+    ]
     /// Accepted distance between a signed request's `iat` and the daemon's clock.
     static let authWindow: Int64 = 120
     static let requestType = "certrot-rpc+jwt"
@@ -34,17 +36,73 @@ enum RPC {
         case invalidParams = -32602
         case internalError = -32603
         case unknownDevice = -32004
+        case unknownCampaign = -32005
         case unauthorized = -32010
+        /// campaign.create refused by the preflight or the selection; `data` says why.
+        case campaignRefused = -32020
+        /// The campaign's state does not allow the operation (resume a completed campaign, …).
+        case campaignState = -32021
     }
 
     struct Failure: Error {
         var code: ErrorCode
         var message: String
+        var data: [String: RefusalValue]? = nil
+
+        init(code: ErrorCode, message: String, data: [String: RefusalValue]? = nil) {
+            self.code = code
+            self.message = message
+            self.data = data
+        }
+
+        init(_ refusal: Refusal) {
+            let isParams = refusal.reason == "invalid_params" || refusal.reason == "invalid_window"
+            code = isParams ? .invalidParams : .campaignRefused
+            message = refusal.message
+            var data = refusal.details
+            data["reason"] = .string(refusal.reason)
+            self.data = data
+        }
+
+        var json: [String: Any] {
+            var error: [String: Any] = ["code": code.rawValue, "message": message]
+            if let data {
+                error["data"] = data.mapValues { value -> Any in
+                    switch value {
+                    case .int(let n): n
+                    case .string(let s): s
+                    }
+                }
+            }
+            return error
+        }
     }
 
-    /// Handles one request; devices whose rotations it reset are appended to `reissue`.
+    /// What a method handler outside this file returns.
+    enum HandlerResult {
+        case value(Any)
+        /// Answered later (after the batch commits), through ``reply(to:result:drops:)``.
+        case deferred
+    }
+
+    /// A request whose answer comes after the batch (campaign.create runs async checks).
+    struct Deferred {
+        var method: String
+        var params: [String: Any]
+        var id: Any
+        var isNotification: Bool
+        var replyTopic: String?
+        var correlationData: [UInt8]?
+        var signedBy: String?
+    }
+
+    typealias Handler = (_ method: String, _ params: [String: Any], _ tx: any StoreTransaction) throws -> HandlerResult?
+
+    /// Handles one request; devices whose rotations it reset are appended to `reissue`. Methods the built-in
+    /// ones do not cover go to `handler` (campaigns); a deferred one is appended to `deferred`.
     static func handle(
-        _ message: MQTTMessage, context: Context, tx: any StoreTransaction, reissue: inout [String]
+        _ message: MQTTMessage, context: Context, tx: any StoreTransaction, reissue: inout [String],
+        deferred: inout [Deferred], handler: Handler
     ) -> Outbound? {
         var replyTopic = message.responseTopic.flatMap { isValidReplyTopic($0) ? $0 : nil }
         var id: Any = NSNull()
@@ -115,14 +173,26 @@ enum RPC {
             case "device.status": result = try deviceStatus(params: params, context: context, tx: tx)
             case "fleet.status": result = try fleetStatus(context: context, tx: tx)
             case "device.retry": result = try deviceRetry(params: params, context: context, tx: tx, reissue: &reissue)
-            default: throw Failure(code: .methodNotFound, message: "unknown method '\(method)'")
+            default:
+                switch try handler(method, params, tx) {
+                case .value(let value): result = value
+                case .deferred:
+                    deferred.append(
+                        Deferred(
+                            method: method, params: params, id: id, isNotification: isNotification,
+                            replyTopic: replyTopic, correlationData: message.correlationData, signedBy: signedBy))
+                    return nil
+                case nil: throw Failure(code: .methodNotFound, message: "unknown method '\(method)'")
+                }
             }
             if let signedBy, mutatingMethods.contains(method) {
                 context.logger.notice("operator request", metadata: ["method": "\(method)", "operator": "\(signedBy)"])
             }
             response = ["jsonrpc": "2.0", "id": id, "result": result]
         } catch let failure as Failure {
-            response = ["jsonrpc": "2.0", "id": id, "error": ["code": failure.code.rawValue, "message": failure.message]]
+            response = ["jsonrpc": "2.0", "id": id, "error": failure.json]
+        } catch let refusal as Refusal {
+            response = ["jsonrpc": "2.0", "id": id, "error": Failure(refusal).json]
         } catch {
             // Store errors stay in the daemon's log; the caller learns only that it failed.
             context.logger.error("rpc failed", metadata: ["error": "\(error)"])
@@ -131,16 +201,35 @@ enum RPC {
                 "error": ["code": ErrorCode.internalError.rawValue, "message": "internal error; see the daemon log"],
             ]
         }
+        return outbound(
+            response, isNotification: isNotification, replyTopic: replyTopic, correlationData: message.correlationData,
+            drops: context.drops)
+    }
+
+    /// The reply to a deferred request.
+    static func reply(to request: Deferred, result: Result<Any, Failure>, drops: DropCounters) -> Outbound? {
+        let response: [String: Any] = switch result {
+        case .success(let value): ["jsonrpc": "2.0", "id": request.id, "result": value]
+        case .failure(let failure): ["jsonrpc": "2.0", "id": request.id, "error": failure.json]
+        }
+        return outbound(
+            response, isNotification: request.isNotification, replyTopic: request.replyTopic,
+            correlationData: request.correlationData, drops: drops)
+    }
+
+    private static func outbound(
+        _ response: [String: Any], isNotification: Bool, replyTopic: String?, correlationData: [UInt8]?,
+        drops: DropCounters
+    ) -> Outbound? {
         if isNotification { return nil }
         guard let topic = replyTopic, isValidReplyTopic(topic) else {
-            context.drops.count("rpc_no_reply_topic")
+            drops.count("rpc_no_reply_topic")
             return nil
         }
         guard let payload = try? JSONSerialization.data(withJSONObject: response, options: [.sortedKeys, .withoutEscapingSlashes])
         else { return nil }
         return Outbound(
-            topic: topic, payload: Array(payload), kind: .other, responseTopic: nil,
-            correlationData: message.correlationData)
+            topic: topic, payload: Array(payload), kind: .other, responseTopic: nil, correlationData: correlationData)
     }
 
     /// Starts settled failures (`rejected`, or `failed`/`timed_out` with no retry left) of a device over: attempts

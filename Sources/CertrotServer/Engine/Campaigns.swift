@@ -1,0 +1,931 @@
+import CertrotCore
+import Foundation
+import Logging
+
+/// A sec tag and credential type: what one rotation writes.
+struct TagKey: Hashable {
+    var tag: Int64
+    var type: Int
+}
+
+/// Campaigns: creation (with the never-brick preflight), admission wave by wave at a bounded rate inside
+/// maintenance windows, thresholds, pause/resume/abort, continuous joins, standing auto-renewal campaigns, and
+/// retained progress. Runs on the engine's task, inside its batch transactions.
+extension Engine {
+    typealias KnownChain = DaemonSettings.KnownChain
+
+    static let autoPrefix = "auto-"
+
+    // MARK: Start
+
+    /// Loads campaigns and creates the standing auto-renewal campaigns of targets with a successor.
+    func startCampaigns() throws {
+        try store.write { tx in
+            for campaign in try tx.campaigns() { remember(campaign) }
+            for target in targets {
+                guard let renewal = renewal[target.name], let successor = renewal.successor else { continue }
+                let id = Self.autoPrefix + String(Hex.sha256(Array("\(target.name)\n\(successor.sha256)".utf8)).prefix(12))
+                for var old in campaigns.values where old.autoRenews == target.name && old.id != id && !old.state.isFinal {
+                    try abort(&old, reason: "the successor of target \(target.name) changed", tx: tx)
+                    try store(old, tx: tx)
+                }
+                guard campaigns[id] == nil else { continue }
+                let now = clock()
+                var campaign = Campaign(
+                    id: id, name: "auto-renewal of \(target.name)", now: now,
+                    targets: [CampaignTarget(tag: target.tag, type: target.type, strategy: .replace, pem: successor.pem, credential: nil)],
+                    select: .expiringWithin(tag: target.tag, seconds: renewal.before), origin: "auto")
+                campaign.continuous = true
+                campaign.autoRenews = target.name
+                try store(campaign, tx: tx)
+                logger.info(
+                    "auto-renewal campaign ready",
+                    metadata: ["campaign": "\(id)", "target": "\(target.name)", "renewBefore": "\(renewal.before)"])
+                // Devices already known and already expiring join now.
+                var after: String?
+                while true {
+                    let page = try tx.devices(after: after, limit: 1000)
+                    guard let last = page.last else { break }
+                    for device in page { try joinContinuous(device: device, tx: tx) }
+                    after = last.id
+                }
+            }
+        }
+    }
+
+    /// Creates the campaigns declared in the config file, unless one of the same name exists.
+    func applyDeclaredCampaigns() async {
+        for params in declaredCampaigns {
+            let name = params["name"] as? String ?? ""
+            if campaigns.values.contains(where: { $0.name == name }) { continue }
+            do {
+                let campaign = try await createCampaign(params: params, origin: "config")
+                logger.notice("campaign from the config file created", metadata: ["campaign": "\(campaign.id)", "name": "\(name)"])
+            } catch let refusal as Refusal {
+                logger.error("campaign from the config file refused", metadata: ["name": "\(name)", "reason": "\(refusal.message)"])
+            } catch {
+                logger.error("campaign from the config file failed", metadata: ["name": "\(name)", "error": "\(error)"])
+            }
+        }
+        flush()
+    }
+
+    func remember(_ campaign: Campaign) {
+        campaigns[campaign.id] = campaign
+        for target in campaign.targets {
+            known[target.sha256] = known[target.sha256] ?? KnownChain(
+                name: target.credential ?? "\(campaign.name) tag \(target.tag)", notAfter: chainNotAfter(target.pem),
+                chain: try? PEM.normalizeChain(target.pem))
+            for (_, pem) in target.overlaps { chainsByDigest[Hex.sha256(Array(pem.utf8))] = pem }
+            chainsByDigest[target.sha256] = target.pem
+        }
+        if let rate = campaign.rate, buckets[campaign.id]?.rate != rate {
+            buckets[campaign.id] = TokenBucket(rate: rate, now: Self.monotonic())
+        }
+    }
+
+    func store(_ campaign: Campaign, tx: any StoreTransaction) throws {
+        try tx.saveCampaign(campaign)
+        remember(campaign)
+        dirtyCampaigns.insert(campaign.id)
+    }
+
+    private func chainNotAfter(_ pem: String) -> Int64 {
+        (try? PEM.normalizeChain(pem))?.notAfter ?? 0
+    }
+
+    static func monotonic() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+    // MARK: Which target owns a tag
+
+    /// The tag a rotation target writes.
+    func tagKey(of target: String) -> TagKey? {
+        if let configured = targetsByName[target] { return TagKey(tag: configured.tag, type: configured.type) }
+        guard let (id, index) = Campaign.parseRotationTarget(target), let campaign = campaigns[id],
+            campaign.targets.indices.contains(index)
+        else { return nil }
+        return TagKey(tag: campaign.targets[index].tag, type: campaign.targets[index].type)
+    }
+
+    /// For each tag some campaign has taken over on this device: the rotation target of the newest campaign that
+    /// admitted it (and did not cancel it).
+    func tagOwners(device: String, tx: any StoreTransaction) throws -> [TagKey: String] {
+        var owners: [TagKey: (order: (Int64, String), target: String)] = [:]
+        for member in try tx.memberships(device: device) where member.state != .waiting && member.state != .cancelled {
+            guard let campaign = campaigns[member.campaign] else { continue }
+            let order = (campaign.createdAt, campaign.id)
+            for index in campaign.targets.indices {
+                let key = TagKey(tag: campaign.targets[index].tag, type: campaign.targets[index].type)
+                if let current = owners[key], current.order >= order { continue }
+                owners[key] = (order, campaign.rotationTarget(index))
+            }
+        }
+        return owners.mapValues(\.target)
+    }
+
+    /// Drops waiting rotations that must not go out now: those of a tag another target owns (cancelled, they
+    /// were superseded) and those of a paused campaign (held until it resumes).
+    func withoutSuperseded(_ waiting: [Rotation], device: String, tx: any StoreTransaction) throws -> [Rotation] {
+        guard waiting.contains(where: { $0.target != Self.trustKeyTarget }) else { return waiting }
+        let owners = try tagOwners(device: device, tx: tx)
+        let now = clock()
+        var kept: [Rotation] = []
+        for var rotation in waiting {
+            if let key = tagKey(of: rotation.target), let owner = owners[key], owner != rotation.target {
+                let before = rotation
+                rotation.cancel(reason: "superseded by \(owner)", now: now)
+                try save(rotation, previous: before, tx: tx)
+                continue
+            }
+            if let (id, _) = Campaign.parseRotationTarget(rotation.target), let campaign = campaigns[id],
+                campaign.state == .paused || campaign.state == .scheduled
+            {
+                continue
+            }
+            kept.append(rotation)
+        }
+        return kept
+    }
+
+    func campaignOp(for rotation: Rotation) -> BundleOp? {
+        guard let (id, index) = Campaign.parseRotationTarget(rotation.target), let campaign = campaigns[id],
+            campaign.targets.indices.contains(index), let pem = chainsByDigest[rotation.sha256]
+        else { return nil }
+        return .write(tag: campaign.targets[index].tag, type: campaign.targets[index].type, pem: pem)
+    }
+
+    func rotationPolicy(for target: String) -> RotationPolicy {
+        guard let (id, _) = Campaign.parseRotationTarget(target), let campaign = campaigns[id] else { return policy }
+        return campaign.policy(base: policy)
+    }
+
+    var shortestAckTimeout: Int64 {
+        campaigns.values.compactMap(\.ackTimeout).reduce(policy.ackTimeout, min)
+    }
+
+    // MARK: Members
+
+    /// A campaign rotation changed: the member's state follows its rotations.
+    func memberChanged(_ rotation: Rotation, tx: any StoreTransaction) throws {
+        guard let (id, _) = Campaign.parseRotationTarget(rotation.target), campaigns[id] != nil,
+            var member = try tx.member(campaign: id, device: rotation.device)
+        else { return }
+        let mine = try tx.rotations(device: rotation.device).filter { Campaign.parseRotationTarget($0.target)?.id == id }
+        let (state, settled) = MemberState.aggregate(mine)
+        let reason = mine.first { $0.state == .rejected || $0.state == .failed || $0.state == .timedOut || $0.state == .cancelled }?.lastError
+        guard member.state != state || member.settled != settled || member.reason != reason else { return }
+        member.state = state
+        member.settled = settled
+        member.reason = reason
+        member.updatedAt = clock()
+        try tx.saveMember(member)
+        dirtyCampaigns.insert(id)
+    }
+
+    /// When a device's credential in `tag` expires: as its inventory says, else as the chain certrot knows says.
+    func expiry(of inventory: Inventory?, tag: Int64) -> Int64? {
+        let dates = (inventory?.creds ?? []).filter { $0.tag == tag }.compactMap { $0.notAfter ?? known[$0.sha256]?.notAfter }
+        return dates.min()
+    }
+
+    /// Continuous campaigns take in devices that match their selection when they show up (or their credentials
+    /// come close to expiry).
+    func joinContinuous(device: DeviceRecord, tx: any StoreTransaction) throws {
+        let open = campaigns.values.filter { $0.continuous && !$0.state.isFinal }
+        guard !open.isEmpty, device.inventory != nil else { return }
+        let now = clock()
+        let memberOf = Set(try tx.memberships(device: device.id).map(\.campaign))
+        for campaign in open where !memberOf.contains(campaign.id) {
+            guard campaign.select.matches(
+                device: device.id, inventory: device.inventory, now: now, expiry: { self.expiry(of: device.inventory, tag: $0) })
+            else { continue }
+            try tx.saveMember(
+                CampaignMember(
+                    campaign: campaign.id, device: device.id, wave: campaign.currentWave, state: .waiting, settled: false,
+                    reason: nil, updatedAt: now))
+            dirtyCampaigns.insert(campaign.id)
+            logger.info("device joins a continuous campaign", metadata: ["device": "\(device.id)", "campaign": "\(campaign.id)"])
+        }
+    }
+
+    /// Logs, once per device and target, a credential close to expiry for which no successor is configured.
+    func noteExpiry(device: String, target: ResolvedTarget, notAfter: Int64?, now: Int64) {
+        guard let notAfter, let renewal = renewal[target.name], renewal.successor == nil,
+            notAfter < now + renewal.before
+        else { return }
+        let key = "\(device)\n\(target.name)"
+        guard warnedExpiring.insert(key).inserted else { return }
+        logger.warning(
+            "credential expiring without successor",
+            metadata: [
+                "device": "\(device)", "target": "\(target.name)", "notAfter": "\(notAfter)",
+                "daysLeft": "\((notAfter - now) / 86400)",
+            ])
+    }
+
+    /// The chain a device holding `held` is sent for target `index`; for `overlap` with a chain not seen at
+    /// creation, composed now (and remembered). nil: cannot be composed (unknown chain, or too large).
+    private func chain(for campaign: inout Campaign, index: Int, held: String?) -> (pem: String?, problem: String?) {
+        let target = campaign.targets[index]
+        guard target.strategy == .overlap, let held, held != target.sha256 else { return (target.pem, nil) }
+        if let pem = target.overlaps[held] { return (pem, nil) }
+        if let pem = chainsByDigest[held], target.overlaps.values.contains(pem) { return (pem, nil) }
+        guard let current = known[held]?.chain, let new = try? PEM.normalizeChain(target.pem) else {
+            return (nil, "overlap: the chain this device holds in tag \(target.tag) (sha256 \(held.prefix(12))…) is not known to certrot")
+        }
+        let composed = Preflight.overlap(new: new, current: current, now: Date(timeIntervalSince1970: Double(clock())))
+        do {
+            try Preflight.checkOverlapSize(composed, held: held, profile: profile, what: "targets[\(index)] (tag \(target.tag))")
+        } catch {
+            return (nil, error.message)
+        }
+        campaign.targets[index].overlaps[held] = composed.pem
+        chainsByDigest[composed.sha256] = composed.pem
+        return (composed.pem, nil)
+    }
+
+    /// Admits a waiting member: one rotation per campaign target (verified at once when the device already
+    /// holds the chain), other targets' unsent rotations of the same tags cancelled, and its bundle issued.
+    /// Returns true when a bundle is to go out (it takes a token).
+    private func admit(
+        _ member: CampaignMember, campaign: inout Campaign, tx: any StoreTransaction, outbox: inout [Outbound]
+    ) throws -> Bool {
+        let now = clock()
+        var member = member
+        guard let device = try tx.device(member.device), let inventory = device.inventory else {
+            member.state = .failed
+            member.settled = true
+            member.reason = "device has sent no inventory"
+            member.updatedAt = now
+            try tx.saveMember(member)
+            return false
+        }
+        var existing = Dictionary(uniqueKeysWithValues: try tx.rotations(device: device.id).map { ($0.target, $0) })
+        var plans: [(index: Int, digest: String, holds: Bool)] = []
+        for index in campaign.targets.indices {
+            let target = campaign.targets[index]
+            let held = inventory.credential(tag: target.tag, type: target.type)?.sha256
+            let (pem, problem) = chain(for: &campaign, index: index, held: held)
+            guard let pem else {
+                member.state = .failed
+                member.settled = true
+                member.reason = problem
+                member.updatedAt = now
+                try tx.saveMember(member)
+                logger.warning("campaign member cannot be rotated", metadata: ["device": "\(device.id)", "reason": "\(problem ?? "")"])
+                return false
+            }
+            let digest = Hex.sha256(Array(pem.utf8))
+            plans.append((index, digest, held == digest))
+        }
+        var sending = false
+        for (index, digest, holds) in plans {
+            let target = campaign.targets[index]
+            let name = campaign.rotationTarget(index)
+            for (otherName, var other) in existing
+            where otherName != name && tagKey(of: otherName) == TagKey(tag: target.tag, type: target.type) && other.isCancellable {
+                let before = other
+                other.cancel(reason: "superseded by campaign \(campaign.name) (\(campaign.id))", now: now)
+                try save(other, previous: before, tx: tx)
+                existing[otherName] = other
+            }
+            var rotation = Rotation(device: device.id, target: name, sha256: digest, now: now)
+            if holds {
+                rotation.state = .verified
+                rotation.verifiedAt = now
+            } else {
+                sending = true
+            }
+            try save(rotation, previous: existing[name], tx: tx, detail: "admitted by campaign \(campaign.name) (\(campaign.id))")
+        }
+        if sending {
+            try issueIfIdle(device: device, rotations: try tx.rotations(device: device.id), tx: tx, outbox: &outbox)
+        }
+        return sending
+    }
+
+    // MARK: Progress
+
+    /// Starts scheduled campaigns, applies deadlines, moves waves on (or pauses on a threshold), admits waiting
+    /// members within the rate and the windows, and publishes progress.
+    func campaignTick(tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+        let now = clock()
+        for id in campaigns.values.sorted(by: { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }).map(\.id) {
+            guard var campaign = campaigns[id], !campaign.state.isFinal else { continue }
+            let before = campaign
+            if campaign.state == .scheduled, now >= campaign.start ?? 0 {
+                campaign.state = .running
+                campaign.reason = nil
+            }
+            if let deadline = campaign.deadline, now >= deadline {
+                try abort(&campaign, reason: "deadline \(deadline) passed", tx: tx)
+            }
+            if campaign.state == .running, sweep.remove(id) != nil {
+                try issueHeld(campaign, tx: tx, outbox: &outbox)
+            }
+            if campaign.state == .running {
+                let counts = try tx.memberCounts(campaign: id)
+                advance(&campaign, counts: counts, now: now)
+                if campaign.state == .running, campaign.windows.isOpen(at: now) {
+                    try admitWaiting(&campaign, tx: tx, outbox: &outbox)
+                }
+            }
+            if campaign != before {
+                campaign.updatedAt = now
+                try store(campaign, tx: tx)
+                if campaign.state != before.state || campaign.currentWave != before.currentWave {
+                    logger.notice(
+                        "campaign \(before.state.rawValue) → \(campaign.state.rawValue)",
+                        metadata: [
+                            "campaign": "\(id)", "name": "\(campaign.name)", "wave": "\(campaign.currentWave + 1)/\(campaign.waveCount)",
+                            "reason": "\(campaign.reason ?? "-")",
+                        ])
+                }
+            }
+        }
+        try publishProgress(tx: tx, outbox: &outbox)
+    }
+
+    /// Wave logic for a running campaign.
+    func advance(_ campaign: inout Campaign, counts: [Int: WaveCounts], now: Int64) {
+        let wave = campaign.currentWave
+        let counted = counts[wave] ?? WaveCounts()
+        let executed = counted.executed - campaign.executedBaseline[wave]
+        let errors = counted.errors - campaign.errorBaseline[wave]
+        if executed >= max(1, campaign.minExecuted), Double(errors) > campaign.errorThreshold * Double(executed) {
+            campaign.state = .paused
+            campaign.reason = "wave \(wave + 1) of \(campaign.waveCount): \(errors) of \(executed) devices sent a bundle were "
+                + "rejected, failed or timed out (\(Self.percent(errors, executed)) > error threshold "
+                + "\(Self.percent(campaign.errorThreshold)))"
+            return
+        }
+        let eligible = counted.size - counted.cancelled
+        let allAdmitted = counted.waiting == 0
+        let succeeded = allAdmitted && Double(counted.verified) >= campaign.successThreshold * Double(eligible)
+        let settled = allAdmitted && counted.settled >= counted.size
+        guard succeeded || (settled && campaign.accepted[wave]) else {
+            if settled {
+                campaign.state = .paused
+                campaign.reason = "wave \(wave + 1) of \(campaign.waveCount) settled with \(counted.verified) of \(eligible) "
+                    + "verified (\(Self.percent(counted.verified, eligible)) < success threshold "
+                    + "\(Self.percent(campaign.successThreshold))); resume to accept it and go on"
+            }
+            return
+        }
+        if wave + 1 >= campaign.waveCount {
+            guard !campaign.continuous else { return }
+            campaign.state = .completed
+            campaign.finishedAt = now
+            campaign.reason = nil
+        } else if campaign.pauseAfterWave {
+            campaign.state = .paused
+            campaign.awaitingConfirmation = true
+            campaign.reason = "wave \(wave + 1) of \(campaign.waveCount) completed; resume to start wave \(wave + 2)"
+        } else {
+            campaign.currentWave += 1
+        }
+    }
+
+    static func percent(_ part: Int, _ whole: Int) -> String {
+        percent(whole == 0 ? 0 : Double(part) / Double(whole))
+    }
+
+    static func percent(_ fraction: Double) -> String {
+        String(format: "%.1f%%", fraction * 100)
+    }
+
+    private func admitWaiting(_ campaign: inout Campaign, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+        var budget = 2000
+        if campaign.rate != nil, var bucket = buckets[campaign.id] {
+            bucket.refill(now: Self.monotonic())
+            budget = bucket.available
+            buckets[campaign.id] = bucket
+        }
+        guard budget > 0 else { return }
+        let waiting = try tx.members(campaign: campaign.id, maxWave: campaign.currentWave, state: .waiting, after: nil, limit: budget)
+        var used = 0
+        for member in waiting where try admit(member, campaign: &campaign, tx: tx, outbox: &outbox) {
+            used += 1
+        }
+        if used > 0, campaign.rate != nil { buckets[campaign.id]?.take(used) }
+    }
+
+    /// After a resume: bundles held back while the campaign was paused go out.
+    private func issueHeld(_ campaign: Campaign, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+        var after: String?
+        while true {
+            let page = try tx.members(campaign: campaign.id, maxWave: nil, state: .pending, after: after, limit: 1000)
+            guard let last = page.last else { break }
+            for member in page {
+                guard let device = try tx.device(member.device) else { continue }
+                try issueIfIdle(device: device, rotations: try tx.rotations(device: member.device), tx: tx, outbox: &outbox)
+            }
+            after = last.device
+        }
+    }
+
+    // MARK: Operator actions
+
+    func pause(_ campaign: inout Campaign, reason: String) throws(RPC.Failure) {
+        guard campaign.state == .running || campaign.state == .scheduled else {
+            throw RPC.Failure(code: .campaignState, message: "campaign \(campaign.id) is \(campaign.state.rawValue); only a running or scheduled campaign can be paused")
+        }
+        campaign.state = .paused
+        campaign.reason = reason
+    }
+
+    func resume(_ campaign: inout Campaign, tx: any StoreTransaction) throws {
+        guard campaign.state == .paused else {
+            throw RPC.Failure(code: .campaignState, message: "campaign \(campaign.id) is \(campaign.state.rawValue); only a paused campaign can be resumed")
+        }
+        let wave = campaign.currentWave
+        if campaign.awaitingConfirmation {
+            campaign.awaitingConfirmation = false
+            campaign.currentWave = min(wave + 1, campaign.waveCount - 1)
+        } else {
+            // The operator accepts what happened so far: the error threshold applies to what comes next, and a
+            // settled wave below the success threshold may complete.
+            let counted = try tx.memberCounts(campaign: campaign.id)[wave] ?? WaveCounts()
+            campaign.errorBaseline[wave] = counted.errors
+            campaign.executedBaseline[wave] = counted.executed
+            campaign.accepted[wave] = true
+        }
+        campaign.state = campaign.start.map { clock() < $0 } == true ? .scheduled : .running
+        campaign.reason = nil
+        sweep.insert(campaign.id)
+    }
+
+    /// Cancels every member not yet sent a bundle; in-flight bundles are not recalled (their acks still count).
+    func abort(_ campaign: inout Campaign, reason: String, tx: any StoreTransaction) throws {
+        guard !campaign.state.isFinal else {
+            throw RPC.Failure(code: .campaignState, message: "campaign \(campaign.id) is already \(campaign.state.rawValue)")
+        }
+        let now = clock()
+        campaign.state = .aborted
+        campaign.reason = reason
+        campaign.finishedAt = now
+        campaigns[campaign.id] = campaign
+        for state in [MemberState.waiting, .pending, .failed, .timedOut] {
+            var after: String?
+            while true {
+                let page = try tx.members(campaign: campaign.id, maxWave: nil, state: state, after: after, limit: 1000)
+                guard let last = page.last else { break }
+                for var member in page {
+                    if state == .waiting {
+                        member.state = .cancelled
+                        member.settled = true
+                        member.reason = "campaign aborted: \(reason)"
+                        member.updatedAt = now
+                        try tx.saveMember(member)
+                        continue
+                    }
+                    for var rotation in try tx.rotations(device: member.device)
+                    where Campaign.parseRotationTarget(rotation.target)?.id == campaign.id && rotation.isCancellable {
+                        let before = rotation
+                        rotation.cancel(reason: "campaign aborted: \(reason)", now: now)
+                        try save(rotation, previous: before, tx: tx)
+                    }
+                }
+                after = last.device
+            }
+        }
+    }
+
+    // MARK: Status
+
+    func status(_ campaign: Campaign, tx: any StoreTransaction, failures limit: Int = 100) throws -> [String: Any] {
+        let counts = try tx.memberCounts(campaign: campaign.id)
+        var total = WaveCounts()
+        var waves: [[String: Any]] = []
+        for index in 0..<campaign.waveCount {
+            let counted = counts[index] ?? WaveCounts()
+            for (state, n) in counted.states { total.states[state, default: 0] += n }
+            total.settled += counted.settled
+            let state: String
+            switch campaign.state {
+            case .completed: state = "completed"
+            case .aborted: state = index < campaign.currentWave ? "completed" : "aborted"
+            default:
+                state = index < campaign.currentWave ? "completed" : index > campaign.currentWave ? "pending"
+                    : campaign.state == .running ? "running" : campaign.state.rawValue
+            }
+            waves.append(["index": index, "size": counted.size, "state": state, "states": Self.stateCounts(counted)])
+        }
+        var failures: [[String: Any]] = []
+        for state in [MemberState.rejected, .failed, .timedOut] where failures.count < limit {
+            for member in try tx.members(campaign: campaign.id, maxWave: nil, state: state, after: nil, limit: limit - failures.count) {
+                var entry: [String: Any] = ["device": member.device, "state": member.state.rawValue, "settled": member.settled]
+                entry["code"] = member.code
+                entry["reason"] = member.reason
+                failures.append(entry)
+            }
+        }
+        let done = total.settled
+        let rate = throughput(campaign.id, done: done)
+        var result: [String: Any] = [
+            "id": campaign.id, "name": campaign.name, "state": campaign.state.rawValue, "origin": campaign.origin,
+            "states": Self.stateCounts(total), "total": total.size, "waves": waves, "currentWave": campaign.currentWave,
+            "failures": failures, "rate": rate, "createdAt": campaign.createdAt, "updatedAt": campaign.updatedAt,
+            "continuous": campaign.continuous, "select": campaign.select.json,
+            "targets": campaign.targets.enumerated().map { index, target -> [String: Any] in
+                var entry: [String: Any] = [
+                    "rotationTarget": campaign.rotationTarget(index), "tag": target.tag, "type": target.type,
+                    "strategy": target.strategy.rawValue, "sha256": target.sha256,
+                ]
+                entry["credential"] = target.credential
+                if !target.overlaps.isEmpty {
+                    entry["overlaps"] = target.overlaps.mapValues { Hex.sha256(Array($0.utf8)) }
+                }
+                return entry
+            },
+        ]
+        result["reason"] = campaign.reason
+        result["finishedAt"] = campaign.finishedAt
+        result["deadline"] = campaign.deadline
+        result["rateLimit"] = campaign.rate
+        let remaining = total.size - done
+        if campaign.state.isFinal || remaining == 0 {
+            result["eta"] = 0
+        } else if rate > 0 {
+            result["eta"] = Int((Double(remaining) / rate).rounded(.up))
+        } else {
+            result["eta"] = NSNull()
+        }
+        return result
+    }
+
+    static func stateCounts(_ counts: WaveCounts) -> [String: Int] {
+        var states = Dictionary(uniqueKeysWithValues: MemberState.allCases.map { ($0.rawValue, 0) })
+        for (state, n) in counts.states { states[state.rawValue] = n }
+        return states
+    }
+
+    /// Devices settled per second over the last 30 s (0 until two samples a second apart exist).
+    private func throughput(_ id: String, done: Int) -> Double {
+        let now = Self.monotonic()
+        var samples = progress[id] ?? []
+        if samples.last.map({ now - $0.at >= 0.5 }) ?? true { samples.append((now, done)) }
+        samples.removeAll { now - $0.at > 30 }
+        progress[id] = samples
+        guard let first = samples.first, now - first.at >= 1 else { return 0 }
+        return max(0, Double(done - first.done) / (now - first.at))
+    }
+
+    /// Publishes each changed campaign's status, retained, at most once a second.
+    private func publishProgress(tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+        let now = Self.monotonic()
+        for id in dirtyCampaigns.sorted() {
+            guard let campaign = campaigns[id] else {
+                dirtyCampaigns.remove(id)
+                continue
+            }
+            if let last = lastStatus[id], now - last.at < 1 { continue }
+            dirtyCampaigns.remove(id)
+            let body = try status(campaign, tx: tx, failures: 20)
+            guard let payload = try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes])
+            else { continue }
+            let bytes = Array(payload)
+            if lastStatus[id]?.payload == bytes { continue }
+            lastStatus[id] = (bytes, now)
+            outbox.append(Outbound(topic: Topics.campaignStatus(id), payload: bytes, kind: .other, retain: true))
+        }
+        // Running campaigns' rate and ETA move with time even when no member changed.
+        for campaign in campaigns.values where campaign.state == .running && !dirtyCampaigns.contains(campaign.id) {
+            if let last = lastStatus[campaign.id], now - last.at < 5 { continue }
+            dirtyCampaigns.insert(campaign.id)
+        }
+    }
+
+    // MARK: Creation
+
+    /// campaign.create: parse, resolve chains, run the never-brick preflight, select devices, cut waves, store.
+    func createCampaign(params: [String: Any], origin: String) async throws -> Campaign {
+        let now = clock()
+        let date = Date(timeIntervalSince1970: Double(now))
+        let request = try CampaignRequest.parse(params, now: now)
+        if let same = campaigns.values.first(where: { $0.name == request.name && !$0.state.isFinal }) {
+            throw Refusal(
+                "duplicate_name", "a campaign named '\(request.name)' is already \(same.state.rawValue) (\(same.id))",
+                details: ["campaign": .string(same.id)])
+        }
+        // 1. Every chain parses, is valid long enough, is a CA, fits.
+        var chains: [CertificateChain] = []
+        for (index, target) in request.targets.enumerated() {
+            let what = "targets[\(index)] (tag \(target.tag))"
+            var pem = target.chain
+            if let name = target.credential {
+                guard let chain = namedChain(name) else {
+                    throw Refusal(
+                        "unknown_credential", "\(what): '\(name)' is neither in the catalogue nor a configured target",
+                        details: ["what": .string(what), "credential": .string(name)])
+                }
+                pem = chain.pem
+            }
+            chains.append(
+                try Preflight.checkChain(
+                    pem ?? "", type: target.type, profile: profile, now: date,
+                    minRemainingValidity: request.minRemainingValidity, what: what))
+        }
+        // 2. Who is in it.
+        let selected: [DeviceRecord] = try store.read { tx in try select(request.select, now: now, tx: tx) }
+        if selected.isEmpty, !request.continuous {
+            throw Refusal("empty_selection", "the selection \(request.select.json) matches no known device")
+        }
+        // 3. overlap: compose per chain held now; every result must fit.
+        var targets: [CampaignTarget] = []
+        for (index, target) in request.targets.enumerated() {
+            let what = "targets[\(index)] (tag \(target.tag))"
+            var resolved = CampaignTarget(
+                tag: target.tag, type: target.type, strategy: target.strategy, pem: chains[index].pem,
+                credential: target.credential)
+            if target.strategy == .overlap {
+                var holders: [String: Int] = [:]
+                for device in selected {
+                    guard let held = device.inventory?.credential(tag: target.tag, type: target.type)?.sha256,
+                        held != resolved.sha256
+                    else { continue }
+                    holders[held, default: 0] += 1
+                }
+                for (held, count) in holders.sorted(by: { $0.key < $1.key }) {
+                    guard let current = known[held]?.chain else {
+                        throw Refusal(
+                            "unknown_current_chain",
+                            "\(what): overlap needs the chain \(count) selected device(s) hold now (sha256 \(held)), "
+                                + "which certrot does not know; add it to the config's catalogue, or use replace",
+                            details: ["what": .string(what), "held": .string(held), "devices": .int(Int64(count))])
+                    }
+                    let composed = Preflight.overlap(new: chains[index], current: current, now: date)
+                    try Preflight.checkOverlapSize(composed, held: held, profile: profile, what: what)
+                    resolved.overlaps[held] = composed.pem
+                }
+            }
+            targets.append(resolved)
+        }
+        // 4. Never brick: the endpoint must chain to roots each device will hold afterwards.
+        if let endpoint = request.endpointChain {
+            for (index, target) in targets.enumerated() where target.type == CredentialType.rootCAChain.rawValue {
+                let what = "targets[\(index)] (tag \(target.tag))"
+                var rootSets: [String] = [target.pem]
+                rootSets += target.overlaps.keys.sorted().compactMap { target.overlaps[$0] }
+                for pem in rootSets {
+                    let roots = (try? PEM.normalizeChain(pem))?.certificates ?? []
+                    try await Preflight.checkEndpoint(endpoint, roots: roots, now: date, limit: 4096, what: what)
+                }
+            }
+        }
+        // 5. Waves: devices in a stable pseudo-random order, so that canaries are spread over the fleet.
+        var campaign = Campaign(
+            id: "cmp-" + String(Engine.newJTI().prefix(10)), name: request.name, now: now, targets: targets,
+            select: request.select, origin: origin)
+        campaign.waves = request.waves
+        campaign.successThreshold = request.successThreshold
+        campaign.errorThreshold = request.errorThreshold
+        campaign.minExecuted = request.minExecuted
+        campaign.rate = request.rate
+        campaign.windows = request.windows
+        campaign.start = request.start
+        campaign.deadline = request.deadline
+        campaign.continuous = request.continuous
+        campaign.pauseAfterWave = request.pauseAfterWave
+        campaign.ackTimeout = request.ackTimeout
+        campaign.retryAttempts = request.retryAttempts
+        campaign.retryBase = request.retryBase
+        if let start = request.start, start > now { campaign.state = .scheduled }
+        let order = selected.map { (Hex.sha256(Array("\(campaign.id)\n\($0.id)".utf8)), $0.id) }.sorted { $0.0 < $1.0 }
+        let ends = WaveSpec.cumulativeSizes(request.waves, total: order.count)
+        campaign.setWaveCount(ends.count)
+        try store.write { tx in
+            var wave = 0
+            for (position, (_, device)) in order.enumerated() {
+                while position >= ends[wave] { wave += 1 }
+                try tx.saveMember(
+                    CampaignMember(campaign: campaign.id, device: device, wave: wave, state: .waiting, settled: false, reason: nil, updatedAt: now))
+            }
+            try store(campaign, tx: tx)
+        }
+        logger.notice(
+            "campaign created",
+            metadata: [
+                "campaign": "\(campaign.id)", "name": "\(campaign.name)", "devices": "\(order.count)",
+                "waves": "\(ends)", "origin": "\(origin)",
+            ])
+        return campaign
+    }
+
+    /// A chain by name: the catalogue's, or a configured target's (or its successor's).
+    private func namedChain(_ name: String) -> CertificateChain? {
+        if let target = targetsByName[name] { return target.chain }
+        return known.values.first { $0.name == name }?.chain
+    }
+
+    private func select(_ selection: CampaignSelection, now: Int64, tx: any StoreTransaction) throws -> [DeviceRecord] {
+        if case .devices(let ids) = selection {
+            return try Set(ids).sorted().compactMap { try tx.device($0) }.filter { $0.inventory != nil }
+        }
+        var result: [DeviceRecord] = []
+        var after: String?
+        while true {
+            let page = try tx.devices(after: after, limit: 2000)
+            guard let last = page.last else { break }
+            for device in page where device.inventory != nil {
+                if selection.matches(
+                    device: device.id, inventory: device.inventory, now: now,
+                    expiry: { self.expiry(of: device.inventory, tag: $0) })
+                {
+                    result.append(device)
+                }
+            }
+            after = last.id
+        }
+        return result
+    }
+
+    // MARK: JSON-RPC
+
+    /// The campaign methods and device.list; nil for a method this does not know.
+    func campaignMethod(_ method: String, params: [String: Any], tx: any StoreTransaction) throws -> RPC.HandlerResult? {
+        switch method {
+        case "campaign.create":
+            return .deferred
+        case "campaign.list":
+            var list: [[String: Any]] = []
+            let only = params["state"] as? String
+            if params["state"] != nil, only.flatMap(CampaignState.init(rawValue:)) == nil {
+                throw RPC.Failure(code: .invalidParams, message: "params.state must be one of \(CampaignState.allCases.map(\.rawValue))")
+            }
+            for campaign in campaigns.values.sorted(by: { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) })
+            where only == nil || campaign.state.rawValue == only {
+                var total = WaveCounts()
+                for counted in try tx.memberCounts(campaign: campaign.id).values {
+                    for (state, n) in counted.states { total.states[state, default: 0] += n }
+                }
+                var entry: [String: Any] = [
+                    "id": campaign.id, "name": campaign.name, "state": campaign.state.rawValue, "origin": campaign.origin,
+                    "createdAt": campaign.createdAt, "total": total.size, "states": Self.stateCounts(total),
+                    "currentWave": campaign.currentWave, "waves": campaign.waveCount,
+                ]
+                entry["reason"] = campaign.reason
+                list.append(entry)
+            }
+            return .value(["campaigns": list])
+        case "campaign.status":
+            return .value(try status(try campaign(params), tx: tx))
+        case "campaign.pause":
+            var campaign = try campaign(params)
+            try pause(&campaign, reason: "paused by an operator" + (try reasonParam(params)).map { ": \($0)" }.orEmpty)
+            try changed(campaign, tx: tx)
+            return .value(["id": campaign.id, "state": campaign.state.rawValue])
+        case "campaign.resume":
+            var campaign = try campaign(params)
+            try resume(&campaign, tx: tx)
+            try changed(campaign, tx: tx)
+            return .value(["id": campaign.id, "state": campaign.state.rawValue, "currentWave": campaign.currentWave])
+        case "campaign.abort":
+            var campaign = try campaign(params)
+            try abort(&campaign, reason: "aborted by an operator" + (try reasonParam(params)).map { ": \($0)" }.orEmpty, tx: tx)
+            try changed(campaign, tx: tx)
+            let counts = try tx.memberCounts(campaign: campaign.id).values.reduce(0) { $0 + $1.cancelled }
+            return .value(["id": campaign.id, "state": campaign.state.rawValue, "cancelled": counts])
+        case "device.list":
+            return .value(try deviceList(params: params, tx: tx))
+        default:
+            return nil
+        }
+    }
+
+    private func changed(_ campaign: Campaign, tx: any StoreTransaction) throws {
+        var campaign = campaign
+        campaign.updatedAt = clock()
+        try store(campaign, tx: tx)
+        lastStatus[campaign.id] = nil
+        logger.notice(
+            "campaign \(campaign.state.rawValue)", metadata: ["campaign": "\(campaign.id)", "reason": "\(campaign.reason ?? "-")"])
+    }
+
+    private func campaign(_ params: [String: Any]) throws(RPC.Failure) -> Campaign {
+        guard let id = params["id"] as? String, !id.isEmpty else {
+            throw RPC.Failure(code: .invalidParams, message: "params.id (a campaign id) is required")
+        }
+        guard let campaign = campaigns[id] else {
+            throw RPC.Failure(code: .unknownCampaign, message: "no campaign '\(id.prefix(80))'")
+        }
+        return campaign
+    }
+
+    private func reasonParam(_ params: [String: Any]) throws(RPC.Failure) -> String? {
+        guard let raw = params["reason"] else { return nil }
+        guard let reason = raw as? String, reason.utf8.count <= 512 else {
+            throw RPC.Failure(code: .invalidParams, message: "params.reason must be a string of at most 512 bytes")
+        }
+        return reason
+    }
+
+    /// device.list: devices filtered by rotation state, campaign (and member state), digest held, expiry;
+    /// `limit` (≤ 1000, default 100) per page, `after` the last ID of the previous page.
+    func deviceList(params: [String: Any], tx: any StoreTransaction) throws -> [String: Any] {
+        let allowed: Set<String> = ["state", "campaign", "holding", "expiringBefore", "tag", "after", "limit"]
+        if let unknown = params.keys.sorted().first(where: { !allowed.contains($0) }) {
+            throw RPC.Failure(code: .invalidParams, message: "unknown parameter '\(unknown.prefix(64))'")
+        }
+        let limit = params["limit"] == nil ? 100 : Params.int(params["limit"]).map(Int.init) ?? -1
+        guard (1...1000).contains(limit) else { throw RPC.Failure(code: .invalidParams, message: "params.limit must be 1…1000") }
+        let state = params["state"] as? String
+        if params["state"] != nil {
+            guard let state, RotationState(rawValue: state) != nil || MemberState(rawValue: state) != nil else {
+                throw RPC.Failure(code: .invalidParams, message: "params.state must be a rotation state (or waiting/cancelled with campaign)")
+            }
+        }
+        let holding = params["holding"] as? String
+        if params["holding"] != nil, !(holding.map(Hex.isSHA256) ?? false) {
+            throw RPC.Failure(code: .invalidParams, message: "params.holding must be a sha256 (64 lowercase hex digits)")
+        }
+        let expiringBefore = Params.int(params["expiringBefore"])
+        if params["expiringBefore"] != nil, expiringBefore == nil {
+            throw RPC.Failure(code: .invalidParams, message: "params.expiringBefore must be a Unix time in seconds")
+        }
+        let tag = Params.int(params["tag"])
+        if params["tag"] != nil, tag == nil { throw RPC.Failure(code: .invalidParams, message: "params.tag must be a sec tag") }
+        let campaignID = params["campaign"] as? String
+        if params["campaign"] != nil {
+            guard let campaignID, campaigns[campaignID] != nil else {
+                throw RPC.Failure(code: .unknownCampaign, message: "no campaign '\(String(describing: params["campaign"]!).prefix(80))'")
+            }
+        }
+        var after = params["after"] as? String
+        if params["after"] != nil, after == nil { throw RPC.Failure(code: .invalidParams, message: "params.after must be a device ID") }
+
+        var found: [[String: Any]] = []
+        var scanned = 0
+        var exhausted = false
+        while found.count < limit, scanned < 20_000 {
+            var page: [(DeviceRecord?, CampaignMember?)] = []
+            if let campaignID {
+                let memberState = state.flatMap(MemberState.init(rawValue:))
+                let members = try tx.members(campaign: campaignID, maxWave: nil, state: memberState, after: after, limit: 500)
+                page = try members.map { (try tx.device($0.device), $0) }
+                after = members.last?.device
+            } else {
+                let devices = try tx.devices(after: after, limit: 500)
+                page = devices.map { ($0, nil) }
+                after = devices.last?.id
+            }
+            if page.isEmpty {
+                exhausted = true
+                break
+            }
+            for (device, member) in page {
+                scanned += 1
+                guard let device else { continue }
+                let rotations = try tx.rotations(device: device.id)
+                if let state, campaignID == nil, !rotations.contains(where: { $0.state.rawValue == state }) { continue }
+                if let holding, !(device.inventory?.creds.contains { $0.sha256 == holding } ?? false) { continue }
+                if let expiringBefore {
+                    let dates = (device.inventory?.creds ?? []).filter { tag == nil || $0.tag == tag }
+                        .compactMap { $0.notAfter ?? known[$0.sha256]?.notAfter }
+                    guard let soonest = dates.min(), soonest < expiringBefore else { continue }
+                }
+                var entry: [String: Any] = [
+                    "device": device.id, "lastSeen": device.lastSeen, "issuedSeq": device.issuedSeq,
+                    "rotations": Dictionary(rotations.map { ($0.target, $0.state.rawValue) }, uniquingKeysWith: { a, _ in a }),
+                ]
+                entry["reportedSeq"] = device.inventory?.seq
+                if let member {
+                    entry["campaign"] = ["id": member.campaign, "wave": member.wave, "state": member.state.rawValue] as [String: Any]
+                }
+                found.append(entry)
+                if found.count == limit { break }
+            }
+        }
+        var result: [String: Any] = ["devices": found]
+        // The cursor: the last device returned (or scanned, when a page filtered everything out).
+        let cursor = found.count == limit ? found.last?["device"] as? String : (exhausted ? nil : after)
+        result["next"] = cursor ?? NSNull()
+        return result
+    }
+
+    /// Answers a deferred campaign.create once its checks have run.
+    func answer(_ request: RPC.Deferred) async {
+        let result: Result<Any, RPC.Failure>
+        do {
+            let campaign = try await createCampaign(params: request.params, origin: "rpc")
+            if let signedBy = request.signedBy {
+                logger.notice("operator request", metadata: ["method": "campaign.create", "operator": "\(signedBy)", "campaign": "\(campaign.id)"])
+            }
+            let total = try store.read { tx in try tx.memberCounts(campaign: campaign.id).values.reduce(0) { $0 + $1.size } }
+            result = .success(["id": campaign.id, "devices": total, "waves": campaign.waveCount, "state": campaign.state.rawValue])
+        } catch let refusal as Refusal {
+            logger.warning("campaign refused", metadata: ["reason": "\(refusal.reason)", "message": "\(refusal.message)"])
+            result = .failure(RPC.Failure(refusal))
+        } catch let failure as RPC.Failure {
+            result = .failure(failure)
+        } catch {
+            logger.error("campaign.create failed", metadata: ["error": "\(error)"])
+            result = .failure(RPC.Failure(code: .internalError, message: "internal error; see the daemon log"))
+        }
+        if let reply = RPC.reply(to: request, result: result, drops: drops) { enqueue(reply) }
+    }
+}
+
+extension Optional where Wrapped == String {
+    var orEmpty: String { self ?? "" }
+}
