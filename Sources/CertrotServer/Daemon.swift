@@ -242,7 +242,9 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         if let http = settings.http {
             let app = makeHTTPApplication(
                 host: http.host, port: http.port, observability: observability, store: store,
-                targets: settings.targets, logger: logger)
+                targets: settings.targets,
+                renewal: settings.renewal.mapValues { RenewalInfo(before: $0.before, hasSuccessor: $0.successor != nil) },
+                logger: logger)
             httpTask = Task { try await app.run() }
             logger.info("metrics and health on http://\(http.host):\(http.port)")
         }

@@ -94,6 +94,11 @@ public final class SimulatedFleet: Sendable {
     }
 
     public var stats: FleetStats { statsBox.value.withLock { $0 } }
+
+    /// Changes a device's behaviour from now on (a test "fixes" rejecting devices, say).
+    public func setBehaviour(_ behaviour: DeviceBehaviour, for id: String) {
+        for connection in connections { connection.setBehaviour(behaviour, for: id) }
+    }
 }
 
 final class StatsBox: Sendable {
@@ -127,6 +132,10 @@ final class FleetConnection: Sendable {
 
     func snapshot() -> [SimulatedDevice] {
         devices.withLock { devices in order.compactMap { devices[$0] } }
+    }
+
+    func setBehaviour(_ behaviour: DeviceBehaviour, for id: String) {
+        devices.withLock { $0[id]?.behaviour = behaviour }
     }
 
     func start(options: FleetOptions, logger: Logger, stats: StatsBox) throws {

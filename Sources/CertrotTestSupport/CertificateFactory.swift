@@ -38,6 +38,41 @@ public enum CertificateFactory {
         return Issued(certificate: certificate, key: key)
     }
 
+    /// An intermediate CA named `commonName`, issued by the CA `issuer`, valid from an hour ago for `days` days.
+    public static func intermediate(commonName: String, issuer: Issued, days: Int = 365) throws -> Issued {
+        let key = P256.Signing.PrivateKey()
+        let name = try DistinguishedName {
+            OrganizationName("certrot test")
+            CommonName(commonName)
+        }
+        let extensions = try Certificate.Extensions {
+            Critical(BasicConstraints.isCertificateAuthority(maxPathLength: nil))
+            Critical(KeyUsage(keyCertSign: true, cRLSign: true))
+            SubjectKeyIdentifier(hash: Certificate.PublicKey(key.publicKey))
+        }
+        let certificate = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: Certificate.PublicKey(key.publicKey),
+            notValidBefore: Date().addingTimeInterval(-3600), notValidAfter: Date().addingTimeInterval(Double(days) * 86400),
+            issuer: issuer.certificate.subject, subject: name, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: extensions, issuerPrivateKey: Certificate.PrivateKey(issuer.key))
+        return Issued(certificate: certificate, key: key)
+    }
+
+    /// A self-signed certificate with no BasicConstraints extension at all (neither CA nor end entity), for tests.
+    public static func selfSignedWithoutBasicConstraints(commonName: String, days: Int = 365) throws -> Issued {
+        let key = P256.Signing.PrivateKey()
+        let name = try DistinguishedName { CommonName(commonName) }
+        let extensions = try Certificate.Extensions {
+            SubjectKeyIdentifier(hash: Certificate.PublicKey(key.publicKey))
+        }
+        let certificate = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: Certificate.PublicKey(key.publicKey),
+            notValidBefore: Date().addingTimeInterval(-3600), notValidAfter: Date().addingTimeInterval(Double(days) * 86400),
+            issuer: name, subject: name, signatureAlgorithm: .ecdsaWithSHA256, extensions: extensions,
+            issuerPrivateKey: Certificate.PrivateKey(key))
+        return Issued(certificate: certificate, key: key)
+    }
+
     /// A certificate for `dnsName` (and 127.0.0.1) issued by `issuer`, for TLS servers and clients.
     public static func leaf(dnsName: String, issuer: Issued, days: Int = 90, loopbackIP: Bool = true) throws -> Issued {
         let key = P256.Signing.PrivateKey()

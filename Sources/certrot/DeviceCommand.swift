@@ -48,7 +48,42 @@ struct BrokerOptions: ParsableArguments {
 
 struct DeviceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "device", abstract: "Act on one device through the running daemon.", subcommands: [Retry.self])
+        commandName: "device", abstract: "List devices, or act on one, through the running daemon.",
+        subcommands: [List.self, Retry.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List devices, filtered, a page at a time.")
+
+        @OptionGroup var connection: BrokerOptions
+        @Option(help: "Only devices with a rotation in this state (with --campaign: the member state).") var state: String?
+        @Option(help: "Only members of this campaign.") var campaign: String?
+        @Option(help: "Only devices holding a credential with this sha256.") var holding: String?
+        @Option(help: "Only devices with a credential expiring before this Unix time.") var expiringBefore: Int64?
+        @Option(help: "Devices per page (1…1000).") var limit: Int = 100
+        @Option(help: "Start after this device ID (the previous page's `next`).") var after: String?
+        @Flag(help: "Print the raw JSON result.") var json = false
+
+        func run() async throws {
+            var params: [String: Any] = ["limit": limit]
+            params["state"] = state
+            params["campaign"] = campaign
+            params["holding"] = holding
+            params["expiringBefore"] = expiringBefore
+            params["after"] = after
+            let result = try await CampaignCommand.call(connection, "device.list", params)
+            if json { return try CampaignCommand.printJSON(result) }
+            for device in result["devices"] as? [[String: Any]] ?? [] {
+                var line = "\(device["device"] ?? "?")"
+                let rotations = (device["rotations"] as? [String: String] ?? [:]).sorted { $0.key < $1.key }
+                if !rotations.isEmpty { line += "  " + rotations.map { "\($0.key)=\($0.value)" }.joined(separator: " ") }
+                if let member = device["campaign"] as? [String: Any] {
+                    line += "  campaign wave \((member["wave"] as? Int ?? 0) + 1) \(member["state"] ?? "?")"
+                }
+                print(line)
+            }
+            if let next = result["next"] as? String { print("next page: --after \(next)") }
+        }
+    }
 
     struct Retry: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

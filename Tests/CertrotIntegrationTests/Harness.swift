@@ -37,9 +37,13 @@ final class Harness: @unchecked Sendable {
 
     var newChain: CertificateChain { try! PEM.normalizeChain(newCA.pem) }
 
-    /// Writes the daemon config and returns its path.
+    /// Writes the daemon config and returns its path. `targets`: the YAML list of configured targets (default:
+    /// the new CA in tag 42); `extra`: more top-level YAML.
     @discardableResult
-    func writeConfig(ackTimeout: String = "20s", retryBase: String = "1s") throws -> String {
+    func writeConfig(
+        ackTimeout: String = "20s", retryBase: String = "1s", targets: String? = nil, extra: String = ""
+    ) throws -> String {
+        let targetList = targets ?? "\n  - {name: broker-ca, tag: 42, type: 0, chain: \(path("new-ca.pem"))}"
         let yaml = """
             broker:
               url: \(broker.url)
@@ -48,19 +52,24 @@ final class Harness: @unchecked Sendable {
             signingKey: \(path("signing-key.pem"))
             ackTimeout: \(ackTimeout)
             retry: {base: \(retryBase), factor: 2, cap: 5s, attempts: 5}
-            targets:
-              - {name: broker-ca, tag: 42, type: 0, chain: \(path("new-ca.pem"))}
+            targets: \(targetList)
             catalogue:
               - {name: old-ca, chain: \(path("old-ca.pem"))}
+              - {name: new-ca, chain: \(path("new-ca.pem"))}
+            \(extra)
             """
         try yaml.write(toFile: path("certrot.yaml"), atomically: true, encoding: .utf8)
         return path("certrot.yaml")
     }
 
     /// Starts the daemon in this process through the same wiring `certrot serve` uses.
-    func startDaemon(configPath: String? = nil) throws {
-        let settings = try DaemonSettings.resolve(try CertrotConfig.load(path: try configPath ?? writeConfig()))
-        let daemon = CertrotDaemon(settings: settings, logger: logger)
+    func startDaemon(
+        configPath: String? = nil, clock: (@Sendable () -> Int64)? = nil, adjust: (inout DaemonSettings) -> Void = { _ in }
+    ) throws {
+        var settings = try DaemonSettings.resolve(try CertrotConfig.load(path: try configPath ?? writeConfig()))
+        adjust(&settings)
+        let daemon = clock.map { CertrotDaemon(settings: settings, logger: logger, clock: $0) }
+            ?? CertrotDaemon(settings: settings, logger: logger)
         self.daemon = daemon
         daemonTask = Task { try await daemon.run() }
     }

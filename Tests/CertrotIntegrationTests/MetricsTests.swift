@@ -75,12 +75,14 @@ import Testing
         await harness.stop()
     }
 
-    @Test func targetExpiringWithin30Days_countsItsHoldersAsExpiringWithoutSuccessor() async throws {
+    @Test func credentialsDueForRenewal_withNoSuccessor_countAsExpiringWithoutSuccessor() async throws {
         let harness = try Harness()
         let shortLived = try CertificateFactory.rootCA(commonName: "Short-lived CA", days: 10)
         try shortLived.pem.write(toFile: harness.path("new-ca.pem"), atomically: true, encoding: .utf8)
         let port = try Broker.freePort()
-        let config = try harness.writeConfig()
+        // Renew 30 days ahead: every device that takes the 10-day CA is due at once, and there is no successor.
+        let config = try harness.writeConfig(
+            targets: "\n  - {name: broker-ca, tag: 42, type: 0, chain: \(harness.path("new-ca.pem")), renewBefore: 30d}")
         try (try String(contentsOfFile: config, encoding: .utf8) + "\nhttp: {port: \(port)}\n")
             .write(toFile: config, atomically: true, encoding: .utf8)
         try harness.startDaemon(configPath: config)

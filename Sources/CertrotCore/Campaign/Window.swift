@@ -28,12 +28,12 @@ public struct MaintenanceWindow: Sendable, Equatable, Codable {
 
     /// Throws `invalid_window`, naming the bad field, for unknown day names, bad "HH:MM" and unknown zones.
     public func validate() throws(Refusal) {
-        _ = try resolve(prefix: "maintenance window", index: nil)
+        _ = try resolve(prefix: "window", index: nil)
     }
 
     /// True when `unix` (seconds) falls inside the window. An invalid window contains nothing.
     public func contains(_ unix: Int64) -> Bool {
-        guard let resolved = try? resolve(prefix: "maintenance window", index: nil) else { return false }
+        guard let resolved = try? resolve(prefix: "window", index: nil) else { return false }
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = resolved.zone
         let date = Date(timeIntervalSince1970: TimeInterval(unix))

@@ -76,11 +76,21 @@ extension Engine {
             known[target.sha256] = known[target.sha256] ?? KnownChain(
                 name: target.credential ?? "\(campaign.name) tag \(target.tag)", notAfter: chainNotAfter(target.pem),
                 chain: try? PEM.normalizeChain(target.pem))
-            for (_, pem) in target.overlaps { chainsByDigest[Hex.sha256(Array(pem.utf8))] = pem }
+            for (_, pem) in target.overlaps { learn(overlap: pem, campaign: campaign.name, tag: target.tag) }
             chainsByDigest[target.sha256] = target.pem
         }
         if let rate = campaign.rate, buckets[campaign.id]?.rate != rate {
             buckets[campaign.id] = TokenBucket(rate: rate, now: Self.monotonic())
+        }
+    }
+
+    /// A composed overlap chain: sendable by digest, and known (a later overlap or replace may start from it).
+    private func learn(overlap pem: String, campaign: String, tag: Int64) {
+        let digest = Hex.sha256(Array(pem.utf8))
+        guard chainsByDigest[digest] == nil else { return }
+        chainsByDigest[digest] = pem
+        if let chain = try? PEM.normalizeChain(pem) {
+            known[digest] = known[digest] ?? KnownChain(name: "\(campaign) overlap, tag \(tag)", notAfter: chain.notAfter, chain: chain)
         }
     }
 
@@ -240,7 +250,7 @@ extension Engine {
             return (nil, error.message)
         }
         campaign.targets[index].overlaps[held] = composed.pem
-        chainsByDigest[composed.sha256] = composed.pem
+        learn(overlap: composed.pem, campaign: campaign.name, tag: target.tag)
         return (composed.pem, nil)
     }
 

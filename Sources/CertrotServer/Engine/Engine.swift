@@ -570,6 +570,7 @@ final class Engine {
     var rpcContext: RPC.Context {
         RPC.Context(
             targets: targets, catalogue: catalogue, drops: drops, logger: logger, signerKid: signer.kid,
-            nextKid: nextSigner?.kid, keyRotationThreshold: keyRotationThreshold, operators: operators, now: clock())
+            nextKid: nextSigner?.kid, keyRotationThreshold: keyRotationThreshold, operators: operators, now: clock(),
+            renewal: renewal.mapValues { RenewalInfo(before: $0.before, hasSuccessor: $0.successor != nil) })
     }
 }

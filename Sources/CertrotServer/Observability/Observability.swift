@@ -87,7 +87,7 @@ public final class Observability: Sendable {
     private static let dayBuckets: [Int64] = [0, 7, 30, 90, 365]
 
     private func renderExpiry(
-        targets: [ResolvedTarget], histogram: [String: [Int]], counts: [String: [String: Int]], devices: Int, now: Int64
+        targets: [ResolvedTarget], histogram: [String: [Int]], expiringWithoutSuccessor: [String: Int]
     ) {
         let days = Self.dayBuckets
         for target in targets {
@@ -98,25 +98,38 @@ public final class Observability: Sendable {
             }
             gauge("certrot_credential_days_left_bucket", help: "Devices whose credential in the target tag expires within le days",
                   labels: [("target", target.name), ("le", "+Inf")]).set(to: Double(buckets[days.count]))
-            let rotations = counts[target.name] ?? [:]
-            let holding = (rotations[RotationState.verified.rawValue] ?? 0)
-                + max(0, devices - rotations.values.reduce(0, +))
-            let expiring = target.chain.notAfter - now < 30 * 86400
-            gauge("certrot_expiring_without_successor", help: "Devices holding a target chain that expires within 30 days",
-                  labels: [("target", target.name)]).set(to: expiring ? Double(holding) : 0)
+            gauge("certrot_expiring_without_successor",
+                  help: "Devices whose credential in the target tag is due for renewal (renewBefore) with no successor configured",
+                  labels: [("target", target.name)]).set(to: Double(expiringWithoutSuccessor[target.name] ?? 0))
         }
     }
 
     /// Sets the gauges computed from the store (devices, rotations by target and state, known expiries) and
     /// renders the Prometheus text format.
-    func render(store: any RotationStore, targets: [ResolvedTarget], logger: Logger) -> String {
+    func render(store: any RotationStore, targets: [ResolvedTarget], renewal: [String: RenewalInfo], logger: Logger) -> String {
         do {
             let now = Int64(Date().timeIntervalSince1970)
-            let (devices, counts, histogram) = try store.read { tx in
+            let (devices, counts, histogram, expiring, campaigns) = try store.read { tx in
                 (try tx.deviceCount(), try tx.rotationCounts(),
-                 try tx.expiryHistogram(limits: Self.dayBuckets.map { now + $0 * 86400 }))
+                 try tx.expiryHistogram(limits: Self.dayBuckets.map { now + $0 * 86400 }),
+                 try RPC.expiringWithoutSuccessor(tx: tx, targets: targets, renewal: renewal, now: now),
+                 try tx.campaigns().filter { !$0.state.isFinal || now - ($0.finishedAt ?? now) < 86400 }
+                    .map { ($0, try tx.memberCounts(campaign: $0.id)) })
             }
-            renderExpiry(targets: targets, histogram: histogram, counts: counts, devices: devices, now: now)
+            renderExpiry(targets: targets, histogram: histogram, expiringWithoutSuccessor: expiring)
+            for (campaign, waves) in campaigns {
+                var total: [MemberState: Int] = [:]
+                for counted in waves.values { total.merge(counted.states, uniquingKeysWith: +) }
+                for state in MemberState.allCases {
+                    gauge("certrot_campaign_devices", help: "Campaign members by state (running campaigns and those finished within a day)",
+                          labels: [("campaign", campaign.id), ("name", campaign.name), ("state", state.rawValue)])
+                        .set(to: Double(total[state] ?? 0))
+                }
+                for state in CampaignState.allCases {
+                    gauge("certrot_campaign_state", help: "1 for the campaign's current state",
+                          labels: [("campaign", campaign.id), ("state", state.rawValue)]).set(to: campaign.state == state ? 1 : 0)
+                }
+            }
             gauge("certrot_devices", help: "Devices with an accepted inventory").set(to: Double(devices))
             for target in targets {
                 var seen = 0
@@ -142,7 +155,7 @@ public final class Observability: Sendable {
 /// `/metrics`, `/healthz` and `/readyz` on the configured address (hummingbird).
 func makeHTTPApplication(
     host: String, port: Int, observability: Observability, store: any RotationStore, targets: [ResolvedTarget],
-    logger: Logger
+    renewal: [String: RenewalInfo], logger: Logger
 ) -> some ApplicationProtocol {
     let router = Router()
     router.get("healthz") { _, _ in "ok\n" }
@@ -153,7 +166,7 @@ func makeHTTPApplication(
         return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
     }
     router.get("metrics") { _, _ -> Response in
-        let text = observability.render(store: store, targets: targets, logger: logger)
+        let text = observability.render(store: store, targets: targets, renewal: renewal, logger: logger)
         var headers = HTTPFields()
         headers[.contentType] = "text/plain; version=0.0.4"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))

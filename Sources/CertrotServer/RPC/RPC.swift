@@ -5,6 +5,12 @@ import Logging
 
 /// JSON-RPC 2.0 on `certrot/rpc`. The reply goes to the request's MQTT 5 Response Topic (with its Correlation
 /// Data) or, for MQTT 3.1.1 clients, to the topic in the request's `reply_to` member.
+/// What fleet figures need to know of a target's auto-renewal.
+struct RenewalInfo: Sendable {
+    var before: Int64
+    var hasSuccessor: Bool
+}
+
 enum RPC {
     struct Context {
         var targets: [ResolvedTarget]
@@ -17,6 +23,44 @@ enum RPC {
         /// Operators' public keys; when any are configured, mutating methods need a signed request.
         var operators: [VerificationKey]
         var now: Int64
+        var renewal: [String: RenewalInfo] = [:]
+    }
+
+    /// Per configured target: devices whose credential in the tag is due for renewal (expires within
+    /// `renewBefore`) while nothing newer is configured — no successor, and the target chain itself expires
+    /// within `renewBefore` (otherwise the target is what those devices are rotated to).
+    static func expiringWithoutSuccessor(
+        tx: any StoreTransaction, targets: [ResolvedTarget], renewal: [String: RenewalInfo], now: Int64
+    ) throws -> [String: Int] {
+        var result: [String: Int] = [:]
+        for target in targets {
+            guard let info = renewal[target.name], !info.hasSuccessor, target.chain.notAfter < now + info.before else {
+                result[target.name] = 0
+                continue
+            }
+            result[target.name] = try tx.expiryHistogram(limits: [now + info.before])[target.name]?.first ?? 0
+        }
+        return result
+    }
+
+    static let day: Int64 = 86400
+
+    /// Devices by days left on the credential in each target tag: expired, < 7 d, < 30 d, < 90 d, later.
+    static func expiryBuckets(tx: any StoreTransaction, targets: [ResolvedTarget], now: Int64) throws -> [String: Any] {
+        let histogram = try tx.expiryHistogram(limits: [now, now + 7 * day, now + 30 * day, now + 90 * day])
+        var fleet = [0, 0, 0, 0, 0]
+        var perTarget: [String: Any] = [:]
+        for target in targets {
+            let c = histogram[target.name] ?? [0, 0, 0, 0, 0]
+            let buckets = [c[0], c[1] - c[0], c[2] - c[1], c[3] - c[2], c[4] - c[3]]
+            for index in buckets.indices { fleet[index] += buckets[index] }
+            perTarget[target.name] = bucketObject(buckets)
+        }
+        return ["fleet": bucketObject(fleet), "targets": perTarget]
+    }
+
+    private static func bucketObject(_ b: [Int]) -> [String: Int] {
+        ["expired": b[0], "lt7d": b[1], "lt30d": b[2], "lt90d": b[3], "later": b[4]]
     }
 
     /// Methods that change stored state.
@@ -340,7 +384,9 @@ enum RPC {
         }
         return [
             "devices": devices, "states": fleet, "targets": perTarget, "dropped": context.drops.snapshot,
-            "signing": signing,
+            "signing": signing, "expiry": try expiryBuckets(tx: tx, targets: context.targets, now: context.now),
+            "expiringWithoutSuccessor": try expiringWithoutSuccessor(
+                tx: tx, targets: context.targets, renewal: context.renewal, now: context.now),
         ]
     }
 
