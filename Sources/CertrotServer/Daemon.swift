@@ -133,7 +133,8 @@ public struct DaemonSettings: Sendable {
             let ok: Bool? = attempt("campaigns[\(index)]") {
                 let params = try campaign.params()
                 do {
-                    _ = try CampaignRequest.parse(params, now: Int64(Date().timeIntervalSince1970))
+                    // Shape only: a deadline that has passed since must not stop the daemon from starting.
+                    _ = try CampaignRequest.parse(params, now: 0)
                 } catch let refusal as Refusal { throw CertrotError(.invalidConfig, refusal.message) }
                 return true
             }
@@ -222,7 +223,10 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         engine.observability = observability
         engine.renewal = settings.renewal.mapValues { ($0.before, $0.successor) }
         engine.declaredCampaignDelay = settings.declaredCampaignDelay
-        for (digest, chain) in settings.catalogue { engine.known[digest] = chain }
+        for (digest, chain) in settings.catalogue {
+            engine.known[digest] = chain
+            engine.chainsByName[chain.name] = chain.chain
+        }
         for target in settings.targets {
             engine.known[target.sha256] = DaemonSettings.KnownChain(name: target.name, notAfter: target.chain.notAfter, chain: target.chain)
             if let successor = settings.renewal[target.name]?.successor {

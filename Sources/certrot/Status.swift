@@ -39,7 +39,7 @@ struct Status: AsyncParsableCommand {
 }
 
 enum FleetTable {
-    static let order = ["in_sync", "pending", "sent", "applied", "verified", "rejected", "failed", "timed_out"]
+    static let order = ["in_sync", "pending", "sent", "applied", "verified", "rejected", "failed", "timed_out", "cancelled"]
 
     static func render(_ result: [String: Any]) -> String {
         var lines = ["devices: \(result["devices"] ?? 0)"]

@@ -548,3 +548,50 @@ func runOffThePool(_ executable: String, _ arguments: [String]) async throws -> 
         }.start()
     }
 }
+
+/// How campaigns share a tag with configured targets, and time: start and deadline.
+@Suite(.serialized) struct CampaignOwnershipTests {
+    @Test func aCampaign_takesTheTagOverFromTheConfiguredTarget_whichDoesNotPullDevicesBack() async throws {
+        let harness = try Harness()
+        try harness.startDaemon()  // configured target: the new CA in tag 42
+        let fleet = try harness.startFleet(harness.fleetOptions(devices: 10))
+        try await harness.waitForFleet { ($0["verified"] ?? 0) == 10 }
+        let next = try CertificateFactory.rootCA(commonName: "Next CA", days: 900)
+        let tests = CampaignTests()
+        let id = try await tests.create(
+            harness, ["name": "next", "targets": [["tag": 42, "chain": next.pem]], "select": ["all": true]])
+        try await tests.waitFor(harness, id) { $0["state"] as? String == "completed" }
+        try await Task.sleep(for: .seconds(3))
+        let digest = try PEM.normalizeChain(next.pem).sha256
+        for device in fleet.snapshot() {
+            #expect(device.digest(tag: 42) == digest)
+            #expect(device.appliedSeqs == [1, 2], "\(device.id): \(device.appliedSeqs)")
+        }
+        await harness.stop()
+    }
+
+    @Test func scheduledStart_waits_andADeadline_abortsWhatIsLeft() async throws {
+        // The daemon's clock is the test's: it starts now and jumps (within the devices' 300 s iat skew).
+        let t0 = Int64(Date().timeIntervalSince1970)
+        let clock = Mutex<Int64>(t0)
+        let tests = CampaignTests()
+        let (harness, fleet) = try await tests.startCampaignHarness(devices: 60, clock: { clock.withLock { $0 } })
+        let id = try await tests.create(
+            harness,
+            ["name": "timed", "targets": [tests.target(harness)], "select": ["all": true], "rate": 5,
+             "start": t0 + 100, "deadline": t0 + 200])
+        try await Task.sleep(for: .seconds(2))
+        let early = try await tests.status(harness, id)
+        #expect(early["state"] as? String == "scheduled")
+        #expect(fleet.stats.partsReceived == 0)
+        clock.withLock { $0 = t0 + 100 }
+        try await tests.waitFor(harness, id) { ($0["states"] as? [String: Int])?["verified"] ?? 0 >= 5 }
+        clock.withLock { $0 = t0 + 200 }
+        let final = try await tests.waitFor(harness, id, timeout: 30) { $0["state"] as? String == "aborted" }
+        #expect((final["reason"] as? String ?? "").contains("deadline"))
+        let counts = tests.states(final)
+        #expect((counts["verified"] ?? 0) >= 5 && (counts["cancelled"] ?? 0) > 0, "\(counts)")
+        #expect(counts["waiting"] == 0, "\(counts)")
+        await harness.stop()
+    }
+}

@@ -36,6 +36,15 @@ import Testing
             JWS.sign(payload: $0, typ: "certrot-rpc+jwt", with: stranger)
         }
         #expect(errorCode(forged) == -32010)
+        // Campaigns too: creating, pausing, resuming and aborting need a signature; listing does not.
+        let campaign: [String: Any] = [
+            "name": "unsigned", "targets": [["tag": 42, "credential": "new-ca"]], "select": ["devices": [options.deviceID(2)]],
+        ]
+        #expect(errorCode(try await rpc.call("campaign.create", params: campaign)) == -32010)
+        #expect(errorCode(try await rpc.call("campaign.abort", params: ["id": "cmp-x"])) == -32010)
+        #expect(errorCode(try await rpc.call("campaign.list")) == nil)
+        let signedCreate = try await rpc.call("campaign.create", params: campaign, timeout: 30, sign: sign)
+        #expect(errorCode(signedCreate) == nil, "\(signedCreate)")
 
         // A stale iat, and a replayed jti, are refused.
         let staleRequest = #"{"jsonrpc":"2.0","id":"s1","method":"device.retry","params":{"device":"\#(rejecting)"},"iat":1000,"jti":"old-1","reply_to":"certrot/replies/op"}"#

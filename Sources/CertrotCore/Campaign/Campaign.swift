@@ -87,6 +87,17 @@ public enum CampaignSelection: Sendable, Equatable, Codable {
     }
 
     public static func parse(_ value: Any?) throws(Refusal) -> CampaignSelection {
+        let forms: Set<String> = ["all", "devices", "prefix", "pattern", "holding", "tag"]
+        if let object = value as? [String: Any] {
+            let named = object.keys.filter(forms.contains)
+            if named.count > 1 {
+                throw Refusal("invalid_params", "select names \(named.sorted().joined(separator: " and ")); give exactly one form")
+            }
+            let allowed = forms.union(["expiringBefore", "expiringWithin"])
+            if let unknown = object.keys.sorted().first(where: { !allowed.contains($0) }) {
+                throw Refusal("invalid_params", "select.\(unknown.prefix(64)) is not a selection")
+            }
+        }
         guard let object = value as? [String: Any], !object.isEmpty else {
             throw Refusal("invalid_params", "select must be an object: {\"all\":true}, {\"devices\":[…]}, {\"prefix\":…}, "
                 + "{\"pattern\":…}, {\"holding\":sha256} or {\"tag\":N,\"expiringBefore\":unix}")
@@ -502,17 +513,6 @@ public struct Campaign: Sendable, Equatable, Codable {
     public static func parseRotationTarget(_ name: String) -> (id: String, index: Int)? {
         guard let dot = name.lastIndex(of: "."), let index = Int(name[name.index(after: dot)...]) else { return nil }
         return (String(name[..<dot]), index)
-    }
-
-    /// The chain a device holding `held` (digest in the target tag, nil when empty) is sent for target `index`.
-    public func chain(target index: Int, held: String?) -> String? {
-        let target = targets[index]
-        guard target.strategy == .overlap else { return target.pem }
-        guard let held else { return target.pem }
-        if held == target.sha256 { return target.pem }
-        if let overlap = target.overlaps[held] { return overlap }
-        if target.overlaps.values.contains(where: { Hex.sha256(Array($0.utf8)) == held }) { return nil }
-        return nil
     }
 
     public func policy(base: RotationPolicy) -> RotationPolicy {

@@ -22,6 +22,12 @@ extension Engine {
     func startCampaigns() throws {
         try store.write { tx in
             for campaign in try tx.campaigns() { remember(campaign) }
+            // A standing campaign whose target lost its successor (or is gone) stops.
+            for var campaign in campaigns.values where campaign.autoRenews != nil && !campaign.state.isFinal {
+                guard let name = campaign.autoRenews, renewal[name]?.successor == nil else { continue }
+                try abort(&campaign, reason: "target \(name) has no successor configured any more", tx: tx)
+                try store(campaign, tx: tx)
+            }
             for target in targets {
                 guard let renewal = renewal[target.name], let successor = renewal.successor else { continue }
                 let id = Self.autoPrefix + String(Hex.sha256(Array("\(target.name)\n\(successor.sha256)".utf8)).prefix(12))
@@ -221,7 +227,7 @@ extension Engine {
     /// Logs, once per device and target, a credential close to expiry for which no successor is configured.
     func noteExpiry(device: String, target: ResolvedTarget, notAfter: Int64?, now: Int64) {
         guard let notAfter, let renewal = renewal[target.name], renewal.successor == nil,
-            notAfter < now + renewal.before
+            notAfter < now + renewal.before, target.chain.notAfter < now + renewal.before
         else { return }
         let key = "\(device)\n\(target.name)"
         guard warnedExpiring.insert(key).inserted else { return }
@@ -271,6 +277,19 @@ extension Engine {
             return false
         }
         var existing = Dictionary(uniqueKeysWithValues: try tx.rotations(device: device.id).map { ($0.target, $0) })
+        // A newer campaign that already admitted this device keeps the tag.
+        for (key, owner) in try tagOwners(device: device.id, tx: tx)
+        where campaign.targets.contains(where: { TagKey(tag: $0.tag, type: $0.type) == key }) {
+            guard let (otherID, _) = Campaign.parseRotationTarget(owner), let other = campaigns[otherID], other.id != campaign.id,
+                (other.createdAt, other.id) > (campaign.createdAt, campaign.id)
+            else { continue }
+            member.state = .cancelled
+            member.settled = true
+            member.reason = "superseded by the newer campaign \(other.name) (\(other.id))"
+            member.updatedAt = now
+            try tx.saveMember(member)
+            return false
+        }
         var plans: [(index: Int, digest: String, holds: Bool)] = []
         for index in campaign.targets.indices {
             let target = campaign.targets[index]
@@ -353,7 +372,23 @@ extension Engine {
                 }
             }
         }
+        try sweepExpiring(tx: tx, now: now)
         try publishProgress(tx: tx, outbox: &outbox)
+    }
+
+    /// Devices that publish nothing still come due for renewal: every hour (and once after start), continuous
+    /// campaigns that select on expiry look at every device again.
+    private func sweepExpiring(tx: any StoreTransaction, now: Int64) throws {
+        guard now >= nextExpirySweep else { return }
+        nextExpirySweep = now + 3600
+        guard campaigns.values.contains(where: { $0.continuous && !$0.state.isFinal && $0.select.expiryTag != nil }) else { return }
+        var after: String?
+        while true {
+            let page = try tx.devices(after: after, limit: 1000)
+            guard let last = page.last else { break }
+            for device in page { try joinContinuous(device: device, tx: tx) }
+            after = last.id
+        }
     }
 
     /// Wave logic for a running campaign.
@@ -595,8 +630,9 @@ extension Engine {
             guard let payload = try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes])
             else { continue }
             let bytes = Array(payload)
-            if lastStatus[id]?.payload == bytes { continue }
+            let unchanged = lastStatus[id]?.payload == bytes
             lastStatus[id] = (bytes, now)
+            if unchanged { continue }
             outbox.append(Outbound(topic: Topics.campaignStatus(id), payload: bytes, kind: .other, retain: true))
         }
         // Running campaigns' rate and ETA move with time even when no member changed.
@@ -725,7 +761,7 @@ extension Engine {
     /// A chain by name: the catalogue's, or a configured target's (or its successor's).
     private func namedChain(_ name: String) -> CertificateChain? {
         if let target = targetsByName[name] { return target.chain }
-        return known.values.first { $0.name == name }?.chain
+        return chainsByName[name] ?? known.values.first { $0.name == name }?.chain
     }
 
     private func select(_ selection: CampaignSelection, now: Int64, tx: any StoreTransaction) throws -> [DeviceRecord] {

@@ -81,6 +81,9 @@ final class Engine {
     /// device + target pairs already logged as expiring without successor.
     var warnedExpiring: Set<String> = []
     var declaredCampaignDelay: Double = 5
+    var nextExpirySweep: Int64 = 0
+    /// Catalogue entries by name (a campaign target may name one with `credential`).
+    var chainsByName: [String: CertificateChain] = [:]
     private var connectedAt: Double?
 
     init(
@@ -268,11 +271,11 @@ final class Engine {
         // When each target tag's credential expires: as the device reports it, else as the chain we know says.
         for target in targets {
             let held = inventory.credential(tag: target.tag, type: target.type)
-            let known = held.flatMap { cred in
-                cred.sha256 == target.sha256 ? target.chain.notAfter : catalogue[cred.sha256]?.notAfter
+            let knownExpiry = held.flatMap { cred in
+                cred.sha256 == target.sha256 ? target.chain.notAfter : known[cred.sha256]?.notAfter
             }
-            try tx.saveExpiry(device: id, target: target.name, notAfter: held?.notAfter ?? known)
-            noteExpiry(device: id, target: target, notAfter: held?.notAfter ?? known, now: now)
+            try tx.saveExpiry(device: id, target: target.name, notAfter: held?.notAfter ?? knownExpiry)
+            noteExpiry(device: id, target: target, notAfter: held?.notAfter ?? knownExpiry, now: now)
         }
         for (name, digest, holds, why) in desired {
             guard var rotation = rotations[name] else {
@@ -569,7 +572,7 @@ final class Engine {
 
     var rpcContext: RPC.Context {
         RPC.Context(
-            targets: targets, catalogue: catalogue, drops: drops, logger: logger, signerKid: signer.kid,
+            targets: targets, catalogue: known.mapValues { ($0.name, $0.notAfter) }, drops: drops, logger: logger, signerKid: signer.kid,
             nextKid: nextSigner?.kid, keyRotationThreshold: keyRotationThreshold, operators: operators, now: clock(),
             renewal: renewal.mapValues { RenewalInfo(before: $0.before, hasSuccessor: $0.successor != nil) })
     }

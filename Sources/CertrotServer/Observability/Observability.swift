@@ -82,8 +82,8 @@ public final class Observability: Sendable {
     }
 
     /// Days left on the credentials devices hold in each target tag, as cumulative bucket gauges
-    /// (`le` in days: 0 = expired), and `certrot_expiring_without_successor`: devices that already hold the
-    /// target chain while that chain itself expires within 30 days — there is nothing newer to rotate them to.
+    /// (`le` in days: 0 = expired), and `certrot_expiring_without_successor`: devices due for renewal
+    /// (`renewBefore`) while nothing newer is configured (no successor, and the target chain itself is due).
     private static let dayBuckets: [Int64] = [0, 7, 30, 90, 365]
 
     private func renderExpiry(

@@ -3,14 +3,14 @@ import CertrotMQTT
 import Foundation
 import Logging
 
-/// JSON-RPC 2.0 on `certrot/rpc`. The reply goes to the request's MQTT 5 Response Topic (with its Correlation
-/// Data) or, for MQTT 3.1.1 clients, to the topic in the request's `reply_to` member.
 /// What fleet figures need to know of a target's auto-renewal.
 struct RenewalInfo: Sendable {
     var before: Int64
     var hasSuccessor: Bool
 }
 
+/// JSON-RPC 2.0 on `certrot/rpc`. The reply goes to the request's MQTT 5 Response Topic (with its Correlation
+/// Data) or, for MQTT 3.1.1 clients, to the topic in the request's `reply_to` member.
 enum RPC {
     struct Context {
         var targets: [ResolvedTarget]
