@@ -13,7 +13,8 @@ struct Demo: AsyncParsableCommand {
         discussion: """
             Starts mosquitto on a free loopback port, the daemon with a temporary SQLite store and a fresh signing \
             key, and a simulated fleet holding an old CA in sec tag 42; the target is a new CA. Shows the rotation \
-            until every device is verified, then prints fleet.status.
+            until every device is verified, then prints fleet.status. Then a campaign: an unsafe one refused by the \
+            never-brick preflight, and the next CA rolled out with the overlap strategy in four waves.
             """)
 
     @Option(help: "Number of simulated devices.")
@@ -22,6 +23,8 @@ struct Demo: AsyncParsableCommand {
     var timeout: Double = 300
     @Flag(help: "Keep the temporary directory (config, store, keys, broker log).")
     var keep = false
+    @Flag(help: "Stop after the configured rotation (no campaign).")
+    var noCampaign = false
 
     func run() async throws {
         LoggingSystem.bootstrap { label in
@@ -118,6 +121,50 @@ struct Demo: AsyncParsableCommand {
         say("device.status \(options.deviceID(1)):")
         say(String(decoding: try JSONSerialization.data(withJSONObject: sample, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
         guard oversize == 0 else { throw ExitCode(1) }
+        if !noCampaign { try await campaign(rpc: rpc, started: started) }
+    }
+
+    /// Act two: the next CA as a campaign, in waves, with the preflight shown refusing an unsafe one first.
+    func campaign(rpc: RPCClient, started: Date) async throws {
+        say("")
+        say("campaign    next CA (2027), strategy overlap, waves 1%,10%,50%,100%, endpoint chain checked")
+        let ca2027 = try CertificateFactory.rootCA(commonName: "Example Broker CA 2027", days: 1095)
+        let server = try CertificateFactory.leaf(dnsName: "mqtt.example.com", issuer: ca2027)
+        let stranger = try CertificateFactory.rootCA(commonName: "Somebody Else's CA", days: 1095)
+        let wrongServer = try CertificateFactory.leaf(dnsName: "mqtt.example.com", issuer: stranger)
+        var params: [String: Any] = [
+            "name": "broker-ca-2027", "targets": [["tag": 42, "type": 0, "chain": ca2027.pem, "strategy": "overlap"]],
+            "select": ["all": true], "waves": ["1%", "10%", "50%", "100%"], "endpointChain": wrongServer.pem,
+        ]
+        let refused = try await rpc.call("campaign.create", params: params, timeout: 60)
+        let error = refused["error"] as? [String: Any] ?? [:]
+        say("preflight   refused (\(error["code"] ?? "?")): \(error["message"] ?? "accepted?!")")
+        params["endpointChain"] = server.pem
+        let created = try await rpc.result("campaign.create", params: params, timeout: 60)
+        let id = created["id"] as? String ?? ""
+        say("preflight   accepted: \(id), \(created["devices"] ?? 0) devices in \(created["waves"] ?? 0) waves")
+        let begun = Date()
+        var shown = ""
+        while true {
+            guard Date().timeIntervalSince(started) < timeout else {
+                say("\ntimed out after \(Int(timeout)) s")
+                throw ExitCode(1)
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            guard let status = try? await rpc.result("campaign.status", params: ["id": id], timeout: 5) else { continue }
+            let text = Progress.render(status, tty: false).joined(separator: "\n")
+            if text != shown {
+                say(String(format: "%6.1fs  ", Date().timeIntervalSince(begun)) + text)
+                shown = text
+            }
+            let state = status["state"] as? String ?? ""
+            if state == "completed" { break }
+            if state == "paused" || state == "aborted" {
+                say("campaign stopped: \(status["reason"] ?? "")")
+                throw ExitCode(1)
+            }
+        }
+        say(String(format: "campaign completed in %.1f s", Date().timeIntervalSince(begun)))
     }
 }
 

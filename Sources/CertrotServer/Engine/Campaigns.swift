@@ -267,14 +267,18 @@ extension Engine {
         _ member: CampaignMember, campaign: inout Campaign, tx: any StoreTransaction, outbox: inout [Outbound]
     ) throws -> Bool {
         let now = clock()
-        var member = member
-        guard let device = try tx.device(member.device), let inventory = device.inventory else {
-            member.state = .failed
+        /// Ends the member without a rotation.
+        func settle(_ state: MemberState, _ reason: String) throws -> Bool {
+            var member = member
+            member.state = state
             member.settled = true
-            member.reason = "device has sent no inventory"
+            member.reason = reason
             member.updatedAt = now
             try tx.saveMember(member)
             return false
+        }
+        guard let device = try tx.device(member.device), let inventory = device.inventory else {
+            return try settle(.failed, "device has sent no inventory")
         }
         var existing = Dictionary(uniqueKeysWithValues: try tx.rotations(device: device.id).map { ($0.target, $0) })
         // A newer campaign that already admitted this device keeps the tag.
@@ -283,12 +287,7 @@ extension Engine {
             guard let (otherID, _) = Campaign.parseRotationTarget(owner), let other = campaigns[otherID], other.id != campaign.id,
                 (other.createdAt, other.id) > (campaign.createdAt, campaign.id)
             else { continue }
-            member.state = .cancelled
-            member.settled = true
-            member.reason = "superseded by the newer campaign \(other.name) (\(other.id))"
-            member.updatedAt = now
-            try tx.saveMember(member)
-            return false
+            return try settle(.cancelled, "superseded by the newer campaign \(other.name) (\(other.id))")
         }
         var plans: [(index: Int, digest: String, holds: Bool)] = []
         for index in campaign.targets.indices {
@@ -296,13 +295,8 @@ extension Engine {
             let held = inventory.credential(tag: target.tag, type: target.type)?.sha256
             let (pem, problem) = chain(for: &campaign, index: index, held: held)
             guard let pem else {
-                member.state = .failed
-                member.settled = true
-                member.reason = problem
-                member.updatedAt = now
-                try tx.saveMember(member)
                 logger.warning("campaign member cannot be rotated", metadata: ["device": "\(device.id)", "reason": "\(problem ?? "")"])
-                return false
+                return try settle(.failed, problem ?? "no chain for this device")
             }
             let digest = Hex.sha256(Array(pem.utf8))
             plans.append((index, digest, held == digest))
@@ -960,7 +954,7 @@ extension Engine {
             let total = try store.read { tx in try tx.memberCounts(campaign: campaign.id).values.reduce(0) { $0 + $1.size } }
             result = .success(["id": campaign.id, "devices": total, "waves": campaign.waveCount, "state": campaign.state.rawValue])
         } catch let refusal as Refusal {
-            logger.warning("campaign refused", metadata: ["reason": "\(refusal.reason)", "message": "\(refusal.message)"])
+            logger.notice("campaign refused", metadata: ["reason": "\(refusal.reason)", "message": "\(refusal.message)"])
             result = .failure(RPC.Failure(refusal))
         } catch let failure as RPC.Failure {
             result = .failure(failure)
