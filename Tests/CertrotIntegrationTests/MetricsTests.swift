@@ -94,4 +94,32 @@ import Testing
         #expect(value(metrics, #"certrot_credential_days_left_bucket{target="broker-ca",le="7"}"#) == 0)
         await harness.stop()
     }
+
+    @Test func campaignProgress_isExportedByState() async throws {
+        let harness = try Harness()
+        let port = try Broker.freePort()
+        let config = try harness.writeConfig(targets: CampaignTests.noTargets, extra: "http: {host: 127.0.0.1, port: \(port)}")
+        try harness.startDaemon(configPath: config)
+        var options = harness.fleetOptions(devices: 6)
+        options.behaviours[options.deviceID(1)] = DeviceBehaviour(rejects: true)
+        _ = try harness.startFleet(options)
+        let campaigns = CampaignTests()
+        try await campaigns.waitForDevices(harness, count: 6)
+        let id = try await campaigns.create(
+            harness, ["name": "metered", "targets": [campaigns.target(harness)], "select": ["all": true], "minExecuted": 100])
+        try await campaigns.waitFor(harness, id) { campaigns.states($0)["verified"] == 5 && campaigns.states($0)["rejected"] == 1 }
+        let metrics = try await get(port, "/metrics").body
+        func sample(_ name: String, _ labels: [String]) -> Double? {
+            metrics.split(separator: "\n").first { line in
+                line.hasPrefix(name + "{") && labels.allSatisfy { line.contains($0) }
+            }.flatMap { Double($0.split(separator: " ").last!) }
+        }
+        #expect(sample("certrot_campaign_devices", ["campaign=\"\(id)\"", "state=\"verified\""]) == 5)
+        #expect(sample("certrot_campaign_devices", ["campaign=\"\(id)\"", "state=\"rejected\""]) == 1)
+        #expect(sample("certrot_campaign_devices", ["campaign=\"\(id)\"", "state=\"waiting\""]) == 0)
+        let running = sample("certrot_campaign_state", ["campaign=\"\(id)\"", "state=\"running\""]) ?? 0
+        let paused = sample("certrot_campaign_state", ["campaign=\"\(id)\"", "state=\"paused\""]) ?? 0
+        #expect(running + paused == 1, "one state is current")
+        await harness.stop()
+    }
 }

@@ -884,7 +884,12 @@ extension Engine {
             throw RPC.Failure(code: .invalidParams, message: "params.expiringBefore must be a Unix time in seconds")
         }
         let tag = Params.int(params["tag"])
-        if params["tag"] != nil, tag == nil { throw RPC.Failure(code: .invalidParams, message: "params.tag must be a sec tag") }
+        if params["tag"] != nil, tag == nil || expiringBefore == nil {
+            throw RPC.Failure(code: .invalidParams, message: "params.tag must be a sec tag, given with expiringBefore")
+        }
+        if state == MemberState.waiting.rawValue, params["campaign"] == nil {
+            throw RPC.Failure(code: .invalidParams, message: "params.state waiting needs params.campaign")
+        }
         let campaignID = params["campaign"] as? String
         if params["campaign"] != nil {
             guard let campaignID, campaigns[campaignID] != nil else {
