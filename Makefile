@@ -1,12 +1,15 @@
 # certrot — the two commands a new user needs:
 #   make demo   rotate 1,000 simulated devices through a real mosquitto on this machine
 #   make test   Swift unit and integration tests (real mosquitto, real SQLite), the C device library's tests
-#               (fake modem, cross-implementation vectors, end to end), then a small demo run
+#               (fake modem, cross-implementation vectors, end to end), then a small demo and benchmark run
+# and, for the numbers in docs/performance.md:
+#   make bench  release build, then the benchmark (BENCH_DEVICES devices); figures in bench/results.json
 SWIFT ?= swift
 DEMO_DEVICES ?= 1000
 SMOKE_DEVICES ?= 100
+BENCH_DEVICES ?= 100000
 
-.PHONY: all bootstrap build release test device-test demo demo-smoke clean
+.PHONY: all bootstrap build release test device-test demo demo-smoke bench bench-smoke clean
 
 all: build
 
@@ -23,6 +26,7 @@ test: build
 	$(SWIFT) test
 	$(MAKE) device-test
 	$(MAKE) demo-smoke
+	$(MAKE) bench-smoke
 
 device-test: build
 	$(MAKE) -C device test CERTROT_BIN=$(CURDIR)/.build/debug/certrot
@@ -32,6 +36,13 @@ demo: build
 
 demo-smoke:
 	.build/debug/certrot demo --devices $(SMOKE_DEVICES) --timeout 120
+
+bench: release
+	.build/release/certrot bench --devices $(BENCH_DEVICES) --out bench/results.json
+
+# A tiny run so that the benchmark cannot rot; its figures mean nothing (debug build, 200 devices).
+bench-smoke:
+	.build/debug/certrot bench --devices 200 --sign-seconds 1 --timeout 300 --out .build/bench-smoke.json
 
 clean:
 	rm -rf .build

@@ -22,8 +22,21 @@ public final class ChildProcess: @unchecked Sendable {
             argv.forEach { free($0) }
             env.forEach { free($0) }
         }
+        // The child starts with no signal blocked (the spawning thread may block some, and e.g. `openssl speed`
+        // stops on SIGALRM) and default handling of SIGALRM.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        sigaddset(&defaults, SIGALRM)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, executable, &actions, nil, argv, env)
+        let rc = posix_spawn(&pid, executable, &actions, &attributes, argv, env)
         guard rc == 0 else {
             throw BrokerError(message: "cannot start \(executable): \(String(cString: strerror(rc)))")
         }

@@ -1,0 +1,351 @@
+import ArgumentParser
+import CertrotCore
+import CertrotMQTT
+import CertrotServer
+import CertrotTestSupport
+import Foundation
+import Logging
+import Synchronization
+
+/// `make bench`: certrot against the broker's own ceiling, on this machine. See docs/performance.md.
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmark: raw broker ceiling, certrot end to end, signing, memory, status latency, recovery.",
+        discussion: """
+            Everything on loopback: a mosquitto on a free port, the simulator in its own process (many devices per \
+            MQTT connection), the daemon in its own process. Prints a table and writes JSON (--out). Build with \
+            -c release for figures worth comparing (make bench does).
+            """)
+
+    @Option(help: "Simulated devices.") var devices: Int = 100_000
+    @Option(help: "Devices per simulator MQTT connection.") var devicesPerConnection: Int = 1000
+    @Option(help: "Where to write the results.") var out: String = "bench/results.json"
+    @Option(help: "Seconds for the signing benchmark.") var signSeconds: Double = 3
+    @Option(help: "Give up on a phase after this many seconds.") var timeout: Double = 1800
+    @Flag(help: "Skip the SIGKILL/recovery phase.") var noRecovery = false
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .error
+            return handler
+        }
+        let logger = Logger(label: "certrot.bench")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-bench-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+
+        let oldCA = try CertificateFactory.rootCA(commonName: "Bench CA old", days: 20)
+        let newCA = try CertificateFactory.rootCA(commonName: "Bench CA new", days: 730)
+        try oldCA.pem.write(toFile: path("old.pem"), atomically: true, encoding: .utf8)
+        try newCA.pem.write(toFile: path("new.pem"), atomically: true, encoding: .utf8)
+        let newChain = try PEM.normalizeChain(newCA.pem)
+        let key = SigningKey.generate()
+        try KeyFile.write(key, to: path("key.pem"))
+        var results: [String: Any] = [
+            "devices": devices, "machine": machine(), "date": ISO8601DateFormatter().string(from: Date()),
+            "build": isDebugBuild ? "debug" : "release",
+        ]
+        say("certrot bench: \(devices) devices, \(isDebugBuild ? "DEBUG build (figures not comparable)" : "release build")")
+
+        // 3. Signing, first: nothing else runs yet.
+        let signing = signingBenchmark(key: key, chain: newChain)
+        let openssl = opensslSignRate()
+        results["signing"] = ["bundlesPerSecond": signing, "opensslSignPerSecond": openssl as Any,
+                              "ratio": openssl.map { signing / $0 } as Any]
+        say(String(format: "signing     %.0f bundles/s on one core", signing)
+            + (openssl.map { String(format: "; openssl speed ecdsap256: %.0f sign/s; ratio %.2f", $0, signing / $0) } ?? "; openssl not found"))
+
+        let broker = try Broker()
+        defer { broker.stop() }
+
+        // 1. Raw ceiling: the same messages, answered by a trivial echo with bundles signed beforehand.
+        let raw = try await rawCeiling(broker: broker, key: key, newChain: newChain, oldPath: path("old.pem"), keyPath: path("key.pem"), logger: logger, dir: dir)
+        results["raw"] = ["devicesPerSecond": raw.rate, "seconds": raw.seconds]
+        say(String(format: "raw         %.0f devices/s (%.1f s for %d devices: parts out, ack and inventory back)", raw.rate, raw.seconds, devices))
+
+        // 2, 4, 5 and 6: certrot itself, on a fresh broker (the raw phase left retained inventories behind).
+        broker.stop()
+        let second = try Broker()
+        defer { second.stop() }
+        let e2e = try await endToEnd(broker: second, dir: dir, logger: logger)
+        results["certrot"] = e2e.json.merging(["ratioToRaw": raw.rate > 0 ? e2e.rate / raw.rate : 0]) { $1 }
+        say(String(format: "certrot     %.0f rotations/s (%.1f s from campaign.create to all verified); %.2f × raw", e2e.rate, e2e.seconds, raw.rate > 0 ? e2e.rate / raw.rate : 0))
+        say(String(format: "memory      daemon RSS %.1f MB with %d devices known (%.0f bytes/device); peak %.1f MB", e2e.rssKnown / 1e6, devices, e2e.rssKnown / Double(devices), e2e.rssPeak / 1e6))
+        say(String(format: "status      device.status p50 %.1f ms p99 %.1f ms; fleet.status p50 %.1f ms p99 %.1f ms (during the campaign)",
+                    e2e.latency["device.status"]?.p50 ?? 0, e2e.latency["device.status"]?.p99 ?? 0,
+                    e2e.latency["fleet.status"]?.p50 ?? 0, e2e.latency["fleet.status"]?.p99 ?? 0))
+        if let recovery = e2e.recovery { say(String(format: "recovery    %.2f s from restart to the first new bundle", recovery)) }
+
+        let data = try JSONSerialization.data(withJSONObject: results, options: [.prettyPrinted, .sortedKeys])
+        let url = URL(fileURLWithPath: out)
+        try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try data.write(to: url)
+        say("written     \(out)")
+    }
+
+    var isDebugBuild: Bool {
+        #if DEBUG
+        true
+        #else
+        false
+        #endif
+    }
+
+    func machine() -> [String: Any] {
+        let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+            .split(separator: "\n").first { $0.hasPrefix("model name") }.map { String($0.split(separator: ":").last ?? "").trimmingCharacters(in: .whitespaces) }
+        return ["cores": ProcessInfo.processInfo.activeProcessorCount, "cpu": cpu ?? "unknown",
+                "memoryBytes": ProcessInfo.processInfo.physicalMemory]
+    }
+
+    // MARK: 3. Signing
+
+    func signingBenchmark(key: SigningKey, chain: CertificateChain) -> Double {
+        let ops = [BundleOp.write(tag: 42, type: 0, pem: chain.pem)]
+        var count = 0
+        let start = Date()
+        while Date().timeIntervalSince(start) < signSeconds {
+            for _ in 0..<100 {
+                let claims = BundleClaims(sub: "dev-\(count)", jti: "j\(count)", iat: 1, exp: 2, seq: 1, ops: ops)
+                _ = JWS.sign(claims, with: key)
+                count += 1
+            }
+        }
+        return Double(count) / Date().timeIntervalSince(start)
+    }
+
+    /// `openssl speed -seconds N ecdsap256`: the sign/s column.
+    func opensslSignRate() -> Double? {
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("openssl-speed-\(UUID().uuidString.prefix(6))").path
+        defer { try? FileManager.default.removeItem(atPath: output) }
+        guard let process = try? ChildProcess(
+            executable: "/usr/bin/openssl", arguments: ["speed", "-seconds", "\(Int(signSeconds))", "ecdsap256"], outputPath: output)
+        else { return nil }
+        while process.isRunning { usleep(100_000) }
+        let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+        guard let line = text.split(separator: "\n").last(where: { $0.contains("ecdsa") && $0.contains("nistp256") }) else { return nil }
+        let numbers = line.split(separator: " ").compactMap { Double($0) }
+        return numbers.count >= 2 ? numbers[numbers.count - 2] : nil
+    }
+
+    // MARK: 1. Raw ceiling
+
+    func rawCeiling(
+        broker: Broker, key: SigningKey, newChain: CertificateChain, oldPath: String, keyPath: String, logger: Logger, dir: URL
+    ) async throws -> (rate: Double, seconds: Double) {
+        let prefix = "raw-"
+        // Bundles signed before the clock starts: the echo neither signs nor stores.
+        var parts: [String: [[UInt8]]] = [:]
+        parts.reserveCapacity(devices)
+        for index in 1...devices {
+            let id = "\(prefix)\(String(format: "%05d", index))"
+            let claims = BundleClaims(sub: id, jti: "raw\(index)", iat: Int64(Date().timeIntervalSince1970), exp: Int64(Date().timeIntervalSince1970) + 86400,
+                                      seq: 1, ops: [.write(tag: 42, type: 0, pem: newChain.pem)])
+            parts[id] = try Parts.split(jws: JWS.sign(claims, with: key), jti: claims.jti, topic: Topics.bundle(id), maxMessage: 2048)
+        }
+        let table = parts
+        let target = newChain.sha256
+        struct Progress { var first: Double?; var done = 0; var last: Double = 0; var sent: Set<String> = [] }
+        let progress = Mutex(Progress())
+        let finished = AsyncStream<Void>.makeStream()
+        let echoBox = Mutex<MQTTClient?>(nil)
+        let deviceCount = devices
+        let echo = try MQTTClient(options: MQTTOptions(host: broker.host, port: broker.port, clientID: "bench-echo"), logger: logger) { event in
+            switch event {
+            case .connected: _ = try? echoBox.withLock { try $0?.subscribe([Topics.inventoryFilter, Topics.ackFilter]) }
+            case .message(let message):
+                guard case .inventory(let device) = Topics.classify(message.topic),
+                    let inventory = try? Inventory.parse(message.payload)
+                else { return }
+                let now = Date().timeIntervalSince1970
+                if inventory.credential(tag: 42, type: 0)?.sha256 == target {
+                    let done = progress.withLock { p -> Int in
+                        p.done += 1
+                        p.last = now
+                        return p.done
+                    }
+                    if done == deviceCount { finished.continuation.finish() }
+                } else if let bundle = table[device] {
+                    let first = progress.withLock { p -> Bool in
+                        if p.first == nil { p.first = now }
+                        return p.sent.insert(device).inserted
+                    }
+                    guard first else { return }
+                    echoBox.withLock { client in
+                        for part in bundle { _ = try? client?.publish(topic: Topics.bundle(device), payload: part) }
+                    }
+                }
+            default: break
+            }
+        }
+        echoBox.withLock { $0 = echo }
+        try echo.start()
+        defer { echo.stop() }
+        try await Task.sleep(for: .milliseconds(300))
+        let simulator = try startSimulator(broker: broker, prefix: prefix, oldPath: oldPath, keyPath: keyPath, dir: dir)
+        defer { simulator.terminate(grace: 2) }
+        try await waitOrTimeout(finished.stream)
+        let (first, last) = progress.withLock { ($0.first ?? 0, $0.last) }
+        let seconds = max(0.001, last - first)
+        return (Double(devices) / seconds, seconds)
+    }
+
+    func startSimulator(broker: Broker, prefix: String, oldPath: String, keyPath: String, dir: URL) throws -> ChildProcess {
+        try ChildProcess(
+            executable: CommandLine.arguments[0],
+            arguments: ["simulate", "--broker", broker.url, "--devices", "\(devices)", "--pubkey", keyPath, "--chain", oldPath,
+                        "--id-prefix", prefix, "--devices-per-connection", "\(devicesPerConnection)", "--log-level", "error"],
+            outputPath: dir.appendingPathComponent("simulator-\(prefix)log").path)
+    }
+
+    func waitOrTimeout(_ stream: AsyncStream<Void>) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        let timer = Task {
+            while Date() < deadline, !Task.isCancelled { try? await Task.sleep(for: .milliseconds(200)) }
+        }
+        defer { timer.cancel() }
+        for await _ in stream {}
+        if Date() >= deadline { throw ValidationError("timed out after \(Int(timeout)) s") }
+    }
+
+    // MARK: 2, 4, 5, 6. certrot end to end
+
+    struct EndToEnd {
+        var rate: Double
+        var seconds: Double
+        var rssKnown: Double
+        var rssPeak: Double
+        var latency: [String: (p50: Double, p99: Double)]
+        var recovery: Double?
+
+        var json: [String: Any] {
+            var object: [String: Any] = [
+                "rotationsPerSecond": rate, "seconds": seconds, "rssBytesKnown": rssKnown, "rssPeakBytes": rssPeak,
+                "latencyMs": latency.mapValues { ["p50": $0.p50, "p99": $0.p99] },
+            ]
+            object["recoverySeconds"] = recovery
+            return object
+        }
+    }
+
+    func endToEnd(broker: Broker, dir: URL, logger: Logger) async throws -> EndToEnd {
+        func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        let config = """
+            broker: {url: \(broker.url), clientId: certrot-bench}
+            store: sqlite:\(path("certrot.db"))
+            signingKey: \(path("key.pem"))
+            ackTimeout: 120s
+            targets: []
+            catalogue: [{name: old, chain: \(path("old.pem"))}]
+            """
+        try config.write(toFile: path("certrot.yaml"), atomically: true, encoding: .utf8)
+        func startDaemon() throws -> ChildProcess {
+            try ChildProcess(
+                executable: CommandLine.arguments[0], arguments: ["serve", "--config", path("certrot.yaml"), "--log-level", "error"],
+                outputPath: path("daemon-\(UUID().uuidString.prefix(4)).log"))
+        }
+        var daemon = try startDaemon()
+        defer { daemon.terminate(grace: 5) }
+        let simulator = try startSimulator(broker: broker, prefix: "dev-", oldPath: path("old.pem"), keyPath: path("key.pem"), dir: dir)
+        defer { simulator.terminate(grace: 2) }
+        let rpc = try RPCClient(host: broker.host, port: broker.port, logger: logger)
+        defer { rpc.close() }
+        let phaseStart = Date()
+        while (try? await rpc.result("fleet.status", timeout: 30))?["devices"] as? Int != devices {
+            guard Date().timeIntervalSince(phaseStart) < timeout else { throw ValidationError("devices not seen within \(Int(timeout)) s") }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        try await Task.sleep(for: .seconds(2))
+        let rssKnown = Double(Self.rss(pid: daemon.pid).current)
+
+        let created = try await rpc.result(
+            "campaign.create", params: ["name": "bench", "targets": [["tag": 42, "chain": try String(contentsOfFile: path("new.pem"), encoding: .utf8)]],
+                                        "select": ["all": true]], timeout: 120)
+        let id = created["id"] as? String ?? ""
+        let began = Date()
+        var samples: [String: [Double]] = ["device.status": [], "fleet.status": []]
+        var verified = 0
+        var index = 1
+        while verified < devices {
+            guard Date().timeIntervalSince(began) < timeout else { throw ValidationError("campaign not done within \(Int(timeout)) s") }
+            for method in ["device.status", "fleet.status"] {
+                let params: [String: Any] = method == "device.status" ? ["device": "dev-\(String(format: "%05d", index))"] : [:]
+                let start = Date()
+                if (try? await rpc.result(method, params: params, timeout: 10)) != nil {
+                    samples[method]?.append(Date().timeIntervalSince(start) * 1000)
+                }
+            }
+            index = index % devices + 1
+            if let status = try? await rpc.result("campaign.status", params: ["id": id], timeout: 10) {
+                verified = (status["states"] as? [String: Int])?["verified"] ?? 0
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let seconds = Date().timeIntervalSince(began)
+        var latency: [String: (p50: Double, p99: Double)] = [:]
+        for (method, values) in samples where !values.isEmpty {
+            let sorted = values.sorted()
+            latency[method] = (sorted[sorted.count / 2], sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))])
+        }
+        var result = EndToEnd(
+            rate: Double(devices) / seconds, seconds: seconds, rssKnown: rssKnown, rssPeak: Double(Self.rss(pid: daemon.pid).peak),
+            latency: latency, recovery: nil)
+
+        // 6. Recovery: another campaign, the daemon SIGKILLed half-way, then restarted.
+        if !noRecovery {
+            let next = try CertificateFactory.rootCA(commonName: "Bench CA next", days: 900)
+            // Paced to last about ten seconds whatever the fleet size, so that half-way is a moment to hit.
+            let second = try await rpc.result(
+                "campaign.create",
+                params: ["name": "bench-2", "targets": [["tag": 42, "chain": next.pem]], "select": ["all": true],
+                         "rate": max(10, Double(devices) / 10)], timeout: 120)
+            let secondID = second["id"] as? String ?? ""
+            while true {
+                let status = try? await rpc.result("campaign.status", params: ["id": secondID], timeout: 10)
+                if ((status?["states"] as? [String: Int])?["verified"] ?? 0) >= devices / 2 { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            daemon.signal(SIGKILL)
+            while daemon.isRunning { try await Task.sleep(for: .milliseconds(20)) }
+            // Watch the bundle topics, then restart: the first bundle that reaches the broker ends the clock.
+            let firstBundle = AsyncStream<Void>.makeStream()
+            let watcherBox = Mutex<MQTTClient?>(nil)
+            let watcher = try MQTTClient(options: MQTTOptions(host: broker.host, port: broker.port, clientID: "bench-watch"), logger: logger) { event in
+                switch event {
+                case .connected: _ = try? watcherBox.withLock { try $0?.subscribe(["+/certs"], qos: 0) }
+                case .subscribed: firstBundle.continuation.yield()
+                case .message: firstBundle.continuation.finish()
+                default: break
+                }
+            }
+            watcherBox.withLock { $0 = watcher }
+            try watcher.start()
+            defer { watcher.stop() }
+            var iterator = firstBundle.stream.makeAsyncIterator()
+            _ = await iterator.next()  // subscribed
+            let restarted = Date()
+            daemon = try startDaemon()
+            let giveUp = Task {
+                try await Task.sleep(for: .seconds(60))
+                firstBundle.continuation.finish()
+            }
+            while await iterator.next() != nil {}
+            giveUp.cancel()
+            let elapsed = Date().timeIntervalSince(restarted)
+            result.recovery = elapsed < 60 ? elapsed : nil
+        }
+        return result
+    }
+
+    /// VmRSS and VmHWM of a process, in bytes.
+    static func rss(pid: pid_t) -> (current: Int, peak: Int) {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        func field(_ name: String) -> Int {
+            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return 0 }
+            return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
+        }
+        return (field("VmRSS"), field("VmHWM"))
+    }
+}
