@@ -24,6 +24,9 @@ struct Outbound {
     var responseTopic: String?
     var correlationData: [UInt8]?
     var retain = false
+    /// JSON-RPC replies go out ahead of queued bundle parts (an operator's status call must not wait for a
+    /// campaign's backlog).
+    var urgent = false
 }
 
 /// The rotation engine: reconciles inventories against targets, issues bundles, tracks acks. Runs on one task;
@@ -58,6 +61,7 @@ final class Engine {
     private var inflight: [Int32: Outbound.Kind] = [:]
     private var undelivered: [String: Int] = [:]
     private var backlog: [Outbound] = []
+    private var urgent: [Outbound] = []
     private var backlogHead = 0
     private var connected = false
     private var resumed = false
@@ -514,12 +518,29 @@ final class Engine {
 
     func enqueue(_ item: Outbound) {
         if case .part(let jti) = item.kind { undelivered[jti, default: 0] += 1 }
-        backlog.append(item)
+        if item.urgent {
+            urgent.append(item)
+        } else {
+            backlog.append(item)
+        }
     }
 
     /// Publishes from the backlog while fewer than `maxInflight` publishes await their PUBACK.
     func flush() {
         guard let client else { return }
+        // Replies first, outside the in-flight window (there are few, and each is waited for by someone).
+        while let item = urgent.first {
+            do {
+                let mid = try client.publish(
+                    topic: item.topic, payload: item.payload, qos: 1, retain: item.retain,
+                    responseTopic: item.responseTopic, correlationData: item.correlationData)
+                inflight[mid] = item.kind
+                urgent.removeFirst()
+            } catch {
+                logger.warning("publish failed; will retry", metadata: ["topic": "\(item.topic)", "error": "\(error)"])
+                break
+            }
+        }
         while backlogHead < backlog.count, inflight.count < maxInflight {
             let item = backlog[backlogHead]
             do {

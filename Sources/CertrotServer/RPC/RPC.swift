@@ -273,7 +273,8 @@ enum RPC {
         guard let payload = try? JSONSerialization.data(withJSONObject: response, options: [.sortedKeys, .withoutEscapingSlashes])
         else { return nil }
         return Outbound(
-            topic: topic, payload: Array(payload), kind: .other, responseTopic: nil, correlationData: correlationData)
+            topic: topic, payload: Array(payload), kind: .other, responseTopic: nil, correlationData: correlationData,
+            urgent: true)
     }
 
     /// Starts settled failures (`rejected`, or `failed`/`timed_out` with no retry left) of a device over: attempts
