@@ -57,13 +57,13 @@ import Testing
     @Test func requestParsing_appliesDefaults_andRefusesWrongTypes() throws {
         let base = #""name":"n","targets":[{"tag":42,"chain":"PEM"}],"select":{"all":true}"#
         let request = try CampaignRequest.parse(json("{\(base)}"), now: 100)
-        #expect(request.successThreshold == 0.95 && request.errorThreshold == 0.05 && request.minExecuted == 10)
-        #expect(request.waves == [.percent(100)] && request.rate == nil && !request.continuous)
+        #expect(request.policy.successThreshold == 0.95 && request.policy.errorThreshold == 0.05 && request.policy.minExecuted == 10)
+        #expect(request.policy.waves == [.percent(100)] && request.policy.rate == nil && !request.policy.continuous)
         #expect(request.minRemainingValidity == 30 * 86400)
         #expect(request.targets.first?.strategy == .replace && request.targets.first?.type == 0)
         let full = try CampaignRequest.parse(
             json("{\(base),\"rate\":2.5,\"continuous\":true,\"pauseAfterWave\":true,\"deadline\":200,\"minExecuted\":0}"), now: 100)
-        #expect(full.rate == 2.5 && full.continuous && full.pauseAfterWave && full.deadline == 200 && full.minExecuted == 0)
+        #expect(full.policy.rate == 2.5 && full.policy.continuous && full.policy.pauseAfterWave && full.policy.deadline == 200 && full.policy.minExecuted == 0)
         for extra in [#""continuous":1"#, #""rate":0"#, #""successThreshold":1.5"#, #""deadline":50"#, #""minExecuted":-1"#,
                       #""ackTimeout":"1h""#, #""typo":true"#, #""endpointChain":"""#] {
             #expect(throws: Refusal.self, "\(extra)") { try CampaignRequest.parse(json("{\(base),\(extra)}"), now: 100) }

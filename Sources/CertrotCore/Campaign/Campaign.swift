@@ -238,43 +238,52 @@ public struct CampaignTargetRequest: Sendable, Equatable {
     public var strategy: CampaignStrategy
 }
 
+/// How a campaign rolls out: what `campaign.create` asks for and what the stored campaign keeps.
+public struct RolloutPolicy: Sendable, Equatable, Codable {
+    public var waves: [WaveSpec] = [.percent(100)]
+    public var successThreshold = 0.95
+    public var errorThreshold = 0.05
+    public var minExecuted = RolloutPolicy.defaultMinExecuted
+    /// Bundles per second; nil: no limit.
+    public var rate: Double?
+    public var windows: [MaintenanceWindow] = []
+    public var start: Int64?
+    public var deadline: Int64?
+    public var continuous = false
+    public var pauseAfterWave = false
+    public var ackTimeout: Int64?
+    public var retryAttempts: Int?
+    public var retryBase: Int64?
+
+    public static let defaultMinExecuted = 10
+
+    public init() {}
+
+    /// The daemon's rotation policy with this campaign's overrides.
+    public func rotationPolicy(base: RotationPolicy) -> RotationPolicy {
+        var policy = base
+        if let ackTimeout { policy.ackTimeout = ackTimeout }
+        if let retryAttempts { policy.retry.attempts = retryAttempts }
+        if let retryBase { policy.retry.base = retryBase }
+        return policy
+    }
+}
+
 /// `campaign.create` params, validated for shape (chains are checked by the preflight).
 public struct CampaignRequest: Sendable {
     public var name: String
     public var targets: [CampaignTargetRequest]
     public var select: CampaignSelection
-    public var waves: [WaveSpec]
-    public var successThreshold: Double
-    public var errorThreshold: Double
-    public var minExecuted: Int
-    /// Bundles per second; nil: no limit.
-    public var rate: Double?
-    public var windows: [MaintenanceWindow]
-    public var start: Int64?
-    public var deadline: Int64?
-    public var continuous: Bool
-    public var pauseAfterWave: Bool
+    public var policy = RolloutPolicy()
     public var endpointChain: String?
-    public var minRemainingValidity: Int64
-    public var ackTimeout: Int64?
-    public var retryAttempts: Int?
-    public var retryBase: Int64?
+    public var minRemainingValidity = CampaignRequest.defaultMinRemainingValidity
 
     public static let defaultMinRemainingValidity: Int64 = 30 * 86400
-    public static let defaultMinExecuted = 10
 
     public init(name: String, targets: [CampaignTargetRequest], select: CampaignSelection) {
         self.name = name
         self.targets = targets
         self.select = select
-        waves = [.percent(100)]
-        successThreshold = 0.95
-        errorThreshold = 0.05
-        minExecuted = Self.defaultMinExecuted
-        windows = []
-        continuous = false
-        pauseAfterWave = false
-        minRemainingValidity = Self.defaultMinRemainingValidity
     }
 
     public static let knownKeys: Set<String> = [
@@ -331,7 +340,7 @@ public struct CampaignRequest: Sendable {
             targets.append(CampaignTargetRequest(tag: tag, type: type, chain: chain, credential: credential, strategy: strategy))
         }
         var request = CampaignRequest(name: name, targets: targets, select: try CampaignSelection.parse(params["select"]))
-        request.waves = try WaveSpec.parse(params["waves"])
+        request.policy.waves = try WaveSpec.parse(params["waves"])
         func fraction(_ key: String, default value: Double) throws(Refusal) -> Double {
             guard let raw = params[key] else { return value }
             guard let number = Params.double(raw), number >= 0, number <= 1 else {
@@ -339,8 +348,8 @@ public struct CampaignRequest: Sendable {
             }
             return number
         }
-        request.successThreshold = try fraction("successThreshold", default: 0.95)
-        request.errorThreshold = try fraction("errorThreshold", default: 0.05)
+        request.policy.successThreshold = try fraction("successThreshold", default: 0.95)
+        request.policy.errorThreshold = try fraction("errorThreshold", default: 0.05)
         func positive(_ key: String) throws(Refusal) -> Int64? {
             guard let raw = params[key] else { return nil }
             guard let value = Params.int(raw), value > 0 else {
@@ -359,34 +368,34 @@ public struct CampaignRequest: Sendable {
             guard let value = Params.int(params["minExecuted"]), value >= 0, value <= 1_000_000 else {
                 throw Refusal("invalid_params", "minExecuted must be a count (0 or more)")
             }
-            request.minExecuted = Int(value)
+            request.policy.minExecuted = Int(value)
         }
         if let raw = params["rate"] {
             guard let rate = Params.double(raw), rate > 0 else {
                 throw Refusal("invalid_params", "rate must be a positive number of bundles per second")
             }
-            request.rate = rate
+            request.policy.rate = rate
         }
         if let raw = params["windows"] {
             guard let list = raw as? [Any], list.count <= 32 else {
                 throw Refusal("invalid_params", "windows must be a list (at most 32) of {days, start, end, zone}")
             }
-            request.windows = try list.enumerated().map { (index, item) throws(Refusal) in
+            request.policy.windows = try list.enumerated().map { (index, item) throws(Refusal) in
                 let window = try MaintenanceWindow.parse(item, index: index)
                 try window.validate()
                 return window
             }
         }
-        request.start = try time("start")
-        request.deadline = try time("deadline")
-        if let deadline = request.deadline, deadline <= now {
+        request.policy.start = try time("start")
+        request.policy.deadline = try time("deadline")
+        if let deadline = request.policy.deadline, deadline <= now {
             throw Refusal("invalid_deadline", "deadline \(deadline) is in the past (now \(now))")
         }
         for key in ["continuous", "pauseAfterWave"] where params[key] != nil && Params.bool(params[key]) == nil {
             throw Refusal("invalid_params", "\(key) must be true or false")
         }
-        request.continuous = Params.bool(params["continuous"]) ?? false
-        request.pauseAfterWave = Params.bool(params["pauseAfterWave"]) ?? false
+        request.policy.continuous = Params.bool(params["continuous"]) ?? false
+        request.policy.pauseAfterWave = Params.bool(params["pauseAfterWave"]) ?? false
         if let raw = params["endpointChain"] {
             guard let text = raw as? String, !text.isEmpty else {
                 throw Refusal("invalid_params", "endpointChain must be PEM text (the chain the server presents)")
@@ -399,9 +408,9 @@ public struct CampaignRequest: Sendable {
             }
             request.minRemainingValidity = value
         }
-        request.ackTimeout = try positive("ackTimeout")
-        request.retryAttempts = try positive("retryAttempts").map(Int.init)
-        request.retryBase = try positive("retryBase")
+        request.policy.ackTimeout = try positive("ackTimeout")
+        request.policy.retryAttempts = try positive("retryAttempts").map(Int.init)
+        request.policy.retryBase = try positive("retryBase")
         return request
     }
 }
@@ -436,19 +445,7 @@ public struct Campaign: Sendable, Equatable, Codable {
     public var name: String
     public var targets: [CampaignTarget]
     public var select: CampaignSelection
-    public var waves: [WaveSpec]
-    public var successThreshold: Double
-    public var errorThreshold: Double
-    public var minExecuted: Int
-    public var rate: Double?
-    public var windows: [MaintenanceWindow]
-    public var start: Int64?
-    public var deadline: Int64?
-    public var continuous: Bool
-    public var pauseAfterWave: Bool
-    public var ackTimeout: Int64?
-    public var retryAttempts: Int?
-    public var retryBase: Int64?
+    public var policy: RolloutPolicy
     /// For a standing auto-renewal campaign: the configured target it renews.
     public var autoRenews: String?
     /// Where the campaign came from: "rpc", "config", "auto".
@@ -474,19 +471,14 @@ public struct Campaign: Sendable, Equatable, Codable {
     public var executedBaseline: [Int]
 
     public init(
-        id: String, name: String, now: Int64, targets: [CampaignTarget], select: CampaignSelection, origin: String
+        id: String, name: String, now: Int64, targets: [CampaignTarget], select: CampaignSelection,
+        policy: RolloutPolicy = RolloutPolicy(), origin: String
     ) {
         self.id = id
         self.name = name
         self.targets = targets
         self.select = select
-        waves = [.percent(100)]
-        successThreshold = 0.95
-        errorThreshold = 0.05
-        minExecuted = CampaignRequest.defaultMinExecuted
-        windows = []
-        continuous = false
-        pauseAfterWave = false
+        self.policy = policy
         self.origin = origin
         state = .running
         createdAt = now
@@ -513,14 +505,6 @@ public struct Campaign: Sendable, Equatable, Codable {
     public static func parseRotationTarget(_ name: String) -> (id: String, index: Int)? {
         guard let dot = name.lastIndex(of: "."), let index = Int(name[name.index(after: dot)...]) else { return nil }
         return (String(name[..<dot]), index)
-    }
-
-    public func policy(base: RotationPolicy) -> RotationPolicy {
-        var policy = base
-        if let ackTimeout { policy.ackTimeout = ackTimeout }
-        if let retryAttempts { policy.retry.attempts = retryAttempts }
-        if let retryBase { policy.retry.base = retryBase }
-        return policy
     }
 }
 

@@ -41,7 +41,7 @@ extension Engine {
                     id: id, name: "auto-renewal of \(target.name)", now: now,
                     targets: [CampaignTarget(tag: target.tag, type: target.type, strategy: .replace, pem: successor.pem, credential: nil)],
                     select: .expiringWithin(tag: target.tag, seconds: renewal.before), origin: "auto")
-                campaign.continuous = true
+                campaign.policy.continuous = true
                 campaign.autoRenews = target.name
                 try store(campaign, tx: tx)
                 logger.info(
@@ -85,7 +85,7 @@ extension Engine {
             for (_, pem) in target.overlaps { learn(overlap: pem, campaign: campaign.name, tag: target.tag) }
             chainsByDigest[target.sha256] = target.pem
         }
-        if let rate = campaign.rate, buckets[campaign.id]?.rate != rate {
+        if let rate = campaign.policy.rate, buckets[campaign.id]?.rate != rate {
             buckets[campaign.id] = TokenBucket(rate: rate, now: Self.monotonic())
         }
     }
@@ -126,6 +126,7 @@ extension Engine {
     /// For each tag some campaign has taken over on this device: the rotation target of the newest campaign that
     /// admitted it (and did not cancel it).
     func tagOwners(device: String, tx: any StoreTransaction) throws -> [TagKey: String] {
+        guard !campaigns.isEmpty else { return [:] }  // no membership query per inventory without campaigns
         var owners: [TagKey: (order: (Int64, String), target: String)] = [:]
         for member in try tx.memberships(device: device) where member.state != .waiting && member.state != .cancelled {
             guard let campaign = campaigns[member.campaign] else { continue }
@@ -172,11 +173,11 @@ extension Engine {
 
     func rotationPolicy(for target: String) -> RotationPolicy {
         guard let (id, _) = Campaign.parseRotationTarget(target), let campaign = campaigns[id] else { return policy }
-        return campaign.policy(base: policy)
+        return campaign.policy.rotationPolicy(base: policy)
     }
 
     var shortestAckTimeout: Int64 {
-        campaigns.values.compactMap(\.ackTimeout).reduce(policy.ackTimeout, min)
+        campaigns.values.compactMap(\.policy.ackTimeout).reduce(policy.ackTimeout, min)
     }
 
     // MARK: Members
@@ -207,7 +208,7 @@ extension Engine {
     /// Continuous campaigns take in devices that match their selection when they show up (or their credentials
     /// come close to expiry).
     func joinContinuous(device: DeviceRecord, tx: any StoreTransaction) throws {
-        let open = campaigns.values.filter { $0.continuous && !$0.state.isFinal }
+        let open = campaigns.values.filter { $0.policy.continuous && !$0.state.isFinal }
         guard !open.isEmpty, device.inventory != nil else { return }
         let now = clock()
         let memberOf = Set(try tx.memberships(device: device.id).map(\.campaign))
@@ -336,11 +337,11 @@ extension Engine {
         for id in campaigns.values.sorted(by: { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }).map(\.id) {
             guard var campaign = campaigns[id], !campaign.state.isFinal else { continue }
             let before = campaign
-            if campaign.state == .scheduled, now >= campaign.start ?? 0 {
+            if campaign.state == .scheduled, now >= campaign.policy.start ?? 0 {
                 campaign.state = .running
                 campaign.reason = nil
             }
-            if let deadline = campaign.deadline, now >= deadline {
+            if let deadline = campaign.policy.deadline, now >= deadline {
                 try abort(&campaign, reason: "deadline \(deadline) passed", tx: tx)
             }
             if campaign.state == .running, sweep.remove(id) != nil {
@@ -349,7 +350,7 @@ extension Engine {
             if campaign.state == .running {
                 let counts = try tx.memberCounts(campaign: id)
                 advance(&campaign, counts: counts, now: now)
-                if campaign.state == .running, campaign.windows.isOpen(at: now) {
+                if campaign.state == .running, campaign.policy.windows.isOpen(at: now) {
                     try admitWaiting(&campaign, tx: tx, outbox: &outbox)
                 }
             }
@@ -375,7 +376,7 @@ extension Engine {
     private func sweepExpiring(tx: any StoreTransaction, now: Int64) throws {
         guard now >= nextExpirySweep else { return }
         nextExpirySweep = now + 3600
-        guard campaigns.values.contains(where: { $0.continuous && !$0.state.isFinal && $0.select.expiryTag != nil }) else { return }
+        guard campaigns.values.contains(where: { $0.policy.continuous && !$0.state.isFinal && $0.select.expiryTag != nil }) else { return }
         var after: String?
         while true {
             let page = try tx.devices(after: after, limit: 1000)
@@ -391,32 +392,32 @@ extension Engine {
         let counted = counts[wave] ?? WaveCounts()
         let executed = counted.executed - campaign.executedBaseline[wave]
         let errors = counted.errors - campaign.errorBaseline[wave]
-        if executed >= max(1, campaign.minExecuted), Double(errors) > campaign.errorThreshold * Double(executed) {
+        if executed >= max(1, campaign.policy.minExecuted), Double(errors) > campaign.policy.errorThreshold * Double(executed) {
             campaign.state = .paused
             campaign.reason = "wave \(wave + 1) of \(campaign.waveCount): \(errors) of \(executed) devices sent a bundle were "
                 + "rejected, failed or timed out (\(Self.percent(errors, executed)) > error threshold "
-                + "\(Self.percent(campaign.errorThreshold)))"
+                + "\(Self.percent(campaign.policy.errorThreshold)))"
             return
         }
         let eligible = counted.size - counted.cancelled
         let allAdmitted = counted.waiting == 0
-        let succeeded = allAdmitted && Double(counted.verified) >= campaign.successThreshold * Double(eligible)
+        let succeeded = allAdmitted && Double(counted.verified) >= campaign.policy.successThreshold * Double(eligible)
         let settled = allAdmitted && counted.settled >= counted.size
         guard succeeded || (settled && campaign.accepted[wave]) else {
             if settled {
                 campaign.state = .paused
                 campaign.reason = "wave \(wave + 1) of \(campaign.waveCount) settled with \(counted.verified) of \(eligible) "
                     + "verified (\(Self.percent(counted.verified, eligible)) < success threshold "
-                    + "\(Self.percent(campaign.successThreshold))); resume to accept it and go on"
+                    + "\(Self.percent(campaign.policy.successThreshold))); resume to accept it and go on"
             }
             return
         }
         if wave + 1 >= campaign.waveCount {
-            guard !campaign.continuous else { return }
+            guard !campaign.policy.continuous else { return }
             campaign.state = .completed
             campaign.finishedAt = now
             campaign.reason = nil
-        } else if campaign.pauseAfterWave {
+        } else if campaign.policy.pauseAfterWave {
             campaign.state = .paused
             campaign.awaitingConfirmation = true
             campaign.reason = "wave \(wave + 1) of \(campaign.waveCount) completed; resume to start wave \(wave + 2)"
@@ -435,7 +436,7 @@ extension Engine {
 
     private func admitWaiting(_ campaign: inout Campaign, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
         var budget = 2000
-        if campaign.rate != nil, var bucket = buckets[campaign.id] {
+        if campaign.policy.rate != nil, var bucket = buckets[campaign.id] {
             bucket.refill(now: Self.monotonic())
             budget = bucket.available
             buckets[campaign.id] = bucket
@@ -446,7 +447,7 @@ extension Engine {
         for member in waiting where try admit(member, campaign: &campaign, tx: tx, outbox: &outbox) {
             used += 1
         }
-        if used > 0, campaign.rate != nil { buckets[campaign.id]?.take(used) }
+        if used > 0, campaign.policy.rate != nil { buckets[campaign.id]?.take(used) }
     }
 
     /// After a resume: bundles held back while the campaign was paused go out.
@@ -489,7 +490,7 @@ extension Engine {
             campaign.executedBaseline[wave] = counted.executed
             campaign.accepted[wave] = true
         }
-        campaign.state = campaign.start.map { clock() < $0 } == true ? .scheduled : .running
+        campaign.state = campaign.policy.start.map { clock() < $0 } == true ? .scheduled : .running
         campaign.reason = nil
         sweep.insert(campaign.id)
     }
@@ -565,7 +566,7 @@ extension Engine {
             "id": campaign.id, "name": campaign.name, "state": campaign.state.rawValue, "origin": campaign.origin,
             "states": Self.stateCounts(total), "total": total.size, "waves": waves, "currentWave": campaign.currentWave,
             "failures": failures, "rate": rate, "createdAt": campaign.createdAt, "updatedAt": campaign.updatedAt,
-            "continuous": campaign.continuous, "select": campaign.select.json,
+            "continuous": campaign.policy.continuous, "select": campaign.select.json,
             "targets": campaign.targets.enumerated().map { index, target -> [String: Any] in
                 var entry: [String: Any] = [
                     "rotationTarget": campaign.rotationTarget(index), "tag": target.tag, "type": target.type,
@@ -580,8 +581,8 @@ extension Engine {
         ]
         result["reason"] = campaign.reason
         result["finishedAt"] = campaign.finishedAt
-        result["deadline"] = campaign.deadline
-        result["rateLimit"] = campaign.rate
+        result["deadline"] = campaign.policy.deadline
+        result["rateLimit"] = campaign.policy.rate
         let remaining = total.size - done
         if campaign.state.isFinal || remaining == 0 {
             result["eta"] = 0
@@ -668,7 +669,7 @@ extension Engine {
         }
         // 2. Who is in it.
         let selected: [DeviceRecord] = try store.read { tx in try select(request.select, now: now, tx: tx) }
-        if selected.isEmpty, !request.continuous {
+        if selected.isEmpty, !request.policy.continuous {
             throw Refusal("empty_selection", "the selection \(request.select.json) matches no known device")
         }
         // 3. overlap: compose per chain held now; every result must fit.
@@ -716,23 +717,10 @@ extension Engine {
         // 5. Waves: devices in a stable pseudo-random order, so that canaries are spread over the fleet.
         var campaign = Campaign(
             id: "cmp-" + String(Engine.newJTI().prefix(10)), name: request.name, now: now, targets: targets,
-            select: request.select, origin: origin)
-        campaign.waves = request.waves
-        campaign.successThreshold = request.successThreshold
-        campaign.errorThreshold = request.errorThreshold
-        campaign.minExecuted = request.minExecuted
-        campaign.rate = request.rate
-        campaign.windows = request.windows
-        campaign.start = request.start
-        campaign.deadline = request.deadline
-        campaign.continuous = request.continuous
-        campaign.pauseAfterWave = request.pauseAfterWave
-        campaign.ackTimeout = request.ackTimeout
-        campaign.retryAttempts = request.retryAttempts
-        campaign.retryBase = request.retryBase
-        if let start = request.start, start > now { campaign.state = .scheduled }
+            select: request.select, policy: request.policy, origin: origin)
+        if let start = request.policy.start, start > now { campaign.state = .scheduled }
         let order = selected.map { (Hex.sha256(Array("\(campaign.id)\n\($0.id)".utf8)), $0.id) }.sorted { $0.0 < $1.0 }
-        let ends = WaveSpec.cumulativeSizes(request.waves, total: order.count)
+        let ends = WaveSpec.cumulativeSizes(request.policy.waves, total: order.count)
         campaign.setWaveCount(ends.count)
         try store.write { tx in
             var wave = 0

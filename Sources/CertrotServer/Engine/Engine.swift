@@ -529,35 +529,30 @@ final class Engine {
     func flush() {
         guard let client else { return }
         // Replies first, outside the in-flight window (there are few, and each is waited for by someone).
-        while let item = urgent.first {
-            do {
-                let mid = try client.publish(
-                    topic: item.topic, payload: item.payload, qos: 1, retain: item.retain,
-                    responseTopic: item.responseTopic, correlationData: item.correlationData)
-                inflight[mid] = item.kind
-                urgent.removeFirst()
-            } catch {
-                logger.warning("publish failed; will retry", metadata: ["topic": "\(item.topic)", "error": "\(error)"])
-                break
-            }
+        while let item = urgent.first, publish(item, with: client) {
+            urgent.removeFirst()
         }
-        while backlogHead < backlog.count, inflight.count < maxInflight {
-            let item = backlog[backlogHead]
-            do {
-                let mid = try client.publish(
-                    topic: item.topic, payload: item.payload, qos: 1, retain: item.retain, responseTopic: item.responseTopic,
-                    correlationData: item.correlationData)
-                inflight[mid] = item.kind
-                backlogHead += 1
-                if case .part = item.kind { observability?.partsPublished.increment() }
-            } catch {
-                logger.warning("publish failed; will retry", metadata: ["topic": "\(item.topic)", "error": "\(error)"])
-                break
-            }
+        while backlogHead < backlog.count, inflight.count < maxInflight, publish(backlog[backlogHead], with: client) {
+            backlogHead += 1
         }
         if backlogHead > 4096, backlogHead * 2 > backlog.count {
             backlog.removeFirst(backlogHead)
             backlogHead = 0
+        }
+    }
+
+    /// Hands one item to libmosquitto; false (logged) when it could not take it now.
+    private func publish(_ item: Outbound, with client: MQTTClient) -> Bool {
+        do {
+            let mid = try client.publish(
+                topic: item.topic, payload: item.payload, qos: 1, retain: item.retain, responseTopic: item.responseTopic,
+                correlationData: item.correlationData)
+            inflight[mid] = item.kind
+            if case .part = item.kind { observability?.partsPublished.increment() }
+            return true
+        } catch {
+            logger.warning("publish failed; will retry", metadata: ["topic": "\(item.topic)", "error": "\(error)"])
+            return false
         }
     }
 
