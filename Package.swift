@@ -6,7 +6,7 @@ import PackageDescription
 //   CertrotCore        pure domain: PEM, device IDs, inventory/ack parsing, JWS bundles, parts, rotation states
 //   CMosquitto         system library: libmosquitto (the only C import)
 //   CertrotMQTT        adapter: libmosquitto client (threaded mode) exposed as async Swift
-//   CertrotStore       adapter: SQLite through GRDB
+//   CertrotStore       adapters: SQLite through GRDB, PostgreSQL through postgres-nio
 //   CertrotServer      the daemon: config, engine, reconciler, JSON-RPC, service wiring
 //   CertrotSimulator   reference device fleet (what an nRF91 application does)
 //   CertrotTestSupport broker launcher and fixture certificates, used by tests and `certrot demo`
@@ -32,6 +32,9 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         .target(
@@ -55,7 +58,15 @@ let package = Package(
         ),
         .target(
             name: "CertrotStore",
-            dependencies: ["CertrotCore", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "CertrotCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .target(

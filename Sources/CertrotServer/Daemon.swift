@@ -98,7 +98,7 @@ public struct DaemonSettings: Sendable {
             return broker
         }
         _ = attempt("store") {
-            guard SQLiteStore.path(fromURL: config.store) != nil else { try fail("'\(config.store)' is not sqlite:PATH") }
+            do { try validateStoreURL(config.store) } catch { try fail("\(error)") }
         }
         let signer = attempt("signingKey") { try KeyFile.loadSigningKey(path: config.signingKey) }
         let profile = attempt("defaultProfile") { try config.profile() } ?? .nrf91
@@ -210,7 +210,7 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
     }
 
     public func run() async throws {
-        let store = try SQLiteStore(path: SQLiteStore.path(fromURL: settings.storeURL)!)
+        let store = try openStore(url: settings.storeURL)
         let inbox = Inbox<EngineInput>()
         let engine = Engine(
             store: store, signer: settings.signer, targets: settings.targets,

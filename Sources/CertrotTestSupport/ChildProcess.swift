@@ -58,6 +58,20 @@ public final class ChildProcess: @unchecked Sendable {
         return true
     }
 
+    /// Waits up to `timeout` seconds; the exit code (or 128 + signal) once exited, nil if still running.
+    public func waitForExit(timeout: Double) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while isRunning {
+            if Date() >= deadline { return nil }
+            usleep(10_000)
+        }
+        lock.lock()
+        defer { lock.unlock() }
+        guard let raw = status else { return nil }
+        let signal = raw & 0x7f
+        return signal == 0 ? (raw >> 8) & 0xff : 128 + signal
+    }
+
     public func signal(_ signal: Int32) {
         if isRunning { kill(pid, signal) }
     }

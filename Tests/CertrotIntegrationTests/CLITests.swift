@@ -144,7 +144,7 @@ import Testing
         let config = dir.appendingPathComponent("check.yaml").path
         try """
             broker: {url: "http://nope"}
-            store: postgres://x
+            store: mysql://x
             signingKey: \(keyPath)
             targets:
               - {name: ca, tag: 42, type: 0, chain: \(dir.appendingPathComponent("ca.pem").path)}
@@ -153,7 +153,7 @@ import Testing
             """.write(toFile: config, atomically: true, encoding: .utf8)
         let result = try certrot("config", "check", config)
         #expect(result.status != 0)
-        for expected in ["broker: url 'http://nope'", "store: 'postgres://x' is not sqlite:PATH", "signingKey:",
+        for expected in ["broker: url 'http://nope'", "store: 'mysql://x' is neither sqlite:PATH nor postgres://", "signingKey:",
                          "chmod 600", "targets[1]:", "/nonexistent.pem", "targets[2]:", "type 1 is not supported"] {
             #expect(result.output.contains(expected), "missing '\(expected)' in:\n\(result.output)")
         }

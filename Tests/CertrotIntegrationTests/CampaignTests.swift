@@ -7,15 +7,16 @@ import Foundation
 import Synchronization
 import Testing
 
-/// Campaigns against a real broker, the SQLite store and the reference simulator. The daemon has no configured
+/// Campaigns against a real broker, the SQLite store (and PostgreSQL for the main one) and the reference simulator. The daemon has no configured
 /// target: devices keep the old CA until a campaign says otherwise.
 @Suite(.serialized) struct CampaignTests {
     static let noTargets = "[]"
 
-    func startCampaignHarness(devices: Int, configure: (inout FleetOptions) -> Void = { _ in }, clock: (@Sendable () -> Int64)? = nil)
-        async throws -> (Harness, SimulatedFleet)
-    {
-        let harness = try Harness()
+    func startCampaignHarness(
+        devices: Int, store: StoreKind = .sqlite, configure: (inout FleetOptions) -> Void = { _ in },
+        clock: (@Sendable () -> Int64)? = nil
+    ) async throws -> (Harness, SimulatedFleet) {
+        let harness = try Harness(store: store)
         try harness.startDaemon(configPath: try harness.writeConfig(targets: Self.noTargets), clock: clock)
         var options = harness.fleetOptions(devices: devices)
         configure(&options)
@@ -70,8 +71,9 @@ import Testing
 
     // MARK: Waves
 
-    @Test func fourWaves_over1000Devices_proceedWaveByWave_andPublishRetainedProgress() async throws {
-        let (harness, fleet) = try await startCampaignHarness(devices: 1000) { $0.devicesPerConnection = 100 }
+    @Test(arguments: StoreKind.allCases)
+    func fourWaves_over1000Devices_proceedWaveByWave_andPublishRetainedProgress(store: StoreKind) async throws {
+        let (harness, fleet) = try await startCampaignHarness(devices: 1000, store: store) { $0.devicesPerConnection = 100 }
         let id = try await create(
             harness,
             ["name": "ca-2027", "targets": [target(harness)], "select": ["all": true], "waves": ["1%", "10%", "50%", "100%"]])

@@ -4,6 +4,7 @@ import CertrotServer
 import CertrotSimulator
 import CertrotTestSupport
 import Foundation
+import GRDB
 import Logging
 import Testing
 
@@ -20,11 +21,16 @@ final class Harness: @unchecked Sendable {
     private(set) var daemon: CertrotDaemon?
     private var fleets: [SimulatedFleet] = []
     private var rpcClient: RPCClient?
+    /// The daemon's `store:` URL: a SQLite file in `dir`, or a fresh database on the test PostgreSQL.
+    let storeKind: StoreKind
+    let storeURL: String
 
-    init(broker: Broker? = nil) throws {
+    init(broker: Broker? = nil, store: StoreKind = .sqlite) throws {
         self.broker = try broker ?? Broker()
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-test-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        storeKind = store
+        storeURL = store == .sqlite ? "sqlite:\(dir.appendingPathComponent("certrot.db").path)" : try store.freshURL()
         oldCA = try CertificateFactory.rootCA(commonName: "Old CA", days: 20)
         newCA = try CertificateFactory.rootCA(commonName: "New CA", days: 700)
         try oldCA.pem.write(toFile: path("old-ca.pem"), atomically: true, encoding: .utf8)
@@ -34,6 +40,17 @@ final class Harness: @unchecked Sendable {
     }
 
     func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+
+    /// One integer from the daemon's store, whichever kind it is: for checks the store protocol does not offer.
+    func storeScalar(_ sql: String) throws -> Int? {
+        switch storeKind {
+        case .sqlite:
+            return try DatabaseQueue(path: path("certrot.db")).read { db in try Int.fetchOne(db, sql: sql) }
+        case .postgres:
+            let database = String(storeURL.split(separator: "/").last!)
+            return Int(try PostgresServer.shared().psql(sql, database: database))
+        }
+    }
 
     var newChain: CertificateChain { try! PEM.normalizeChain(newCA.pem) }
 
@@ -48,7 +65,7 @@ final class Harness: @unchecked Sendable {
             broker:
               url: \(broker.url)
               clientId: certrot-test
-            store: sqlite:\(path("certrot.db"))
+            store: \(storeURL)
             signingKey: \(path("signing-key.pem"))
             ackTimeout: \(ackTimeout)
             retry: {base: \(retryBase), factor: 2, cap: 5s, attempts: 5}

@@ -11,8 +11,9 @@ import Testing
             executable: certrotBinary(), arguments: ["serve", "--config", config, "--log-level", "info"], outputPath: log)
     }
 
-    @Test func daemonSIGKILLedMidRotation_resumes_withEveryDeviceVerifiedAndNoSeqReused() async throws {
-        let harness = try Harness()
+    @Test(arguments: StoreKind.allCases)
+    func daemonSIGKILLedMidRotation_resumes_withEveryDeviceVerifiedAndNoSeqReused(store: StoreKind) async throws {
+        let harness = try Harness(store: store)
         let config = try harness.writeConfig(ackTimeout: "5s")
         let log = harness.path("serve.log")
         var serve = try startServe(harness, config: config, log: log)
@@ -41,14 +42,12 @@ import Testing
             #expect(device.appliedSeqs == device.appliedSeqs.sorted())
         }
         // The store never issued the same seq twice to a device, and seqs only grew.
-        let db = try DatabaseQueue(path: harness.path("certrot.db"))
-        let duplicates = try await db.read { db in
-            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM (SELECT device, seq FROM bundles GROUP BY device, seq HAVING COUNT(*) > 1)")
-        }
+        #expect(try harness.storeScalar("SELECT COUNT(*) FROM bundles") ?? 0 >= 200)
+        let duplicates = try harness.storeScalar(
+            "SELECT COUNT(*) FROM (SELECT device, seq FROM bundles GROUP BY device, seq HAVING COUNT(*) > 1) AS d")
         #expect(duplicates == 0)
-        let behind = try await db.read { db in
-            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM devices d WHERE d.issued_seq < (SELECT MAX(seq) FROM bundles b WHERE b.device = d.id)")
-        }
+        let behind = try harness.storeScalar(
+            "SELECT COUNT(*) FROM devices d WHERE d.issued_seq < (SELECT MAX(seq) FROM bundles b WHERE b.device = d.id)")
         #expect(behind == 0)
         let logText = try String(contentsOfFile: log, encoding: .utf8)
         #expect(logText.components(separatedBy: "certrot starting").count == 3)

@@ -1,0 +1,132 @@
+import Foundation
+
+/// A real PostgreSQL on an ephemeral loopback port, in a fresh cluster under a temporary directory (initdb, trust
+/// authentication on loopback, fsync off: a test server). Tests share one per process (``shared()``) and each
+/// creates its own database (``createDatabase()``). Run as root (as CI does), the server runs as the `postgres`
+/// user that Debian's package creates: PostgreSQL refuses to run as root.
+public final class PostgresServer: @unchecked Sendable {
+    // All stored properties are immutable after init.
+    public let port: Int32
+    public let directory: URL
+    public let user = "certrot"
+    private let process: ChildProcess
+    private let bin: String
+
+    public var host: String { "127.0.0.1" }
+    public var logPath: String { directory.appendingPathComponent("postgres.log").path }
+
+    /// The directory holding initdb and postgres: `$PG_BIN`, then Debian's /usr/lib/postgresql/<newest>/bin,
+    /// then PATH.
+    public static func binDirectory() throws -> String {
+        let fm = FileManager.default
+        var candidates: [String] = []
+        if let env = ProcessInfo.processInfo.environment["PG_BIN"] { candidates.append(env) }
+        let versions = (try? fm.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []
+        for version in versions.sorted(by: { (Int($0) ?? 0) > (Int($1) ?? 0) }) {
+            candidates.append("/usr/lib/postgresql/\(version)/bin")
+        }
+        candidates += (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init)
+        guard let found = candidates.first(where: { fm.isExecutableFile(atPath: "\($0)/initdb") && fm.isExecutableFile(atPath: "\($0)/postgres") })
+        else {
+            throw BrokerError(message: "PostgreSQL (initdb, postgres) not found; install it (scripts/bootstrap) or set PG_BIN")
+        }
+        return found
+    }
+
+    public init() throws {
+        let bin = try Self.binDirectory()
+        self.bin = bin
+        let fm = FileManager.default
+        let directory = fm.temporaryDirectory.appendingPathComponent("certrot-pg-\(UUID().uuidString)")
+        try fm.createDirectory(at: directory, withIntermediateDirectories: true)
+        self.directory = directory
+        let data = directory.appendingPathComponent("data").path
+        let log = directory.appendingPathComponent("postgres.log").path
+        var wrapper: [String] = []
+        if getuid() == 0 {
+            guard let account = getpwnam("postgres") else {
+                throw BrokerError(message: "running as root needs the 'postgres' user (Debian's postgresql package creates it)")
+            }
+            chown(directory.path, account.pointee.pw_uid, account.pointee.pw_gid)
+            wrapper = ["/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
+        }
+        func spawn(_ program: String, _ arguments: [String]) throws -> ChildProcess {
+            let argv = wrapper + ["\(bin)/\(program)"] + arguments
+            return try ChildProcess(executable: argv[0], arguments: Array(argv.dropFirst()), outputPath: log)
+        }
+        let initdb = try spawn("initdb", ["-D", data, "-U", user, "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"])
+        guard initdb.waitForExit(timeout: 120) == 0 else {
+            initdb.terminate()
+            throw BrokerError(message: "initdb failed: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+        }
+        var lastError = "postgres did not start"
+        for _ in 0..<5 {
+            let port = try Broker.freePort()
+            let process = try spawn(
+                "postgres",
+                [
+                    "-D", data, "-p", "\(port)", "-k", directory.path, "-c", "listen_addresses=127.0.0.1",
+                    "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                    "-c", "max_connections=200",
+                ])
+            if Broker.waitForPort(port, process: process, timeout: 30) {
+                self.port = port
+                self.process = process
+                return
+            }
+            process.terminate()
+            lastError = (try? String(contentsOfFile: log, encoding: .utf8)) ?? lastError
+        }
+        throw BrokerError(message: "postgres did not start: \(lastError)")
+    }
+
+    deinit { stop() }
+
+    public func stop() {
+        process.terminate(grace: 10)
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// `postgres://certrot@127.0.0.1:PORT/DATABASE`.
+    public func url(database: String) -> String { "postgres://\(user)@\(host):\(port)/\(database)" }
+
+    /// Creates an empty database and returns its URL.
+    public func createDatabase(_ name: String = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()) throws -> String {
+        try psql("CREATE DATABASE \(name)")
+        return url(database: name)
+    }
+
+    /// Runs one SQL command through psql against `database` and returns what it printed (unaligned, tuples only).
+    @discardableResult
+    public func psql(_ sql: String, database: String = "postgres") throws -> String {
+        let log = directory.appendingPathComponent("psql-\(UUID().uuidString).log").path
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        let client = try ChildProcess(
+            executable: "\(bin)/psql",
+            arguments: ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", "\(port)", "-U", user, "-d", database, "-c", sql],
+            outputPath: log)
+        let status = client.waitForExit(timeout: 60)
+        let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        guard status == 0 else {
+            client.terminate()
+            throw BrokerError(message: "psql \(sql): \(output)")
+        }
+        return output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    // MARK: One server per test process
+
+    nonisolated(unsafe) private static var sharedServer: PostgresServer?
+    private static let sharedLock = NSLock()
+
+    /// The process's server, started on first use and stopped when the process exits.
+    public static func shared() throws -> PostgresServer {
+        sharedLock.lock()
+        defer { sharedLock.unlock() }
+        if let server = sharedServer { return server }
+        let server = try PostgresServer()
+        sharedServer = server
+        atexit { PostgresServer.sharedServer?.stop() }
+        return server
+    }
+}

@@ -1,0 +1,256 @@
+import CertrotCore
+import CertrotStore
+import CertrotTestSupport
+import Foundation
+import Testing
+
+/// The two stores certrot can run on. Each conformance test runs against both: a fresh SQLite file, and a fresh
+/// database on a real PostgreSQL started for the test process.
+enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case sqlite, postgres
+
+    var testDescription: String { rawValue }
+
+    /// A `store:` URL naming an empty store of this kind.
+    func freshURL() throws -> String {
+        switch self {
+        case .sqlite:
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-store-\(UUID().uuidString.prefix(8))")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            return "sqlite:\(dir.appendingPathComponent("certrot.db").path)"
+        case .postgres:
+            return try PostgresServer.shared().createDatabase()
+        }
+    }
+}
+
+@Suite("Store conformance (SQLite and PostgreSQL)")
+struct StoreConformanceTests {
+    static func device(_ id: String, seq: Int64 = 1, keys: [String]? = nil, at: Int64 = 100) -> DeviceRecord {
+        let inventory = Inventory(
+            seq: seq, maxMessage: 2048, creds: [.init(tag: 42, type: 0, sha256: String(repeating: "a", count: 64), notAfter: 5000)],
+            keys: keys)
+        return DeviceRecord(id: id, firstSeen: at, lastSeen: at, inventory: inventory, issuedSeq: 0)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func devicesRoundTripAndPageInByteOrder(kind: StoreKind) throws {
+        let store = try openStore(url: try kind.freshURL())
+        // Byte order, not a locale's: '-' (0x2D) < 'A' (0x41) < '_' (0x5F) < 'a' (0x61).
+        let ids = ["dev_1", "dev-1", "Dev-2", "dev-10", "dev-2", "dev-é"]
+        try store.write { tx throws in
+            for id in ids { try tx.saveDevice(Self.device(id, keys: id == "dev-1" ? ["k_1", "k2"] : ["k2"])) }
+        }
+        try store.read { tx throws in
+            #expect(try tx.deviceCount() == ids.count)
+            #expect(try tx.device("dev-1") == Self.device("dev-1", keys: ["k_1", "k2"]))
+            #expect(try tx.device("nope") == nil)
+            let all = try tx.devices(after: nil, limit: 100).map(\.id)
+            #expect(all == ids.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) })
+            let page = try tx.devices(after: all[1], limit: 2).map(\.id)
+            #expect(page == Array(all[2...3]))
+            // '_' in a kid is a LIKE wildcard: it must match literally.
+            #expect(try tx.deviceCount(trustingKey: "k_1") == 1)
+            #expect(try tx.deviceCount(trustingKey: "kx1") == 0)
+            #expect(try tx.deviceCount(trustingKey: "k2") == ids.count)
+        }
+        // An update keeps first_seen and replaces the rest.
+        try store.write { tx throws in
+            var updated = Self.device("dev-1", seq: 7, keys: ["k3"], at: 900)
+            updated.issuedSeq = 12
+            try tx.saveDevice(updated)
+        }
+        let reread = try store.read { tx in try tx.device("dev-1") }
+        #expect(reread?.firstSeen == 100)
+        #expect(reread?.lastSeen == 900)
+        #expect(reread?.inventory?.seq == 7)
+        #expect(reread?.issuedSeq == 12)
+        #expect(try store.read { tx in try tx.deviceCount(trustingKey: "k_1") } == 0)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func rotationsTicksAndCounts(kind: StoreKind) throws {
+        let store = try openStore(url: try kind.freshURL())
+        var due = Rotation(device: "d1", target: "ca", sha256: "s1", state: .failed, now: 10)
+        due.nextAttemptAt = 50
+        due.attempts = 2
+        due.lastError = "modem said -22"
+        var overdue = Rotation(device: "d2", target: "ca", sha256: "s1", state: .sent, now: 10)
+        overdue.jti = "j2"
+        overdue.seq = 3
+        overdue.issuedAt = 10
+        overdue.sentAt = 20
+        var undelivered = Rotation(device: "d3", target: "ca", sha256: "s1", state: .pending, now: 10)
+        undelivered.jti = "j3"
+        undelivered.seq = 1
+        undelivered.issuedAt = 95
+        var sameBundle = Rotation(device: "d3", target: "client", sha256: "s2", state: .pending, now: 10)
+        sameBundle.jti = "j3"
+        sameBundle.seq = 1
+        sameBundle.issuedAt = 95
+        var verified = Rotation(device: "d4", target: "ca", sha256: "s1", state: .verified, now: 10)
+        verified.verifiedAt = 30
+        verified.resends = 1
+        try store.write { tx throws in
+            for r in [due, overdue, undelivered, sameBundle, verified] { try tx.saveRotation(r) }
+        }
+        try store.read { tx throws in
+            #expect(try tx.rotations(device: "d3") == [undelivered, sameBundle])
+            #expect(try Set(tx.rotations(jti: "j3").map(\.target)) == ["ca", "client"])
+            #expect(try tx.rotations(device: "d1") == [due])
+            // At 100 with a 60 s ack timeout: d1's retry is due, d2 (sent at 20) is overdue, d3 (issued at 95) not.
+            let needing = try tx.rotationsNeedingTick(now: 100, ackTimeout: 60, limit: 10)
+            #expect(Set(needing.map(\.device)) == ["d1", "d2"])
+            #expect(try tx.rotationsNeedingTick(now: 100, ackTimeout: 60, limit: 1).count == 1)
+            #expect(try tx.rotationsNeedingTick(now: 40, ackTimeout: 60, limit: 10).isEmpty)
+            #expect(try Set(tx.rotationsAwaitingDelivery().map(\.target)) == ["ca", "client"])
+            #expect(try tx.rotationCounts() == ["ca": ["failed": 1, "sent": 1, "pending": 1, "verified": 1], "client": ["pending": 1]])
+        }
+        // Saving again replaces the row.
+        due.state = .verified
+        due.nextAttemptAt = nil
+        try store.write { tx in try tx.saveRotation(due) }
+        #expect(try store.read { tx in try tx.rotations(device: "d1") } == [due])
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func bundlesNeverReuseASeqAndAFailedWriteLeavesNothing(kind: StoreKind) throws {
+        let store = try openStore(url: try kind.freshURL())
+        let bundle = BundleRecord(jti: "j1", device: "d1", seq: 1, iat: 10, exp: 20, jws: "a.b.c", maxMessage: 2048)
+        try store.write { tx in try tx.insertBundle(bundle) }
+        #expect(try store.read { tx in try tx.bundle(jti: "j1") } == bundle)
+        #expect(try store.read { tx in try tx.bundle(jti: "j2") } == nil)
+        // The same (device, seq) again is refused, and everything else the transaction wrote is rolled back.
+        #expect(throws: (any Error).self) {
+            try store.write { tx throws in
+                try tx.saveDevice(Self.device("d1"))
+                try tx.insertBundle(BundleRecord(jti: "j2", device: "d1", seq: 1, iat: 11, exp: 21, jws: "x.y.z", maxMessage: 1024))
+            }
+        }
+        try store.read { tx throws in
+            #expect(try tx.device("d1") == nil)
+            #expect(try tx.bundle(jti: "j2") == nil)
+        }
+        // A body that throws rolls back too, and the store stays usable.
+        struct Abort: Error {}
+        #expect(throws: Abort.self) {
+            try store.write { tx throws in
+                try tx.saveDevice(Self.device("d2"))
+                throw Abort()
+            }
+        }
+        try store.write { tx in try tx.insertBundle(BundleRecord(jti: "j2", device: "d1", seq: 2, iat: 11, exp: 21, jws: "x.y.z", maxMessage: 1024)) }
+        try store.read { tx throws in
+            #expect(try tx.device("d2") == nil)
+            #expect(try tx.bundle(jti: "j2")?.seq == 2)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func historyRequestsAndExpiry(kind: StoreKind) throws {
+        let store = try openStore(url: try kind.freshURL())
+        try store.write { tx throws in
+            for at in Int64(1)...5 {
+                try tx.appendHistory(device: "d1", entry: HistoryEntry(at: at, target: "ca", state: "s\(at)", jti: at == 3 ? "j" : nil, detail: nil))
+            }
+            try tx.appendHistory(device: "d2", entry: HistoryEntry(at: 9, target: "ca", state: "x", jti: nil, detail: "why"))
+        }
+        try store.read { tx throws in
+            #expect(try tx.history(device: "d1", limit: 3).map(\.state) == ["s3", "s4", "s5"])
+            #expect(try tx.history(device: "d1", limit: 3).first?.jti == "j")
+            #expect(try tx.history(device: "d2", limit: 10) == [HistoryEntry(at: 9, target: "ca", state: "x", jti: nil, detail: "why")])
+        }
+        // Operator request ids: a replay is refused; old ids are forgotten.
+        try store.write { tx throws in
+            #expect(try tx.rememberRequest(jti: "r1", at: 100, forgetBefore: 0))
+            #expect(try !tx.rememberRequest(jti: "r1", at: 101, forgetBefore: 0))
+            #expect(try tx.rememberRequest(jti: "r2", at: 200, forgetBefore: 150))
+            #expect(try tx.rememberRequest(jti: "r1", at: 201, forgetBefore: 150))
+        }
+        // Expiry: upsert, unknown (nil) expiries not counted, cumulative counts per limit then the total known.
+        try store.write { tx throws in
+            try tx.saveExpiry(device: "d1", target: "ca", notAfter: 10)
+            try tx.saveExpiry(device: "d2", target: "ca", notAfter: 25)
+            try tx.saveExpiry(device: "d3", target: "ca", notAfter: nil)
+            try tx.saveExpiry(device: "d4", target: "ca", notAfter: 1000)
+            try tx.saveExpiry(device: "d1", target: "client", notAfter: 5)
+            try tx.saveExpiry(device: "d4", target: "ca", notAfter: 30)
+        }
+        #expect(try store.read { tx in try tx.expiryHistogram(limits: [20, 28, 100]) } == ["ca": [1, 2, 3, 3], "client": [1, 1, 1, 1]])
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func campaignsAndMembers(kind: StoreKind) throws {
+        let url = try kind.freshURL()
+        let store = try openStore(url: url)
+        var older = Campaign(id: "cmp-b", name: "older", now: 10, targets: [], select: .all, origin: "rpc")
+        let newer = Campaign(id: "cmp-a", name: "newer", now: 20, targets: [], select: .devices(["d1"]), origin: "config")
+        try store.write { tx throws in
+            try tx.saveCampaign(newer)
+            try tx.saveCampaign(older)
+            for (index, device) in ["d3", "d1", "d2", "d4"].enumerated() {
+                try tx.saveMember(CampaignMember(
+                    campaign: "cmp-b", device: device, wave: index < 2 ? 0 : 1, state: index == 0 ? .verified : .waiting,
+                    settled: index == 0, reason: nil, updatedAt: 10))
+            }
+            try tx.saveMember(CampaignMember(campaign: "cmp-a", device: "d1", wave: 0, state: .failed, settled: true, reason: "bad (code -22): x", updatedAt: 20))
+        }
+        older.state = .paused
+        older.reason = "error threshold"
+        try store.write { tx throws in
+            try tx.saveCampaign(older)
+            try tx.saveMember(CampaignMember(campaign: "cmp-b", device: "d2", wave: 1, state: .sent, settled: false, reason: nil, updatedAt: 30))
+        }
+        // Reopened: the migrations are idempotent and everything is still there.
+        let reopened = try openStore(url: url)
+        try reopened.read { tx throws in
+            #expect(try tx.campaigns() == [older, newer])
+            #expect(try tx.member(campaign: "cmp-a", device: "d1")?.code == -22)
+            #expect(try tx.member(campaign: "cmp-a", device: "d9") == nil)
+            #expect(try Set(tx.memberships(device: "d1").map(\.campaign)) == ["cmp-a", "cmp-b"])
+            #expect(try tx.members(campaign: "cmp-b", maxWave: nil, state: nil, after: nil, limit: 10).map(\.device) == ["d1", "d2", "d3", "d4"])
+            #expect(try tx.members(campaign: "cmp-b", maxWave: 0, state: nil, after: nil, limit: 10).map(\.device) == ["d1", "d3"])
+            #expect(try tx.members(campaign: "cmp-b", maxWave: nil, state: .waiting, after: "d1", limit: 10).map(\.device) == ["d4"])
+            #expect(try tx.members(campaign: "cmp-b", maxWave: 1, state: nil, after: "d1", limit: 2).map(\.device) == ["d2", "d3"])
+            let counts = try tx.memberCounts(campaign: "cmp-b")
+            #expect(counts[0]?.states == [.verified: 1, .waiting: 1])
+            #expect(counts[0]?.settled == 1)
+            #expect(counts[1]?.states == [.sent: 1, .waiting: 1])
+            #expect(counts[1]?.settled == 0)
+            #expect(try tx.memberCounts(campaign: "none").isEmpty)
+        }
+    }
+}
+
+@Suite("PostgreSQL store")
+struct PostgresStoreTests {
+    @Test func urlsAreCheckedBeforeConnecting() throws {
+        #expect(throws: (any Error).self) { try validateStoreURL("postgres://host/db") }  // no user
+        #expect(throws: (any Error).self) { try validateStoreURL("postgres://u@host") }  // no database
+        #expect(throws: (any Error).self) { try validateStoreURL("postgres://u@host/db?sslmode=allow") }
+        #expect(throws: (any Error).self) { try validateStoreURL("mysql://u@host/db") }
+        try validateStoreURL("postgres://u:p@host:6543/db?sslmode=disable")
+        let configuration = try PostgresStore.configuration(fromURL: "postgresql://certrot:s3cret@db.internal:6543/fleet")
+        #expect(configuration.host == "db.internal")
+        #expect(configuration.port == 6543)
+        #expect(configuration.username == "certrot")
+        #expect(configuration.password == "s3cret")
+        #expect(configuration.database == "fleet")
+    }
+
+    /// A server that went away and came back: the next transaction reconnects instead of failing forever.
+    @Test func reconnectsAfterTheServerDropsTheConnection() throws {
+        let server = try PostgresServer.shared()
+        let url = try server.createDatabase()
+        let store = try openStore(url: url)
+        try store.write { tx in try tx.saveDevice(StoreConformanceTests.device("d1")) }
+        let database = String(url.split(separator: "/").last!)
+        try server.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(database)' AND pid <> pg_backend_pid()")
+        // The first call may fail on the dropped connection; the store must recover by the second.
+        _ = try? store.read { tx in try tx.deviceCount() }
+        _ = try? store.write { tx in try tx.deviceCount() }
+        #expect(try store.read { tx in try tx.deviceCount() } == 1)
+        try store.write { tx in try tx.saveDevice(StoreConformanceTests.device("d2")) }
+        #expect(try store.read { tx in try tx.deviceCount() } == 2)
+    }
+}
