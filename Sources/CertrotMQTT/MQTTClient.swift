@@ -357,18 +357,35 @@ public final class MQTTClient: @unchecked Sendable {
     @discardableResult
     public func subscribe(_ filters: [String], qos: Int32 = 1) throws -> Int32 {
         var mid: Int32 = 0
+        try withFilters(filters, operation: "subscribe") { handle, count, list in
+            mosquitto_subscribe_multiple(handle, &mid, count, list, qos, 0, nil)
+        }
+        return mid
+    }
+
+    /// Removes subscriptions.
+    public func unsubscribe(_ filters: [String]) throws {
+        try withFilters(filters, operation: "unsubscribe") { handle, count, list in
+            mosquitto_unsubscribe_multiple(handle, nil, count, list, nil)
+        }
+    }
+
+    /// Calls `body` under the lock with `filters` as a C array of C strings; throws its non-success code.
+    private func withFilters(
+        _ filters: [String], operation: String,
+        _ body: (OpaquePointer, Int32, UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> Int32
+    ) throws {
         var cStrings = filters.map { strdup($0) }
         defer { cStrings.forEach { free($0) } }
         let rc = state.withLock { state -> Int32 in
             guard !state.stopped else { return MOSQ_ERR_NO_CONN.rawValue }
             return cStrings.withUnsafeMutableBufferPointer { buffer in
                 buffer.baseAddress!.withMemoryRebound(to: UnsafeMutablePointer<CChar>?.self, capacity: buffer.count) {
-                    mosquitto_subscribe_multiple(handle, &mid, Int32(filters.count), $0, qos, 0, nil)
+                    body(handle, Int32(filters.count), $0)
                 }
             }
         }
-        guard rc == MOSQ_ERR_SUCCESS.rawValue else { throw MQTTError(operation: "subscribe", code: rc) }
-        return mid
+        guard rc == MOSQ_ERR_SUCCESS.rawValue else { throw MQTTError(operation: operation, code: rc) }
     }
 
     /// Disconnects, stops the network thread and frees the client. Idempotent. Never call it from `onEvent`.

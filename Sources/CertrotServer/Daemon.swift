@@ -38,6 +38,14 @@ public struct DaemonSettings: Sendable {
     public var operators: [VerificationKey] = []
     /// Where `/metrics`, `/healthz` and `/readyz` listen; nil: no HTTP listener.
     public var http: (host: String, port: Int)?
+    /// Several replicas on one shared store; nil: a single daemon.
+    public var cluster: ClusterSettings?
+
+    public struct ClusterSettings: Sendable {
+        public var replica: String
+        public var group: String
+        public var deadAfter: Int64
+    }
 
     public struct KnownChain: Sendable {
         public var name: String
@@ -100,6 +108,21 @@ public struct DaemonSettings: Sendable {
         _ = attempt("store") {
             do { try validateStoreURL(config.store) } catch { try fail("\(error)") }
         }
+        let cluster: DaemonSettings.ClusterSettings? = attempt("cluster") {
+            guard let cluster = config.cluster else { return nil }
+            guard config.store.hasPrefix("postgres://") || config.store.hasPrefix("postgresql://") else {
+                try fail("replicas share a PostgreSQL store: store must be postgres://…, not '\(config.store)'")
+            }
+            let replica = cluster.replica ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+            let group = cluster.group ?? "certrot"
+            for (name, value) in [("replica", replica), ("group", group)]
+            where value.isEmpty || value.contains(where: { "/+#".contains($0) }) {
+                try fail("\(name) '\(value)' must be non-empty and contain no '/', '+' or '#'")
+            }
+            let deadAfter = cluster.deadAfter?.seconds ?? 10
+            guard deadAfter >= 3 else { try fail("deadAfter must be at least 3s (replicas report every second)") }
+            return DaemonSettings.ClusterSettings(replica: replica, group: group, deadAfter: deadAfter)
+        } ?? nil
         let signer = attempt("signingKey") { try KeyFile.loadSigningKey(path: config.signingKey) }
         let profile = attempt("defaultProfile") { try config.profile() } ?? .nrf91
         var targets: [ResolvedTarget] = []
@@ -175,6 +198,13 @@ public struct DaemonSettings: Sendable {
             policy: config.rotationPolicy, profile: profile, bundleLifetime: lifetime,
             maxInflight: config.maxInflight ?? 1000)
         settings.operators = operators
+        if let cluster {
+            // Each replica has its own MQTT client id, and a clean session: a dead replica's session must not keep
+            // its share of the shared subscriptions (the broker would go on queuing messages for it).
+            settings.broker.clientID += "-" + cluster.replica
+            settings.broker.cleanSession = true
+            settings.cluster = cluster
+        }
         if let http = config.http {
             if (0...65535).contains(http.port) {
                 settings.http = (http.host ?? "127.0.0.1", http.port)
@@ -223,6 +253,7 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         engine.observability = observability
         engine.renewal = settings.renewal.mapValues { ($0.before, $0.successor) }
         engine.declaredCampaignDelay = settings.declaredCampaignDelay
+        engine.cluster = settings.cluster
         for (digest, chain) in settings.catalogue {
             engine.known[digest] = chain
             engine.chainsByName[chain.name] = chain.chain
@@ -253,14 +284,28 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
             logger.info("metrics and health on http://\(http.host):\(http.port)")
         }
         defer { httpTask?.cancel() }
-        let client = try MQTTClient(options: settings.broker, logger: logger) { event in inbox.push(.mqtt(event)) }
+        let reads = ReadOnlyRPC(store: store, clock: clock)
+        engine.reads = reads
+        engine.publishContext()
+        let client = try MQTTClient(options: settings.broker, logger: logger) { event in
+            if case .message(let message) = event, ReadOnlyRPC.accepts(message) {
+                reads.inbox.push(message)
+            } else {
+                inbox.push(.mqtt(event))
+            }
+        }
         engine.client = client
         defer { client.stop() }
+        let readTask = Task { await reads.run(client: client) }
+        defer {
+            reads.inbox.finish()
+            readTask.cancel()
+        }
         logger.info(
             "certrot starting",
             metadata: [
                 "broker": "\(settings.broker.host):\(settings.broker.port)", "kid": "\(settings.signer.kid)",
-                "targets": "\(settings.targets.map(\.name))",
+                "targets": "\(settings.targets.map(\.name))", "replica": "\(settings.cluster?.replica ?? "-")",
             ])
         try client.start()
         let interval = settings.tickInterval
@@ -272,7 +317,10 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         }
         defer { ticker.cancel() }
         await withTaskCancellationOrGracefulShutdownHandler {
-            while let batch = await inbox.next(limit: 2000) {
+            // One transaction per batch. SQLite commits a big batch cheaply (group commit); on PostgreSQL every
+            // statement is a round trip, and replicas wait for the devices a transaction holds: keep batches short.
+            let batchLimit = store.isShared ? 100 : 2000
+            while let batch = await inbox.next(limit: batchLimit) {
                 await engine.handle(batch)
             }
         } onCancelOrGracefulShutdown: {

@@ -18,6 +18,7 @@ public final class PostgresStore: RotationStore {
     private let group: MultiThreadedEventLoopGroup
     private let writer: Slot
     private let reader: Slot
+    private let leadership: Leadership
 
     /// Connects to `url` (`postgres://user[:password]@host[:port]/database[?sslmode=disable|require]`) and
     /// migrates the database to the current schema (under an advisory lock, so replicas starting together apply
@@ -28,6 +29,7 @@ public final class PostgresStore: RotationStore {
         self.group = group
         writer = Slot(configuration: configuration, eventLoop: group.next(), logger: logger)
         reader = Slot(configuration: configuration, eventLoop: group.next(), logger: logger)
+        leadership = Leadership(configuration: configuration, eventLoop: group.next(), logger: logger)
         do {
             try writer.transaction(readOnly: false) { tx in try Self.migrate(tx) }
         } catch {
@@ -41,8 +43,13 @@ public final class PostgresStore: RotationStore {
     deinit {
         writer.close()
         reader.close()
+        leadership.close()
         try? group.syncShutdownGracefully()
     }
+
+    public var isShared: Bool { true }
+
+    public func holdLeadership() throws -> Bool { leadership.hold() }
 
     public static func isURL(_ url: String) -> Bool {
         url.hasPrefix("postgres://") || url.hasPrefix("postgresql://")
@@ -118,6 +125,59 @@ public final class PostgresStore: RotationStore {
             connection.withLock { held in
                 try? held?.close().wait()
                 held = nil
+            }
+        }
+    }
+
+    /// The cluster's leadership: a session-level advisory lock held on a connection of its own. It is the leader's
+    /// while that session lives; when the process dies, PostgreSQL ends the session and the lock is free for
+    /// another replica. Checked (and taken when free) on every call.
+    final class Leadership: Sendable {
+        static let key: Int64 = 0x6365_7274_726F_7402
+        let configuration: PostgresConnection.Configuration
+        let eventLoop: any EventLoop
+        let logger: Logger
+        private let state = Mutex<(connection: PostgresConnection?, held: Bool)>((nil, false))
+
+        init(configuration: PostgresConnection.Configuration, eventLoop: any EventLoop, logger: Logger) {
+            self.configuration = configuration
+            self.eventLoop = eventLoop
+            self.logger = logger
+        }
+
+        func hold() -> Bool {
+            state.withLock { state in
+                do {
+                    if state.connection == nil || state.connection!.isClosed {
+                        state.held = false
+                        state.connection = try PostgresConnection.connect(
+                            on: eventLoop, configuration: configuration, id: 2, logger: logger
+                        ).wait()
+                    }
+                    let connection = state.connection!
+                    if state.held {
+                        // Still ours while the session answers.
+                        _ = try connection.query("SELECT 1", logger: logger).wait()
+                        return true
+                    }
+                    let rows = try connection.query("SELECT pg_try_advisory_lock(\(Self.key)) AS held", logger: logger).wait().rows
+                    state.held = try rows.first?.makeRandomAccess()["held"].decode(Bool.self) ?? false
+                    return state.held
+                } catch {
+                    logger.warning("leadership check failed; not leading", metadata: ["error": "\(String(reflecting: error))"])
+                    try? state.connection?.close().wait()
+                    state.connection = nil
+                    state.held = false
+                    return false
+                }
+            }
+        }
+
+        func close() {
+            state.withLock { state in
+                try? state.connection?.close().wait()
+                state.connection = nil
+                state.held = false
             }
         }
     }
@@ -234,6 +294,13 @@ public final class PostgresStore: RotationStore {
                 "CREATE INDEX campaign_members_state ON campaign_members(campaign, state, wave)",
             ]
         ),
+        (
+            "v4-cluster",
+            [
+                "ALTER TABLE rotations ADD COLUMN issued_by TEXT",
+                "CREATE TABLE replicas (id TEXT PRIMARY KEY, seen_at BIGINT NOT NULL)",
+            ]
+        ),
     ]
 
     /// An arbitrary constant naming certrot's migration lock among the database's advisory locks.
@@ -301,15 +368,16 @@ struct PostgresTransaction: StoreTransaction {
         try execute(
             """
             INSERT INTO rotations (device, target, sha256, state, attempts, jti, seq, last_error, next_attempt_at,
-                created_at, updated_at, issued_at, sent_at, applied_at, verified_at, resends)
+                created_at, updated_at, issued_at, sent_at, applied_at, verified_at, resends, issued_by)
             VALUES (\(r.device), \(r.target), \(r.sha256), \(r.state.rawValue), \(r.attempts), \(r.jti), \(r.seq),
                 \(r.lastError), \(r.nextAttemptAt), \(r.createdAt), \(r.updatedAt), \(r.issuedAt), \(r.sentAt),
-                \(r.appliedAt), \(r.verifiedAt), \(r.resends))
+                \(r.appliedAt), \(r.verifiedAt), \(r.resends), \(r.issuedBy))
             ON CONFLICT (device, target) DO UPDATE SET sha256 = excluded.sha256, state = excluded.state,
                 attempts = excluded.attempts, jti = excluded.jti, seq = excluded.seq, last_error = excluded.last_error,
                 next_attempt_at = excluded.next_attempt_at, created_at = excluded.created_at,
                 updated_at = excluded.updated_at, issued_at = excluded.issued_at, sent_at = excluded.sent_at,
-                applied_at = excluded.applied_at, verified_at = excluded.verified_at, resends = excluded.resends
+                applied_at = excluded.applied_at, verified_at = excluded.verified_at, resends = excluded.resends,
+                issued_by = excluded.issued_by
             """)
     }
 
@@ -360,8 +428,12 @@ struct PostgresTransaction: StoreTransaction {
         ).map(Self.rotation(from:))
     }
 
-    func rotationsAwaitingDelivery() throws -> [Rotation] {
-        try query("SELECT * FROM rotations WHERE state = 'pending' AND jti IS NOT NULL").map(Self.rotation(from:))
+    func rotationsAwaitingDelivery(issuedBy replica: String?) throws -> [Rotation] {
+        guard let replica else {
+            return try query("SELECT * FROM rotations WHERE state = 'pending' AND jti IS NOT NULL").map(Self.rotation(from:))
+        }
+        return try query("SELECT * FROM rotations WHERE state = 'pending' AND jti IS NOT NULL AND issued_by = \(replica)")
+            .map(Self.rotation(from:))
     }
 
     func rotationCounts() throws -> [String: [String: Int]] {
@@ -490,6 +562,27 @@ struct PostgresTransaction: StoreTransaction {
         return counts
     }
 
+    func lockDevice(_ device: String) throws {
+        // A transaction-scoped advisory lock: released at COMMIT or ROLLBACK, also for a device with no row yet.
+        try execute("SELECT pg_advisory_xact_lock(hashtextextended(\("device:" + device), 0))")
+    }
+
+    func heartbeat(replica: String, at: Int64) throws {
+        try execute(
+            """
+            INSERT INTO replicas (id, seen_at) VALUES (\(replica), \(at))
+            ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at
+            """)
+    }
+
+    func replicas(seenBefore before: Int64) throws -> [String] {
+        try query("SELECT id FROM replicas WHERE seen_at < \(before) ORDER BY id").map { try $0["id"].decode(String.self) }
+    }
+
+    func forgetReplica(_ replica: String) throws {
+        try execute("DELETE FROM replicas WHERE id = \(replica)")
+    }
+
     static func member(from row: PostgresRandomAccessRow) throws -> CampaignMember {
         CampaignMember(
             campaign: try row["campaign"].decode(String.self), device: try row["device"].decode(String.self),
@@ -526,6 +619,7 @@ struct PostgresTransaction: StoreTransaction {
         r.appliedAt = try row["applied_at"].decode(Int64?.self)
         r.verifiedAt = try row["verified_at"].decode(Int64?.self)
         r.resends = try row["resends"].decode(Int.self)
+        r.issuedBy = try row["issued_by"].decode(String?.self)
         return r
     }
 }

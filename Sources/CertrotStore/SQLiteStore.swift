@@ -123,6 +123,16 @@ public final class SQLiteStore: RotationStore {
                     CREATE INDEX campaign_members_state ON campaign_members(campaign, state, wave);
                     """)
         }
+        migrator.registerMigration("v4-cluster") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE rotations ADD COLUMN issued_by TEXT;
+                    CREATE TABLE replicas (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        seen_at INTEGER NOT NULL
+                    );
+                    """)
+        }
         return migrator
     }
 
@@ -168,12 +178,13 @@ struct SQLiteTransaction: StoreTransaction {
         try db.execute(
             sql: """
                 INSERT OR REPLACE INTO rotations (device, target, sha256, state, attempts, jti, seq, last_error,
-                    next_attempt_at, created_at, updated_at, issued_at, sent_at, applied_at, verified_at, resends)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    next_attempt_at, created_at, updated_at, issued_at, sent_at, applied_at, verified_at, resends, issued_by)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [
                 r.device, r.target, r.sha256, r.state.rawValue, r.attempts, r.jti, r.seq, r.lastError,
                 r.nextAttemptAt, r.createdAt, r.updatedAt, r.issuedAt, r.sentAt, r.appliedAt, r.verifiedAt, r.resends,
+                r.issuedBy,
             ])
     }
 
@@ -221,9 +232,14 @@ struct SQLiteTransaction: StoreTransaction {
         ).map(Self.rotation(from:))
     }
 
-    func rotationsAwaitingDelivery() throws -> [Rotation] {
-        try Row.fetchAll(db, sql: "SELECT * FROM rotations WHERE state = 'pending' AND jti IS NOT NULL")
-            .map(Self.rotation(from:))
+    func rotationsAwaitingDelivery(issuedBy replica: String?) throws -> [Rotation] {
+        guard let replica else {
+            return try Row.fetchAll(db, sql: "SELECT * FROM rotations WHERE state = 'pending' AND jti IS NOT NULL")
+                .map(Self.rotation(from:))
+        }
+        return try Row.fetchAll(
+            db, sql: "SELECT * FROM rotations WHERE state = 'pending' AND jti IS NOT NULL AND issued_by = ?", arguments: [replica]
+        ).map(Self.rotation(from:))
     }
 
     func rotationCounts() throws -> [String: [String: Int]] {
@@ -342,6 +358,22 @@ struct SQLiteTransaction: StoreTransaction {
         return counts
     }
 
+    func lockDevice(_ device: String) throws {
+        // The database pool has one writer: a write transaction already holds every device.
+    }
+
+    func heartbeat(replica: String, at: Int64) throws {
+        try db.execute(sql: "INSERT OR REPLACE INTO replicas (id, seen_at) VALUES (?, ?)", arguments: [replica, at])
+    }
+
+    func replicas(seenBefore before: Int64) throws -> [String] {
+        try String.fetchAll(db, sql: "SELECT id FROM replicas WHERE seen_at < ? ORDER BY id", arguments: [before])
+    }
+
+    func forgetReplica(_ replica: String) throws {
+        try db.execute(sql: "DELETE FROM replicas WHERE id = ?", arguments: [replica])
+    }
+
     static func member(from row: Row) -> CampaignMember {
         CampaignMember(
             campaign: row["campaign"], device: row["device"], wave: row["wave"],
@@ -371,6 +403,7 @@ struct SQLiteTransaction: StoreTransaction {
         r.appliedAt = row["applied_at"]
         r.verifiedAt = row["verified_at"]
         r.resends = row["resends"]
+        r.issuedBy = row["issued_by"]
         return r
     }
 }

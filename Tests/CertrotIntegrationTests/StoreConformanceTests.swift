@@ -2,6 +2,7 @@ import CertrotCore
 import CertrotStore
 import CertrotTestSupport
 import Foundation
+import Synchronization
 import Testing
 
 /// The two stores certrot can run on. Each conformance test runs against both: a fresh SQLite file, and a fresh
@@ -84,6 +85,7 @@ struct StoreConformanceTests {
         undelivered.jti = "j3"
         undelivered.seq = 1
         undelivered.issuedAt = 95
+        undelivered.issuedBy = "replica-1"
         var sameBundle = Rotation(device: "d3", target: "client", sha256: "s2", state: .pending, now: 10)
         sameBundle.jti = "j3"
         sameBundle.seq = 1
@@ -103,7 +105,9 @@ struct StoreConformanceTests {
             #expect(Set(needing.map(\.device)) == ["d1", "d2"])
             #expect(try tx.rotationsNeedingTick(now: 100, ackTimeout: 60, limit: 1).count == 1)
             #expect(try tx.rotationsNeedingTick(now: 40, ackTimeout: 60, limit: 10).isEmpty)
-            #expect(try Set(tx.rotationsAwaitingDelivery().map(\.target)) == ["ca", "client"])
+            #expect(try Set(tx.rotationsAwaitingDelivery(issuedBy: nil).map(\.target)) == ["ca", "client"])
+            #expect(try tx.rotationsAwaitingDelivery(issuedBy: "replica-1") == [undelivered])
+            #expect(try tx.rotationsAwaitingDelivery(issuedBy: "replica-2").isEmpty)
             #expect(try tx.rotationCounts() == ["ca": ["failed": 1, "sent": 1, "pending": 1, "verified": 1], "client": ["pending": 1]])
         }
         // Saving again replaces the row.
@@ -222,6 +226,25 @@ struct StoreConformanceTests {
     }
 }
 
+extension StoreConformanceTests {
+    @Test(arguments: StoreKind.allCases)
+    func replicasHeartbeatAndAreForgotten(kind: StoreKind) throws {
+        let store = try openStore(url: try kind.freshURL())
+        try store.write { tx throws in
+            try tx.lockDevice("d1")  // re-entrant within a transaction
+            try tx.lockDevice("d1")
+            try tx.heartbeat(replica: "a", at: 100)
+            try tx.heartbeat(replica: "b", at: 100)
+            try tx.heartbeat(replica: "a", at: 200)
+        }
+        #expect(try store.read { tx in try tx.replicas(seenBefore: 150) } == ["b"])
+        try store.write { tx in try tx.forgetReplica("b") }
+        #expect(try store.read { tx in try tx.replicas(seenBefore: 1000) } == ["a"])
+        #expect(store.isShared == (kind == .postgres))
+        #expect(try store.holdLeadership())
+    }
+}
+
 @Suite("PostgreSQL store")
 struct PostgresStoreTests {
     @Test func urlsAreCheckedBeforeConnecting() throws {
@@ -236,6 +259,50 @@ struct PostgresStoreTests {
         #expect(configuration.username == "certrot")
         #expect(configuration.password == "s3cret")
         #expect(configuration.database == "fleet")
+    }
+
+    /// One leader at a time among processes sharing a database; a leader that goes away frees the leadership.
+    @Test func leadershipIsExclusive_andPassesOnWhenTheLeaderGoesAway() throws {
+        let url = try PostgresServer.shared().createDatabase()
+        var first: PostgresStore? = try PostgresStore(url: url)
+        let second = try PostgresStore(url: url)
+        #expect(try first!.holdLeadership())
+        #expect(try !second.holdLeadership())
+        #expect(try first!.holdLeadership())
+        first = nil  // its connections close, as when a process dies
+        // The server ends the session (and frees the lock) a moment after the connection closes.
+        var taken = false
+        for _ in 0..<50 where !taken {
+            taken = try second.holdLeadership()
+            if !taken { usleep(100_000) }
+        }
+        #expect(taken)
+    }
+
+    /// Two writers on one device: the second waits for the first transaction (the device lock), so neither
+    /// reads a state the other is about to change.
+    @Test func aDeviceLockSerialisesTwoWriters() async throws {
+        let url = try PostgresServer.shared().createDatabase()
+        let a = try PostgresStore(url: url)
+        let b = try PostgresStore(url: url)
+        try a.write { tx in try tx.saveDevice(StoreConformanceTests.device("d1")) }
+        let order = Mutex<[String]>([])
+        let firstHolds = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            try? a.write { tx in
+                try tx.lockDevice("d1")
+                firstHolds.signal()
+                usleep(300_000)
+                order.withLock { $0.append("a done") }
+            }
+        }
+        thread.start()
+        firstHolds.wait()
+        try b.write { tx in
+            try tx.lockDevice("d1")
+            order.withLock { $0.append("b locked") }
+        }
+        #expect(order.withLock { $0 } == ["a done", "b locked"])
     }
 
     /// A server that went away and came back: the next transaction reconnects instead of failing forever.

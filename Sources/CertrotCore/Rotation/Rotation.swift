@@ -53,6 +53,8 @@ public struct Rotation: Sendable, Equatable {
     public var verifiedAt: Int64?
     /// Parts re-sent for the current bundle after `incomplete` acks.
     public var resends: Int = 0
+    /// In a cluster: the replica that issued (or last re-sent) the outstanding bundle and tracks its delivery.
+    public var issuedBy: String?
 
     public init(device: String, target: String, sha256: String, state: RotationState = .pending, now: Int64) {
         self.device = device

@@ -69,8 +69,9 @@ public protocol StoreTransaction {
     func history(device: String, limit: Int) throws -> [HistoryEntry]
     /// Rotations whose retry is due or whose ack is overdue at `now`.
     func rotationsNeedingTick(now: Int64, ackTimeout: Int64, limit: Int) throws -> [Rotation]
-    /// Rotations with an issued bundle whose parts may not all have reached the broker.
-    func rotationsAwaitingDelivery() throws -> [Rotation]
+    /// Rotations with an issued bundle whose parts may not all have reached the broker; only those issued by
+    /// `replica` when it is given.
+    func rotationsAwaitingDelivery(issuedBy replica: String?) throws -> [Rotation]
     /// Rotation counts: target → state → count.
     func rotationCounts() throws -> [String: [String: Int]]
     func deviceCount() throws -> Int
@@ -101,6 +102,17 @@ public protocol StoreTransaction {
     func members(campaign: String, maxWave: Int?, state: MemberState?, after: String?, limit: Int) throws -> [CampaignMember]
     /// wave → counts.
     func memberCounts(campaign: String) throws -> [Int: WaveCounts]
+
+    // MARK: Several replicas (docs/scaling.md)
+
+    /// Holds `device` for the rest of this write transaction: replicas sharing a database handle one device's
+    /// messages one at a time. A no-op where one process is the only writer (SQLite).
+    func lockDevice(_ device: String) throws
+    /// Records that `replica` is alive at `at`.
+    func heartbeat(replica: String, at: Int64) throws
+    /// Replicas last seen before `before`.
+    func replicas(seenBefore before: Int64) throws -> [String]
+    func forgetReplica(_ replica: String) throws
 }
 
 /// A transactional store. `write` runs `body` in one transaction and commits it before returning: what the
@@ -108,4 +120,14 @@ public protocol StoreTransaction {
 public protocol RotationStore: Sendable {
     func write<T>(_ body: (any StoreTransaction) throws -> T) throws -> T
     func read<T>(_ body: (any StoreTransaction) throws -> T) throws -> T
+    /// Whether this process is the cluster's leader (takes the leadership when it is free, keeps it while its
+    /// database session lives). Always true for a store one process owns.
+    func holdLeadership() throws -> Bool
+    /// True when several processes can share the store (replicas).
+    var isShared: Bool { get }
+}
+
+extension RotationStore {
+    public func holdLeadership() throws -> Bool { true }
+    public var isShared: Bool { false }
 }

@@ -158,6 +158,18 @@ public struct CertrotConfig: Sendable, Decodable {
         public var port: Int
     }
 
+    /// Several replicas on one PostgreSQL store and one broker (docs/scaling.md); absent: a single daemon.
+    public var cluster: Cluster?
+
+    public struct Cluster: Sendable, Decodable {
+        /// This replica's name, unique in the cluster (default: host name and process id).
+        public var replica: String?
+        /// The shared-subscription group the replicas take inbound messages through (default "certrot").
+        public var group: String?
+        /// A replica not heard from for this long is dead: the leader re-sends what it had not delivered.
+        public var deadAfter: ConfigDuration?
+    }
+
     /// Operators' public keys (PEM files). When any are listed, mutating JSON-RPC methods need a signed request.
     public var operators: [Operator]?
 
@@ -196,7 +208,7 @@ public struct CertrotConfig: Sendable, Decodable {
         ("CERTROT_BROKER_TLS_KEY", "broker.tls.key"), ("CERTROT_STORE", "store"),
         ("CERTROT_SIGNING_KEY", "signingKey"), ("CERTROT_ACK_TIMEOUT", "ackTimeout"),
         ("CERTROT_BUNDLE_LIFETIME", "bundleLifetime"), ("CERTROT_HTTP_HOST", "http.host"),
-        ("CERTROT_HTTP_PORT", "http.port"),
+        ("CERTROT_HTTP_PORT", "http.port"), ("CERTROT_CLUSTER_REPLICA", "cluster.replica"),
     ]
 
     /// Applies `CERTROT_…` overrides (see ``environmentOverrides``).
@@ -227,6 +239,9 @@ public struct CertrotConfig: Sendable, Decodable {
             http = HTTP(host: http?.host, port: port)
         }
         if let host = value("CERTROT_HTTP_HOST") { http = HTTP(host: host, port: http?.port ?? 9464) }
+        if let replica = value("CERTROT_CLUSTER_REPLICA") {
+            cluster = Cluster(replica: replica, group: cluster?.group, deadAfter: cluster?.deadAfter)
+        }
     }
 
     public static func parse(yaml: String, source: String = "config") throws -> CertrotConfig {

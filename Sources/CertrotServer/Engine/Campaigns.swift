@@ -278,6 +278,7 @@ extension Engine {
             try tx.saveMember(member)
             return false
         }
+        try tx.lockDevice(member.device)
         guard let device = try tx.device(member.device), let inventory = device.inventory else {
             return try settle(.failed, "device has sent no inventory")
         }
@@ -381,7 +382,10 @@ extension Engine {
         while true {
             let page = try tx.devices(after: after, limit: 1000)
             guard let last = page.last else { break }
-            for device in page { try joinContinuous(device: device, tx: tx) }
+            for device in page {
+                try tx.lockDevice(device.id)
+                try joinContinuous(device: device, tx: tx)
+            }
             after = last.id
         }
     }
@@ -457,6 +461,7 @@ extension Engine {
             let page = try tx.members(campaign: campaign.id, maxWave: nil, state: .pending, after: after, limit: 1000)
             guard let last = page.last else { break }
             for member in page {
+                try tx.lockDevice(member.device)
                 guard let device = try tx.device(member.device) else { continue }
                 try issueIfIdle(device: device, rotations: try tx.rotations(device: member.device), tx: tx, outbox: &outbox)
             }
@@ -519,6 +524,7 @@ extension Engine {
                         try tx.saveMember(member)
                         continue
                     }
+                    try tx.lockDevice(member.device)
                     for var rotation in try tx.rotations(device: member.device)
                     where Campaign.parseRotationTarget(rotation.target)?.id == campaign.id && rotation.isCancellable {
                         let before = rotation

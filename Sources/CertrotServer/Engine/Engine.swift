@@ -53,6 +53,20 @@ final class Engine {
     /// Operators' public keys (config `operators`).
     var operators: [VerificationKey] = []
     var observability: Observability?
+    /// Read-only JSON-RPC methods answered beside the engine; it gets the engine's context on every tick.
+    var reads: ReadOnlyRPC?
+    /// Several replicas on one PostgreSQL (docs/scaling.md): inbound messages arrive through shared
+    /// subscriptions; the leader alone runs ticks, campaigns and JSON-RPC. nil: a single daemon, always leading.
+    var cluster: DaemonSettings.ClusterSettings? {
+        didSet { isLeader = cluster == nil }  // a replica leads only once it holds the leadership
+    }
+    private(set) var isLeader = true
+    private var leadershipCheckedAt = -Double.infinity
+    /// Set when this replica has just become the leader: the next tick takes over.
+    private var takeOver = false
+    private var staleCheckAt: Int64 = .min
+    /// While set (monotonic seconds), the leader also subscribes to retained inventories without sharing them.
+    private var catchUpUntil: Double?
 
     /// Rotation target name of the `trust_key` op; its "digest" is the next key's kid.
     static let trustKeyTarget = "trust-key"
@@ -89,6 +103,7 @@ final class Engine {
     /// Catalogue entries by name (a campaign target may name one with `credential`).
     var chainsByName: [String: CertificateChain] = [:]
     private var connectedAt: Double?
+    private var resumedLeadership = false
 
     init(
         store: any RotationStore, signer: SigningKey, targets: [ResolvedTarget],
@@ -113,8 +128,11 @@ final class Engine {
     // MARK: Batches
 
     func handle(_ batch: [EngineInput]) async {
+        if cluster != nil, batch.contains(where: { if case .tick = $0 { true } else { false } }) {
+            checkLeadership()
+        }
         handleBatch(batch)
-        if !declaredCampaigns.isEmpty, let connectedAt, Self.monotonic() - connectedAt >= declaredCampaignDelay {
+        if isLeader, !declaredCampaigns.isEmpty, let connectedAt, Self.monotonic() - connectedAt >= declaredCampaignDelay {
             await applyDeclaredCampaigns()
             declaredCampaigns = []
         }
@@ -131,6 +149,8 @@ final class Engine {
         let started = ContinuousClock.now
         do {
             try store.write { tx in
+                // A follower learns of campaigns the leader created or changed before it handles their acks.
+                if cluster != nil, !isLeader { try reloadCampaigns(tx: tx) }
                 for input in batch { try handle(input, tx: tx, outbox: &outbox) }
             }
             let elapsed = (ContinuousClock.now - started).components
@@ -139,7 +159,7 @@ final class Engine {
         } catch {
             observability?.storeWrite(ok: false, error: "\(error)")
             // One input made the transaction fail: handle each alone so the others are not lost.
-            logger.error("batch failed; retrying its \(batch.count) inputs one by one", metadata: ["error": "\(error)"])
+            logger.error("batch failed; retrying its \(batch.count) inputs one by one", metadata: ["error": "\(String(reflecting: error))"])
             outbox = []
             for input in batch {
                 var single: [Outbound] = []
@@ -148,7 +168,7 @@ final class Engine {
                     outbox += single
                 } catch {
                     drops.count("store_error")
-                    logger.error("input dropped: store write failed", metadata: ["error": "\(error)"])
+                    logger.error("input dropped: store write failed", metadata: ["error": "\(String(reflecting: error))"])
                 }
             }
         }
@@ -159,20 +179,21 @@ final class Engine {
     private func handle(_ input: EngineInput, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
         switch input {
         case .tick:
+            publishContext()
+            if let cluster {
+                try clusterTick(cluster, tx: tx, outbox: &outbox)
+                guard isLeader else { return }
+            }
             try tick(tx: tx, outbox: &outbox)
         case .mqtt(.connected(let sessionPresent)):
             connected = true
             if connectedAt == nil { connectedAt = Self.monotonic() }
             observability?.brokerConnected(true)
             logger.info("connected to broker", metadata: ["sessionPresent": "\(sessionPresent)"])
-            do {
-                try client?.subscribe([Topics.inventoryFilter, Topics.ackFilter, Topics.rpc], qos: 1)
-            } catch {
-                logger.error("subscribe failed", metadata: ["error": "\(error)"])
-            }
+            subscribe(inboundFilters + (isLeader ? [Topics.rpc] : []) + (catchUpUntil != nil ? [Topics.inventoryFilter] : []))
             if !resumed {
                 resumed = true
-                try resumeUndelivered(tx: tx, outbox: &outbox)
+                try resumeUndelivered(issuedBy: cluster?.replica, tx: tx, outbox: &outbox)
             }
         case .mqtt(.connectionRefused(let code)):
             logger.error("broker refused the connection", metadata: ["code": "\(code)"])
@@ -208,6 +229,7 @@ final class Engine {
             }
             if let reply { outbox.append(reply) }
             for id in reissue {
+                try tx.lockDevice(id)
                 guard let device = try tx.device(id) else { continue }
                 try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
             }
@@ -240,6 +262,7 @@ final class Engine {
             logger.info("inventory dropped", metadata: ["device": "\(id)", "reason": "\(error.message)"])
             return
         }
+        try tx.lockDevice(id)
         var device = try tx.device(id) ?? DeviceRecord(id: id, firstSeen: now, lastSeen: now, inventory: nil, issuedSeq: 0)
         device.lastSeen = now
         device.inventory = inventory
@@ -293,8 +316,12 @@ final class Engine {
             let before = rotation
             if rotation.sha256 != digest {
                 rotation.restart(sha256: digest, now: now)
-            } else if rotation.state == .verified, !holds {
-                // The device lost the credential (a factory reset, a manual write): rotate it again.
+            } else if rotation.state == .verified, !holds, inventory.seq >= rotation.seq ?? 0 || !(message.retained && cluster != nil) {
+                // The device lost the credential (a factory reset — its seq back to 0 —, a manual write): rotate
+                // it again. In a cluster, not for a retained inventory older than the bundle that verified it: a
+                // replica catching up may handle a retained copy after another replica handled the device's newer
+                // inventory, and that copy shows the chain the device held before. A device that was reset sends
+                // a live inventory when it reconnects, which does restart the rotation.
                 rotation.restart(sha256: digest, now: now)
             } else if rotation.state == .cancelled {
                 // The tag is this target's again (the campaign that took it over was aborted before sending).
@@ -324,6 +351,7 @@ final class Engine {
             return
         }
         observability?.ack(ack.status.rawValue)
+        try tx.lockDevice(id)
         let matching = try tx.rotations(jti: ack.jti)
         guard let first = matching.first else {
             if let bundle = try tx.bundle(jti: ack.jti) {
@@ -370,17 +398,20 @@ final class Engine {
 
     private func tick(tx: any StoreTransaction, outbox: inout [Outbound]) throws {
         let now = clock()
-        var devices: Set<String> = []
-        for var rotation in try tx.rotationsNeedingTick(now: now, ackTimeout: shortestAckTimeout, limit: 10_000) {
-            let before = rotation
-            _ = rotation.tick(policy: rotationPolicy(for: rotation.target), now: now)
-            if rotation != before {
-                try save(rotation, previous: before, tx: tx)
-                devices.insert(rotation.device)
+        let due = Set(try tx.rotationsNeedingTick(now: now, ackTimeout: shortestAckTimeout, limit: 10_000).map(\.device))
+        for id in due.sorted() {
+            // Read again under the device's lock: another replica may have handled an ack meanwhile.
+            try tx.lockDevice(id)
+            var changed = false
+            for var rotation in try tx.rotations(device: id) {
+                let before = rotation
+                _ = rotation.tick(policy: rotationPolicy(for: rotation.target), now: now)
+                if rotation != before {
+                    try save(rotation, previous: before, tx: tx)
+                    changed = true
+                }
             }
-        }
-        for id in devices.sorted() {
-            guard let device = try tx.device(id) else { continue }
+            guard changed, let device = try tx.device(id) else { continue }
             try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
         }
         try campaignTick(tx: tx, outbox: &outbox)
@@ -444,6 +475,7 @@ final class Engine {
         for var rotation in waiting {
             let before = rotation
             rotation.issued(jti: jti, seq: seq, now: now)
+            rotation.issuedBy = cluster?.replica
             try save(rotation, previous: before, tx: tx, detail: "bundle issued, \(parts.count) part(s)")
         }
         outbox += parts.map { Outbound(topic: Topics.bundle(device.id), payload: $0, kind: .part(jti: jti)) }
@@ -456,15 +488,19 @@ final class Engine {
         try Parts.split(jws: bundle.jws, jti: bundle.jti, topic: Topics.bundle(bundle.device), maxMessage: bundle.maxMessage)
     }
 
-    /// After a restart: bundles issued but perhaps never handed to the broker are sent again, same jti and seq,
-    /// with the ack timer started afresh. A bundle that would expire before an ack could come back is replaced
-    /// by a new one instead (a device rejects an expired bundle, and a rejection is final).
-    private func resumeUndelivered(tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+    /// After a restart (or, in a cluster, for a replica found dead): bundles issued but perhaps never handed to
+    /// the broker are sent again, same jti and seq, with the ack timer started afresh. A bundle that would expire
+    /// before an ack could come back is replaced by a new one instead (a device rejects an expired bundle, and a
+    /// rejection is final). `issuedBy`: only that replica's bundles (nil: all).
+    private func resumeUndelivered(issuedBy replica: String?, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
         let now = clock()
         var resent: Set<String> = []
         var reissue: Set<String> = []
-        for var rotation in try tx.rotationsAwaitingDelivery() {
-            guard let jti = rotation.jti, let bundle = try tx.bundle(jti: jti) else { continue }
+        for candidate in try tx.rotationsAwaitingDelivery(issuedBy: replica) {
+            try tx.lockDevice(candidate.device)
+            guard var rotation = try tx.rotations(device: candidate.device).first(where: { $0.target == candidate.target }),
+                rotation.state == .pending, let jti = rotation.jti, jti == candidate.jti, let bundle = try tx.bundle(jti: jti)
+            else { continue }
             let before = rotation
             if bundle.exp <= now + policy.ackTimeout {
                 rotation.abandonBundle(now: now)
@@ -473,6 +509,7 @@ final class Engine {
                 continue
             }
             rotation.issuedAt = now
+            rotation.issuedBy = cluster?.replica
             try tx.saveRotation(rotation)
             guard resent.insert(jti).inserted else { continue }
             outbox += try split(bundle: bundle).map { Outbound(topic: Topics.bundle(bundle.device), payload: $0, kind: .part(jti: jti)) }
@@ -483,9 +520,98 @@ final class Engine {
         }
         if !resent.isEmpty || !reissue.isEmpty {
             logger.info(
-                "resuming bundles issued before the restart",
+                replica == cluster?.replica ? "resuming bundles issued before the restart" : "taking over bundles of replica \(replica ?? "")",
                 metadata: ["resent": "\(resent.count)", "reissued": "\(reissue.count)"])
         }
+    }
+
+    // MARK: Cluster
+
+    /// Inbound subscriptions: shared among the replicas of a cluster, each message to one of them.
+    private var inboundFilters: [String] {
+        guard let cluster else { return [Topics.inventoryFilter, Topics.ackFilter] }
+        return [Topics.inventoryFilter, Topics.ackFilter].map { "$share/\(cluster.group)/\($0)" }
+    }
+
+    private func subscribe(_ filters: [String]) {
+        guard connected else { return }
+        do {
+            try client?.subscribe(filters, qos: 1)
+        } catch {
+            logger.error("subscribe failed", metadata: ["error": "\(error)", "filters": "\(filters)"])
+        }
+    }
+
+    private func unsubscribe(_ filters: [String]) {
+        guard connected else { return }
+        do {
+            try client?.unsubscribe(filters)
+        } catch {
+            logger.error("unsubscribe failed", metadata: ["error": "\(error)", "filters": "\(filters)"])
+        }
+    }
+
+    /// Once a second: this replica is alive (in a transaction of its own, so that a long batch cannot make it
+    /// look dead), and is it the leader? (A session-level lock in PostgreSQL; free when its holder dies.)
+    private func checkLeadership() {
+        let now = Self.monotonic()
+        guard now - leadershipCheckedAt >= 1, let cluster else { return }
+        leadershipCheckedAt = now
+        do {
+            try store.write { tx in try tx.heartbeat(replica: cluster.replica, at: clock()) }
+        } catch {
+            logger.error("heartbeat failed", metadata: ["error": "\(String(reflecting: error))"])
+        }
+        let leading = (try? store.holdLeadership()) ?? false
+        guard leading != isLeader || !resumedLeadership else { return }
+        resumedLeadership = true
+        isLeader = leading
+        observability?.leader(leading)
+        if leading {
+            logger.notice("this replica leads the cluster", metadata: ["replica": "\(cluster.replica)"])
+            takeOver = true
+            subscribe([Topics.rpc])
+        } else {
+            logger.notice("this replica follows", metadata: ["replica": "\(cluster.replica)"])
+            unsubscribe([Topics.rpc])
+        }
+    }
+
+    /// The leader takes over from replicas that stopped (their undelivered
+    /// bundles), and after taking the leadership or a replica's death catches up with retained inventories: a
+    /// broker delivers no retained message through a shared subscription (mosquitto does, others do not), and
+    /// a dead replica's unhandled messages are gone with its clean session.
+    private func clusterTick(_ cluster: DaemonSettings.ClusterSettings, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+        let now = clock()
+        guard isLeader else { return }
+        var catchUp = false
+        if takeOver {
+            takeOver = false
+            try reloadCampaigns(tx: tx)
+            catchUp = true
+        }
+        if now != staleCheckAt {
+            staleCheckAt = now
+            for replica in try tx.replicas(seenBefore: now - cluster.deadAfter) where replica != cluster.replica {
+                logger.warning("replica stopped reporting; taking over its undelivered bundles", metadata: ["replica": "\(replica)"])
+                try resumeUndelivered(issuedBy: replica, tx: tx, outbox: &outbox)
+                try tx.forgetReplica(replica)
+                catchUp = true
+            }
+        }
+        let monotonic = Self.monotonic()
+        if catchUp {
+            if catchUpUntil == nil { subscribe([Topics.inventoryFilter]) }
+            catchUpUntil = monotonic + 10
+        } else if let until = catchUpUntil, monotonic >= until {
+            catchUpUntil = nil
+            unsubscribe([Topics.inventoryFilter])
+        }
+    }
+
+    /// A follower's view of the campaigns the leader runs.
+    private func reloadCampaigns(tx: any StoreTransaction) throws {
+        for campaign in try tx.campaigns() where campaigns[campaign.id] != campaign { remember(campaign) }
     }
 
     static func newJTI() -> String {
@@ -509,6 +635,9 @@ final class Engine {
         }
         undelivered[jti] = nil
         let now = clock()
+        // Under the device's lock, read again: another replica may be recording the device's ack right now.
+        guard let device = try tx.rotations(jti: jti).first?.device else { return }
+        try tx.lockDevice(device)
         for var rotation in try tx.rotations(jti: jti) {
             let before = rotation
             rotation.delivered(now: now)
@@ -584,6 +713,11 @@ final class Engine {
                 "device": "\(rotation.device)", "target": "\(rotation.target)", "jti": "\(rotation.jti ?? "-")",
                 "attempts": "\(rotation.attempts)",
             ])
+    }
+
+    /// Hands the read-only RPC handler what it needs of the engine's state.
+    func publishContext() {
+        reads?.update(rpcContext)
     }
 
     var rpcContext: RPC.Context {

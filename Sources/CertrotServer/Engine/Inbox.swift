@@ -3,7 +3,8 @@ import Synchronization
 /// A multi-producer queue drained in batches by one consumer. libmosquitto's network thread and the ticker push;
 /// the engine takes everything queued at once and handles it in one store transaction (group commit).
 final class Inbox<Item: Sendable>: Sendable {
-    private let items = Mutex<[Item]>([])
+    /// Queued items from `head` on (a head index, so that taking a batch off a long queue does not move the rest).
+    private let queue = Mutex<(items: [Item], head: Int)>(([], 0))
     private let signal: AsyncStream<Void>.Continuation
     private let stream: AsyncStream<Void>
 
@@ -12,35 +13,44 @@ final class Inbox<Item: Sendable>: Sendable {
     }
 
     func push(_ item: Item) {
-        items.withLock { $0.append(item) }
+        queue.withLock { $0.items.append(item) }
         signal.yield()
     }
 
     func finish() { signal.finish() }
+
+    /// Items queued and not yet taken.
+    var count: Int { queue.withLock { $0.items.count - $0.head } }
+
+    /// Takes up to `limit` queued items, oldest first.
+    private func take(limit: Int) -> (batch: [Item], more: Bool) {
+        queue.withLock { queue in
+            let end = queue.head + min(limit, queue.items.count - queue.head)
+            let batch = Array(queue.items[queue.head..<end])
+            queue.head = end
+            if queue.head == queue.items.count {
+                queue.items.removeAll(keepingCapacity: queue.items.count <= 65_536)
+                queue.head = 0
+            } else if queue.head > 65_536, queue.head * 2 > queue.items.count {
+                queue.items.removeFirst(queue.head)
+                queue.head = 0
+            }
+            return (batch, queue.head < queue.items.count)
+        }
+    }
 
     /// Waits until something is queued and returns all of it (at most `limit`, the rest on the next call);
     /// `nil` once finished and drained.
     func next(limit: Int) async -> [Item]? {
         var iterator = stream.makeAsyncIterator()
         while true {
-            let batch = items.withLock { items -> [Item] in
-                if items.count <= limit {
-                    defer { items.removeAll(keepingCapacity: true) }
-                    return items
-                }
-                let head = Array(items.prefix(limit))
-                items.removeFirst(limit)
-                return head
-            }
+            let (batch, more) = take(limit: limit)
             if !batch.isEmpty {
-                if items.withLock({ !$0.isEmpty }) { signal.yield() }
+                if more { signal.yield() }
                 return batch
             }
             guard await iterator.next() != nil else {
-                let rest = items.withLock { items -> [Item] in
-                    defer { items.removeAll() }
-                    return items
-                }
+                let rest = take(limit: .max).batch
                 return rest.isEmpty ? nil : rest
             }
         }

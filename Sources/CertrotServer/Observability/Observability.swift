@@ -31,6 +31,11 @@ public final class Observability: Sendable {
         storeWrites = Metrics.Timer(label: "certrot_store_write_duration_seconds", factory: factory)
     }
 
+    /// 1 while this replica leads its cluster (a single daemon always does).
+    func leader(_ leading: Bool) {
+        Metrics.Gauge(label: "certrot_cluster_leader", factory: factory).record(leading ? 1 : 0)
+    }
+
     func ack(_ status: String) {
         Metrics.Counter(label: "certrot_acks_total", dimensions: [("status", status)], factory: factory).increment()
     }

@@ -287,6 +287,7 @@ enum RPC {
         }
         let only = params["target"] as? String
         if params["target"] != nil, only == nil { throw Failure(code: .invalidParams, message: "params.target must be a string") }
+        try tx.lockDevice(id)
         guard try tx.device(id) != nil else { throw Failure(code: .unknownDevice, message: "device '\(id)' has not been seen") }
         var retried: [String] = []
         for var rotation in try tx.rotations(device: id) where only == nil || rotation.target == only {
@@ -383,8 +384,15 @@ enum RPC {
                 "ready": share >= context.keyRotationThreshold, "states": states,
             ] as [String: Any]
         }
+        // Campaign rotations, all campaigns together (per campaign: campaign.status). Answered without the engine's
+        // campaign state, so that it stays a plain read.
+        var campaignStates: [String: Int] = Dictionary(uniqueKeysWithValues: RotationState.allCases.map { ($0.rawValue, 0) })
+        for (target, byState) in counts where Campaign.parseRotationTarget(target) != nil {
+            for (state, count) in byState { campaignStates[state, default: 0] += count }
+        }
         return [
             "devices": devices, "states": fleet, "targets": perTarget, "dropped": context.drops.snapshot,
+            "campaignStates": campaignStates,
             "signing": signing, "expiry": try expiryBuckets(tx: tx, targets: context.targets, now: context.now),
             "expiringWithoutSuccessor": try expiringWithoutSuccessor(
                 tx: tx, targets: context.targets, renewal: context.renewal, now: context.now),

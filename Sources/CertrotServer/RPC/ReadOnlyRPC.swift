@@ -1,0 +1,62 @@
+import CertrotCore
+import CertrotMQTT
+import Foundation
+import Synchronization
+
+/// JSON-RPC reads (`device.status`, `fleet.status`) answered beside the engine, in read transactions of their
+/// own: an operator's status call does not wait behind a campaign's queue of acks and inventories. Signed
+/// requests, and every other method, still go through the engine (they write, or need its campaign state).
+/// A read may not yet show the effect of a mutating request sent just before it (they run on different queues).
+final class ReadOnlyRPC: Sendable {
+    static let methods: Set<String> = ["device.status", "fleet.status"]
+
+    let store: any RotationStore
+    let inbox = Inbox<MQTTMessage>()
+    /// What the handlers need of the engine's configuration (targets, known chains, keys), refreshed by the
+    /// engine on every tick.
+    private let context = Mutex<RPC.Context?>(nil)
+    private let clock: @Sendable () -> Int64
+
+    init(store: any RotationStore, clock: @escaping @Sendable () -> Int64) {
+        self.store = store
+        self.clock = clock
+    }
+
+    func update(_ context: RPC.Context) {
+        self.context.withLock { $0 = context }
+    }
+
+    /// True for an unsigned request (a JSON object) naming one of ``methods``; decided from the payload alone,
+    /// on the MQTT thread, before the message is queued.
+    static func accepts(_ message: MQTTMessage) -> Bool {
+        guard message.topic == Topics.rpc, message.payload.count <= RPC.maxRequestBytes,
+            message.payload.first == UInt8(ascii: "{"),
+            let object = try? JSONSerialization.jsonObject(with: Data(message.payload)) as? [String: Any],
+            let method = object["method"] as? String
+        else { return false }
+        return methods.contains(method)
+    }
+
+    /// Answers requests until the inbox is finished.
+    func run(client: MQTTClient) async {
+        while let batch = await inbox.next(limit: 100) {
+            guard var context = context.withLock({ $0 }) else { continue }
+            for message in batch {
+                context.now = clock()
+                let reply = try? store.read { tx in
+                    var reissue: [String] = []
+                    var deferred: [RPC.Deferred] = []
+                    return RPC.handle(message, context: context, tx: tx, reissue: &reissue, deferred: &deferred) { _, _, _ in nil }
+                }
+                guard let reply = reply ?? nil else { continue }
+                do {
+                    _ = try client.publish(
+                        topic: reply.topic, payload: reply.payload, qos: 1, retain: false, responseTopic: nil,
+                        correlationData: reply.correlationData)
+                } catch {
+                    context.logger.warning("rpc reply not published", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+    }
+}
