@@ -124,20 +124,22 @@ public struct SimulatedDevice: Sendable {
 
     mutating func apply(jws: String, partJTI: String, now: Int64) -> Reaction {
         let keys = trustedKeys
+        // Decoded once; the signature is verified once, by the duplicate check or by BundleCheck.
+        let decoded = try? JWS.decode(jws)
         // A bundle already applied (re-sent after a server restart) is acknowledged again, not re-written.
-        if let decoded = try? JWS.verify(jws, keys: keys), decoded.claims.jti == lastAppliedJTI,
-            decoded.claims.sub == id
+        if let decoded, decoded.claims.jti == lastAppliedJTI, decoded.claims.sub == id,
+            (try? JWS.verify(decoded, keys: keys)) != nil
         {
             return .ack(Ack(jti: decoded.claims.jti, status: .applied), republishInventory: true)
         }
-        let jti = (try? JWS.decode(jws))?.claims.jti ?? partJTI
+        let jti = decoded?.claims.jti ?? partJTI
         if behaviour.rejects {
             return .ack(Ack(jti: jti, status: .rejected, code: -1, reason: "simulated rejection"), republishInventory: false)
         }
         let check = BundleCheck(device: id, keys: keys, profile: profile, appliedSeq: appliedSeq, now: now)
         let claims: BundleClaims
         do {
-            claims = try check.check(jws)
+            if let decoded { claims = try check.check(decoded) } else { claims = try check.check(jws) }
         } catch {
             return .ack(Ack(jti: jti, status: .rejected, reason: error.description), republishInventory: false)
         }

@@ -84,11 +84,7 @@ public struct JWSHeader: Sendable, Equatable, Codable {
 public enum JWS {
     /// Signs `claims`. `iat`/`exp` are whole seconds by construction (they are integers).
     public static func sign(_ claims: BundleClaims, with key: SigningKey) -> String {
-        let header = #"{"alg":"ES256","kid":"\#(key.kid)","typ":"\#(JWSHeader.type)"}"#
-        let payload = try! JSONCoding.encoder.encode(claims)  // encoding plain value types cannot fail
-        let signingInput = Base64URL.encode(Array(header.utf8)) + "." + Base64URL.encode(payload)
-        let signature = try! key.privateKey.signature(for: Array(signingInput.utf8))  // P-256 signing cannot fail
-        return signingInput + "." + Base64URL.encode(signature.rawRepresentation)
+        compact(typ: JWSHeader.type, payload: claims.encoded(), key: key)
     }
 
     public struct Decoded: Sendable {
@@ -100,17 +96,18 @@ public enum JWS {
 
     /// Splits and decodes without verifying the signature (for `bundle inspect` without a key).
     public static func decode(_ jws: String) throws(CertrotError) -> Decoded {
-        let pieces = jws.split(separator: ".", omittingEmptySubsequences: false)
-        guard pieces.count == 3 else {
-            throw CertrotError(.invalidBundle, "a JWS compact serialisation has 3 parts; this has \(pieces.count)")
+        guard let (headerBytes, payloadBytes, signature, signingInput) = segments(jws) else {
+            // Not a JWS: the error the former split by characters gave (on ASCII text, as a JWS is, both splits agree).
+            let count = jws.split(separator: ".", omittingEmptySubsequences: false).count
+            guard count == 3 else {
+                throw CertrotError(.invalidBundle, "a JWS compact serialisation has 3 parts; this has \(count)")
+            }
+            throw CertrotError(.invalidBundle, "JWS parts are not base64url")
         }
-        guard let headerBytes = Base64URL.decode(pieces[0]), let payloadBytes = Base64URL.decode(pieces[1]),
-            let signature = Base64URL.decode(pieces[2])
-        else { throw CertrotError(.invalidBundle, "JWS parts are not base64url") }
         let header: JWSHeader
         let claims: BundleClaims
         do {
-            header = try JSONDecoder().decode(JWSHeader.self, from: Data(headerBytes))
+            header = try JWSHeader(canonical: headerBytes) ?? JSONDecoder().decode(JWSHeader.self, from: Data(headerBytes))
         } catch {
             throw CertrotError(.invalidBundle, "JWS header: \(describe(error))")
         }
@@ -119,35 +116,62 @@ public enum JWS {
             throw CertrotError(.invalidBundle, "typ \(header.typ) is not \(JWSHeader.type)")
         }
         do {
-            claims = try JSONDecoder().decode(BundleClaims.self, from: Data(payloadBytes))
+            // What certrot signs takes the fast path; anything else is JSONDecoder's to accept or refuse.
+            claims = try BundleClaims(canonical: payloadBytes) ?? JSONDecoder().decode(BundleClaims.self, from: Data(payloadBytes))
         } catch {
             throw CertrotError(.invalidBundle, "JWS payload: \(describe(error))")
         }
-        let signingInput = Array(jws.utf8.prefix(pieces[0].utf8.count + 1 + pieces[1].utf8.count))
         return Decoded(header: header, claims: claims, signingInput: signingInput, signature: signature)
+    }
+
+    /// Splits a compact JWS at the bytes of `.` and base64url-decodes its segments; `nil` unless there are
+    /// exactly three, each canonical base64url. Also returns the signing input (the text before the second dot).
+    static func segments(_ jws: String) -> (header: [UInt8], payload: [UInt8], signature: [UInt8], signingInput: [UInt8])? {
+        var jws = jws
+        return jws.withUTF8 { bytes in
+            let dot = UInt8(ascii: ".")
+            guard let first = bytes.firstIndex(of: dot), let second = bytes[(first + 1)...].firstIndex(of: dot),
+                !bytes[(second + 1)...].contains(dot),
+                let header = Base64URL.decode(bytes: UnsafeBufferPointer(rebasing: bytes[..<first])),
+                let payload = Base64URL.decode(bytes: UnsafeBufferPointer(rebasing: bytes[(first + 1)..<second])),
+                let signature = Base64URL.decode(bytes: UnsafeBufferPointer(rebasing: bytes[(second + 1)...]))
+            else { return nil }
+            return (header, payload, signature, Array(bytes[..<second]))
+        }
     }
 
     /// Signs an arbitrary JSON payload with header typ `typ` (operator requests use `certrot-rpc+jwt`).
     public static func sign(payload: [UInt8], typ: String, with key: SigningKey) -> String {
-        let header = #"{"alg":"ES256","kid":"\#(key.kid)","typ":"\#(typ)"}"#
-        let signingInput = Base64URL.encode(Array(header.utf8)) + "." + Base64URL.encode(payload)
-        let signature = try! key.privateKey.signature(for: Array(signingInput.utf8))  // P-256 signing cannot fail
-        return signingInput + "." + Base64URL.encode(signature.rawRepresentation)
+        compact(typ: typ, payload: payload, key: key)
+    }
+
+    /// `BASE64URL(header).BASE64URL(payload).BASE64URL(signature)`: the signing input is built once as bytes,
+    /// signed, and the signature appended to it.
+    static func compact(typ: String, payload: [UInt8], key: SigningKey) -> String {
+        let header = Array(#"{"alg":"ES256","kid":"\#(key.kid)","typ":"\#(typ)"}"#.utf8)
+        var jws: [UInt8] = []
+        jws.reserveCapacity(Base64URL.encodedCount(header.count) + Base64URL.encodedCount(payload.count) + 2 + 86)
+        Base64URL.append(header, to: &jws)
+        jws.append(UInt8(ascii: "."))
+        Base64URL.append(payload, to: &jws)
+        let signature = try! key.privateKey.signature(for: jws)  // P-256 signing cannot fail
+        jws.append(UInt8(ascii: "."))
+        Base64URL.append(signature.rawRepresentation, to: &jws)
+        return String(decoding: jws, as: UTF8.self)
     }
 
     /// Verifies a JWS of type `typ` against `keys` (by `kid`) and returns the signing key's kid and the payload.
     public static func verify(_ jws: String, typ: String, keys: [VerificationKey]) throws(CertrotError) -> (kid: String, payload: [UInt8]) {
-        let pieces = jws.split(separator: ".", omittingEmptySubsequences: false)
-        guard pieces.count == 3, let headerBytes = Base64URL.decode(pieces[0]),
-            let payload = Base64URL.decode(pieces[1]), let signatureBytes = Base64URL.decode(pieces[2])
-        else { throw CertrotError(.invalidBundle, "not a JWS compact serialisation") }
-        guard let header = try? JSONDecoder().decode(JWSHeader.self, from: Data(headerBytes)), header.alg == "ES256",
+        guard let (headerBytes, payload, signatureBytes, signingInput) = segments(jws) else {
+            throw CertrotError(.invalidBundle, "not a JWS compact serialisation")
+        }
+        guard let header = JWSHeader(canonical: headerBytes) ?? (try? JSONDecoder().decode(JWSHeader.self, from: Data(headerBytes))),
+            header.alg == "ES256",
             header.typ == typ
         else { throw CertrotError(.invalidBundle, "JWS header must say alg ES256 and typ \(typ)") }
         guard let key = keys.first(where: { $0.kid == header.kid }) else {
             throw CertrotError(.unknownKey, "no trusted key has kid \(header.kid)")
         }
-        let signingInput = Array(jws.utf8.prefix(pieces[0].utf8.count + 1 + pieces[1].utf8.count))
         guard let signature = try? P256.Signing.ECDSASignature(rawRepresentation: signatureBytes),
             key.publicKey.isValidSignature(signature, for: signingInput)
         else { throw CertrotError(.badSignature, "the ES256 signature does not verify") }
@@ -156,7 +180,12 @@ public enum JWS {
 
     /// Decodes and verifies against the pinned keys, selected by `kid`.
     public static func verify(_ jws: String, keys: [VerificationKey]) throws(CertrotError) -> Decoded {
-        let decoded = try decode(jws)
+        try verify(decode(jws), keys: keys)
+    }
+
+    /// Verifies a JWS already decoded (with ``decode(_:)``) against the pinned keys, selected by `kid`.
+    @discardableResult
+    public static func verify(_ decoded: Decoded, keys: [VerificationKey]) throws(CertrotError) -> Decoded {
         guard let key = keys.first(where: { $0.kid == decoded.header.kid }) else {
             throw CertrotError(.unknownKey, "no pinned key has kid \(decoded.header.kid)")
         }

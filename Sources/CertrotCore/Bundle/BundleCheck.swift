@@ -21,7 +21,12 @@ public struct BundleCheck: Sendable {
 
     /// Verifies and checks a bundle; throws with the reason a device puts in a `rejected` ack.
     public func check(_ jws: String) throws(CertrotError) -> BundleClaims {
-        let claims = try JWS.verify(jws, keys: keys).claims
+        try check(JWS.decode(jws))
+    }
+
+    /// The same checks for a JWS already decoded (with ``JWS/decode(_:)``), which is not decoded again.
+    public func check(_ decoded: JWS.Decoded) throws(CertrotError) -> BundleClaims {
+        let claims = try JWS.verify(decoded, keys: keys).claims
         guard claims.sub == device else {
             throw CertrotError(.invalidBundle, "bundle is for \(claims.sub), not \(device)")
         }
