@@ -100,7 +100,7 @@ let package = Package(
         .executableTarget(
             name: "certrot",
             dependencies: [
-                "CertrotCore", "CertrotServer", "CertrotSimulator", "CertrotTestSupport", "CertrotMQTT",
+                "CertrotCore", "CertrotServer", "CertrotStore", "CertrotSimulator", "CertrotTestSupport", "CertrotMQTT",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

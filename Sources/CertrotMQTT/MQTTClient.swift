@@ -196,6 +196,9 @@ public final class MQTTClient: @unchecked Sendable {
         self.box = box
         let version: Int32 = options.protocolVersion == .v5 ? Int32(MQTT_PROTOCOL_V5) : Int32(MQTT_PROTOCOL_V311)
         mosquitto_int_option(handle, MOSQ_OPT_PROTOCOL_VERSION, version)
+        // Small messages go out at once: with Nagle's algorithm a request and its reply each waited ~40 ms for
+        // the peer's delayed ACK.
+        mosquitto_int_option(handle, MOSQ_OPT_TCP_NODELAY, 1)
         mosquitto_max_inflight_messages_set(handle, options.maxInflight)
         mosquitto_reconnect_delay_set(handle, 1, 10, true)
         if let username = options.username {

@@ -70,6 +70,7 @@ public final class Broker: @unchecked Sendable {
                 autosave_interval 1
                 max_queued_messages 1000000
                 max_inflight_messages 1000
+                set_tcp_nodelay true
                 log_type error
                 log_type warning
                 log_type notice

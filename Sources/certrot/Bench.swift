@@ -2,6 +2,7 @@ import ArgumentParser
 import CertrotCore
 import CertrotMQTT
 import CertrotServer
+import CertrotStore
 import CertrotTestSupport
 import Foundation
 import Logging
@@ -23,6 +24,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Seconds for the signing benchmark.") var signSeconds: Double = 3
     @Option(help: "Give up on a phase after this many seconds.") var timeout: Double = 1800
     @Flag(help: "Skip the SIGKILL/recovery phase.") var noRecovery = false
+    @Option(help: "Known-device counts for the memory phase (comma-separated; the store is filled directly).")
+    var known: String = "100000,1000000"
 
     func run() async throws {
         LoggingSystem.bootstrap { label in
@@ -79,6 +82,23 @@ struct Bench: AsyncParsableCommand {
                     e2e.latency["device.status"]?.p50 ?? 0, e2e.latency["device.status"]?.p99 ?? 0, e2e.latency["device.status"]?.n ?? 0,
                     e2e.latency["fleet.status"]?.p50 ?? 0, e2e.latency["fleet.status"]?.p99 ?? 0, e2e.latency["fleet.status"]?.n ?? 0))
         if let recovery = e2e.recovery { say(String(format: "recovery    %.2f s from restart to the first new bundle", recovery)) }
+
+        // 4, continued: daemon memory with many devices known and nothing running, on a fresh broker.
+        let counts = known.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        if !counts.isEmpty {
+            second.stop()
+            let third = try Broker()
+            defer { third.stop() }
+            var memory: [[String: Any]] = []
+            let oldChain = try PEM.normalizeChain(oldCA.pem)
+            for count in counts {
+                let figures = try await memoryKnown(count: count, broker: third, dir: dir, oldChain: oldChain, kid: key.kid, logger: logger)
+                memory.append(figures.json)
+                say(String(format: "memory      %d devices known, idle: daemon RSS %.1f MB, peak %.1f MB (%.0f bytes/device at peak); fleet.status %.0f ms, device.status %.1f ms; store filled in %.0f s",
+                           count, figures.rss / 1e6, figures.peak / 1e6, figures.peak / Double(count), figures.fleetStatusMs, figures.deviceStatusMs, figures.seedSeconds))
+            }
+            results["memoryKnown"] = memory
+        }
 
         let data = try JSONSerialization.data(withJSONObject: results, options: [.prettyPrinted, .sortedKeys])
         let url = URL(fileURLWithPath: out)
@@ -280,7 +300,7 @@ struct Bench: AsyncParsableCommand {
         let created = try await rpc.result(
             "campaign.create", params: ["name": "bench", "targets": [["tag": 42, "chain": try String(contentsOfFile: path("new.pem"), encoding: .utf8)]],
                                         "select": ["all": true]], timeout: 120)
-        let id = created["id"] as? String ?? ""
+        guard created["id"] is String else { throw ValidationError("campaign.create failed: \(created)") }
         let began = Date()
         var samples: [String: [Double]] = ["device.status": [], "fleet.status": []]
         var verified = 0
@@ -291,13 +311,13 @@ struct Bench: AsyncParsableCommand {
                 let params: [String: Any] = method == "device.status" ? ["device": "dev-\(String(format: "%05d", index))"] : [:]
                 // A call that times out counts with its full 10 s wait (a lower bound of its latency).
                 let start = Date()
-                _ = try? await rpc.result(method, params: params, timeout: 10)
+                let answer = try? await rpc.result(method, params: params, timeout: 10)
                 samples[method]?.append(Date().timeIntervalSince(start) * 1000)
+                if method == "fleet.status", let states = answer?["campaignStates"] as? [String: Int] {
+                    verified = states["verified"] ?? 0
+                }
             }
             index = index % devices + 1
-            if let status = try? await rpc.result("campaign.status", params: ["id": id], timeout: 10) {
-                verified = (status["states"] as? [String: Int])?["verified"] ?? 0
-            }
             try await Task.sleep(for: .milliseconds(100))
         }
         let seconds = Date().timeIntervalSince(began)
@@ -354,6 +374,84 @@ struct Bench: AsyncParsableCommand {
             result.recovery = elapsed < 60 ? elapsed : nil
         }
         return result
+    }
+
+    // MARK: 4. Memory with many devices known
+
+    struct Known {
+        var devices: Int
+        var seedSeconds: Double
+        var rss: Double
+        var peak: Double
+        var fleetStatusMs: Double
+        var deviceStatusMs: Double
+        var json: [String: Any] {
+            [
+                "devices": devices, "rssBytes": rss, "rssPeakBytes": peak, "peakBytesPerDevice": peak / Double(devices),
+                "seedSeconds": seedSeconds, "fleetStatusMs": fleetStatusMs, "deviceStatusMs": deviceStatusMs,
+            ]
+        }
+    }
+
+    /// Daemon RSS with `count` devices known and no campaign running: the SQLite store is filled directly (each
+    /// device with an inventory — one credential, one trusted key — and an expiry row, as after its first
+    /// inventory), the daemon started on it with one configured target, asked for `fleet.status` and one
+    /// `device.status`, then measured. certrot keeps no per-device state in memory: what grows is the store.
+    func memoryKnown(count: Int, broker: Broker, dir: URL, oldChain: CertificateChain, kid: String, logger: Logger) async throws -> Known {
+        func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        let db = path("known-\(count).db")
+        let seeding = Date()
+        let store = try SQLiteStore(path: db)
+        let now = Int64(Date().timeIntervalSince1970)
+        let inventory = Inventory(
+            seq: 0, maxMessage: 2048, creds: [.init(tag: 42, type: 0, sha256: oldChain.sha256, notAfter: oldChain.notAfter)],
+            keys: [kid])
+        var next = 0
+        while next < count {
+            let end = min(count, next + 20_000)
+            try store.write { tx in
+                for index in next..<end {
+                    let id = "mem-\(String(format: "%07d", index))"
+                    try tx.saveDevice(DeviceRecord(id: id, firstSeen: now, lastSeen: now, inventory: inventory, issuedSeq: 0))
+                    try tx.saveExpiry(device: id, target: "ca", notAfter: oldChain.notAfter)
+                }
+            }
+            next = end
+        }
+        let seedSeconds = Date().timeIntervalSince(seeding)
+        let config = """
+            broker: {url: \(broker.url), clientId: certrot-mem-\(count)}
+            store: sqlite:\(db)
+            signingKey: \(path("key.pem"))
+            targets: [{name: ca, tag: 42, type: 0, chain: \(path("new.pem"))}]
+            catalogue: [{name: old, chain: \(path("old.pem"))}]
+            """
+        try config.write(toFile: path("known-\(count).yaml"), atomically: true, encoding: .utf8)
+        let daemon = try ChildProcess(
+            executable: CommandLine.arguments[0], arguments: ["serve", "--config", path("known-\(count).yaml"), "--log-level", "error"],
+            outputPath: path("known-\(count).log"))
+        defer { daemon.terminate(grace: 5) }
+        let rpc = try RPCClient(host: broker.host, port: broker.port, logger: logger)
+        defer { rpc.close() }
+        // Until the daemon has subscribed, a request goes nowhere: ask briefly until one is answered.
+        let started = Date()
+        let probe = ["device": "mem-\(String(format: "%07d", count / 2))"]
+        while (try? await rpc.result("device.status", params: probe, timeout: 1)) == nil {
+            guard Date().timeIntervalSince(started) < timeout else { throw ValidationError("the daemon did not answer for \(count) devices") }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        var asked = Date()
+        let status = try await rpc.result("fleet.status", timeout: timeout)
+        let fleetStatusMs = Date().timeIntervalSince(asked) * 1000
+        guard status["devices"] as? Int == count else { throw ValidationError("fleet.status counts \(status["devices"] ?? "?") devices, not \(count)") }
+        asked = Date()
+        _ = try await rpc.result("device.status", params: probe, timeout: 30)
+        let deviceStatusMs = Date().timeIntervalSince(asked) * 1000
+        try await Task.sleep(for: .seconds(2))
+        let (rss, peak) = Self.rss(pid: daemon.pid)
+        return Known(
+            devices: count, seedSeconds: seedSeconds, rss: Double(rss), peak: Double(peak), fleetStatusMs: fleetStatusMs,
+            deviceStatusMs: deviceStatusMs)
     }
 
     /// VmRSS and VmHWM of a process, in bytes.
