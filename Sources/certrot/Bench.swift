@@ -290,7 +290,7 @@ struct Bench: AsyncParsableCommand {
         let rpc = try RPCClient(host: broker.host, port: broker.port, logger: logger)
         defer { rpc.close() }
         let phaseStart = Date()
-        while (try? await rpc.result("fleet.status", timeout: 30))?["devices"] as? Int != devices {
+        while (try? await rpc.result("fleet.status", timeout: 2))?["devices"] as? Int != devices {
             guard Date().timeIntervalSince(phaseStart) < timeout else { throw ValidationError("devices not seen within \(Int(timeout)) s") }
             try await Task.sleep(for: .milliseconds(500))
         }
