@@ -290,6 +290,8 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         let client = try MQTTClient(options: settings.broker, logger: logger) { event in
             if case .message(let message) = event, ReadOnlyRPC.accepts(message) {
                 reads.inbox.push(message)
+            } else if case .message(let message) = event, message.topic == Topics.rpc {
+                inbox.pushUrgent(.mqtt(event))  // an operator's request goes before queued device messages
             } else {
                 inbox.push(.mqtt(event))
             }
@@ -312,7 +314,7 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         let ticker = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(Int(interval * 1000)))
-                inbox.push(.tick)
+                inbox.pushUrgent(.tick)
             }
         }
         defer { ticker.cancel() }

@@ -439,10 +439,14 @@ extension Engine {
     }
 
     private func admitWaiting(_ campaign: inout Campaign, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
-        var budget = 2000
+        // Back-pressure: admit no faster than bundles leave. Without it a large campaign with no rate queued
+        // tens of thousands of bundles behind the in-flight window, and those issued last timed out (the ack
+        // timeout runs from issue until the broker takes the last part) before they were even sent: at 100,000
+        // devices 11 % of the first wave, which paused the campaign on its error threshold.
+        var budget = min(2000, max(0, 2 * maxInflight - queuedPublishes - outbox.count))
         if campaign.policy.rate != nil, var bucket = buckets[campaign.id] {
             bucket.refill(now: Self.monotonic())
-            budget = bucket.available
+            budget = min(budget, bucket.available)
             buckets[campaign.id] = bucket
         }
         guard budget > 0 else { return }

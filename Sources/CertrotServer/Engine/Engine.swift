@@ -77,6 +77,9 @@ final class Engine {
     private var backlog: [Outbound] = []
     private var urgent: [Outbound] = []
     private var backlogHead = 0
+    /// Publishes queued behind the in-flight window: campaign admission holds back while this is large, so that a
+    /// bundle does not wait in the queue long enough to time out before it reaches the broker.
+    var queuedPublishes: Int { backlog.count - backlogHead }
     private var connected = false
     private var resumed = false
 

@@ -3,8 +3,9 @@ import Synchronization
 /// A multi-producer queue drained in batches by one consumer. libmosquitto's network thread and the ticker push;
 /// the engine takes everything queued at once and handles it in one store transaction (group commit).
 final class Inbox<Item: Sendable>: Sendable {
-    /// Queued items from `head` on (a head index, so that taking a batch off a long queue does not move the rest).
-    private let queue = Mutex<(items: [Item], head: Int)>(([], 0))
+    /// Queued items from `head` on (a head index, so that taking a batch off a long queue does not move the rest),
+    /// and urgent items, taken before them.
+    private let queue = Mutex<(items: [Item], head: Int, urgent: [Item])>(([], 0, []))
     private let signal: AsyncStream<Void>.Continuation
     private let stream: AsyncStream<Void>
 
@@ -17,16 +18,25 @@ final class Inbox<Item: Sendable>: Sendable {
         signal.yield()
     }
 
+    /// Queues `item` ahead of everything pushed with ``push(_:)``: ticks and operator requests must not wait
+    /// behind a flood of inventories (100,000 retained ones after a restart).
+    func pushUrgent(_ item: Item) {
+        queue.withLock { $0.urgent.append(item) }
+        signal.yield()
+    }
+
     func finish() { signal.finish() }
 
     /// Items queued and not yet taken.
-    var count: Int { queue.withLock { $0.items.count - $0.head } }
+    var count: Int { queue.withLock { $0.items.count - $0.head + $0.urgent.count } }
 
     /// Takes up to `limit` queued items, oldest first.
     private func take(limit: Int) -> (batch: [Item], more: Bool) {
         queue.withLock { queue in
-            let end = queue.head + min(limit, queue.items.count - queue.head)
-            let batch = Array(queue.items[queue.head..<end])
+            var batch = queue.urgent
+            queue.urgent.removeAll(keepingCapacity: true)
+            let end = queue.head + min(max(0, limit - batch.count), queue.items.count - queue.head)
+            batch += queue.items[queue.head..<end]
             queue.head = end
             if queue.head == queue.items.count {
                 queue.items.removeAll(keepingCapacity: queue.items.count <= 65_536)
