@@ -110,7 +110,7 @@ public struct DaemonSettings: Sendable {
         }
         let cluster: DaemonSettings.ClusterSettings? = attempt("cluster") {
             guard let cluster = config.cluster else { return nil }
-            guard config.store.hasPrefix("postgres://") || config.store.hasPrefix("postgresql://") else {
+            guard PostgresStore.isURL(config.store) else {
                 try fail("replicas share a PostgreSQL store: store must be postgres://…, not '\(config.store)'")
             }
             let replica = cluster.replica ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"

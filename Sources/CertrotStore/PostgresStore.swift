@@ -12,8 +12,8 @@ import Synchronization
 ///
 /// The store protocol is synchronous (a transaction body is plain code between BEGIN and COMMIT), so each
 /// statement waits on postgres-nio's future. The connections run on an event loop of their own, never on a
-/// caller's thread, so the wait cannot deadlock the loop it waits for. One connection writes and one reads;
-/// each is used by one transaction at a time and reopened when it was lost.
+/// caller's thread, so the wait cannot deadlock the loop it waits for. One connection writes, one reads and one
+/// holds the cluster leadership; each is used by one caller at a time and reopened when it was lost.
 public final class PostgresStore: RotationStore {
     private let group: MultiThreadedEventLoopGroup
     private let writer: Slot
@@ -27,9 +27,10 @@ public final class PostgresStore: RotationStore {
         let configuration = try Self.configuration(fromURL: url)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         self.group = group
-        writer = Slot(configuration: configuration, eventLoop: group.next(), logger: logger)
-        reader = Slot(configuration: configuration, eventLoop: group.next(), logger: logger)
-        leadership = Leadership(configuration: configuration, eventLoop: group.next(), logger: logger)
+        let endpoint = Endpoint(configuration: configuration, eventLoop: group.next(), logger: logger)
+        writer = Slot(endpoint)
+        reader = Slot(endpoint)
+        leadership = Leadership(endpoint)
         do {
             try writer.transaction(readOnly: false) { tx in try Self.migrate(tx) }
         } catch {
@@ -84,27 +85,31 @@ public final class PostgresStore: RotationStore {
         try reader.transaction(readOnly: true, body)
     }
 
-    /// One connection, used by one transaction at a time.
-    final class Slot: Sendable {
+    /// Where the store's connections go; they all run on the store's own event loop.
+    struct Endpoint: Sendable {
         let configuration: PostgresConnection.Configuration
         let eventLoop: any EventLoop
         let logger: Logger
+
+        /// `held` while it is open, else a new connection.
+        func open(_ held: PostgresConnection?, id: Int) throws -> PostgresConnection {
+            if let held, !held.isClosed { return held }
+            return try PostgresConnection.connect(on: eventLoop, configuration: configuration, id: id, logger: logger).wait()
+        }
+    }
+
+    /// One connection, used by one transaction at a time.
+    final class Slot: Sendable {
+        let endpoint: Endpoint
         private let connection = Mutex<PostgresConnection?>(nil)
 
-        init(configuration: PostgresConnection.Configuration, eventLoop: any EventLoop, logger: Logger) {
-            self.configuration = configuration
-            self.eventLoop = eventLoop
-            self.logger = logger
-        }
+        init(_ endpoint: Endpoint) { self.endpoint = endpoint }
 
         func transaction<T>(readOnly: Bool, _ body: (PostgresTransaction) throws -> T) throws -> T {
             try connection.withLock { held in
-                if held == nil || held!.isClosed {
-                    held = try PostgresConnection.connect(
-                        on: eventLoop, configuration: configuration, id: 1, logger: logger
-                    ).wait()
-                }
-                let tx = PostgresTransaction(connection: held!, logger: logger)
+                let open = try endpoint.open(held, id: 1)
+                held = open
+                let tx = PostgresTransaction(connection: open, logger: endpoint.logger)
                 do {
                     try tx.execute(readOnly ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN")
                     let result = try body(tx)
@@ -113,7 +118,7 @@ public final class PostgresStore: RotationStore {
                 } catch {
                     if (try? tx.execute("ROLLBACK")) == nil {
                         // The connection is unusable: open a new one next time.
-                        try? held?.close().wait()
+                        try? open.close().wait()
                         held = nil
                     }
                     throw error
@@ -134,40 +139,30 @@ public final class PostgresStore: RotationStore {
     /// another replica. Checked (and taken when free) on every call.
     final class Leadership: Sendable {
         static let key: Int64 = 0x6365_7274_726F_7402
-        let configuration: PostgresConnection.Configuration
-        let eventLoop: any EventLoop
-        let logger: Logger
+        let endpoint: Endpoint
+        /// The connection, and whether its session holds the lock.
         private let state = Mutex<(connection: PostgresConnection?, held: Bool)>((nil, false))
 
-        init(configuration: PostgresConnection.Configuration, eventLoop: any EventLoop, logger: Logger) {
-            self.configuration = configuration
-            self.eventLoop = eventLoop
-            self.logger = logger
-        }
+        init(_ endpoint: Endpoint) { self.endpoint = endpoint }
 
         func hold() -> Bool {
             state.withLock { state in
                 do {
-                    if state.connection == nil || state.connection!.isClosed {
-                        state.held = false
-                        state.connection = try PostgresConnection.connect(
-                            on: eventLoop, configuration: configuration, id: 2, logger: logger
-                        ).wait()
-                    }
-                    let connection = state.connection!
+                    let connection = try endpoint.open(state.connection, id: 2)
+                    if connection !== state.connection { state.held = false }  // a new session holds nothing
+                    state.connection = connection
                     if state.held {
                         // Still ours while the session answers.
-                        _ = try connection.query("SELECT 1", logger: logger).wait()
+                        _ = try connection.query("SELECT 1", logger: endpoint.logger).wait()
                         return true
                     }
-                    let rows = try connection.query("SELECT pg_try_advisory_lock(\(Self.key)) AS held", logger: logger).wait().rows
+                    let rows = try connection.query("SELECT pg_try_advisory_lock(\(Self.key)) AS held", logger: endpoint.logger).wait().rows
                     state.held = try rows.first?.makeRandomAccess()["held"].decode(Bool.self) ?? false
                     return state.held
                 } catch {
-                    logger.warning("leadership check failed; not leading", metadata: ["error": "\(String(reflecting: error))"])
+                    endpoint.logger.warning("leadership check failed; not leading", metadata: ["error": "\(String(reflecting: error))"])
                     try? state.connection?.close().wait()
-                    state.connection = nil
-                    state.held = false
+                    state = (nil, false)
                     return false
                 }
             }
@@ -176,8 +171,7 @@ public final class PostgresStore: RotationStore {
         func close() {
             state.withLock { state in
                 try? state.connection?.close().wait()
-                state.connection = nil
-                state.held = false
+                state = (nil, false)
             }
         }
     }
@@ -627,16 +621,15 @@ struct PostgresTransaction: StoreTransaction {
 /// Opens the store a config's `store:` URL names: `sqlite:PATH` or `postgres://…`.
 public func openStore(url: String) throws -> any RotationStore {
     if let path = SQLiteStore.path(fromURL: url) { return try SQLiteStore(path: path) }
-    if PostgresStore.isURL(url) { return try PostgresStore(url: url) }
-    throw StoreError("'\(url)' is neither sqlite:PATH nor postgres://user@host/database")
+    try validateStoreURL(url)
+    return try PostgresStore(url: url)
 }
 
 /// Checks a `store:` URL's form without opening it (`certrot config check`).
 public func validateStoreURL(_ url: String) throws {
     if SQLiteStore.path(fromURL: url) != nil { return }
-    if PostgresStore.isURL(url) {
-        _ = try PostgresStore.configuration(fromURL: url)
-        return
+    guard PostgresStore.isURL(url) else {
+        throw StoreError("'\(url)' is neither sqlite:PATH nor postgres://user@host/database")
     }
-    throw StoreError("'\(url)' is neither sqlite:PATH nor postgres://user@host/database")
+    _ = try PostgresStore.configuration(fromURL: url)
 }

@@ -28,12 +28,7 @@ struct Bench: AsyncParsableCommand {
     var known: String = "100000,1000000"
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .error
-            return handler
-        }
-        let logger = Logger(label: "certrot.bench")
+        let logger = makeStandardErrorLogger("certrot.bench", level: .error)
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-bench-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -279,9 +274,7 @@ struct Bench: AsyncParsableCommand {
             """
         try config.write(toFile: path("certrot.yaml"), atomically: true, encoding: .utf8)
         func startDaemon() throws -> ChildProcess {
-            try ChildProcess(
-                executable: CommandLine.arguments[0], arguments: ["serve", "--config", path("certrot.yaml"), "--log-level", "error"],
-                outputPath: path("daemon-\(UUID().uuidString.prefix(4)).log"))
+            try serve(config: path("certrot.yaml"), log: path("daemon-\(UUID().uuidString.prefix(4)).log"))
         }
         var daemon = try startDaemon()
         defer { daemon.terminate(grace: 5) }
@@ -427,9 +420,7 @@ struct Bench: AsyncParsableCommand {
             catalogue: [{name: old, chain: \(path("old.pem"))}]
             """
         try config.write(toFile: path("known-\(count).yaml"), atomically: true, encoding: .utf8)
-        let daemon = try ChildProcess(
-            executable: CommandLine.arguments[0], arguments: ["serve", "--config", path("known-\(count).yaml"), "--log-level", "error"],
-            outputPath: path("known-\(count).log"))
+        let daemon = try serve(config: path("known-\(count).yaml"), log: path("known-\(count).log"))
         defer { daemon.terminate(grace: 5) }
         let rpc = try RPCClient(host: broker.host, port: broker.port, logger: logger)
         defer { rpc.close() }
@@ -452,6 +443,12 @@ struct Bench: AsyncParsableCommand {
         return Known(
             devices: count, seedSeconds: seedSeconds, rss: Double(rss), peak: Double(peak), fleetStatusMs: fleetStatusMs,
             deviceStatusMs: deviceStatusMs)
+    }
+
+    /// `certrot serve` (this binary) in a process of its own, errors only.
+    func serve(config: String, log: String) throws -> ChildProcess {
+        try ChildProcess(
+            executable: CommandLine.arguments[0], arguments: ["serve", "--config", config, "--log-level", "error"], outputPath: log)
     }
 
     /// VmRSS and VmHWM of a process, in bytes.

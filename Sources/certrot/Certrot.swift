@@ -24,14 +24,18 @@ struct LogOptions: ParsableArguments {
     var logLevel: Logger.Level = .info
 
     func makeLogger(_ label: String) -> Logger {
-        let level = logLevel
-        LoggingSystem.bootstrap { name in
-            var handler = StreamLogHandler.standardError(label: name)
-            handler.logLevel = level
-            return handler
-        }
-        return Logger(label: label)
+        makeStandardErrorLogger(label, level: logLevel)
     }
+}
+
+/// Logs to standard error at `level` from here on (once per process), and returns a logger named `label`.
+func makeStandardErrorLogger(_ label: String, level: Logger.Level) -> Logger {
+    LoggingSystem.bootstrap { name in
+        var handler = StreamLogHandler.standardError(label: name)
+        handler.logLevel = level
+        return handler
+    }
+    return Logger(label: label)
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}

@@ -27,12 +27,7 @@ struct Demo: AsyncParsableCommand {
     var noCampaign = false
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
-            return handler
-        }
-        let logger = Logger(label: "certrot.demo")
+        let logger = makeStandardErrorLogger("certrot.demo", level: .warning)
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-demo-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer {

@@ -106,7 +106,6 @@ final class Engine {
     /// Catalogue entries by name (a campaign target may name one with `credential`).
     var chainsByName: [String: CertificateChain] = [:]
     private var connectedAt: Double?
-    private var resumedLeadership = false
 
     init(
         store: any RotationStore, signer: SigningKey, targets: [ResolvedTarget],
@@ -559,6 +558,7 @@ final class Engine {
     private func checkLeadership() {
         let now = Self.monotonic()
         guard now - leadershipCheckedAt >= 1, let cluster else { return }
+        let firstCheck = leadershipCheckedAt == -.infinity
         leadershipCheckedAt = now
         do {
             try store.write { tx in try tx.heartbeat(replica: cluster.replica, at: clock()) }
@@ -566,8 +566,7 @@ final class Engine {
             logger.error("heartbeat failed", metadata: ["error": "\(String(reflecting: error))"])
         }
         let leading = (try? store.holdLeadership()) ?? false
-        guard leading != isLeader || !resumedLeadership else { return }
-        resumedLeadership = true
+        guard leading != isLeader || firstCheck else { return }
         isLeader = leading
         observability?.leader(leading)
         if leading {

@@ -27,9 +27,6 @@ final class Inbox<Item: Sendable>: Sendable {
 
     func finish() { signal.finish() }
 
-    /// Items queued and not yet taken.
-    var count: Int { queue.withLock { $0.items.count - $0.head + $0.urgent.count } }
-
     /// Takes up to `limit` queued items, oldest first.
     private func take(limit: Int) -> (batch: [Item], more: Bool) {
         queue.withLock { queue in
