@@ -145,43 +145,68 @@ public final class SQLiteStore: RotationStore {
     }
 }
 
+/// Every statement is prepared once per connection and kept (GRDB's statement cache): preparing one costs more than
+/// running it (the parser, and GRDB's authorizer working out the tables it touches). Rows are read by column
+/// index, in the order of the `…Columns` lists, not by name (a name lookup lower-cases and hashes the name).
 struct SQLiteTransaction: StoreTransaction {
     let db: Database
 
+    static let deviceColumns = "id, first_seen, last_seen, inventory, issued_seq"
+    static let rotationColumns = """
+        device, target, sha256, state, attempts, jti, seq, last_error, next_attempt_at, created_at, updated_at, \
+        issued_at, sent_at, applied_at, verified_at, resends, issued_by
+        """
+    static let memberColumns = "campaign, device, wave, state, settled, reason, updated_at"
+
+    private func rows(_ sql: String, _ arguments: StatementArguments = []) throws -> [Row] {
+        try Row.fetchAll(db.cachedStatement(sql: sql), arguments: arguments)
+    }
+
+    private func row(_ sql: String, _ arguments: StatementArguments = []) throws -> Row? {
+        try Row.fetchOne(db.cachedStatement(sql: sql), arguments: arguments)
+    }
+
+    private func count(_ sql: String, _ arguments: StatementArguments = []) throws -> Int {
+        try Int.fetchOne(db.cachedStatement(sql: sql), arguments: arguments) ?? 0
+    }
+
+    private func run(_ sql: String, _ arguments: StatementArguments) throws {
+        try db.cachedStatement(sql: sql).execute(arguments: arguments)
+    }
+
     func device(_ id: String) throws -> DeviceRecord? {
-        try Row.fetchOne(db, sql: "SELECT * FROM devices WHERE id = ?", arguments: [id]).map(Self.device(from:))
+        try row("SELECT \(Self.deviceColumns) FROM devices WHERE id = ?", [id]).map(Self.device(from:))
     }
 
     func saveDevice(_ device: DeviceRecord) throws {
-        try db.execute(
-            sql: """
-                INSERT INTO devices (id, first_seen, last_seen, inventory, keys, issued_seq) VALUES (?, ?, ?, ?, ?, ?)
-                ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen, inventory = excluded.inventory,
-                    keys = excluded.keys, issued_seq = excluded.issued_seq
-                """,
-            arguments: [
+        try run(
+            """
+            INSERT INTO devices (id, first_seen, last_seen, inventory, keys, issued_seq) VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen, inventory = excluded.inventory,
+                keys = excluded.keys, issued_seq = excluded.issued_seq
+            """,
+            [
                 device.id, device.firstSeen, device.lastSeen, device.inventory.map { Data($0.encoded()) },
                 device.inventory?.keys.map { "," + $0.joined(separator: ",") + "," }, device.issuedSeq,
             ])
     }
 
     func rotations(device: String) throws -> [Rotation] {
-        try Row.fetchAll(db, sql: "SELECT * FROM rotations WHERE device = ? ORDER BY target", arguments: [device])
+        try rows("SELECT \(Self.rotationColumns) FROM rotations WHERE device = ? ORDER BY target", [device])
             .map(Self.rotation(from:))
     }
 
     func rotations(jti: String) throws -> [Rotation] {
-        try Row.fetchAll(db, sql: "SELECT * FROM rotations WHERE jti = ?", arguments: [jti]).map(Self.rotation(from:))
+        try rows("SELECT \(Self.rotationColumns) FROM rotations WHERE jti = ?", [jti]).map(Self.rotation(from:))
     }
 
     func saveRotation(_ r: Rotation) throws {
-        try db.execute(
-            sql: """
-                INSERT OR REPLACE INTO rotations (device, target, sha256, state, attempts, jti, seq, last_error,
-                    next_attempt_at, created_at, updated_at, issued_at, sent_at, applied_at, verified_at, resends, issued_by)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """,
-            arguments: [
+        try run(
+            """
+            INSERT OR REPLACE INTO rotations (\(Self.rotationColumns))
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """,
+            [
                 r.device, r.target, r.sha256, r.state.rawValue, r.attempts, r.jti, r.seq, r.lastError,
                 r.nextAttemptAt, r.createdAt, r.updatedAt, r.issuedAt, r.sentAt, r.appliedAt, r.verifiedAt, r.resends,
                 r.issuedBy,
@@ -189,91 +214,83 @@ struct SQLiteTransaction: StoreTransaction {
     }
 
     func insertBundle(_ b: BundleRecord) throws {
-        try db.execute(
-            sql: "INSERT INTO bundles (jti, device, seq, iat, exp, jws, max_message) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            arguments: [b.jti, b.device, b.seq, b.iat, b.exp, b.jws, b.maxMessage])
+        try run(
+            "INSERT INTO bundles (jti, device, seq, iat, exp, jws, max_message) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [b.jti, b.device, b.seq, b.iat, b.exp, b.jws, b.maxMessage])
     }
 
     func bundle(jti: String) throws -> BundleRecord? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM bundles WHERE jti = ?", arguments: [jti]) else {
+        guard let row = try row("SELECT jti, device, seq, iat, exp, jws, max_message FROM bundles WHERE jti = ?", [jti]) else {
             return nil
         }
         return BundleRecord(
-            jti: row["jti"], device: row["device"], seq: row["seq"], iat: row["iat"], exp: row["exp"], jws: row["jws"],
-            maxMessage: row["max_message"])
+            jti: row[0], device: row[1], seq: row[2], iat: row[3], exp: row[4], jws: row[5], maxMessage: row[6])
     }
 
     func appendHistory(device: String, entry: HistoryEntry) throws {
-        try db.execute(
-            sql: "INSERT INTO history (device, target, at, state, jti, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            arguments: [device, entry.target, entry.at, entry.state, entry.jti, entry.detail])
+        try run(
+            "INSERT INTO history (device, target, at, state, jti, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            [device, entry.target, entry.at, entry.state, entry.jti, entry.detail])
     }
 
     func history(device: String, limit: Int) throws -> [HistoryEntry] {
-        try Row.fetchAll(
-            db, sql: "SELECT * FROM history WHERE device = ? ORDER BY id DESC LIMIT ?", arguments: [device, limit]
-        ).reversed().map {
-            HistoryEntry(at: $0["at"], target: $0["target"], state: $0["state"], jti: $0["jti"], detail: $0["detail"])
-        }
+        try rows(
+            "SELECT at, target, state, jti, detail FROM history WHERE device = ? ORDER BY id DESC LIMIT ?", [device, limit]
+        ).reversed().map { HistoryEntry(at: $0[0], target: $0[1], state: $0[2], jti: $0[3], detail: $0[4]) }
     }
 
     func rotationsNeedingTick(now: Int64, ackTimeout: Int64, limit: Int) throws -> [Rotation] {
-        let cutoff = now - ackTimeout
-        return try Row.fetchAll(
-            db,
-            sql: """
-                SELECT * FROM rotations WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?
-                UNION ALL
-                SELECT * FROM rotations WHERE jti IS NOT NULL AND state IN ('pending', 'sent')
-                    AND COALESCE(sent_at, issued_at) <= ?
-                LIMIT ?
-                """,
-            arguments: [now, cutoff, limit]
+        try rows(
+            """
+            SELECT \(Self.rotationColumns) FROM rotations WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?
+            UNION ALL
+            SELECT \(Self.rotationColumns) FROM rotations WHERE jti IS NOT NULL AND state IN ('pending', 'sent')
+                AND COALESCE(sent_at, issued_at) <= ?
+            LIMIT ?
+            """,
+            [now, now - ackTimeout, limit]
         ).map(Self.rotation(from:))
     }
 
     func rotationsAwaitingDelivery(issuedBy replica: String?) throws -> [Rotation] {
         guard let replica else {
-            return try Row.fetchAll(db, sql: "SELECT * FROM rotations WHERE state = 'pending' AND jti IS NOT NULL")
+            return try rows("SELECT \(Self.rotationColumns) FROM rotations WHERE state = 'pending' AND jti IS NOT NULL")
                 .map(Self.rotation(from:))
         }
-        return try Row.fetchAll(
-            db, sql: "SELECT * FROM rotations WHERE state = 'pending' AND jti IS NOT NULL AND issued_by = ?", arguments: [replica]
+        return try rows(
+            "SELECT \(Self.rotationColumns) FROM rotations WHERE state = 'pending' AND jti IS NOT NULL AND issued_by = ?",
+            [replica]
         ).map(Self.rotation(from:))
     }
 
     func rotationCounts() throws -> [String: [String: Int]] {
         var counts: [String: [String: Int]] = [:]
-        for row in try Row.fetchAll(db, sql: "SELECT target, state, COUNT(*) AS n FROM rotations GROUP BY target, state") {
-            counts[row["target"], default: [:]][row["state"]] = row["n"]
+        for row in try rows("SELECT target, state, COUNT(*) FROM rotations GROUP BY target, state") {
+            counts[row[0], default: [:]][row[1]] = row[2]
         }
         return counts
     }
 
     func deviceCount() throws -> Int {
-        try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM devices") ?? 0
+        try count("SELECT COUNT(*) FROM devices")
     }
 
     func rememberRequest(jti: String, at: Int64, forgetBefore: Int64) throws -> Bool {
-        try db.execute(sql: "DELETE FROM operator_requests WHERE at < ?", arguments: [forgetBefore])
-        try db.execute(sql: "INSERT OR IGNORE INTO operator_requests (jti, at) VALUES (?, ?)", arguments: [jti, at])
+        try run("DELETE FROM operator_requests WHERE at < ?", [forgetBefore])
+        try run("INSERT OR IGNORE INTO operator_requests (jti, at) VALUES (?, ?)", [jti, at])
         return db.changesCount == 1
     }
 
     func saveExpiry(device: String, target: String, notAfter: Int64?) throws {
-        try db.execute(
-            sql: "INSERT OR REPLACE INTO expiry (device, target, not_after) VALUES (?, ?, ?)",
-            arguments: [device, target, notAfter])
+        try run("INSERT OR REPLACE INTO expiry (device, target, not_after) VALUES (?, ?, ?)", [device, target, notAfter])
     }
 
     func expiryHistogram(limits: [Int64]) throws -> [String: [Int]] {
-        let columns = limits.enumerated().map { "SUM(not_after < :l\($0.offset))" }.joined(separator: ", ")
-        var arguments: [String: (any DatabaseValueConvertible)?] = [:]
-        for (index, limit) in limits.enumerated() { arguments["l\(index)"] = limit }
+        let columns = limits.indices.map { _ in "SUM(not_after < ?)" }.joined(separator: ", ")
         var result: [String: [Int]] = [:]
-        for row in try Row.fetchAll(
-            db, sql: "SELECT target, \(columns), COUNT(*) FROM expiry WHERE not_after IS NOT NULL GROUP BY target",
-            arguments: StatementArguments(arguments))
+        for row in try rows(
+            "SELECT target, \(columns), COUNT(*) FROM expiry WHERE not_after IS NOT NULL GROUP BY target",
+            StatementArguments(limits))
         {
             result[row[0]] = (1...(limits.count + 1)).map { (row[$0] as Int?) ?? 0 }
         }
@@ -282,50 +299,44 @@ struct SQLiteTransaction: StoreTransaction {
 
     func deviceCount(trustingKey kid: String) throws -> Int {
         // instr, not LIKE: kids are base64url and may contain '_', a LIKE wildcard.
-        try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM devices WHERE instr(keys, ',' || ? || ',') > 0", arguments: [kid]) ?? 0
+        try count("SELECT COUNT(*) FROM devices WHERE instr(keys, ',' || ? || ',') > 0", [kid])
     }
 
     func devices(after: String?, limit: Int) throws -> [DeviceRecord] {
-        try Row.fetchAll(
-            db, sql: "SELECT * FROM devices WHERE id > ? ORDER BY id LIMIT ?", arguments: [after ?? "", limit]
-        ).map(Self.device(from:))
+        try rows("SELECT \(Self.deviceColumns) FROM devices WHERE id > ? ORDER BY id LIMIT ?", [after ?? "", limit])
+            .map(Self.device(from:))
     }
 
     func saveCampaign(_ campaign: Campaign) throws {
         let body = try JSONEncoder().encode(campaign)
-        try db.execute(
-            sql: "INSERT OR REPLACE INTO campaigns (id, name, state, created_at, body) VALUES (?, ?, ?, ?, ?)",
-            arguments: [campaign.id, campaign.name, campaign.state.rawValue, campaign.createdAt, body])
+        try run(
+            "INSERT OR REPLACE INTO campaigns (id, name, state, created_at, body) VALUES (?, ?, ?, ?, ?)",
+            [campaign.id, campaign.name, campaign.state.rawValue, campaign.createdAt, body])
     }
 
     func campaigns() throws -> [Campaign] {
-        try Row.fetchAll(db, sql: "SELECT body FROM campaigns ORDER BY created_at, id").map { row in
-            try JSONDecoder().decode(Campaign.self, from: row["body"] as Data)
+        try rows("SELECT body FROM campaigns ORDER BY created_at, id").map { row in
+            try JSONDecoder().decode(Campaign.self, from: row[0] as Data)
         }
     }
 
     func saveMember(_ m: CampaignMember) throws {
-        try db.execute(
-            sql: """
-                INSERT OR REPLACE INTO campaign_members (campaign, device, wave, state, settled, reason, updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
-                """,
-            arguments: [m.campaign, m.device, m.wave, m.state.rawValue, m.settled, m.reason, m.updatedAt])
+        try run(
+            "INSERT OR REPLACE INTO campaign_members (\(Self.memberColumns)) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [m.campaign, m.device, m.wave, m.state.rawValue, m.settled, m.reason, m.updatedAt])
     }
 
     func member(campaign: String, device: String) throws -> CampaignMember? {
-        try Row.fetchOne(
-            db, sql: "SELECT * FROM campaign_members WHERE campaign = ? AND device = ?", arguments: [campaign, device]
-        ).map(Self.member(from:))
-    }
-
-    func memberships(device: String) throws -> [CampaignMember] {
-        try Row.fetchAll(db, sql: "SELECT * FROM campaign_members WHERE device = ?", arguments: [device])
+        try row("SELECT \(Self.memberColumns) FROM campaign_members WHERE campaign = ? AND device = ?", [campaign, device])
             .map(Self.member(from:))
     }
 
+    func memberships(device: String) throws -> [CampaignMember] {
+        try rows("SELECT \(Self.memberColumns) FROM campaign_members WHERE device = ?", [device]).map(Self.member(from:))
+    }
+
     func members(campaign: String, maxWave: Int?, state: MemberState?, after: String?, limit: Int) throws -> [CampaignMember] {
-        var sql = "SELECT * FROM campaign_members WHERE campaign = ? AND device > ?"
+        var sql = "SELECT \(Self.memberColumns) FROM campaign_members WHERE campaign = ? AND device > ?"
         var arguments: StatementArguments = [campaign, after ?? ""]
         if let state {
             sql += " AND state = ?"
@@ -337,23 +348,19 @@ struct SQLiteTransaction: StoreTransaction {
         }
         sql += " ORDER BY device LIMIT ?"
         arguments += [limit]
-        return try Row.fetchAll(db, sql: sql, arguments: arguments).map(Self.member(from:))
+        return try rows(sql, arguments).map(Self.member(from:))
     }
 
     func memberCounts(campaign: String) throws -> [Int: WaveCounts] {
         var counts: [Int: WaveCounts] = [:]
-        for row in try Row.fetchAll(
-            db,
-            sql: """
-                SELECT wave, state, COUNT(*) AS n, SUM(settled) AS s FROM campaign_members WHERE campaign = ?
-                GROUP BY wave, state
-                """,
-            arguments: [campaign])
+        for row in try rows(
+            "SELECT wave, state, COUNT(*), SUM(settled) FROM campaign_members WHERE campaign = ? GROUP BY wave, state",
+            [campaign])
         {
-            guard let state = MemberState(rawValue: row["state"]) else { continue }
-            let wave: Int = row["wave"]
-            counts[wave, default: WaveCounts()].states[state] = row["n"]
-            counts[wave, default: WaveCounts()].settled += (row["s"] as Int?) ?? 0
+            guard let state = MemberState(rawValue: row[1]) else { continue }
+            let wave: Int = row[0]
+            counts[wave, default: WaveCounts()].states[state] = row[2]
+            counts[wave, default: WaveCounts()].settled += (row[3] as Int?) ?? 0
         }
         return counts
     }
@@ -363,47 +370,49 @@ struct SQLiteTransaction: StoreTransaction {
     }
 
     func heartbeat(replica: String, at: Int64) throws {
-        try db.execute(sql: "INSERT OR REPLACE INTO replicas (id, seen_at) VALUES (?, ?)", arguments: [replica, at])
+        try run("INSERT OR REPLACE INTO replicas (id, seen_at) VALUES (?, ?)", [replica, at])
     }
 
     func replicas(seenBefore before: Int64) throws -> [String] {
-        try String.fetchAll(db, sql: "SELECT id FROM replicas WHERE seen_at < ? ORDER BY id", arguments: [before])
+        try String.fetchAll(db.cachedStatement(sql: "SELECT id FROM replicas WHERE seen_at < ? ORDER BY id"), arguments: [before])
     }
 
     func forgetReplica(_ replica: String) throws {
-        try db.execute(sql: "DELETE FROM replicas WHERE id = ?", arguments: [replica])
+        try run("DELETE FROM replicas WHERE id = ?", [replica])
     }
 
+    /// A row of ``memberColumns``.
     static func member(from row: Row) -> CampaignMember {
         CampaignMember(
-            campaign: row["campaign"], device: row["device"], wave: row["wave"],
-            state: MemberState(rawValue: row["state"]) ?? .pending, settled: row["settled"], reason: row["reason"],
-            updatedAt: row["updated_at"])
+            campaign: row[0], device: row[1], wave: row[2], state: MemberState(rawValue: row[3]) ?? .pending,
+            settled: row[4], reason: row[5], updatedAt: row[6])
     }
 
+    /// A row of ``deviceColumns``.
     static func device(from row: Row) -> DeviceRecord {
-        let inventoryBytes: [UInt8]? = (row["inventory"] as Data?).map(Array.init)
+        let inventoryBytes: [UInt8]? = (row[3] as Data?).map(Array.init)
         return DeviceRecord(
-            id: row["id"], firstSeen: row["first_seen"], lastSeen: row["last_seen"],
-            inventory: inventoryBytes.flatMap { try? Inventory.parse($0) }, issuedSeq: row["issued_seq"])
+            id: row[0], firstSeen: row[1], lastSeen: row[2], inventory: inventoryBytes.flatMap { try? Inventory.parse($0) },
+            issuedSeq: row[4])
     }
 
+    /// A row of ``rotationColumns``.
     static func rotation(from row: Row) -> Rotation {
         var r = Rotation(
-            device: row["device"], target: row["target"], sha256: row["sha256"],
-            state: RotationState(rawValue: row["state"]) ?? .pending, now: row["created_at"])
-        r.attempts = row["attempts"]
-        r.jti = row["jti"]
-        r.seq = row["seq"]
-        r.lastError = row["last_error"]
-        r.nextAttemptAt = row["next_attempt_at"]
-        r.updatedAt = row["updated_at"]
-        r.issuedAt = row["issued_at"]
-        r.sentAt = row["sent_at"]
-        r.appliedAt = row["applied_at"]
-        r.verifiedAt = row["verified_at"]
-        r.resends = row["resends"]
-        r.issuedBy = row["issued_by"]
+            device: row[0], target: row[1], sha256: row[2], state: RotationState(rawValue: row[3]) ?? .pending,
+            now: row[9])
+        r.attempts = row[4]
+        r.jti = row[5]
+        r.seq = row[6]
+        r.lastError = row[7]
+        r.nextAttemptAt = row[8]
+        r.updatedAt = row[10]
+        r.issuedAt = row[11]
+        r.sentAt = row[12]
+        r.appliedAt = row[13]
+        r.verifiedAt = row[14]
+        r.resends = row[15]
+        r.issuedBy = row[16]
         return r
     }
 }
