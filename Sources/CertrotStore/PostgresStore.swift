@@ -27,7 +27,8 @@ public final class PostgresStore: RotationStore {
         let configuration = try Self.configuration(fromURL: url)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         self.group = group
-        let endpoint = Endpoint(configuration: configuration, eventLoop: group.next(), logger: logger)
+        let endpoint = Endpoint(
+            configuration: configuration, eventLoop: group.next(), logger: logger, inventories: StoredInventories())
         writer = Slot(endpoint)
         reader = Slot(endpoint)
         leadership = Leadership(endpoint)
@@ -90,6 +91,7 @@ public final class PostgresStore: RotationStore {
         let configuration: PostgresConnection.Configuration
         let eventLoop: any EventLoop
         let logger: Logger
+        let inventories: StoredInventories
 
         /// `held` while it is open, else a new connection.
         func open(_ held: PostgresConnection?, id: Int) throws -> PostgresConnection {
@@ -109,7 +111,7 @@ public final class PostgresStore: RotationStore {
             try connection.withLock { held in
                 let open = try endpoint.open(held, id: 1)
                 held = open
-                let tx = PostgresTransaction(connection: open, logger: endpoint.logger)
+                let tx = PostgresTransaction(connection: open, logger: endpoint.logger, inventories: endpoint.inventories)
                 do {
                     try tx.execute(readOnly ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN")
                     let result = try body(tx)
@@ -295,6 +297,9 @@ public final class PostgresStore: RotationStore {
                 "CREATE TABLE replicas (id TEXT PRIMARY KEY, seen_at BIGINT NOT NULL)",
             ]
         ),
+        // SQLite's v5 also keeps rotation counts by trigger; here replicas write rotations concurrently, and
+        // counter rows would serialise (and deadlock) their transactions, so fleet.status counts with GROUP BY.
+        ("v5-counts", ["CREATE INDEX expiry_target_not_after ON expiry(target, not_after)"]),
     ]
 
     /// An arbitrary constant naming certrot's migration lock among the database's advisory locks.
@@ -324,6 +329,7 @@ public struct StoreError: Error, CustomStringConvertible {
 struct PostgresTransaction: StoreTransaction {
     let connection: PostgresConnection
     let logger: Logger
+    let inventories: StoredInventories
 
     @discardableResult
     func execute(_ query: PostgresQuery) throws -> PostgresQueryResult {
@@ -335,11 +341,11 @@ struct PostgresTransaction: StoreTransaction {
     }
 
     func device(_ id: String) throws -> DeviceRecord? {
-        try query("SELECT * FROM devices WHERE id = \(id)").first.map(Self.device(from:))
+        try query("SELECT * FROM devices WHERE id = \(id)").first.map(device(from:))
     }
 
     func saveDevice(_ device: DeviceRecord) throws {
-        let inventory = device.inventory.map { ByteBuffer(bytes: $0.encoded()) }
+        let inventory = device.inventory.map { ByteBuffer(bytes: inventories.encode(device: device.id, $0)) }
         let keys = device.inventory?.keys.map { "," + $0.joined(separator: ",") + "," }
         try execute(
             """
@@ -481,7 +487,7 @@ struct PostgresTransaction: StoreTransaction {
     }
 
     func devices(after: String?, limit: Int) throws -> [DeviceRecord] {
-        try query("SELECT * FROM devices WHERE id > \(after ?? "") ORDER BY id LIMIT \(limit)").map(Self.device(from:))
+        try query("SELECT * FROM devices WHERE id > \(after ?? "") ORDER BY id LIMIT \(limit)").map(device(from:))
     }
 
     func saveCampaign(_ campaign: Campaign) throws {
@@ -586,12 +592,13 @@ struct PostgresTransaction: StoreTransaction {
             updatedAt: try row["updated_at"].decode(Int64.self))
     }
 
-    static func device(from row: PostgresRandomAccessRow) throws -> DeviceRecord {
+    func device(from row: PostgresRandomAccessRow) throws -> DeviceRecord {
+        let id = try row["id"].decode(String.self)
         let inventory = try row["inventory"].decode(ByteBuffer?.self).flatMap { buffer in
-            try? Inventory.parse(Array(buffer.readableBytesView))
+            inventories.decode(device: id, bytes: Array(buffer.readableBytesView))
         }
         return DeviceRecord(
-            id: try row["id"].decode(String.self), firstSeen: try row["first_seen"].decode(Int64.self),
+            id: id, firstSeen: try row["first_seen"].decode(Int64.self),
             lastSeen: try row["last_seen"].decode(Int64.self), inventory: inventory,
             issuedSeq: try row["issued_seq"].decode(Int64.self))
     }

@@ -115,6 +115,12 @@ struct StoreConformanceTests {
         due.nextAttemptAt = nil
         try store.write { tx in try tx.saveRotation(due) }
         #expect(try store.read { tx in try tx.rotations(device: "d1") } == [due])
+        // The counts follow: a state change moves one rotation, saving it unchanged moves none, a new one adds.
+        try store.write { tx throws in
+            try tx.saveRotation(due)
+            try tx.saveRotation(Rotation(device: "d5", target: "ca", sha256: "s1", state: .pending, now: 10))
+        }
+        #expect(try store.read { tx in try tx.rotationCounts() } == ["ca": ["sent": 1, "pending": 1, "verified": 2], "client": ["pending": 1]])
     }
 
     @Test(arguments: StoreKind.allCases)
@@ -179,6 +185,7 @@ struct StoreConformanceTests {
             try tx.saveExpiry(device: "d4", target: "ca", notAfter: 1000)
             try tx.saveExpiry(device: "d1", target: "client", notAfter: 5)
             try tx.saveExpiry(device: "d4", target: "ca", notAfter: 30)
+            try tx.saveExpiry(device: "d1", target: "unknown-only", notAfter: nil)
         }
         #expect(try store.read { tx in try tx.expiryHistogram(limits: [20, 28, 100]) } == ["ca": [1, 2, 3, 3], "client": [1, 1, 1, 1]])
     }

@@ -582,6 +582,13 @@ public struct WaveCounts: Sendable, Equatable {
     public var executed: Int { states.filter { $0.key.executed }.map(\.value).reduce(0, +) }
     public var cancelled: Int { states[.cancelled] ?? 0 }
     public var waiting: Int { states[.waiting] ?? 0 }
+
+    /// Counts `member` in (`sign` 1) or out (`sign` -1): counts kept up to date without counting again.
+    public mutating func add(_ member: CampaignMember, sign: Int = 1) {
+        let n = (states[member.state] ?? 0) + sign
+        states[member.state] = n == 0 ? nil : n
+        if member.settled { settled += sign }
+    }
 }
 
 /// A token bucket: `rate` tokens a second, at most `capacity` saved up; starts with one token so that the first

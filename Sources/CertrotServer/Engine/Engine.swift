@@ -89,6 +89,8 @@ final class Engine {
     /// Campaigns whose counts changed since their status was last published.
     var dirtyCampaigns: Set<String> = []
     var lastStatus: [String: (payload: [UInt8], at: Double)] = [:]
+    /// Member counts per campaign and when they were counted (``memberCounts(_:tx:)``).
+    var memberCountCache: [String: (counts: [Int: WaveCounts], at: Double)] = [:]
     var progress: [String: [(at: Double, done: Int)]] = [:]
     /// Campaigns resumed: members held while paused are issued their bundles on the next tick.
     var sweep: Set<String> = []
@@ -160,6 +162,7 @@ final class Engine {
             observability?.storeWrite(ok: true)
         } catch {
             observability?.storeWrite(ok: false, error: "\(error)")
+            memberCountCache = [:]  // counts moved by the rolled-back transaction
             // One input made the transaction fail: handle each alone so the others are not lost.
             logger.error("batch failed; retrying its \(batch.count) inputs one by one", metadata: ["error": "\(String(reflecting: error))"])
             outbox = []
