@@ -287,18 +287,13 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         let reads = ReadOnlyRPC(store: store, clock: clock)
         engine.reads = reads
         engine.publishContext()
-        let client = try MQTTClient(options: settings.broker, logger: logger) { event in
-            if case .message(let message) = event, ReadOnlyRPC.accepts(message) {
-                reads.inbox.push(message)
-            } else if case .message(let message) = event, message.topic == Topics.rpc {
-                inbox.pushUrgent(.mqtt(event))  // an operator's request goes before queued device messages
-            } else {
-                inbox.push(.mqtt(event))
-            }
-        }
+        let client = try MQTTClient(options: settings.broker, logger: logger) { event in inbox.push(.mqtt(event)) }
         engine.client = client
         defer { client.stop() }
-        let readTask = Task { await reads.run(client: client) }
+        let rpc = RPCConnection(answering: settings.cluster == nil, logger: logger)
+        engine.rpc = rpc
+        defer { rpc.stop() }
+        let readTask = Task { await reads.run(replies: rpc) }
         defer {
             reads.inbox.finish()
             readTask.cancel()
@@ -310,6 +305,15 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
                 "targets": "\(settings.targets.map(\.name))", "replica": "\(settings.cluster?.replica ?? "-")",
             ])
         try client.start()
+        var rpcOptions = settings.broker
+        rpcOptions.clientID += "-rpc"
+        try rpc.start(options: rpcOptions) { message in
+            if ReadOnlyRPC.accepts(message) {
+                reads.inbox.push(message)
+            } else {
+                inbox.pushUrgent(.mqtt(.message(message)))  // an operator's request goes before queued device messages
+            }
+        }
         let interval = settings.tickInterval
         let ticker = Task {
             while !Task.isCancelled {

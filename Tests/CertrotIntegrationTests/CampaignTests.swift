@@ -88,7 +88,10 @@ import Testing
                 let counts = wave["states"] as? [String: Int] ?? [:]
                 if counts["waiting"] != wave["size"] as? Int { violations.append("wave \(index) moved while wave \(current) ran: \(counts)") }
             }
-        }) { $0["state"] as? String == "completed" }
+        }) {
+            // It completes at its success threshold (95 %); the last devices' acks may land after that.
+            $0["state"] as? String == "completed" && (($0["states"] as? [String: Int])?["verified"] ?? 0) == 1000
+        }
         #expect(violations.isEmpty, "\(violations.prefix(3))")
         #expect(wavesSeen.count >= 2)
         let sizes = (final["waves"] as? [[String: Any]] ?? []).compactMap { $0["size"] as? Int }

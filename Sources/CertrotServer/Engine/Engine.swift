@@ -47,6 +47,8 @@ final class Engine {
     let logger: Logger
     let maxInflight: Int
     var client: MQTTClient?
+    /// JSON-RPC requests and replies travel on a connection of their own.
+    var rpc: RPCConnection?
     /// The next signing key, installed on devices through the `trust-key` pseudo-target.
     var nextSigner: SigningKey?
     var keyRotationThreshold = 0.95
@@ -195,7 +197,7 @@ final class Engine {
             if connectedAt == nil { connectedAt = Self.monotonic() }
             observability?.brokerConnected(true)
             logger.info("connected to broker", metadata: ["sessionPresent": "\(sessionPresent)"])
-            subscribe(inboundFilters + (isLeader ? [Topics.rpc] : []) + (catchUpUntil != nil ? [Topics.inventoryFilter] : []))
+            subscribe(inboundFilters + (catchUpUntil != nil ? [Topics.inventoryFilter] : []))
             if !resumed {
                 resumed = true
                 try resumeUndelivered(issuedBy: cluster?.replica, tx: tx, outbox: &outbox)
@@ -575,10 +577,10 @@ final class Engine {
         if leading {
             logger.notice("this replica leads the cluster", metadata: ["replica": "\(cluster.replica)"])
             takeOver = true
-            subscribe([Topics.rpc])
+            rpc?.answer(true)
         } else {
             logger.notice("this replica follows", metadata: ["replica": "\(cluster.replica)"])
-            unsubscribe([Topics.rpc])
+            rpc?.answer(false)
         }
     }
 
@@ -662,8 +664,9 @@ final class Engine {
     /// Publishes from the backlog while fewer than `maxInflight` publishes await their PUBACK.
     func flush() {
         guard let client else { return }
-        // Replies first, outside the in-flight window (there are few, and each is waited for by someone).
-        while let item = urgent.first, publish(item, with: client) {
+        // Replies first, outside the in-flight window (there are few, and each is waited for by someone), on the
+        // RPC connection.
+        while let item = urgent.first, rpc?.publish(item) ?? publish(item, with: client) {
             urgent.removeFirst()
         }
         while backlogHead < backlog.count, inflight.count < maxInflight, publish(backlog[backlogHead], with: client) {

@@ -37,8 +37,8 @@ final class ReadOnlyRPC: Sendable {
         return methods.contains(method)
     }
 
-    /// Answers requests until the inbox is finished.
-    func run(client: MQTTClient) async {
+    /// Answers requests until the inbox is finished; replies go out on `replies`.
+    func run(replies: RPCConnection) async {
         while let batch = await inbox.next(limit: 100) {
             guard var context = context.withLock({ $0 }) else { continue }
             for message in batch {
@@ -48,14 +48,7 @@ final class ReadOnlyRPC: Sendable {
                     var deferred: [RPC.Deferred] = []
                     return RPC.handle(message, context: context, tx: tx, reissue: &reissue, deferred: &deferred) { _, _, _ in nil }
                 }
-                guard let reply = reply ?? nil else { continue }
-                do {
-                    _ = try client.publish(
-                        topic: reply.topic, payload: reply.payload, qos: 1, retain: false, responseTopic: nil,
-                        correlationData: reply.correlationData)
-                } catch {
-                    context.logger.warning("rpc reply not published", metadata: ["error": "\(error)"])
-                }
+                if let reply = reply ?? nil { _ = replies.publish(reply) }
             }
         }
     }
