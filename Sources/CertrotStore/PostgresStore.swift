@@ -299,7 +299,14 @@ public final class PostgresStore: RotationStore {
         ),
         // SQLite's v5 also keeps rotation counts by trigger; here replicas write rotations concurrently, and
         // counter rows would serialise (and deadlock) their transactions, so fleet.status counts with GROUP BY.
-        ("v5-counts", ["CREATE INDEX expiry_target_not_after ON expiry(target, not_after)"]),
+        (
+            "v5-counts",
+            [
+                "CREATE INDEX expiry_target_not_after ON expiry(target, not_after)",
+                // The replicas' claim on outbound work (claimAwaitingBundle).
+                "CREATE INDEX rotations_awaiting_bundle ON rotations(updated_at) WHERE state = 'pending' AND jti IS NULL",
+            ]
+        ),
     ]
 
     /// An arbitrary constant naming certrot's migration lock among the database's advisory locks.
@@ -565,6 +572,26 @@ struct PostgresTransaction: StoreTransaction {
     func lockDevice(_ device: String) throws {
         // A transaction-scoped advisory lock: released at COMMIT or ROLLBACK, also for a device with no row yet.
         try execute("SELECT pg_advisory_xact_lock(hashtextextended(\("device:" + device), 0))")
+    }
+
+    func claimAwaitingBundle(limit: Int, holding: [String]) throws -> [String] {
+        // Rows another replica's transaction holds are skipped; of the devices claimed, those whose lock another
+        // transaction holds (it is handling the device's ack or inventory) are skipped too, never waited for:
+        // waiting on a device lock while holding rotation rows could close a cycle with that transaction.
+        try query(
+            """
+            WITH claimed AS (
+                SELECT device FROM rotations
+                WHERE state = 'pending' AND jti IS NULL
+                    AND NOT EXISTS (SELECT 1 FROM unnest(\(holding)::text[]) AS h(prefix) WHERE starts_with(target, h.prefix))
+                ORDER BY updated_at, device LIMIT \(limit)
+                FOR UPDATE SKIP LOCKED
+            )
+            SELECT device FROM (SELECT DISTINCT device FROM claimed) AS d
+            WHERE pg_try_advisory_xact_lock(hashtextextended('device:' || device, 0))
+            ORDER BY device
+            """
+        ).map { try $0["device"].decode(String.self) }
     }
 
     func heartbeat(replica: String, at: Int64) throws {

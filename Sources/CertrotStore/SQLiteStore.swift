@@ -418,6 +418,23 @@ struct SQLiteTransaction: StoreTransaction {
         // The database pool has one writer: a write transaction already holds every device.
     }
 
+    func claimAwaitingBundle(limit: Int, holding: [String]) throws -> [String] {
+        // One writer: nothing to skip, every device is already held.
+        let held = holding.map { _ in " AND substr(target, 1, length(?)) <> ?" }.joined()
+        var arguments = StatementArguments()
+        for prefix in holding { arguments += [prefix, prefix] }
+        arguments += [limit]
+        var devices: [String] = []
+        for device in try String.fetchAll(
+            db.cachedStatement(
+                sql: "SELECT device FROM rotations WHERE state = 'pending' AND jti IS NULL\(held) ORDER BY updated_at, device LIMIT ?"),
+            arguments: arguments)
+        where !devices.contains(device) {
+            devices.append(device)
+        }
+        return devices
+    }
+
     func heartbeat(replica: String, at: Int64) throws {
         try run("INSERT OR REPLACE INTO replicas (id, seen_at) VALUES (?, ?)", [replica, at])
     }

@@ -92,6 +92,9 @@ import Testing
         #expect(try harness.storeScalar("SELECT COUNT(*) FROM bundles") == devices)
         #expect(try harness.storeScalar("SELECT COUNT(*) FROM (SELECT device FROM bundles GROUP BY device HAVING COUNT(*) > 1) AS d") == 0)
         #expect(try harness.storeScalar("SELECT COUNT(*) FROM (SELECT device, seq FROM bundles GROUP BY device, seq HAVING COUNT(*) > 1) AS d") == 0)
+        // Outbound work is shared: more than one replica signed and sent bundles (claimed from the awaiting ones).
+        let senders = try harness.storeScalar("SELECT COUNT(DISTINCT issued_by) FROM rotations WHERE issued_by IS NOT NULL") ?? 0
+        #expect(senders >= 2, "bundles were sent by \(senders) replica(s)")
         // The replicas' logs outlive the test's directory, for a look after a failure.
         let keep = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-cluster-logs")
         try? FileManager.default.removeItem(at: keep)

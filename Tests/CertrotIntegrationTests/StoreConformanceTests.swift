@@ -120,7 +120,7 @@ struct StoreConformanceTests {
             try tx.saveRotation(due)
             try tx.saveRotation(Rotation(device: "d5", target: "ca", sha256: "s1", state: .pending, now: 10))
         }
-        #expect(try store.read { tx in try tx.rotationCounts() } == ["ca": ["sent": 1, "pending": 1, "verified": 2], "client": ["pending": 1]])
+        #expect(try store.read { tx in try tx.rotationCounts() } == ["ca": ["sent": 1, "pending": 2, "verified": 2], "client": ["pending": 1]])
     }
 
     @Test(arguments: StoreKind.allCases)
@@ -250,6 +250,28 @@ extension StoreConformanceTests {
         #expect(store.isShared == (kind == .postgres))
         #expect(try store.holdLeadership())
     }
+
+    /// Outbound work: devices with a rotation awaiting its bundle, oldest change first, each device once, none of a
+    /// held campaign; a rotation with a bundle out (or settled) is not work.
+    @Test(arguments: StoreKind.allCases)
+    func awaitingBundlesAreClaimedOldestFirst_heldCampaignsWait(kind: StoreKind) throws {
+        let store = try openStore(url: try kind.freshURL())
+        try store.write { tx throws in
+            try tx.saveRotation(Rotation(device: "d2", target: "cmp-a.0", sha256: "s", state: .pending, now: 10))
+            try tx.saveRotation(Rotation(device: "d2", target: "cmp-a.1", sha256: "s", state: .pending, now: 11))
+            try tx.saveRotation(Rotation(device: "d1", target: "cmp-a.0", sha256: "s", state: .pending, now: 20))
+            try tx.saveRotation(Rotation(device: "d3", target: "cmp-b.0", sha256: "s", state: .pending, now: 5))
+            var out = Rotation(device: "d4", target: "cmp-a.0", sha256: "s", state: .pending, now: 1)
+            out.jti = "j4"
+            try tx.saveRotation(out)
+            try tx.saveRotation(Rotation(device: "d5", target: "cmp-a.0", sha256: "s", state: .verified, now: 1))
+        }
+        try store.write { tx throws in
+            #expect(try tx.claimAwaitingBundle(limit: 10, holding: ["cmp-b."]).sorted() == ["d1", "d2"])
+            #expect(try tx.claimAwaitingBundle(limit: 10, holding: []).sorted() == ["d1", "d2", "d3"])
+            #expect(try tx.claimAwaitingBundle(limit: 1, holding: []) == ["d3"])
+        }
+    }
 }
 
 @Suite("PostgreSQL store")
@@ -310,6 +332,36 @@ struct PostgresStoreTests {
             order.withLock { $0.append("b locked") }
         }
         #expect(order.withLock { $0 } == ["a done", "b locked"])
+    }
+
+    /// Two replicas claiming outbound work at once get different devices: rows another transaction claimed are
+    /// skipped, and so is a device whose lock another transaction holds (it is handling that device).
+    @Test func concurrentClaimsTakeDisjointDevices_andSkipALockedDevice() async throws {
+        let url = try PostgresServer.shared().createDatabase()
+        let a = try PostgresStore(url: url)
+        let b = try PostgresStore(url: url)
+        try a.write { tx in
+            for index in 1...6 {
+                try tx.saveRotation(Rotation(device: "d\(index)", target: "cmp.0", sha256: "s", state: .pending, now: Int64(index)))
+            }
+        }
+        let claimedByA = Mutex<[String]>([])
+        let aHolds = DispatchSemaphore(value: 0)
+        let bDone = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            try? a.write { tx in
+                claimedByA.withLock { $0 = (try? tx.claimAwaitingBundle(limit: 2, holding: [])) ?? [] }
+                try tx.lockDevice("d5")  // handling d5's ack, say
+                aHolds.signal()
+                bDone.wait()
+            }
+        }
+        thread.start()
+        aHolds.wait()
+        let claimedByB = try b.write { tx in try tx.claimAwaitingBundle(limit: 10, holding: []) }
+        bDone.signal()
+        #expect(claimedByA.withLock { $0 } == ["d1", "d2"])
+        #expect(claimedByB == ["d3", "d4", "d6"])
     }
 
     /// A server that went away and came back: the next transaction reconnects instead of failing forever.

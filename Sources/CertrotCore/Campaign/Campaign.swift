@@ -499,7 +499,9 @@ public struct Campaign: Sendable, Equatable, Codable {
     }
 
     /// Rotation target name of the campaign's `index`-th target: `<campaign id>.<index>`.
-    public func rotationTarget(_ index: Int) -> String { "\(id).\(index)" }
+    public func rotationTarget(_ index: Int) -> String { "\(rotationTargetPrefix)\(index)" }
+    /// What every rotation target of this campaign starts with.
+    public var rotationTargetPrefix: String { "\(id)." }
 
     /// (campaign id, target index) of a rotation target name, if it is a campaign's.
     public static func parseRotationTarget(_ name: String) -> (id: String, index: Int)? {

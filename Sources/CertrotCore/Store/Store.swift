@@ -108,6 +108,12 @@ public protocol StoreTransaction {
     /// Holds `device` for the rest of this write transaction: replicas sharing a database handle one device's
     /// messages one at a time. A no-op where one process is the only writer (SQLite).
     func lockDevice(_ device: String) throws
+    /// Claims devices with a rotation awaiting its bundle, for this replica to issue: outbound work shared by
+    /// replicas. At most `limit` rotations, oldest change first, none whose target starts with one of `holding`
+    /// (a paused campaign's rotations wait). On PostgreSQL the rotations are taken `FOR UPDATE SKIP LOCKED` and
+    /// each device's lock (``lockDevice(_:)``) is tried, not waited for: a device another replica is issuing or
+    /// handling is skipped, and a returned device is held until this transaction ends. Write transactions only.
+    func claimAwaitingBundle(limit: Int, holding: [String]) throws -> [String]
     /// Records that `replica` is alive at `at`.
     func heartbeat(replica: String, at: Int64) throws
     /// Replicas last seen before `before`.

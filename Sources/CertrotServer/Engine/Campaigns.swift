@@ -347,7 +347,8 @@ extension Engine {
             }
             try save(rotation, previous: existing[name], tx: tx, detail: "admitted by campaign \(campaign.name) (\(campaign.id))")
         }
-        if sending {
+        // In a cluster the bundle is issued by whichever replica claims it (claimOutboundWork).
+        if sending, cluster == nil {
             try issueIfIdle(device: device, rotations: try tx.rotations(device: device.id), tx: tx, outbox: &outbox)
         }
         return sending

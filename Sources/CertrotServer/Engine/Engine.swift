@@ -189,6 +189,8 @@ final class Engine {
             publishContext()
             if let cluster {
                 try clusterTick(cluster, tx: tx, outbox: &outbox)
+                // Before this tick's admissions: what it claims was admitted earlier and is up for every replica.
+                try claimOutboundWork(tx: tx, outbox: &outbox)
                 guard isLeader else { return }
             }
             try tick(tx: tx, outbox: &outbox)
@@ -613,6 +615,19 @@ final class Engine {
         } else if let until = catchUpUntil, monotonic >= until {
             catchUpUntil = nil
             unsubscribe([Topics.inventoryFilter])
+        }
+    }
+
+    /// In a cluster every replica signs and sends bundles: the leader admits campaign members (their rotations
+    /// then await a bundle), and each replica claims a share of the awaiting rotations on every tick, as many as
+    /// its own outbound queue has room for (the admission back-pressure of one node, per replica).
+    private func claimOutboundWork(tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+        let room = min(100, max(0, 2 * maxInflight - queuedPublishes - outbox.count))
+        guard room > 0 else { return }
+        let holding = campaigns.values.filter { $0.state == .paused || $0.state == .scheduled }.map(\.rotationTargetPrefix)
+        for id in try tx.claimAwaitingBundle(limit: room, holding: holding.sorted()) {
+            guard let device = try tx.device(id) else { continue }
+            try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
         }
     }
 
