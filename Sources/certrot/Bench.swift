@@ -24,6 +24,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Seconds for the signing benchmark.") var signSeconds: Double = 3
     @Option(help: "Give up on a phase after this many seconds.") var timeout: Double = 1800
     @Flag(help: "Skip the SIGKILL/recovery phase.") var noRecovery = false
+    @Option(help: "Also run the campaign on PostgreSQL with this many replicas (0: skip; 1: one daemon, no cluster).")
+    var replicas: Int = 0
     @Option(help: "Known-device counts for the memory phase (comma-separated; the store is filled directly).")
     var known: String = "100000,1000000"
 
@@ -77,6 +79,18 @@ struct Bench: AsyncParsableCommand {
                     e2e.latency["device.status"]?.p50 ?? 0, e2e.latency["device.status"]?.p99 ?? 0, e2e.latency["device.status"]?.n ?? 0,
                     e2e.latency["fleet.status"]?.p50 ?? 0, e2e.latency["fleet.status"]?.p99 ?? 0, e2e.latency["fleet.status"]?.n ?? 0))
         if let recovery = e2e.recovery { say(String(format: "recovery    %.2f s from restart to the first new bundle", recovery)) }
+
+        // 2 again, on PostgreSQL: one daemon, or several replicas sharing the work (docs/scaling.md).
+        if replicas > 0 {
+            second.stop()
+            let broker = try Broker()
+            defer { broker.stop() }
+            let pg = try await postgresThroughput(broker: broker, dir: dir, logger: logger)
+            results["postgres"] = ["replicas": replicas, "rotationsPerSecond": pg.rate, "seconds": pg.seconds,
+                                   "ratioToRaw": raw.rate > 0 ? pg.rate / raw.rate : 0]
+            say(String(format: "postgres    %.0f rotations/s with %d %@ on PostgreSQL (%.1f s); %.2f × raw", pg.rate, replicas,
+                       replicas == 1 ? "daemon" : "replicas", pg.seconds, raw.rate > 0 ? pg.rate / raw.rate : 0))
+        }
 
         // 4, continued: daemon memory with many devices known and nothing running, on a fresh broker.
         let counts = known.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
@@ -282,11 +296,7 @@ struct Bench: AsyncParsableCommand {
         defer { simulator.terminate(grace: 2) }
         let rpc = try RPCClient(host: broker.host, port: broker.port, logger: logger)
         defer { rpc.close() }
-        let phaseStart = Date()
-        while (try? await rpc.result("fleet.status", timeout: 2))?["devices"] as? Int != devices {
-            guard Date().timeIntervalSince(phaseStart) < timeout else { throw ValidationError("devices not seen within \(Int(timeout)) s") }
-            try await Task.sleep(for: .milliseconds(500))
-        }
+        try await waitForDevices(rpc)
         try await Task.sleep(for: .seconds(2))
         let rssKnown = Double(Self.rss(pid: daemon.pid).current)
 
@@ -449,6 +459,53 @@ struct Bench: AsyncParsableCommand {
     func serve(config: String, log: String) throws -> ChildProcess {
         try ChildProcess(
             executable: CommandLine.arguments[0], arguments: ["serve", "--config", config, "--log-level", "error"], outputPath: log)
+    }
+
+    /// Until the daemon (or one of the replicas) answers that it knows every device.
+    func waitForDevices(_ rpc: RPCClient) async throws {
+        let start = Date()
+        while (try? await rpc.result("fleet.status", timeout: 2))?["devices"] as? Int != devices {
+            guard Date().timeIntervalSince(start) < timeout else { throw ValidationError("devices not seen within \(Int(timeout)) s") }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+    }
+
+    /// A campaign over every device with the daemon on PostgreSQL: one daemon (`--replicas 1`) or that many
+    /// replicas in a cluster. From campaign.create to every device verified.
+    func postgresThroughput(broker: Broker, dir: URL, logger: Logger) async throws -> (rate: Double, seconds: Double) {
+        func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        let url = try PostgresServer.shared().createDatabase()
+        var daemons: [ChildProcess] = []
+        defer { for daemon in daemons { daemon.terminate(grace: 5) } }
+        for index in 1...replicas {
+            var config = """
+                broker: {url: \(broker.url), clientId: certrot-bench-pg}
+                store: \(url)
+                signingKey: \(path("key.pem"))
+                ackTimeout: 120s
+                targets: []
+                catalogue: [{name: old, chain: \(path("old.pem"))}]
+                """
+            if replicas > 1 { config += "\ncluster: {replica: r\(index)}\n" }
+            try config.write(toFile: path("pg-\(index).yaml"), atomically: true, encoding: .utf8)
+            daemons.append(try serve(config: path("pg-\(index).yaml"), log: path("pg-\(index).log")))
+        }
+        let simulator = try startSimulator(broker: broker, prefix: "pg-", oldPath: path("old.pem"), keyPath: path("key.pem"), dir: dir)
+        defer { simulator.terminate(grace: 2) }
+        let rpc = try RPCClient(host: broker.host, port: broker.port, logger: logger)
+        defer { rpc.close() }
+        try await waitForDevices(rpc)
+        let created = try await rpc.result(
+            "campaign.create", params: ["name": "bench-pg", "targets": [["tag": 42, "chain": try String(contentsOfFile: path("new.pem"), encoding: .utf8)]],
+                                        "select": ["all": true]], timeout: 120)
+        guard created["id"] is String else { throw ValidationError("campaign.create failed: \(created)") }
+        let began = Date()
+        while ((try? await rpc.result("fleet.status", timeout: 10))?["campaignStates"] as? [String: Int])?["verified"] ?? 0 < devices {
+            guard Date().timeIntervalSince(began) < timeout else { throw ValidationError("campaign on PostgreSQL not done within \(Int(timeout)) s") }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        let seconds = Date().timeIntervalSince(began)
+        return (Double(devices) / seconds, seconds)
     }
 
     /// VmRSS and VmHWM of a process, in bytes.

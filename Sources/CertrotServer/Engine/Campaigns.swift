@@ -205,10 +205,13 @@ extension Engine {
 
     /// A campaign rotation changed: the member's state follows its rotations.
     func memberChanged(_ rotation: Rotation, tx: any StoreTransaction) throws {
-        guard let (id, _) = Campaign.parseRotationTarget(rotation.target), campaigns[id] != nil,
+        guard let (id, _) = Campaign.parseRotationTarget(rotation.target), let campaign = campaigns[id],
             var member = try tx.member(campaign: id, device: rotation.device)
         else { return }
-        let mine = try tx.rotations(device: rotation.device).filter { Campaign.parseRotationTarget($0.target)?.id == id }
+        // A one-target campaign (the usual case) has this one rotation per device: no need to read them again.
+        let mine =
+            campaign.targets.count == 1
+            ? [rotation] : try tx.rotations(device: rotation.device).filter { Campaign.parseRotationTarget($0.target)?.id == id }
         let (state, settled) = MemberState.aggregate(mine)
         let reason = mine.first { $0.state == .rejected || $0.state == .failed || $0.state == .timedOut || $0.state == .cancelled }?.lastError
         guard member.state != state || member.settled != settled || member.reason != reason else { return }

@@ -398,8 +398,10 @@ final class Engine {
             }
             logger.info("re-sending parts", metadata: ["device": "\(id)", "jti": "\(ack.jti)", "parts": "\(resend.sorted())"])
         }
-        if let device = try tx.device(id) {
-            try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
+        // The device's next rotation, if one waits (the device record is read only then).
+        let rotations = try tx.rotations(device: id)
+        if !rotations.contains(where: \.isInFlight), rotations.contains(where: \.awaitsBundle), let device = try tx.device(id) {
+            try issueIfIdle(device: device, rotations: rotations, tx: tx, outbox: &outbox)
         }
     }
 
@@ -658,9 +660,10 @@ final class Engine {
         undelivered[jti] = nil
         let now = clock()
         // Under the device's lock, read again: another replica may be recording the device's ack right now.
-        guard let device = try tx.rotations(jti: jti).first?.device else { return }
+        let unlocked = try tx.rotations(jti: jti)
+        guard let device = unlocked.first?.device else { return }
         try tx.lockDevice(device)
-        for var rotation in try tx.rotations(jti: jti) {
+        for var rotation in store.isShared ? try tx.rotations(jti: jti) : unlocked {
             let before = rotation
             rotation.delivered(now: now)
             if rotation != before { try save(rotation, previous: before, tx: tx) }
