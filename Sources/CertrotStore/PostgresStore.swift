@@ -305,6 +305,7 @@ public final class PostgresStore: RotationStore {
                 "CREATE INDEX expiry_target_not_after ON expiry(target, not_after)",
                 // The replicas' claim on outbound work (claimAwaitingBundle).
                 "CREATE INDEX rotations_awaiting_bundle ON rotations(updated_at) WHERE state = 'pending' AND jti IS NULL",
+                "CREATE INDEX campaign_members_state_device ON campaign_members(campaign, state, device)",
             ]
         ),
     ]
