@@ -258,13 +258,15 @@ import Testing
     }
 
     @Test func maintenanceWindow_holdsSendingUntilItOpens_withAControllableClock() async throws {
-        // A clock the test moves: it starts one minute before a window opens at the next full hour (UTC).
+        // A clock the test moves: it starts one minute before a window that opened at the last full or half hour
+        // (UTC) and lasts 20 minutes. Not earlier: the test CA is valid from an hour before now (a clock set before
+        // the hour began failed the preflight in an hour's last minute), and devices refuse bundles from the future.
         let real = Int64(Date().timeIntervalSince1970)
-        let hourStart = real - real % 3600
-        let fake = Mutex<Int64>(hourStart - 60)
-        let opens = hourStart / 3600 % 24
-        let window = String(format: "%02d:00", opens)
-        let closes = String(format: "%02d:30", opens)
+        let opensAt = real - real % 1800
+        let fake = Mutex<Int64>(opensAt - 60)
+        func hhmm(_ t: Int64) -> String { String(format: "%02d:%02d", t / 3600 % 24, t / 60 % 60) }
+        let window = hhmm(opensAt)
+        let closes = hhmm(opensAt + 1200)
         let (harness, fleet) = try await startCampaignHarness(devices: 20, clock: { fake.withLock { $0 } })
         let id = try await create(
             harness,
@@ -274,7 +276,7 @@ import Testing
         let held = try await status(harness, id)
         #expect(states(held)["waiting"] == 20, "\(states(held))")
         #expect(fleet.stats.partsReceived == 0)
-        fake.withLock { $0 = hourStart + 30 }
+        fake.withLock { $0 = opensAt + 30 }
         try await waitFor(harness, id) { $0["state"] as? String == "completed" && self.states($0)["verified"] == 20 }
         await harness.stop()
     }
