@@ -341,10 +341,14 @@ struct Bench: AsyncParsableCommand {
                 "campaign.create",
                 params: ["name": "bench-2", "targets": [["tag": 42, "chain": next.pem]], "select": ["all": true],
                          "rate": max(10, Double(devices) / 10)], timeout: 120)
-            let secondID = second["id"] as? String ?? ""
+            guard let secondID = second["id"] as? String else { throw ValidationError("campaign.create failed: \(second)") }
+            let halfWay = Date()
             while true {
                 let status = try? await rpc.result("campaign.status", params: ["id": secondID], timeout: 10)
                 if ((status?["states"] as? [String: Int])?["verified"] ?? 0) >= devices / 2 { break }
+                guard Date().timeIntervalSince(halfWay) < timeout else {
+                    throw ValidationError("second campaign not half-way within \(Int(timeout)) s: \(status ?? [:])")
+                }
                 try await Task.sleep(for: .milliseconds(100))
             }
             daemon.signal(SIGKILL)

@@ -281,6 +281,25 @@ import Testing
         await harness.stop()
     }
 
+    /// Two campaigns on one tag created within the same second (the daemon's clock stands still here): the second
+    /// is the newer and rotates every device. They had been ordered by their random ids, so half the time the
+    /// second one's members were all cancelled as "superseded" by the first.
+    @Test func aSecondCampaignCreatedInTheSameSecond_isTheNewer() async throws {
+        let frozen = Int64(Date().timeIntervalSince1970)
+        let (harness, fleet) = try await startCampaignHarness(devices: 20, clock: { frozen })
+        let first = try await create(harness, ["name": "first", "targets": [target(harness)], "select": ["all": true]])
+        try await waitFor(harness, first) { $0["state"] as? String == "completed" && self.states($0)["verified"] == 20 }
+        let next = try CertificateFactory.rootCA(commonName: "Next CA", days: 700)
+        for _ in 0..<3 {  // several campaigns, so that ids in either order are covered
+            let id = try await create(harness, ["name": "next-\(UUID().uuidString.prefix(4))", "targets": [target(harness, chain: next.pem)], "select": ["all": true]])
+            let done = try await waitFor(harness, id) { $0["state"] as? String == "completed" }
+            #expect(states(done)["cancelled"] == 0, "\(states(done))")
+        }
+        let digest = try PEM.normalizeChain(next.pem).sha256
+        #expect(fleet.snapshot().allSatisfy { $0.digest(tag: 42) == digest })
+        await harness.stop()
+    }
+
     // MARK: Selection
 
     @Test func continuousCampaign_takesInDevicesThatAppearLater() async throws {

@@ -455,6 +455,8 @@ public struct Campaign: Sendable, Equatable, Codable {
     public var state: CampaignState
     public var reason: String?
     public var createdAt: Int64
+    /// Creation order, for campaigns created within the same second (nil in campaigns stored before it existed).
+    public var sequence: Int64?
     public var updatedAt: Int64
     public var finishedAt: Int64?
     /// The wave being rolled out (0-based).
@@ -489,6 +491,20 @@ public struct Campaign: Sendable, Equatable, Codable {
         accepted = [false]
         errorBaseline = [0]
         executedBaseline = [0]
+    }
+
+    /// Which of two campaigns is newer (a newer campaign takes a tag over from an older one): by creation time,
+    /// then creation order (two campaigns created in one second had been ordered by their random ids), then id.
+    public var precedence: Precedence { Precedence(createdAt: createdAt, sequence: sequence ?? 0, id: id) }
+
+    public struct Precedence: Comparable, Sendable {
+        public var createdAt: Int64
+        public var sequence: Int64
+        public var id: String
+
+        public static func < (a: Precedence, b: Precedence) -> Bool {
+            (a.createdAt, a.sequence, a.id) < (b.createdAt, b.sequence, b.id)
+        }
     }
 
     public mutating func setWaveCount(_ count: Int) {

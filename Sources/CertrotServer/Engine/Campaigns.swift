@@ -41,6 +41,7 @@ extension Engine {
                     id: id, name: "auto-renewal of \(target.name)", now: now,
                     targets: [CampaignTarget(tag: target.tag, type: target.type, strategy: .replace, pem: successor.pem, credential: nil)],
                     select: .expiringWithin(tag: target.tag, seconds: renewal.before), origin: "auto")
+                campaign.sequence = nextCampaignSequence
                 campaign.policy.continuous = true
                 campaign.autoRenews = target.name
                 try store(campaign, tx: tx)
@@ -127,10 +128,10 @@ extension Engine {
     /// admitted it (and did not cancel it).
     func tagOwners(device: String, tx: any StoreTransaction) throws -> [TagKey: String] {
         guard !campaigns.isEmpty else { return [:] }  // no membership query per inventory without campaigns
-        var owners: [TagKey: (order: (Int64, String), target: String)] = [:]
+        var owners: [TagKey: (order: Campaign.Precedence, target: String)] = [:]
         for member in try tx.memberships(device: device) where member.state != .waiting && member.state != .cancelled {
             guard let campaign = campaigns[member.campaign] else { continue }
-            let order = (campaign.createdAt, campaign.id)
+            let order = campaign.precedence
             for index in campaign.targets.indices {
                 let key = TagKey(tag: campaign.targets[index].tag, type: campaign.targets[index].type)
                 if let current = owners[key], current.order >= order { continue }
@@ -181,6 +182,9 @@ extension Engine {
     }
 
     // MARK: Members
+
+    /// The creation order of the next campaign: after every campaign known.
+    var nextCampaignSequence: Int64 { (campaigns.values.compactMap(\.sequence).max() ?? 0) + 1 }
 
     /// A campaign's member counts per wave: counted once, then kept up to date as members are saved (a tick needs
     /// them for every running campaign, four times a second, and counting scans all of a campaign's members).
@@ -314,7 +318,7 @@ extension Engine {
         for (key, owner) in try tagOwners(device: device.id, tx: tx)
         where campaign.targets.contains(where: { TagKey(tag: $0.tag, type: $0.type) == key }) {
             guard let (otherID, _) = Campaign.parseRotationTarget(owner), let other = campaigns[otherID], other.id != campaign.id,
-                (other.createdAt, other.id) > (campaign.createdAt, campaign.id)
+                other.precedence > campaign.precedence
             else { continue }
             return try settle(.cancelled, "superseded by the newer campaign \(other.name) (\(other.id))")
         }
@@ -363,7 +367,7 @@ extension Engine {
     /// members within the rate and the windows, and publishes progress.
     func campaignTick(tx: any StoreTransaction, outbox: inout [Outbound]) throws {
         let now = clock()
-        for id in campaigns.values.sorted(by: { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }).map(\.id) {
+        for id in campaigns.values.sorted(by: { $0.precedence < $1.precedence }).map(\.id) {
             guard var campaign = campaigns[id], !campaign.state.isFinal else { continue }
             let before = campaign
             if campaign.state == .scheduled, now >= campaign.policy.start ?? 0 {
@@ -757,6 +761,7 @@ extension Engine {
         var campaign = Campaign(
             id: "cmp-" + String(Engine.newJTI().prefix(10)), name: request.name, now: now, targets: targets,
             select: request.select, policy: request.policy, origin: origin)
+        campaign.sequence = nextCampaignSequence
         if let start = request.policy.start, start > now { campaign.state = .scheduled }
         let order = selected.map { (Hex.sha256(Array("\(campaign.id)\n\($0.id)".utf8)), $0.id) }.sorted { $0.0 < $1.0 }
         let ends = WaveSpec.cumulativeSizes(request.policy.waves, total: order.count)
@@ -820,7 +825,7 @@ extension Engine {
             if params["state"] != nil, only.flatMap(CampaignState.init(rawValue:)) == nil {
                 throw RPC.Failure(code: .invalidParams, message: "params.state must be one of \(CampaignState.allCases.map(\.rawValue))")
             }
-            for campaign in campaigns.values.sorted(by: { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) })
+            for campaign in campaigns.values.sorted(by: { $0.precedence < $1.precedence })
             where only == nil || campaign.state.rawValue == only {
                 var total = WaveCounts()
                 for counted in try tx.memberCounts(campaign: campaign.id).values {
