@@ -375,17 +375,11 @@ struct PostgresTransaction: StoreTransaction {
     func saveRotation(_ r: Rotation) throws {
         try execute(
             """
-            INSERT INTO rotations (device, target, sha256, state, attempts, jti, seq, last_error, next_attempt_at,
-                created_at, updated_at, issued_at, sent_at, applied_at, verified_at, resends, issued_by)
+            INSERT INTO rotations (\(unescaped: RotationSQL.columns))
             VALUES (\(r.device), \(r.target), \(r.sha256), \(r.state.rawValue), \(r.attempts), \(r.jti), \(r.seq),
                 \(r.lastError), \(r.nextAttemptAt), \(r.createdAt), \(r.updatedAt), \(r.issuedAt), \(r.sentAt),
                 \(r.appliedAt), \(r.verifiedAt), \(r.resends), \(r.issuedBy))
-            ON CONFLICT (device, target) DO UPDATE SET sha256 = excluded.sha256, state = excluded.state,
-                attempts = excluded.attempts, jti = excluded.jti, seq = excluded.seq, last_error = excluded.last_error,
-                next_attempt_at = excluded.next_attempt_at, created_at = excluded.created_at,
-                updated_at = excluded.updated_at, issued_at = excluded.issued_at, sent_at = excluded.sent_at,
-                applied_at = excluded.applied_at, verified_at = excluded.verified_at, resends = excluded.resends,
-                issued_by = excluded.issued_by
+            \(unescaped: RotationSQL.onConflictUpdate)
             """)
     }
 

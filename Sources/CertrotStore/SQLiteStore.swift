@@ -189,10 +189,7 @@ struct SQLiteTransaction: StoreTransaction {
     let inventories: StoredInventories
 
     static let deviceColumns = "id, first_seen, last_seen, inventory, issued_seq"
-    static let rotationColumns = """
-        device, target, sha256, state, attempts, jti, seq, last_error, next_attempt_at, created_at, updated_at, \
-        issued_at, sent_at, applied_at, verified_at, resends, issued_by
-        """
+    static let rotationColumns = RotationSQL.columns
     static let memberColumns = "campaign, device, wave, state, settled, reason, updated_at"
 
     private func rows(_ sql: String, _ arguments: StatementArguments = []) throws -> [Row] {
@@ -244,12 +241,7 @@ struct SQLiteTransaction: StoreTransaction {
             """
             INSERT INTO rotations (\(Self.rotationColumns))
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (device, target) DO UPDATE SET sha256 = excluded.sha256, state = excluded.state,
-                attempts = excluded.attempts, jti = excluded.jti, seq = excluded.seq, last_error = excluded.last_error,
-                next_attempt_at = excluded.next_attempt_at, created_at = excluded.created_at,
-                updated_at = excluded.updated_at, issued_at = excluded.issued_at, sent_at = excluded.sent_at,
-                applied_at = excluded.applied_at, verified_at = excluded.verified_at, resends = excluded.resends,
-                issued_by = excluded.issued_by
+            \(RotationSQL.onConflictUpdate)
             """,
             [
                 r.device, r.target, r.sha256, r.state.rawValue, r.attempts, r.jti, r.seq, r.lastError,

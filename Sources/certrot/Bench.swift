@@ -300,10 +300,7 @@ struct Bench: AsyncParsableCommand {
         try await Task.sleep(for: .seconds(2))
         let rssKnown = Double(Self.rss(pid: daemon.pid).current)
 
-        let created = try await rpc.result(
-            "campaign.create", params: ["name": "bench", "targets": [["tag": 42, "chain": try String(contentsOfFile: path("new.pem"), encoding: .utf8)]],
-                                        "select": ["all": true]], timeout: 120)
-        guard created["id"] is String else { throw ValidationError("campaign.create failed: \(created)") }
+        _ = try await createCampaign(rpc, name: "bench", chain: try String(contentsOfFile: path("new.pem"), encoding: .utf8))
         let began = Date()
         var samples: [String: [Double]] = ["device.status": [], "fleet.status": []]
         var verified = 0
@@ -337,11 +334,7 @@ struct Bench: AsyncParsableCommand {
         if !noRecovery {
             let next = try CertificateFactory.rootCA(commonName: "Bench CA next", days: 900)
             // Paced to last about ten seconds whatever the fleet size, so that half-way is a moment to hit.
-            let second = try await rpc.result(
-                "campaign.create",
-                params: ["name": "bench-2", "targets": [["tag": 42, "chain": next.pem]], "select": ["all": true],
-                         "rate": max(10, Double(devices) / 10)], timeout: 120)
-            guard let secondID = second["id"] as? String else { throw ValidationError("campaign.create failed: \(second)") }
+            let secondID = try await createCampaign(rpc, name: "bench-2", chain: next.pem, rate: max(10, Double(devices) / 10))
             let halfWay = Date()
             while true {
                 let status = try? await rpc.result("campaign.status", params: ["id": secondID], timeout: 10)
@@ -465,6 +458,15 @@ struct Bench: AsyncParsableCommand {
             executable: CommandLine.arguments[0], arguments: ["serve", "--config", config, "--log-level", "error"], outputPath: log)
     }
 
+    /// A campaign writing `chain` to tag 42 of every device, at `rate` bundles/s (nil: no limit); its id.
+    func createCampaign(_ rpc: RPCClient, name: String, chain: String, rate: Double? = nil) async throws -> String {
+        var params: [String: Any] = ["name": name, "targets": [["tag": 42, "chain": chain]], "select": ["all": true]]
+        params["rate"] = rate
+        let created = try await rpc.result("campaign.create", params: params, timeout: 120)
+        guard let id = created["id"] as? String else { throw ValidationError("campaign.create failed: \(created)") }
+        return id
+    }
+
     /// Until the daemon (or one of the replicas) answers that it knows every device.
     func waitForDevices(_ rpc: RPCClient) async throws {
         let start = Date()
@@ -499,10 +501,7 @@ struct Bench: AsyncParsableCommand {
         let rpc = try RPCClient(host: broker.host, port: broker.port, logger: logger)
         defer { rpc.close() }
         try await waitForDevices(rpc)
-        let created = try await rpc.result(
-            "campaign.create", params: ["name": "bench-pg", "targets": [["tag": 42, "chain": try String(contentsOfFile: path("new.pem"), encoding: .utf8)]],
-                                        "select": ["all": true]], timeout: 120)
-        guard created["id"] is String else { throw ValidationError("campaign.create failed: \(created)") }
+        _ = try await createCampaign(rpc, name: "bench-pg", chain: try String(contentsOfFile: path("new.pem"), encoding: .utf8))
         let began = Date()
         while ((try? await rpc.result("fleet.status", timeout: 10))?["campaignStates"] as? [String: Int])?["verified"] ?? 0 < devices {
             guard Date().timeIntervalSince(began) < timeout else { throw ValidationError("campaign on PostgreSQL not done within \(Int(timeout)) s") }

@@ -63,7 +63,8 @@ final class RPCConnection: Sendable {
         }
     }
 
-    /// Publishes a reply; false (logged) when libmosquitto could not take it now.
+    /// Publishes a reply; false (logged) when libmosquitto could not take it now (the engine tries its replies
+    /// again on its next flush; a status read's reply is lost, and its caller times out and may ask again).
     func publish(_ item: Outbound) -> Bool {
         guard let client = state.withLock({ $0.client }) else { return false }
         do {
@@ -72,7 +73,7 @@ final class RPCConnection: Sendable {
                 correlationData: item.correlationData)
             return true
         } catch {
-            logger.warning("rpc reply not published; will retry", metadata: ["topic": "\(item.topic)", "error": "\(error)"])
+            logger.warning("rpc reply not published", metadata: ["topic": "\(item.topic)", "error": "\(error)"])
             return false
         }
     }
