@@ -40,6 +40,20 @@ public struct DaemonSettings: Sendable {
     public var http: (host: String, port: Int)?
     /// Several replicas on one shared store; nil: a single daemon.
     public var cluster: ClusterSettings?
+    public var limits = Limits()
+
+    /// What hostile devices and requesters can cost (docs/security.md).
+    public struct Limits: Sendable {
+        public var replyPrefix = RPC.defaultReplyPrefix
+        public var signedReads = false
+        public var requestRate = 50.0
+        public var requestBurst = 100.0
+        public var totalRequestRate = 500.0
+        /// A glob device IDs must match; nil: any valid ID.
+        public var idPattern: String?
+        public var maxQueuedBytes = 64 << 20
+        public var retention = RetentionPolicy()
+    }
 
     public struct ClusterSettings: Sendable {
         public var replica: String
@@ -213,12 +227,64 @@ public struct DaemonSettings: Sendable {
                 return nil
             }
         }
+        if let limits = attempt("limits", { try resolveLimits(config) }) {
+            settings.limits = limits
+        } else {
+            return nil
+        }
         settings.renewal = renewal
         settings.declaredCampaigns = declared
         settings.nextSigner = next
         settings.keyRotationThreshold = threshold
         return settings
     }
+}
+
+private func resolveLimits(_ config: CertrotConfig) throws -> DaemonSettings.Limits {
+    var limits = DaemonSettings.Limits()
+    func fail(_ message: String) -> CertrotError { CertrotError(.invalidConfig, message) }
+    if let rpc = config.rpc {
+        if let prefix = rpc.replyPrefix {
+            guard prefix.hasSuffix("/"), prefix.utf8.count >= 2, !prefix.hasPrefix("$"),
+                !prefix.contains(where: { "+#\u{0}".contains($0) }), prefix != "certrot/", !prefix.hasPrefix("certrot/campaigns/")
+            else {
+                throw fail("rpc.replyPrefix '\(prefix)' must end with '/', hold no wildcard, and not be the daemon's own")
+            }
+            limits.replyPrefix = prefix
+        }
+        limits.signedReads = rpc.signedReads ?? false
+        if limits.signedReads, (config.operators ?? []).isEmpty {
+            throw fail("rpc.signedReads needs operators: nobody could sign a request")
+        }
+        for (key, value) in [("rpc.rate", rpc.rate), ("rpc.burst", rpc.burst), ("rpc.totalRate", rpc.totalRate)] {
+            if let value, !(value > 0 && value <= 1_000_000) { throw fail("\(key) must be in (0, 1000000]") }
+        }
+        limits.requestRate = rpc.rate ?? limits.requestRate
+        limits.requestBurst = rpc.burst ?? max(limits.requestBurst, limits.requestRate)
+        limits.totalRequestRate = rpc.totalRate ?? max(limits.totalRequestRate, limits.requestRate)
+    }
+    if let admission = config.admission {
+        if let pattern = admission.idPattern {
+            guard !pattern.isEmpty, pattern.utf8.count <= 256 else { throw fail("admission.idPattern must be 1…256 bytes") }
+            limits.idPattern = pattern
+        }
+        if let bytes = admission.maxQueuedBytes {
+            guard bytes >= 1 << 20 else { throw fail("admission.maxQueuedBytes must be at least 1048576 (1 MiB)") }
+            limits.maxQueuedBytes = bytes
+        }
+    }
+    if let retention = config.retention {
+        if let history = retention.history {
+            guard history >= 1 else { throw fail("retention.history must be at least 1") }
+            limits.retention.history = history
+        }
+        if let bundles = retention.bundles {
+            guard bundles >= 1 else { throw fail("retention.bundles must be at least 1") }
+            limits.retention.bundles = bundles
+        }
+        if let age = retention.maxAge { limits.retention.maxAge = age.seconds }
+    }
+    return limits
 }
 
 /// The daemon as a swift-service-lifecycle `Service`: connects, subscribes, and runs the engine until cancelled
@@ -241,7 +307,11 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
 
     public func run() async throws {
         let store = try openStore(url: settings.storeURL)
-        let inbox = Inbox<EngineInput>()
+        defer { store.close() }
+        let drops = self.drops
+        let inbox = Inbox<EngineInput>(
+            maxBytes: settings.limits.maxQueuedBytes, key: EngineInput.coalescingKey, size: EngineInput.queuedSize,
+            superseded: { drops.count("inventory_superseded") })
         let engine = Engine(
             store: store, signer: settings.signer, targets: settings.targets,
             catalogue: settings.catalogue.mapValues { ($0.name, $0.notAfter) }, policy: settings.policy,
@@ -254,6 +324,8 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         engine.renewal = settings.renewal.mapValues { ($0.before, $0.successor) }
         engine.declaredCampaignDelay = settings.declaredCampaignDelay
         engine.cluster = settings.cluster
+        engine.limits = settings.limits
+        engine.retention = settings.limits.retention
         for (digest, chain) in settings.catalogue {
             engine.known[digest] = chain
             engine.chainsByName[chain.name] = chain.chain
@@ -307,7 +379,14 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         try client.start()
         var rpcOptions = settings.broker
         rpcOptions.clientID += "-rpc"
+        let limiter = RequestLimiter(
+            rate: settings.limits.requestRate, burst: settings.limits.requestBurst,
+            totalRate: settings.limits.totalRequestRate)
         try rpc.start(options: rpcOptions) { message in
+            guard limiter.admit(message) else {
+                drops.count("rpc_rate_limited")
+                return
+            }
             if ReadOnlyRPC.accepts(message) {
                 reads.inbox.push(message)
             } else {

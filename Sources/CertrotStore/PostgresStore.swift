@@ -408,6 +408,36 @@ struct PostgresTransaction: StoreTransaction {
             """)
     }
 
+    func prune(device: String, keepHistory: Int, keepBundles: Int) throws {
+        try execute(
+            """
+            DELETE FROM history WHERE device = \(device)
+                AND id < (SELECT id FROM history WHERE device = \(device) ORDER BY id DESC LIMIT 1 OFFSET \(keepHistory - 1))
+            """)
+        try execute(
+            """
+            DELETE FROM bundles WHERE device = \(device)
+                AND seq < (SELECT seq FROM bundles WHERE device = \(device) ORDER BY seq DESC LIMIT 1 OFFSET \(keepBundles - 1))
+                AND NOT EXISTS (SELECT 1 FROM rotations WHERE rotations.jti = bundles.jti)
+            """)
+    }
+
+    func prune(before: Int64, limit: Int) throws -> Int {
+        let history = try query(
+            """
+            DELETE FROM history WHERE id IN
+                (SELECT id FROM (SELECT id, at FROM history ORDER BY id LIMIT \(limit)) AS oldest WHERE at < \(before))
+            RETURNING id
+            """)
+        let bundles = try query(
+            """
+            DELETE FROM bundles WHERE jti IN (SELECT jti FROM bundles WHERE exp < \(before)
+                AND NOT EXISTS (SELECT 1 FROM rotations WHERE rotations.jti = bundles.jti) LIMIT \(limit))
+            RETURNING jti
+            """)
+        return history.count + bundles.count
+    }
+
     func history(device: String, limit: Int) throws -> [HistoryEntry] {
         try query("SELECT * FROM history WHERE device = \(device) ORDER BY id DESC LIMIT \(limit)").reversed().map {
             HistoryEntry(

@@ -6,9 +6,13 @@ import GRDB
 public final class SQLiteStore: RotationStore {
     private let pool: DatabasePool
     private let inventories = StoredInventories()
+    private let lock: StoreLock
 
-    /// Opens (creating if needed) the database at `path` and migrates it to the current schema.
+    /// Opens (creating if needed) the database at `path` and migrates it to the current schema. Refuses a database
+    /// another process has open as a store (two daemons on one file would both send every bundle) and one that
+    /// fails SQLite's `quick_check`.
     public init(path: String) throws {
+        lock = try StoreLock(path: path + ".lock", store: "sqlite:\(path)")
         var config = Configuration()
         config.busyMode = .timeout(10)
         config.prepareDatabase { db in
@@ -19,8 +23,24 @@ public final class SQLiteStore: RotationStore {
             // Truncate the WAL after checkpoints so that it does not keep its high-water size on disk.
             try db.execute(sql: "PRAGMA journal_size_limit = 67108864")
         }
-        pool = try DatabasePool(path: path, configuration: config)
+        do {
+            pool = try DatabasePool(path: path, configuration: config)
+            let check = try pool.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check(5)") }
+            guard check == ["ok"] else {
+                throw StoreError(check.joined(separator: "; "))
+            }
+        } catch {
+            throw StoreError(
+                "store sqlite:\(path) is damaged (\(error)); certrot will not run on it: restore it from a backup, "
+                    + "or move it aside to start with an empty store (devices then rotate again from their inventories)")
+        }
         try Self.migrator.migrate(pool)
+    }
+
+    /// Lets another process open the store (the daemon stopped).
+    public func close() {
+        try? pool.close()
+        lock.release()
     }
 
     /// `sqlite:PATH` (also `sqlite://PATH`) → PATH.
@@ -268,6 +288,36 @@ struct SQLiteTransaction: StoreTransaction {
         try run(
             "INSERT INTO history (device, target, at, state, jti, detail) VALUES (?, ?, ?, ?, ?, ?)",
             [device, entry.target, entry.at, entry.state, entry.jti, entry.detail])
+    }
+
+    func prune(device: String, keepHistory: Int, keepBundles: Int) throws {
+        try run(
+            """
+            DELETE FROM history WHERE device = ?
+                AND id < (SELECT id FROM history WHERE device = ? ORDER BY id DESC LIMIT 1 OFFSET ?)
+            """, [device, device, keepHistory - 1])
+        try run(
+            """
+            DELETE FROM bundles WHERE device = ?
+                AND seq < (SELECT seq FROM bundles WHERE device = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)
+                AND NOT EXISTS (SELECT 1 FROM rotations WHERE rotations.jti = bundles.jti)
+            """, [device, device, keepBundles - 1])
+    }
+
+    func prune(before: Int64, limit: Int) throws -> Int {
+        try run(
+            """
+            DELETE FROM history WHERE id IN
+                (SELECT id FROM (SELECT id, at FROM history ORDER BY id LIMIT ?) WHERE at < ?)
+            """, [limit, before])
+        var deleted = db.changesCount
+        try run(
+            """
+            DELETE FROM bundles WHERE jti IN (SELECT jti FROM bundles WHERE exp < ?
+                AND NOT EXISTS (SELECT 1 FROM rotations WHERE rotations.jti = bundles.jti) LIMIT ?)
+            """, [before, limit])
+        deleted += db.changesCount
+        return deleted
     }
 
     func history(device: String, limit: Int) throws -> [HistoryEntry] {

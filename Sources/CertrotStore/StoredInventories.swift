@@ -6,7 +6,7 @@ import Synchronization
 /// inventory as JSON cost more than the SQL around it (a profile at 30,000 devices: ~11 % of the daemon).
 /// A stored inventory is decoded once while its bytes stay the same, and encoded once while it stays equal.
 final class StoredInventories: Sendable {
-    private let recent = Mutex<[String: (bytes: [UInt8], inventory: Inventory)]>([:])
+    private let recent = Mutex<[DeviceKey: (bytes: [UInt8], inventory: Inventory)]>([:])
     /// Devices remembered; when full the cache starts over (a campaign's working set is the devices in flight).
     let capacity: Int
 
@@ -16,7 +16,7 @@ final class StoredInventories: Sendable {
 
     /// The inventory stored as `bytes` for `device`; nil (as before the cache) when the bytes do not parse.
     func decode(device: String, bytes: [UInt8]) -> Inventory? {
-        if let hit = recent.withLock({ $0[device] }), hit.bytes == bytes { return hit.inventory }
+        if let hit = recent.withLock({ $0[DeviceKey(device)] }), hit.bytes == bytes { return hit.inventory }
         guard let inventory = try? Inventory.parse(bytes) else { return nil }
         remember(device, bytes, inventory)
         return inventory
@@ -24,16 +24,17 @@ final class StoredInventories: Sendable {
 
     /// The bytes to store for `inventory`.
     func encode(device: String, _ inventory: Inventory) -> [UInt8] {
-        if let hit = recent.withLock({ $0[device] }), hit.inventory == inventory { return hit.bytes }
+        if let hit = recent.withLock({ $0[DeviceKey(device)] }), hit.inventory == inventory { return hit.bytes }
         let bytes = inventory.encoded()
         remember(device, bytes, inventory)
         return bytes
     }
 
     private func remember(_ device: String, _ bytes: [UInt8], _ inventory: Inventory) {
+        let key = DeviceKey(device)
         recent.withLock { recent in
-            if recent.count >= capacity, recent[device] == nil { recent.removeAll(keepingCapacity: true) }
-            recent[device] = (bytes, inventory)
+            if recent.count >= capacity, recent[key] == nil { recent.removeAll(keepingCapacity: true) }
+            recent[key] = (bytes, inventory)
         }
     }
 }

@@ -34,8 +34,8 @@ public enum CampaignSelection: Sendable, Equatable, Codable {
     public func matches(device: String, inventory: Inventory?, now: Int64, expiry: (Int64) -> Int64?) -> Bool {
         switch self {
         case .all: return true
-        case .devices(let list): return list.contains(device)
-        case .prefix(let prefix): return device.hasPrefix(prefix)
+        case .devices(let list): return list.contains { DeviceID.same($0, device) }
+        case .prefix(let prefix): return device.utf8.starts(with: prefix.utf8)
         case .pattern(let pattern): return Self.glob(Array(pattern.utf8), Array(device.utf8))
         case .holding(let digest): return inventory?.creds.contains { $0.sha256 == digest } ?? false
         case .expiringBefore(let tag, let before): return expiry(tag).map { $0 < before } ?? false
@@ -51,7 +51,8 @@ public enum CampaignSelection: Sendable, Equatable, Codable {
         }
     }
 
-    static func glob(_ pattern: [UInt8], _ text: [UInt8]) -> Bool {
+    /// `*` and `?` over bytes.
+    public static func glob(_ pattern: [UInt8], _ text: [UInt8]) -> Bool {
         var p = 0, t = 0, star = -1, mark = 0
         while t < text.count {
             if p < pattern.count, pattern[p] == UInt8(ascii: "?") || pattern[p] == text[t] {
@@ -139,8 +140,10 @@ public enum CampaignSelection: Sendable, Equatable, Codable {
             guard let tag = Params.int(object["tag"]), (0...Inventory.maxTag).contains(tag) else {
                 throw Refusal("invalid_params", "select.tag must be a sec tag (0…\(Inventory.maxTag))")
             }
-            if let before = Params.int(object["expiringBefore"]) { return .expiringBefore(tag: tag, before: before) }
-            if let within = Params.int(object["expiringWithin"]), within > 0 {
+            if let before = Params.int(object["expiringBefore"]), Bounds.times.contains(before) {
+                return .expiringBefore(tag: tag, before: before)
+            }
+            if let within = Params.int(object["expiringWithin"]), within > 0, within <= Bounds.times.upperBound {
                 return .expiringWithin(tag: tag, seconds: within)
             }
             throw Refusal("invalid_params", "select with tag needs expiringBefore (Unix seconds)")
@@ -244,6 +247,8 @@ public struct RolloutPolicy: Sendable, Equatable, Codable {
     public var successThreshold = 0.95
     public var errorThreshold = 0.05
     public var minExecuted = RolloutPolicy.defaultMinExecuted
+    /// Accepted `rate`s: a token bucket's arithmetic stays finite and its ETA an integer.
+    public static let rates: ClosedRange<Double> = 0.001...100_000
     /// Bundles per second; nil: no limit.
     public var rate: Double?
     public var windows: [MaintenanceWindow] = []
@@ -350,17 +355,17 @@ public struct CampaignRequest: Sendable {
         }
         request.policy.successThreshold = try fraction("successThreshold", default: 0.95)
         request.policy.errorThreshold = try fraction("errorThreshold", default: 0.05)
-        func positive(_ key: String) throws(Refusal) -> Int64? {
+        func positive(_ key: String, max: Int64) throws(Refusal) -> Int64? {
             guard let raw = params[key] else { return nil }
-            guard let value = Params.int(raw), value > 0 else {
-                throw Refusal("invalid_params", "\(key) must be a positive integer")
+            guard let value = Params.int(raw), value > 0, value <= max else {
+                throw Refusal("invalid_params", "\(key) must be a positive integer, at most \(max)")
             }
             return value
         }
         func time(_ key: String) throws(Refusal) -> Int64? {
             guard let raw = params[key] else { return nil }
-            guard let value = Params.int(raw), value >= 0 else {
-                throw Refusal("invalid_params", "\(key) must be a Unix time in seconds")
+            guard let value = Params.int(raw), Bounds.times.contains(value) else {
+                throw Refusal("invalid_params", "\(key) must be a Unix time in seconds (0…\(Bounds.times.upperBound))")
             }
             return value
         }
@@ -371,8 +376,12 @@ public struct CampaignRequest: Sendable {
             request.policy.minExecuted = Int(value)
         }
         if let raw = params["rate"] {
-            guard let rate = Params.double(raw), rate > 0 else {
-                throw Refusal("invalid_params", "rate must be a positive number of bundles per second")
+            guard let rate = Params.double(raw), rate >= RolloutPolicy.rates.lowerBound,
+                rate <= RolloutPolicy.rates.upperBound
+            else {
+                throw Refusal(
+                    "invalid_params",
+                    "rate must be \(RolloutPolicy.rates.lowerBound)…\(RolloutPolicy.rates.upperBound) bundles per second")
             }
             request.policy.rate = rate
         }
@@ -403,14 +412,16 @@ public struct CampaignRequest: Sendable {
             request.endpointChain = text
         }
         if params["minRemainingValidity"] != nil {
-            guard let value = Params.int(params["minRemainingValidity"]), value >= 0 else {
+            guard let value = Params.int(params["minRemainingValidity"]), value >= 0, value <= Bounds.times.upperBound
+            else {
                 throw Refusal("invalid_params", "minRemainingValidity must be seconds (0 or more)")
             }
             request.minRemainingValidity = value
         }
-        request.policy.ackTimeout = try positive("ackTimeout")
-        request.policy.retryAttempts = try positive("retryAttempts").map(Int.init)
-        request.policy.retryBase = try positive("retryBase")
+        // A year at most for times, 100 attempts: the backoff is computed attempt by attempt.
+        request.policy.ackTimeout = try positive("ackTimeout", max: 366 * 86400)
+        request.policy.retryAttempts = try positive("retryAttempts", max: 100).map(Int.init)
+        request.policy.retryBase = try positive("retryBase", max: 366 * 86400)
         return request
     }
 }
@@ -617,10 +628,11 @@ public struct TokenBucket: Sendable {
     public private(set) var tokens: Double
     private var last: Double
 
-    public init(rate: Double, now: Double, capacity: Double? = nil) {
+    /// - Parameter full: start with `capacity` tokens rather than one.
+    public init(rate: Double, now: Double, capacity: Double? = nil, full: Bool = false) {
         self.rate = rate
         self.capacity = capacity ?? max(1, rate / 2)
-        self.tokens = 1
+        self.tokens = full ? self.capacity : 1
         self.last = now
     }
 

@@ -62,3 +62,22 @@ public enum Topics {
         }
     }
 }
+
+/// A device ID as its bytes. Swift's `String` compares and hashes by canonical equivalence, so `café` with a
+/// precomposed é and `café` with e + U+0301 are equal as Strings — and are two devices, with two topics, to the
+/// broker and the store. Every set, dictionary, comparison and sort of device IDs in the daemon goes through this.
+public struct DeviceKey: Hashable, Comparable, Sendable {
+    public let bytes: [UInt8]
+
+    public init(_ id: String) { bytes = Array(id.utf8) }
+
+    /// The ID, byte for byte (a Swift String keeps the UTF-8 it was made from).
+    public var id: String { String(decoding: bytes, as: UTF8.self) }
+
+    public static func < (a: DeviceKey, b: DeviceKey) -> Bool { a.bytes.lexicographicallyPrecedes(b.bytes) }
+}
+
+extension DeviceID {
+    /// True when `a` and `b` are the same device: the same bytes, not merely canonically equivalent text.
+    public static func same(_ a: String, _ b: String) -> Bool { a.utf8.elementsEqual(b.utf8) }
+}

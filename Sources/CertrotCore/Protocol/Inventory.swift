@@ -58,7 +58,9 @@ public struct Inventory: Sendable, Equatable, Codable {
 
     public func validate() throws(CertrotError) {
         guard v == 1 else { throw CertrotError(.invalidInventory, "unsupported inventory version \(v); expected 1") }
-        guard seq >= 0 else { throw CertrotError(.invalidInventory, "seq must not be negative") }
+        guard (0...Bounds.maxSeq).contains(seq) else {
+            throw CertrotError(.invalidInventory, "seq \(seq) is outside 0…\(Bounds.maxSeq)")
+        }
         if let maxMessage, maxMessage < DeviceProfile.minimumMaxMessage || maxMessage > 268_435_455 {
             throw CertrotError(
                 .invalidInventory,
@@ -86,6 +88,11 @@ public struct Inventory: Sendable, Equatable, Codable {
             }
             guard Hex.isSHA256(cred.sha256) else {
                 throw CertrotError(.invalidInventory, "creds[\(index)].sha256 is not 64 lowercase hex digits")
+            }
+            if let notAfter = cred.notAfter, !Bounds.times.contains(notAfter) {
+                throw CertrotError(
+                    .invalidInventory,
+                    "creds[\(index)].notAfter \(notAfter) is outside \(Bounds.times.lowerBound)…\(Bounds.times.upperBound)")
             }
             if let serial = cred.serial, serial.utf8.count > 64 {
                 throw CertrotError(.invalidInventory, "creds[\(index)].serial is longer than 64 bytes")
@@ -129,8 +136,18 @@ public struct Ack: Sendable, Equatable, Codable {
         guard !ack.jti.isEmpty, ack.jti.utf8.count <= 64 else {
             throw CertrotError(.invalidAck, "ack jti must be 1…64 bytes")
         }
+        if let code = ack.code, !Bounds.ackCodes.contains(code) {
+            throw CertrotError(.invalidAck, "ack code \(code) is not a 32-bit integer")
+        }
+        if let missing = ack.missing {
+            guard missing.count <= BundlePart.maxParts, missing.allSatisfy({ (1...BundlePart.maxParts).contains($0) })
+            else {
+                throw CertrotError(
+                    .invalidAck, "missing must list at most \(BundlePart.maxParts) part numbers, each 1…\(BundlePart.maxParts)")
+            }
+        }
         if ack.status == .incomplete {
-            guard let missing = ack.missing, !missing.isEmpty, missing.allSatisfy({ $0 >= 1 }) else {
+            guard let missing = ack.missing, !missing.isEmpty else {
                 throw CertrotError(.invalidAck, "an incomplete ack must list the missing part numbers (from 1)")
             }
         }

@@ -238,11 +238,23 @@ extension Rotation {
         self = Rotation(device: device, target: target, sha256: sha256, now: now)
     }
 
+    /// A `verified` device's inventory no longer shows the target: rotate again, but not sooner than
+    /// `minInterval` after the last bundle. A device that flaps between holding and not holding the credential
+    /// gets at most one bundle per interval; the rotation waits as `failed` with its next attempt set.
+    public mutating func credentialLost(now: Int64, minInterval: Int64) {
+        let lastIssued = issuedAt
+        restart(sha256: sha256, now: now)
+        guard let lastIssued, now.saturatingSubtract(lastIssued) < minInterval else { return }
+        state = .failed
+        nextAttemptAt = lastIssued.saturatingAdd(minInterval)
+        lastError = "the device lost the credential within \(minInterval) s of its last bundle; the next bundle waits"
+    }
+
     private mutating func scheduleRetry(as failure: RotationState, error: String, policy: RotationPolicy, now: Int64) {
         state = failure
         lastError = error
         updatedAt = now
-        nextAttemptAt = attempts < policy.retry.attempts ? now + policy.retry.delay(afterAttempt: attempts) : nil
+        nextAttemptAt = attempts < policy.retry.attempts ? now.saturatingAdd(policy.retry.delay(afterAttempt: attempts)) : nil
     }
 
     private static func describe(_ ack: Ack, prefix: String) -> String {

@@ -86,6 +86,15 @@ public protocol StoreTransaction {
     /// Devices whose last inventory lists `kid` among the keys they trust.
     func deviceCount(trustingKey kid: String) throws -> Int
 
+    // MARK: Retention
+
+    /// Keeps the newest `keepHistory` history entries of `device`, and its newest `keepBundles` bundles besides
+    /// those a rotation still refers to (``RetentionPolicy``).
+    func prune(device: String, keepHistory: Int, keepBundles: Int) throws
+    /// Deletes at most `limit` history entries from before `before`, oldest first, and at most `limit` bundles
+    /// that expired before `before` and that no rotation refers to. Returns how many rows went.
+    func prune(before: Int64, limit: Int) throws -> Int
+
     // MARK: Campaigns
 
     /// Devices in ID order after `after` (exclusive), at most `limit`.
@@ -131,9 +140,26 @@ public protocol RotationStore: Sendable {
     func holdLeadership() throws -> Bool
     /// True when several processes can share the store (replicas).
     var isShared: Bool { get }
+    /// Closes the store: another process may open it from now on.
+    func close()
 }
 
 extension RotationStore {
     public func holdLeadership() throws -> Bool { true }
     public var isShared: Bool { false }
+    public func close() {}
+}
+
+/// What the store keeps of the past: nothing else deletes history or bundles, so without it one device that
+/// flaps between holding and not holding its credential grows the store without bound.
+public struct RetentionPolicy: Sendable, Equatable {
+    /// History entries kept per device.
+    public var history = 200
+    /// Bundles kept per device besides those a rotation still refers to (a bundle's `seq` lives on in the device
+    /// record, so no seq is reused when its bundle is gone).
+    public var bundles = 20
+    /// History and expired bundles older than this go, whatever their number.
+    public var maxAge: Int64 = 365 * 86400
+
+    public init() {}
 }

@@ -181,6 +181,43 @@ public struct CertrotConfig: Sendable, Decodable {
     /// Bundle-signing key rotation: devices that report `keys` are sent a `trust_key` op for `nextKey`.
     public var keyRotation: KeyRotation?
 
+    /// JSON-RPC limits (docs/security.md, "Hostile devices and requesters").
+    public var rpc: RPC?
+
+    public struct RPC: Sendable, Decodable {
+        /// Replies go only to topics under this prefix (default `certrot/replies/`).
+        public var replyPrefix: String?
+        /// With `operators`: every method, reads included, needs a signed request.
+        public var signedReads: Bool?
+        /// Requests per second one requester (reply topic, or operator key) may make, and its burst.
+        public var rate: Double?
+        public var burst: Double?
+        /// Requests per second from all requesters together.
+        public var totalRate: Double?
+    }
+
+    /// Which devices the daemon takes messages from, and how much it queues (docs/security.md).
+    public var admission: Admission?
+
+    public struct Admission: Sendable, Decodable {
+        /// A glob (`*`, `?`) device IDs must match; messages from other IDs are dropped (`device_not_admitted`).
+        public var idPattern: String?
+        /// Bytes of inbound messages queued before the daemon stops reading from the broker (default 64 MiB).
+        public var maxQueuedBytes: Int?
+    }
+
+    /// What the store keeps of the past (docs/operations.md, "Retention").
+    public var retention: Retention?
+
+    public struct Retention: Sendable, Decodable {
+        /// History entries kept per device (default 200).
+        public var history: Int?
+        /// Bundles kept per device besides those a rotation still refers to (default 20).
+        public var bundles: Int?
+        /// History and bundles older than this go whatever their number (default 365d).
+        public var maxAge: ConfigDuration?
+    }
+
     public struct KeyRotation: Sendable, Decodable {
         /// The next signing key (PKCS#8 PEM, mode 0600).
         public var nextKey: String
@@ -298,8 +335,9 @@ public struct ConfigDuration: Sendable, Decodable, Equatable {
     public static func parse(_ text: String) -> ConfigDuration? {
         let units: [Character: Int64] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
         guard let unit = text.last, let multiplier = units[unit], let value = Int64(text.dropLast()), value >= 0
-        else { return Int64(text).map(ConfigDuration.init(seconds:)) }
-        return ConfigDuration(seconds: value * multiplier)
+        else { return Int64(text).flatMap { $0 >= 0 ? ConfigDuration(seconds: $0) : nil } }
+        let (seconds, overflow) = value.multipliedReportingOverflow(by: multiplier)
+        return overflow ? nil : ConfigDuration(seconds: seconds)
     }
 }
 

@@ -260,13 +260,13 @@ extension Engine {
         guard let notAfter, let renewal = renewal[target.name], renewal.successor == nil,
             notAfter < now + renewal.before, target.chain.notAfter < now + renewal.before
         else { return }
-        let key = "\(device)\n\(target.name)"
+        let key = Array(device.utf8) + [0] + Array(target.name.utf8)
         guard warnedExpiring.insert(key).inserted else { return }
         logger.warning(
             "credential expiring without successor",
             metadata: [
                 "device": "\(device)", "target": "\(target.name)", "notAfter": "\(notAfter)",
-                "daysLeft": "\((notAfter - now) / 86400)",
+                "daysLeft": "\(notAfter.saturatingSubtract(now) / 86400)",
             ])
     }
 
@@ -792,7 +792,7 @@ extension Engine {
 
     private func select(_ selection: CampaignSelection, now: Int64, tx: any StoreTransaction) throws -> [DeviceRecord] {
         if case .devices(let ids) = selection {
-            return try Set(ids).sorted().compactMap { try tx.device($0) }.filter { $0.inventory != nil }
+            return try Set(ids.map(DeviceKey.init)).sorted().compactMap { try tx.device($0.id) }.filter { $0.inventory != nil }
         }
         var result: [DeviceRecord] = []
         var after: String?
@@ -814,7 +814,7 @@ extension Engine {
 
     // MARK: JSON-RPC
 
-    /// The campaign methods and device.list; nil for a method this does not know.
+    /// The campaign methods; nil for a method this does not know.
     func campaignMethod(_ method: String, params: [String: Any], tx: any StoreTransaction) throws -> RPC.HandlerResult? {
         switch method {
         case "campaign.create":
@@ -858,8 +858,6 @@ extension Engine {
             try changed(campaign, tx: tx)
             let counts = try tx.memberCounts(campaign: campaign.id).values.reduce(0) { $0 + $1.cancelled }
             return .value(["id": campaign.id, "state": campaign.state.rawValue, "cancelled": counts])
-        case "device.list":
-            return .value(try deviceList(params: params, tx: tx))
         default:
             return nil
         }
@@ -890,94 +888,6 @@ extension Engine {
             throw RPC.Failure(code: .invalidParams, message: "params.reason must be a string of at most 512 bytes")
         }
         return reason
-    }
-
-    /// device.list: devices filtered by rotation state, campaign (and member state), digest held, expiry;
-    /// `limit` (≤ 1000, default 100) per page, `after` the last ID of the previous page.
-    func deviceList(params: [String: Any], tx: any StoreTransaction) throws -> [String: Any] {
-        let allowed: Set<String> = ["state", "campaign", "holding", "expiringBefore", "tag", "after", "limit"]
-        if let unknown = params.keys.sorted().first(where: { !allowed.contains($0) }) {
-            throw RPC.Failure(code: .invalidParams, message: "unknown parameter '\(unknown.prefix(64))'")
-        }
-        let limit = params["limit"] == nil ? 100 : Params.int(params["limit"]).map(Int.init) ?? -1
-        guard (1...1000).contains(limit) else { throw RPC.Failure(code: .invalidParams, message: "params.limit must be 1…1000") }
-        let state = params["state"] as? String
-        if params["state"] != nil {
-            guard let state, RotationState(rawValue: state) != nil || MemberState(rawValue: state) != nil else {
-                throw RPC.Failure(code: .invalidParams, message: "params.state must be a rotation state (or waiting/cancelled with campaign)")
-            }
-        }
-        let holding = params["holding"] as? String
-        if params["holding"] != nil, !(holding.map(Hex.isSHA256) ?? false) {
-            throw RPC.Failure(code: .invalidParams, message: "params.holding must be a sha256 (64 lowercase hex digits)")
-        }
-        let expiringBefore = Params.int(params["expiringBefore"])
-        if params["expiringBefore"] != nil, expiringBefore == nil {
-            throw RPC.Failure(code: .invalidParams, message: "params.expiringBefore must be a Unix time in seconds")
-        }
-        let tag = Params.int(params["tag"])
-        if params["tag"] != nil, tag == nil || expiringBefore == nil {
-            throw RPC.Failure(code: .invalidParams, message: "params.tag must be a sec tag, given with expiringBefore")
-        }
-        if state == MemberState.waiting.rawValue, params["campaign"] == nil {
-            throw RPC.Failure(code: .invalidParams, message: "params.state waiting needs params.campaign")
-        }
-        let campaignID = params["campaign"] as? String
-        if params["campaign"] != nil {
-            guard let campaignID, campaigns[campaignID] != nil else {
-                throw RPC.Failure(code: .unknownCampaign, message: "no campaign '\(String(describing: params["campaign"]!).prefix(80))'")
-            }
-        }
-        var after = params["after"] as? String
-        if params["after"] != nil, after == nil { throw RPC.Failure(code: .invalidParams, message: "params.after must be a device ID") }
-
-        var found: [[String: Any]] = []
-        var scanned = 0
-        var exhausted = false
-        while found.count < limit, scanned < 20_000 {
-            var page: [(DeviceRecord?, CampaignMember?)] = []
-            if let campaignID {
-                let memberState = state.flatMap(MemberState.init(rawValue:))
-                let members = try tx.members(campaign: campaignID, maxWave: nil, state: memberState, after: after, limit: 500)
-                page = try members.map { (try tx.device($0.device), $0) }
-                after = members.last?.device
-            } else {
-                let devices = try tx.devices(after: after, limit: 500)
-                page = devices.map { ($0, nil) }
-                after = devices.last?.id
-            }
-            if page.isEmpty {
-                exhausted = true
-                break
-            }
-            for (device, member) in page {
-                scanned += 1
-                guard let device else { continue }
-                let rotations = try tx.rotations(device: device.id)
-                if let state, campaignID == nil, !rotations.contains(where: { $0.state.rawValue == state }) { continue }
-                if let holding, !(device.inventory?.creds.contains { $0.sha256 == holding } ?? false) { continue }
-                if let expiringBefore {
-                    let dates = (device.inventory?.creds ?? []).filter { tag == nil || $0.tag == tag }
-                        .compactMap { $0.notAfter ?? known[$0.sha256]?.notAfter }
-                    guard let soonest = dates.min(), soonest < expiringBefore else { continue }
-                }
-                var entry: [String: Any] = [
-                    "device": device.id, "lastSeen": device.lastSeen, "issuedSeq": device.issuedSeq,
-                    "rotations": Dictionary(rotations.map { ($0.target, $0.state.rawValue) }, uniquingKeysWith: { a, _ in a }),
-                ]
-                entry["reportedSeq"] = device.inventory?.seq
-                if let member {
-                    entry["campaign"] = ["id": member.campaign, "wave": member.wave, "state": member.state.rawValue] as [String: Any]
-                }
-                found.append(entry)
-                if found.count == limit { break }
-            }
-        }
-        var result: [String: Any] = ["devices": found]
-        // The cursor: the last device returned (or scanned, when a page filtered everything out).
-        let cursor = found.count == limit ? found.last?["device"] as? String : (exhausted ? nil : after)
-        result["next"] = cursor ?? NSNull()
-        return result
     }
 
     /// Answers a deferred campaign.create once its checks have run.

@@ -7,6 +7,18 @@ import Logging
 enum EngineInput: Sendable {
     case mqtt(MQTTEvent)
     case tick
+
+    /// A device's inventory is state: a newer one from the same topic replaces one still queued.
+    @Sendable static func coalescingKey(_ input: EngineInput) -> [UInt8]? {
+        guard case .mqtt(.message(let message)) = input, message.topic.hasSuffix("/certs/inventory") else { return nil }
+        return Array(message.topic.utf8)
+    }
+
+    /// What a queued input costs in memory, roughly: its payload and topic, and the message around them.
+    @Sendable static func queuedSize(_ input: EngineInput) -> Int {
+        guard case .mqtt(.message(let message)) = input else { return 64 }
+        return message.payload.count + message.topic.utf8.count + (message.correlationData?.count ?? 0) + 128
+    }
 }
 
 /// Something to publish once the transaction that decided it has committed.
@@ -104,9 +116,13 @@ final class Engine {
     /// Digest → PEM of every chain a campaign may send (targets and composed overlaps).
     var chainsByDigest: [String: String] = [:]
     /// device + target pairs already logged as expiring without successor.
-    var warnedExpiring: Set<String> = []
+    var warnedExpiring: Set<[UInt8]> = []
     var declaredCampaignDelay: Double = 5
     var nextExpirySweep: Int64 = 0
+    var retention = RetentionPolicy()
+    /// RPC reply prefix, signed reads, admitted device IDs (config `rpc`, `admission`).
+    var limits = DaemonSettings.Limits()
+    private var nextRetentionSweep: Int64 = 0
     /// Catalogue entries by name (a campaign target may name one with `credential`).
     var chainsByName: [String: CertificateChain] = [:]
     private var connectedAt: Double?
@@ -175,6 +191,7 @@ final class Engine {
                     outbox += single
                 } catch {
                     drops.count("store_error")
+                    observability?.inputLost(storeError: "\(error)")
                     logger.error("input dropped: store write failed", metadata: ["error": "\(String(reflecting: error))"])
                 }
             }
@@ -226,10 +243,10 @@ final class Engine {
     private func route(_ message: MQTTMessage, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
         switch Topics.classify(message.topic) {
         case .inventory(let device):
-            guard drop(ifInvalid: device) else { return }
+            guard admits(device) else { return }
             try inventory(device: device, message: message, tx: tx, outbox: &outbox)
         case .ack(let device):
-            guard drop(ifInvalid: device) else { return }
+            guard admits(device) else { return }
             try ack(device: device, payload: message.payload, tx: tx, outbox: &outbox)
         case .rpc:
             var reissue: [String] = []
@@ -247,12 +264,19 @@ final class Engine {
         }
     }
 
-    /// Returns true when `device` is valid; otherwise counts the drop.
-    private func drop(ifInvalid device: String) -> Bool {
-        guard let problem = DeviceID.problem(device) else { return true }
-        drops.count(CertrotError.Code.invalidDeviceID.rawValue)
-        logger.debug("dropped message: \(problem)")
-        return false
+    /// True when a message from `device` is taken: a valid ID that `admission.idPattern` admits; otherwise the
+    /// drop is counted and it is false.
+    private func admits(_ device: String) -> Bool {
+        if let problem = DeviceID.problem(device) {
+            drops.count(CertrotError.Code.invalidDeviceID.rawValue)
+            logger.debug("dropped message: \(problem)")
+            return false
+        }
+        if let pattern = limits.idPattern, !CampaignSelection.glob(Array(pattern.utf8), Array(device.utf8)) {
+            drops.count("device_not_admitted")
+            return false
+        }
+        return true
     }
 
     // MARK: Inventory
@@ -331,7 +355,7 @@ final class Engine {
                 // replica catching up may handle a retained copy after another replica handled the device's newer
                 // inventory, and that copy shows the chain the device held before. A device that was reset sends
                 // a live inventory when it reconnects, which does restart the rotation.
-                rotation.restart(sha256: digest, now: now)
+                rotation.credentialLost(now: now, minInterval: rotationPolicy(for: name).retry.base)
             } else if rotation.state == .cancelled {
                 // The tag is this target's again (the campaign that took it over was aborted before sending).
                 rotation.restart(sha256: digest, now: now)
@@ -364,14 +388,14 @@ final class Engine {
         let matching = try tx.rotations(jti: ack.jti)
         guard let first = matching.first else {
             if let bundle = try tx.bundle(jti: ack.jti) {
-                drops.count(bundle.device == id ? "stale_ack" : "foreign_ack")
+                drops.count(DeviceID.same(bundle.device, id) ? "stale_ack" : "foreign_ack")
             } else {
                 drops.count("unknown_jti")
             }
             logger.info("ack dropped", metadata: ["device": "\(id)", "jti": "\(ack.jti)", "status": "\(ack.status)"])
             return
         }
-        guard first.device == id else {
+        guard DeviceID.same(first.device, id) else {
             drops.count("foreign_ack")
             logger.warning(
                 "ack for another device's bundle dropped",
@@ -409,8 +433,8 @@ final class Engine {
 
     private func tick(tx: any StoreTransaction, outbox: inout [Outbound]) throws {
         let now = clock()
-        let due = Set(try tx.rotationsNeedingTick(now: now, ackTimeout: shortestAckTimeout, limit: 10_000).map(\.device))
-        for id in due.sorted() {
+        let due = Set(try tx.rotationsNeedingTick(now: now, ackTimeout: shortestAckTimeout, limit: 10_000).map { DeviceKey($0.device) })
+        for id in due.sorted().map(\.id) {
             // Read again under the device's lock: another replica may have handled an ack meanwhile.
             try tx.lockDevice(id)
             var changed = false
@@ -426,6 +450,11 @@ final class Engine {
             try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
         }
         try campaignTick(tx: tx, outbox: &outbox)
+        if now >= nextRetentionSweep {
+            // Bounded work per tick: what is left goes on the next sweep, a minute later.
+            let deleted = try tx.prune(before: now.saturatingSubtract(retention.maxAge), limit: 5000)
+            nextRetentionSweep = now.saturatingAdd(deleted >= 5000 ? 1 : 60)
+        }
     }
 
     // MARK: Issuing
@@ -455,9 +484,17 @@ final class Engine {
             }
             return
         }
+        // Inventories are bounded to seq ≤ 2^53 − 1 (docs/protocol.md §2); a device that reported the largest seq
+        // can take no later bundle, and says so in its rotation rather than wrapping or trapping.
+        guard device.issuedSeq < Bounds.maxSeq else {
+            try fail(waiting, error: "the device's seq is at its maximum (\(Bounds.maxSeq)); no later bundle exists", now: now, tx: tx)
+            logger.error("cannot issue a bundle: device seq exhausted", metadata: ["device": "\(device.id)"])
+            return
+        }
         let seq = device.issuedSeq + 1
         let jti = Self.newJTI()
-        let claims = BundleClaims(sub: device.id, jti: jti, iat: now, exp: now + bundleLifetime, seq: seq, ops: ops)
+        let claims = BundleClaims(
+            sub: device.id, jti: jti, iat: now, exp: now.saturatingAdd(bundleLifetime), seq: seq, ops: ops)
         // A device that already trusts the next key gets bundles signed with it; every other device with the current.
         let key = nextSigner.flatMap { next in device.inventory?.keys?.contains(next.kid) == true ? next : nil } ?? signer
         let jws = JWS.sign(claims, with: key)
@@ -469,13 +506,7 @@ final class Engine {
         do {
             parts = try split(bundle: record)
         } catch let error as CertrotError {
-            for var rotation in waiting {
-                let before = rotation
-                rotation.state = .failed
-                rotation.lastError = error.message
-                rotation.updatedAt = now
-                try save(rotation, previous: before, tx: tx)
-            }
+            try fail(waiting, error: error.message, now: now, tx: tx)
             logger.error("cannot deliver a bundle to this device", metadata: ["device": "\(device.id)", "error": "\(error)"])
             return
         }
@@ -495,6 +526,17 @@ final class Engine {
             metadata: ["device": "\(device.id)", "jti": "\(jti)", "seq": "\(seq)", "parts": "\(parts.count)"])
     }
 
+    /// Rotations that no bundle can serve: `failed`, with no retry.
+    private func fail(_ rotations: [Rotation], error: String, now: Int64, tx: any StoreTransaction) throws {
+        for var rotation in rotations {
+            let before = rotation
+            rotation.state = .failed
+            rotation.lastError = error
+            rotation.updatedAt = now
+            try save(rotation, previous: before, tx: tx)
+        }
+    }
+
     func split(bundle: BundleRecord) throws -> [[UInt8]] {
         try Parts.split(jws: bundle.jws, jti: bundle.jti, topic: Topics.bundle(bundle.device), maxMessage: bundle.maxMessage)
     }
@@ -506,7 +548,7 @@ final class Engine {
     private func resumeUndelivered(issuedBy replica: String?, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
         let now = clock()
         var resent: Set<String> = []
-        var reissue: Set<String> = []
+        var reissue: Set<DeviceKey> = []
         for candidate in try tx.rotationsAwaitingDelivery(issuedBy: replica) {
             try tx.lockDevice(candidate.device)
             guard var rotation = try tx.rotations(device: candidate.device).first(where: { $0.target == candidate.target }),
@@ -516,7 +558,7 @@ final class Engine {
             if bundle.exp <= now + policy.ackTimeout {
                 rotation.abandonBundle(now: now)
                 try save(rotation, previous: before, tx: tx, detail: "bundle \(jti) near expiry after a restart; re-issuing")
-                reissue.insert(rotation.device)
+                reissue.insert(DeviceKey(rotation.device))
                 continue
             }
             rotation.issuedAt = now
@@ -525,7 +567,7 @@ final class Engine {
             guard resent.insert(jti).inserted else { continue }
             outbox += try split(bundle: bundle).map { Outbound(topic: Topics.bundle(bundle.device), payload: $0, kind: .part(jti: jti)) }
         }
-        for id in reissue.sorted() {
+        for id in reissue.sorted().map(\.id) {
             guard let device = try tx.device(id) else { continue }
             try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
         }
@@ -715,6 +757,12 @@ final class Engine {
 
     func save(_ rotation: Rotation, previous: Rotation?, tx: any StoreTransaction, detail: String? = nil) throws {
         try tx.saveRotation(rotation)
+        // A rotation started over (after it settled, or for a new digest) is what can grow one device's history
+        // and bundles without bound (a device flapping its credential): keep that device to the retention bounds
+        // then. Everything else grows once per rotation and goes with age (the sweep in `tick`).
+        if let previous, previous.sha256 != rotation.sha256 || (previous.isSettled && !rotation.isSettled) {
+            try tx.prune(device: rotation.device, keepHistory: retention.history, keepBundles: retention.bundles)
+        }
         if previous?.state != rotation.state || previous?.jti != rotation.jti {
             try memberChanged(rotation, tx: tx)
         }
@@ -750,6 +798,7 @@ final class Engine {
         RPC.Context(
             targets: targets, catalogue: known.mapValues { ($0.name, $0.notAfter) }, drops: drops, logger: logger, signerKid: signer.kid,
             nextKid: nextSigner?.kid, keyRotationThreshold: keyRotationThreshold, operators: operators, now: clock(),
-            renewal: renewal.mapValues { RenewalInfo(before: $0.before, hasSuccessor: $0.successor != nil) })
+            renewal: renewal.mapValues { RenewalInfo(before: $0.before, hasSuccessor: $0.successor != nil) },
+            replyPrefix: limits.replyPrefix, signedReads: limits.signedReads, campaignIDs: Set(campaigns.keys))
     }
 }

@@ -21,7 +21,14 @@ public final class Observability: Sendable {
         var connects = 0
         var storeWritable = true
         var lastStoreError: String?
+        /// When recent inputs were dropped for a store error (monotonic seconds), newest last.
+        var storeErrors: [Double] = []
     }
+
+    /// Inputs dropped for store errors within `storeErrorWindow` seconds that make the daemon not ready: a damaged
+    /// store can fail some writes and not others, and each failed input is lost.
+    static let storeErrorBurst = 10
+    static let storeErrorWindow = 60.0
 
     public init() {
         factory = PrometheusMetricsFactory(registry: registry)
@@ -68,7 +75,17 @@ public final class Observability: Sendable {
     func storeWrite(ok: Bool, error: String? = nil) {
         state.withLock {
             $0.storeWritable = ok
-            $0.lastStoreError = ok ? nil : error
+            if !ok { $0.lastStoreError = error }
+        }
+    }
+
+    /// An input was dropped because its store write failed.
+    func inputLost(storeError error: String) {
+        let now = Double(DispatchTime.now().uptimeNanoseconds) / 1e9
+        state.withLock { state in
+            state.lastStoreError = error
+            state.storeErrors.append(now)
+            state.storeErrors.removeAll { now - $0 > Self.storeErrorWindow }
         }
     }
 
@@ -78,6 +95,12 @@ public final class Observability: Sendable {
         state.withLock { state in
             if !state.connected { return "not connected to the broker" }
             if !state.storeWritable { return "the store is not writable: \(state.lastStoreError ?? "unknown error")" }
+            let now = Double(DispatchTime.now().uptimeNanoseconds) / 1e9
+            let recent = state.storeErrors.filter { now - $0 <= Self.storeErrorWindow }.count
+            if recent >= Self.storeErrorBurst {
+                return "\(recent) inputs lost to store errors in the last \(Int(Self.storeErrorWindow)) s: "
+                    + "\(state.lastStoreError ?? "unknown error")"
+            }
             return nil
         }
     }

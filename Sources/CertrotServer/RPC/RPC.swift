@@ -24,7 +24,17 @@ enum RPC {
         var operators: [VerificationKey]
         var now: Int64
         var renewal: [String: RenewalInfo] = [:]
+        /// Where replies may go (config `rpc.replyPrefix`).
+        var replyPrefix = RPC.defaultReplyPrefix
+        /// With operators configured: every method, reads included, needs a signed request (`rpc.signedReads`).
+        var signedReads = false
+        /// Ids of the campaigns the engine knows (device.list's `campaign` filter, answered beside the engine).
+        var campaignIDs: Set<String> = []
     }
+
+    /// Replies go only to topics under this prefix unless configured otherwise: the shipped ACL lets operators
+    /// read there, and nothing the daemon or a device owns lives under it.
+    static let defaultReplyPrefix = "certrot/replies/"
 
     /// Per configured target: devices whose credential in the tag is due for renewal (expires within
     /// `renewBefore`) while nothing newer is configured — no successor, and the target chain itself expires
@@ -72,6 +82,13 @@ enum RPC {
     static let requestType = "certrot-rpc+jwt"
 
     static let maxRequestBytes = 64 * 1024
+
+    /// A request's JSON or JWS form, from its first byte that is not white space: `{` (or `[`, a batch, refused
+    /// as an invalid request) is JSON; anything else is read as a JWS.
+    static func isJSONText(_ payload: [UInt8]) -> Bool {
+        guard let first = payload.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }) else { return true }
+        return first == UInt8(ascii: "{") || first == UInt8(ascii: "[")
+    }
 
     enum ErrorCode: Int {
         case parse = -32700
@@ -138,6 +155,7 @@ enum RPC {
         var replyTopic: String?
         var correlationData: [UInt8]?
         var signedBy: String?
+        var replyPrefix: String
     }
 
     typealias Handler = (_ method: String, _ params: [String: Any], _ tx: any StoreTransaction) throws -> HandlerResult?
@@ -148,7 +166,7 @@ enum RPC {
         _ message: MQTTMessage, context: Context, tx: any StoreTransaction, reissue: inout [String],
         deferred: inout [Deferred], handler: Handler
     ) -> Outbound? {
-        var replyTopic = message.responseTopic.flatMap { isValidReplyTopic($0) ? $0 : nil }
+        var replyTopic = message.responseTopic.flatMap { isValidReplyTopic($0, prefix: context.replyPrefix) ? $0 : nil }
         var id: Any = NSNull()
         var isNotification = false
         let response: [String: Any]
@@ -160,8 +178,7 @@ enum RPC {
             var body = message.payload
             var signedBy: String?
             var authFailure: Failure?
-            let isJWS = body.first.map { $0 != UInt8(ascii: "{") && $0 != UInt8(ascii: " ") } ?? false
-            if isJWS {
+            if !isJSONText(body) {
                 let text = String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
                 do {
                     let verified = try JWS.verify(text, typ: requestType, keys: context.operators)
@@ -178,13 +195,21 @@ enum RPC {
                 throw Failure(code: .parse, message: "request is not valid JSON")
             }
             guard let request = object as? [String: Any] else {
-                throw Failure(code: .invalidRequest, message: "request must be a JSON object")
+                let what = object is [Any] ? "batch requests are not supported; send one request per message" : "request must be a JSON object"
+                throw Failure(code: .invalidRequest, message: what)
             }
-            if replyTopic == nil, let replyTo = request["reply_to"] as? String { replyTopic = replyTo }
+            if replyTopic == nil, let replyTo = request["reply_to"] as? String,
+                isValidReplyTopic(replyTo, prefix: context.replyPrefix)
+            {
+                replyTopic = replyTo
+            }
             if let requestID = request["id"], requestID is String || requestID is NSNumber { id = requestID }
             if let authFailure { throw authFailure }
             if signedBy != nil {
-                guard let iat = (request["iat"] as? NSNumber)?.int64Value, abs(iat - context.now) <= authWindow else {
+                // Both bounded before they meet: `iat` as the protocol allows (an integer within Bounds.times).
+                guard let iat = Params.int(request["iat"]), Bounds.times.contains(iat), Bounds.times.contains(context.now),
+                    abs(iat - context.now) <= authWindow
+                else {
                     throw Failure(code: .unauthorized, message: "signed request refused: iat missing or more than \(authWindow) s from now")
                 }
                 guard let jti = request["jti"] as? String, !jti.isEmpty, jti.utf8.count <= 64 else {
@@ -207,6 +232,11 @@ enum RPC {
             if request["params"] != nil, !(request["params"] is [String: Any]) {
                 throw Failure(code: .invalidParams, message: "params must be an object")
             }
+            if context.signedReads, !context.operators.isEmpty, signedBy == nil {
+                throw Failure(
+                    code: .unauthorized,
+                    message: "this daemon answers only requests signed by an operator key (rpc.signedReads)")
+            }
             if mutatingMethods.contains(method), !context.operators.isEmpty, signedBy == nil {
                 throw Failure(
                     code: .unauthorized,
@@ -217,6 +247,7 @@ enum RPC {
             case "device.status": result = try deviceStatus(params: params, context: context, tx: tx)
             case "fleet.status": result = try fleetStatus(context: context, tx: tx)
             case "device.retry": result = try deviceRetry(params: params, context: context, tx: tx, reissue: &reissue)
+            case "device.list": result = try deviceList(params: params, context: context, tx: tx)
             default:
                 switch try handler(method, params, tx) {
                 case .value(let value): result = value
@@ -224,7 +255,8 @@ enum RPC {
                     deferred.append(
                         Deferred(
                             method: method, params: params, id: id, isNotification: isNotification,
-                            replyTopic: replyTopic, correlationData: message.correlationData, signedBy: signedBy))
+                            replyTopic: replyTopic, correlationData: message.correlationData, signedBy: signedBy,
+                            replyPrefix: context.replyPrefix))
                     return nil
                 case nil: throw Failure(code: .methodNotFound, message: "unknown method '\(method)'")
                 }
@@ -247,7 +279,7 @@ enum RPC {
         }
         return outbound(
             response, isNotification: isNotification, replyTopic: replyTopic, correlationData: message.correlationData,
-            drops: context.drops)
+            drops: context.drops, replyPrefix: context.replyPrefix)
     }
 
     /// The reply to a deferred request.
@@ -258,15 +290,15 @@ enum RPC {
         }
         return outbound(
             response, isNotification: request.isNotification, replyTopic: request.replyTopic,
-            correlationData: request.correlationData, drops: drops)
+            correlationData: request.correlationData, drops: drops, replyPrefix: request.replyPrefix)
     }
 
     private static func outbound(
         _ response: [String: Any], isNotification: Bool, replyTopic: String?, correlationData: [UInt8]?,
-        drops: DropCounters
+        drops: DropCounters, replyPrefix: String
     ) -> Outbound? {
         if isNotification { return nil }
-        guard let topic = replyTopic, isValidReplyTopic(topic) else {
+        guard let topic = replyTopic, isValidReplyTopic(topic, prefix: replyPrefix) else {
             drops.count("rpc_no_reply_topic")
             return nil
         }
@@ -306,9 +338,14 @@ enum RPC {
         return ["device": id, "retried": retried]
     }
 
-    static func isValidReplyTopic(_ topic: String) -> Bool {
-        !topic.isEmpty && topic.utf8.count <= 1024 && !topic.contains("+") && !topic.contains("#")
-            && !topic.hasPrefix("$") && !topic.contains("\u{0}") && topic != Topics.rpc
+    /// A topic a reply may go to: under `prefix`, no wildcard or NUL, at most 1024 bytes, and none that the daemon
+    /// or a device owns (a device's bundle, ack or inventory topic, a campaign's status, `certrot/rpc`) whatever the
+    /// prefix: a request must not be able to put fleet data into a device's bundle topic.
+    static func isValidReplyTopic(_ topic: String, prefix: String) -> Bool {
+        let bytes = topic.utf8
+        guard bytes.count > prefix.utf8.count, bytes.count <= 1024, bytes.starts(with: prefix.utf8) else { return false }
+        guard !bytes.contains(where: { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") || $0 == 0 }) else { return false }
+        return Topics.classify(topic) == nil && !topic.hasPrefix("certrot/campaigns/")
     }
 
     static func deviceStatus(params: [String: Any], context: Context, tx: any StoreTransaction) throws -> [String: Any] {

@@ -3,12 +3,12 @@ import CertrotMQTT
 import Foundation
 import Synchronization
 
-/// JSON-RPC reads (`device.status`, `fleet.status`) answered beside the engine, in read transactions of their
+/// JSON-RPC reads (`device.status`, `fleet.status`, `device.list`) answered beside the engine, in read transactions of their
 /// own: an operator's status call does not wait behind a campaign's queue of acks and inventories. Signed
 /// requests, and every other method, still go through the engine (they write, or need its campaign state).
 /// A read may not yet show the effect of a mutating request sent just before it (they run on different queues).
 final class ReadOnlyRPC: Sendable {
-    static let methods: Set<String> = ["device.status", "fleet.status"]
+    static let methods: Set<String> = ["device.status", "fleet.status", "device.list"]
 
     let store: any RotationStore
     let inbox = Inbox<MQTTMessage>()
