@@ -178,7 +178,10 @@ func decodeMessage<T: Decodable>(
     }
     do {
         return try JSONDecoder().decode(T.self, from: Data(payload))
-    } catch DecodingError.dataCorrupted(let context) where context.codingPath.isEmpty {
+    } catch DecodingError.dataCorrupted(let context)
+        where context.codingPath.isEmpty && (try? JSONSerialization.jsonObject(with: Data(payload))) == nil
+    {
+        // (JSONDecoder also reports a number it cannot represent, such as 1e300, at the root: valid JSON, bad schema.)
         throw CertrotError(.invalidJSON, "\(what) is not valid JSON")
     } catch {
         throw CertrotError(schemaError, "\(what) does not match the schema: \(describe(error))")
