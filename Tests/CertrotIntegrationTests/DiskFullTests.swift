@@ -2,6 +2,9 @@ import CertrotCore
 import CertrotSimulator
 import CertrotTestSupport
 import Foundation
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 import GRDB
 import Testing
 
@@ -14,7 +17,8 @@ struct DiskFullTests {
         try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
         #expect(try run("/bin/mount", ["-t", "tmpfs", "-o", "size=16m", "tmpfs", mountPoint]).status == 0)
         defer { _ = try? run("/bin/umount", ["-l", mountPoint]) }
-        let config = try harness.writeConfig()
+        let httpPort = try Broker.freePort()
+        let config = try harness.writeConfig(extra: "http: {host: 127.0.0.1, port: \(httpPort)}")
         let yaml = try String(contentsOfFile: config, encoding: .utf8)
             .replacingOccurrences(of: "store: sqlite:\(harness.path("certrot.db"))", with: "store: sqlite:\(mountPoint)/certrot.db")
         try yaml.write(toFile: config, atomically: true, encoding: .utf8)
@@ -34,6 +38,15 @@ struct DiskFullTests {
             try await Task.sleep(for: .milliseconds(100))
         }
         #expect(dropped["store_error", default: 0] > 0, "the daemon must say that it could not store")
+        // A burst of lost writes makes the daemon not ready (a load balancer or operator stops relying on it).
+        var readiness = 0
+        for _ in 0..<300 {
+            let url = URL(string: "http://127.0.0.1:\(httpPort)/readyz")!
+            readiness = ((try? await URLSession.shared.data(from: url))?.1 as? HTTPURLResponse)?.statusCode ?? 0
+            if readiness == 503 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(readiness == 503)
         try await Task.sleep(for: .seconds(2))
         await harness.stopDaemon()
 

@@ -13,12 +13,14 @@ final class Peer: Sendable {
     let client: MQTTClient
     private let inbox = Inbox()
 
-    init(_ harness: Harness, id: String = "peer-\(UUID().uuidString.prefix(8))", subscribe filters: [String] = [])
-        async throws
-    {
+    init(
+        _ harness: Harness, id: String = "peer-\(UUID().uuidString.prefix(8))", subscribe filters: [String] = [],
+        v5: Bool = false
+    ) async throws {
         let (stream, input) = AsyncStream.makeStream(of: MQTTEvent.self)
         let client = try MQTTClient(
-            options: MQTTOptions(host: harness.broker.host, port: harness.broker.port, clientID: id),
+            options: MQTTOptions(
+                host: harness.broker.host, port: harness.broker.port, clientID: id, protocolVersion: v5 ? .v5 : .v311),
             logger: harness.logger
         ) { input.yield($0) }
         self.client = client
@@ -40,8 +42,8 @@ final class Peer: Sendable {
         for await _ in connected.stream { break }
     }
 
-    func send(_ topic: String, _ payload: String, retain: Bool = false) throws {
-        try client.publish(topic: topic, payload: Array(payload.utf8), retain: retain)
+    func send(_ topic: String, _ payload: String, retain: Bool = false, responseTopic: String? = nil) throws {
+        try client.publish(topic: topic, payload: Array(payload.utf8), retain: retain, responseTopic: responseTopic)
     }
 
     /// Messages received so far on `topic` (all topics when nil).

@@ -247,6 +247,7 @@ extension Rotation {
         guard let lastIssued, now.saturatingSubtract(lastIssued) < minInterval else { return }
         state = .failed
         nextAttemptAt = lastIssued.saturatingAdd(minInterval)
+        issuedAt = lastIssued  // no bundle is out (no jti): kept only so that the next loss is measured from it
         lastError = "the device lost the credential within \(minInterval) s of its last bundle; the next bundle waits"
     }
 
