@@ -312,38 +312,7 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         let inbox = Inbox<EngineInput>(
             maxBytes: settings.limits.maxQueuedBytes, key: EngineInput.coalescingKey, size: EngineInput.queuedSize,
             superseded: { drops.count("inventory_superseded") })
-        let engine = Engine(
-            store: store, signer: settings.signer, targets: settings.targets,
-            catalogue: settings.catalogue.mapValues { ($0.name, $0.notAfter) }, policy: settings.policy,
-            profile: settings.profile, bundleLifetime: settings.bundleLifetime, maxInflight: settings.maxInflight,
-            clock: clock, drops: drops, logger: logger)
-        engine.nextSigner = settings.nextSigner
-        engine.keyRotationThreshold = settings.keyRotationThreshold
-        engine.operators = settings.operators
-        engine.observability = observability
-        engine.renewal = settings.renewal.mapValues { ($0.before, $0.successor) }
-        engine.declaredCampaignDelay = settings.declaredCampaignDelay
-        engine.cluster = settings.cluster
-        engine.limits = settings.limits
-        engine.retention = settings.limits.retention
-        for (digest, chain) in settings.catalogue {
-            engine.known[digest] = chain
-            engine.chainsByName[chain.name] = chain.chain
-        }
-        for target in settings.targets {
-            engine.known[target.sha256] = DaemonSettings.KnownChain(name: target.name, notAfter: target.chain.notAfter, chain: target.chain)
-            if let successor = settings.renewal[target.name]?.successor {
-                engine.known[successor.sha256] = DaemonSettings.KnownChain(
-                    name: "\(target.name) successor", notAfter: successor.notAfter, chain: successor)
-            }
-        }
-        engine.declaredCampaigns = settings.declaredCampaigns.compactMap { declared in
-            guard let params = try? declared.params(),
-                let data = try? JSONSerialization.data(withJSONObject: params),
-                let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-            else { return nil }
-            return object
-        }
+        let engine = makeEngine(store: store)
         try engine.startCampaigns()
         var httpTask: Task<Void, any Error>?
         if let http = settings.http {
@@ -412,6 +381,44 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
             inbox.finish()
         }
         logger.info("certrot stopped")
+    }
+
+    /// The engine on `store` as the daemon wires it from its settings, before any connection: `run()` uses it, and
+    /// so does the engine fuzzer (which feeds it decoded messages without a broker).
+    func makeEngine(store: any RotationStore) -> Engine {
+        let engine = Engine(
+            store: store, signer: settings.signer, targets: settings.targets,
+            catalogue: settings.catalogue.mapValues { ($0.name, $0.notAfter) }, policy: settings.policy,
+            profile: settings.profile, bundleLifetime: settings.bundleLifetime, maxInflight: settings.maxInflight,
+            clock: clock, drops: drops, logger: logger)
+        engine.nextSigner = settings.nextSigner
+        engine.keyRotationThreshold = settings.keyRotationThreshold
+        engine.operators = settings.operators
+        engine.observability = observability
+        engine.renewal = settings.renewal.mapValues { ($0.before, $0.successor) }
+        engine.declaredCampaignDelay = settings.declaredCampaignDelay
+        engine.cluster = settings.cluster
+        engine.limits = settings.limits
+        engine.retention = settings.limits.retention
+        for (digest, chain) in settings.catalogue {
+            engine.known[digest] = chain
+            engine.chainsByName[chain.name] = chain.chain
+        }
+        for target in settings.targets {
+            engine.known[target.sha256] = DaemonSettings.KnownChain(name: target.name, notAfter: target.chain.notAfter, chain: target.chain)
+            if let successor = settings.renewal[target.name]?.successor {
+                engine.known[successor.sha256] = DaemonSettings.KnownChain(
+                    name: "\(target.name) successor", notAfter: successor.notAfter, chain: successor)
+            }
+        }
+        engine.declaredCampaigns = settings.declaredCampaigns.compactMap { declared in
+            guard let params = try? declared.params(),
+                let data = try? JSONSerialization.data(withJSONObject: params),
+                let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+            else { return nil }
+            return object
+        }
+        return engine
     }
 }
 
