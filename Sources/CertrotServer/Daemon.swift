@@ -328,7 +328,7 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         let reads = ReadOnlyRPC(store: store, clock: clock)
         engine.reads = reads
         engine.publishContext()
-        let client = try MQTTClient(options: settings.broker, logger: logger) { event in inbox.push(.mqtt(event)) }
+        let client = try MQTTClient(options: settings.broker, logger: logger) { event in inbox.push(.from(event)) }
         engine.client = client
         defer { client.stop() }
         let rpc = RPCConnection(answering: settings.cluster == nil, logger: logger)

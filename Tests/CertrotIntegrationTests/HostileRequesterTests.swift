@@ -69,8 +69,9 @@ import Testing
             #expect((page["devices"] as? [Any])?.isEmpty == true)
             after = page["next"] as? String
             pages += 1
-        } while after != nil && pages < 10
-        #expect(pages == 3, "5,000 devices at a scan budget of 2,000 a call")
+        } while after != nil && pages < 100
+        // 5,000 devices at a scan budget of 2,000 a call (or fewer, where the 100 ms time budget ends it first).
+        #expect(pages >= 3 && after == nil, "\(pages) pages")
 
         // 60 such calls sent at once, then a device's first inventory: its bundle does not wait behind them.
         let raw = try await RawRPC(harness)

@@ -213,6 +213,7 @@ struct StoreConformanceTests {
             try tx.saveMember(CampaignMember(campaign: "cmp-b", device: "d2", wave: 1, state: .sent, settled: false, reason: nil, updatedAt: 30))
         }
         // Reopened: the migrations are idempotent and everything is still there.
+        store.close()
         let reopened = try openStore(url: url)
         try reopened.read { tx throws in
             #expect(try tx.campaigns() == [older, newer])

@@ -6,18 +6,36 @@ import Logging
 /// What the engine is given: everything comes through the inbox, in order.
 enum EngineInput: Sendable {
     case mqtt(MQTTEvent)
+    /// A message on an inventory topic, parsed on arrival (on the MQTT thread, not the engine's).
+    case inventory(MQTTMessage, Result<Inventory, CertrotError>)
     case tick
 
-    /// A device's inventory is state: a newer one from the same topic replaces one still queued.
+    /// What the daemon queues for an MQTT event: inventories are parsed as they arrive.
+    static func from(_ event: MQTTEvent) -> EngineInput {
+        guard case .message(let message) = event, !message.payload.isEmpty,
+            case .inventory = Topics.classify(message.topic)
+        else { return .mqtt(event) }
+        return .inventory(message, Result { () throws(CertrotError) in try Inventory.parse(message.payload) })
+    }
+
+    /// A device's valid inventory is state: a newer one from the same topic replaces one still queued. An invalid
+    /// one replaces nothing (it is dropped when its turn comes): garbage on a device's topic cannot hide the
+    /// device's own inventory.
     @Sendable static func coalescingKey(_ input: EngineInput) -> [UInt8]? {
-        guard case .mqtt(.message(let message)) = input, message.topic.hasSuffix("/certs/inventory") else { return nil }
+        guard case .inventory(let message, .success) = input else { return nil }
         return Array(message.topic.utf8)
     }
 
     /// What a queued input costs in memory, roughly: its payload and topic, and the message around them.
     @Sendable static func queuedSize(_ input: EngineInput) -> Int {
-        guard case .mqtt(.message(let message)) = input else { return 64 }
-        return message.payload.count + message.topic.utf8.count + (message.correlationData?.count ?? 0) + 128
+        switch input {
+        case .mqtt(.message(let message)), .inventory(let message, _):
+            // A parsed inventory is held beside its bytes: count those twice.
+            let parsed = if case .inventory = input { message.payload.count } else { 0 }
+            return message.payload.count + parsed + message.topic.utf8.count + (message.correlationData?.count ?? 0) + 128
+        default:
+            return 64
+        }
     }
 }
 
@@ -237,14 +255,20 @@ final class Engine {
             try published(mid: mid, reasonCode: reason, tx: tx)
         case .mqtt(.message(let message)):
             try route(message, tx: tx, outbox: &outbox)
+        case .inventory(let message, let parsed):
+            try route(message, parsed: parsed, tx: tx, outbox: &outbox)
         }
     }
 
-    private func route(_ message: MQTTMessage, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+    /// `parsed`: the inventory in `message`, when it was parsed on arrival.
+    private func route(
+        _ message: MQTTMessage, parsed: Result<Inventory, CertrotError>? = nil, tx: any StoreTransaction,
+        outbox: inout [Outbound]
+    ) throws {
         switch Topics.classify(message.topic) {
         case .inventory(let device):
             guard admits(device) else { return }
-            try inventory(device: device, message: message, tx: tx, outbox: &outbox)
+            try inventory(device: device, message: message, parsed: parsed, tx: tx, outbox: &outbox)
         case .ack(let device):
             guard admits(device) else { return }
             try ack(device: device, payload: message.payload, tx: tx, outbox: &outbox)
@@ -281,7 +305,10 @@ final class Engine {
 
     // MARK: Inventory
 
-    private func inventory(device id: String, message: MQTTMessage, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+    private func inventory(
+        device id: String, message: MQTTMessage, parsed: Result<Inventory, CertrotError>?, tx: any StoreTransaction,
+        outbox: inout [Outbound]
+    ) throws {
         let now = clock()
         guard !message.payload.isEmpty else {
             drops.count("empty_inventory")
@@ -289,7 +316,7 @@ final class Engine {
         }
         let inventory: Inventory
         do {
-            inventory = try Inventory.parse(message.payload)
+            inventory = try (parsed ?? Result { () throws(CertrotError) in try Inventory.parse(message.payload) }).get()
         } catch {
             drops.count(error.code.rawValue)
             logger.info("inventory dropped", metadata: ["device": "\(id)", "reason": "\(error.message)"])
