@@ -22,7 +22,8 @@ final class RequestLimiter: Sendable {
     init(rate: Double, burst: Double, totalRate: Double) {
         self.rate = rate
         self.burst = burst
-        state = Mutex(State(total: TokenBucket(rate: totalRate, now: Self.now(), capacity: max(burst, totalRate))))
+        state = Mutex(
+            State(total: TokenBucket(rate: totalRate, now: Self.now(), capacity: max(burst, totalRate), full: true)))
     }
 
     /// True when `message` may be handled now; false when its requester, or all requesters together, are over
