@@ -418,6 +418,7 @@ struct Bench: AsyncParsableCommand {
             }
             next = end
         }
+        store.close()  // the daemon must be the store's only process
         let seedSeconds = Date().timeIntervalSince(seeding)
         let config = """
             broker: {url: \(broker.url), clientId: certrot-mem-\(count)}
