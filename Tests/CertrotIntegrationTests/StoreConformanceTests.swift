@@ -35,6 +35,49 @@ struct StoreConformanceTests {
     }
 
     @Test(arguments: StoreKind.allCases)
+    func retention_keepsTheNewestPerDevice_andEveryBundleARotationRefersTo_andGoesByAge(kind: StoreKind) throws {
+        let store = try openStore(url: try kind.freshURL())
+        defer { store.close() }
+        func bundle(_ device: String, _ seq: Int64, exp: Int64) -> BundleRecord {
+            BundleRecord(jti: "\(device)-\(seq)", device: device, seq: seq, iat: 0, exp: exp, jws: "x", maxMessage: 2048)
+        }
+        try store.write { tx throws in
+            for device in ["d1", "d2"] {
+                try tx.saveDevice(Self.device(device))
+                for seq in Int64(1)...5 { try tx.insertBundle(bundle(device, seq, exp: seq * 100)) }
+            }
+            for at in Int64(1)...10 {
+                for device in ["d1", "d2"] {
+                    try tx.appendHistory(device: device, entry: HistoryEntry(at: at * 100, target: "ca", state: "pending", jti: nil, detail: "\(at)"))
+                }
+            }
+            // d1's rotation still refers to its oldest bundle.
+            var rotation = Rotation(device: "d1", target: "ca", sha256: "s", now: 0)
+            rotation.issued(jti: "d1-1", seq: 1, now: 0)
+            try tx.saveRotation(rotation)
+            try tx.prune(device: "d1", keepHistory: 3, keepBundles: 2)
+        }
+        try store.read { tx throws in
+            #expect(try tx.history(device: "d1", limit: 100).map(\.detail) == ["8", "9", "10"])
+            #expect(try tx.history(device: "d2", limit: 100).count == 10, "other devices are untouched")
+            #expect(try tx.bundle(jti: "d1-1") != nil, "a bundle a rotation refers to is kept")
+            #expect(try tx.bundle(jti: "d1-2") == nil && tx.bundle(jti: "d1-3") == nil)
+            #expect(try tx.bundle(jti: "d1-4") != nil && tx.bundle(jti: "d1-5") != nil)
+        }
+        // By age: history before 450 (looked for among the oldest entries, in the order they were written) and
+        // unreferenced bundles that expired before 450, at most 3 rows of each a call.
+        let first = try store.write { tx throws in try tx.prune(before: 450, limit: 3) }
+        #expect(first == 6)
+        let second = try store.write { tx throws in try tx.prune(before: 450, limit: 100) }
+        #expect(second == 3, "d2's fourth history entry, and the last two bundles that expired before 450")
+        try store.read { tx throws in
+            #expect(try tx.history(device: "d2", limit: 100).map(\.detail) == ["5", "6", "7", "8", "9", "10"])
+            #expect(try tx.bundle(jti: "d1-1") != nil, "still referred to")
+            #expect(try tx.bundle(jti: "d2-4") == nil && tx.bundle(jti: "d2-5") != nil)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func devicesRoundTripAndPageInByteOrder(kind: StoreKind) throws {
         let store = try openStore(url: try kind.freshURL())
         // Byte order, not a locale's: '-' (0x2D) < 'A' (0x41) < '_' (0x5F) < 'a' (0x61).

@@ -91,8 +91,9 @@ public protocol StoreTransaction {
     /// Keeps the newest `keepHistory` history entries of `device`, and its newest `keepBundles` bundles besides
     /// those a rotation still refers to (``RetentionPolicy``).
     func prune(device: String, keepHistory: Int, keepBundles: Int) throws
-    /// Deletes at most `limit` history entries from before `before`, oldest first, and at most `limit` bundles
-    /// that expired before `before` and that no rotation refers to. Returns how many rows went.
+    /// Deletes those of the oldest `limit` history entries (in the order they were written, which follows the
+    /// clock) that are from before `before`, and at most `limit` bundles that expired before `before` and that no
+    /// rotation refers to. Returns how many rows went: called again until it returns less than it may.
     func prune(before: Int64, limit: Int) throws -> Int
 
     // MARK: Campaigns
