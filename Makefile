@@ -8,6 +8,8 @@ SWIFT ?= swift
 DEMO_DEVICES ?= 1000
 SMOKE_DEVICES ?= 100
 BENCH_DEVICES ?= 100000
+# The engine fuzzer's time in make test (it runs alone, after the other Swift tests).
+ENGINE_FUZZ_SECONDS ?= 15
 
 .PHONY: all bootstrap build release test device-test demo demo-smoke bench bench-smoke clean
 
@@ -24,6 +26,7 @@ release: bootstrap
 
 test: build
 	$(SWIFT) test
+	CERTROT_ENGINE_FUZZ_SECONDS=$(ENGINE_FUZZ_SECONDS) $(SWIFT) test --skip-build --filter EngineFuzzTests
 	$(MAKE) device-test
 	$(MAKE) demo-smoke
 	$(MAKE) bench-smoke

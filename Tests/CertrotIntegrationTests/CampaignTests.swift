@@ -548,8 +548,11 @@ import Testing
                 waves: ["50%", "100%"]
             """
         let config = try harness.writeConfig(targets: CampaignTests.noTargets, extra: declared)
+        // The fleet's retained inventories first: the daemon creates the campaign a second after it connects, and
+        // on a loaded machine ten devices may not have published by then (its selection would be empty).
+        let fleet = try harness.startFleet(harness.fleetOptions(devices: 10))
+        for _ in 0..<300 where fleet.stats.inventoriesPublished < 10 { try await Task.sleep(for: .milliseconds(50)) }
         try harness.startDaemon(configPath: config, adjust: { $0.declaredCampaignDelay = 1 })
-        _ = try harness.startFleet(harness.fleetOptions(devices: 10))
         let rpc = try harness.rpc()
         var id = ""
         for _ in 0..<300 {
