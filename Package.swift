@@ -90,7 +90,8 @@ let package = Package(
         .target(
             name: "CertrotTestSupport",
             dependencies: [
-                "CertrotCore",
+                "CertrotCore", "CertrotServer", "CertrotStore", "CertrotMQTT",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -110,6 +111,12 @@ let package = Package(
         .testTarget(
             name: "CertrotCoreTests",
             dependencies: ["CertrotCore", "CertrotTestSupport"],
+            swiftSettings: strict
+        ),
+        // The engine's decisions on EngineHarness: no broker, no sleeps.
+        .testTarget(
+            name: "CertrotEngineTests",
+            dependencies: ["CertrotCore", "CertrotServer", "CertrotTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(

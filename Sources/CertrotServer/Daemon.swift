@@ -385,7 +385,7 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
 
     /// The engine on `store` as the daemon wires it from its settings, before any connection: `run()` uses it, and
     /// so does the engine fuzzer (which feeds it decoded messages without a broker).
-    func makeEngine(store: any RotationStore) -> Engine {
+    package func makeEngine(store: any RotationStore) -> Engine {
         let engine = Engine(
             store: store, signer: settings.signer, targets: settings.targets,
             catalogue: settings.catalogue.mapValues { ($0.name, $0.notAfter) }, policy: settings.policy,

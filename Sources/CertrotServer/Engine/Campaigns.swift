@@ -19,7 +19,7 @@ extension Engine {
     // MARK: Start
 
     /// Loads campaigns and creates the standing auto-renewal campaigns of targets with a successor.
-    func startCampaigns() throws {
+    package func startCampaigns() throws {
         try store.write { tx in
             for campaign in try tx.campaigns() { remember(campaign) }
             // A standing campaign whose target lost its successor (or is gone) stops.
@@ -87,7 +87,7 @@ extension Engine {
             chainsByDigest[target.sha256] = target.pem
         }
         if let rate = campaign.policy.rate, buckets[campaign.id]?.rate != rate {
-            buckets[campaign.id] = TokenBucket(rate: rate, now: Self.monotonic())
+            buckets[campaign.id] = TokenBucket(rate: rate, now: monotonic())
         }
     }
 
@@ -111,7 +111,6 @@ extension Engine {
         (try? PEM.normalizeChain(pem))?.notAfter ?? 0
     }
 
-    static func monotonic() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
     // MARK: Which target owns a tag
 
@@ -191,7 +190,7 @@ extension Engine {
     /// Exact on one node, where every member write goes through ``saveMember(_:previous:tx:)``; counted again
     /// after 10 s all the same, and after 1 s in a cluster, where other replicas write members too.
     func memberCounts(_ id: String, tx: any StoreTransaction) throws -> [Int: WaveCounts] {
-        let now = Self.monotonic()
+        let now = monotonic()
         if let cached = memberCountCache[id], now - cached.at < (cluster == nil ? 10 : 1) { return cached.counts }
         let counts = try tx.memberCounts(campaign: id)
         memberCountCache[id] = (counts, now)
@@ -477,7 +476,7 @@ extension Engine {
         // devices 11 % of the first wave, which paused the campaign on its error threshold.
         var budget = min(2000, max(0, 2 * maxInflight - queuedPublishes - outbox.count))
         if campaign.policy.rate != nil, var bucket = buckets[campaign.id] {
-            bucket.refill(now: Self.monotonic())
+            bucket.refill(now: monotonic())
             budget = min(budget, bucket.available)
             buckets[campaign.id] = bucket
         }
@@ -645,7 +644,7 @@ extension Engine {
 
     /// Devices settled per second over the last 30 s (0 until two samples a second apart exist).
     private func throughput(_ id: String, done: Int) -> Double {
-        let now = Self.monotonic()
+        let now = monotonic()
         var samples = progress[id] ?? []
         if samples.last.map({ now - $0.at >= 0.5 }) ?? true { samples.append((now, done)) }
         samples.removeAll { now - $0.at > 30 }
@@ -656,7 +655,7 @@ extension Engine {
 
     /// Publishes each changed campaign's status, retained, at most once a second.
     private func publishProgress(tx: any StoreTransaction, outbox: inout [Outbound]) throws {
-        let now = Self.monotonic()
+        let now = monotonic()
         for id in dirtyCampaigns.sorted() {
             guard let campaign = campaigns[id] else {
                 dirtyCampaigns.remove(id)

@@ -4,7 +4,7 @@ import Foundation
 import Logging
 
 /// What the engine is given: everything comes through the inbox, in order.
-enum EngineInput: Sendable {
+package enum EngineInput: Sendable {
     case mqtt(MQTTEvent)
     /// A message on an inventory topic, parsed on arrival (on the MQTT thread, not the engine's).
     case inventory(MQTTMessage, Result<Inventory, CertrotError>)
@@ -61,7 +61,7 @@ struct Outbound {
 
 /// The rotation engine: reconciles inventories against targets, issues bundles, tracks acks. Runs on one task;
 /// every batch of inputs is handled in one store transaction, and publishes happen only after it commits.
-final class Engine {
+package final class Engine {
     let store: any RotationStore
     let signer: SigningKey
     let targets: [ResolvedTarget]
@@ -76,7 +76,9 @@ final class Engine {
     let drops: DropCounters
     let logger: Logger
     let maxInflight: Int
-    var client: MQTTClient?
+    package var client: (any Publisher)?
+    /// Seconds on a clock that only goes forward (leadership checks, catch-up windows, campaign progress).
+    package var monotonic: @Sendable () -> Double = { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
     /// JSON-RPC requests and replies travel on a connection of their own.
     var rpc: RPCConnection?
     /// The next signing key, installed on devices through the `trust-key` pseudo-target.
@@ -167,12 +169,12 @@ final class Engine {
 
     // MARK: Batches
 
-    func handle(_ batch: [EngineInput]) async {
+    package func handle(_ batch: [EngineInput]) async {
         if cluster != nil, batch.contains(where: { if case .tick = $0 { true } else { false } }) {
             checkLeadership()
         }
         handleBatch(batch)
-        if isLeader, !declaredCampaigns.isEmpty, let connectedAt, Self.monotonic() - connectedAt >= declaredCampaignDelay {
+        if isLeader, !declaredCampaigns.isEmpty, let connectedAt, monotonic() - connectedAt >= declaredCampaignDelay {
             await applyDeclaredCampaigns()
             declaredCampaigns = []
         }
@@ -231,7 +233,7 @@ final class Engine {
             try tick(tx: tx, outbox: &outbox)
         case .mqtt(.connected(let sessionPresent)):
             connected = true
-            if connectedAt == nil { connectedAt = Self.monotonic() }
+            if connectedAt == nil { connectedAt = monotonic() }
             observability?.brokerConnected(true)
             logger.info("connected to broker", metadata: ["sessionPresent": "\(sessionPresent)"])
             subscribe(inboundFilters + (catchUpUntil != nil ? [Topics.inventoryFilter] : []))
@@ -634,7 +636,7 @@ final class Engine {
     /// Once a second: this replica is alive (in a transaction of its own, so that a long batch cannot make it
     /// look dead), and is it the leader? (A session-level lock in PostgreSQL; free when its holder dies.)
     private func checkLeadership() {
-        let now = Self.monotonic()
+        let now = monotonic()
         guard now - leadershipCheckedAt >= 1, let cluster else { return }
         let firstCheck = leadershipCheckedAt == -.infinity
         leadershipCheckedAt = now
@@ -679,11 +681,11 @@ final class Engine {
                 catchUp = true
             }
         }
-        let monotonic = Self.monotonic()
+        let elapsed = monotonic()
         if catchUp {
             if catchUpUntil == nil { subscribe([Topics.inventoryFilter]) }
-            catchUpUntil = monotonic + 10
-        } else if let until = catchUpUntil, monotonic >= until {
+            catchUpUntil = elapsed + 10
+        } else if let until = catchUpUntil, elapsed >= until {
             catchUpUntil = nil
             unsubscribe([Topics.inventoryFilter])
         }
@@ -766,7 +768,7 @@ final class Engine {
     }
 
     /// Hands one item to libmosquitto; false (logged) when it could not take it now.
-    private func publish(_ item: Outbound, with client: MQTTClient) -> Bool {
+    private func publish(_ item: Outbound, with client: any Publisher) -> Bool {
         do {
             let mid = try client.publish(
                 topic: item.topic, payload: item.payload, qos: 1, retain: item.retain, responseTopic: item.responseTopic,
