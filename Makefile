@@ -11,7 +11,7 @@ BENCH_DEVICES ?= 100000
 # The engine fuzzer's time in make test (it runs alone, after the other Swift tests).
 ENGINE_FUZZ_SECONDS ?= 15
 
-.PHONY: all bootstrap build release test device-test demo demo-smoke bench bench-smoke clean
+.PHONY: all bootstrap build release lint format test device-test demo demo-smoke bench bench-smoke clean
 
 all: build
 
@@ -24,12 +24,19 @@ build: bootstrap
 release: bootstrap
 	$(SWIFT) build -c release
 
-test: build
+test: build lint
 	$(SWIFT) test
 	CERTROT_ENGINE_FUZZ_SECONDS=$(ENGINE_FUZZ_SECONDS) $(SWIFT) test --skip-build --filter EngineFuzzTests
 	$(MAKE) device-test
 	$(MAKE) demo-smoke
 	$(MAKE) bench-smoke
+
+# .swift-format: 4 spaces, 120 columns. `make format` rewrites the tree; `make lint` (part of make test) checks it.
+lint:
+	$(SWIFT) format lint --strict --recursive Sources Tests
+
+format:
+	$(SWIFT) format format --in-place --recursive Sources Tests
 
 device-test: build
 	$(MAKE) -C device test CERTROT_BIN=$(CURDIR)/.build/debug/certrot

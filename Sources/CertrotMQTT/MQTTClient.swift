@@ -14,8 +14,10 @@ public struct MQTTMessage: Sendable {
     /// MQTT 5 Correlation Data, when the publisher set it.
     public var correlationData: [UInt8]?
 
-    public init(topic: String, payload: [UInt8], qos: Int32 = 1, retained: Bool = false,
-                responseTopic: String? = nil, correlationData: [UInt8]? = nil) {
+    public init(
+        topic: String, payload: [UInt8], qos: Int32 = 1, retained: Bool = false,
+        responseTopic: String? = nil, correlationData: [UInt8]? = nil
+    ) {
         self.topic = topic
         self.payload = payload
         self.qos = qos
@@ -67,8 +69,10 @@ public struct MQTTOptions: Sendable {
     /// TLS, for `mqtts://` brokers.
     public var tls: MQTTTLSOptions?
 
-    public init(host: String, port: Int32, clientID: String, cleanSession: Bool = true,
-                protocolVersion: ProtocolVersion = .v311) {
+    public init(
+        host: String, port: Int32, clientID: String, cleanSession: Bool = true,
+        protocolVersion: ProtocolVersion = .v311
+    ) {
         self.host = host
         self.port = port
         self.clientID = clientID
@@ -97,7 +101,8 @@ public struct MQTTOptions: Sendable {
         } else {
             return nil
         }
-        let authority = rest.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+        let authority =
+            rest.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
         guard !authority.isEmpty else { return nil }
         let defaultPort: Int32 = tls ? 8883 : 1883
         var host = authority
@@ -272,7 +277,8 @@ public final class MQTTClient: @unchecked Sendable {
             var correlation: [UInt8]?
             if props != nil {
                 var value: UnsafeMutablePointer<CChar>?
-                if mosquitto_property_read_string(props, Int32(MQTT_PROP_RESPONSE_TOPIC.rawValue), &value, false) != nil,
+                if mosquitto_property_read_string(props, Int32(MQTT_PROP_RESPONSE_TOPIC.rawValue), &value, false)
+                    != nil,
                     let value
                 {
                     responseTopic = String(cString: value)
@@ -330,8 +336,10 @@ public final class MQTTClient: @unchecked Sendable {
 
     /// Publishes and returns the message id (matched by `.published` for QoS 1).
     @discardableResult
-    public func publish(topic: String, payload: [UInt8], qos: Int32 = 1, retain: Bool = false,
-                        responseTopic: String? = nil, correlationData: [UInt8]? = nil) throws -> Int32 {
+    public func publish(
+        topic: String, payload: [UInt8], qos: Int32 = 1, retain: Bool = false,
+        responseTopic: String? = nil, correlationData: [UInt8]? = nil
+    ) throws -> Int32 {
         var mid: Int32 = 0
         var props: OpaquePointer?
         defer { mosquitto_property_free_all(&props) }

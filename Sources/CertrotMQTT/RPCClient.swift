@@ -75,7 +75,9 @@ public final class RPCClient: Sendable {
                     topic: "certrot/rpc", payload: Array(payload), qos: 1, responseTopic: replyTopic,
                     correlationData: Array(correlation.utf8))
             } catch {
-                if let waiter = waiters.withLock({ $0.removeValue(forKey: correlation) }) { waiter.resume(throwing: error) }
+                if let waiter = waiters.withLock({ $0.removeValue(forKey: correlation) }) {
+                    waiter.resume(throwing: error)
+                }
                 return
             }
             Task { [weak self] in
@@ -93,7 +95,8 @@ public final class RPCClient: Sendable {
 
     /// Calls `method` and returns `result`, throwing the JSON-RPC error if there is one.
     public func result(
-        _ method: String, params: [String: Any] = [:], timeout: Double = 10, sign: (@Sendable ([UInt8]) -> String)? = nil
+        _ method: String, params: [String: Any] = [:], timeout: Double = 10,
+        sign: (@Sendable ([UInt8]) -> String)? = nil
     ) async throws -> [String: Any] {
         let reply = try await call(method, params: params, timeout: timeout, sign: sign)
         if let error = reply["error"] as? [String: Any] {

@@ -122,21 +122,22 @@ public struct DaemonSettings: Sendable {
         _ = attempt("store") {
             do { try validateStoreURL(config.store) } catch { try fail("\(error)") }
         }
-        let cluster: DaemonSettings.ClusterSettings? = attempt("cluster") {
-            guard let cluster = config.cluster else { return nil }
-            guard PostgresStore.isURL(config.store) else {
-                try fail("replicas share a PostgreSQL store: store must be postgres://…, not '\(config.store)'")
-            }
-            let replica = cluster.replica ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
-            let group = cluster.group ?? "certrot"
-            for (name, value) in [("replica", replica), ("group", group)]
-            where value.isEmpty || value.contains(where: { "/+#".contains($0) }) {
-                try fail("\(name) '\(value)' must be non-empty and contain no '/', '+' or '#'")
-            }
-            let deadAfter = cluster.deadAfter?.seconds ?? 10
-            guard deadAfter >= 3 else { try fail("deadAfter must be at least 3s (replicas report every second)") }
-            return DaemonSettings.ClusterSettings(replica: replica, group: group, deadAfter: deadAfter)
-        } ?? nil
+        let cluster: DaemonSettings.ClusterSettings? =
+            attempt("cluster") {
+                guard let cluster = config.cluster else { return nil }
+                guard PostgresStore.isURL(config.store) else {
+                    try fail("replicas share a PostgreSQL store: store must be postgres://…, not '\(config.store)'")
+                }
+                let replica = cluster.replica ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+                let group = cluster.group ?? "certrot"
+                for (name, value) in [("replica", replica), ("group", group)]
+                where value.isEmpty || value.contains(where: { "/+#".contains($0) }) {
+                    try fail("\(name) '\(value)' must be non-empty and contain no '/', '+' or '#'")
+                }
+                let deadAfter = cluster.deadAfter?.seconds ?? 10
+                guard deadAfter >= 3 else { try fail("deadAfter must be at least 3s (replicas report every second)") }
+                return DaemonSettings.ClusterSettings(replica: replica, group: group, deadAfter: deadAfter)
+            } ?? nil
         let signer = attempt("signingKey") { try KeyFile.loadSigningKey(path: config.signingKey) }
         let profile = attempt("defaultProfile") { try config.profile() } ?? .nrf91
         var targets: [ResolvedTarget] = []
@@ -147,7 +148,8 @@ public struct DaemonSettings: Sendable {
             if targets.contains(where: { $0.name == resolved.name }) {
                 problems.append("targets[\(index)]: name '\(resolved.name)' is used twice")
             } else if targets.contains(where: { $0.tag == resolved.tag && $0.type == resolved.type }) {
-                problems.append("targets[\(index)]: another target already writes tag \(resolved.tag) type \(resolved.type)")
+                problems.append(
+                    "targets[\(index)]: another target already writes tag \(resolved.tag) type \(resolved.type)")
             } else {
                 targets.append(resolved)
                 var successor: CertificateChain?
@@ -162,7 +164,8 @@ public struct DaemonSettings: Sendable {
                     }
                 }
                 let lifetime = resolved.chain.notAfter - resolved.chain.notBefore
-                renewal[resolved.name] = Renewal(before: target.renewBefore?.seconds ?? max(0, lifetime / 3), successor: successor)
+                renewal[resolved.name] = Renewal(
+                    before: target.renewBefore?.seconds ?? max(0, lifetime / 3), successor: successor)
             }
         }
         var declared: [CertrotConfig.DeclaredCampaign] = []
@@ -179,7 +182,9 @@ public struct DaemonSettings: Sendable {
         }
         var catalogue: [String: KnownChain] = [:]
         for (index, known) in (config.catalogue ?? []).enumerated() {
-            if let chain = attempt("catalogue[\(index)]", { try ResolvedTarget.loadChain(path: known.chain, what: known.name) }) {
+            if let chain = attempt(
+                "catalogue[\(index)]", { try ResolvedTarget.loadChain(path: known.chain, what: known.name) })
+            {
                 catalogue[chain.sha256] = KnownChain(name: known.name, notAfter: chain.notAfter, chain: chain)
             }
         }
@@ -246,9 +251,11 @@ private func resolveLimits(_ config: CertrotConfig) throws -> DaemonSettings.Lim
     if let rpc = config.rpc {
         if let prefix = rpc.replyPrefix {
             guard prefix.hasSuffix("/"), prefix.utf8.count >= 2, !prefix.hasPrefix("$"),
-                !prefix.contains(where: { "+#\u{0}".contains($0) }), prefix != "certrot/", !prefix.hasPrefix("certrot/campaigns/")
+                !prefix.contains(where: { "+#\u{0}".contains($0) }), prefix != "certrot/",
+                !prefix.hasPrefix("certrot/campaigns/")
             else {
-                throw fail("rpc.replyPrefix '\(prefix)' must end with '/', hold no wildcard, and not be the daemon's own")
+                throw fail(
+                    "rpc.replyPrefix '\(prefix)' must end with '/', hold no wildcard, and not be the daemon's own")
             }
             limits.replyPrefix = prefix
         }
@@ -265,7 +272,9 @@ private func resolveLimits(_ config: CertrotConfig) throws -> DaemonSettings.Lim
     }
     if let admission = config.admission {
         if let pattern = admission.idPattern {
-            guard !pattern.isEmpty, pattern.utf8.count <= 256 else { throw fail("admission.idPattern must be 1…256 bytes") }
+            guard !pattern.isEmpty, pattern.utf8.count <= 256 else {
+                throw fail("admission.idPattern must be 1…256 bytes")
+            }
             limits.idPattern = pattern
         }
         if let bytes = admission.maxQueuedBytes {
@@ -298,7 +307,10 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
 
     public var description: String { "CertrotDaemon(\(settings.broker.host):\(settings.broker.port))" }
 
-    public init(settings: DaemonSettings, logger: Logger, clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {
+    public init(
+        settings: DaemonSettings, logger: Logger,
+        clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }
+    ) {
         self.settings = settings
         self.logger = logger
         self.clock = clock
@@ -319,7 +331,9 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
             let app = makeHTTPApplication(
                 host: http.host, port: http.port, observability: observability, store: store,
                 targets: settings.targets,
-                renewal: settings.renewal.mapValues { RenewalInfo(before: $0.before, hasSuccessor: $0.successor != nil) },
+                renewal: settings.renewal.mapValues {
+                    RenewalInfo(before: $0.before, hasSuccessor: $0.successor != nil)
+                },
                 logger: logger)
             httpTask = Task { try await app.run() }
             logger.info("metrics and health on http://\(http.host):\(http.port)")
@@ -405,7 +419,8 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
             engine.chainsByName[chain.name] = chain.chain
         }
         for target in settings.targets {
-            engine.known[target.sha256] = DaemonSettings.KnownChain(name: target.name, notAfter: target.chain.notAfter, chain: target.chain)
+            engine.known[target.sha256] = DaemonSettings.KnownChain(
+                name: target.name, notAfter: target.chain.notAfter, chain: target.chain)
             if let successor = settings.renewal[target.name]?.successor {
                 engine.known[successor.sha256] = DaemonSettings.KnownChain(
                     name: "\(target.name) successor", notAfter: successor.notAfter, chain: successor)
@@ -423,7 +438,8 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
 }
 
 /// `certrot serve`: the daemon plus signal handling, as one ServiceGroup.
-public func buildServices(config: CertrotConfig, logger: Logger) throws -> (group: ServiceGroup, daemon: CertrotDaemon) {
+public func buildServices(config: CertrotConfig, logger: Logger) throws -> (group: ServiceGroup, daemon: CertrotDaemon)
+{
     let daemon = CertrotDaemon(settings: try DaemonSettings.resolve(config), logger: logger)
     let group = ServiceGroup(
         configuration: ServiceGroupConfiguration(

@@ -12,7 +12,9 @@ public struct DeviceBehaviour: Sendable, Equatable {
     /// Loses one part of its first multi-part bundle and asks for it with an `incomplete` ack.
     public var losesPartOnce = false
 
-    public init(rejects: Bool = false, failsOnce: Bool = false, offlineAtFirst: Bool = false, losesPartOnce: Bool = false) {
+    public init(
+        rejects: Bool = false, failsOnce: Bool = false, offlineAtFirst: Bool = false, losesPartOnce: Bool = false
+    ) {
         self.rejects = rejects
         self.failsOnce = failsOnce
         self.offlineAtFirst = offlineAtFirst
@@ -99,7 +101,9 @@ public struct SimulatedDevice: Sendable {
             assembler.reset()
             // Later parts of this bundle are dropped, so it is rejected once, not once per remaining part.
             rejectedJTI = part.jti
-            return .ack(Ack(jti: part.jti, status: .rejected, reason: "bundle of \(bytes) bytes does not fit"), republishInventory: false)
+            return .ack(
+                Ack(jti: part.jti, status: .rejected, reason: "bundle of \(bytes) bytes does not fit"),
+                republishInventory: false)
         case .complete(let jws):
             incompleteAsks = 0
             return apply(jws: jws, partJTI: part.jti, now: Int64(now))
@@ -134,7 +138,8 @@ public struct SimulatedDevice: Sendable {
         }
         let jti = decoded?.claims.jti ?? partJTI
         if behaviour.rejects {
-            return .ack(Ack(jti: jti, status: .rejected, code: -1, reason: "simulated rejection"), republishInventory: false)
+            return .ack(
+                Ack(jti: jti, status: .rejected, code: -1, reason: "simulated rejection"), republishInventory: false)
         }
         let check = BundleCheck(device: id, keys: keys, profile: profile, appliedSeq: appliedSeq, now: now)
         let claims: BundleClaims
@@ -146,7 +151,9 @@ public struct SimulatedDevice: Sendable {
         if behaviour.failsOnce, writeFailures == 0 {
             writeFailures += 1
             // AT%CMNG answers ERROR 518 when the modem is not offline; the code is informational (docs/protocol.md §6).
-            return .ack(Ack(jti: claims.jti, status: .failed, code: 518, reason: "simulated write failure"), republishInventory: false)
+            return .ack(
+                Ack(jti: claims.jti, status: .failed, code: 518, reason: "simulated write failure"),
+                republishInventory: false)
         }
         for op in claims.ops {
             switch op.op {

@@ -61,10 +61,13 @@ public final class SimulatedFleet: Sendable {
         var devices: [SimulatedDevice] = []
         for index in 1...max(options.devices, 1) where index <= options.devices {
             let id = options.deviceID(index)
-            let behaviour = options.behaviours[id] ?? DeviceBehaviour(
-                rejects: generator.nextUnit() < options.rejectRate, failsOnce: generator.nextUnit() < options.failRate,
-                offlineAtFirst: generator.nextUnit() < options.offlineRate,
-                losesPartOnce: generator.nextUnit() < options.incompleteRate)
+            let behaviour =
+                options.behaviours[id]
+                ?? DeviceBehaviour(
+                    rejects: generator.nextUnit() < options.rejectRate,
+                    failsOnce: generator.nextUnit() < options.failRate,
+                    offlineAtFirst: generator.nextUnit() < options.offlineRate,
+                    losesPartOnce: generator.nextUnit() < options.incompleteRate)
             var device = SimulatedDevice(id: id, behaviour: behaviour, profile: options.profile, keys: options.keys)
             for credential in options.initial {
                 device.provision(tag: credential.tag, type: credential.type, pem: credential.pem)
@@ -73,7 +76,9 @@ public final class SimulatedFleet: Sendable {
         }
         let perConnection = max(1, options.devicesPerConnection)
         connections = stride(from: 0, to: devices.count, by: perConnection).map { start in
-            FleetConnection(index: start / perConnection, devices: Array(devices[start..<min(start + perConnection, devices.count)]))
+            FleetConnection(
+                index: start / perConnection, devices: Array(devices[start..<min(start + perConnection, devices.count)])
+            )
         }
     }
 
@@ -166,10 +171,12 @@ final class FleetConnection: Sendable {
     }
 
     func stop() {
-        guard let runtime = runtime.withLock({ value -> Runtime? in
-            defer { value = nil }
-            return value
-        }) else { return }
+        guard
+            let runtime = runtime.withLock({ value -> Runtime? in
+                defer { value = nil }
+                return value
+            })
+        else { return }
         runtime.input.finish()
         runtime.tasks.forEach { $0.cancel() }
         runtime.client.stop()
@@ -231,7 +238,8 @@ final class FleetConnection: Sendable {
                     break
                 case .oversize(let bytes):
                     stats.value.withLock { $0.oversizeMessages += 1 }
-                    logger.error("message over the device's maxMessage", metadata: ["device": "\(id)", "bytes": "\(bytes)"])
+                    logger.error(
+                        "message over the device's maxMessage", metadata: ["device": "\(id)", "bytes": "\(bytes)"])
                 case .ack(let ack, let republish):
                     send(ack, from: id)
                     if republish { publishInventory(id) }
@@ -241,7 +249,9 @@ final class FleetConnection: Sendable {
                 let stalled = devices.withLock { devices -> [(String, Ack)] in
                     var out: [(String, Ack)] = []
                     for id in order where online.contains(id) {
-                        if let ack = devices[id]?.checkStalled(now: now, after: options.stallAfter) { out.append((id, ack)) }
+                        if let ack = devices[id]?.checkStalled(now: now, after: options.stallAfter) {
+                            out.append((id, ack))
+                        }
                     }
                     return out
                 }

@@ -96,7 +96,8 @@ public final class PostgresStore: RotationStore {
         /// `held` while it is open, else a new connection.
         func open(_ held: PostgresConnection?, id: Int) throws -> PostgresConnection {
             if let held, !held.isClosed { return held }
-            return try PostgresConnection.connect(on: eventLoop, configuration: configuration, id: id, logger: logger).wait()
+            return try PostgresConnection.connect(on: eventLoop, configuration: configuration, id: id, logger: logger)
+                .wait()
         }
     }
 
@@ -111,7 +112,8 @@ public final class PostgresStore: RotationStore {
             try connection.withLock { held in
                 let open = try endpoint.open(held, id: 1)
                 held = open
-                let tx = PostgresTransaction(connection: open, logger: endpoint.logger, inventories: endpoint.inventories)
+                let tx = PostgresTransaction(
+                    connection: open, logger: endpoint.logger, inventories: endpoint.inventories)
                 do {
                     try tx.execute(readOnly ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN")
                     let result = try body(tx)
@@ -158,11 +160,14 @@ public final class PostgresStore: RotationStore {
                         _ = try connection.query("SELECT 1", logger: endpoint.logger).wait()
                         return true
                     }
-                    let rows = try connection.query("SELECT pg_try_advisory_lock(\(Self.key)) AS held", logger: endpoint.logger).wait().rows
+                    let rows = try connection.query(
+                        "SELECT pg_try_advisory_lock(\(Self.key)) AS held", logger: endpoint.logger
+                    ).wait().rows
                     state.held = try rows.first?.makeRandomAccess()["held"].decode(Bool.self) ?? false
                     return state.held
                 } catch {
-                    endpoint.logger.warning("leadership check failed; not leading", metadata: ["error": "\(String(reflecting: error))"])
+                    endpoint.logger.warning(
+                        "leadership check failed; not leading", metadata: ["error": "\(String(reflecting: error))"])
                     try? state.connection?.close().wait()
                     state = (nil, false)
                     return false
@@ -315,8 +320,10 @@ public final class PostgresStore: RotationStore {
 
     static func migrate(_ tx: PostgresTransaction) throws {
         try tx.execute("SELECT pg_advisory_xact_lock(\(migrationLock))")
-        try tx.execute("CREATE TABLE IF NOT EXISTS certrot_migrations (name TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-        let applied = Set(try tx.query("SELECT name FROM certrot_migrations").map { try $0["name"].decode(String.self) })
+        try tx.execute(
+            "CREATE TABLE IF NOT EXISTS certrot_migrations (name TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+        let applied = Set(
+            try tx.query("SELECT name FROM certrot_migrations").map { try $0["name"].decode(String.self) })
         let known = Set(migrations.map(\.name))
         if let unknown = applied.subtracting(known).sorted().first {
             throw StoreError("the database has migration '\(unknown)', newer than this certrot: upgrade certrot")
@@ -462,10 +469,13 @@ struct PostgresTransaction: StoreTransaction {
 
     func rotationsAwaitingDelivery(issuedBy replica: String?) throws -> [Rotation] {
         guard let replica else {
-            return try query("SELECT * FROM rotations WHERE state = 'pending' AND jti IS NOT NULL").map(Self.rotation(from:))
+            return try query("SELECT * FROM rotations WHERE state = 'pending' AND jti IS NOT NULL").map(
+                Self.rotation(from:))
         }
-        return try query("SELECT * FROM rotations WHERE state = 'pending' AND jti IS NOT NULL AND issued_by = \(replica)")
-            .map(Self.rotation(from:))
+        return try query(
+            "SELECT * FROM rotations WHERE state = 'pending' AND jti IS NOT NULL AND issued_by = \(replica)"
+        )
+        .map(Self.rotation(from:))
     }
 
     func rotationCounts() throws -> [String: [String: Int]] {
@@ -483,7 +493,8 @@ struct PostgresTransaction: StoreTransaction {
 
     func rememberRequest(jti: String, at: Int64, forgetBefore: Int64) throws -> Bool {
         try execute("DELETE FROM operator_requests WHERE at < \(forgetBefore)")
-        let result = try execute("INSERT INTO operator_requests (jti, at) VALUES (\(jti), \(at)) ON CONFLICT DO NOTHING")
+        let result = try execute(
+            "INSERT INTO operator_requests (jti, at) VALUES (\(jti), \(at)) ON CONFLICT DO NOTHING")
         return result.metadata.rows == 1
     }
 
@@ -503,7 +514,8 @@ struct PostgresTransaction: StoreTransaction {
             columns.append("COUNT(*) FILTER (WHERE not_after < $\(index + 1)) AS l\(index)")
         }
         columns.append("COUNT(*) AS total")
-        let sql = "SELECT target, \(columns.joined(separator: ", ")) FROM expiry WHERE not_after IS NOT NULL GROUP BY target"
+        let sql =
+            "SELECT target, \(columns.joined(separator: ", ")) FROM expiry WHERE not_after IS NOT NULL GROUP BY target"
         var result: [String: [Int]] = [:]
         for row in try query(PostgresQuery(unsafeSQL: sql, binds: binds)) {
             result[try row["target"].decode(String.self)] =
@@ -560,7 +572,9 @@ struct PostgresTransaction: StoreTransaction {
         try query("SELECT * FROM campaign_members WHERE device = \(device)").map(Self.member(from:))
     }
 
-    func members(campaign: String, maxWave: Int?, state: MemberState?, after: String?, limit: Int) throws -> [CampaignMember] {
+    func members(
+        campaign: String, maxWave: Int?, state: MemberState?, after: String?, limit: Int
+    ) throws -> [CampaignMember] {
         var binds = PostgresBindings()
         binds.append(campaign)
         binds.append(after ?? "")
@@ -628,7 +642,9 @@ struct PostgresTransaction: StoreTransaction {
     }
 
     func replicas(seenBefore before: Int64) throws -> [String] {
-        try query("SELECT id FROM replicas WHERE seen_at < \(before) ORDER BY id").map { try $0["id"].decode(String.self) }
+        try query("SELECT id FROM replicas WHERE seen_at < \(before) ORDER BY id").map {
+            try $0["id"].decode(String.self)
+        }
     }
 
     func forgetReplica(_ replica: String) throws {

@@ -2,10 +2,11 @@
 /// them: every column but the key takes the new value. One list, so that neither store forgets a column.
 enum RotationSQL {
     static let key = ["device", "target"]
-    static let names = key + [
-        "sha256", "state", "attempts", "jti", "seq", "last_error", "next_attempt_at", "created_at", "updated_at",
-        "issued_at", "sent_at", "applied_at", "verified_at", "resends", "issued_by",
-    ]
+    static let names =
+        key + [
+            "sha256", "state", "attempts", "jti", "seq", "last_error", "next_attempt_at", "created_at", "updated_at",
+            "issued_at", "sent_at", "applied_at", "verified_at", "resends", "issued_by",
+        ]
     static let columns = names.joined(separator: ", ")
     static let onConflictUpdate =
         "ON CONFLICT (\(key.joined(separator: ", "))) DO UPDATE SET "

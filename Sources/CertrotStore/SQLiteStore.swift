@@ -32,7 +32,8 @@ public final class SQLiteStore: RotationStore {
         } catch {
             throw StoreError(
                 "store sqlite:\(path) is damaged (\(error)); certrot will not run on it: restore it from a backup, "
-                    + "or move it aside to start with an empty store (devices then rotate again from their inventories)")
+                    + "or move it aside to start with an empty store (devices then rotate again from their inventories)"
+            )
         }
         try Self.migrator.migrate(pool)
     }
@@ -240,7 +241,8 @@ struct SQLiteTransaction: StoreTransaction {
                 keys = excluded.keys, issued_seq = excluded.issued_seq
             """,
             [
-                device.id, device.firstSeen, device.lastSeen, device.inventory.map { Data(inventories.encode(device: device.id, $0)) },
+                device.id, device.firstSeen, device.lastSeen,
+                device.inventory.map { Data(inventories.encode(device: device.id, $0)) },
                 device.inventory?.keys.map { "," + $0.joined(separator: ",") + "," }, device.issuedSeq,
             ])
     }
@@ -277,7 +279,8 @@ struct SQLiteTransaction: StoreTransaction {
     }
 
     func bundle(jti: String) throws -> BundleRecord? {
-        guard let row = try row("SELECT jti, device, seq, iat, exp, jws, max_message FROM bundles WHERE jti = ?", [jti]) else {
+        guard let row = try row("SELECT jti, device, seq, iat, exp, jws, max_message FROM bundles WHERE jti = ?", [jti])
+        else {
             return nil
         }
         return BundleRecord(
@@ -322,7 +325,8 @@ struct SQLiteTransaction: StoreTransaction {
 
     func history(device: String, limit: Int) throws -> [HistoryEntry] {
         try rows(
-            "SELECT at, target, state, jti, detail FROM history WHERE device = ? ORDER BY id DESC LIMIT ?", [device, limit]
+            "SELECT at, target, state, jti, detail FROM history WHERE device = ? ORDER BY id DESC LIMIT ?",
+            [device, limit]
         ).reversed().map { HistoryEntry(at: $0[0], target: $0[1], state: $0[2], jti: $0[3], detail: $0[4]) }
     }
 
@@ -369,7 +373,8 @@ struct SQLiteTransaction: StoreTransaction {
     }
 
     func saveExpiry(device: String, target: String, notAfter: Int64?) throws {
-        try run("INSERT OR REPLACE INTO expiry (device, target, not_after) VALUES (?, ?, ?)", [device, target, notAfter])
+        try run(
+            "INSERT OR REPLACE INTO expiry (device, target, not_after) VALUES (?, ?, ?)", [device, target, notAfter])
     }
 
     func expiryHistogram(limits: [Int64]) throws -> [String: [Int]] {
@@ -386,7 +391,8 @@ struct SQLiteTransaction: StoreTransaction {
                 counts.append(total)
                 result[current] = counts
             }
-            target = try String.fetchOne(db.cachedStatement(sql: "SELECT MIN(target) FROM expiry WHERE target > ?"), arguments: [current])
+            target = try String.fetchOne(
+                db.cachedStatement(sql: "SELECT MIN(target) FROM expiry WHERE target > ?"), arguments: [current])
         }
         return result
     }
@@ -421,15 +427,20 @@ struct SQLiteTransaction: StoreTransaction {
     }
 
     func member(campaign: String, device: String) throws -> CampaignMember? {
-        try row("SELECT \(Self.memberColumns) FROM campaign_members WHERE campaign = ? AND device = ?", [campaign, device])
-            .map(Self.member(from:))
+        try row(
+            "SELECT \(Self.memberColumns) FROM campaign_members WHERE campaign = ? AND device = ?", [campaign, device]
+        )
+        .map(Self.member(from:))
     }
 
     func memberships(device: String) throws -> [CampaignMember] {
-        try rows("SELECT \(Self.memberColumns) FROM campaign_members WHERE device = ?", [device]).map(Self.member(from:))
+        try rows("SELECT \(Self.memberColumns) FROM campaign_members WHERE device = ?", [device]).map(
+            Self.member(from:))
     }
 
-    func members(campaign: String, maxWave: Int?, state: MemberState?, after: String?, limit: Int) throws -> [CampaignMember] {
+    func members(
+        campaign: String, maxWave: Int?, state: MemberState?, after: String?, limit: Int
+    ) throws -> [CampaignMember] {
         var sql = "SELECT \(Self.memberColumns) FROM campaign_members WHERE campaign = ? AND device > ?"
         var arguments: StatementArguments = [campaign, after ?? ""]
         if let state {
@@ -472,7 +483,9 @@ struct SQLiteTransaction: StoreTransaction {
         var devices: [String] = []
         for device in try String.fetchAll(
             db.cachedStatement(
-                sql: "SELECT device FROM rotations WHERE state = 'pending' AND jti IS NULL\(held) ORDER BY updated_at, device LIMIT ?"),
+                sql:
+                    "SELECT device FROM rotations WHERE state = 'pending' AND jti IS NULL\(held) ORDER BY updated_at, device LIMIT ?"
+            ),
             arguments: arguments)
         where !devices.contains(device) {
             devices.append(device)
@@ -485,7 +498,8 @@ struct SQLiteTransaction: StoreTransaction {
     }
 
     func replicas(seenBefore before: Int64) throws -> [String] {
-        try String.fetchAll(db.cachedStatement(sql: "SELECT id FROM replicas WHERE seen_at < ? ORDER BY id"), arguments: [before])
+        try String.fetchAll(
+            db.cachedStatement(sql: "SELECT id FROM replicas WHERE seen_at < ? ORDER BY id"), arguments: [before])
     }
 
     func forgetReplica(_ replica: String) throws {

@@ -54,7 +54,8 @@ public final class Broker: @unchecked Sendable {
     ) throws {
         let binary = try Self.executable()
         self.binary = binary
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-broker-\(UUID().uuidString)")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "certrot-broker-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         // mosquitto started as root runs as user mosquitto: let it write its persistence file here.
         chmod(directory.path, 0o777)
@@ -104,7 +105,9 @@ public final class Broker: @unchecked Sendable {
                 return
             }
             process.terminate()
-            lastError = (try? String(contentsOfFile: directory.appendingPathComponent("mosquitto.log").path, encoding: .utf8)) ?? lastError
+            lastError =
+                (try? String(contentsOfFile: directory.appendingPathComponent("mosquitto.log").path, encoding: .utf8))
+                ?? lastError
         }
         throw BrokerError(message: "mosquitto did not start: \(lastError)")
     }

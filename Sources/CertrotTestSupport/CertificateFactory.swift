@@ -26,7 +26,10 @@ public enum CertificateFactory {
         let start = notBefore ?? Date().addingTimeInterval(-3600)
         let end = notAfter ?? Date().addingTimeInterval(Double(days) * 86400)
         let extensions = try Certificate.Extensions {
-            Critical(isCA ? BasicConstraints.isCertificateAuthority(maxPathLength: nil) : BasicConstraints.notCertificateAuthority)
+            Critical(
+                isCA
+                    ? BasicConstraints.isCertificateAuthority(maxPathLength: nil)
+                    : BasicConstraints.notCertificateAuthority)
             Critical(KeyUsage(digitalSignature: !isCA, keyCertSign: isCA, cRLSign: isCA))
             SubjectKeyIdentifier(hash: Certificate.PublicKey(key.publicKey))
         }
@@ -52,7 +55,8 @@ public enum CertificateFactory {
         }
         let certificate = try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: Certificate.PublicKey(key.publicKey),
-            notValidBefore: Date().addingTimeInterval(-3600), notValidAfter: Date().addingTimeInterval(Double(days) * 86400),
+            notValidBefore: Date().addingTimeInterval(-3600),
+            notValidAfter: Date().addingTimeInterval(Double(days) * 86400),
             issuer: issuer.certificate.subject, subject: name, signatureAlgorithm: .ecdsaWithSHA256,
             extensions: extensions, issuerPrivateKey: Certificate.PrivateKey(issuer.key))
         return Issued(certificate: certificate, key: key)
@@ -67,7 +71,8 @@ public enum CertificateFactory {
         }
         let certificate = try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: Certificate.PublicKey(key.publicKey),
-            notValidBefore: Date().addingTimeInterval(-3600), notValidAfter: Date().addingTimeInterval(Double(days) * 86400),
+            notValidBefore: Date().addingTimeInterval(-3600),
+            notValidAfter: Date().addingTimeInterval(Double(days) * 86400),
             issuer: name, subject: name, signatureAlgorithm: .ecdsaWithSHA256, extensions: extensions,
             issuerPrivateKey: Certificate.PrivateKey(key))
         return Issued(certificate: certificate, key: key)
@@ -86,7 +91,8 @@ public enum CertificateFactory {
         }
         let certificate = try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: Certificate.PublicKey(key.publicKey),
-            notValidBefore: Date().addingTimeInterval(-3600), notValidAfter: Date().addingTimeInterval(Double(days) * 86400),
+            notValidBefore: Date().addingTimeInterval(-3600),
+            notValidAfter: Date().addingTimeInterval(Double(days) * 86400),
             issuer: issuer.certificate.subject, subject: name, signatureAlgorithm: .ecdsaWithSHA256,
             extensions: extensions, issuerPrivateKey: Certificate.PrivateKey(issuer.key))
         return Issued(certificate: certificate, key: key)

@@ -101,7 +101,8 @@ package final class EngineHarness {
         targets: String = "[{name: broker-ca, tag: 42, type: 0, chain: $NEW}]", extra: String = "",
         clock: ManualClock = ManualClock()
     ) throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-engine-\(UUID().uuidString.prefix(8))")
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "certrot-engine-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         self.clock = clock
         let old = try CertificateFactory.rootCA(commonName: "Old CA", days: 20)
@@ -159,11 +160,16 @@ package final class EngineHarness {
         _ device: String, holding digest: String, seq: Int64 = 0, keys: [String]? = nil, retained: Bool = false
     ) async {
         let inventory = Inventory(seq: seq, creds: [.init(tag: 42, type: 0, sha256: digest)], keys: keys)
-        await deliver([.mqtt(.message(MQTTMessage(topic: Topics.inventory(device), payload: inventory.encoded(), retained: retained)))])
+        await deliver([
+            .mqtt(
+                .message(MQTTMessage(topic: Topics.inventory(device), payload: inventory.encoded(), retained: retained))
+            )
+        ])
     }
 
     /// `device` acks bundle `jti`.
-    package func ack(_ device: String, jti: String, _ status: Ack.Status, code: Int? = nil, missing: [Int]? = nil) async {
+    package func ack(_ device: String, jti: String, _ status: Ack.Status, code: Int? = nil, missing: [Int]? = nil) async
+    {
         let ack = Ack(jti: jti, status: status, code: code, missing: missing)
         await deliver([.mqtt(.message(MQTTMessage(topic: Topics.ack(device), payload: ack.encoded())))])
     }
@@ -173,7 +179,9 @@ package final class EngineHarness {
         rpcCalls += 1
         let id = "h\(rpcCalls)"
         let replyTo = "certrot/replies/harness"
-        let request: [String: Any] = ["jsonrpc": "2.0", "id": id, "method": method, "params": params, "reply_to": replyTo]
+        let request: [String: Any] = [
+            "jsonrpc": "2.0", "id": id, "method": method, "params": params, "reply_to": replyTo,
+        ]
         let payload = Array(try JSONSerialization.data(withJSONObject: request))
         await deliver([.mqtt(.message(MQTTMessage(topic: Topics.rpc, payload: payload)))])
         for published in publisher.published.reversed() where published.topic == replyTo {
@@ -215,7 +223,9 @@ package final class EngineHarness {
 
     /// The bundle parts published to `device`, in order.
     package func parts(to device: String) -> [BundlePart] {
-        publisher.published.filter { $0.topic == Topics.bundle(device) }.compactMap { try? BundlePart.parse($0.payload) }
+        publisher.published.filter { $0.topic == Topics.bundle(device) }.compactMap {
+            try? BundlePart.parse($0.payload)
+        }
     }
 
     /// The distinct bundles (jti) published to `device`, in order.

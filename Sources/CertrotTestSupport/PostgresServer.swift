@@ -26,9 +26,13 @@ public final class PostgresServer: @unchecked Sendable {
             candidates.append("/usr/lib/postgresql/\(version)/bin")
         }
         candidates += (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init)
-        guard let found = candidates.first(where: { fm.isExecutableFile(atPath: "\($0)/initdb") && fm.isExecutableFile(atPath: "\($0)/postgres") })
+        guard
+            let found = candidates.first(where: {
+                fm.isExecutableFile(atPath: "\($0)/initdb") && fm.isExecutableFile(atPath: "\($0)/postgres")
+            })
         else {
-            throw BrokerError(message: "PostgreSQL (initdb, postgres) not found; install it (scripts/bootstrap) or set PG_BIN")
+            throw BrokerError(
+                message: "PostgreSQL (initdb, postgres) not found; install it (scripts/bootstrap) or set PG_BIN")
         }
         return found
     }
@@ -45,7 +49,8 @@ public final class PostgresServer: @unchecked Sendable {
         var wrapper: [String] = []
         if getuid() == 0 {
             guard let account = getpwnam("postgres") else {
-                throw BrokerError(message: "running as root needs the 'postgres' user (Debian's postgresql package creates it)")
+                throw BrokerError(
+                    message: "running as root needs the 'postgres' user (Debian's postgresql package creates it)")
             }
             chown(directory.path, account.pointee.pw_uid, account.pointee.pw_gid)
             wrapper = ["/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
@@ -54,7 +59,8 @@ public final class PostgresServer: @unchecked Sendable {
             let argv = wrapper + ["\(bin)/\(program)"] + arguments
             return try ChildProcess(executable: argv[0], arguments: Array(argv.dropFirst()), outputPath: log)
         }
-        let initdb = try spawn("initdb", ["-D", data, "-U", user, "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"])
+        let initdb = try spawn(
+            "initdb", ["-D", data, "-U", user, "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"])
         guard initdb.waitForExit(timeout: 120) == 0 else {
             initdb.terminate()
             throw BrokerError(message: "initdb failed: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
@@ -91,7 +97,9 @@ public final class PostgresServer: @unchecked Sendable {
     public func url(database: String) -> String { "postgres://\(user)@\(host):\(port)/\(database)" }
 
     /// Creates an empty database and returns its URL.
-    public func createDatabase(_ name: String = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()) throws -> String {
+    public func createDatabase(
+        _ name: String = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+    ) throws -> String {
         try psql("CREATE DATABASE \(name)")
         return url(database: name)
     }
@@ -103,7 +111,10 @@ public final class PostgresServer: @unchecked Sendable {
         defer { try? FileManager.default.removeItem(atPath: log) }
         let client = try ChildProcess(
             executable: "\(bin)/psql",
-            arguments: ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", "\(port)", "-U", user, "-d", database, "-c", sql],
+            arguments: [
+                "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", "\(port)", "-U", user, "-d",
+                database, "-c", sql,
+            ],
             outputPath: log)
         let status = client.waitForExit(timeout: 60)
         let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""

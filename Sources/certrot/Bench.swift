@@ -31,7 +31,8 @@ struct Bench: AsyncParsableCommand {
 
     func run() async throws {
         let logger = makeStandardErrorLogger("certrot.bench", level: .error)
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-bench-\(UUID().uuidString.prefix(8))")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "certrot-bench-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
@@ -47,25 +48,37 @@ struct Bench: AsyncParsableCommand {
             "devices": devices, "machine": machine(), "date": ISO8601DateFormatter().string(from: Date()),
             "build": isDebugBuild ? "debug" : "release",
         ]
-        say("certrot bench: \(devices) devices, \(isDebugBuild ? "DEBUG build (figures not comparable)" : "release build")")
+        say(
+            "certrot bench: \(devices) devices, \(isDebugBuild ? "DEBUG build (figures not comparable)" : "release build")"
+        )
 
         // 3. Signing, first: nothing else runs yet.
         let signing = signingBenchmark(key: key, chain: newChain)
         let ecdsa = ecdsaBenchmark(key: key)
         let openssl = opensslSignRate()
-        results["signing"] = ["bundlesPerSecond": signing, "opensslSignPerSecond": openssl as Any,
-                              "ratio": openssl.map { signing / $0 } as Any, "swiftCryptoSignPerSecond": ecdsa]
-        say(String(format: "signing     %.0f bundles/s on one core", signing)
-            + (openssl.map { String(format: "; openssl speed ecdsap256: %.0f sign/s; ratio %.2f", $0, signing / $0) } ?? "; openssl not found"))
+        results["signing"] = [
+            "bundlesPerSecond": signing, "opensslSignPerSecond": openssl as Any,
+            "ratio": openssl.map { signing / $0 } as Any, "swiftCryptoSignPerSecond": ecdsa,
+        ]
+        say(
+            String(format: "signing     %.0f bundles/s on one core", signing)
+                + (openssl.map {
+                    String(format: "; openssl speed ecdsap256: %.0f sign/s; ratio %.2f", $0, signing / $0)
+                } ?? "; openssl not found"))
         say(String(format: "            (of which ECDSA alone, swift-crypto P256 over 32 bytes: %.0f sign/s)", ecdsa))
 
         let broker = try Broker()
         defer { broker.stop() }
 
         // 1. Raw ceiling: the same messages, answered by a trivial echo with bundles signed beforehand.
-        let raw = try await rawCeiling(broker: broker, key: key, newChain: newChain, oldPath: path("old.pem"), keyPath: path("key.pem"), logger: logger, dir: dir)
+        let raw = try await rawCeiling(
+            broker: broker, key: key, newChain: newChain, oldPath: path("old.pem"), keyPath: path("key.pem"),
+            logger: logger, dir: dir)
         results["raw"] = ["devicesPerSecond": raw.rate, "seconds": raw.seconds]
-        say(String(format: "raw         %.0f devices/s (%.1f s for %d devices: parts out, ack and inventory back)", raw.rate, raw.seconds, devices))
+        say(
+            String(
+                format: "raw         %.0f devices/s (%.1f s for %d devices: parts out, ack and inventory back)",
+                raw.rate, raw.seconds, devices))
 
         // 2, 4, 5 and 6: certrot itself, on a fresh broker (the raw phase left retained inventories behind).
         broker.stop()
@@ -73,12 +86,25 @@ struct Bench: AsyncParsableCommand {
         defer { second.stop() }
         let e2e = try await endToEnd(broker: second, dir: dir, logger: logger)
         results["certrot"] = e2e.json.merging(["ratioToRaw": raw.rate > 0 ? e2e.rate / raw.rate : 0]) { $1 }
-        say(String(format: "certrot     %.0f rotations/s (%.1f s from campaign.create to all verified); %.2f × raw", e2e.rate, e2e.seconds, raw.rate > 0 ? e2e.rate / raw.rate : 0))
-        say(String(format: "memory      daemon RSS %.1f MB with %d devices known (%.0f bytes/device); peak %.1f MB", e2e.rssKnown / 1e6, devices, e2e.rssKnown / Double(devices), e2e.rssPeak / 1e6))
-        say(String(format: "status      device.status p50 %.1f ms p99 %.1f ms (%d calls); fleet.status p50 %.1f ms p99 %.1f ms (%d calls), during the campaign",
-                    e2e.latency["device.status"]?.p50 ?? 0, e2e.latency["device.status"]?.p99 ?? 0, e2e.latency["device.status"]?.n ?? 0,
-                    e2e.latency["fleet.status"]?.p50 ?? 0, e2e.latency["fleet.status"]?.p99 ?? 0, e2e.latency["fleet.status"]?.n ?? 0))
-        if let recovery = e2e.recovery { say(String(format: "recovery    %.2f s from restart to the first new bundle", recovery)) }
+        say(
+            String(
+                format: "certrot     %.0f rotations/s (%.1f s from campaign.create to all verified); %.2f × raw",
+                e2e.rate, e2e.seconds, raw.rate > 0 ? e2e.rate / raw.rate : 0))
+        say(
+            String(
+                format: "memory      daemon RSS %.1f MB with %d devices known (%.0f bytes/device); peak %.1f MB",
+                e2e.rssKnown / 1e6, devices, e2e.rssKnown / Double(devices), e2e.rssPeak / 1e6))
+        say(
+            String(
+                format:
+                    "status      device.status p50 %.1f ms p99 %.1f ms (%d calls); fleet.status p50 %.1f ms p99 %.1f ms (%d calls), during the campaign",
+                e2e.latency["device.status"]?.p50 ?? 0, e2e.latency["device.status"]?.p99 ?? 0,
+                e2e.latency["device.status"]?.n ?? 0,
+                e2e.latency["fleet.status"]?.p50 ?? 0, e2e.latency["fleet.status"]?.p99 ?? 0,
+                e2e.latency["fleet.status"]?.n ?? 0))
+        if let recovery = e2e.recovery {
+            say(String(format: "recovery    %.2f s from restart to the first new bundle", recovery))
+        }
 
         // 2 again, on PostgreSQL: one daemon, or several replicas sharing the work (docs/scaling.md).
         if replicas > 0 {
@@ -86,10 +112,15 @@ struct Bench: AsyncParsableCommand {
             let broker = try Broker()
             defer { broker.stop() }
             let pg = try await postgresThroughput(broker: broker, dir: dir, logger: logger)
-            results["postgres"] = ["replicas": replicas, "rotationsPerSecond": pg.rate, "seconds": pg.seconds,
-                                   "ratioToRaw": raw.rate > 0 ? pg.rate / raw.rate : 0]
-            say(String(format: "postgres    %.0f rotations/s with %d %@ on PostgreSQL (%.1f s); %.2f × raw", pg.rate, replicas,
-                       replicas == 1 ? "daemon" : "replicas", pg.seconds, raw.rate > 0 ? pg.rate / raw.rate : 0))
+            results["postgres"] = [
+                "replicas": replicas, "rotationsPerSecond": pg.rate, "seconds": pg.seconds,
+                "ratioToRaw": raw.rate > 0 ? pg.rate / raw.rate : 0,
+            ]
+            say(
+                String(
+                    format: "postgres    %.0f rotations/s with %d %@ on PostgreSQL (%.1f s); %.2f × raw", pg.rate,
+                    replicas,
+                    replicas == 1 ? "daemon" : "replicas", pg.seconds, raw.rate > 0 ? pg.rate / raw.rate : 0))
         }
 
         // 4, continued: daemon memory with many devices known and nothing running, on a fresh broker.
@@ -101,10 +132,15 @@ struct Bench: AsyncParsableCommand {
             var memory: [[String: Any]] = []
             let oldChain = try PEM.normalizeChain(oldCA.pem)
             for count in counts {
-                let figures = try await memoryKnown(count: count, broker: third, dir: dir, oldChain: oldChain, kid: key.kid, logger: logger)
+                let figures = try await memoryKnown(
+                    count: count, broker: third, dir: dir, oldChain: oldChain, kid: key.kid, logger: logger)
                 memory.append(figures.json)
-                say(String(format: "memory      %d devices known, idle: daemon RSS %.1f MB, peak %.1f MB (%.0f bytes/device at peak); fleet.status %.0f ms, device.status %.1f ms; store filled in %.0f s",
-                           count, figures.rss / 1e6, figures.peak / 1e6, figures.peak / Double(count), figures.fleetStatusMs, figures.deviceStatusMs, figures.seedSeconds))
+                say(
+                    String(
+                        format:
+                            "memory      %d devices known, idle: daemon RSS %.1f MB, peak %.1f MB (%.0f bytes/device at peak); fleet.status %.0f ms, device.status %.1f ms; store filled in %.0f s",
+                        count, figures.rss / 1e6, figures.peak / 1e6, figures.peak / Double(count),
+                        figures.fleetStatusMs, figures.deviceStatusMs, figures.seedSeconds))
             }
             results["memoryKnown"] = memory
         }
@@ -118,17 +154,21 @@ struct Bench: AsyncParsableCommand {
 
     var isDebugBuild: Bool {
         #if DEBUG
-        true
+            true
         #else
-        false
+            false
         #endif
     }
 
     func machine() -> [String: Any] {
         let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
-            .split(separator: "\n").first { $0.hasPrefix("model name") }.map { String($0.split(separator: ":").last ?? "").trimmingCharacters(in: .whitespaces) }
-        return ["cores": ProcessInfo.processInfo.activeProcessorCount, "cpu": cpu ?? "unknown",
-                "memoryBytes": ProcessInfo.processInfo.physicalMemory]
+            .split(separator: "\n").first { $0.hasPrefix("model name") }.map {
+                String($0.split(separator: ":").last ?? "").trimmingCharacters(in: .whitespaces)
+            }
+        return [
+            "cores": ProcessInfo.processInfo.activeProcessorCount, "cpu": cpu ?? "unknown",
+            "memoryBytes": ProcessInfo.processInfo.physicalMemory,
+        ]
     }
 
     // MARK: 3. Signing
@@ -164,14 +204,19 @@ struct Bench: AsyncParsableCommand {
 
     /// `openssl speed -seconds N ecdsap256`: the sign/s column.
     func opensslSignRate() -> Double? {
-        let output = FileManager.default.temporaryDirectory.appendingPathComponent("openssl-speed-\(UUID().uuidString.prefix(6))").path
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "openssl-speed-\(UUID().uuidString.prefix(6))"
+        ).path
         defer { try? FileManager.default.removeItem(atPath: output) }
-        guard let process = try? ChildProcess(
-            executable: "/usr/bin/openssl", arguments: ["speed", "-seconds", "\(Int(signSeconds))", "ecdsap256"], outputPath: output)
+        guard
+            let process = try? ChildProcess(
+                executable: "/usr/bin/openssl", arguments: ["speed", "-seconds", "\(Int(signSeconds))", "ecdsap256"],
+                outputPath: output)
         else { return nil }
         while process.isRunning { usleep(100_000) }
         let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
-        guard let line = text.split(separator: "\n").last(where: { $0.contains("ecdsa") && $0.contains("nistp256") }) else { return nil }
+        guard let line = text.split(separator: "\n").last(where: { $0.contains("ecdsa") && $0.contains("nistp256") })
+        else { return nil }
         let numbers = line.split(separator: " ").compactMap { Double($0) }
         return numbers.count >= 2 ? numbers[numbers.count - 2] : nil
     }
@@ -179,7 +224,8 @@ struct Bench: AsyncParsableCommand {
     // MARK: 1. Raw ceiling
 
     func rawCeiling(
-        broker: Broker, key: SigningKey, newChain: CertificateChain, oldPath: String, keyPath: String, logger: Logger, dir: URL
+        broker: Broker, key: SigningKey, newChain: CertificateChain, oldPath: String, keyPath: String, logger: Logger,
+        dir: URL
     ) async throws -> (rate: Double, seconds: Double) {
         let prefix = "raw-"
         // Bundles signed before the clock starts: the echo neither signs nor stores.
@@ -187,20 +233,31 @@ struct Bench: AsyncParsableCommand {
         parts.reserveCapacity(devices)
         for index in 1...devices {
             let id = "\(prefix)\(String(format: "%05d", index))"
-            let claims = BundleClaims(sub: id, jti: "raw\(index)", iat: Int64(Date().timeIntervalSince1970), exp: Int64(Date().timeIntervalSince1970) + 86400,
-                                      seq: 1, ops: [.write(tag: 42, type: 0, pem: newChain.pem)])
-            parts[id] = try Parts.split(jws: JWS.sign(claims, with: key), jti: claims.jti, topic: Topics.bundle(id), maxMessage: 2048)
+            let claims = BundleClaims(
+                sub: id, jti: "raw\(index)", iat: Int64(Date().timeIntervalSince1970),
+                exp: Int64(Date().timeIntervalSince1970) + 86400,
+                seq: 1, ops: [.write(tag: 42, type: 0, pem: newChain.pem)])
+            parts[id] = try Parts.split(
+                jws: JWS.sign(claims, with: key), jti: claims.jti, topic: Topics.bundle(id), maxMessage: 2048)
         }
         let table = parts
         let target = newChain.sha256
-        struct Progress { var first: Double?; var done = 0; var last: Double = 0; var sent: Set<String> = [] }
+        struct Progress {
+            var first: Double?
+            var done = 0
+            var last: Double = 0
+            var sent: Set<String> = []
+        }
         let progress = Mutex(Progress())
         let finished = AsyncStream<Void>.makeStream()
         let echoBox = Mutex<MQTTClient?>(nil)
         let deviceCount = devices
-        let echo = try MQTTClient(options: MQTTOptions(host: broker.host, port: broker.port, clientID: "bench-echo"), logger: logger) { event in
+        let echo = try MQTTClient(
+            options: MQTTOptions(host: broker.host, port: broker.port, clientID: "bench-echo"), logger: logger
+        ) { event in
             switch event {
-            case .connected: _ = try? echoBox.withLock { try $0?.subscribe([Topics.inventoryFilter, Topics.ackFilter]) }
+            case .connected:
+                _ = try? echoBox.withLock { try $0?.subscribe([Topics.inventoryFilter, Topics.ackFilter]) }
             case .message(let message):
                 guard case .inventory(let device) = Topics.classify(message.topic),
                     let inventory = try? Inventory.parse(message.payload)
@@ -238,11 +295,15 @@ struct Bench: AsyncParsableCommand {
         return (Double(devices) / seconds, seconds)
     }
 
-    func startSimulator(broker: Broker, prefix: String, oldPath: String, keyPath: String, dir: URL) throws -> ChildProcess {
+    func startSimulator(
+        broker: Broker, prefix: String, oldPath: String, keyPath: String, dir: URL
+    ) throws -> ChildProcess {
         try ChildProcess(
             executable: CommandLine.arguments[0],
-            arguments: ["simulate", "--broker", broker.url, "--devices", "\(devices)", "--pubkey", keyPath, "--chain", oldPath,
-                        "--id-prefix", prefix, "--devices-per-connection", "\(devicesPerConnection)", "--log-level", "error"],
+            arguments: [
+                "simulate", "--broker", broker.url, "--devices", "\(devices)", "--pubkey", keyPath, "--chain", oldPath,
+                "--id-prefix", prefix, "--devices-per-connection", "\(devicesPerConnection)", "--log-level", "error",
+            ],
             outputPath: dir.appendingPathComponent("simulator-\(prefix)log").path)
     }
 
@@ -292,7 +353,8 @@ struct Bench: AsyncParsableCommand {
         }
         var daemon = try startDaemon()
         defer { daemon.terminate(grace: 5) }
-        let simulator = try startSimulator(broker: broker, prefix: "dev-", oldPath: path("old.pem"), keyPath: path("key.pem"), dir: dir)
+        let simulator = try startSimulator(
+            broker: broker, prefix: "dev-", oldPath: path("old.pem"), keyPath: path("key.pem"), dir: dir)
         defer { simulator.terminate(grace: 2) }
         let rpc = try RPCClient(host: broker.host, port: broker.port, logger: logger)
         defer { rpc.close() }
@@ -300,15 +362,19 @@ struct Bench: AsyncParsableCommand {
         try await Task.sleep(for: .seconds(2))
         let rssKnown = Double(Self.rss(pid: daemon.pid).current)
 
-        _ = try await createCampaign(rpc, name: "bench", chain: try String(contentsOfFile: path("new.pem"), encoding: .utf8))
+        _ = try await createCampaign(
+            rpc, name: "bench", chain: try String(contentsOfFile: path("new.pem"), encoding: .utf8))
         let began = Date()
         var samples: [String: [Double]] = ["device.status": [], "fleet.status": []]
         var verified = 0
         var index = 1
         while verified < devices {
-            guard Date().timeIntervalSince(began) < timeout else { throw ValidationError("campaign not done within \(Int(timeout)) s") }
+            guard Date().timeIntervalSince(began) < timeout else {
+                throw ValidationError("campaign not done within \(Int(timeout)) s")
+            }
             for method in ["device.status", "fleet.status"] {
-                let params: [String: Any] = method == "device.status" ? ["device": "dev-\(String(format: "%05d", index))"] : [:]
+                let params: [String: Any] =
+                    method == "device.status" ? ["device": "dev-\(String(format: "%05d", index))"] : [:]
                 // A call that times out counts with its full 10 s wait (a lower bound of its latency).
                 let start = Date()
                 let answer = try? await rpc.result(method, params: params, timeout: 10)
@@ -324,17 +390,21 @@ struct Bench: AsyncParsableCommand {
         var latency: [String: (p50: Double, p99: Double, n: Int)] = [:]
         for (method, values) in samples where !values.isEmpty {
             let sorted = values.sorted()
-            latency[method] = (sorted[sorted.count / 2], sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))], sorted.count)
+            latency[method] = (
+                sorted[sorted.count / 2], sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))], sorted.count
+            )
         }
         var result = EndToEnd(
-            rate: Double(devices) / seconds, seconds: seconds, rssKnown: rssKnown, rssPeak: Double(Self.rss(pid: daemon.pid).peak),
+            rate: Double(devices) / seconds, seconds: seconds, rssKnown: rssKnown,
+            rssPeak: Double(Self.rss(pid: daemon.pid).peak),
             latency: latency, recovery: nil)
 
         // 6. Recovery: another campaign, the daemon SIGKILLed half-way, then restarted.
         if !noRecovery {
             let next = try CertificateFactory.rootCA(commonName: "Bench CA next", days: 900)
             // Paced to last about ten seconds whatever the fleet size, so that half-way is a moment to hit.
-            let secondID = try await createCampaign(rpc, name: "bench-2", chain: next.pem, rate: max(10, Double(devices) / 10))
+            let secondID = try await createCampaign(
+                rpc, name: "bench-2", chain: next.pem, rate: max(10, Double(devices) / 10))
             let halfWay = Date()
             while true {
                 let status = try? await rpc.result("campaign.status", params: ["id": secondID], timeout: 10)
@@ -349,7 +419,9 @@ struct Bench: AsyncParsableCommand {
             // Watch the bundle topics, then restart: the first bundle that reaches the broker ends the clock.
             let firstBundle = AsyncStream<Void>.makeStream()
             let watcherBox = Mutex<MQTTClient?>(nil)
-            let watcher = try MQTTClient(options: MQTTOptions(host: broker.host, port: broker.port, clientID: "bench-watch"), logger: logger) { event in
+            let watcher = try MQTTClient(
+                options: MQTTOptions(host: broker.host, port: broker.port, clientID: "bench-watch"), logger: logger
+            ) { event in
                 switch event {
                 case .connected: _ = try? watcherBox.withLock { try $0?.subscribe(["+/certs"], qos: 0) }
                 case .subscribed: firstBundle.continuation.yield()
@@ -397,14 +469,17 @@ struct Bench: AsyncParsableCommand {
     /// device with an inventory — one credential, one trusted key — and an expiry row, as after its first
     /// inventory), the daemon started on it with one configured target, asked for `fleet.status` and one
     /// `device.status`, then measured. certrot keeps no per-device state in memory: what grows is the store.
-    func memoryKnown(count: Int, broker: Broker, dir: URL, oldChain: CertificateChain, kid: String, logger: Logger) async throws -> Known {
+    func memoryKnown(
+        count: Int, broker: Broker, dir: URL, oldChain: CertificateChain, kid: String, logger: Logger
+    ) async throws -> Known {
         func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
         let db = path("known-\(count).db")
         let seeding = Date()
         let store = try SQLiteStore(path: db)
         let now = Int64(Date().timeIntervalSince1970)
         let inventory = Inventory(
-            seq: 0, maxMessage: 2048, creds: [.init(tag: 42, type: 0, sha256: oldChain.sha256, notAfter: oldChain.notAfter)],
+            seq: 0, maxMessage: 2048,
+            creds: [.init(tag: 42, type: 0, sha256: oldChain.sha256, notAfter: oldChain.notAfter)],
             keys: [kid])
         var next = 0
         while next < count {
@@ -412,7 +487,8 @@ struct Bench: AsyncParsableCommand {
             try store.write { tx in
                 for index in next..<end {
                     let id = "mem-\(String(format: "%07d", index))"
-                    try tx.saveDevice(DeviceRecord(id: id, firstSeen: now, lastSeen: now, inventory: inventory, issuedSeq: 0))
+                    try tx.saveDevice(
+                        DeviceRecord(id: id, firstSeen: now, lastSeen: now, inventory: inventory, issuedSeq: 0))
                     try tx.saveExpiry(device: id, target: "ca", notAfter: oldChain.notAfter)
                 }
             }
@@ -436,27 +512,33 @@ struct Bench: AsyncParsableCommand {
         let started = Date()
         let probe = ["device": "mem-\(String(format: "%07d", count / 2))"]
         while (try? await rpc.result("device.status", params: probe, timeout: 1)) == nil {
-            guard Date().timeIntervalSince(started) < timeout else { throw ValidationError("the daemon did not answer for \(count) devices") }
+            guard Date().timeIntervalSince(started) < timeout else {
+                throw ValidationError("the daemon did not answer for \(count) devices")
+            }
             try await Task.sleep(for: .milliseconds(200))
         }
         var asked = Date()
         let status = try await rpc.result("fleet.status", timeout: timeout)
         let fleetStatusMs = Date().timeIntervalSince(asked) * 1000
-        guard status["devices"] as? Int == count else { throw ValidationError("fleet.status counts \(status["devices"] ?? "?") devices, not \(count)") }
+        guard status["devices"] as? Int == count else {
+            throw ValidationError("fleet.status counts \(status["devices"] ?? "?") devices, not \(count)")
+        }
         asked = Date()
         _ = try await rpc.result("device.status", params: probe, timeout: 30)
         let deviceStatusMs = Date().timeIntervalSince(asked) * 1000
         try await Task.sleep(for: .seconds(2))
         let (rss, peak) = Self.rss(pid: daemon.pid)
         return Known(
-            devices: count, seedSeconds: seedSeconds, rss: Double(rss), peak: Double(peak), fleetStatusMs: fleetStatusMs,
+            devices: count, seedSeconds: seedSeconds, rss: Double(rss), peak: Double(peak),
+            fleetStatusMs: fleetStatusMs,
             deviceStatusMs: deviceStatusMs)
     }
 
     /// `certrot serve` (this binary) in a process of its own, errors only.
     func serve(config: String, log: String) throws -> ChildProcess {
         try ChildProcess(
-            executable: CommandLine.arguments[0], arguments: ["serve", "--config", config, "--log-level", "error"], outputPath: log)
+            executable: CommandLine.arguments[0], arguments: ["serve", "--config", config, "--log-level", "error"],
+            outputPath: log)
     }
 
     /// A campaign writing `chain` to tag 42 of every device, at `rate` bundles/s (nil: no limit); its id.
@@ -472,7 +554,9 @@ struct Bench: AsyncParsableCommand {
     func waitForDevices(_ rpc: RPCClient) async throws {
         let start = Date()
         while (try? await rpc.result("fleet.status", timeout: 2))?["devices"] as? Int != devices {
-            guard Date().timeIntervalSince(start) < timeout else { throw ValidationError("devices not seen within \(Int(timeout)) s") }
+            guard Date().timeIntervalSince(start) < timeout else {
+                throw ValidationError("devices not seen within \(Int(timeout)) s")
+            }
             try await Task.sleep(for: .milliseconds(500))
         }
     }
@@ -497,15 +581,21 @@ struct Bench: AsyncParsableCommand {
             try config.write(toFile: path("pg-\(index).yaml"), atomically: true, encoding: .utf8)
             daemons.append(try serve(config: path("pg-\(index).yaml"), log: path("pg-\(index).log")))
         }
-        let simulator = try startSimulator(broker: broker, prefix: "pg-", oldPath: path("old.pem"), keyPath: path("key.pem"), dir: dir)
+        let simulator = try startSimulator(
+            broker: broker, prefix: "pg-", oldPath: path("old.pem"), keyPath: path("key.pem"), dir: dir)
         defer { simulator.terminate(grace: 2) }
         let rpc = try RPCClient(host: broker.host, port: broker.port, logger: logger)
         defer { rpc.close() }
         try await waitForDevices(rpc)
-        _ = try await createCampaign(rpc, name: "bench-pg", chain: try String(contentsOfFile: path("new.pem"), encoding: .utf8))
+        _ = try await createCampaign(
+            rpc, name: "bench-pg", chain: try String(contentsOfFile: path("new.pem"), encoding: .utf8))
         let began = Date()
-        while ((try? await rpc.result("fleet.status", timeout: 10))?["campaignStates"] as? [String: Int])?["verified"] ?? 0 < devices {
-            guard Date().timeIntervalSince(began) < timeout else { throw ValidationError("campaign on PostgreSQL not done within \(Int(timeout)) s") }
+        while ((try? await rpc.result("fleet.status", timeout: 10))?["campaignStates"] as? [String: Int])?["verified"]
+            ?? 0 < devices
+        {
+            guard Date().timeIntervalSince(began) < timeout else {
+                throw ValidationError("campaign on PostgreSQL not done within \(Int(timeout)) s")
+            }
             try await Task.sleep(for: .milliseconds(250))
         }
         let seconds = Date().timeIntervalSince(began)

@@ -46,7 +46,9 @@ struct BundleCommand: ParsableCommand {
             do {
                 try DeviceID.validate(device)
                 let signer = try SigningKey(pem: try String(contentsOfFile: key, encoding: .utf8))
-                guard chain != nil || trustKey != nil else { throw ValidationError("give --chain, --trust-key, or both") }
+                guard chain != nil || trustKey != nil else {
+                    throw ValidationError("give --chain, --trust-key, or both")
+                }
                 var ops: [BundleOp] = []
                 if let chain {
                     let text = try String(contentsOfFile: chain, encoding: .utf8)
@@ -73,7 +75,8 @@ struct BundleCommand: ParsableCommand {
                     print(jws)
                     return
                 }
-                for payload in try Parts.split(jws: jws, jti: id, topic: Topics.bundle(device), maxMessage: maxMessage) {
+                for payload in try Parts.split(jws: jws, jti: id, topic: Topics.bundle(device), maxMessage: maxMessage)
+                {
                     print(String(decoding: payload, as: UTF8.self))
                 }
             } catch let error as CertrotError {
@@ -106,7 +109,9 @@ struct BundleCommand: ParsableCommand {
             print("header: alg=\(decoded.header.alg) kid=\(decoded.header.kid) typ=\(decoded.header.typ)")
             let c = decoded.claims
             print("claims: iss=\(c.iss) sub=\(c.sub) jti=\(c.jti) seq=\(c.seq)")
-            print("        iat=\(c.iat) (\(Date(timeIntervalSince1970: Double(c.iat)))) exp=\(c.exp) (\(Date(timeIntervalSince1970: Double(c.exp))))")
+            print(
+                "        iat=\(c.iat) (\(Date(timeIntervalSince1970: Double(c.iat)))) exp=\(c.exp) (\(Date(timeIntervalSince1970: Double(c.exp))))"
+            )
             if let pubkey {
                 let text = try String(contentsOfFile: pubkey, encoding: .utf8)
                 guard let key = try? VerificationKey(anyPEM: text) else {
@@ -134,8 +139,9 @@ struct BundleCommand: ParsableCommand {
                     }
                     continue
                 }
-                print("op \(index + 1): \(op.op.rawValue) tag=\(op.tag.map(String.init) ?? "-") type=\(op.type.map(String.init) ?? "-")"
-                    + (op.type.flatMap(CredentialType.init(rawValue:)).map { " (\($0.label))" } ?? ""))
+                print(
+                    "op \(index + 1): \(op.op.rawValue) tag=\(op.tag.map(String.init) ?? "-") type=\(op.type.map(String.init) ?? "-")"
+                        + (op.type.flatMap(CredentialType.init(rawValue:)).map { " (\($0.label))" } ?? ""))
                 guard op.op == .write else { continue }
                 let bytes = Array((op.pem ?? "").utf8)
                 print("      \(bytes.count) bytes, sha256=\(op.sha256 ?? "-")")
@@ -161,7 +167,9 @@ struct BundleCommand: ParsableCommand {
             if input.hasPrefix("["),
                 let array = try? JSONSerialization.jsonObject(with: Data(input.utf8)) as? [[String: Any]]
             {
-                lines = try array.map { String(decoding: try JSONSerialization.data(withJSONObject: $0), as: UTF8.self) }
+                lines = try array.map {
+                    String(decoding: try JSONSerialization.data(withJSONObject: $0), as: UTF8.self)
+                }
             } else {
                 lines = input.split(separator: "\n").map(String.init)
             }

@@ -12,16 +12,19 @@ struct CampaignCommand: AsyncParsableCommand {
 
     /// Calls `method`, printing a JSON-RPC error (with its data) to stderr and exiting 1 on failure.
     static func call(
-        _ connection: BrokerOptions, _ method: String, _ params: [String: Any], signed: Bool = false, timeout: Double? = nil
+        _ connection: BrokerOptions, _ method: String, _ params: [String: Any], signed: Bool = false,
+        timeout: Double? = nil
     ) async throws -> [String: Any] {
         let client = try connection.connect()
         defer { client.close() }
         let reply = try await client.call(
-            method, params: params, timeout: timeout ?? connection.timeout, sign: signed ? try connection.signer() : nil)
+            method, params: params, timeout: timeout ?? connection.timeout, sign: signed ? try connection.signer() : nil
+        )
         if let error = reply["error"] as? [String: Any] {
             var text = "certrot: \(method) refused: \(error["message"] ?? "error") (\(error["code"] ?? "?"))"
             if let data = error["data"] as? [String: Any], !data.isEmpty {
-                text += "\n  " + data.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "\n  ")
+                text +=
+                    "\n  " + data.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "\n  ")
             }
             FileHandle.standardError.write(Data((text + "\n").utf8))
             throw ExitCode(1)
@@ -30,7 +33,10 @@ struct CampaignCommand: AsyncParsableCommand {
     }
 
     static func printJSON(_ object: Any) throws {
-        print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+        print(
+            String(
+                decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]),
+                as: UTF8.self))
     }
 
     struct Create: AsyncParsableCommand {
@@ -47,10 +53,12 @@ struct CampaignCommand: AsyncParsableCommand {
         @OptionGroup var connection: BrokerOptions
         @Option(help: "Campaign name.") var name: String
         @Option(help: "PEM chain file to write.") var chain: String?
-        @Option(help: "A chain by name from the daemon's catalogue (or a configured target's name).") var credential: String?
+        @Option(help: "A chain by name from the daemon's catalogue (or a configured target's name).") var credential:
+            String?
         @Option(help: "Sec tag.") var tag: Int64 = 42
         @Option(help: "AT%CMNG credential type (0: root CA chain).") var type: Int = 0
-        @Option(help: "replace (default) or overlap (new roots plus the still-valid roots held now).") var strategy: String = "replace"
+        @Option(help: "replace (default) or overlap (new roots plus the still-valid roots held now).") var strategy:
+            String = "replace"
         @Option(help: "JSON file with a list of targets, instead of the single-target flags.") var targets: String?
         @Flag(help: "Select every known device.") var all = false
         @Option(help: "Select these devices (comma-separated IDs).") var devices: String?
@@ -58,21 +66,29 @@ struct CampaignCommand: AsyncParsableCommand {
         @Option(help: "Select devices whose ID matches this glob (* and ?).") var pattern: String?
         @Option(help: "Select devices holding a credential with this sha256.") var holding: String?
         @Option(help: "With --expiring-before: the tag whose credential's expiry counts.") var expiringTag: Int64?
-        @Option(help: "Select devices whose credential in --expiring-tag expires before this Unix time.") var expiringBefore: Int64?
-        @Option(help: "Cumulative waves: shares like 1% or counts, comma-separated (default: one wave).") var waves: String?
-        @Option(help: "Share of a wave that must be verified before the next starts (default 0.95).") var successThreshold: Double?
-        @Option(help: "Share of executed devices failing that pauses the campaign (default 0.05).") var errorThreshold: Double?
+        @Option(help: "Select devices whose credential in --expiring-tag expires before this Unix time.")
+        var expiringBefore: Int64?
+        @Option(help: "Cumulative waves: shares like 1% or counts, comma-separated (default: one wave).") var waves:
+            String?
+        @Option(help: "Share of a wave that must be verified before the next starts (default 0.95).")
+        var successThreshold: Double?
+        @Option(help: "Share of executed devices failing that pauses the campaign (default 0.05).") var errorThreshold:
+            Double?
         @Option(help: "Executed devices needed before the error threshold applies (default 10).") var minExecuted: Int?
         @Option(help: "Bundles per second (default: no limit).") var rate: Double?
-        @Option(help: "Maintenance window, e.g. \"mon-fri 01:00-05:00 Europe/Berlin\" or \"* 22:00-04:00\" (repeatable).")
+        @Option(
+            help: "Maintenance window, e.g. \"mon-fri 01:00-05:00 Europe/Berlin\" or \"* 22:00-04:00\" (repeatable).")
         var window: [String] = []
         @Option(help: "Unix time to start at (scheduled until then).") var start: Int64?
         @Option(help: "Unix time after which nothing new is sent (the campaign is aborted).") var deadline: Int64?
         @Flag(help: "Devices that appear later and match join the campaign.") var continuous = false
         @Flag(help: "Pause after each wave until someone resumes.") var pauseAfterWave = false
-        @Option(help: "The chain the server presents (leaf first): refuse unless it verifies to the roots devices will hold.")
+        @Option(
+            help:
+                "The chain the server presents (leaf first): refuse unless it verifies to the roots devices will hold.")
         var endpointChain: String?
-        @Option(help: "Least validity left on every certificate, e.g. 30d (default 30d).") var minRemainingValidity: String?
+        @Option(help: "Least validity left on every certificate, e.g. 30d (default 30d).") var minRemainingValidity:
+            String?
         @Flag(help: "Print the raw JSON result.") var json = false
 
         func params() throws -> [String: Any] {
@@ -88,22 +104,31 @@ struct CampaignCommand: AsyncParsableCommand {
                 switch (chain, credential) {
                 case (let file?, nil): target["chain"] = try read(file, "--chain")
                 case (nil, let name?): target["credential"] = name
-                default: throw ValidationError("give exactly one of --chain FILE and --credential NAME (or --targets FILE)")
+                default:
+                    throw ValidationError("give exactly one of --chain FILE and --credential NAME (or --targets FILE)")
                 }
                 params["targets"] = [target]
             }
             var selections: [[String: Any]] = []
             if all { selections.append(["all": true]) }
-            if let devices { selections.append(["devices": devices.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }]) }
+            if let devices {
+                selections.append([
+                    "devices": devices.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+                ])
+            }
             if let prefix { selections.append(["prefix": prefix]) }
             if let pattern { selections.append(["pattern": pattern]) }
             if let holding { selections.append(["holding": holding]) }
             if expiringTag != nil || expiringBefore != nil {
-                guard let expiringTag, let expiringBefore else { throw ValidationError("--expiring-tag and --expiring-before go together") }
+                guard let expiringTag, let expiringBefore else {
+                    throw ValidationError("--expiring-tag and --expiring-before go together")
+                }
                 selections.append(["tag": expiringTag, "expiringBefore": expiringBefore])
             }
             guard selections.count == 1 else {
-                throw ValidationError("give exactly one selection: --all, --devices, --prefix, --pattern, --holding or --expiring-tag/--expiring-before")
+                throw ValidationError(
+                    "give exactly one selection: --all, --devices, --prefix, --pattern, --holding or --expiring-tag/--expiring-before"
+                )
             }
             params["select"] = selections[0]
             if let waves {
@@ -150,7 +175,9 @@ struct CampaignCommand: AsyncParsableCommand {
             if parts[0] != "*" {
                 for item in parts[0].split(separator: ",") {
                     let range = item.split(separator: "-").map(String.init)
-                    if range.count == 2, let from = names.firstIndex(of: range[0]), let to = names.firstIndex(of: range[1]) {
+                    if range.count == 2, let from = names.firstIndex(of: range[0]),
+                        let to = names.firstIndex(of: range[1])
+                    {
                         var index = from
                         while true {
                             days.append(names[index])
@@ -178,11 +205,14 @@ struct CampaignCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let result = try await CampaignCommand.call(connection, "campaign.create", try params(), signed: true, timeout: max(connection.timeout, 30))
+            let result = try await CampaignCommand.call(
+                connection, "campaign.create", try params(), signed: true, timeout: max(connection.timeout, 30))
             if json {
                 try CampaignCommand.printJSON(result)
             } else {
-                print("campaign \(result["id"] ?? "?") \(result["state"] ?? "created"): \(result["devices"] ?? 0) device(s) in \(result["waves"] ?? 1) wave(s)")
+                print(
+                    "campaign \(result["id"] ?? "?") \(result["state"] ?? "created"): \(result["devices"] ?? 0) device(s) in \(result["waves"] ?? 1) wave(s)"
+                )
             }
         }
     }
@@ -190,7 +220,8 @@ struct CampaignCommand: AsyncParsableCommand {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List campaigns.")
         @OptionGroup var connection: BrokerOptions
-        @Option(help: "Only campaigns in this state (scheduled, running, paused, completed, aborted).") var state: String?
+        @Option(help: "Only campaigns in this state (scheduled, running, paused, completed, aborted).") var state:
+            String?
         @Flag(help: "Print the raw JSON result.") var json = false
 
         func run() async throws {
@@ -202,7 +233,8 @@ struct CampaignCommand: AsyncParsableCommand {
             if campaigns.isEmpty { print("no campaigns") }
             for campaign in campaigns {
                 let states = campaign["states"] as? [String: Int] ?? [:]
-                var line = "\(campaign["id"] ?? "?")  \(campaign["state"] ?? "?")  \(campaign["name"] ?? "")  "
+                var line =
+                    "\(campaign["id"] ?? "?")  \(campaign["state"] ?? "?")  \(campaign["name"] ?? "")  "
                     + "verified \(states["verified"] ?? 0)/\(campaign["total"] ?? 0)"
                     + "  wave \((campaign["currentWave"] as? Int ?? 0) + 1)/\(campaign["waves"] ?? 1)"
                 if let reason = campaign["reason"] as? String { line += "  (\(reason))" }
@@ -212,7 +244,8 @@ struct CampaignCommand: AsyncParsableCommand {
     }
 
     struct Status: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show a campaign's progress: counts per wave, rate, ETA, failures.")
+        static let configuration = CommandConfiguration(
+            abstract: "Show a campaign's progress: counts per wave, rate, ETA, failures.")
         @OptionGroup var connection: BrokerOptions
         @Argument(help: "Campaign id.") var id: String
         @Flag(help: "Print the raw JSON result.") var json = false
@@ -228,7 +261,8 @@ struct CampaignCommand: AsyncParsableCommand {
     }
 
     struct Pause: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Pause a campaign: nothing new is sent until it is resumed.")
+        static let configuration = CommandConfiguration(
+            abstract: "Pause a campaign: nothing new is sent until it is resumed.")
         @OptionGroup var connection: BrokerOptions
         @Argument(help: "Campaign id.") var id: String
         @Option(help: "Why (shown in the campaign's status).") var reason: String?
@@ -270,7 +304,9 @@ struct CampaignCommand: AsyncParsableCommand {
 
     struct Watch: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Follow a campaign: a progress bar per wave in a terminal, plain lines otherwise; ends when it completes or is aborted.")
+            abstract:
+                "Follow a campaign: a progress bar per wave in a terminal, plain lines otherwise; ends when it completes or is aborted."
+        )
         @OptionGroup var connection: BrokerOptions
         @Argument(help: "Campaign id.") var id: String
         @Option(help: "Seconds between updates.") var interval: Double = 1
@@ -340,8 +376,11 @@ enum Progress {
     static func bar(verified: Int, inFlight: Int, failed: Int, size: Int, width: Int = 30) -> String {
         guard size > 0 else { return "[" + String(repeating: " ", count: width) + "]" }
         func cells(_ n: Int) -> Int { Int((Double(n) / Double(size) * Double(width)).rounded()) }
-        let v = cells(verified), f = min(width - v, cells(failed)), s = min(width - v - f, cells(inFlight))
-        return "[" + String(repeating: "#", count: v) + String(repeating: "!", count: f) + String(repeating: ">", count: s)
+        let v = cells(verified)
+        let f = min(width - v, cells(failed))
+        let s = min(width - v - f, cells(inFlight))
+        return "[" + String(repeating: "#", count: v) + String(repeating: "!", count: f)
+            + String(repeating: ">", count: s)
             + String(repeating: ".", count: max(0, width - v - f - s)) + "]"
     }
 }

@@ -15,7 +15,8 @@ struct Certrot: AsyncParsableCommand {
             The device contract is docs/protocol.md.
             """,
         subcommands: [
-            Serve.self, ConfigCommand.self, Keys.self, BundleCommand.self, Status.self, CampaignCommand.self, DeviceCommand.self, Simulate.self, Demo.self, Bench.self,
+            Serve.self, ConfigCommand.self, Keys.self, BundleCommand.self, Status.self, CampaignCommand.self,
+            DeviceCommand.self, Simulate.self, Demo.self, Bench.self,
         ])
 }
 

@@ -28,7 +28,8 @@ struct Demo: AsyncParsableCommand {
 
     func run() async throws {
         let logger = makeStandardErrorLogger("certrot.demo", level: .warning)
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-demo-\(UUID().uuidString.prefix(8))")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "certrot-demo-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer {
             if keep { say("kept \(dir.path)") } else { try? FileManager.default.removeItem(at: dir) }
@@ -44,7 +45,8 @@ struct Demo: AsyncParsableCommand {
         let newCA = try CertificateFactory.rootCA(commonName: "Example Broker CA 2026", days: 730)
         let backupCA = try CertificateFactory.rootCA(commonName: "Example Backup CA", days: 1825)
         try oldCA.pem.write(toFile: path("old-ca.pem"), atomically: true, encoding: .utf8)
-        try CertificateFactory.chain([newCA, backupCA]).write(toFile: path("new-ca.pem"), atomically: true, encoding: .utf8)
+        try CertificateFactory.chain([newCA, backupCA]).write(
+            toFile: path("new-ca.pem"), atomically: true, encoding: .utf8)
         let key = SigningKey.generate()
         try KeyFile.write(key, to: path("signing-key.pem"))
         say("signing key kid \(key.kid)")
@@ -65,7 +67,9 @@ struct Demo: AsyncParsableCommand {
         try yaml.write(toFile: path("certrot.yaml"), atomically: true, encoding: .utf8)
         let settings = try DaemonSettings.resolve(try CertrotConfig.load(path: path("certrot.yaml")))
         let target = settings.targets[0]
-        say("target      \(target.name): tag 42, \(target.chain.bytes.count) bytes, sha256 \(target.sha256.prefix(16))…")
+        say(
+            "target      \(target.name): tag 42, \(target.chain.bytes.count) bytes, sha256 \(target.sha256.prefix(16))…"
+        )
 
         let daemon = CertrotDaemon(settings: settings, logger: logger)
         let started = Date()
@@ -109,12 +113,20 @@ struct Demo: AsyncParsableCommand {
         let stats = fleet.stats
         let oversize = stats.oversizeMessages
         say("")
-        say(String(format: "%d devices verified in %.1f s: %.0f rotations/s (wall time from daemon start)", devices, wall, Double(devices) / wall))
-        say("device acks: \(stats.acks.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")); messages over maxMessage: \(oversize)")
+        say(
+            String(
+                format: "%d devices verified in %.1f s: %.0f rotations/s (wall time from daemon start)", devices, wall,
+                Double(devices) / wall))
+        say(
+            "device acks: \(stats.acks.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")); messages over maxMessage: \(oversize)"
+        )
         let sample = try await rpc.result("device.status", params: ["device": options.deviceID(1)])
         say("")
         say("device.status \(options.deviceID(1)):")
-        say(String(decoding: try JSONSerialization.data(withJSONObject: sample, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+        say(
+            String(
+                decoding: try JSONSerialization.data(withJSONObject: sample, options: [.prettyPrinted, .sortedKeys]),
+                as: UTF8.self))
         guard oversize == 0 else { throw ExitCode(1) }
         if !noCampaign { try await campaign(rpc: rpc, started: started) }
     }
@@ -146,7 +158,9 @@ struct Demo: AsyncParsableCommand {
                 throw ExitCode(1)
             }
             try await Task.sleep(for: .milliseconds(500))
-            guard let status = try? await rpc.result("campaign.status", params: ["id": id], timeout: 5) else { continue }
+            guard let status = try? await rpc.result("campaign.status", params: ["id": id], timeout: 5) else {
+                continue
+            }
             let text = Progress.render(status, tty: false).joined(separator: "\n")
             if text != shown {
                 say(String(format: "%6.1fs  ", Date().timeIntervalSince(begun)) + text)

@@ -14,7 +14,9 @@ struct BrokerOptions: ParsableArguments {
     var cert: String?
     @Option(help: "Private key of --cert.")
     var key: String?
-    @Option(help: "Operator signing key (PKCS#8 PEM): sign requests, as mutating methods need when operators are configured.")
+    @Option(
+        help:
+            "Operator signing key (PKCS#8 PEM): sign requests, as mutating methods need when operators are configured.")
     var operatorKey: String?
     @Option(help: "Seconds to wait for the reply.")
     var timeout: Double = 10
@@ -55,7 +57,8 @@ struct DeviceCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List devices, filtered, a page at a time.")
 
         @OptionGroup var connection: BrokerOptions
-        @Option(help: "Only devices with a rotation in this state (with --campaign: the member state).") var state: String?
+        @Option(help: "Only devices with a rotation in this state (with --campaign: the member state).") var state:
+            String?
         @Option(help: "Only members of this campaign.") var campaign: String?
         @Option(help: "Only devices holding a credential with this sha256.") var holding: String?
         @Option(help: "Only devices with a credential expiring before this Unix time.") var expiringBefore: Int64?
@@ -75,7 +78,9 @@ struct DeviceCommand: AsyncParsableCommand {
             for device in result["devices"] as? [[String: Any]] ?? [] {
                 var line = "\(device["device"] ?? "?")"
                 let rotations = (device["rotations"] as? [String: String] ?? [:]).sorted { $0.key < $1.key }
-                if !rotations.isEmpty { line += "  " + rotations.map { "\($0.key)=\($0.value)" }.joined(separator: " ") }
+                if !rotations.isEmpty {
+                    line += "  " + rotations.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+                }
                 if let member = device["campaign"] as? [String: Any] {
                     line += "  campaign wave \((member["wave"] as? Int ?? 0) + 1) \(member["state"] ?? "?")"
                 }
@@ -104,7 +109,9 @@ struct DeviceCommand: AsyncParsableCommand {
                 let result = try await client.result(
                     "device.retry", params: params, timeout: connection.timeout, sign: try connection.signer())
                 let retried = (result["retried"] as? [String]) ?? []
-                print(retried.isEmpty ? "nothing to retry for \(device)" : "retrying \(device): \(retried.joined(separator: ", "))")
+                print(
+                    retried.isEmpty
+                        ? "nothing to retry for \(device)" : "retrying \(device): \(retried.joined(separator: ", "))")
             } catch let error as RPCClient.Failure {
                 FileHandle.standardError.write(Data("certrot device retry: \(error)\n".utf8))
                 throw ExitCode(1)

@@ -38,7 +38,8 @@ struct Keys: ParsableCommand {
 
         func run() throws {
             let key = try newKey(at: out)
-            print("""
+            print(
+                """
                 next key: \(out)
                 kid:      \(key.kid)
 

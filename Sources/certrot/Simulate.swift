@@ -73,7 +73,11 @@ struct Simulate: AsyncParsableCommand {
         while duration.map({ Date().timeIntervalSince(started) < $0 }) ?? true {
             try await Task.sleep(for: .seconds(1))
             let stats = fleet.stats
-            logger.info("fleet", metadata: ["acks": "\(stats.acks)", "parts": "\(stats.partsReceived)", "oversize": "\(stats.oversizeMessages)"])
+            logger.info(
+                "fleet",
+                metadata: [
+                    "acks": "\(stats.acks)", "parts": "\(stats.partsReceived)", "oversize": "\(stats.oversizeMessages)",
+                ])
         }
         fleet.stop()
     }

@@ -22,7 +22,8 @@ struct Status: AsyncParsableCommand {
         let result: [String: Any]
         do {
             if let device {
-                result = try await client.result("device.status", params: ["device": device], timeout: connection.timeout, sign: sign)
+                result = try await client.result(
+                    "device.status", params: ["device": device], timeout: connection.timeout, sign: sign)
             } else {
                 result = try await client.result("fleet.status", timeout: connection.timeout, sign: sign)
             }
@@ -31,7 +32,10 @@ struct Status: AsyncParsableCommand {
             throw ExitCode(1)
         }
         if json || device != nil {
-            print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+            print(
+                String(
+                    decoding: try JSONSerialization.data(
+                        withJSONObject: result, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
         } else {
             print(FleetTable.render(result))
         }
@@ -39,7 +43,9 @@ struct Status: AsyncParsableCommand {
 }
 
 enum FleetTable {
-    static let order = ["in_sync", "pending", "sent", "applied", "verified", "rejected", "failed", "timed_out", "cancelled"]
+    static let order = [
+        "in_sync", "pending", "sent", "applied", "verified", "rejected", "failed", "timed_out", "cancelled",
+    ]
 
     static func render(_ result: [String: Any]) -> String {
         var lines = ["devices: \(result["devices"] ?? 0)"]
@@ -54,10 +60,12 @@ enum FleetTable {
         }
         let widths = (0..<header.count).map { column in rows.map { $0[column].count }.max() ?? 0 }
         for row in rows {
-            lines.append(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
+            lines.append(
+                zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
         }
         if let dropped = result["dropped"] as? [String: Int], !dropped.isEmpty {
-            lines.append("dropped: " + dropped.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
+            lines.append(
+                "dropped: " + dropped.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
         }
         return lines.joined(separator: "\n")
     }

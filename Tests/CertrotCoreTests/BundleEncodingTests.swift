@@ -1,7 +1,8 @@
-@testable import CertrotCore
 import Crypto
 import Foundation
 import Testing
+
+@testable import CertrotCore
 
 /// The implementations the byte-level code replaced, kept as references: Foundation's base64 translated to base64url.
 enum Reference {
@@ -35,9 +36,12 @@ enum Reference {
 @Suite struct BundleJSONTests {
     /// Characters chosen to stress escaping: quotes, backslashes, every C0 control, DEL, `/`, non-ASCII, emoji.
     static let pool: [Unicode.Scalar] =
-        (0x00...0x1F).map { Unicode.Scalar(UInt8($0)) } + ["\"", "\\", "/", "\u{7F}", "a", "Z", "0", " ", "-", "=", "+", "\u{80}",
-        "\u{9F}", "\u{A0}", "é", "ß", "\u{2028}", "\u{2029}", "\u{FEFF}", "中", "\u{FFFD}", "\u{FFFF}", "\u{10000}", "👍",
-        "\u{1F3FD}", "🇸", "🇪", "\u{200D}", "\u{301}", "\u{10FFFF}"]
+        (0x00...0x1F).map { Unicode.Scalar(UInt8($0)) } + [
+            "\"", "\\", "/", "\u{7F}", "a", "Z", "0", " ", "-", "=", "+", "\u{80}",
+            "\u{9F}", "\u{A0}", "é", "ß", "\u{2028}", "\u{2029}", "\u{FEFF}", "中", "\u{FFFD}", "\u{FFFF}", "\u{10000}",
+            "👍",
+            "\u{1F3FD}", "🇸", "🇪", "\u{200D}", "\u{301}", "\u{10FFFF}",
+        ]
 
     static func string(_ rng: inout SplitMix64) -> String {
         let length = Int.random(in: 0...24, using: &rng)
@@ -56,8 +60,10 @@ enum Reference {
     }
 
     static func integer(_ rng: inout SplitMix64) -> Int64 {
-        [0, 1, -1, 9, 10, -10, .max, .min, .max - 1, .min + 1, Int64.random(in: .min ... .max, using: &rng),
-         Int64.random(in: -100_000...100_000, using: &rng)].randomElement(using: &rng)!
+        [
+            0, 1, -1, 9, 10, -10, .max, .min, .max - 1, .min + 1, Int64.random(in: .min ... .max, using: &rng),
+            Int64.random(in: -100_000...100_000, using: &rng),
+        ].randomElement(using: &rng)!
     }
 
     static func maybe<T>(_ rng: inout SplitMix64, _ make: (inout SplitMix64) -> T) -> T? {
@@ -97,7 +103,10 @@ enum Reference {
             let claims = Self.claims(&rng)
             let expected = try Reference.json(claims)
             let actual = claims.encoded()
-            #expect(actual == expected, "case \(index): \(String(decoding: actual, as: UTF8.self)) vs \(String(decoding: expected, as: UTF8.self))")
+            #expect(
+                actual == expected,
+                "case \(index): \(String(decoding: actual, as: UTF8.self)) vs \(String(decoding: expected, as: UTF8.self))"
+            )
             if actual != expected { return }
         }
     }
@@ -135,12 +144,17 @@ enum Reference {
         #expect(String(pieces[1]) == Reference.encode(try Reference.json(claims)))
         #expect(pieces[2].utf8.count == 86)
         let signature = try P256.Signing.ECDSASignature(rawRepresentation: Base64URL.decode(pieces[2])!)
-        #expect(key.publicKey.publicKey.isValidSignature(signature, for: Array(jws.utf8.prefix(pieces[0].count + 1 + pieces[1].count))))
+        #expect(
+            key.publicKey.publicKey.isValidSignature(
+                signature, for: Array(jws.utf8.prefix(pieces[0].count + 1 + pieces[1].count))))
 
         let request = JWS.sign(payload: Array(#"{"a":"b/c"}"#.utf8), typ: "certrot-rpc+jwt", with: key)
         let verified = try JWS.verify(request, typ: "certrot-rpc+jwt", keys: [key.publicKey])
         #expect(verified.payload == Array(#"{"a":"b/c"}"#.utf8))
-        #expect(request.split(separator: ".")[0] == Substring(Reference.encode(Array(#"{"alg":"ES256","kid":"\#(key.kid)","typ":"certrot-rpc+jwt"}"#.utf8))))
+        #expect(
+            request.split(separator: ".")[0]
+                == Substring(
+                    Reference.encode(Array(#"{"alg":"ES256","kid":"\#(key.kid)","typ":"certrot-rpc+jwt"}"#.utf8))))
     }
 }
 
@@ -150,7 +164,10 @@ enum Reference {
         for length in 0...300 {
             for round in 0..<4 {
                 // Round 0 is all 0xFF, so every sextet value 63 ('_') and the top bits are exercised.
-                let bytes = round == 0 ? [UInt8](repeating: 0xFF, count: length) : (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
+                let bytes =
+                    round == 0
+                    ? [UInt8](repeating: 0xFF, count: length)
+                    : (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
                 let expected = Reference.encode(bytes)
                 #expect(Base64URL.encode(bytes) == expected, "length \(length)")
                 #expect(Base64URL.encode(Data(bytes)) == expected)
@@ -164,9 +181,13 @@ enum Reference {
     }
 
     @Test func decode_rejectsWhatIsNotCanonicalUnpaddedBase64URL() {
-        for text in ["QQ==", "QQ=", "QUI=", "QUJD====", "=", "====", "a+bc", "a/bc", "ab+", "ab/", "QU I", " QUI", "QUI ", "QUI\n",
-                     "QU\tI", "QUJDRA\r\n", "Q", "QUJDR", "QUJDRUZHS", "QR", "QUJ", "QUJDRB", "AB", "AAB", "Ah", "AAh", "A_", "AAf",
-                     "QUJDRé", "QU\u{0}I", "QUI\u{7F}"] {
+        for text in [
+            "QQ==", "QQ=", "QUI=", "QUJD====", "=", "====", "a+bc", "a/bc", "ab+", "ab/", "QU I", " QUI", "QUI ",
+            "QUI\n",
+            "QU\tI", "QUJDRA\r\n", "Q", "QUJDR", "QUJDRUZHS", "QR", "QUJ", "QUJDRB", "AB", "AAB", "Ah", "AAh", "A_",
+            "AAf",
+            "QUJDRé", "QU\u{0}I", "QUI\u{7F}",
+        ] {
             #expect(Base64URL.decode(text) == nil, "\(text.debugDescription)")
             #expect(Reference.decode(text) == nil, "reference accepts \(text.debugDescription)")
         }
@@ -192,9 +213,14 @@ enum Reference {
         for _ in 0..<20_000 {
             let length = Int.random(in: 4...16, using: &rng)
             // Mostly alphabet, so that many decode and the last-character rule is reached.
-            texts.append(String((0..<length).map { _ in
-                characters[Int.random(in: 0..<(Int.random(in: 0..<20, using: &rng) == 0 ? characters.count : 64), using: &rng)]
-            }))
+            texts.append(
+                String(
+                    (0..<length).map { _ in
+                        characters[
+                            Int.random(
+                                in: 0..<(Int.random(in: 0..<20, using: &rng) == 0 ? characters.count : 64), using: &rng)
+                        ]
+                    }))
         }
         var accepted = 0
         for text in texts {
@@ -214,8 +240,10 @@ enum Reference {
         let otherKey = JWS.sign(JWSTests.claims(), with: SigningKey.generate())
         let otherDevice = JWS.sign(JWSTests.claims(sub: "dev-2"), with: key)
         var tampered = Array(good.utf8)
-        tampered[tampered.count - 5] = tampered[tampered.count - 5] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
-        let checker = BundleCheck(device: "dev-1", keys: [key.publicKey], profile: .nrf91, appliedSeq: 0, now: 1_800_000_100)
+        tampered[tampered.count - 5] =
+            tampered[tampered.count - 5] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+        let checker = BundleCheck(
+            device: "dev-1", keys: [key.publicKey], profile: .nrf91, appliedSeq: 0, now: 1_800_000_100)
         func outcome(_ body: () throws(CertrotError) -> BundleClaims) -> Result<BundleClaims, CertrotError> {
             do throws(CertrotError) { return .success(try body()) } catch { return .failure(error) }
         }
@@ -228,7 +256,9 @@ enum Reference {
             case (.failure(let a), .failure(let b)): #expect(a.code == b.code && a.description == b.description)
             default: Issue.record("check(jws) and check(decoded) disagree for \(jws.prefix(40))")
             }
-            #expect((try? JWS.verify(jws, keys: [key.publicKey]))?.claims == (try? JWS.verify(decoded, keys: [key.publicKey]))?.claims)
+            #expect(
+                (try? JWS.verify(jws, keys: [key.publicKey]))?.claims
+                    == (try? JWS.verify(decoded, keys: [key.publicKey]))?.claims)
         }
         #expect((try? checker.check(good)) == JWSTests.claims())
     }
@@ -242,7 +272,9 @@ enum Reference {
 
     /// What JSONDecoder makes of a payload, with the message `JWS.decode` would give.
     static func reference(_ bytes: [UInt8]) -> Outcome {
-        do { return .claims(try JSONDecoder().decode(BundleClaims.self, from: Data(bytes))) } catch { return .error("JWS payload: \(describe(error))") }
+        do { return .claims(try JSONDecoder().decode(BundleClaims.self, from: Data(bytes))) } catch {
+            return .error("JWS payload: \(describe(error))")
+        }
     }
 
     /// What `JWS.decode` makes of `payload`, signed as a bundle.
@@ -269,37 +301,41 @@ enum Reference {
     }
 
     @Test func otherJSON_isLeftToJSONDecoder() throws {
-        let base = #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[{"op":"write","pem":"P","sha256":"s","tag":4,"type":0}],"seq":3,"sub":"d"}"#
+        let base =
+            #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[{"op":"write","pem":"P","sha256":"s","tag":4,"type":0}],"seq":3,"sub":"d"}"#
         #expect(BundleClaims(canonical: Array(base.utf8)) != nil)
-        let variants = [
-            #"{ "exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"d"}"#,
-            #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"d"} "#,
-            #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[ ],"seq":3,"sub":"d"}"#,
-            #"{"iat":1,"exp":2,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"d"}"#,
-            #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"d","x":[1]}"#,
-            #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"d","sub":"e"}"#,
-            #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"a\/b"}"#,
-            #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"\u0041"}"#,
-            #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"\u001F"}"#,
-            #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"\ud83d\ude00"}"#,
-            #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"\x"}"#,
-            #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":-0,"sub":"d"}"#,
-            #"{"exp":2,"iat":01,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"d"}"#,
-            #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3.0,"sub":"d"}"#,
-            #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3e0,"sub":"d"}"#,
-            #"{"exp":9223372036854775808,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"d"}"#,
-            #"{"exp":-9223372036854775809,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"d"}"#,
-            #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[{"op":"write","tag":null}],"seq":3,"sub":"d"}"#,
-            #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[{"op":"wipe"}],"seq":3,"sub":"d"}"#,
-            #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[{"type":0,"op":"delete"}],"seq":3,"sub":"d"}"#,
-            #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[{"op":"delete"},],"seq":3,"sub":"d"}"#,
-            #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3}"#,
-            #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"d"}x"#,
-            #"[]"#, "",
-        ].map { Array($0.utf8) } + [
-            Array(#"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":""#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8),
-            Array(#"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":""#.utf8) + [0x0A] + Array(#""}"#.utf8),
-        ]
+        let variants =
+            [
+                #"{ "exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"d"}"#,
+                #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"d"} "#,
+                #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[ ],"seq":3,"sub":"d"}"#,
+                #"{"iat":1,"exp":2,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"d"}"#,
+                #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"d","x":[1]}"#,
+                #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"d","sub":"e"}"#,
+                #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"a\/b"}"#,
+                #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"\u0041"}"#,
+                #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"\u001F"}"#,
+                #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"\ud83d\ude00"}"#,
+                #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"\x"}"#,
+                #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":-0,"sub":"d"}"#,
+                #"{"exp":2,"iat":01,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"d"}"#,
+                #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3.0,"sub":"d"}"#,
+                #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3e0,"sub":"d"}"#,
+                #"{"exp":9223372036854775808,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"d"}"#,
+                #"{"exp":-9223372036854775809,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"d"}"#,
+                #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[{"op":"write","tag":null}],"seq":3,"sub":"d"}"#,
+                #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[{"op":"wipe"}],"seq":3,"sub":"d"}"#,
+                #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[{"type":0,"op":"delete"}],"seq":3,"sub":"d"}"#,
+                #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[{"op":"delete"},],"seq":3,"sub":"d"}"#,
+                #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3}"#,
+                #"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":"d"}x"#,
+                #"[]"#, "",
+            ].map { Array($0.utf8) } + [
+                Array(#"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":""#.utf8) + [0xC3, 0x28]
+                    + Array(#""}"#.utf8),
+                Array(#"{"exp":2,"iat":1,"iss":"certrot","jti":"j","ops":[],"seq":3,"sub":""#.utf8) + [0x0A]
+                    + Array(#""}"#.utf8),
+            ]
         for bytes in variants {
             let text = String(decoding: bytes, as: UTF8.self)
             #expect(BundleClaims(canonical: bytes) == nil, "\(text)")
@@ -353,12 +389,15 @@ enum Reference {
     }
 
     @Test func malformedText_failsAsItDidWithTheSplitByCharacters() {
-        var texts = ["", ".", "..", "...", "a", "a.b", "QQ.QQ.QQ.QQ", "QQ.QQ.QQ.\u{301}", "QQ.\u{301}QQ.QQ", "QQ.QQ\u{301}.QQ",
-                     ".\u{301}.", "QQ\r\n.QQ.QQ", "QQ.QQ.Q", "QQ==.QQ.QQ", "é.é.é", "QQ.QQ.QQ"]
+        var texts = [
+            "", ".", "..", "...", "a", "a.b", "QQ.QQ.QQ.QQ", "QQ.QQ.QQ.\u{301}", "QQ.\u{301}QQ.QQ", "QQ.QQ\u{301}.QQ",
+            ".\u{301}.", "QQ\r\n.QQ.QQ", "QQ.QQ.Q", "QQ==.QQ.QQ", "é.é.é", "QQ.QQ.QQ",
+        ]
         var rng = SplitMix64(seed: 0x5EED_CE27_0005)
         let pieces = ["Q", "A", "QQ", ".", ".", "=", "\u{301}", "\r", "\n", "é", "👍", "_", "-"]
         for _ in 0..<5000 {
-            texts.append((0..<Int.random(in: 0...10, using: &rng)).map { _ in pieces.randomElement(using: &rng)! }.joined())
+            texts.append(
+                (0..<Int.random(in: 0...10, using: &rng)).map { _ in pieces.randomElement(using: &rng)! }.joined())
         }
         for text in texts {
             let expected = Self.formerSplitError(text)

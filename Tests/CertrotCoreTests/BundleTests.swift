@@ -8,9 +8,12 @@ import Testing
     static let key = SigningKey.generate()
     static let ca = try! CertificateFactory.rootCA(commonName: "Bundle Test CA")
 
-    static func claims(sub: String = "dev-1", seq: Int64 = 1, iat: Int64 = 1_800_000_000, exp: Int64 = 1_800_604_800) -> BundleClaims {
-        BundleClaims(sub: sub, jti: "00112233445566778899aabbccddeeff", iat: iat, exp: exp, seq: seq,
-                     ops: [.write(tag: 42, type: 0, pem: ca.pem), .delete(tag: 43, type: 0)])
+    static func claims(
+        sub: String = "dev-1", seq: Int64 = 1, iat: Int64 = 1_800_000_000, exp: Int64 = 1_800_604_800
+    ) -> BundleClaims {
+        BundleClaims(
+            sub: sub, jti: "00112233445566778899aabbccddeeff", iat: iat, exp: exp, seq: seq,
+            ops: [.write(tag: 42, type: 0, pem: ca.pem), .delete(tag: 43, type: 0)])
     }
 
     @Test func signedBundle_verifies_andRoundTripsClaims() throws {
@@ -31,7 +34,8 @@ import Testing
 
     @Test func kid_isTheRFC7638Thumbprint() {
         let key = Self.key.publicKey
-        let x = Base64URL.encode(key.x), y = Base64URL.encode(key.y)
+        let x = Base64URL.encode(key.x)
+        let y = Base64URL.encode(key.y)
         let canonical = #"{"crv":"P-256","kty":"EC","x":"\#(x)","y":"\#(y)"}"#
         #expect(key.kid == Base64URL.encode(Array(SHA256.hash(data: Array(canonical.utf8)))))
         #expect(key.kid.count == 43)
@@ -70,7 +74,9 @@ import Testing
 
 @Suite struct BundleCheckTests {
     let key = JWSTests.key
-    func check(_ claims: BundleClaims, device: String = "dev-1", applied: Int64 = 0, now: Int64? = 1_800_000_100) -> CertrotError.Code? {
+    func check(
+        _ claims: BundleClaims, device: String = "dev-1", applied: Int64 = 0, now: Int64? = 1_800_000_100
+    ) -> CertrotError.Code? {
         let checker = BundleCheck(device: device, keys: [key.publicKey], profile: .nrf91, appliedSeq: applied, now: now)
         do {
             _ = try checker.check(JWS.sign(claims, with: key))
@@ -129,7 +135,8 @@ import Testing
         for idLength in [1, 17, 64, 128] {
             let topic = Topics.bundle(String(repeating: "d", count: idLength))
             for maxMessage in 256...4096 {
-                let parts = try Parts.split(jws: Self.jws, jti: "00112233445566778899aabbccddeeff", topic: topic, maxMessage: maxMessage)
+                let parts = try Parts.split(
+                    jws: Self.jws, jti: "00112233445566778899aabbccddeeff", topic: topic, maxMessage: maxMessage)
                 for payload in parts {
                     let size = Parts.publishPacketSize(topicBytes: topic.utf8.count, payloadBytes: payload.count)
                     #expect(size <= maxMessage, "id \(idLength), maxMessage \(maxMessage): packet of \(size)")
@@ -142,12 +149,15 @@ import Testing
 
     @Test func bigBundlesUseFewParts_atTheNRF91Limit() throws {
         let parts = try Parts.split(jws: Self.jws, jti: "j", topic: "dev-1/certs", maxMessage: 2048)
-        #expect(parts.count == (Self.jws.utf8.count + 1999) / 2000 || parts.count == (Self.jws.utf8.count + 1949) / 1950)
+        #expect(
+            parts.count == (Self.jws.utf8.count + 1999) / 2000 || parts.count == (Self.jws.utf8.count + 1949) / 1950)
     }
 
     @Test func tooSmallMaxMessage_isAnError() {
         #expect(throws: CertrotError.self) {
-            try Parts.split(jws: Self.jws, jti: "00112233445566778899aabbccddeeff", topic: String(repeating: "d", count: 200), maxMessage: 200)
+            try Parts.split(
+                jws: Self.jws, jti: "00112233445566778899aabbccddeeff", topic: String(repeating: "d", count: 200),
+                maxMessage: 200)
         }
     }
 
@@ -177,7 +187,10 @@ import Testing
         var assembler = PartAssembler(capacity: 600)
         var sawTooLarge = false
         for payload in payloads {
-            if case .tooLarge = assembler.add(try BundlePart.parse(payload)) { sawTooLarge = true; break }
+            if case .tooLarge = assembler.add(try BundlePart.parse(payload)) {
+                sawTooLarge = true
+                break
+            }
         }
         #expect(sawTooLarge)
     }
@@ -196,14 +209,21 @@ import Testing
         broken.jwk?.x = "AAAA"
         #expect(throws: CertrotError.self) { try BundleCheck.checkOp(broken, profile: .nrf91) }
         let encoded = String(decoding: try JSONCoding.encoder.encode(op), as: UTF8.self)
-        #expect(encoded == #"{"jwk":{"crv":"P-256","kty":"EC","x":"\#(op.jwk!.x)","y":"\#(op.jwk!.y)"},"kid":"\#(next.kid)","op":"trust_key"}"#)
+        #expect(
+            encoded
+                == #"{"jwk":{"crv":"P-256","kty":"EC","x":"\#(op.jwk!.x)","y":"\#(op.jwk!.y)"},"kid":"\#(next.kid)","op":"trust_key"}"#
+        )
     }
 
     @Test func inventoryKeys_areValidated() throws {
         let ok = try Inventory.parse(Array(#"{"v":1,"seq":0,"creds":[],"keys":["abc-_1"]}"#.utf8))
         #expect(ok.keys == ["abc-_1"])
-        #expect(throws: CertrotError.self) { try Inventory.parse(Array(#"{"v":1,"seq":0,"creds":[],"keys":["a b"]}"#.utf8)) }
+        #expect(throws: CertrotError.self) {
+            try Inventory.parse(Array(#"{"v":1,"seq":0,"creds":[],"keys":["a b"]}"#.utf8))
+        }
         let many = (0..<9).map { "\"k\($0)\"" }.joined(separator: ",")
-        #expect(throws: CertrotError.self) { try Inventory.parse(Array(#"{"v":1,"seq":0,"creds":[],"keys":[\#(many)]}"#.utf8)) }
+        #expect(throws: CertrotError.self) {
+            try Inventory.parse(Array(#"{"v":1,"seq":0,"creds":[],"keys":[\#(many)]}"#.utf8))
+        }
     }
 }

@@ -5,7 +5,8 @@ import Testing
 import X509
 
 /// Runs `body` and returns the refusal it throws, or nil (recording an issue) when it does not throw.
-private func refusal<T>(_ body: () throws(Refusal) -> T, sourceLocation: SourceLocation = #_sourceLocation) -> Refusal? {
+private func refusal<T>(_ body: () throws(Refusal) -> T, sourceLocation: SourceLocation = #_sourceLocation) -> Refusal?
+{
     do {
         _ = try body()
         Issue.record("expected a refusal", sourceLocation: sourceLocation)
@@ -47,7 +48,9 @@ private func chainLargerThan(_ bytes: Int, prefix: String) throws -> String {
     static let what = "targets[0] (tag 42)"
     static let day: Int64 = 86400
 
-    func check(_ pem: String, type: Int = 0, now: Date = Date(), minDays: Int64 = 30) throws(Refusal) -> CertificateChain {
+    func check(
+        _ pem: String, type: Int = 0, now: Date = Date(), minDays: Int64 = 30
+    ) throws(Refusal) -> CertificateChain {
         try Preflight.checkChain(
             pem, type: type, profile: .nrf91, now: now, minRemainingValidity: minDays * Self.day, what: Self.what)
     }
@@ -65,7 +68,8 @@ private func chainLargerThan(_ bytes: Int, prefix: String) throws -> String {
 
     @Test func crlfAndIndentedInput_isNormalised() throws {
         let ca = try CertificateFactory.rootCA(commonName: "Preflight CRLF")
-        let messy = "subject=CN = Preflight CRLF\r\n"
+        let messy =
+            "subject=CN = Preflight CRLF\r\n"
             + ca.pem.split(separator: "\n").map { "  " + $0 }.joined(separator: "\r\n") + "\r\n"
         #expect(messy.contains("\r\n"))
         let chain = try check(messy)
@@ -119,7 +123,8 @@ private func chainLargerThan(_ bytes: Int, prefix: String) throws -> String {
     @Test func expiresSoon_isRefused_sayingDaysLeftAndDaysRequired() throws {
         let now = wholeSecondsNow()
         let soon = try CertificateFactory.rootCA(
-            commonName: "Preflight Soon", notBefore: now.addingTimeInterval(-86400), notAfter: now.addingTimeInterval(10 * 86400))
+            commonName: "Preflight Soon", notBefore: now.addingTimeInterval(-86400),
+            notAfter: now.addingTimeInterval(10 * 86400))
         let refused = refusal { () throws(Refusal) in try check(soon.pem, now: now, minDays: 30) }
         #expect(refused?.reason == "expires_soon")
         #expect(refused?.message.contains("10 days from now") == true)
@@ -315,7 +320,8 @@ private func chainLargerThan(_ bytes: Int, prefix: String) throws -> String {
         let size = try PEM.normalizeChain(text).bytes.count
         #expect(size > 4096)
         let refused = await refusal { () async throws(Refusal) in
-            try await Preflight.checkEndpoint(text, roots: [root.certificate], now: Date(), limit: 4096, what: "endpoint")
+            try await Preflight.checkEndpoint(
+                text, roots: [root.certificate], now: Date(), limit: 4096, what: "endpoint")
         }
         #expect(refused?.reason == "endpoint_too_large")
         #expect(refused?.message.contains("\(size) bytes") == true)
@@ -325,8 +331,9 @@ private func chainLargerThan(_ bytes: Int, prefix: String) throws -> String {
 
     @Test func endpoint_unparsable_isRefused() async throws {
         let refused = await refusal { () async throws(Refusal) in
-            try await Preflight.checkEndpoint("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n",
-                                              roots: [], now: Date(), limit: 4096, what: "endpoint")
+            try await Preflight.checkEndpoint(
+                "-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n",
+                roots: [], now: Date(), limit: 4096, what: "endpoint")
         }
         #expect(refused?.reason == "endpoint_unparsable")
         #expect(refused?.message.contains("not valid base64") == true)
@@ -339,7 +346,8 @@ extension CampaignPreflightTests {
         func at(_ iso: String) throws -> Int64 { Int64(try Date(iso, strategy: .iso8601).timeIntervalSince1970) }
 
         @Test func utcWeekdayWindow() throws {
-            let window = MaintenanceWindow(days: ["mon", "tue", "wed", "thu", "fri"], start: "09:00", end: "17:00", zone: nil)
+            let window = MaintenanceWindow(
+                days: ["mon", "tue", "wed", "thu", "fri"], start: "09:00", end: "17:00", zone: nil)
             try window.validate()
             // 2026-03-30 is a Monday, 2026-03-28 a Saturday.
             #expect(window.contains(try at("2026-03-30T09:00:00Z")))
@@ -347,7 +355,9 @@ extension CampaignPreflightTests {
             #expect(!window.contains(try at("2026-03-30T17:00:00Z")))
             #expect(!window.contains(try at("2026-03-30T08:59:59Z")))
             #expect(!window.contains(try at("2026-03-28T10:00:00Z")))
-            #expect(MaintenanceWindow(days: [], start: "09:00", end: "17:00", zone: "UTC").contains(try at("2026-03-28T10:00:00Z")))
+            #expect(
+                MaintenanceWindow(days: [], start: "09:00", end: "17:00", zone: "UTC").contains(
+                    try at("2026-03-28T10:00:00Z")))
         }
 
         @Test func midnightCrossingWindow_belongsToTheDayItStarts() throws {
@@ -388,7 +398,10 @@ extension CampaignPreflightTests {
                 (MaintenanceWindow(days: [], start: "25:00", end: "10:00", zone: nil), "start", "25:00"),
                 (MaintenanceWindow(days: [], start: "9:00", end: "10:00", zone: nil), "start", "9:00"),
                 (MaintenanceWindow(days: [], start: "09:00", end: "12:60", zone: nil), "end", "12:60"),
-                (MaintenanceWindow(days: [], start: "09:00", end: "10:00", zone: "Mars/Olympus_Mons"), "zone", "Mars/Olympus_Mons"),
+                (
+                    MaintenanceWindow(days: [], start: "09:00", end: "10:00", zone: "Mars/Olympus_Mons"), "zone",
+                    "Mars/Olympus_Mons"
+                ),
             ]
             for (window, field, value) in cases {
                 let refused = refusal { () throws(Refusal) in try window.validate() }
@@ -401,7 +414,8 @@ extension CampaignPreflightTests {
         }
 
         @Test func parse_readsJSON_andRefusesWrongTypes() throws {
-            let json = #"[{"days":["sat","sun"],"start":"22:00","end":"04:00","zone":"Europe/Berlin"},{"start":"01:00","end":"02:00","zone":null}]"#
+            let json =
+                #"[{"days":["sat","sun"],"start":"22:00","end":"04:00","zone":"Europe/Berlin"},{"start":"01:00","end":"02:00","zone":null}]"#
             let objects = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [Any])
             #expect(
                 try MaintenanceWindow.parse(objects[0], index: 0)

@@ -52,13 +52,16 @@ import Testing
     }
 
     @Test func garbageBetweenBlocks_isDropped() throws {
-        let text = "subject=CN = PEM Test CA\nissuer=whatever\n" + Self.ca.pem + "\nsome comment\n\n" + Self.other.pem + "trailer"
+        let text =
+            "subject=CN = PEM Test CA\nissuer=whatever\n" + Self.ca.pem + "\nsome comment\n\n" + Self.other.pem
+            + "trailer"
         let chain = try PEM.normalizeChain(text)
         #expect(chain.pem == Self.ca.pem + Self.other.pem)
     }
 
     @Test func nonCertificateBlock_isRefused() throws {
-        let key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n"
+        let key =
+            "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n"
         #expect(throws: CertrotError.self) { try PEM.normalizeChain(Self.ca.pem + key) }
         do {
             _ = try PEM.normalizeChain(Self.ca.pem + key)

@@ -8,8 +8,10 @@ import Testing
         #expect(DeviceID.isValid(id))
     }
 
-    @Test(arguments: ["", "a/b", "a+b", "a#b", "$SYS", "nul\u{0}x", String(repeating: "a", count: 129),
-                      String(repeating: "ä", count: 65)])
+    @Test(arguments: [
+        "", "a/b", "a+b", "a#b", "$SYS", "nul\u{0}x", String(repeating: "a", count: 129),
+        String(repeating: "ä", count: 65),
+    ])
     func invalidIDs_areRefused(_ id: String) {
         #expect(!DeviceID.isValid(id))
     }
@@ -28,7 +30,8 @@ import Testing
     let digest = String(repeating: "ab", count: 32)
 
     @Test func validInventory_parses_andIgnoresUnknownFields() throws {
-        let json = #"{"v":1,"seq":3,"maxMessage":1024,"extra":true,"creds":[{"tag":42,"type":0,"sha256":"\#(digest)","notAfter":1800000000,"serial":"0a1b","x":1}]}"#
+        let json =
+            #"{"v":1,"seq":3,"maxMessage":1024,"extra":true,"creds":[{"tag":42,"type":0,"sha256":"\#(digest)","notAfter":1800000000,"serial":"0a1b","x":1}]}"#
         let inventory = try Inventory.parse(Array(json.utf8))
         #expect(inventory.seq == 3)
         #expect(inventory.maxMessage == 1024)
@@ -60,7 +63,10 @@ import Testing
     }
 
     @Test func badHexDigests_areRefused() {
-        for bad in [String(repeating: "AB", count: 32), String(repeating: "a", count: 63), String(repeating: "g", count: 64), ""] {
+        for bad in [
+            String(repeating: "AB", count: 32), String(repeating: "a", count: 63), String(repeating: "g", count: 64),
+            "",
+        ] {
             #expect(code(#"{"v":1,"seq":0,"creds":[{"tag":1,"type":0,"sha256":"\#(bad)"}]}"#) == .invalidInventory)
         }
     }
@@ -68,8 +74,10 @@ import Testing
     @Test func unknownTypes_negativeOrHugeTags_areRefused() {
         #expect(code(#"{"v":1,"seq":0,"creds":[{"tag":1,"type":7,"sha256":"\#(digest)"}]}"#) == .invalidInventory)
         #expect(code(#"{"v":1,"seq":0,"creds":[{"tag":-1,"type":0,"sha256":"\#(digest)"}]}"#) == .invalidInventory)
-        #expect(code(#"{"v":1,"seq":0,"creds":[{"tag":2147483648,"type":0,"sha256":"\#(digest)"}]}"#) == .invalidInventory)
-        #expect(code(#"{"v":1,"seq":0,"creds":[{"tag":99999999999999999999999,"type":0,"sha256":"\#(digest)"}]}"#) != nil)
+        #expect(
+            code(#"{"v":1,"seq":0,"creds":[{"tag":2147483648,"type":0,"sha256":"\#(digest)"}]}"#) == .invalidInventory)
+        #expect(
+            code(#"{"v":1,"seq":0,"creds":[{"tag":99999999999999999999999,"type":0,"sha256":"\#(digest)"}]}"#) != nil)
         #expect(code(#"{"v":1,"seq":-4,"creds":[]}"#) == .invalidInventory)
         #expect(code(#"{"v":1,"seq":0,"maxMessage":100,"creds":[]}"#) == .invalidInventory)
     }
@@ -97,9 +105,11 @@ import Testing
     }
 
     @Test func malformedAcks_areRefused() {
-        for json in [#"{"jti":"abc","status":"done"}"#, #"{"status":"applied"}"#, #"{"jti":"","status":"applied"}"#,
-                     #"{"jti":"abc","status":"incomplete"}"#, #"{"jti":"abc","status":"incomplete","missing":[0]}"#,
-                     "nope", #"{"jti":5,"status":"applied"}"#] {
+        for json in [
+            #"{"jti":"abc","status":"done"}"#, #"{"status":"applied"}"#, #"{"jti":"","status":"applied"}"#,
+            #"{"jti":"abc","status":"incomplete"}"#, #"{"jti":"abc","status":"incomplete","missing":[0]}"#,
+            "nope", #"{"jti":5,"status":"applied"}"#,
+        ] {
             #expect(throws: CertrotError.self) { try Ack.parse(Array(json.utf8)) }
         }
         #expect(throws: CertrotError.self) { try Ack.parse(Array(repeating: 32, count: 5000)) }

@@ -2,7 +2,8 @@ import CertrotCore
 import Testing
 
 @Suite struct RotationStateTests {
-    let policy = RotationPolicy(retry: RetryPolicy(base: 30, factor: 2, cap: 3600, attempts: 3), ackTimeout: 600, maxResends: 2)
+    let policy = RotationPolicy(
+        retry: RetryPolicy(base: 30, factor: 2, cap: 3600, attempts: 3), ackTimeout: 600, maxResends: 2)
 
     func issued(at now: Int64 = 1000) -> Rotation {
         var rotation = Rotation(device: "d", target: "ca", sha256: "s", now: now)
@@ -98,8 +99,12 @@ import Testing
     @Test func incomplete_resendsMissingParts_thenFailsAfterTheLimit() {
         var r = issued()
         r.delivered(now: 1000)
-        #expect(r.acknowledged(Ack(jti: "j1", status: .incomplete, missing: [2]), policy: policy, now: 1001) == .resend(parts: [2]))
-        #expect(r.acknowledged(Ack(jti: "j1", status: .incomplete, missing: [2, 3]), policy: policy, now: 1002) == .resend(parts: [2, 3]))
+        #expect(
+            r.acknowledged(Ack(jti: "j1", status: .incomplete, missing: [2]), policy: policy, now: 1001)
+                == .resend(parts: [2]))
+        #expect(
+            r.acknowledged(Ack(jti: "j1", status: .incomplete, missing: [2, 3]), policy: policy, now: 1002)
+                == .resend(parts: [2, 3]))
         #expect(r.state == .sent)
         _ = r.acknowledged(Ack(jti: "j1", status: .incomplete, missing: [2]), policy: policy, now: 1003)
         #expect(r.state == .failed && r.nextAttemptAt != nil)

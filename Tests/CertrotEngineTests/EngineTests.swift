@@ -108,7 +108,8 @@ import Testing
 
     @Test func aDeviceThatReportsKeys_isSentTheNextSigningKey_andLaterBundlesAreSignedWithIt() async throws {
         let next = SigningKey.generate()
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-next-\(UUID().uuidString.prefix(8))")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "certrot-next-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         try KeyFile.write(next, to: dir.appendingPathComponent("next.pem").path)
@@ -140,7 +141,9 @@ import Testing
     func completeInFlight(_ h: EngineHarness, devices: [String]) async throws {
         await h.acknowledgePublishes()
         for device in devices {
-            guard let rotation = try h.rotations(device).first(where: { $0.isInFlight }), let jti = rotation.jti else { continue }
+            guard let rotation = try h.rotations(device).first(where: { $0.isInFlight }), let jti = rotation.jti else {
+                continue
+            }
             await h.ack(device, jti: jti, .applied)
             await h.inventory(device, holding: h.newCA.sha256, seq: rotation.seq ?? 0)
         }
@@ -155,8 +158,10 @@ import Testing
         let created = try result(
             try await h.rpc(
                 "campaign.create",
-                ["name": "rollover", "targets": [["tag": 42, "credential": "new-ca"]], "select": ["all": true],
-                 "waves": ["20%", "100%"]]))
+                [
+                    "name": "rollover", "targets": [["tag": 42, "credential": "new-ca"]], "select": ["all": true],
+                    "waves": ["20%", "100%"],
+                ]))
         let id = try #require(created["id"] as? String)
         #expect(created["devices"] as? Int == 10)
         await h.advance(1)
@@ -184,8 +189,10 @@ import Testing
             try result(
                 try await h.rpc(
                     "campaign.create",
-                    ["name": "p", "targets": [["tag": 42, "credential": "new-ca"]], "select": ["all": true],
-                     "waves": [1, 4], "pauseAfterWave": true]))["id"] as? String)
+                    [
+                        "name": "p", "targets": [["tag": 42, "credential": "new-ca"]], "select": ["all": true],
+                        "waves": [1, 4], "pauseAfterWave": true,
+                    ]))["id"] as? String)
         await h.advance(1)
         let first = devices.filter { !h.bundles(to: $0).isEmpty }
         #expect(first.count == 1)

@@ -75,7 +75,8 @@ import Testing
         // The target is inside its renewBefore window with no successor: the expiry arithmetic runs for every device.
         let config = try harness.writeConfig(
             ackTimeout: "10m",
-            targets: "\n  - {name: broker-ca, tag: 42, type: 0, chain: \(harness.path("new-ca.pem")), renewBefore: 800d}",
+            targets:
+                "\n  - {name: broker-ca, tag: 42, type: 0, chain: \(harness.path("new-ca.pem")), renewBefore: 800d}",
             extra: """
                 operators: [{name: alice, publicKey: \(harness.path("operator.pub"))}]
                 rpc: {rate: 10000, burst: 10000, totalRate: 10000}
@@ -135,9 +136,13 @@ import Testing
             let id = "b\(calls)"
             var request =
                 #"{"jsonrpc":"2.0","id":"\#(id)","method":"\#(method)","params":\#(params),"reply_to":"\#(raw.replyTopic)""#
-            if signed { request += #","iat":\#(iat ?? String(Int64(Date().timeIntervalSince1970))),"jti":"\#(id)-\#(UUID().uuidString)""# }
+            if signed {
+                request +=
+                    #","iat":\#(iat ?? String(Int64(Date().timeIntervalSince1970))),"jti":"\#(id)-\#(UUID().uuidString)""#
+            }
             request += "}"
-            let payload = signed ? JWS.sign(payload: Array(request.utf8), typ: "certrot-rpc+jwt", with: operatorKey) : request
+            let payload =
+                signed ? JWS.sign(payload: Array(request.utf8), typ: "certrot-rpc+jwt", with: operatorKey) : request
             if let reply = try await raw.call(id: id, payload: payload) {
                 answered += 1
                 #expect(reply["result"] != nil || reply["error"] != nil)
@@ -150,17 +155,27 @@ import Testing
                 try await ask("device.list", #"{"\#(key)":\#(value)\#(key == "tag" ? #","expiringBefore":1"# : "")}"#)
             }
             try await ask("device.status", #"{"device":\#(value)}"#)
-            for key in ["rate", "ackTimeout", "retryAttempts", "retryBase", "start", "deadline", "minExecuted",
-                "minRemainingValidity", "successThreshold"]
-            {
+            for key in [
+                "rate", "ackTimeout", "retryAttempts", "retryBase", "start", "deadline", "minExecuted",
+                "minRemainingValidity", "successThreshold",
+            ] {
                 // A selection that matches nobody: a request that passes its checks is refused as empty.
                 let campaign =
                     #"{"name":"b-\#(key)","targets":[{"tag":42,"credential":"new-ca"}],"select":{"devices":["nobody"]},"\#(key)":\#(value)}"#
                 try await ask("campaign.create", campaign, signed: true)
             }
-            try await ask("campaign.create", #"{"name":"w","targets":[{"tag":42,"credential":"new-ca"}],"select":{"devices":["nobody"]},"waves":[\#(value)]}"#, signed: true)
-            try await ask("campaign.create", #"{"name":"t","targets":[{"tag":\#(value),"credential":"new-ca"}],"select":{"devices":["nobody"]}}"#, signed: true)
-            try await ask("campaign.create", #"{"name":"s","targets":[{"tag":42,"credential":"new-ca"}],"select":{"tag":43,"expiringWithin":\#(value)}}"#, signed: true)
+            try await ask(
+                "campaign.create",
+                #"{"name":"w","targets":[{"tag":42,"credential":"new-ca"}],"select":{"devices":["nobody"]},"waves":[\#(value)]}"#,
+                signed: true)
+            try await ask(
+                "campaign.create",
+                #"{"name":"t","targets":[{"tag":\#(value),"credential":"new-ca"}],"select":{"devices":["nobody"]}}"#,
+                signed: true)
+            try await ask(
+                "campaign.create",
+                #"{"name":"s","targets":[{"tag":42,"credential":"new-ca"}],"select":{"tag":43,"expiringWithin":\#(value)}}"#,
+                signed: true)
             try await ask("device.retry", #"{"device":"dev-00001"}"#, signed: true, iat: value)
             try await ask("campaign.pause", #"{"id":\#(value)}"#, signed: true)
         }

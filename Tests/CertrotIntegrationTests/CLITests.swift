@@ -7,7 +7,8 @@ import Testing
 /// The `certrot` executable, run as a user would.
 @Suite struct CLITests {
     let dir: URL = {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-cli-\(UUID().uuidString.prefix(8))")
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "certrot-cli-\(UUID().uuidString.prefix(8))")
         try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         return url
     }()
@@ -55,11 +56,11 @@ import Testing
         try ca.pem.write(toFile: dir.appendingPathComponent("ca.pem").path, atomically: true, encoding: .utf8)
         let config = dir.appendingPathComponent("c.yaml").path
         try """
-            broker: {url: "mqtt://127.0.0.1:1"}
-            store: sqlite:\(dir.appendingPathComponent("db").path)
-            signingKey: \(keyPath)
-            targets: [{name: ca, tag: 42, type: 0, chain: \(dir.appendingPathComponent("ca.pem").path)}]
-            """.write(toFile: config, atomically: true, encoding: .utf8)
+        broker: {url: "mqtt://127.0.0.1:1"}
+        store: sqlite:\(dir.appendingPathComponent("db").path)
+        signingKey: \(keyPath)
+        targets: [{name: ca, tag: 42, type: 0, chain: \(dir.appendingPathComponent("ca.pem").path)}]
+        """.write(toFile: config, atomically: true, encoding: .utf8)
         let result = try certrot("serve", "--config", config)
         #expect(result.status != 0)
         #expect(result.output.contains("readable by group or others"))
@@ -70,19 +71,23 @@ import Testing
         let keyPath = dir.appendingPathComponent("k.pem").path
         _ = try certrot("keys", "generate", "--out", keyPath)
         let expired = try CertificateFactory.rootCA(
-            commonName: "Expired CA", notBefore: Date().addingTimeInterval(-86400 * 10), notAfter: Date().addingTimeInterval(-86400))
+            commonName: "Expired CA", notBefore: Date().addingTimeInterval(-86400 * 10),
+            notAfter: Date().addingTimeInterval(-86400))
         try expired.pem.write(toFile: dir.appendingPathComponent("expired.pem").path, atomically: true, encoding: .utf8)
         var big: [CertificateFactory.Issued] = []
-        while CertificateFactory.chain(big).utf8.count <= 4096 { big.append(try CertificateFactory.rootCA(commonName: "Big \(big.count)")) }
-        try CertificateFactory.chain(big).write(toFile: dir.appendingPathComponent("big.pem").path, atomically: true, encoding: .utf8)
+        while CertificateFactory.chain(big).utf8.count <= 4096 {
+            big.append(try CertificateFactory.rootCA(commonName: "Big \(big.count)"))
+        }
+        try CertificateFactory.chain(big).write(
+            toFile: dir.appendingPathComponent("big.pem").path, atomically: true, encoding: .utf8)
         for (file, message) in [("expired.pem", "expired"), ("big.pem", "allows at most 4096 bytes")] {
             let config = dir.appendingPathComponent("c-\(file).yaml").path
             try """
-                broker: {url: "mqtt://127.0.0.1:1"}
-                store: sqlite:\(dir.appendingPathComponent("db").path)
-                signingKey: \(keyPath)
-                targets: [{name: ca, tag: 42, type: 0, chain: \(dir.appendingPathComponent(file).path)}]
-                """.write(toFile: config, atomically: true, encoding: .utf8)
+            broker: {url: "mqtt://127.0.0.1:1"}
+            store: sqlite:\(dir.appendingPathComponent("db").path)
+            signingKey: \(keyPath)
+            targets: [{name: ca, tag: 42, type: 0, chain: \(dir.appendingPathComponent(file).path)}]
+            """.write(toFile: config, atomically: true, encoding: .utf8)
             let result = try certrot("serve", "--config", config)
             #expect(result.status != 0)
             #expect(result.output.contains(message), "\(result.output)")
@@ -91,14 +96,17 @@ import Testing
 
     @Test func bundleInspect_verifiesAGoodBundle_andFlagsATamperedOne() throws {
         let key = SigningKey.generate()
-        try key.publicKey.pem.write(toFile: dir.appendingPathComponent("pub.pem").path, atomically: true, encoding: .utf8)
+        try key.publicKey.pem.write(
+            toFile: dir.appendingPathComponent("pub.pem").path, atomically: true, encoding: .utf8)
         let ca = try CertificateFactory.rootCA(commonName: "Inspect CA")
-        let claims = BundleClaims(sub: "dev-1", jti: "abc", iat: 1_800_000_000, exp: 1_800_600_000, seq: 3,
-                                  ops: [.write(tag: 42, type: 0, pem: ca.pem)])
+        let claims = BundleClaims(
+            sub: "dev-1", jti: "abc", iat: 1_800_000_000, exp: 1_800_600_000, seq: 3,
+            ops: [.write(tag: 42, type: 0, pem: ca.pem)])
         let jws = JWS.sign(claims, with: key)
         let parts = try Parts.split(jws: jws, jti: "abc", topic: "dev-1/certs", maxMessage: 512)
         let partsFile = dir.appendingPathComponent("parts.jsonl").path
-        try parts.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "\n").write(toFile: partsFile, atomically: true, encoding: .utf8)
+        try parts.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "\n").write(
+            toFile: partsFile, atomically: true, encoding: .utf8)
         let good = try certrot("bundle", "inspect", "--pubkey", dir.appendingPathComponent("pub.pem").path, partsFile)
         #expect(good.status == 0, "\(good.output)")
         #expect(good.output.contains("signature: valid"))
@@ -106,7 +114,8 @@ import Testing
         #expect(good.output.contains("seq=3"))
 
         var tampered = Array(jws.utf8)
-        tampered[tampered.count / 2] = tampered[tampered.count / 2] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+        tampered[tampered.count / 2] =
+            tampered[tampered.count / 2] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
         let tamperedFile = dir.appendingPathComponent("bad.jws").path
         try String(decoding: tampered, as: UTF8.self).write(toFile: tamperedFile, atomically: true, encoding: .utf8)
         let bad = try certrot("bundle", "inspect", "--pubkey", dir.appendingPathComponent("pub.pem").path, tamperedFile)
@@ -118,9 +127,11 @@ import Testing
         _ = try certrot("keys", "generate", "--out", keyPath)
         let ca = try CertificateFactory.rootCA(commonName: "Make CA")
         let chainPath = dir.appendingPathComponent("ca.pem").path
-        try ca.pem.replacingOccurrences(of: "\n", with: "\r\n").write(toFile: chainPath, atomically: true, encoding: .utf8)
-        let made = try certrot("bundle", "make", "--key", keyPath, "--device", "nrf-1", "--tag", "42", "--chain", chainPath,
-                               "--seq", "9", "--max-message", "300", "--parts")
+        try ca.pem.replacingOccurrences(of: "\n", with: "\r\n").write(
+            toFile: chainPath, atomically: true, encoding: .utf8)
+        let made = try certrot(
+            "bundle", "make", "--key", keyPath, "--device", "nrf-1", "--tag", "42", "--chain", chainPath,
+            "--seq", "9", "--max-message", "300", "--parts")
         #expect(made.status == 0, "\(made.output)")
         let lines = made.output.split(separator: "\n").map(String.init)
         #expect(lines.count > 3)
@@ -143,27 +154,29 @@ import Testing
         try ca.pem.write(toFile: dir.appendingPathComponent("ca.pem").path, atomically: true, encoding: .utf8)
         let config = dir.appendingPathComponent("check.yaml").path
         try """
-            broker: {url: "http://nope"}
-            store: mysql://x
-            signingKey: \(keyPath)
-            targets:
-              - {name: ca, tag: 42, type: 0, chain: \(dir.appendingPathComponent("ca.pem").path)}
-              - {name: ca, tag: 43, type: 0, chain: /nonexistent.pem}
-              - {name: client, tag: 44, type: 1, chain: \(dir.appendingPathComponent("ca.pem").path)}
-            """.write(toFile: config, atomically: true, encoding: .utf8)
+        broker: {url: "http://nope"}
+        store: mysql://x
+        signingKey: \(keyPath)
+        targets:
+          - {name: ca, tag: 42, type: 0, chain: \(dir.appendingPathComponent("ca.pem").path)}
+          - {name: ca, tag: 43, type: 0, chain: /nonexistent.pem}
+          - {name: client, tag: 44, type: 1, chain: \(dir.appendingPathComponent("ca.pem").path)}
+        """.write(toFile: config, atomically: true, encoding: .utf8)
         let result = try certrot("config", "check", config)
         #expect(result.status != 0)
-        for expected in ["broker: url 'http://nope'", "store: 'mysql://x' is neither sqlite:PATH nor postgres://", "signingKey:",
-                         "chmod 600", "targets[1]:", "/nonexistent.pem", "targets[2]:", "type 1 is not supported"] {
+        for expected in [
+            "broker: url 'http://nope'", "store: 'mysql://x' is neither sqlite:PATH nor postgres://", "signingKey:",
+            "chmod 600", "targets[1]:", "/nonexistent.pem", "targets[2]:", "type 1 is not supported",
+        ] {
             #expect(result.output.contains(expected), "missing '\(expected)' in:\n\(result.output)")
         }
         chmod(keyPath, 0o600)
         try """
-            broker: {url: "mqtt://127.0.0.1:1883"}
-            store: sqlite:\(dir.appendingPathComponent("db").path)
-            signingKey: \(keyPath)
-            targets: [{name: ca, tag: 42, type: 0, chain: \(dir.appendingPathComponent("ca.pem").path)}]
-            """.write(toFile: config, atomically: true, encoding: .utf8)
+        broker: {url: "mqtt://127.0.0.1:1883"}
+        store: sqlite:\(dir.appendingPathComponent("db").path)
+        signingKey: \(keyPath)
+        targets: [{name: ca, tag: 42, type: 0, chain: \(dir.appendingPathComponent("ca.pem").path)}]
+        """.write(toFile: config, atomically: true, encoding: .utf8)
         #expect(try certrot("config", "check", config).output.contains("ok"))
         var loaded = try CertrotConfig.load(path: config)
         try loaded.applyEnvironment(["CERTROT_BROKER_URL": "mqtt://broker.example:1884", "CERTROT_ACK_TIMEOUT": "2m"])

@@ -27,7 +27,11 @@ import Testing
 
     func waitForDevices(_ harness: Harness, count: Int) async throws {
         for _ in 0..<300 {
-            if let status = try? await harness.rpc().result("fleet.status", timeout: 2), status["devices"] as? Int == count { return }
+            if let status = try? await harness.rpc().result("fleet.status", timeout: 2),
+                status["devices"] as? Int == count
+            {
+                return
+            }
             try await Task.sleep(for: .milliseconds(100))
         }
         Issue.record("the daemon did not see \(count) devices")
@@ -73,22 +77,32 @@ import Testing
 
     @Test(arguments: StoreKind.allCases)
     func fourWaves_over1000Devices_proceedWaveByWave_andPublishRetainedProgress(store: StoreKind) async throws {
-        let (harness, fleet) = try await startCampaignHarness(devices: 1000, store: store) { $0.devicesPerConnection = 100 }
+        let (harness, fleet) = try await startCampaignHarness(devices: 1000, store: store) {
+            $0.devicesPerConnection = 100
+        }
         let id = try await create(
             harness,
-            ["name": "ca-2027", "targets": [target(harness)], "select": ["all": true], "waves": ["1%", "10%", "50%", "100%"]])
+            [
+                "name": "ca-2027", "targets": [target(harness)], "select": ["all": true],
+                "waves": ["1%", "10%", "50%", "100%"],
+            ])
         var violations: [String] = []
         var wavesSeen: Set<Int> = []
-        let final = try await waitFor(harness, id, timeout: 180, observe: { status in
-            let current = status["currentWave"] as? Int ?? -1
-            wavesSeen.insert(current)
-            // No device of a later wave is touched before its wave starts.
-            for wave in status["waves"] as? [[String: Any]] ?? [] {
-                guard let index = wave["index"] as? Int, index > current else { continue }
-                let counts = wave["states"] as? [String: Int] ?? [:]
-                if counts["waiting"] != wave["size"] as? Int { violations.append("wave \(index) moved while wave \(current) ran: \(counts)") }
+        let final = try await waitFor(
+            harness, id, timeout: 180,
+            observe: { status in
+                let current = status["currentWave"] as? Int ?? -1
+                wavesSeen.insert(current)
+                // No device of a later wave is touched before its wave starts.
+                for wave in status["waves"] as? [[String: Any]] ?? [] {
+                    guard let index = wave["index"] as? Int, index > current else { continue }
+                    let counts = wave["states"] as? [String: Int] ?? [:]
+                    if counts["waiting"] != wave["size"] as? Int {
+                        violations.append("wave \(index) moved while wave \(current) ran: \(counts)")
+                    }
+                }
             }
-        }) {
+        ) {
             // It completes at its success threshold (95 %); the last devices' acks may land after that.
             $0["state"] as? String == "completed" && (($0["states"] as? [String: Int])?["verified"] ?? 0) == 1000
         }
@@ -114,11 +128,15 @@ import Testing
     }
 
     /// The first status on the campaign's topic (retained) — or a later one, until `until` holds (10 s at most).
-    func retainedStatus(_ harness: Harness, _ id: String, until: @escaping ([String: Any]) -> Bool) async throws -> [String: Any] {
+    func retainedStatus(
+        _ harness: Harness, _ id: String, until: @escaping ([String: Any]) -> Bool
+    ) async throws -> [String: Any] {
         let (stream, input) = AsyncStream.makeStream(of: MQTTEvent.self)
         let client = try MQTTClient(
-            options: MQTTOptions(host: harness.broker.host, port: harness.broker.port, clientID: "dash-\(UUID().uuidString.prefix(6))"),
-            logger: harness.logger) { input.yield($0) }
+            options: MQTTOptions(
+                host: harness.broker.host, port: harness.broker.port, clientID: "dash-\(UUID().uuidString.prefix(6))"),
+            logger: harness.logger
+        ) { input.yield($0) }
         try client.start()
         defer { client.stop() }
         var first = true
@@ -156,13 +174,19 @@ import Testing
         }
         let id = try await create(
             harness,
-            ["name": "canary", "targets": [target(harness)], "select": ["prefix": "dev-"], "rate": 40,
-             "errorThreshold": 0.05, "minExecuted": 10])
+            [
+                "name": "canary", "targets": [target(harness)], "select": ["prefix": "dev-"], "rate": 40,
+                "errorThreshold": 0.05, "minExecuted": 10,
+            ])
         let paused = try await waitFor(harness, id) { $0["state"] as? String == "paused" }
         let reason = paused["reason"] as? String ?? ""
         #expect(reason.contains("error threshold"), "\(reason)")
         let failures = paused["failures"] as? [[String: Any]] ?? []
-        #expect(!failures.isEmpty && failures.allSatisfy { rejecting.contains($0["device"] as? String ?? "") && $0["state"] as? String == "rejected" })
+        #expect(
+            !failures.isEmpty
+                && failures.allSatisfy {
+                    rejecting.contains($0["device"] as? String ?? "") && $0["state"] as? String == "rejected"
+                })
         // Nothing more goes out while paused.
         let sentAtPause = fleet.stats.partsReceived
         try await Task.sleep(for: .seconds(2))
@@ -190,7 +214,10 @@ import Testing
         let (harness, _) = try await startCampaignHarness(devices: 40)
         let id = try await create(
             harness,
-            ["name": "careful", "targets": [target(harness)], "select": ["all": true], "waves": [4, "100%"], "pauseAfterWave": true])
+            [
+                "name": "careful", "targets": [target(harness)], "select": ["all": true], "waves": [4, "100%"],
+                "pauseAfterWave": true,
+            ])
         let paused = try await waitFor(harness, id) { $0["state"] as? String == "paused" }
         #expect((paused["reason"] as? String ?? "").contains("resume to start wave 2"))
         #expect(states(paused)["verified"] == 4)
@@ -221,7 +248,8 @@ import Testing
         // Nothing resumes an aborted campaign.
         let reply = try await harness.rpc().call("campaign.resume", params: ["id": id])
         #expect((reply["error"] as? [String: Any])?["code"] as? Int == -32021)
-        let listed = try await harness.rpc().result("device.list", params: ["campaign": id, "state": "cancelled", "limit": 5])
+        let listed = try await harness.rpc().result(
+            "device.list", params: ["campaign": id, "state": "cancelled", "limit": 5])
         #expect((listed["devices"] as? [[String: Any]])?.count == 5)
         await harness.stop()
     }
@@ -234,7 +262,8 @@ import Testing
         let arrivals = Mutex<[String: Double]>([:])
         let (stream, input) = AsyncStream.makeStream(of: MQTTEvent.self)
         let watcher = try MQTTClient(
-            options: MQTTOptions(host: harness.broker.host, port: harness.broker.port, clientID: "watcher"), logger: harness.logger
+            options: MQTTOptions(host: harness.broker.host, port: harness.broker.port, clientID: "watcher"),
+            logger: harness.logger
         ) { event in
             if case .message(let message) = event {
                 let now = Date().timeIntervalSince1970
@@ -247,7 +276,8 @@ import Testing
             if case .connected = event { try watcher.subscribe(["+/certs"]) }
             if case .subscribed = event { break }
         }
-        let id = try await create(harness, ["name": "paced", "targets": [target(harness)], "select": ["all": true], "rate": 20])
+        let id = try await create(
+            harness, ["name": "paced", "targets": [target(harness)], "select": ["all": true], "rate": 20])
         try await waitFor(harness, id) { $0["state"] as? String == "completed" }
         watcher.stop()
         let times = arrivals.withLock { $0.values.sorted() }
@@ -270,8 +300,10 @@ import Testing
         let (harness, fleet) = try await startCampaignHarness(devices: 20, clock: { fake.withLock { $0 } })
         let id = try await create(
             harness,
-            ["name": "night", "targets": [target(harness)], "select": ["all": true],
-             "windows": [["days": [], "start": window, "end": closes, "zone": "UTC"]]])
+            [
+                "name": "night", "targets": [target(harness)], "select": ["all": true],
+                "windows": [["days": [], "start": window, "end": closes, "zone": "UTC"]],
+            ])
         try await Task.sleep(for: .seconds(3))
         let held = try await status(harness, id)
         #expect(states(held)["waiting"] == 20, "\(states(held))")
@@ -291,7 +323,12 @@ import Testing
         try await waitFor(harness, first) { $0["state"] as? String == "completed" && self.states($0)["verified"] == 20 }
         let next = try CertificateFactory.rootCA(commonName: "Next CA", days: 700)
         for _ in 0..<3 {  // several campaigns, so that ids in either order are covered
-            let id = try await create(harness, ["name": "next-\(UUID().uuidString.prefix(4))", "targets": [target(harness, chain: next.pem)], "select": ["all": true]])
+            let id = try await create(
+                harness,
+                [
+                    "name": "next-\(UUID().uuidString.prefix(4))", "targets": [target(harness, chain: next.pem)],
+                    "select": ["all": true],
+                ])
             let done = try await waitFor(harness, id) { $0["state"] as? String == "completed" }
             #expect(states(done)["cancelled"] == 0, "\(states(done))")
         }
@@ -337,11 +374,16 @@ import Testing
         // Devices now hold new + old (~1.2 KB). An overlap of a 3.5 KB chain with that is over 4 KB.
         // A new chain that fits alone (≤ 4096 bytes) but not with the ~1.2 KB the devices hold.
         var big = ""
-        while big.utf8.count < 3200 { big += try CertificateFactory.rootCA(commonName: "Big CA \(UUID().uuidString)", days: 400).pem }
+        while big.utf8.count < 3200 {
+            big += try CertificateFactory.rootCA(commonName: "Big CA \(UUID().uuidString)", days: 400).pem
+        }
         #expect(big.utf8.count <= 4096)
         let reply = try await harness.rpc().call(
             "campaign.create",
-            params: ["name": "too-big", "targets": [target(harness, chain: big, strategy: "overlap")], "select": ["all": true]], timeout: 30)
+            params: [
+                "name": "too-big", "targets": [target(harness, chain: big, strategy: "overlap")],
+                "select": ["all": true],
+            ], timeout: 30)
         let error = try #require(reply["error"] as? [String: Any])
         #expect(error["code"] as? Int == -32020)
         let data = error["data"] as? [String: Any] ?? [:]
@@ -356,23 +398,35 @@ import Testing
     @Test func preflight_refusesEveryUnsafeCampaign_sayingWhy() async throws {
         let (harness, fleet) = try await startCampaignHarness(devices: 3)
         let rpc = try harness.rpc()
-        func refusal(_ targets: [[String: Any]], extra: [String: Any] = [:]) async throws -> (reason: String, message: String) {
-            var params: [String: Any] = ["name": "unsafe-\(UUID().uuidString.prefix(6))", "targets": targets, "select": ["all": true]]
+        func refusal(
+            _ targets: [[String: Any]], extra: [String: Any] = [:]
+        ) async throws -> (reason: String, message: String) {
+            var params: [String: Any] = [
+                "name": "unsafe-\(UUID().uuidString.prefix(6))", "targets": targets, "select": ["all": true],
+            ]
             params.merge(extra) { $1 }
             let reply = try await rpc.call("campaign.create", params: params, timeout: 30)
             let error = try #require(reply["error"] as? [String: Any], "accepted: \(reply)")
             return ((error["data"] as? [String: Any])?["reason"] as? String ?? "", error["message"] as? String ?? "")
         }
         let soon = try CertificateFactory.rootCA(commonName: "Soon CA", days: 10)
-        let later = try CertificateFactory.rootCA(commonName: "Later CA", notBefore: Date().addingTimeInterval(86400), notAfter: Date().addingTimeInterval(400 * 86400))
-        let expired = try CertificateFactory.rootCA(commonName: "Expired CA", notBefore: Date().addingTimeInterval(-400 * 86400), notAfter: Date().addingTimeInterval(-86400))
+        let later = try CertificateFactory.rootCA(
+            commonName: "Later CA", notBefore: Date().addingTimeInterval(86400),
+            notAfter: Date().addingTimeInterval(400 * 86400))
+        let expired = try CertificateFactory.rootCA(
+            commonName: "Expired CA", notBefore: Date().addingTimeInterval(-400 * 86400),
+            notAfter: Date().addingTimeInterval(-86400))
         let notCA = try CertificateFactory.rootCA(commonName: "Not a CA", days: 400, isCA: false)
-        let huge = try (0..<8).map { _ in try CertificateFactory.rootCA(commonName: "Huge \(UUID().uuidString)", days: 400).pem }.joined()
+        let huge = try (0..<8).map { _ in
+            try CertificateFactory.rootCA(commonName: "Huge \(UUID().uuidString)", days: 400).pem
+        }.joined()
         let stranger = try CertificateFactory.rootCA(commonName: "Stranger CA", days: 400)
         let goodEndpoint = try CertificateFactory.leaf(dnsName: "mqtt.example.com", issuer: harness.newCA)
         let wrongEndpoint = try CertificateFactory.leaf(dnsName: "mqtt.example.com", issuer: stranger)
 
-        var r = try await refusal([target(harness, chain: "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")])
+        var r = try await refusal([
+            target(harness, chain: "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+        ])
         #expect(r.reason == "unparsable")
         r = try await refusal([target(harness, chain: soon.pem)])
         #expect(r.reason == "expires_soon" && r.message.contains("Soon CA"), "\(r)")
@@ -393,8 +447,10 @@ import Testing
         // With a short minimum the soon-expiring CA passes the validity check; a right endpoint passes.
         let ok = try await rpc.result(
             "campaign.create",
-            params: ["name": "fine", "targets": [["tag": 42, "credential": "new-ca"]], "select": ["all": true],
-                     "endpointChain": goodEndpoint.pem], timeout: 30)
+            params: [
+                "name": "fine", "targets": [["tag": 42, "credential": "new-ca"]], "select": ["all": true],
+                "endpointChain": goodEndpoint.pem,
+            ], timeout: 30)
         let id = try #require(ok["id"] as? String)
         try await waitFor(harness, id) { $0["state"] as? String == "completed" }
         // Refused campaigns sent nothing: only the accepted one's bundles reached the devices.
@@ -408,7 +464,9 @@ import Testing
         let harness = try Harness()
         // The configured target is the old CA (20 days left); its successor the new CA; renew 30 days ahead.
         let config = try harness.writeConfig(
-            targets: "\n  - {name: broker-ca, tag: 42, type: 0, chain: \(harness.path("old-ca.pem")), renewBefore: 30d, successor: \(harness.path("new-ca.pem"))}")
+            targets:
+                "\n  - {name: broker-ca, tag: 42, type: 0, chain: \(harness.path("old-ca.pem")), renewBefore: 30d, successor: \(harness.path("new-ca.pem"))}"
+        )
         try harness.startDaemon(configPath: config)
         _ = try harness.startFleet(harness.fleetOptions(devices: 30))
         let rpc = try harness.rpc()
@@ -425,7 +483,8 @@ import Testing
         }
         #expect((auto["name"] as? String ?? "").contains("broker-ca"))
         let digest = try PEM.normalizeChain(harness.newCA.pem).sha256
-        let device = try await rpc.result("device.status", params: ["device": harness.fleetOptions(devices: 1).deviceID(1)])
+        let device = try await rpc.result(
+            "device.status", params: ["device": harness.fleetOptions(devices: 1).deviceID(1)])
         let creds = device["inventory"] as? [[String: Any]] ?? []
         #expect(creds.first { $0["tag"] as? Int == 42 }?["sha256"] as? String == digest)
         // The configured target (the old CA) does not pull the renewed devices back.
@@ -451,16 +510,47 @@ import Testing
             ("campaign.create", ["targets": [good], "select": ["all": true]], -32602, "name"),
             ("campaign.create", ["name": "x", "select": ["all": true]], -32602, "targets"),
             ("campaign.create", ["name": "x", "targets": [good]], -32602, "select"),
-            ("campaign.create", ["name": "x", "targets": [good], "select": ["all": true], "waves": ["150%"]], -32602, "waves[0]"),
-            ("campaign.create", ["name": "x", "targets": [good], "select": ["all": true], "errorThreshold": 2], -32602, "errorThreshold"),
+            (
+                "campaign.create", ["name": "x", "targets": [good], "select": ["all": true], "waves": ["150%"]], -32602,
+                "waves[0]"
+            ),
+            (
+                "campaign.create", ["name": "x", "targets": [good], "select": ["all": true], "errorThreshold": 2],
+                -32602, "errorThreshold"
+            ),
             ("campaign.create", ["name": "x", "targets": [good], "select": ["all": true], "rate": -1], -32602, "rate"),
-            ("campaign.create", ["name": "x", "targets": [good], "select": ["all": true], "errorTreshold": 0.1], -32602, "errorTreshold"),
-            ("campaign.create", ["name": "x", "targets": [good], "select": ["all": true], "deadline": 1000], -32020, "deadline"),
-            ("campaign.create", ["name": "x", "targets": [good], "select": ["all": true], "windows": [["start": "25:00", "end": "02:00"]]], -32602, "start"),
-            ("campaign.create", ["name": "x", "targets": [good], "select": ["all": true], "windows": [["start": "01:00", "end": "02:00", "zone": "Mars/Olympus"]]], -32602, "zone"),
-            ("campaign.create", ["name": "x", "targets": [good], "select": ["prefix": "nobody-"]], -32020, "matches no"),
+            (
+                "campaign.create", ["name": "x", "targets": [good], "select": ["all": true], "errorTreshold": 0.1],
+                -32602, "errorTreshold"
+            ),
+            (
+                "campaign.create", ["name": "x", "targets": [good], "select": ["all": true], "deadline": 1000], -32020,
+                "deadline"
+            ),
+            (
+                "campaign.create",
+                [
+                    "name": "x", "targets": [good], "select": ["all": true],
+                    "windows": [["start": "25:00", "end": "02:00"]],
+                ], -32602, "start"
+            ),
+            (
+                "campaign.create",
+                [
+                    "name": "x", "targets": [good], "select": ["all": true],
+                    "windows": [["start": "01:00", "end": "02:00", "zone": "Mars/Olympus"]],
+                ], -32602, "zone"
+            ),
+            (
+                "campaign.create", ["name": "x", "targets": [good], "select": ["prefix": "nobody-"]], -32020,
+                "matches no"
+            ),
             ("campaign.create", ["name": "x", "targets": [good], "select": ["holding": "xyz"]], -32602, "sha256"),
-            ("campaign.create", ["name": "x", "targets": [["tag": 42, "chain": "a", "credential": "b"]], "select": ["all": true]], -32602, "exactly one"),
+            (
+                "campaign.create",
+                ["name": "x", "targets": [["tag": 42, "chain": "a", "credential": "b"]], "select": ["all": true]],
+                -32602, "exactly one"
+            ),
             ("campaign.status", [:], -32602, "id"),
             ("campaign.status", ["id": "cmp-nope"], -32005, "cmp-nope"),
             ("campaign.pause", ["id": "cmp-nope"], -32005, "cmp-nope"),
@@ -492,7 +582,8 @@ import Testing
         let next = try #require(page1["next"] as? String)
         let page2 = try await rpc.result("device.list", params: ["limit": 1, "after": next])
         #expect((page2["devices"] as? [[String: Any]])?.first?["device"] as? String != next)
-        let holding = try await rpc.result("device.list", params: ["holding": try PEM.normalizeChain(harness.newCA.pem).sha256])
+        let holding = try await rpc.result(
+            "device.list", params: ["holding": try PEM.normalizeChain(harness.newCA.pem).sha256])
         #expect((holding["devices"] as? [[String: Any]])?.count == 2)
         await harness.stop()
     }
@@ -513,16 +604,21 @@ import Testing
         // A refusal is explained, with its details.
         let soon = try CertificateFactory.rootCA(commonName: "Soon CA", days: 5)
         try soon.pem.write(toFile: harness.path("soon.pem"), atomically: true, encoding: .utf8)
-        let refused = try await certrot(["campaign", "create"] + broker + ["--name", "bad", "--chain", harness.path("soon.pem"), "--all"])
+        let refused = try await certrot(
+            ["campaign", "create"] + broker + ["--name", "bad", "--chain", harness.path("soon.pem"), "--all"])
         #expect(refused.status != 0)
         #expect(refused.output.contains("expires_soon") && refused.output.contains("Soon CA"), "\(refused.output)")
 
         let created = try await certrot(
             ["campaign", "create"] + broker
-                + ["--name", "cli", "--chain", harness.path("new-ca.pem"), "--all", "--waves", "25%,100%", "--rate", "50",
-                   "--window", "* 00:00-00:00 UTC", "--json"])
+                + [
+                    "--name", "cli", "--chain", harness.path("new-ca.pem"), "--all", "--waves", "25%,100%", "--rate",
+                    "50",
+                    "--window", "* 00:00-00:00 UTC", "--json",
+                ])
         #expect(created.status == 0, "\(created.output)")
-        let id = try #require((try JSONSerialization.jsonObject(with: Data(created.output.utf8)) as? [String: Any])?["id"] as? String)
+        let id = try #require(
+            (try JSONSerialization.jsonObject(with: Data(created.output.utf8)) as? [String: Any])?["id"] as? String)
         let watched = try await certrot(["campaign", "watch", id, "--plain"] + broker)
         #expect(watched.status == 0, "\(watched.output)")
         #expect(watched.output.contains("completed") && watched.output.contains("verified 12/12"), "\(watched.output)")
@@ -575,11 +671,15 @@ import Testing
         #expect((answered?["campaigns"] as? [[String: Any]])?.count == 1)
 
         // config check names a bad declared campaign by its key path.
-        try (try String(contentsOfFile: config, encoding: .utf8) + "\n  - {name: broken, targets: [{tag: 42}], select: {all: true}}\n")
+        try
+            (try String(contentsOfFile: config, encoding: .utf8)
+            + "\n  - {name: broken, targets: [{tag: 42}], select: {all: true}}\n")
             .write(toFile: config, atomically: true, encoding: .utf8)
         let checked = try await runOffThePool(certrotBinary(), ["config", "check", config])
         #expect(checked.status != 0)
-        #expect(checked.output.contains("campaigns[1]") && checked.output.contains("exactly one of chain"), "\(checked.output)")
+        #expect(
+            checked.output.contains("campaigns[1]") && checked.output.contains("exactly one of chain"),
+            "\(checked.output)")
         await harness.stop()
     }
 }
@@ -627,8 +727,10 @@ func runOffThePool(_ executable: String, _ arguments: [String]) async throws -> 
         let (harness, fleet) = try await tests.startCampaignHarness(devices: 60, clock: { clock.withLock { $0 } })
         let id = try await tests.create(
             harness,
-            ["name": "timed", "targets": [tests.target(harness)], "select": ["all": true], "rate": 5,
-             "start": t0 + 100, "deadline": t0 + 200])
+            [
+                "name": "timed", "targets": [tests.target(harness)], "select": ["all": true], "rate": 5,
+                "start": t0 + 100, "deadline": t0 + 200,
+            ])
         try await Task.sleep(for: .seconds(2))
         let early = try await tests.status(harness, id)
         #expect(early["state"] as? String == "scheduled")

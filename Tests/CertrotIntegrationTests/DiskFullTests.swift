@@ -2,11 +2,12 @@ import CertrotCore
 import CertrotSimulator
 import CertrotTestSupport
 import Foundation
+import GRDB
+import Testing
+
 #if canImport(FoundationNetworking)
     import FoundationNetworking
 #endif
-import GRDB
-import Testing
 
 /// The store on a small tmpfs that fills up. Needs root (mount); CI runs as root.
 @Suite(.serialized, .enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
@@ -20,7 +21,8 @@ struct DiskFullTests {
         let httpPort = try Broker.freePort()
         let config = try harness.writeConfig(extra: "http: {host: 127.0.0.1, port: \(httpPort)}")
         let yaml = try String(contentsOfFile: config, encoding: .utf8)
-            .replacingOccurrences(of: "store: sqlite:\(harness.path("certrot.db"))", with: "store: sqlite:\(mountPoint)/certrot.db")
+            .replacingOccurrences(
+                of: "store: sqlite:\(harness.path("certrot.db"))", with: "store: sqlite:\(mountPoint)/certrot.db")
         try yaml.write(toFile: config, atomically: true, encoding: .utf8)
         try harness.startDaemon(configPath: config)
         _ = try harness.startFleet(harness.fleetOptions(devices: 20))
@@ -56,7 +58,9 @@ struct DiskFullTests {
         for device in lateFleet.snapshot() {
             for seq in device.appliedSeqs {
                 let found = try await db.read {
-                    try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM bundles WHERE device = ? AND seq = ?", arguments: [device.id, seq])
+                    try Int.fetchOne(
+                        $0, sql: "SELECT COUNT(*) FROM bundles WHERE device = ? AND seq = ?",
+                        arguments: [device.id, seq])
                 }
                 if found != 1 { unrecorded += 1 }
             }

@@ -19,12 +19,19 @@ import Testing
 /// bound, and nothing trapped.
 @Suite(
     .serialized,
-    .enabled(if: ProcessInfo.processInfo.environment["CERTROT_ENGINE_FUZZ_SECONDS"] != nil, "set CERTROT_ENGINE_FUZZ_SECONDS")
+    .enabled(
+        if: ProcessInfo.processInfo.environment["CERTROT_ENGINE_FUZZ_SECONDS"] != nil, "set CERTROT_ENGINE_FUZZ_SECONDS"
+    )
 )
 struct EngineFuzzTests {
     final class Events: Sendable {
         let queue = Mutex<[MQTTEvent]>([])
-        func take() -> [MQTTEvent] { queue.withLock { q in defer { q = [] }; return q } }
+        func take() -> [MQTTEvent] {
+            queue.withLock { q in
+                defer { q = [] }
+                return q
+            }
+        }
     }
 
     final class Clock: Sendable {
@@ -35,7 +42,9 @@ struct EngineFuzzTests {
 
     struct Generator {
         var random: SplitMix64
-        let devices = ["fz-1", "fz-2", "cafe\u{301}", "caf\u{e9}", "fz-\u{0}", "a/b", String(repeating: "x", count: 128)]
+        let devices = [
+            "fz-1", "fz-2", "cafe\u{301}", "caf\u{e9}", "fz-\u{0}", "a/b", String(repeating: "x", count: 128),
+        ]
         let numbers = [
             "0", "1", "2", "-1", "42", "43", "255", "256", "2048", "2147483647", "2147483648", "253402300799",
             "9007199254740991", "9007199254740992", "9223372036854775807", "-9223372036854775808", "1e300", "1.5",
@@ -51,25 +60,35 @@ struct EngineFuzzTests {
         mutating func number() -> String { chance(0.5) ? pick(numbers) : String(Int(random.next() % 100)) }
 
         mutating func inventory() -> String {
-            var fields = [#""v":\#(chance(0.9) ? "1" : number())"#, #""seq":\#(chance(0.7) ? String(random.next() % 8) : number())"#]
+            var fields = [
+                #""v":\#(chance(0.9) ? "1" : number())"#,
+                #""seq":\#(chance(0.7) ? String(random.next() % 8) : number())"#,
+            ]
             if chance(0.2) { fields.append(#""maxMessage":\#(chance(0.5) ? "2048" : number())"#) }
             var creds: [String] = []
             for _ in 0..<Int(random.next() % 4) {
                 var cred = [
-                    #""tag":\#(chance(0.8) ? pick(["42", "43"]) : number())"#, #""type":\#(chance(0.9) ? "0" : number())"#,
+                    #""tag":\#(chance(0.8) ? pick(["42", "43"]) : number())"#,
+                    #""type":\#(chance(0.9) ? "0" : number())"#,
                     #""sha256":"\#(chance(0.9) ? pick(digests) : String(repeating: "z", count: 64))""#,
                 ]
                 if chance(0.3) { cred.append(#""notAfter":\#(number())"#) }
                 creds.append("{\(cred.joined(separator: ","))}")
             }
             fields.append(#""creds":[\#(creds.joined(separator: ","))]"#)
-            if chance(0.4) { fields.append(#""keys":[\#((0..<Int(random.next() % 3)).map { _ in "\"\(pick(kids))\"" }.joined(separator: ","))]"#) }
+            if chance(0.4) {
+                fields.append(
+                    #""keys":[\#((0..<Int(random.next() % 3)).map { _ in "\"\(pick(kids))\"" }.joined(separator: ","))]"#
+                )
+            }
             return "{\(fields.joined(separator: ","))}"
         }
 
         mutating func ack() -> String {
             let jti = jtis.isEmpty || chance(0.1) ? "ffffffffffffffffffffffffffffffff" : pick(jtis)
-            var fields = [#""jti":"\#(jti)""#, #""status":"\#(pick(["applied", "rejected", "failed", "incomplete", "bogus"]))""#]
+            var fields = [
+                #""jti":"\#(jti)""#, #""status":"\#(pick(["applied", "rejected", "failed", "incomplete", "bogus"]))""#,
+            ]
             if chance(0.3) { fields.append(#""code":\#(number())"#) }
             if chance(0.4) { fields.append(#""missing":[\#(number()),\#(String(random.next() % 3 + 1))]"#) }
             if chance(0.2) { fields.append(#""reason":"fuzz""#) }
@@ -88,12 +107,16 @@ struct EngineFuzzTests {
             case "device.list":
                 params = #"{"\#(pick(["limit", "expiringBefore", "state", "after", "holding"]))":\#(number())}"#
             case "campaign.create":
-                let select = pick([#"{"all":true}"#, #"{"devices":["\#(device)"]}"#, #"{"prefix":"fz"}"#, #"{"tag":42,"expiringWithin":\#(number())}"#])
+                let select = pick([
+                    #"{"all":true}"#, #"{"devices":["\#(device)"]}"#, #"{"prefix":"fz"}"#,
+                    #"{"tag":42,"expiringWithin":\#(number())}"#,
+                ])
                 params =
                     #"{"name":"c\#(random.next() % 4)","targets":[{"tag":\#(chance(0.8) ? "42" : number()),"credential":"\#(pick(["new-ca", "old-ca", "nope"]))","strategy":"\#(pick(["replace", "overlap"]))"}],"select":\#(select),"waves":[\#(pick(["\"50%\"", "1", number()]))],"\#(pick(["rate", "ackTimeout", "retryAttempts", "retryBase", "minExecuted", "errorThreshold"]))":\#(number()),"continuous":\#(pick(["true", "false"]))}"#
             default: params = #"{"id":"\#(campaign)"}"#
             }
-            return #"{"jsonrpc":"2.0","id":"\#(random.next() % 1000)","method":"\#(method)","params":\#(params),"reply_to":"certrot/replies/fuzz"}"#
+            return
+                #"{"jsonrpc":"2.0","id":"\#(random.next() % 1000)","method":"\#(method)","params":\#(params),"reply_to":"certrot/replies/fuzz"}"#
         }
 
         /// A few bytes flipped, dropped or repeated.
@@ -119,13 +142,15 @@ struct EngineFuzzTests {
                 case 8: (Topics.rpc, request(device: pick(devices)))
                 default: (pick([Topics.bundle(device), "\(device)/certs/other", "x"]), inventory())
                 }
-            return MQTTMessage(topic: topic, payload: chance(0.2) ? mutate(text) : Array(text.utf8), retained: chance(0.3))
+            return MQTTMessage(
+                topic: topic, payload: chance(0.2) ? mutate(text) : Array(text.utf8), retained: chance(0.3))
         }
     }
 
     @Test func theEngine_survivesHostileBatches_andKeepsItsInvariants() async throws {
         let seconds = Double(ProcessInfo.processInfo.environment["CERTROT_ENGINE_FUZZ_SECONDS"] ?? "") ?? 15
-        let seed = UInt64(ProcessInfo.processInfo.environment["CERTROT_ENGINE_FUZZ_SEED"] ?? "")
+        let seed =
+            UInt64(ProcessInfo.processInfo.environment["CERTROT_ENGINE_FUZZ_SEED"] ?? "")
             ?? UInt64.random(in: 1...UInt64.max)
         print("engine fuzz: seed \(seed), \(seconds) s (CERTROT_ENGINE_FUZZ_SEED, CERTROT_ENGINE_FUZZ_SECONDS)")
         let harness = try Harness()
@@ -133,7 +158,8 @@ struct EngineFuzzTests {
         try KeyFile.write(next, to: harness.path("next-key.pem"))
         let config = try harness.writeConfig(
             ackTimeout: "20s", retryBase: "2s",
-            targets: "\n  - {name: broker-ca, tag: 42, type: 0, chain: \(harness.path("new-ca.pem")), renewBefore: 800d}",
+            targets:
+                "\n  - {name: broker-ca, tag: 42, type: 0, chain: \(harness.path("new-ca.pem")), renewBefore: 800d}",
             extra: """
                 keyRotation: {nextKey: \(harness.path("next-key.pem"))}
                 retention: {history: 10, bundles: 2}
@@ -149,7 +175,9 @@ struct EngineFuzzTests {
         let events = Events()
         var options = settings.broker
         options.clientID = "fuzz-engine"
-        let client = try MQTTClient(options: options, logger: harness.logger) { event in events.queue.withLock { $0.append(event) } }
+        let client = try MQTTClient(options: options, logger: harness.logger) { event in
+            events.queue.withLock { $0.append(event) }
+        }
         engine.client = client
         try client.start()
         defer { client.stop() }
@@ -172,8 +200,14 @@ struct EngineFuzzTests {
                     batch.append(.tick)
                 case 1: batch.append(.tick)
                 case 2 where generator.chance(0.1): batch.append(.mqtt(.disconnected(code: 7)))
-                case 3 where generator.chance(0.1): batch.append(.mqtt(.connected(sessionPresent: generator.chance(0.5))))
-                case 4: batch.append(.mqtt(.published(mid: Int32(truncatingIfNeeded: generator.random.next() % 2000), reasonCode: generator.pick([0, 0x87]))))
+                case 3 where generator.chance(0.1):
+                    batch.append(.mqtt(.connected(sessionPresent: generator.chance(0.5))))
+                case 4:
+                    batch.append(
+                        .mqtt(
+                            .published(
+                                mid: Int32(truncatingIfNeeded: generator.random.next() % 2000),
+                                reasonCode: generator.pick([0, 0x87]))))
                 default: batch.append(.mqtt(.message(generator.message())))
                 }
             }
@@ -183,18 +217,27 @@ struct EngineFuzzTests {
             if batches % 20 == 0 {
                 let (jtis, campaigns, problems) = try await queue.read { db -> ([String], [String], [String]) in
                     var problems: [String] = []
-                    let orphans = try Int.fetchOne(
-                        db,
-                        sql: """
-                            SELECT COUNT(*) FROM rotations r WHERE r.jti IS NOT NULL AND r.state NOT IN ('verified', 'cancelled')
-                                AND NOT EXISTS (SELECT 1 FROM bundles b WHERE b.jti = r.jti AND CAST(b.device AS BLOB) = CAST(r.device AS BLOB))
-                            """) ?? 0
-                    if orphans > 0 { problems.append("\(orphans) rotations refer to a bundle that is not stored for their device") }
-                    let aboveIssued = try Int.fetchOne(
-                        db,
-                        sql: "SELECT COUNT(*) FROM bundles b JOIN devices d ON CAST(d.id AS BLOB) = CAST(b.device AS BLOB) WHERE b.seq > d.issued_seq") ?? 0
+                    let orphans =
+                        try Int.fetchOne(
+                            db,
+                            sql: """
+                                SELECT COUNT(*) FROM rotations r WHERE r.jti IS NOT NULL AND r.state NOT IN ('verified', 'cancelled')
+                                    AND NOT EXISTS (SELECT 1 FROM bundles b WHERE b.jti = r.jti AND CAST(b.device AS BLOB) = CAST(r.device AS BLOB))
+                                """) ?? 0
+                    if orphans > 0 {
+                        problems.append("\(orphans) rotations refer to a bundle that is not stored for their device")
+                    }
+                    let aboveIssued =
+                        try Int.fetchOne(
+                            db,
+                            sql:
+                                "SELECT COUNT(*) FROM bundles b JOIN devices d ON CAST(d.id AS BLOB) = CAST(b.device AS BLOB) WHERE b.seq > d.issued_seq"
+                        ) ?? 0
                     if aboveIssued > 0 { problems.append("\(aboveIssued) bundles above their device's issued seq") }
-                    let overBound = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM devices WHERE issued_seq > ? OR issued_seq < 0", arguments: [Bounds.maxSeq]) ?? 0
+                    let overBound =
+                        try Int.fetchOne(
+                            db, sql: "SELECT COUNT(*) FROM devices WHERE issued_seq > ? OR issued_seq < 0",
+                            arguments: [Bounds.maxSeq]) ?? 0
                     if overBound > 0 { problems.append("\(overBound) devices with an issued seq out of bounds") }
                     let jtis = try String.fetchAll(db, sql: "SELECT jti FROM rotations WHERE jti IS NOT NULL LIMIT 50")
                     let campaigns = try String.fetchAll(db, sql: "SELECT id FROM campaigns LIMIT 10")
@@ -207,7 +250,8 @@ struct EngineFuzzTests {
             }
         }
         let devices = try await queue.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM devices") ?? 0 }
-        print("engine fuzz: \(inputs) inputs in \(batches) batches; \(devices) devices; dropped \(daemon.drops.snapshot)")
+        print(
+            "engine fuzz: \(inputs) inputs in \(batches) batches; \(devices) devices; dropped \(daemon.drops.snapshot)")
         #expect(batches > 0)
         await harness.stop()
     }

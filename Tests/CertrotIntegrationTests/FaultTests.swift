@@ -52,7 +52,9 @@ import Testing
             dropped = (try await harness.rpc().result("fleet.status")["dropped"] as? [String: Int]) ?? [:]
         }
         #expect(dropped.values.reduce(0, +) == 1000)
-        #expect(dropped["bad_json", default: 0] + dropped["invalid_inventory", default: 0] + dropped["inventory_superseded", default: 0] == 600)
+        #expect(
+            dropped["bad_json", default: 0] + dropped["invalid_inventory", default: 0]
+                + dropped["inventory_superseded", default: 0] == 600)
         #expect(dropped["bad_json", default: 0] >= 200, "the acks' garbage, and at least one inventory")
         #expect(dropped["unknown_jti"] == 200)
         #expect(dropped["rpc_no_reply_topic", default: 0] + dropped["rpc_rate_limited", default: 0] == 200)

@@ -27,7 +27,8 @@ final class Harness: @unchecked Sendable {
 
     init(broker: Broker? = nil, store: StoreKind = .sqlite) throws {
         self.broker = try broker ?? Broker()
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-test-\(UUID().uuidString.prefix(8))")
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "certrot-test-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         storeKind = store
         storeURL = store == .sqlite ? "sqlite:\(dir.appendingPathComponent("certrot.db").path)" : try store.freshURL()
@@ -36,7 +37,8 @@ final class Harness: @unchecked Sendable {
         try oldCA.pem.write(toFile: path("old-ca.pem"), atomically: true, encoding: .utf8)
         try newCA.pem.write(toFile: path("new-ca.pem"), atomically: true, encoding: .utf8)
         try KeyFile.write(key, to: path("signing-key.pem"))
-        logger.logLevel = ProcessInfo.processInfo.environment["CERTROT_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
+        logger.logLevel =
+            ProcessInfo.processInfo.environment["CERTROT_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
     }
 
     func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
@@ -81,11 +83,13 @@ final class Harness: @unchecked Sendable {
 
     /// Starts the daemon in this process through the same wiring `certrot serve` uses.
     func startDaemon(
-        configPath: String? = nil, clock: (@Sendable () -> Int64)? = nil, adjust: (inout DaemonSettings) -> Void = { _ in }
+        configPath: String? = nil, clock: (@Sendable () -> Int64)? = nil,
+        adjust: (inout DaemonSettings) -> Void = { _ in }
     ) throws {
         var settings = try DaemonSettings.resolve(try CertrotConfig.load(path: try configPath ?? writeConfig()))
         adjust(&settings)
-        let daemon = clock.map { CertrotDaemon(settings: settings, logger: logger, clock: $0) }
+        let daemon =
+            clock.map { CertrotDaemon(settings: settings, logger: logger, clock: $0) }
             ?? CertrotDaemon(settings: settings, logger: logger)
         self.daemon = daemon
         daemonTask = Task { try await daemon.run() }

@@ -105,7 +105,9 @@ import Testing
         _ = try harness.startFleet(harness.fleetOptions(devices: 3))
         let fake = try await Peer(harness)
         let digest = String(repeating: "b", count: 64)
-        for index in 0..<2000 { try fake.send(Topics.inventory("fake-\(index)"), inventory(digest: digest), retain: true) }
+        for index in 0..<2000 {
+            try fake.send(Topics.inventory("fake-\(index)"), inventory(digest: digest), retain: true)
+        }
         try fake.send(Topics.ack("fake-1"), #"{"jti":"00","status":"applied"}"#)
         let status = try await harness.waitForFleet { ($0["verified"] ?? 0) == 3 }
         var dropped: [String: Int] = [:]
@@ -150,7 +152,8 @@ import Testing
             try await second.run()
         } throws: { error in
             let text = "\(error)"
-            return text.contains("in use") && text.contains(harness.path("certrot.db")) && text.contains("pid \(getpid())")
+            return text.contains("in use") && text.contains(harness.path("certrot.db"))
+                && text.contains("pid \(getpid())")
         }
         // Once the first has stopped, the store is free.
         await harness.stopDaemon()

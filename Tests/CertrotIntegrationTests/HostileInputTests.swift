@@ -13,11 +13,16 @@ import Testing
         init(_ harness: Harness, id: String = "attacker") async throws {
             let (stream, input) = AsyncStream.makeStream(of: MQTTEvent.self)
             events = stream
-            client = try MQTTClient(options: MQTTOptions(host: harness.broker.host, port: harness.broker.port, clientID: id), logger: harness.logger) { input.yield($0) }
+            client = try MQTTClient(
+                options: MQTTOptions(host: harness.broker.host, port: harness.broker.port, clientID: id),
+                logger: harness.logger
+            ) { input.yield($0) }
             try client.start()
             for await event in events { if case .connected = event { break } }
         }
-        func send(_ topic: String, _ payload: String) throws { try client.publish(topic: topic, payload: Array(payload.utf8)) }
+        func send(_ topic: String, _ payload: String) throws {
+            try client.publish(topic: topic, payload: Array(payload.utf8))
+        }
         func send(_ topic: String, _ payload: [UInt8]) throws { try client.publish(topic: topic, payload: payload) }
     }
 
@@ -36,7 +41,8 @@ import Testing
         // One bad inventory per device topic: queued inventories of one device collapse to the newest.
         try attacker.send("dev-00001/certs/inventory", "{not json")
         try attacker.send("dev-00002/certs/inventory", #"{"v":1,"seq":"x","creds":[]}"#)
-        try attacker.send("dev-00004/certs/inventory", #"{"v":1,"seq":9,"creds":[{"tag":-5,"type":0,"sha256":"\#(digest)"}]}"#)
+        try attacker.send(
+            "dev-00004/certs/inventory", #"{"v":1,"seq":9,"creds":[{"tag":-5,"type":0,"sha256":"\#(digest)"}]}"#)
         try attacker.send("dev-00005/certs/inventory", Array(repeating: UInt8(ascii: " "), count: 10 * 1024 * 1024))
         try attacker.send(String(repeating: "x", count: 129) + "/certs/inventory", #"{"v":1,"seq":0,"creds":[]}"#)
         // An ack for dev-00001's bundle published on dev-00002's topic, an unknown jti, and 100 replays.
@@ -55,7 +61,11 @@ import Testing
         while Date() < deadline {
             let status = try await rpc.result("fleet.status")
             dropped = status["dropped"] as? [String: Int] ?? [:]
-            if dropped["duplicate_ack", default: 0] >= 101, dropped["rpc_no_reply_topic"] != nil, dropped["oversize", default: 0] >= 2 { break }
+            if dropped["duplicate_ack", default: 0] >= 101, dropped["rpc_no_reply_topic"] != nil,
+                dropped["oversize", default: 0] >= 2
+            {
+                break
+            }
             try await Task.sleep(for: .milliseconds(200))
         }
         #expect(dropped["bad_json"] == 1)
@@ -99,24 +109,41 @@ import Testing
         #expect(try await errorCode("fleet.status") == nil)
         // A batch is an invalid request (JSON-RPC 2.0 §6: this daemon takes one request per message).
         let mqtt5 = try await Peer(harness, subscribe: ["certrot/replies/batch"], v5: true)
-        try mqtt5.send("certrot/rpc", #"[{"jsonrpc":"2.0","id":"b2","method":"fleet.status"}]"#, responseTopic: "certrot/replies/batch")
+        try mqtt5.send(
+            "certrot/rpc", #"[{"jsonrpc":"2.0","id":"b2","method":"fleet.status"}]"#,
+            responseTopic: "certrot/replies/batch")
         let replies5 = try await mqtt5.wait { !$0.isEmpty }
-        let batchError = replies5.first.flatMap { try? JSONSerialization.jsonObject(with: Data($0.payload)) as? [String: Any] }
+        let batchError = replies5.first.flatMap {
+            try? JSONSerialization.jsonObject(with: Data($0.payload)) as? [String: Any]
+        }
         #expect((batchError?["error"] as? [String: Any])?["code"] as? Int == -32600)
         mqtt5.stop()
 
         // A 3.1.1 client has no Response Topic: it names one in reply_to.
         let (stream, input) = AsyncStream.makeStream(of: MQTTEvent.self)
-        let client = try MQTTClient(options: MQTTOptions(host: harness.broker.host, port: harness.broker.port, clientID: "op311"), logger: harness.logger) { input.yield($0) }
+        let client = try MQTTClient(
+            options: MQTTOptions(host: harness.broker.host, port: harness.broker.port, clientID: "op311"),
+            logger: harness.logger
+        ) { input.yield($0) }
         try client.start()
         var replies: [[String: Any]] = []
         for await event in stream {
             switch event {
             case .connected: try client.subscribe(["certrot/replies/me"])
             case .subscribed:
-                try client.publish(topic: "certrot/rpc", payload: Array(#"{"jsonrpc":"2.0","id":7,"method":"fleet.status","reply_to":"certrot/replies/me"}"#.utf8))
-                try client.publish(topic: "certrot/rpc", payload: Array(#"{"jsonrpc":"1.0","id":8,"method":"fleet.status","reply_to":"certrot/replies/me"}"#.utf8))
-                try client.publish(topic: "certrot/rpc", payload: Array(#"{"jsonrpc":"2.0","id":9,"method":"fleet.status","params":[1],"reply_to":"certrot/replies/me"}"#.utf8))
+                try client.publish(
+                    topic: "certrot/rpc",
+                    payload: Array(
+                        #"{"jsonrpc":"2.0","id":7,"method":"fleet.status","reply_to":"certrot/replies/me"}"#.utf8))
+                try client.publish(
+                    topic: "certrot/rpc",
+                    payload: Array(
+                        #"{"jsonrpc":"1.0","id":8,"method":"fleet.status","reply_to":"certrot/replies/me"}"#.utf8))
+                try client.publish(
+                    topic: "certrot/rpc",
+                    payload: Array(
+                        #"{"jsonrpc":"2.0","id":9,"method":"fleet.status","params":[1],"reply_to":"certrot/replies/me"}"#
+                            .utf8))
             case .message(let message):
                 replies.append(try JSONSerialization.jsonObject(with: Data(message.payload)) as! [String: Any])
             default: break

@@ -29,7 +29,10 @@ import Testing
         try attacker.send(Topics.rpc, list + #","reply_to":"certrot/campaigns/x/status"}"#)
         // A request answered on the same path after them: once it is answered, they have been handled.
         let raw = try await RawRPC(harness)
-        let reply = try await raw.call(id: "after", payload: #"{"jsonrpc":"2.0","id":"after","method":"device.list","params":{},"reply_to":"\#(raw.replyTopic)"}"#)
+        let reply = try await raw.call(
+            id: "after",
+            payload:
+                #"{"jsonrpc":"2.0","id":"after","method":"device.list","params":{},"reply_to":"\#(raw.replyTopic)"}"#)
         #expect((reply?["result"] as? [String: Any])?["devices"] != nil)
         #expect(watcher.messages().isEmpty, "\(watcher.messages().map(\.topic))")
         let dropped = try await harness.rpc().result("fleet.status")["dropped"] as? [String: Int]
@@ -50,7 +53,9 @@ import Testing
                 for index in 0..<5000 {
                     let inventory = Inventory(seq: 1, creds: [.init(tag: 42, type: 0, sha256: digest)])
                     try tx.saveDevice(
-                        DeviceRecord(id: String(format: "known-%05d", index), firstSeen: 1, lastSeen: 1, inventory: inventory, issuedSeq: 1))
+                        DeviceRecord(
+                            id: String(format: "known-%05d", index), firstSeen: 1, lastSeen: 1, inventory: inventory,
+                            issuedSeq: 1))
                 }
             }
             store.close()
@@ -78,11 +83,13 @@ import Testing
         for index in 0..<60 {
             try raw.peer.send(
                 Topics.rpc,
-                #"{"jsonrpc":"2.0","id":"flood-\#(index)","method":"device.list","params":{"holding":"\#(nobody)","limit":1000},"reply_to":"\#(raw.replyTopic)"}"#)
+                #"{"jsonrpc":"2.0","id":"flood-\#(index)","method":"device.list","params":{"holding":"\#(nobody)","limit":1000},"reply_to":"\#(raw.replyTopic)"}"#
+            )
         }
         let device = try await Peer(harness, subscribe: [Topics.bundle("late-1")])
         let oldDigest = try PEM.normalizeChain(harness.oldCA.pem).sha256
-        try device.send(Topics.inventory("late-1"), #"{"v":1,"seq":0,"creds":[{"tag":42,"type":0,"sha256":"\#(oldDigest)"}]}"#)
+        try device.send(
+            Topics.inventory("late-1"), #"{"v":1,"seq":0,"creds":[{"tag":42,"type":0,"sha256":"\#(oldDigest)"}]}"#)
         try await device.wait { !$0.isEmpty }
         #expect(!device.messages().isEmpty, "the device got its bundle")
         let answeredBefore = raw.peer.messages(on: raw.replyTopic).count
@@ -108,7 +115,8 @@ import Testing
         }
         // Another requester is answered meanwhile.
         let other = try await RawRPC(harness)
-        let reply = try await other.call(id: "o", payload: #"{"jsonrpc":"2.0","id":"o","method":"fleet.status","reply_to":"\#(other.replyTopic)"}"#)
+        let reply = try await other.call(
+            id: "o", payload: #"{"jsonrpc":"2.0","id":"o","method":"fleet.status","reply_to":"\#(other.replyTopic)"}"#)
         #expect(reply?["result"] != nil)
         var limited = 0
         for _ in 0..<100 {
@@ -142,14 +150,18 @@ import Testing
         }
         #expect(signed["result"] != nil)
         for method in ["fleet.status", "device.status", "device.list", "campaign.list"] {
-            #expect(errorCode(try await rpc.call(method, params: method == "device.status" ? ["device": "x"] : [:])) == -32010)
+            #expect(
+                errorCode(try await rpc.call(method, params: method == "device.status" ? ["device": "x"] : [:]))
+                    == -32010)
         }
         await harness.stop()
     }
 
     @Test func config_refusesSignedReadsWithoutOperators_andAReplyPrefixTheDaemonOwns() async throws {
         let harness = try Harness()
-        for extra in ["rpc: {signedReads: true}", "rpc: {replyPrefix: certrot/}", "rpc: {replyPrefix: \"#/\"}", "rpc: {rate: 0}"] {
+        for extra in [
+            "rpc: {signedReads: true}", "rpc: {replyPrefix: certrot/}", "rpc: {replyPrefix: \"#/\"}", "rpc: {rate: 0}",
+        ] {
             let config = try CertrotConfig.load(path: try harness.writeConfig(extra: extra))
             #expect(!DaemonSettings.problems(config).isEmpty, "\(extra)")
         }

@@ -44,7 +44,10 @@ import Testing
         let newer = try CertificateFactory.rootCA(commonName: "Newer CA", days: 800)
         try newer.pem.write(toFile: harness.path("new-ca.pem"), atomically: true, encoding: .utf8)
         yaml = try String(contentsOfFile: config, encoding: .utf8)
-            .replacingOccurrences(of: "signingKey: \(harness.path("signing-key.pem"))", with: "signingKey: \(harness.path("next-key.pem"))")
+            .replacingOccurrences(
+                of: "signingKey: \(harness.path("signing-key.pem"))",
+                with: "signingKey: \(harness.path("next-key.pem"))"
+            )
             .components(separatedBy: "\nkeyRotation:").first!
         try yaml.write(toFile: config, atomically: true, encoding: .utf8)
         try harness.startDaemon(configPath: config)

@@ -2,10 +2,11 @@ import CertrotCore
 import CertrotSimulator
 import CertrotTestSupport
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import Testing
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 
 @Suite(.serialized) struct MetricsTests {
     func get(_ port: Int32, _ path: String) async throws -> (status: Int, body: String) {
@@ -14,7 +15,9 @@ import Testing
     }
 
     func value(_ metrics: String, _ line: String) -> Double? {
-        metrics.split(separator: "\n").first { $0.hasPrefix(line + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+        metrics.split(separator: "\n").first { $0.hasPrefix(line + " ") }.flatMap {
+            Double($0.split(separator: " ").last!)
+        }
     }
 
     @Test func metricsHealthAndReadiness_followARealRotation() async throws {
@@ -59,7 +62,9 @@ import Testing
         #expect(value(metrics, #"certrot_credential_days_left_bucket{target="broker-ca",le="365"}"#) == 1)
         #expect(value(metrics, #"certrot_credential_days_left_bucket{target="broker-ca",le="+Inf"}"#) == 10)
         #expect(value(metrics, #"certrot_expiring_without_successor{target="broker-ca"}"#) == 0)
-        #expect(value(metrics, #"certrot_target_not_after_timestamp_seconds{target="broker-ca"}"#) == Double(harness.newChain.notAfter))
+        #expect(
+            value(metrics, #"certrot_target_not_after_timestamp_seconds{target="broker-ca"}"#)
+                == Double(harness.newChain.notAfter))
 
         // The broker goes away: not ready, and it says why; still alive.
         harness.broker.stop()
@@ -82,7 +87,8 @@ import Testing
         let port = try Broker.freePort()
         // Renew 30 days ahead: every device that takes the 10-day CA is due at once, and there is no successor.
         let config = try harness.writeConfig(
-            targets: "\n  - {name: broker-ca, tag: 42, type: 0, chain: \(harness.path("new-ca.pem")), renewBefore: 30d}")
+            targets: "\n  - {name: broker-ca, tag: 42, type: 0, chain: \(harness.path("new-ca.pem")), renewBefore: 30d}"
+        )
         try (try String(contentsOfFile: config, encoding: .utf8) + "\nhttp: {port: \(port)}\n")
             .write(toFile: config, atomically: true, encoding: .utf8)
         try harness.startDaemon(configPath: config)
@@ -98,7 +104,8 @@ import Testing
     @Test func campaignProgress_isExportedByState() async throws {
         let harness = try Harness()
         let port = try Broker.freePort()
-        let config = try harness.writeConfig(targets: CampaignTests.noTargets, extra: "http: {host: 127.0.0.1, port: \(port)}")
+        let config = try harness.writeConfig(
+            targets: CampaignTests.noTargets, extra: "http: {host: 127.0.0.1, port: \(port)}")
         try harness.startDaemon(configPath: config)
         var options = harness.fleetOptions(devices: 6)
         options.behaviours[options.deviceID(1)] = DeviceBehaviour(rejects: true)
@@ -106,8 +113,11 @@ import Testing
         let campaigns = CampaignTests()
         try await campaigns.waitForDevices(harness, count: 6)
         let id = try await campaigns.create(
-            harness, ["name": "metered", "targets": [campaigns.target(harness)], "select": ["all": true], "minExecuted": 100])
-        try await campaigns.waitFor(harness, id) { campaigns.states($0)["verified"] == 5 && campaigns.states($0)["rejected"] == 1 }
+            harness,
+            ["name": "metered", "targets": [campaigns.target(harness)], "select": ["all": true], "minExecuted": 100])
+        try await campaigns.waitFor(harness, id) {
+            campaigns.states($0)["verified"] == 5 && campaigns.states($0)["rejected"] == 1
+        }
         let metrics = try await get(port, "/metrics").body
         func sample(_ name: String, _ labels: [String]) -> Double? {
             metrics.split(separator: "\n").first { line in

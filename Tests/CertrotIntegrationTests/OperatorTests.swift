@@ -8,14 +8,18 @@ import Testing
 
 @Suite(.serialized) struct OperatorTests {
     func errorCode(_ reply: [String: Any]) -> Int? { (reply["error"] as? [String: Any])?["code"] as? Int }
-    func errorMessage(_ reply: [String: Any]) -> String { ((reply["error"] as? [String: Any])?["message"] as? String) ?? "" }
+    func errorMessage(_ reply: [String: Any]) -> String {
+        ((reply["error"] as? [String: Any])?["message"] as? String) ?? ""
+    }
 
     @Test func mutatingMethods_needASignedFreshUnreplayedRequest_whenOperatorsAreConfigured() async throws {
         let harness = try Harness()
         let operatorKey = SigningKey.generate()
         try operatorKey.publicKey.pem.write(toFile: harness.path("operator.pub"), atomically: true, encoding: .utf8)
         let config = try harness.writeConfig()
-        try (try String(contentsOfFile: config, encoding: .utf8) + "\noperators: [{name: alice, publicKey: \(harness.path("operator.pub"))}]\n")
+        try
+            (try String(contentsOfFile: config, encoding: .utf8)
+            + "\noperators: [{name: alice, publicKey: \(harness.path("operator.pub"))}]\n")
             .write(toFile: config, atomically: true, encoding: .utf8)
         try harness.startDaemon(configPath: config)
         var options = harness.fleetOptions(devices: 3)
@@ -38,7 +42,8 @@ import Testing
         #expect(errorCode(forged) == -32010)
         // Campaigns too: creating, pausing, resuming and aborting need a signature; listing does not.
         let campaign: [String: Any] = [
-            "name": "unsigned", "targets": [["tag": 42, "credential": "new-ca"]], "select": ["devices": [options.deviceID(2)]],
+            "name": "unsigned", "targets": [["tag": 42, "credential": "new-ca"]],
+            "select": ["devices": [options.deviceID(2)]],
         ]
         #expect(errorCode(try await rpc.call("campaign.create", params: campaign)) == -32010)
         #expect(errorCode(try await rpc.call("campaign.abort", params: ["id": "cmp-x"])) == -32010)
@@ -47,10 +52,15 @@ import Testing
         #expect(errorCode(signedCreate) == nil, "\(signedCreate)")
 
         // A stale iat, and a replayed jti, are refused.
-        let staleRequest = #"{"jsonrpc":"2.0","id":"s1","method":"device.retry","params":{"device":"\#(rejecting)"},"iat":1000,"jti":"old-1","reply_to":"certrot/replies/op"}"#
-        let replayable = #"{"jsonrpc":"2.0","id":"r1","method":"device.retry","params":{"device":"\#(rejecting)"},"iat":\#(Int(Date().timeIntervalSince1970)),"jti":"once-1","reply_to":"certrot/replies/op"}"#
+        let staleRequest =
+            #"{"jsonrpc":"2.0","id":"s1","method":"device.retry","params":{"device":"\#(rejecting)"},"iat":1000,"jti":"old-1","reply_to":"certrot/replies/op"}"#
+        let replayable =
+            #"{"jsonrpc":"2.0","id":"r1","method":"device.retry","params":{"device":"\#(rejecting)"},"iat":\#(Int(Date().timeIntervalSince1970)),"jti":"once-1","reply_to":"certrot/replies/op"}"#
         let (stream, input) = AsyncStream.makeStream(of: MQTTEvent.self)
-        let raw = try MQTTClient(options: MQTTOptions(host: harness.broker.host, port: harness.broker.port, clientID: "op-raw"), logger: harness.logger) { input.yield($0) }
+        let raw = try MQTTClient(
+            options: MQTTOptions(host: harness.broker.host, port: harness.broker.port, clientID: "op-raw"),
+            logger: harness.logger
+        ) { input.yield($0) }
         try raw.start()
         var replies: [[String: Any]] = []
         for await event in stream {
@@ -58,7 +68,10 @@ import Testing
             case .connected: try raw.subscribe(["certrot/replies/op"])
             case .subscribed:
                 for text in [staleRequest, replayable, replayable] {
-                    try raw.publish(topic: "certrot/rpc", payload: Array(JWS.sign(payload: Array(text.utf8), typ: "certrot-rpc+jwt", with: operatorKey).utf8))
+                    try raw.publish(
+                        topic: "certrot/rpc",
+                        payload: Array(
+                            JWS.sign(payload: Array(text.utf8), typ: "certrot-rpc+jwt", with: operatorKey).utf8))
                 }
             case .message(let message):
                 replies.append(try JSONSerialization.jsonObject(with: Data(message.payload)) as! [String: Any])
@@ -77,12 +90,14 @@ import Testing
         var rejections = 0
         for _ in 0..<100 {
             let status = try await rpc.result("device.status", params: ["device": rejecting])
-            rejections = ((status["history"] as? [[String: Any]]) ?? []).filter { $0["state"] as? String == "rejected" }.count
+            rejections =
+                ((status["history"] as? [[String: Any]]) ?? []).filter { $0["state"] as? String == "rejected" }.count
             if rejections >= 2 { break }
             try await Task.sleep(for: .milliseconds(100))
         }
         #expect(rejections >= 2)
-        let history = try await rpc.result("device.status", params: ["device": rejecting])["history"] as? [[String: Any]] ?? []
+        let history =
+            try await rpc.result("device.status", params: ["device": rejecting])["history"] as? [[String: Any]] ?? []
         #expect(history.contains { ($0["detail"] as? String) == "retried by an operator" })
         await harness.stop()
     }

@@ -8,7 +8,8 @@ import Testing
 @Suite(.serialized) struct RestartTests {
     func startServe(_ harness: Harness, config: String, log: String) throws -> ChildProcess {
         try ChildProcess(
-            executable: certrotBinary(), arguments: ["serve", "--config", config, "--log-level", "info"], outputPath: log)
+            executable: certrotBinary(), arguments: ["serve", "--config", config, "--log-level", "info"],
+            outputPath: log)
     }
 
     @Test(arguments: StoreKind.allCases)
@@ -47,7 +48,8 @@ import Testing
             "SELECT COUNT(*) FROM (SELECT device, seq FROM bundles GROUP BY device, seq HAVING COUNT(*) > 1) AS d")
         #expect(duplicates == 0)
         let behind = try harness.storeScalar(
-            "SELECT COUNT(*) FROM devices d WHERE d.issued_seq < (SELECT MAX(seq) FROM bundles b WHERE b.device = d.id)")
+            "SELECT COUNT(*) FROM devices d WHERE d.issued_seq < (SELECT MAX(seq) FROM bundles b WHERE b.device = d.id)"
+        )
         #expect(behind == 0)
         let logText = try String(contentsOfFile: log, encoding: .utf8)
         #expect(logText.components(separatedBy: "certrot starting").count == 3)
@@ -88,12 +90,17 @@ import Testing
         let integrity = try await db.read { try String.fetchOne($0, sql: "PRAGMA integrity_check") }
         #expect(integrity == "ok")
         let duplicates = try await db.read { db in
-            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM (SELECT device, seq FROM bundles GROUP BY device, seq HAVING COUNT(*) > 1)")
+            try Int.fetchOne(
+                db,
+                sql: "SELECT COUNT(*) FROM (SELECT device, seq FROM bundles GROUP BY device, seq HAVING COUNT(*) > 1)")
         }
         #expect(duplicates == 0)
-        let notVerified = try await db.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM rotations WHERE state != 'verified'") }
+        let notVerified = try await db.read {
+            try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM rotations WHERE state != 'verified'")
+        }
         #expect(notVerified == 0)
-        let starts = try String(contentsOfFile: log, encoding: .utf8).components(separatedBy: "certrot starting").count - 1
+        let starts =
+            try String(contentsOfFile: log, encoding: .utf8).components(separatedBy: "certrot starting").count - 1
         #expect(starts == kills + 1)
         await harness.stop()
     }

@@ -20,7 +20,8 @@ import Testing
         for id in offline { options.behaviours[id] = DeviceBehaviour(offlineAtFirst: true) }
         // Two roots make a two-part bundle at 2,048 bytes, so a part can go missing.
         let backup = try CertificateFactory.rootCA(commonName: "Backup CA", days: 900)
-        try CertificateFactory.chain([harness.newCA, backup]).write(toFile: harness.path("new-ca.pem"), atomically: true, encoding: .utf8)
+        try CertificateFactory.chain([harness.newCA, backup]).write(
+            toFile: harness.path("new-ca.pem"), atomically: true, encoding: .utf8)
         await harness.stopDaemon()
         try harness.startDaemon()
         let fleet = try harness.startFleet(options)
@@ -31,7 +32,8 @@ import Testing
 
         let status = try await harness.waitForFleet { ($0["verified"] ?? 0) == 199 && ($0["rejected"] ?? 0) == 1 }
         #expect(status["devices"] as? Int == 200)
-        let target = ((status["targets"] as? [String: Any])?["broker-ca"] as? [String: Any])?["states"] as? [String: Int]
+        let target =
+            ((status["targets"] as? [String: Any])?["broker-ca"] as? [String: Any])?["states"] as? [String: Int]
         #expect(target?["verified"] == 199)
 
         // Every device but the rejecting one holds the new chain; none got a packet over its maxMessage.
@@ -39,7 +41,9 @@ import Testing
         let devices = fleet.snapshot()
         for device in devices where device.id != rejecting {
             #expect(device.digest(tag: 42) == chain.sha256, "\(device.id)")
-            #expect(device.appliedSeqs == device.appliedSeqs.sorted() && Set(device.appliedSeqs).count == device.appliedSeqs.count)
+            #expect(
+                device.appliedSeqs == device.appliedSeqs.sorted()
+                    && Set(device.appliedSeqs).count == device.appliedSeqs.count)
         }
         #expect(fleet.stats.oversizeMessages == 0)
         #expect(fleet.stats.acks["incomplete", default: 0] >= 1)
@@ -108,7 +112,10 @@ import Testing
         try harness.startDaemon()
         // A plain MQTT client listens on the device's topic, as a wiretap.
         let (stream, input) = AsyncStream.makeStream(of: MQTTEvent.self)
-        let tap = try MQTTClient(options: MQTTOptions(host: harness.broker.host, port: harness.broker.port, clientID: "tap"), logger: harness.logger) { input.yield($0) }
+        let tap = try MQTTClient(
+            options: MQTTOptions(host: harness.broker.host, port: harness.broker.port, clientID: "tap"),
+            logger: harness.logger
+        ) { input.yield($0) }
         try tap.start()
         var parts: [BundlePart] = []
         var fleet: SimulatedFleet?
@@ -132,7 +139,12 @@ import Testing
         #expect(raw.count == 64)
         try derSignature(raw).write(to: harness.path("sig.der"))
         try harness.key.publicKey.pem.write(toFile: harness.path("pub.pem"), atomically: true, encoding: .utf8)
-        let result = try run("/usr/bin/openssl", ["dgst", "-sha256", "-verify", harness.path("pub.pem"), "-signature", harness.path("sig.der"), harness.path("input")])
+        let result = try run(
+            "/usr/bin/openssl",
+            [
+                "dgst", "-sha256", "-verify", harness.path("pub.pem"), "-signature", harness.path("sig.der"),
+                harness.path("input"),
+            ])
         #expect(result.status == 0, "openssl: \(result.output)")
         #expect(result.output.contains("Verified OK"))
 
@@ -142,7 +154,8 @@ import Testing
         #expect(header?["kid"] as? String == harness.key.kid)
         let claims = try JSONSerialization.jsonObject(with: Data(Base64URL.decode(pieces[1])!)) as? [String: Any]
         #expect(claims?["sub"] as? String == "dev-00001" && claims?["iss"] as? String == "certrot")
-        let exp = claims?["exp"] as? Int ?? 0, iat = claims?["iat"] as? Int ?? 0
+        let exp = claims?["exp"] as? Int ?? 0
+        let iat = claims?["iat"] as? Int ?? 0
         #expect(exp - iat == 7 * 24 * 3600)
         let op = (claims?["ops"] as? [[String: Any]])?.first
         #expect(op?["pem"] as? String == harness.newChain.pem)

@@ -16,7 +16,8 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
     func freshURL() throws -> String {
         switch self {
         case .sqlite:
-            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-store-\(UUID().uuidString.prefix(8))")
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+                "certrot-store-\(UUID().uuidString.prefix(8))")
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
             return "sqlite:\(dir.appendingPathComponent("certrot.db").path)"
         case .postgres:
@@ -29,7 +30,8 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
 struct StoreConformanceTests {
     static func device(_ id: String, seq: Int64 = 1, keys: [String]? = nil, at: Int64 = 100) -> DeviceRecord {
         let inventory = Inventory(
-            seq: seq, maxMessage: 2048, creds: [.init(tag: 42, type: 0, sha256: String(repeating: "a", count: 64), notAfter: 5000)],
+            seq: seq, maxMessage: 2048,
+            creds: [.init(tag: 42, type: 0, sha256: String(repeating: "a", count: 64), notAfter: 5000)],
             keys: keys)
         return DeviceRecord(id: id, firstSeen: at, lastSeen: at, inventory: inventory, issuedSeq: 0)
     }
@@ -39,7 +41,8 @@ struct StoreConformanceTests {
         let store = try openStore(url: try kind.freshURL())
         defer { store.close() }
         func bundle(_ device: String, _ seq: Int64, exp: Int64) -> BundleRecord {
-            BundleRecord(jti: "\(device)-\(seq)", device: device, seq: seq, iat: 0, exp: exp, jws: "x", maxMessage: 2048)
+            BundleRecord(
+                jti: "\(device)-\(seq)", device: device, seq: seq, iat: 0, exp: exp, jws: "x", maxMessage: 2048)
         }
         try store.write { tx throws in
             for device in ["d1", "d2"] {
@@ -48,7 +51,9 @@ struct StoreConformanceTests {
             }
             for at in Int64(1)...10 {
                 for device in ["d1", "d2"] {
-                    try tx.appendHistory(device: device, entry: HistoryEntry(at: at * 100, target: "ca", state: "pending", jti: nil, detail: "\(at)"))
+                    try tx.appendHistory(
+                        device: device,
+                        entry: HistoryEntry(at: at * 100, target: "ca", state: "pending", jti: nil, detail: "\(at)"))
                 }
             }
             // d1's rotation still refers to its oldest bundle.
@@ -151,7 +156,10 @@ struct StoreConformanceTests {
             #expect(try Set(tx.rotationsAwaitingDelivery(issuedBy: nil).map(\.target)) == ["ca", "client"])
             #expect(try tx.rotationsAwaitingDelivery(issuedBy: "replica-1") == [undelivered])
             #expect(try tx.rotationsAwaitingDelivery(issuedBy: "replica-2").isEmpty)
-            #expect(try tx.rotationCounts() == ["ca": ["failed": 1, "sent": 1, "pending": 1, "verified": 1], "client": ["pending": 1]])
+            #expect(
+                try tx.rotationCounts() == [
+                    "ca": ["failed": 1, "sent": 1, "pending": 1, "verified": 1], "client": ["pending": 1],
+                ])
         }
         // Saving again replaces the row.
         due.state = .verified
@@ -163,7 +171,10 @@ struct StoreConformanceTests {
             try tx.saveRotation(due)
             try tx.saveRotation(Rotation(device: "d5", target: "ca", sha256: "s1", state: .pending, now: 10))
         }
-        #expect(try store.read { tx in try tx.rotationCounts() } == ["ca": ["sent": 1, "pending": 2, "verified": 2], "client": ["pending": 1]])
+        #expect(
+            try store.read { tx in try tx.rotationCounts() } == [
+                "ca": ["sent": 1, "pending": 2, "verified": 2], "client": ["pending": 1],
+            ])
     }
 
     @Test(arguments: StoreKind.allCases)
@@ -177,7 +188,8 @@ struct StoreConformanceTests {
         #expect(throws: (any Error).self) {
             try store.write { tx throws in
                 try tx.saveDevice(Self.device("d1"))
-                try tx.insertBundle(BundleRecord(jti: "j2", device: "d1", seq: 1, iat: 11, exp: 21, jws: "x.y.z", maxMessage: 1024))
+                try tx.insertBundle(
+                    BundleRecord(jti: "j2", device: "d1", seq: 1, iat: 11, exp: 21, jws: "x.y.z", maxMessage: 1024))
             }
         }
         try store.read { tx throws in
@@ -192,7 +204,10 @@ struct StoreConformanceTests {
                 throw Abort()
             }
         }
-        try store.write { tx in try tx.insertBundle(BundleRecord(jti: "j2", device: "d1", seq: 2, iat: 11, exp: 21, jws: "x.y.z", maxMessage: 1024)) }
+        try store.write { tx in
+            try tx.insertBundle(
+                BundleRecord(jti: "j2", device: "d1", seq: 2, iat: 11, exp: 21, jws: "x.y.z", maxMessage: 1024))
+        }
         try store.read { tx throws in
             #expect(try tx.device("d2") == nil)
             #expect(try tx.bundle(jti: "j2")?.seq == 2)
@@ -204,14 +219,20 @@ struct StoreConformanceTests {
         let store = try openStore(url: try kind.freshURL())
         try store.write { tx throws in
             for at in Int64(1)...5 {
-                try tx.appendHistory(device: "d1", entry: HistoryEntry(at: at, target: "ca", state: "s\(at)", jti: at == 3 ? "j" : nil, detail: nil))
+                try tx.appendHistory(
+                    device: "d1",
+                    entry: HistoryEntry(at: at, target: "ca", state: "s\(at)", jti: at == 3 ? "j" : nil, detail: nil))
             }
-            try tx.appendHistory(device: "d2", entry: HistoryEntry(at: 9, target: "ca", state: "x", jti: nil, detail: "why"))
+            try tx.appendHistory(
+                device: "d2", entry: HistoryEntry(at: 9, target: "ca", state: "x", jti: nil, detail: "why"))
         }
         try store.read { tx throws in
             #expect(try tx.history(device: "d1", limit: 3).map(\.state) == ["s3", "s4", "s5"])
             #expect(try tx.history(device: "d1", limit: 3).first?.jti == "j")
-            #expect(try tx.history(device: "d2", limit: 10) == [HistoryEntry(at: 9, target: "ca", state: "x", jti: nil, detail: "why")])
+            #expect(
+                try tx.history(device: "d2", limit: 10) == [
+                    HistoryEntry(at: 9, target: "ca", state: "x", jti: nil, detail: "why")
+                ])
         }
         // Operator request ids: a replay is refused; old ids are forgotten.
         try store.write { tx throws in
@@ -230,7 +251,10 @@ struct StoreConformanceTests {
             try tx.saveExpiry(device: "d4", target: "ca", notAfter: 30)
             try tx.saveExpiry(device: "d1", target: "unknown-only", notAfter: nil)
         }
-        #expect(try store.read { tx in try tx.expiryHistogram(limits: [20, 28, 100]) } == ["ca": [1, 2, 3, 3], "client": [1, 1, 1, 1]])
+        #expect(
+            try store.read { tx in try tx.expiryHistogram(limits: [20, 28, 100]) } == [
+                "ca": [1, 2, 3, 3], "client": [1, 1, 1, 1],
+            ])
     }
 
     @Test(arguments: StoreKind.allCases)
@@ -238,22 +262,30 @@ struct StoreConformanceTests {
         let url = try kind.freshURL()
         let store = try openStore(url: url)
         var older = Campaign(id: "cmp-b", name: "older", now: 10, targets: [], select: .all, origin: "rpc")
-        let newer = Campaign(id: "cmp-a", name: "newer", now: 20, targets: [], select: .devices(["d1"]), origin: "config")
+        let newer = Campaign(
+            id: "cmp-a", name: "newer", now: 20, targets: [], select: .devices(["d1"]), origin: "config")
         try store.write { tx throws in
             try tx.saveCampaign(newer)
             try tx.saveCampaign(older)
             for (index, device) in ["d3", "d1", "d2", "d4"].enumerated() {
-                try tx.saveMember(CampaignMember(
-                    campaign: "cmp-b", device: device, wave: index < 2 ? 0 : 1, state: index == 0 ? .verified : .waiting,
-                    settled: index == 0, reason: nil, updatedAt: 10))
+                try tx.saveMember(
+                    CampaignMember(
+                        campaign: "cmp-b", device: device, wave: index < 2 ? 0 : 1,
+                        state: index == 0 ? .verified : .waiting,
+                        settled: index == 0, reason: nil, updatedAt: 10))
             }
-            try tx.saveMember(CampaignMember(campaign: "cmp-a", device: "d1", wave: 0, state: .failed, settled: true, reason: "bad (code -22): x", updatedAt: 20))
+            try tx.saveMember(
+                CampaignMember(
+                    campaign: "cmp-a", device: "d1", wave: 0, state: .failed, settled: true,
+                    reason: "bad (code -22): x", updatedAt: 20))
         }
         older.state = .paused
         older.reason = "error threshold"
         try store.write { tx throws in
             try tx.saveCampaign(older)
-            try tx.saveMember(CampaignMember(campaign: "cmp-b", device: "d2", wave: 1, state: .sent, settled: false, reason: nil, updatedAt: 30))
+            try tx.saveMember(
+                CampaignMember(
+                    campaign: "cmp-b", device: "d2", wave: 1, state: .sent, settled: false, reason: nil, updatedAt: 30))
         }
         // Reopened: the migrations are idempotent and everything is still there.
         store.close()
@@ -263,10 +295,21 @@ struct StoreConformanceTests {
             #expect(try tx.member(campaign: "cmp-a", device: "d1")?.code == -22)
             #expect(try tx.member(campaign: "cmp-a", device: "d9") == nil)
             #expect(try Set(tx.memberships(device: "d1").map(\.campaign)) == ["cmp-a", "cmp-b"])
-            #expect(try tx.members(campaign: "cmp-b", maxWave: nil, state: nil, after: nil, limit: 10).map(\.device) == ["d1", "d2", "d3", "d4"])
-            #expect(try tx.members(campaign: "cmp-b", maxWave: 0, state: nil, after: nil, limit: 10).map(\.device) == ["d1", "d3"])
-            #expect(try tx.members(campaign: "cmp-b", maxWave: nil, state: .waiting, after: "d1", limit: 10).map(\.device) == ["d4"])
-            #expect(try tx.members(campaign: "cmp-b", maxWave: 1, state: nil, after: "d1", limit: 2).map(\.device) == ["d2", "d3"])
+            #expect(
+                try tx.members(campaign: "cmp-b", maxWave: nil, state: nil, after: nil, limit: 10).map(\.device) == [
+                    "d1", "d2", "d3", "d4",
+                ])
+            #expect(
+                try tx.members(campaign: "cmp-b", maxWave: 0, state: nil, after: nil, limit: 10).map(\.device) == [
+                    "d1", "d3",
+                ])
+            #expect(
+                try tx.members(campaign: "cmp-b", maxWave: nil, state: .waiting, after: "d1", limit: 10).map(\.device)
+                    == ["d4"])
+            #expect(
+                try tx.members(campaign: "cmp-b", maxWave: 1, state: nil, after: "d1", limit: 2).map(\.device) == [
+                    "d2", "d3",
+                ])
             let counts = try tx.memberCounts(campaign: "cmp-b")
             #expect(counts[0]?.states == [.verified: 1, .waiting: 1])
             #expect(counts[0]?.settled == 1)
@@ -326,7 +369,8 @@ struct PostgresStoreTests {
         #expect(throws: (any Error).self) { try validateStoreURL("postgres://u@host/db?sslmode=allow") }
         #expect(throws: (any Error).self) { try validateStoreURL("mysql://u@host/db") }
         try validateStoreURL("postgres://u:p@host:6543/db?sslmode=disable")
-        let configuration = try PostgresStore.configuration(fromURL: "postgresql://certrot:s3cret@db.internal:6543/fleet")
+        let configuration = try PostgresStore.configuration(
+            fromURL: "postgresql://certrot:s3cret@db.internal:6543/fleet")
         #expect(configuration.host == "db.internal")
         #expect(configuration.port == 6543)
         #expect(configuration.username == "certrot")
@@ -386,7 +430,8 @@ struct PostgresStoreTests {
         let b = try PostgresStore(url: url)
         try a.write { tx in
             for index in 1...6 {
-                try tx.saveRotation(Rotation(device: "d\(index)", target: "cmp.0", sha256: "s", state: .pending, now: Int64(index)))
+                try tx.saveRotation(
+                    Rotation(device: "d\(index)", target: "cmp.0", sha256: "s", state: .pending, now: Int64(index)))
             }
         }
         let claimedByA = Mutex<[String]>([])
@@ -415,7 +460,9 @@ struct PostgresStoreTests {
         let store = try openStore(url: url)
         try store.write { tx in try tx.saveDevice(StoreConformanceTests.device("d1")) }
         let database = String(url.split(separator: "/").last!)
-        try server.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(database)' AND pid <> pg_backend_pid()")
+        try server.psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(database)' AND pid <> pg_backend_pid()"
+        )
         // The first call may fail on the dropped connection; the store must recover by the second.
         _ = try? store.read { tx in try tx.deviceCount() }
         _ = try? store.write { tx in try tx.deviceCount() }

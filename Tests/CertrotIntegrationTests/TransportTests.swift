@@ -12,7 +12,8 @@ import Testing
         let dir: URL
         let ca: CertificateFactory.Issued
         init(brokerName: String = "localhost", brokerLoopbackIP: Bool = true) throws {
-            dir = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-pki-\(UUID().uuidString.prefix(8))")
+            dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+                "certrot-pki-\(UUID().uuidString.prefix(8))")
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
             ca = try CertificateFactory.rootCA(commonName: "Test PKI")
             try ca.pem.write(toFile: path("ca.pem"), atomically: true, encoding: .utf8)
@@ -25,7 +26,8 @@ import Testing
             let leaf = try CertificateFactory.leaf(dnsName: dnsName, issuer: ca, loopbackIP: loopbackIP)
             try leaf.pem.write(toFile: path("\(name).pem"), atomically: true, encoding: .utf8)
             try leaf.keyPEM.write(toFile: path("\(name)-key.pem"), atomically: true, encoding: .utf8)
-            return MQTTTLSOptions(caFile: path("ca.pem"), certFile: path("\(name).pem"), keyFile: path("\(name)-key.pem"))
+            return MQTTTLSOptions(
+                caFile: path("ca.pem"), certFile: path("\(name).pem"), keyFile: path("\(name)-key.pem"))
         }
         var brokerFiles: Broker.TLSFiles {
             Broker.TLSFiles(caFile: path("ca.pem"), certFile: path("broker.pem"), keyFile: path("broker-key.pem"))
@@ -98,7 +100,9 @@ import Testing
         }
         /// The next message's payload as text.
         func message() async -> (topic: String, text: String)? {
-            guard case .message(let m) = await next(where: { if case .message = $0 { true } else { false } }) else { return nil }
+            guard case .message(let m) = await next(where: { if case .message = $0 { true } else { false } }) else {
+                return nil
+            }
             return (m.topic, String(decoding: m.payload, as: UTF8.self))
         }
         func publish(_ topic: String, _ text: String, retain: Bool = false) throws {
@@ -107,7 +111,8 @@ import Testing
     }
 
     static var repoACL: String {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
             .appendingPathComponent("deploy/mosquitto/acl").path
     }
 
@@ -135,7 +140,8 @@ import Testing
         // A cannot publish B's acks or inventory, nor call certrot/rpc: certrot sees only A's own ack after them.
         try deviceA.publish("dev-b/certs/ack", #"{"jti":"x","status":"applied"}"#)
         try deviceA.publish("dev-b/certs/inventory", #"{"v":1,"seq":0,"creds":[]}"#, retain: true)
-        try deviceA.publish("certrot/rpc", #"{"jsonrpc":"2.0","id":1,"method":"fleet.status","reply_to":"certrot/replies/x"}"#)
+        try deviceA.publish(
+            "certrot/rpc", #"{"jsonrpc":"2.0","id":1,"method":"fleet.status","reply_to":"certrot/replies/x"}"#)
         try deviceA.publish("dev-a/certs/ack", "own ack")
         let first = await certrot.message()
         #expect(first?.topic == "dev-a/certs/ack" && first?.text == "own ack")
@@ -165,10 +171,12 @@ import Testing
         let harness = try Harness(broker: broker)
         try harness.writeConfig()
         var yaml = try String(contentsOfFile: harness.path("certrot.yaml"), encoding: .utf8)
-        yaml = yaml.replacingOccurrences(of: "url: \(broker.url)", with: """
-            url: mqtts://127.0.0.1:\(broker.tlsPort!)
-              tls: {ca: \(certrotTLS.caFile), cert: \(certrotTLS.certFile!), key: \(certrotTLS.keyFile!)}
-            """)
+        yaml = yaml.replacingOccurrences(
+            of: "url: \(broker.url)",
+            with: """
+                url: mqtts://127.0.0.1:\(broker.tlsPort!)
+                  tls: {ca: \(certrotTLS.caFile), cert: \(certrotTLS.certFile!), key: \(certrotTLS.keyFile!)}
+                """)
         try yaml.write(toFile: harness.path("certrot.yaml"), atomically: true, encoding: .utf8)
         try harness.startDaemon(configPath: harness.path("certrot.yaml"))
         _ = try harness.startFleet(harness.fleetOptions(devices: 5))  // devices on the plain listener
@@ -197,7 +205,8 @@ import Testing
         let otherHost = try PKI(brokerName: "broker.example", brokerLoopbackIP: false)
         let misnamed = try Broker(tls: otherHost.brokerFiles)
         defer { misnamed.stop() }
-        let checked = try Client(port: misnamed.tlsPort!, id: "c4", tls: try otherHost.issue("client", dnsName: "client"))
+        let checked = try Client(
+            port: misnamed.tlsPort!, id: "c4", tls: try otherHost.issue("client", dnsName: "client"))
         #expect(await checked.error(containing: "host name verification failed") != nil)
         checked.mqtt.stop()
 

@@ -2,7 +2,8 @@ import Foundation
 
 /// Unpadded base64url (RFC 4648 §5), as JWS uses it, by table over bytes.
 public enum Base64URL {
-    private static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+    private static let alphabet: [UInt8] = Array(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
 
     /// Each byte's 6-bit value; 0xFF for bytes outside the alphabet.
     private static let values: [UInt8] = {
@@ -53,9 +54,12 @@ public enum Base64URL {
     }
 
     /// Writes `encodedCount(input.count)` bytes to the start of `output` and returns that count.
-    private static func encode(_ input: UnsafeBufferPointer<UInt8>, into output: UnsafeMutableBufferPointer<UInt8>) -> Int {
+    private static func encode(
+        _ input: UnsafeBufferPointer<UInt8>, into output: UnsafeMutableBufferPointer<UInt8>
+    ) -> Int {
         alphabet.withUnsafeBufferPointer { alphabet in
-            var i = 0, o = 0
+            var i = 0
+            var o = 0
             while input.count - i >= 3 {
                 let group = UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8 | UInt32(input[i + 2])
                 output[o] = alphabet[Int(group >> 18)]
@@ -91,11 +95,17 @@ public enum Base64URL {
         var valid = true
         let output = [UInt8](unsafeUninitializedCapacity: groups * 3 + max(remainder - 1, 0)) { output, initialized in
             values.withUnsafeBufferPointer { values in
-                var i = 0, o = 0
+                var i = 0
+                var o = 0
                 for _ in 0..<groups {
-                    let a = values[Int(input[i])], b = values[Int(input[i + 1])]
-                    let c = values[Int(input[i + 2])], d = values[Int(input[i + 3])]
-                    guard (a | b | c | d) & 0xC0 == 0 else { valid = false; return }
+                    let a = values[Int(input[i])]
+                    let b = values[Int(input[i + 1])]
+                    let c = values[Int(input[i + 2])]
+                    let d = values[Int(input[i + 3])]
+                    guard (a | b | c | d) & 0xC0 == 0 else {
+                        valid = false
+                        return
+                    }
                     output[o] = a << 2 | b >> 4
                     output[o + 1] = b << 4 | c >> 2
                     output[o + 2] = c << 6 | d
@@ -104,15 +114,24 @@ public enum Base64URL {
                 }
                 switch remainder {
                 case 2:
-                    let a = values[Int(input[i])], b = values[Int(input[i + 1])]
+                    let a = values[Int(input[i])]
+                    let b = values[Int(input[i + 1])]
                     // The last character carries 2 bits; its low 4 must be zero.
-                    guard (a | b) & 0xC0 == 0, b & 0x0F == 0 else { valid = false; return }
+                    guard (a | b) & 0xC0 == 0, b & 0x0F == 0 else {
+                        valid = false
+                        return
+                    }
                     output[o] = a << 2 | b >> 4
                     o += 1
                 case 3:
-                    let a = values[Int(input[i])], b = values[Int(input[i + 1])], c = values[Int(input[i + 2])]
+                    let a = values[Int(input[i])]
+                    let b = values[Int(input[i + 1])]
+                    let c = values[Int(input[i + 2])]
                     // The last character carries 4 bits; its low 2 must be zero.
-                    guard (a | b | c) & 0xC0 == 0, c & 0x03 == 0 else { valid = false; return }
+                    guard (a | b | c) & 0xC0 == 0, c & 0x03 == 0 else {
+                        valid = false
+                        return
+                    }
                     output[o] = a << 2 | b >> 4
                     output[o + 1] = b << 4 | c >> 2
                     o += 2

@@ -52,7 +52,8 @@ public struct BundleClaims: Sendable, Equatable, Codable {
     public var seq: Int64
     public var ops: [BundleOp]
 
-    public init(iss: String = "certrot", sub: String, jti: String, iat: Int64, exp: Int64, seq: Int64, ops: [BundleOp]) {
+    public init(iss: String = "certrot", sub: String, jti: String, iat: Int64, exp: Int64, seq: Int64, ops: [BundleOp])
+    {
         self.iss = iss
         self.sub = sub
         self.jti = jti
@@ -107,7 +108,8 @@ public enum JWS {
         let header: JWSHeader
         let claims: BundleClaims
         do {
-            header = try JWSHeader(canonical: headerBytes) ?? JSONDecoder().decode(JWSHeader.self, from: Data(headerBytes))
+            header =
+                try JWSHeader(canonical: headerBytes) ?? JSONDecoder().decode(JWSHeader.self, from: Data(headerBytes))
         } catch {
             throw CertrotError(.invalidBundle, "JWS header: \(describe(error))")
         }
@@ -117,7 +119,9 @@ public enum JWS {
         }
         do {
             // What certrot signs takes the fast path; anything else is JSONDecoder's to accept or refuse.
-            claims = try BundleClaims(canonical: payloadBytes) ?? JSONDecoder().decode(BundleClaims.self, from: Data(payloadBytes))
+            claims =
+                try BundleClaims(canonical: payloadBytes)
+                ?? JSONDecoder().decode(BundleClaims.self, from: Data(payloadBytes))
         } catch {
             throw CertrotError(.invalidBundle, "JWS payload: \(describe(error))")
         }
@@ -126,7 +130,9 @@ public enum JWS {
 
     /// Splits a compact JWS at the bytes of `.` and base64url-decodes its segments; `nil` unless there are
     /// exactly three, each canonical base64url. Also returns the signing input (the text before the second dot).
-    static func segments(_ jws: String) -> (header: [UInt8], payload: [UInt8], signature: [UInt8], signingInput: [UInt8])? {
+    static func segments(
+        _ jws: String
+    ) -> (header: [UInt8], payload: [UInt8], signature: [UInt8], signingInput: [UInt8])? {
         var jws = jws
         return jws.withUTF8 { bytes in
             let dot = UInt8(ascii: ".")
@@ -161,11 +167,15 @@ public enum JWS {
     }
 
     /// Verifies a JWS of type `typ` against `keys` (by `kid`) and returns the signing key's kid and the payload.
-    public static func verify(_ jws: String, typ: String, keys: [VerificationKey]) throws(CertrotError) -> (kid: String, payload: [UInt8]) {
+    public static func verify(
+        _ jws: String, typ: String, keys: [VerificationKey]
+    ) throws(CertrotError) -> (kid: String, payload: [UInt8]) {
         guard let (headerBytes, payload, signatureBytes, signingInput) = segments(jws) else {
             throw CertrotError(.invalidBundle, "not a JWS compact serialisation")
         }
-        guard let header = JWSHeader(canonical: headerBytes) ?? (try? JSONDecoder().decode(JWSHeader.self, from: Data(headerBytes))),
+        guard
+            let header = JWSHeader(canonical: headerBytes)
+                ?? (try? JSONDecoder().decode(JWSHeader.self, from: Data(headerBytes))),
             header.alg == "ES256",
             header.typ == typ
         else { throw CertrotError(.invalidBundle, "JWS header must say alg ES256 and typ \(typ)") }

@@ -59,7 +59,9 @@ public struct BundleCheck: Sendable {
         guard let tag = op.tag, let type = op.type, (0...Inventory.maxTag).contains(tag),
             CredentialType(rawValue: type) != nil
         else {
-            throw CertrotError(.invalidBundle, "op on tag \(op.tag.map(String.init) ?? "-") type \(op.type.map(String.init) ?? "-") is out of range")
+            throw CertrotError(
+                .invalidBundle,
+                "op on tag \(op.tag.map(String.init) ?? "-") type \(op.type.map(String.init) ?? "-") is out of range")
         }
         guard op.op == .write else { return }
         guard let pem = op.pem, let sha = op.sha256 else {

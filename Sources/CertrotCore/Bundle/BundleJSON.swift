@@ -192,7 +192,12 @@ extension BundleClaims {
 extension BundleOp {
     init?(reading json: inout JSONReader) {
         guard json.take("{") else { return nil }
-        var jwk: JWK?, kid: String?, pem: String?, sha256: String?, tag: Int64?, type: Int?
+        var jwk: JWK?
+        var kid: String?
+        var pem: String?
+        var sha256: String?
+        var tag: Int64?
+        var type: Int?
         if json.take(#""jwk":"#) {
             guard let value = JWK(reading: &json), json.take(",") else { return nil }
             jwk = value

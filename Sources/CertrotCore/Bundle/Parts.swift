@@ -48,7 +48,8 @@ public enum Parts {
 
     /// Returns the part payloads, in order. `jti` must be JSON-safe (certrot's are hex); `jws` is base64url and
     /// dots, so slices need no escaping.
-    public static func split(jws: String, jti: String, topic: String, maxMessage: Int) throws(CertrotError) -> [[UInt8]] {
+    public static func split(jws: String, jti: String, topic: String, maxMessage: Int) throws(CertrotError) -> [[UInt8]]
+    {
         let topicBytes = topic.utf8.count
         let fixedOverhead = payload(jti: jti, part: 0, parts: 0, data: "").count - 2
         let total = jws.utf8.count
@@ -64,12 +65,16 @@ public enum Parts {
                     "maxMessage \(maxMessage) leaves no room for data on topic '\(topic)' (\(topicBytes) bytes)")
             }
             let needed = (total + chunk - 1) / chunk
-            if needed <= parts { parts = max(needed, 1); break }
+            if needed <= parts {
+                parts = max(needed, 1)
+                break
+            }
             parts = needed
         }
         guard parts <= BundlePart.maxParts else {
             throw CertrotError(
-                .messageTooSmall, "bundle needs \(parts) parts at maxMessage \(maxMessage); at most \(BundlePart.maxParts)")
+                .messageTooSmall,
+                "bundle needs \(parts) parts at maxMessage \(maxMessage); at most \(BundlePart.maxParts)")
         }
         var out: [[UInt8]] = []
         out.reserveCapacity(parts)

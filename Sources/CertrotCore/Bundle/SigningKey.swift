@@ -104,7 +104,8 @@ public struct VerificationKey: Sendable, Equatable {
 
     static func jwkJSON(_ key: P256.Signing.PublicKey) -> String {
         let point = Array(key.x963Representation)
-        return #"{"crv":"P-256","kty":"EC","x":"\#(Base64URL.encode(point[1..<33]))","y":"\#(Base64URL.encode(point[33..<65]))"}"#
+        return
+            #"{"crv":"P-256","kty":"EC","x":"\#(Base64URL.encode(point[1..<33]))","y":"\#(Base64URL.encode(point[33..<65]))"}"#
     }
 
     static func thumbprint(_ key: P256.Signing.PublicKey) -> String {

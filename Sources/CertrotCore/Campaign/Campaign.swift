@@ -53,7 +53,10 @@ public enum CampaignSelection: Sendable, Equatable, Codable {
 
     /// `*` and `?` over bytes.
     public static func glob(_ pattern: [UInt8], _ text: [UInt8]) -> Bool {
-        var p = 0, t = 0, star = -1, mark = 0
+        var p = 0
+        var t = 0
+        var star = -1
+        var mark = 0
         while t < text.count {
             if p < pattern.count, pattern[p] == UInt8(ascii: "?") || pattern[p] == text[t] {
                 p += 1
@@ -92,7 +95,9 @@ public enum CampaignSelection: Sendable, Equatable, Codable {
         if let object = value as? [String: Any] {
             let named = object.keys.filter(forms.contains)
             if named.count > 1 {
-                throw Refusal("invalid_params", "select names \(named.sorted().joined(separator: " and ")); give exactly one form")
+                throw Refusal(
+                    "invalid_params", "select names \(named.sorted().joined(separator: " and ")); give exactly one form"
+                )
             }
             let allowed = forms.union(["expiringBefore", "expiringWithin"])
             if let unknown = object.keys.sorted().first(where: { !allowed.contains($0) }) {
@@ -100,8 +105,10 @@ public enum CampaignSelection: Sendable, Equatable, Codable {
             }
         }
         guard let object = value as? [String: Any], !object.isEmpty else {
-            throw Refusal("invalid_params", "select must be an object: {\"all\":true}, {\"devices\":[…]}, {\"prefix\":…}, "
-                + "{\"pattern\":…}, {\"holding\":sha256} or {\"tag\":N,\"expiringBefore\":unix}")
+            throw Refusal(
+                "invalid_params",
+                "select must be an object: {\"all\":true}, {\"devices\":[…]}, {\"prefix\":…}, "
+                    + "{\"pattern\":…}, {\"holding\":sha256} or {\"tag\":N,\"expiringBefore\":unix}")
         }
         if object["all"] != nil {
             guard Params.bool(object["all"]) == true, object.count == 1 else {
@@ -111,7 +118,8 @@ public enum CampaignSelection: Sendable, Equatable, Codable {
         }
         if let list = object["devices"] {
             guard let devices = list as? [String], !devices.isEmpty, devices.count <= 100_000 else {
-                throw Refusal("invalid_params", "select.devices must be a non-empty list of device IDs (at most 100,000)")
+                throw Refusal(
+                    "invalid_params", "select.devices must be a non-empty list of device IDs (at most 100,000)")
             }
             if let bad = devices.first(where: { !DeviceID.isValid($0) }) {
                 throw Refusal("invalid_params", "select.devices: '\(bad.prefix(80))' is not a valid device ID")
@@ -177,7 +185,8 @@ public enum WaveSpec: Sendable, Equatable, Codable {
             } else if !(item is String), let n = Params.int(item), n > 0 {
                 waves.append(.count(Int(n)))
             } else {
-                throw Refusal("invalid_params", "waves[\(index)] must be a share like \"10%\" (0–100%) or a positive count")
+                throw Refusal(
+                    "invalid_params", "waves[\(index)] must be a share like \"10%\" (0–100%) or a positive count")
             }
         }
         return waves
@@ -307,7 +316,8 @@ public struct CampaignRequest: Sendable {
             throw Refusal("invalid_params", "name must be a non-empty string of at most 128 bytes")
         }
         guard let list = params["targets"] as? [Any], !list.isEmpty, list.count <= 8 else {
-            throw Refusal("invalid_params", "targets must be a list of 1 to 8 {tag, type, chain | credential, strategy}")
+            throw Refusal(
+                "invalid_params", "targets must be a list of 1 to 8 {tag, type, chain | credential, strategy}")
         }
         var targets: [CampaignTargetRequest] = []
         for (index, item) in list.enumerated() {
@@ -330,7 +340,9 @@ public struct CampaignRequest: Sendable {
                 throw Refusal("invalid_params", "targets[\(index)].credential must be a catalogue name")
             }
             guard (chain == nil) != (credential == nil) else {
-                throw Refusal("invalid_params", "targets[\(index)] needs exactly one of chain (PEM text) and credential (a catalogue name)")
+                throw Refusal(
+                    "invalid_params",
+                    "targets[\(index)] needs exactly one of chain (PEM text) and credential (a catalogue name)")
             }
             var strategy = CampaignStrategy.replace
             if let value = object["strategy"] {
@@ -342,9 +354,11 @@ public struct CampaignRequest: Sendable {
             if targets.contains(where: { $0.tag == tag && $0.type == type }) {
                 throw Refusal("invalid_params", "targets[\(index)]: tag \(tag) type \(type) is named twice")
             }
-            targets.append(CampaignTargetRequest(tag: tag, type: type, chain: chain, credential: credential, strategy: strategy))
+            targets.append(
+                CampaignTargetRequest(tag: tag, type: type, chain: chain, credential: credential, strategy: strategy))
         }
-        var request = CampaignRequest(name: name, targets: targets, select: try CampaignSelection.parse(params["select"]))
+        var request = CampaignRequest(
+            name: name, targets: targets, select: try CampaignSelection.parse(params["select"]))
         request.policy.waves = try WaveSpec.parse(params["waves"])
         func fraction(_ key: String, default value: Double) throws(Refusal) -> Double {
             guard let raw = params[key] else { return value }
@@ -381,7 +395,8 @@ public struct CampaignRequest: Sendable {
             else {
                 throw Refusal(
                     "invalid_params",
-                    "rate must be \(RolloutPolicy.rates.lowerBound)…\(RolloutPolicy.rates.upperBound) bundles per second")
+                    "rate must be \(RolloutPolicy.rates.lowerBound)…\(RolloutPolicy.rates.upperBound) bundles per second"
+                )
             }
             request.policy.rate = rate
         }
@@ -439,7 +454,10 @@ public struct CampaignTarget: Sendable, Equatable, Codable {
     /// For `overlap`: digest of the chain a device holds now → the chain it is sent (new roots + still-valid old).
     public var overlaps: [String: String]
 
-    public init(tag: Int64, type: Int, strategy: CampaignStrategy, pem: String, credential: String?, overlaps: [String: String] = [:]) {
+    public init(
+        tag: Int64, type: Int, strategy: CampaignStrategy, pem: String, credential: String?,
+        overlaps: [String: String] = [:]
+    ) {
         self.tag = tag
         self.type = type
         self.strategy = strategy
@@ -580,7 +598,10 @@ public struct CampaignMember: Sendable, Equatable {
     public var reason: String?
     public var updatedAt: Int64
 
-    public init(campaign: String, device: String, wave: Int, state: MemberState, settled: Bool, reason: String?, updatedAt: Int64) {
+    public init(
+        campaign: String, device: String, wave: Int, state: MemberState, settled: Bool, reason: String?,
+        updatedAt: Int64
+    ) {
         self.campaign = campaign
         self.device = device
         self.wave = wave

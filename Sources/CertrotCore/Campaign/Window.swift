@@ -134,7 +134,8 @@ public struct MaintenanceWindow: Sendable, Equatable, Codable {
         if let zone, zone != "UTC" {
             guard !zone.isEmpty, let named = TimeZone(identifier: zone) else {
                 throw refuse(
-                    "zone", zone, "is '\(zone)', not a known time zone (use \"UTC\" or an IANA name like \"Europe/Berlin\")")
+                    "zone", zone,
+                    "is '\(zone)', not a known time zone (use \"UTC\" or an IANA name like \"Europe/Berlin\")")
             }
             timeZone = named
         } else {

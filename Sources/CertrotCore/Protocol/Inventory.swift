@@ -74,7 +74,8 @@ public struct Inventory: Sendable, Equatable, Codable {
             guard keys.count <= Self.maxKeys else {
                 throw CertrotError(.invalidInventory, "keys lists \(keys.count) kids; at most \(Self.maxKeys)")
             }
-            guard keys.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 64 && $0.utf8.allSatisfy(Base64URL.isAlphabet) }) else {
+            guard keys.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 64 && $0.utf8.allSatisfy(Base64URL.isAlphabet) })
+            else {
                 throw CertrotError(.invalidInventory, "keys must be base64url kids of at most 64 characters")
             }
         }
@@ -92,7 +93,8 @@ public struct Inventory: Sendable, Equatable, Codable {
             if let notAfter = cred.notAfter, !Bounds.times.contains(notAfter) {
                 throw CertrotError(
                     .invalidInventory,
-                    "creds[\(index)].notAfter \(notAfter) is outside \(Bounds.times.lowerBound)…\(Bounds.times.upperBound)")
+                    "creds[\(index)].notAfter \(notAfter) is outside \(Bounds.times.lowerBound)…\(Bounds.times.upperBound)"
+                )
             }
             if let serial = cred.serial, serial.utf8.count > 64 {
                 throw CertrotError(.invalidInventory, "creds[\(index)].serial is longer than 64 bytes")
@@ -132,7 +134,8 @@ public struct Ack: Sendable, Equatable, Codable {
     public static let maxPayloadBytes = 4096
 
     public static func parse(_ payload: [UInt8]) throws(CertrotError) -> Ack {
-        let ack = try decodeMessage(Ack.self, from: payload, what: "ack", limit: maxPayloadBytes, schemaError: .invalidAck)
+        let ack = try decodeMessage(
+            Ack.self, from: payload, what: "ack", limit: maxPayloadBytes, schemaError: .invalidAck)
         guard !ack.jti.isEmpty, ack.jti.utf8.count <= 64 else {
             throw CertrotError(.invalidAck, "ack jti must be 1…64 bytes")
         }
@@ -143,7 +146,8 @@ public struct Ack: Sendable, Equatable, Codable {
             guard missing.count <= BundlePart.maxParts, missing.allSatisfy({ (1...BundlePart.maxParts).contains($0) })
             else {
                 throw CertrotError(
-                    .invalidAck, "missing must list at most \(BundlePart.maxParts) part numbers, each 1…\(BundlePart.maxParts)")
+                    .invalidAck,
+                    "missing must list at most \(BundlePart.maxParts) part numbers, each 1…\(BundlePart.maxParts)")
             }
         }
         if ack.status == .incomplete {

@@ -255,7 +255,8 @@ extension Rotation {
         state = failure
         lastError = error
         updatedAt = now
-        nextAttemptAt = attempts < policy.retry.attempts ? now.saturatingAdd(policy.retry.delay(afterAttempt: attempts)) : nil
+        nextAttemptAt =
+            attempts < policy.retry.attempts ? now.saturatingAdd(policy.retry.delay(afterAttempt: attempts)) : nil
     }
 
     private static func describe(_ ack: Ack, prefix: String) -> String {

@@ -109,7 +109,9 @@ public protocol StoreTransaction {
     /// The campaigns a device belongs to.
     func memberships(device: String) throws -> [CampaignMember]
     /// Members in device order, optionally only of one wave range or state.
-    func members(campaign: String, maxWave: Int?, state: MemberState?, after: String?, limit: Int) throws -> [CampaignMember]
+    func members(
+        campaign: String, maxWave: Int?, state: MemberState?, after: String?, limit: Int
+    ) throws -> [CampaignMember]
     /// wave → counts.
     func memberCounts(campaign: String) throws -> [Int: WaveCounts]
 

@@ -272,7 +272,9 @@ public struct CertrotConfig: Sendable, Decodable {
         if let timeout = try duration("CERTROT_ACK_TIMEOUT") { ackTimeout = timeout }
         if let lifetime = try duration("CERTROT_BUNDLE_LIFETIME") { bundleLifetime = lifetime }
         if let text = value("CERTROT_HTTP_PORT") {
-            guard let port = Int(text) else { throw CertrotError(.invalidConfig, "CERTROT_HTTP_PORT='\(text)' is not a port") }
+            guard let port = Int(text) else {
+                throw CertrotError(.invalidConfig, "CERTROT_HTTP_PORT='\(text)' is not a port")
+            }
             http = HTTP(host: http?.host, port: port)
         }
         if let host = value("CERTROT_HTTP_HOST") { http = HTTP(host: host, port: http?.port ?? 9464) }

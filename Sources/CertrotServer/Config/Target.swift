@@ -22,27 +22,28 @@ public struct ResolvedTarget: Sendable {
     public static func resolve(
         _ target: CertrotConfig.Target, profile: DeviceProfile, now: Date = Date()
     ) throws(CertrotError) -> ResolvedTarget {
-        let where_ = "target '\(target.name)'"
+        let place = "target '\(target.name)'"
         guard !target.name.isEmpty else { throw CertrotError(.invalidConfig, "a target has an empty name") }
         guard (0...Inventory.maxTag).contains(target.tag) else {
-            throw CertrotError(.invalidConfig, "\(where_): tag \(target.tag) is outside 0…\(Inventory.maxTag)")
+            throw CertrotError(.invalidConfig, "\(place): tag \(target.tag) is outside 0…\(Inventory.maxTag)")
         }
         guard target.type == CredentialType.rootCAChain.rawValue else {
             throw CertrotError(
                 .invalidConfig,
-                "\(where_): type \(target.type) is not supported; certrot v1 rotates root CA chains (type 0)")
+                "\(place): type \(target.type) is not supported; certrot v1 rotates root CA chains (type 0)")
         }
-        let chain = try loadChain(path: target.chain, what: where_)
-        try profile.checkCredentialSize(chain.bytes, what: "\(where_) chain \(target.chain)")
+        let chain = try loadChain(path: target.chain, what: place)
+        try profile.checkCredentialSize(chain.bytes, what: "\(place) chain \(target.chain)")
         for certificate in chain.certificates {
             if certificate.notValidAfter <= now {
                 throw CertrotError(
-                    .invalidConfig, "\(where_): certificate \(certificate.subject) expired at \(certificate.notValidAfter)")
+                    .invalidConfig,
+                    "\(place): certificate \(certificate.subject) expired at \(certificate.notValidAfter)")
             }
             if certificate.notValidBefore > now {
                 throw CertrotError(
                     .invalidConfig,
-                    "\(where_): certificate \(certificate.subject) is not valid before \(certificate.notValidBefore)")
+                    "\(place): certificate \(certificate.subject) is not valid before \(certificate.notValidBefore)")
             }
         }
         return ResolvedTarget(name: target.name, tag: target.tag, type: target.type, chain: chain)

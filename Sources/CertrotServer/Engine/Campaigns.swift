@@ -30,8 +30,10 @@ extension Engine {
             }
             for target in targets {
                 guard let renewal = renewal[target.name], let successor = renewal.successor else { continue }
-                let id = Self.autoPrefix + String(Hex.sha256(Array("\(target.name)\n\(successor.sha256)".utf8)).prefix(12))
-                for var old in campaigns.values where old.autoRenews == target.name && old.id != id && !old.state.isFinal {
+                let id =
+                    Self.autoPrefix + String(Hex.sha256(Array("\(target.name)\n\(successor.sha256)".utf8)).prefix(12))
+                for var old in campaigns.values
+                where old.autoRenews == target.name && old.id != id && !old.state.isFinal {
                     try abort(&old, reason: "the successor of target \(target.name) changed", tx: tx)
                     try store(old, tx: tx)
                 }
@@ -39,7 +41,10 @@ extension Engine {
                 let now = clock()
                 var campaign = Campaign(
                     id: id, name: "auto-renewal of \(target.name)", now: now,
-                    targets: [CampaignTarget(tag: target.tag, type: target.type, strategy: .replace, pem: successor.pem, credential: nil)],
+                    targets: [
+                        CampaignTarget(
+                            tag: target.tag, type: target.type, strategy: .replace, pem: successor.pem, credential: nil)
+                    ],
                     select: .expiringWithin(tag: target.tag, seconds: renewal.before), origin: "auto")
                 campaign.sequence = nextCampaignSequence
                 campaign.policy.continuous = true
@@ -67,11 +72,16 @@ extension Engine {
             if campaigns.values.contains(where: { $0.name == name }) { continue }
             do {
                 let campaign = try await createCampaign(params: params, origin: "config")
-                logger.notice("campaign from the config file created", metadata: ["campaign": "\(campaign.id)", "name": "\(name)"])
+                logger.notice(
+                    "campaign from the config file created",
+                    metadata: ["campaign": "\(campaign.id)", "name": "\(name)"])
             } catch let refusal as Refusal {
-                logger.error("campaign from the config file refused", metadata: ["name": "\(name)", "reason": "\(refusal.message)"])
+                logger.error(
+                    "campaign from the config file refused",
+                    metadata: ["name": "\(name)", "reason": "\(refusal.message)"])
             } catch {
-                logger.error("campaign from the config file failed", metadata: ["name": "\(name)", "error": "\(error)"])
+                logger.error(
+                    "campaign from the config file failed", metadata: ["name": "\(name)", "error": "\(error)"])
             }
         }
         flush()
@@ -80,9 +90,12 @@ extension Engine {
     func remember(_ campaign: Campaign) {
         campaigns[campaign.id] = campaign
         for target in campaign.targets {
-            known[target.sha256] = known[target.sha256] ?? KnownChain(
-                name: target.credential ?? "\(campaign.name) tag \(target.tag)", notAfter: chainNotAfter(target.pem),
-                chain: try? PEM.normalizeChain(target.pem))
+            known[target.sha256] =
+                known[target.sha256]
+                ?? KnownChain(
+                    name: target.credential ?? "\(campaign.name) tag \(target.tag)",
+                    notAfter: chainNotAfter(target.pem),
+                    chain: try? PEM.normalizeChain(target.pem))
             for (_, pem) in target.overlaps { learn(overlap: pem, campaign: campaign.name, tag: target.tag) }
             chainsByDigest[target.sha256] = target.pem
         }
@@ -97,7 +110,9 @@ extension Engine {
         guard chainsByDigest[digest] == nil else { return }
         chainsByDigest[digest] = pem
         if let chain = try? PEM.normalizeChain(pem) {
-            known[digest] = known[digest] ?? KnownChain(name: "\(campaign) overlap, tag \(tag)", notAfter: chain.notAfter, chain: chain)
+            known[digest] =
+                known[digest]
+                ?? KnownChain(name: "\(campaign) overlap, tag \(tag)", notAfter: chain.notAfter, chain: chain)
         }
     }
 
@@ -110,7 +125,6 @@ extension Engine {
     private func chainNotAfter(_ pem: String) -> Int64 {
         (try? PEM.normalizeChain(pem))?.notAfter ?? 0
     }
-
 
     // MARK: Which target owns a tag
 
@@ -214,9 +228,12 @@ extension Engine {
         // A one-target campaign (the usual case) has this one rotation per device: no need to read them again.
         let mine =
             campaign.targets.count == 1
-            ? [rotation] : try tx.rotations(device: rotation.device).filter { Campaign.parseRotationTarget($0.target)?.id == id }
+            ? [rotation]
+            : try tx.rotations(device: rotation.device).filter { Campaign.parseRotationTarget($0.target)?.id == id }
         let (state, settled) = MemberState.aggregate(mine)
-        let reason = mine.first { $0.state == .rejected || $0.state == .failed || $0.state == .timedOut || $0.state == .cancelled }?.lastError
+        let reason = mine.first {
+            $0.state == .rejected || $0.state == .failed || $0.state == .timedOut || $0.state == .cancelled
+        }?.lastError
         guard member.state != state || member.settled != settled || member.reason != reason else { return }
         let before = member
         member.state = state
@@ -229,7 +246,9 @@ extension Engine {
 
     /// When a device's credential in `tag` expires: as its inventory says, else as the chain certrot knows says.
     func expiry(of inventory: Inventory?, tag: Int64) -> Int64? {
-        let dates = (inventory?.creds ?? []).filter { $0.tag == tag }.compactMap { $0.notAfter ?? known[$0.sha256]?.notAfter }
+        let dates = (inventory?.creds ?? []).filter { $0.tag == tag }.compactMap {
+            $0.notAfter ?? known[$0.sha256]?.notAfter
+        }
         return dates.min()
     }
 
@@ -241,16 +260,21 @@ extension Engine {
         let now = clock()
         let memberOf = Set(try tx.memberships(device: device.id).map(\.campaign))
         for campaign in open where !memberOf.contains(campaign.id) {
-            guard campaign.select.matches(
-                device: device.id, inventory: device.inventory, now: now, expiry: { self.expiry(of: device.inventory, tag: $0) })
+            guard
+                campaign.select.matches(
+                    device: device.id, inventory: device.inventory, now: now,
+                    expiry: { self.expiry(of: device.inventory, tag: $0) })
             else { continue }
             try saveMember(
                 CampaignMember(
-                    campaign: campaign.id, device: device.id, wave: campaign.currentWave, state: .waiting, settled: false,
+                    campaign: campaign.id, device: device.id, wave: campaign.currentWave, state: .waiting,
+                    settled: false,
                     reason: nil, updatedAt: now),
                 previous: nil, tx: tx)
             dirtyCampaigns.insert(campaign.id)
-            logger.info("device joins a continuous campaign", metadata: ["device": "\(device.id)", "campaign": "\(campaign.id)"])
+            logger.info(
+                "device joins a continuous campaign",
+                metadata: ["device": "\(device.id)", "campaign": "\(campaign.id)"])
         }
     }
 
@@ -277,11 +301,15 @@ extension Engine {
         if let pem = target.overlaps[held] { return (pem, nil) }
         if let pem = chainsByDigest[held], target.overlaps.values.contains(pem) { return (pem, nil) }
         guard let current = known[held]?.chain, let new = try? PEM.normalizeChain(target.pem) else {
-            return (nil, "overlap: the chain this device holds in tag \(target.tag) (sha256 \(held.prefix(12))…) is not known to certrot")
+            return (
+                nil,
+                "overlap: the chain this device holds in tag \(target.tag) (sha256 \(held.prefix(12))…) is not known to certrot"
+            )
         }
         let composed = Preflight.overlap(new: new, current: current, now: Date(timeIntervalSince1970: Double(clock())))
         do {
-            try Preflight.checkOverlapSize(composed, held: held, profile: profile, what: "targets[\(index)] (tag \(target.tag))")
+            try Preflight.checkOverlapSize(
+                composed, held: held, profile: profile, what: "targets[\(index)] (tag \(target.tag))")
         } catch {
             return (nil, error.message)
         }
@@ -316,7 +344,8 @@ extension Engine {
         // A newer campaign that already admitted this device keeps the tag.
         for (key, owner) in try tagOwners(device: device.id, tx: tx)
         where campaign.targets.contains(where: { TagKey(tag: $0.tag, type: $0.type) == key }) {
-            guard let (otherID, _) = Campaign.parseRotationTarget(owner), let other = campaigns[otherID], other.id != campaign.id,
+            guard let (otherID, _) = Campaign.parseRotationTarget(owner), let other = campaigns[otherID],
+                other.id != campaign.id,
                 other.precedence > campaign.precedence
             else { continue }
             return try settle(.cancelled, "superseded by the newer campaign \(other.name) (\(other.id))")
@@ -327,7 +356,9 @@ extension Engine {
             let held = inventory.credential(tag: target.tag, type: target.type)?.sha256
             let (pem, problem) = chain(for: &campaign, index: index, held: held)
             guard let pem else {
-                logger.warning("campaign member cannot be rotated", metadata: ["device": "\(device.id)", "reason": "\(problem ?? "")"])
+                logger.warning(
+                    "campaign member cannot be rotated",
+                    metadata: ["device": "\(device.id)", "reason": "\(problem ?? "")"])
                 return try settle(.failed, problem ?? "no chain for this device")
             }
             let digest = Hex.sha256(Array(pem.utf8))
@@ -338,7 +369,9 @@ extension Engine {
             let target = campaign.targets[index]
             let name = campaign.rotationTarget(index)
             for (otherName, var other) in existing
-            where otherName != name && tagKey(of: otherName) == TagKey(tag: target.tag, type: target.type) && other.isCancellable {
+            where otherName != name && tagKey(of: otherName) == TagKey(tag: target.tag, type: target.type)
+                && other.isCancellable
+            {
                 let before = other
                 other.cancel(reason: "superseded by campaign \(campaign.name) (\(campaign.id))", now: now)
                 try save(other, previous: before, tx: tx)
@@ -351,7 +384,9 @@ extension Engine {
             } else {
                 sending = true
             }
-            try save(rotation, previous: existing[name], tx: tx, detail: "admitted by campaign \(campaign.name) (\(campaign.id))")
+            try save(
+                rotation, previous: existing[name], tx: tx,
+                detail: "admitted by campaign \(campaign.name) (\(campaign.id))")
         }
         // In a cluster the bundle is issued by whichever replica claims it (claimOutboundWork).
         if sending, cluster == nil {
@@ -393,7 +428,8 @@ extension Engine {
                     logger.notice(
                         "campaign \(before.state.rawValue) → \(campaign.state.rawValue)",
                         metadata: [
-                            "campaign": "\(id)", "name": "\(campaign.name)", "wave": "\(campaign.currentWave + 1)/\(campaign.waveCount)",
+                            "campaign": "\(id)", "name": "\(campaign.name)",
+                            "wave": "\(campaign.currentWave + 1)/\(campaign.waveCount)",
                             "reason": "\(campaign.reason ?? "-")",
                         ])
                 }
@@ -408,7 +444,10 @@ extension Engine {
     private func sweepExpiring(tx: any StoreTransaction, now: Int64) throws {
         guard now >= nextExpirySweep else { return }
         nextExpirySweep = now + 3600
-        guard campaigns.values.contains(where: { $0.policy.continuous && !$0.state.isFinal && $0.select.expiryTag != nil }) else { return }
+        guard
+            campaigns.values.contains(where: { $0.policy.continuous && !$0.state.isFinal && $0.select.expiryTag != nil }
+            )
+        else { return }
         var after: String?
         while true {
             let page = try tx.devices(after: after, limit: 1000)
@@ -427,9 +466,12 @@ extension Engine {
         let counted = counts[wave] ?? WaveCounts()
         let executed = counted.executed - campaign.executedBaseline[wave]
         let errors = counted.errors - campaign.errorBaseline[wave]
-        if executed >= max(1, campaign.policy.minExecuted), Double(errors) > campaign.policy.errorThreshold * Double(executed) {
+        if executed >= max(1, campaign.policy.minExecuted),
+            Double(errors) > campaign.policy.errorThreshold * Double(executed)
+        {
             campaign.state = .paused
-            campaign.reason = "wave \(wave + 1) of \(campaign.waveCount): \(errors) of \(executed) devices sent a bundle were "
+            campaign.reason =
+                "wave \(wave + 1) of \(campaign.waveCount): \(errors) of \(executed) devices sent a bundle were "
                 + "rejected, failed or timed out (\(Self.percent(errors, executed)) > error threshold "
                 + "\(Self.percent(campaign.policy.errorThreshold)))"
             return
@@ -441,7 +483,8 @@ extension Engine {
         guard succeeded || (settled && campaign.accepted[wave]) else {
             if settled {
                 campaign.state = .paused
-                campaign.reason = "wave \(wave + 1) of \(campaign.waveCount) settled with \(counted.verified) of \(eligible) "
+                campaign.reason =
+                    "wave \(wave + 1) of \(campaign.waveCount) settled with \(counted.verified) of \(eligible) "
                     + "verified (\(Self.percent(counted.verified, eligible)) < success threshold "
                     + "\(Self.percent(campaign.policy.successThreshold))); resume to accept it and go on"
             }
@@ -481,7 +524,8 @@ extension Engine {
             buckets[campaign.id] = bucket
         }
         guard budget > 0 else { return }
-        let waiting = try tx.members(campaign: campaign.id, maxWave: campaign.currentWave, state: .waiting, after: nil, limit: budget)
+        let waiting = try tx.members(
+            campaign: campaign.id, maxWave: campaign.currentWave, state: .waiting, after: nil, limit: budget)
         var used = 0
         for member in waiting where try admit(member, campaign: &campaign, tx: tx, outbox: &outbox) {
             used += 1
@@ -498,7 +542,8 @@ extension Engine {
             for member in page {
                 try tx.lockDevice(member.device)
                 guard let device = try tx.device(member.device) else { continue }
-                try issueIfIdle(device: device, rotations: try tx.rotations(device: member.device), tx: tx, outbox: &outbox)
+                try issueIfIdle(
+                    device: device, rotations: try tx.rotations(device: member.device), tx: tx, outbox: &outbox)
             }
             after = last.device
         }
@@ -508,7 +553,11 @@ extension Engine {
 
     func pause(_ campaign: inout Campaign, reason: String) throws(RPC.Failure) {
         guard campaign.state == .running || campaign.state == .scheduled else {
-            throw RPC.Failure(code: .campaignState, message: "campaign \(campaign.id) is \(campaign.state.rawValue); only a running or scheduled campaign can be paused")
+            throw RPC.Failure(
+                code: .campaignState,
+                message:
+                    "campaign \(campaign.id) is \(campaign.state.rawValue); only a running or scheduled campaign can be paused"
+            )
         }
         campaign.state = .paused
         campaign.reason = reason
@@ -516,7 +565,9 @@ extension Engine {
 
     func resume(_ campaign: inout Campaign, tx: any StoreTransaction) throws {
         guard campaign.state == .paused else {
-            throw RPC.Failure(code: .campaignState, message: "campaign \(campaign.id) is \(campaign.state.rawValue); only a paused campaign can be resumed")
+            throw RPC.Failure(
+                code: .campaignState,
+                message: "campaign \(campaign.id) is \(campaign.state.rawValue); only a paused campaign can be resumed")
         }
         let wave = campaign.currentWave
         if campaign.awaitingConfirmation {
@@ -538,7 +589,8 @@ extension Engine {
     /// Cancels every member not yet sent a bundle; in-flight bundles are not recalled (their acks still count).
     func abort(_ campaign: inout Campaign, reason: String, tx: any StoreTransaction) throws {
         guard !campaign.state.isFinal else {
-            throw RPC.Failure(code: .campaignState, message: "campaign \(campaign.id) is already \(campaign.state.rawValue)")
+            throw RPC.Failure(
+                code: .campaignState, message: "campaign \(campaign.id) is already \(campaign.state.rawValue)")
         }
         let now = clock()
         campaign.state = .aborted
@@ -588,15 +640,23 @@ extension Engine {
             case .completed: state = "completed"
             case .aborted: state = index < campaign.currentWave ? "completed" : "aborted"
             default:
-                state = index < campaign.currentWave ? "completed" : index > campaign.currentWave ? "pending"
-                    : campaign.state == .running ? "running" : campaign.state.rawValue
+                state =
+                    index < campaign.currentWave
+                    ? "completed"
+                    : index > campaign.currentWave
+                        ? "pending"
+                        : campaign.state == .running ? "running" : campaign.state.rawValue
             }
             waves.append(["index": index, "size": counted.size, "state": state, "states": Self.stateCounts(counted)])
         }
         var failures: [[String: Any]] = []
         for state in [MemberState.rejected, .failed, .timedOut] where failures.count < limit {
-            for member in try tx.members(campaign: campaign.id, maxWave: nil, state: state, after: nil, limit: limit - failures.count) {
-                var entry: [String: Any] = ["device": member.device, "state": member.state.rawValue, "settled": member.settled]
+            for member in try tx.members(
+                campaign: campaign.id, maxWave: nil, state: state, after: nil, limit: limit - failures.count)
+            {
+                var entry: [String: Any] = [
+                    "device": member.device, "state": member.state.rawValue, "settled": member.settled,
+                ]
                 entry["code"] = member.code
                 entry["reason"] = member.reason
                 failures.append(entry)
@@ -664,7 +724,9 @@ extension Engine {
             if let last = lastStatus[id], now - last.at < 1 { continue }
             dirtyCampaigns.remove(id)
             let body = try status(campaign, tx: tx, failures: 20)
-            guard let payload = try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes])
+            guard
+                let payload = try? JSONSerialization.data(
+                    withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes])
             else { continue }
             let bytes = Array(payload)
             let unchanged = lastStatus[id]?.payload == bytes
@@ -770,7 +832,9 @@ extension Engine {
             for (position, (_, device)) in order.enumerated() {
                 while position >= ends[wave] { wave += 1 }
                 try tx.saveMember(
-                    CampaignMember(campaign: campaign.id, device: device, wave: wave, state: .waiting, settled: false, reason: nil, updatedAt: now))
+                    CampaignMember(
+                        campaign: campaign.id, device: device, wave: wave, state: .waiting, settled: false, reason: nil,
+                        updatedAt: now))
             }
             try store(campaign, tx: tx)
         }
@@ -791,7 +855,9 @@ extension Engine {
 
     private func select(_ selection: CampaignSelection, now: Int64, tx: any StoreTransaction) throws -> [DeviceRecord] {
         if case .devices(let ids) = selection {
-            return try Set(ids.map(DeviceKey.init)).sorted().compactMap { try tx.device($0.id) }.filter { $0.inventory != nil }
+            return try Set(ids.map(DeviceKey.init)).sorted().compactMap { try tx.device($0.id) }.filter {
+                $0.inventory != nil
+            }
         }
         var result: [DeviceRecord] = []
         var after: String?
@@ -814,7 +880,8 @@ extension Engine {
     // MARK: JSON-RPC
 
     /// The campaign methods; nil for a method this does not know.
-    func campaignMethod(_ method: String, params: [String: Any], tx: any StoreTransaction) throws -> RPC.HandlerResult? {
+    func campaignMethod(_ method: String, params: [String: Any], tx: any StoreTransaction) throws -> RPC.HandlerResult?
+    {
         switch method {
         case "campaign.create":
             return .deferred
@@ -822,7 +889,9 @@ extension Engine {
             var list: [[String: Any]] = []
             let only = params["state"] as? String
             if params["state"] != nil, only.flatMap(CampaignState.init(rawValue:)) == nil {
-                throw RPC.Failure(code: .invalidParams, message: "params.state must be one of \(CampaignState.allCases.map(\.rawValue))")
+                throw RPC.Failure(
+                    code: .invalidParams,
+                    message: "params.state must be one of \(CampaignState.allCases.map(\.rawValue))")
             }
             for campaign in campaigns.values.sorted(by: { $0.precedence < $1.precedence })
             where only == nil || campaign.state.rawValue == only {
@@ -831,7 +900,8 @@ extension Engine {
                     for (state, n) in counted.states { total.states[state, default: 0] += n }
                 }
                 var entry: [String: Any] = [
-                    "id": campaign.id, "name": campaign.name, "state": campaign.state.rawValue, "origin": campaign.origin,
+                    "id": campaign.id, "name": campaign.name, "state": campaign.state.rawValue,
+                    "origin": campaign.origin,
                     "createdAt": campaign.createdAt, "total": total.size, "states": Self.stateCounts(total),
                     "currentWave": campaign.currentWave, "waves": campaign.waveCount,
                 ]
@@ -853,7 +923,9 @@ extension Engine {
             return .value(["id": campaign.id, "state": campaign.state.rawValue, "currentWave": campaign.currentWave])
         case "campaign.abort":
             var campaign = try campaign(params)
-            try abort(&campaign, reason: "aborted by an operator" + (try reasonParam(params)).map { ": \($0)" }.orEmpty, tx: tx)
+            try abort(
+                &campaign, reason: "aborted by an operator" + (try reasonParam(params)).map { ": \($0)" }.orEmpty,
+                tx: tx)
             try changed(campaign, tx: tx)
             let counts = try tx.memberCounts(campaign: campaign.id).values.reduce(0) { $0 + $1.cancelled }
             return .value(["id": campaign.id, "state": campaign.state.rawValue, "cancelled": counts])
@@ -868,7 +940,8 @@ extension Engine {
         try store(campaign, tx: tx)
         lastStatus[campaign.id] = nil
         logger.notice(
-            "campaign \(campaign.state.rawValue)", metadata: ["campaign": "\(campaign.id)", "reason": "\(campaign.reason ?? "-")"])
+            "campaign \(campaign.state.rawValue)",
+            metadata: ["campaign": "\(campaign.id)", "reason": "\(campaign.reason ?? "-")"])
     }
 
     private func campaign(_ params: [String: Any]) throws(RPC.Failure) -> Campaign {
@@ -895,12 +968,19 @@ extension Engine {
         do {
             let campaign = try await createCampaign(params: request.params, origin: "rpc")
             if let signedBy = request.signedBy {
-                logger.notice("operator request", metadata: ["method": "campaign.create", "operator": "\(signedBy)", "campaign": "\(campaign.id)"])
+                logger.notice(
+                    "operator request",
+                    metadata: ["method": "campaign.create", "operator": "\(signedBy)", "campaign": "\(campaign.id)"])
             }
-            let total = try store.read { tx in try tx.memberCounts(campaign: campaign.id).values.reduce(0) { $0 + $1.size } }
-            result = .success(["id": campaign.id, "devices": total, "waves": campaign.waveCount, "state": campaign.state.rawValue])
+            let total = try store.read { tx in
+                try tx.memberCounts(campaign: campaign.id).values.reduce(0) { $0 + $1.size }
+            }
+            result = .success([
+                "id": campaign.id, "devices": total, "waves": campaign.waveCount, "state": campaign.state.rawValue,
+            ])
         } catch let refusal as Refusal {
-            logger.notice("campaign refused", metadata: ["reason": "\(refusal.reason)", "message": "\(refusal.message)"])
+            logger.notice(
+                "campaign refused", metadata: ["reason": "\(refusal.reason)", "message": "\(refusal.message)"])
             result = .failure(RPC.Failure(refusal))
         } catch let failure as RPC.Failure {
             result = .failure(failure)

@@ -32,7 +32,8 @@ package enum EngineInput: Sendable {
         case .mqtt(.message(let message)), .inventory(let message, _):
             // A parsed inventory is held beside its bytes: count those twice.
             let parsed = if case .inventory = input { message.payload.count } else { 0 }
-            return message.payload.count + parsed + message.topic.utf8.count + (message.correlationData?.count ?? 0) + 128
+            return message.payload.count + parsed + message.topic.utf8.count + (message.correlationData?.count ?? 0)
+                + 128
         default:
             return 64
         }
@@ -196,13 +197,16 @@ package final class Engine {
                 for input in batch { try handle(input, tx: tx, outbox: &outbox) }
             }
             let elapsed = (ContinuousClock.now - started).components
-            observability?.storeWrites.recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
+            observability?.storeWrites.recordNanoseconds(
+                elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
             observability?.storeWrite(ok: true)
         } catch {
             observability?.storeWrite(ok: false, error: "\(error)")
             memberCountCache = [:]  // counts moved by the rolled-back transaction
             // One input made the transaction fail: handle each alone so the others are not lost.
-            logger.error("batch failed; retrying its \(batch.count) inputs one by one", metadata: ["error": "\(String(reflecting: error))"])
+            logger.error(
+                "batch failed; retrying its \(batch.count) inputs one by one",
+                metadata: ["error": "\(String(reflecting: error))"])
             outbox = []
             for input in batch {
                 var single: [Outbound] = []
@@ -212,7 +216,8 @@ package final class Engine {
                 } catch {
                     drops.count("store_error")
                     observability?.inputLost(storeError: "\(error)")
-                    logger.error("input dropped: store write failed", metadata: ["error": "\(String(reflecting: error))"])
+                    logger.error(
+                        "input dropped: store write failed", metadata: ["error": "\(String(reflecting: error))"])
                 }
             }
         }
@@ -325,7 +330,8 @@ package final class Engine {
             return
         }
         try tx.lockDevice(id)
-        var device = try tx.device(id) ?? DeviceRecord(id: id, firstSeen: now, lastSeen: now, inventory: nil, issuedSeq: 0)
+        var device =
+            try tx.device(id) ?? DeviceRecord(id: id, firstSeen: now, lastSeen: now, inventory: nil, issuedSeq: 0)
         device.lastSeen = now
         device.inventory = inventory
         if inventory.seq > device.issuedSeq {
@@ -344,18 +350,24 @@ package final class Engine {
         var desired: [(name: String, digest: String, holds: Bool, why: String)] = []
         for target in targets where owners[TagKey(tag: target.tag, type: target.type)] == nil {
             desired.append(
-                (target.name, target.sha256,
-                 inventory.credential(tag: target.tag, type: target.type)?.sha256 == target.sha256,
-                 "tag \(target.tag) does not hold the target"))
+                (
+                    target.name, target.sha256,
+                    inventory.credential(tag: target.tag, type: target.type)?.sha256 == target.sha256,
+                    "tag \(target.tag) does not hold the target"
+                ))
         }
         for (key, owner) in owners.sorted(by: { $0.value < $1.value }) {
             guard let rotation = rotations[owner] else { continue }
             desired.append(
-                (owner, rotation.sha256, inventory.credential(tag: key.tag, type: key.type)?.sha256 == rotation.sha256,
-                 "tag \(key.tag) does not hold the campaign's chain"))
+                (
+                    owner, rotation.sha256,
+                    inventory.credential(tag: key.tag, type: key.type)?.sha256 == rotation.sha256,
+                    "tag \(key.tag) does not hold the campaign's chain"
+                ))
         }
         if let next = nextSigner, let keys = inventory.keys {
-            desired.append((Self.trustKeyTarget, next.kid, keys.contains(next.kid), "device does not trust the next signing key"))
+            desired.append(
+                (Self.trustKeyTarget, next.kid, keys.contains(next.kid), "device does not trust the next signing key"))
         }
         // When each target tag's credential expires: as the device reports it, else as the chain we know says.
         for target in targets {
@@ -378,7 +390,9 @@ package final class Engine {
             let before = rotation
             if rotation.sha256 != digest {
                 rotation.restart(sha256: digest, now: now)
-            } else if rotation.state == .verified, !holds, inventory.seq >= rotation.seq ?? 0 || !(message.retained && cluster != nil) {
+            } else if rotation.state == .verified, !holds,
+                inventory.seq >= rotation.seq ?? 0 || !(message.retained && cluster != nil)
+            {
                 // The device lost the credential (a factory reset — its seq back to 0 —, a manual write): rotate
                 // it again. In a cluster, not for a retained inventory older than the bundle that verified it: a
                 // replica catching up may handle a retained copy after another replica handled the device's newer
@@ -390,7 +404,8 @@ package final class Engine {
                 rotation.restart(sha256: digest, now: now)
             }
             rotation.inventoryArrived(
-                holdsTarget: holds, reportedSeq: inventory.seq, fresh: !message.retained, policy: rotationPolicy(for: name),
+                holdsTarget: holds, reportedSeq: inventory.seq, fresh: !message.retained,
+                policy: rotationPolicy(for: name),
                 now: now)
             if rotation != before {
                 try save(rotation, previous: before, tx: tx)
@@ -435,7 +450,9 @@ package final class Engine {
         var changed = false
         for var rotation in matching {
             let before = rotation
-            if case .resend(let parts) = rotation.acknowledged(ack, policy: rotationPolicy(for: rotation.target), now: now) {
+            if case .resend(let parts) = rotation.acknowledged(
+                ack, policy: rotationPolicy(for: rotation.target), now: now)
+            {
                 resend.formUnion(parts)
             }
             if rotation != before {
@@ -449,11 +466,14 @@ package final class Engine {
             for number in resend.sorted() where number <= parts.count {
                 outbox.append(Outbound(topic: Topics.bundle(id), payload: parts[number - 1], kind: .other))
             }
-            logger.info("re-sending parts", metadata: ["device": "\(id)", "jti": "\(ack.jti)", "parts": "\(resend.sorted())"])
+            logger.info(
+                "re-sending parts", metadata: ["device": "\(id)", "jti": "\(ack.jti)", "parts": "\(resend.sorted())"])
         }
         // The device's next rotation, if one waits (the device record is read only then).
         let rotations = try tx.rotations(device: id)
-        if !rotations.contains(where: \.isInFlight), rotations.contains(where: \.awaitsBundle), let device = try tx.device(id) {
+        if !rotations.contains(where: \.isInFlight), rotations.contains(where: \.awaitsBundle),
+            let device = try tx.device(id)
+        {
             try issueIfIdle(device: device, rotations: rotations, tx: tx, outbox: &outbox)
         }
     }
@@ -462,7 +482,10 @@ package final class Engine {
 
     private func tick(tx: any StoreTransaction, outbox: inout [Outbound]) throws {
         let now = clock()
-        let due = Set(try tx.rotationsNeedingTick(now: now, ackTimeout: shortestAckTimeout, limit: 10_000).map { DeviceKey($0.device) })
+        let due = Set(
+            try tx.rotationsNeedingTick(now: now, ackTimeout: shortestAckTimeout, limit: 10_000).map {
+                DeviceKey($0.device)
+            })
         for id in due.sorted().map(\.id) {
             // Read again under the device's lock: another replica may have handled an ack meanwhile.
             try tx.lockDevice(id)
@@ -509,14 +532,17 @@ package final class Engine {
         }
         guard !ops.isEmpty, ops.count == waiting.count else {
             if ops.count != waiting.count {
-                logger.error("a waiting rotation names no known target; not issuing", metadata: ["device": "\(device.id)"])
+                logger.error(
+                    "a waiting rotation names no known target; not issuing", metadata: ["device": "\(device.id)"])
             }
             return
         }
         // Inventories are bounded to seq ≤ 2^53 − 1 (docs/protocol.md §2); a device that reported the largest seq
         // can take no later bundle, and says so in its rotation rather than wrapping or trapping.
         guard device.issuedSeq < Bounds.maxSeq else {
-            try fail(waiting, error: "the device's seq is at its maximum (\(Bounds.maxSeq)); no later bundle exists", now: now, tx: tx)
+            try fail(
+                waiting, error: "the device's seq is at its maximum (\(Bounds.maxSeq)); no later bundle exists",
+                now: now, tx: tx)
             logger.error("cannot issue a bundle: device seq exhausted", metadata: ["device": "\(device.id)"])
             return
         }
@@ -525,7 +551,8 @@ package final class Engine {
         let claims = BundleClaims(
             sub: device.id, jti: jti, iat: now, exp: now.saturatingAdd(bundleLifetime), seq: seq, ops: ops)
         // A device that already trusts the next key gets bundles signed with it; every other device with the current.
-        let key = nextSigner.flatMap { next in device.inventory?.keys?.contains(next.kid) == true ? next : nil } ?? signer
+        let key =
+            nextSigner.flatMap { next in device.inventory?.keys?.contains(next.kid) == true ? next : nil } ?? signer
         let jws = JWS.sign(claims, with: key)
         observability?.bundlesSigned.increment()
         let record = BundleRecord(
@@ -536,7 +563,8 @@ package final class Engine {
             parts = try split(bundle: record)
         } catch let error as CertrotError {
             try fail(waiting, error: error.message, now: now, tx: tx)
-            logger.error("cannot deliver a bundle to this device", metadata: ["device": "\(device.id)", "error": "\(error)"])
+            logger.error(
+                "cannot deliver a bundle to this device", metadata: ["device": "\(device.id)", "error": "\(error)"])
             return
         }
         var updated = device
@@ -567,26 +595,32 @@ package final class Engine {
     }
 
     func split(bundle: BundleRecord) throws -> [[UInt8]] {
-        try Parts.split(jws: bundle.jws, jti: bundle.jti, topic: Topics.bundle(bundle.device), maxMessage: bundle.maxMessage)
+        try Parts.split(
+            jws: bundle.jws, jti: bundle.jti, topic: Topics.bundle(bundle.device), maxMessage: bundle.maxMessage)
     }
 
     /// After a restart (or, in a cluster, for a replica found dead): bundles issued but perhaps never handed to
     /// the broker are sent again, same jti and seq, with the ack timer started afresh. A bundle that would expire
     /// before an ack could come back is replaced by a new one instead (a device rejects an expired bundle, and a
     /// rejection is final). `issuedBy`: only that replica's bundles (nil: all).
-    private func resumeUndelivered(issuedBy replica: String?, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+    private func resumeUndelivered(issuedBy replica: String?, tx: any StoreTransaction, outbox: inout [Outbound]) throws
+    {
         let now = clock()
         var resent: Set<String> = []
         var reissue: Set<DeviceKey> = []
         for candidate in try tx.rotationsAwaitingDelivery(issuedBy: replica) {
             try tx.lockDevice(candidate.device)
-            guard var rotation = try tx.rotations(device: candidate.device).first(where: { $0.target == candidate.target }),
-                rotation.state == .pending, let jti = rotation.jti, jti == candidate.jti, let bundle = try tx.bundle(jti: jti)
+            guard
+                var rotation = try tx.rotations(device: candidate.device).first(where: { $0.target == candidate.target }
+                ),
+                rotation.state == .pending, let jti = rotation.jti, jti == candidate.jti,
+                let bundle = try tx.bundle(jti: jti)
             else { continue }
             let before = rotation
             if bundle.exp <= now + policy.ackTimeout {
                 rotation.abandonBundle(now: now)
-                try save(rotation, previous: before, tx: tx, detail: "bundle \(jti) near expiry after a restart; re-issuing")
+                try save(
+                    rotation, previous: before, tx: tx, detail: "bundle \(jti) near expiry after a restart; re-issuing")
                 reissue.insert(DeviceKey(rotation.device))
                 continue
             }
@@ -594,7 +628,9 @@ package final class Engine {
             rotation.issuedBy = cluster?.replica
             try tx.saveRotation(rotation)
             guard resent.insert(jti).inserted else { continue }
-            outbox += try split(bundle: bundle).map { Outbound(topic: Topics.bundle(bundle.device), payload: $0, kind: .part(jti: jti)) }
+            outbox += try split(bundle: bundle).map {
+                Outbound(topic: Topics.bundle(bundle.device), payload: $0, kind: .part(jti: jti))
+            }
         }
         for id in reissue.sorted().map(\.id) {
             guard let device = try tx.device(id) else { continue }
@@ -602,7 +638,8 @@ package final class Engine {
         }
         if !resent.isEmpty || !reissue.isEmpty {
             logger.info(
-                replica == cluster?.replica ? "resuming bundles issued before the restart" : "taking over bundles of replica \(replica ?? "")",
+                replica == cluster?.replica
+                    ? "resuming bundles issued before the restart" : "taking over bundles of replica \(replica ?? "")",
                 metadata: ["resent": "\(resent.count)", "reissued": "\(reissue.count)"])
         }
     }
@@ -663,7 +700,9 @@ package final class Engine {
     /// bundles), and after taking the leadership or a replica's death catches up with retained inventories: a
     /// broker delivers no retained message through a shared subscription (mosquitto does, others do not), and
     /// a dead replica's unhandled messages are gone with its clean session.
-    private func clusterTick(_ cluster: DaemonSettings.ClusterSettings, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+    private func clusterTick(
+        _ cluster: DaemonSettings.ClusterSettings, tx: any StoreTransaction, outbox: inout [Outbound]
+    ) throws {
         let now = clock()
         guard isLeader else { return }
         var catchUp = false
@@ -675,7 +714,9 @@ package final class Engine {
         if now != staleCheckAt {
             staleCheckAt = now
             for replica in try tx.replicas(seenBefore: now - cluster.deadAfter) where replica != cluster.replica {
-                logger.warning("replica stopped reporting; taking over its undelivered bundles", metadata: ["replica": "\(replica)"])
+                logger.warning(
+                    "replica stopped reporting; taking over its undelivered bundles",
+                    metadata: ["replica": "\(replica)"])
                 try resumeUndelivered(issuedBy: replica, tx: tx, outbox: &outbox)
                 try tx.forgetReplica(replica)
                 catchUp = true
@@ -697,7 +738,8 @@ package final class Engine {
     private func claimOutboundWork(tx: any StoreTransaction, outbox: inout [Outbound]) throws {
         let room = min(100, max(0, 2 * maxInflight - queuedPublishes - outbox.count))
         guard room > 0 else { return }
-        let holding = campaigns.values.filter { $0.state == .paused || $0.state == .scheduled }.map(\.rotationTargetPrefix)
+        let holding = campaigns.values.filter { $0.state == .paused || $0.state == .scheduled }.map(
+            \.rotationTargetPrefix)
         for id in try tx.claimAwaitingBundle(limit: room, holding: holding.sorted()) {
             guard let device = try tx.device(id) else { continue }
             try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
@@ -771,7 +813,8 @@ package final class Engine {
     private func publish(_ item: Outbound, with client: any Publisher) -> Bool {
         do {
             let mid = try client.publish(
-                topic: item.topic, payload: item.payload, qos: 1, retain: item.retain, responseTopic: item.responseTopic,
+                topic: item.topic, payload: item.payload, qos: 1, retain: item.retain,
+                responseTopic: item.responseTopic,
                 correlationData: item.correlationData)
             inflight[mid] = item.kind
             if case .part = item.kind { observability?.partsPublished.increment() }
@@ -825,7 +868,8 @@ package final class Engine {
 
     var rpcContext: RPC.Context {
         RPC.Context(
-            targets: targets, catalogue: known.mapValues { ($0.name, $0.notAfter) }, drops: drops, logger: logger, signerKid: signer.kid,
+            targets: targets, catalogue: known.mapValues { ($0.name, $0.notAfter) }, drops: drops, logger: logger,
+            signerKid: signer.kid,
             nextKid: nextSigner?.kid, keyRotationThreshold: keyRotationThreshold, operators: operators, now: clock(),
             renewal: renewal.mapValues { RenewalInfo(before: $0.before, hasSuccessor: $0.successor != nil) },
             replyPrefix: limits.replyPrefix, signedReads: limits.signedReads, campaignIDs: Set(campaigns.keys))

@@ -7,7 +7,7 @@ package protocol Publisher: AnyObject, Sendable {
     func publish(
         topic: String, payload: [UInt8], qos: Int32, retain: Bool, responseTopic: String?, correlationData: [UInt8]?
     ) throws -> Int32
-    func subscribe(_ filters: [String], qos: Int32) throws -> Int32
+    @discardableResult func subscribe(_ filters: [String], qos: Int32) throws -> Int32
     func unsubscribe(_ filters: [String]) throws
 }
 

@@ -48,18 +48,24 @@ public final class Observability: Sendable {
     }
 
     func dropped(_ reason: String) {
-        Metrics.Counter(label: "certrot_messages_dropped_total", dimensions: [("reason", reason)], factory: factory).increment()
+        Metrics.Counter(label: "certrot_messages_dropped_total", dimensions: [("reason", reason)], factory: factory)
+            .increment()
     }
 
     /// Seconds from the broker's PUBACK to the device's `applied` ack, and from `applied` to `verified`.
     func latency(_ phase: String, seconds: Int64) {
-        Metrics.Timer(label: "certrot_rotation_phase_duration_seconds", dimensions: [("phase", phase)], factory: factory)
-            .recordSeconds(max(0, seconds))
+        Metrics.Timer(
+            label: "certrot_rotation_phase_duration_seconds", dimensions: [("phase", phase)], factory: factory
+        )
+        .recordSeconds(max(0, seconds))
     }
 
     func transition(target: String, to state: String) {
-        Metrics.Counter(label: "certrot_rotation_transitions_total", dimensions: [("target", target), ("state", state)], factory: factory)
-            .increment()
+        Metrics.Counter(
+            label: "certrot_rotation_transitions_total", dimensions: [("target", target), ("state", state)],
+            factory: factory
+        )
+        .increment()
     }
 
     func brokerConnected(_ connected: Bool) {
@@ -106,7 +112,8 @@ public final class Observability: Sendable {
     }
 
     private func gauge(_ name: String, help: String, labels: [(String, String)] = []) -> Prometheus.Gauge {
-        registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
+        registry.makeGauge(
+            descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
     }
 
     /// Days left on the credentials devices hold in each target tag, as cumulative bucket gauges
@@ -121,41 +128,59 @@ public final class Observability: Sendable {
         for target in targets {
             let buckets = histogram[target.name] ?? Array(repeating: 0, count: days.count + 1)
             for (index, limit) in days.enumerated() {
-                gauge("certrot_credential_days_left_bucket", help: "Devices whose credential in the target tag expires within le days",
-                      labels: [("target", target.name), ("le", String(limit))]).set(to: Double(buckets[index]))
+                gauge(
+                    "certrot_credential_days_left_bucket",
+                    help: "Devices whose credential in the target tag expires within le days",
+                    labels: [("target", target.name), ("le", String(limit))]
+                ).set(to: Double(buckets[index]))
             }
-            gauge("certrot_credential_days_left_bucket", help: "Devices whose credential in the target tag expires within le days",
-                  labels: [("target", target.name), ("le", "+Inf")]).set(to: Double(buckets[days.count]))
-            gauge("certrot_expiring_without_successor",
-                  help: "Devices whose credential in the target tag is due for renewal (renewBefore) with no successor configured",
-                  labels: [("target", target.name)]).set(to: Double(expiringWithoutSuccessor[target.name] ?? 0))
+            gauge(
+                "certrot_credential_days_left_bucket",
+                help: "Devices whose credential in the target tag expires within le days",
+                labels: [("target", target.name), ("le", "+Inf")]
+            ).set(to: Double(buckets[days.count]))
+            gauge(
+                "certrot_expiring_without_successor",
+                help:
+                    "Devices whose credential in the target tag is due for renewal (renewBefore) with no successor configured",
+                labels: [("target", target.name)]
+            ).set(to: Double(expiringWithoutSuccessor[target.name] ?? 0))
         }
     }
 
     /// Sets the gauges computed from the store (devices, rotations by target and state, known expiries) and
     /// renders the Prometheus text format.
-    func render(store: any RotationStore, targets: [ResolvedTarget], renewal: [String: RenewalInfo], logger: Logger) -> String {
+    func render(
+        store: any RotationStore, targets: [ResolvedTarget], renewal: [String: RenewalInfo], logger: Logger
+    ) -> String {
         do {
             let now = Int64(Date().timeIntervalSince1970)
             let (devices, counts, histogram, expiring, campaigns) = try store.read { tx in
-                (try tx.deviceCount(), try tx.rotationCounts(),
-                 try tx.expiryHistogram(limits: Self.dayBuckets.map { now + $0 * 86400 }),
-                 try RPC.expiringWithoutSuccessor(tx: tx, targets: targets, renewal: renewal, now: now),
-                 try tx.campaigns().filter { !$0.state.isFinal || now - ($0.finishedAt ?? now) < 86400 }
-                    .map { ($0, try tx.memberCounts(campaign: $0.id)) })
+                (
+                    try tx.deviceCount(), try tx.rotationCounts(),
+                    try tx.expiryHistogram(limits: Self.dayBuckets.map { now + $0 * 86400 }),
+                    try RPC.expiringWithoutSuccessor(tx: tx, targets: targets, renewal: renewal, now: now),
+                    try tx.campaigns().filter { !$0.state.isFinal || now - ($0.finishedAt ?? now) < 86400 }
+                        .map { ($0, try tx.memberCounts(campaign: $0.id)) }
+                )
             }
             renderExpiry(targets: targets, histogram: histogram, expiringWithoutSuccessor: expiring)
             for (campaign, waves) in campaigns {
                 var total: [MemberState: Int] = [:]
                 for counted in waves.values { total.merge(counted.states, uniquingKeysWith: +) }
                 for state in MemberState.allCases {
-                    gauge("certrot_campaign_devices", help: "Campaign members by state (running campaigns and those finished within a day)",
-                          labels: [("campaign", campaign.id), ("name", campaign.name), ("state", state.rawValue)])
-                        .set(to: Double(total[state] ?? 0))
+                    gauge(
+                        "certrot_campaign_devices",
+                        help: "Campaign members by state (running campaigns and those finished within a day)",
+                        labels: [("campaign", campaign.id), ("name", campaign.name), ("state", state.rawValue)]
+                    )
+                    .set(to: Double(total[state] ?? 0))
                 }
                 for state in CampaignState.allCases {
-                    gauge("certrot_campaign_state", help: "1 for the campaign's current state",
-                          labels: [("campaign", campaign.id), ("state", state.rawValue)]).set(to: campaign.state == state ? 1 : 0)
+                    gauge(
+                        "certrot_campaign_state", help: "1 for the campaign's current state",
+                        labels: [("campaign", campaign.id), ("state", state.rawValue)]
+                    ).set(to: campaign.state == state ? 1 : 0)
                 }
             }
             gauge("certrot_devices", help: "Devices with an accepted inventory").set(to: Double(devices))
@@ -164,18 +189,28 @@ public final class Observability: Sendable {
                 for state in RotationState.allCases {
                     let count = counts[target.name]?[state.rawValue] ?? 0
                     seen += count
-                    gauge("certrot_rotations", help: "Rotations by target and state", labels: [("target", target.name), ("state", state.rawValue)])
-                        .set(to: Double(count))
+                    gauge(
+                        "certrot_rotations", help: "Rotations by target and state",
+                        labels: [("target", target.name), ("state", state.rawValue)]
+                    )
+                    .set(to: Double(count))
                 }
-                gauge("certrot_rotations", help: "Rotations by target and state", labels: [("target", target.name), ("state", "in_sync")])
-                    .set(to: Double(max(0, devices - seen)))
-                gauge("certrot_target_not_after_timestamp_seconds", help: "Earliest notAfter of the target chain", labels: [("target", target.name)])
-                    .set(to: Double(target.chain.notAfter))
+                gauge(
+                    "certrot_rotations", help: "Rotations by target and state",
+                    labels: [("target", target.name), ("state", "in_sync")]
+                )
+                .set(to: Double(max(0, devices - seen)))
+                gauge(
+                    "certrot_target_not_after_timestamp_seconds", help: "Earliest notAfter of the target chain",
+                    labels: [("target", target.name)]
+                )
+                .set(to: Double(target.chain.notAfter))
             }
         } catch {
             logger.error("metrics: store read failed", metadata: ["error": "\(error)"])
         }
-        gauge("certrot_broker_connected", help: "1 while connected to the broker").set(to: state.withLock { $0.connected } ? 1 : 0)
+        gauge("certrot_broker_connected", help: "1 while connected to the broker").set(
+            to: state.withLock { $0.connected } ? 1 : 0)
         return registry.emitToString()
     }
 }
@@ -200,5 +235,6 @@ func makeHTTPApplication(
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
     }
     return Application(
-        router: router, configuration: .init(address: .hostname(host, port: port), serverName: "certrot"), logger: logger)
+        router: router, configuration: .init(address: .hostname(host, port: port), serverName: "certrot"),
+        logger: logger)
 }

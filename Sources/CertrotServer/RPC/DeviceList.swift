@@ -15,11 +15,15 @@ extension RPC {
             throw Failure(code: .invalidParams, message: "unknown parameter '\(unknown.prefix(64))'")
         }
         let limit = params["limit"] == nil ? 100 : Params.int(params["limit"]).map(Int.init) ?? -1
-        guard (1...1000).contains(limit) else { throw Failure(code: .invalidParams, message: "params.limit must be 1…1000") }
+        guard (1...1000).contains(limit) else {
+            throw Failure(code: .invalidParams, message: "params.limit must be 1…1000")
+        }
         let state = params["state"] as? String
         if params["state"] != nil {
             guard let state, RotationState(rawValue: state) != nil || MemberState(rawValue: state) != nil else {
-                throw Failure(code: .invalidParams, message: "params.state must be a rotation state (or waiting/cancelled with campaign)")
+                throw Failure(
+                    code: .invalidParams,
+                    message: "params.state must be a rotation state (or waiting/cancelled with campaign)")
             }
         }
         let holding = params["holding"] as? String
@@ -40,11 +44,15 @@ extension RPC {
         let campaignID = params["campaign"] as? String
         if params["campaign"] != nil {
             guard let campaignID, context.campaignIDs.contains(campaignID) else {
-                throw Failure(code: .unknownCampaign, message: "no campaign '\(String(describing: params["campaign"]!).prefix(80))'")
+                throw Failure(
+                    code: .unknownCampaign,
+                    message: "no campaign '\(String(describing: params["campaign"]!).prefix(80))'")
             }
         }
         var after = params["after"] as? String
-        if params["after"] != nil, after == nil { throw Failure(code: .invalidParams, message: "params.after must be a device ID") }
+        if params["after"] != nil, after == nil {
+            throw Failure(code: .invalidParams, message: "params.after must be a device ID")
+        }
 
         var found: [[String: Any]] = []
         var scanned = 0
@@ -56,7 +64,8 @@ extension RPC {
             var page: [(DeviceRecord?, CampaignMember?)] = []
             if let campaignID {
                 let memberState = state.flatMap(MemberState.init(rawValue:))
-                let members = try tx.members(campaign: campaignID, maxWave: nil, state: memberState, after: after, limit: 500)
+                let members = try tx.members(
+                    campaign: campaignID, maxWave: nil, state: memberState, after: after, limit: 500)
                 page = try members.prefix(scanBudget - scanned).map { (try tx.device($0.device), $0) }
                 after = members.prefix(scanBudget - scanned).last?.device
             } else {
@@ -82,11 +91,13 @@ extension RPC {
                 }
                 var entry: [String: Any] = [
                     "device": device.id, "lastSeen": device.lastSeen, "issuedSeq": device.issuedSeq,
-                    "rotations": Dictionary(rotations.map { ($0.target, $0.state.rawValue) }, uniquingKeysWith: { a, _ in a }),
+                    "rotations": Dictionary(
+                        rotations.map { ($0.target, $0.state.rawValue) }, uniquingKeysWith: { a, _ in a }),
                 ]
                 entry["reportedSeq"] = device.inventory?.seq
                 if let member {
-                    entry["campaign"] = ["id": member.campaign, "wave": member.wave, "state": member.state.rawValue] as [String: Any]
+                    entry["campaign"] =
+                        ["id": member.campaign, "wave": member.wave, "state": member.state.rawValue] as [String: Any]
                 }
                 found.append(entry)
                 if found.count == limit { break }

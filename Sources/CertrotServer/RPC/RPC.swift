@@ -172,7 +172,9 @@ enum RPC {
         let response: [String: Any]
         do {
             guard message.payload.count <= maxRequestBytes else {
-                throw Failure(code: .invalidRequest, message: "request is \(message.payload.count) bytes; at most \(maxRequestBytes)")
+                throw Failure(
+                    code: .invalidRequest,
+                    message: "request is \(message.payload.count) bytes; at most \(maxRequestBytes)")
             }
             // A request is a JSON object, or a JWS (typ certrot-rpc+jwt) whose payload is that object.
             var body = message.payload
@@ -195,7 +197,9 @@ enum RPC {
                 throw Failure(code: .parse, message: "request is not valid JSON")
             }
             guard let request = object as? [String: Any] else {
-                let what = object is [Any] ? "batch requests are not supported; send one request per message" : "request must be a JSON object"
+                let what =
+                    object is [Any]
+                    ? "batch requests are not supported; send one request per message" : "request must be a JSON object"
                 throw Failure(code: .invalidRequest, message: what)
             }
             if replyTopic == nil, let replyTo = request["reply_to"] as? String,
@@ -207,16 +211,21 @@ enum RPC {
             if let authFailure { throw authFailure }
             if signedBy != nil {
                 // Both bounded before they meet: `iat` as the protocol allows (an integer within Bounds.times).
-                guard let iat = Params.int(request["iat"]), Bounds.times.contains(iat), Bounds.times.contains(context.now),
+                guard let iat = Params.int(request["iat"]), Bounds.times.contains(iat),
+                    Bounds.times.contains(context.now),
                     abs(iat - context.now) <= authWindow
                 else {
-                    throw Failure(code: .unauthorized, message: "signed request refused: iat missing or more than \(authWindow) s from now")
+                    throw Failure(
+                        code: .unauthorized,
+                        message: "signed request refused: iat missing or more than \(authWindow) s from now")
                 }
                 guard let jti = request["jti"] as? String, !jti.isEmpty, jti.utf8.count <= 64 else {
                     throw Failure(code: .unauthorized, message: "signed request refused: jti (1…64 bytes) is required")
                 }
-                guard try tx.rememberRequest(jti: jti, at: context.now, forgetBefore: context.now - 2 * authWindow) else {
-                    throw Failure(code: .unauthorized, message: "signed request refused: jti \(jti) was already used (replay)")
+                guard try tx.rememberRequest(jti: jti, at: context.now, forgetBefore: context.now - 2 * authWindow)
+                else {
+                    throw Failure(
+                        code: .unauthorized, message: "signed request refused: jti \(jti) was already used (replay)")
                 }
             }
             if let requestID = request["id"], requestID is String || requestID is NSNumber { id = requestID }
@@ -240,7 +249,9 @@ enum RPC {
             if mutatingMethods.contains(method), !context.operators.isEmpty, signedBy == nil {
                 throw Failure(
                     code: .unauthorized,
-                    message: "\(method) changes state and needs a request signed by an operator key (certrot --operator-key)")
+                    message:
+                        "\(method) changes state and needs a request signed by an operator key (certrot --operator-key)"
+                )
             }
             let result: Any
             switch method {
@@ -284,10 +295,11 @@ enum RPC {
 
     /// The reply to a deferred request.
     static func reply(to request: Deferred, result: Result<Any, Failure>, drops: DropCounters) -> Outbound? {
-        let response: [String: Any] = switch result {
-        case .success(let value): ["jsonrpc": "2.0", "id": request.id, "result": value]
-        case .failure(let failure): ["jsonrpc": "2.0", "id": request.id, "error": failure.json]
-        }
+        let response: [String: Any] =
+            switch result {
+            case .success(let value): ["jsonrpc": "2.0", "id": request.id, "result": value]
+            case .failure(let failure): ["jsonrpc": "2.0", "id": request.id, "error": failure.json]
+            }
         return outbound(
             response, isNotification: request.isNotification, replyTopic: request.replyTopic,
             correlationData: request.correlationData, drops: drops, replyPrefix: request.replyPrefix)
@@ -302,7 +314,9 @@ enum RPC {
             drops.count("rpc_no_reply_topic")
             return nil
         }
-        guard let payload = try? JSONSerialization.data(withJSONObject: response, options: [.sortedKeys, .withoutEscapingSlashes])
+        guard
+            let payload = try? JSONSerialization.data(
+                withJSONObject: response, options: [.sortedKeys, .withoutEscapingSlashes])
         else { return nil }
         return Outbound(
             topic: topic, payload: Array(payload), kind: .other, responseTopic: nil, correlationData: correlationData,
@@ -318,20 +332,26 @@ enum RPC {
             throw Failure(code: .invalidParams, message: "params.device must be a valid device ID")
         }
         let only = params["target"] as? String
-        if params["target"] != nil, only == nil { throw Failure(code: .invalidParams, message: "params.target must be a string") }
+        if params["target"] != nil, only == nil {
+            throw Failure(code: .invalidParams, message: "params.target must be a string")
+        }
         try tx.lockDevice(id)
-        guard try tx.device(id) != nil else { throw Failure(code: .unknownDevice, message: "device '\(id)' has not been seen") }
+        guard try tx.device(id) != nil else {
+            throw Failure(code: .unknownDevice, message: "device '\(id)' has not been seen")
+        }
         var retried: [String] = []
         for var rotation in try tx.rotations(device: id) where only == nil || rotation.target == only {
-            let settledFailure = rotation.state == .rejected
+            let settledFailure =
+                rotation.state == .rejected
                 || ((rotation.state == .failed || rotation.state == .timedOut) && rotation.nextAttemptAt == nil)
             guard settledFailure else { continue }
             rotation.restart(sha256: rotation.sha256, now: context.now)
             try tx.saveRotation(rotation)
             try tx.appendHistory(
                 device: id,
-                entry: HistoryEntry(at: context.now, target: rotation.target, state: rotation.state.rawValue, jti: nil,
-                                    detail: "retried by an operator"))
+                entry: HistoryEntry(
+                    at: context.now, target: rotation.target, state: rotation.state.rawValue, jti: nil,
+                    detail: "retried by an operator"))
             retried.append(rotation.target)
         }
         if !retried.isEmpty { reissue.append(id) }
@@ -343,12 +363,17 @@ enum RPC {
     /// prefix: a request must not be able to put fleet data into a device's bundle topic.
     static func isValidReplyTopic(_ topic: String, prefix: String) -> Bool {
         let bytes = topic.utf8
-        guard bytes.count > prefix.utf8.count, bytes.count <= 1024, bytes.starts(with: prefix.utf8) else { return false }
-        guard !bytes.contains(where: { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") || $0 == 0 }) else { return false }
+        guard bytes.count > prefix.utf8.count, bytes.count <= 1024, bytes.starts(with: prefix.utf8) else {
+            return false
+        }
+        guard !bytes.contains(where: { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") || $0 == 0 }) else {
+            return false
+        }
         return Topics.classify(topic) == nil && !topic.hasPrefix("certrot/campaigns/")
     }
 
-    static func deviceStatus(params: [String: Any], context: Context, tx: any StoreTransaction) throws -> [String: Any] {
+    static func deviceStatus(params: [String: Any], context: Context, tx: any StoreTransaction) throws -> [String: Any]
+    {
         guard let id = params["device"] as? String else {
             throw Failure(code: .invalidParams, message: "params.device (string) is required")
         }
@@ -414,16 +439,19 @@ enum RPC {
         if let next = context.nextKid {
             let trusting = try tx.deviceCount(trustingKey: next)
             let share = devices == 0 ? 0 : Double(trusting) / Double(devices)
-            var states: [String: Int] = Dictionary(uniqueKeysWithValues: RotationState.allCases.map { ($0.rawValue, 0) })
+            var states: [String: Int] = Dictionary(
+                uniqueKeysWithValues: RotationState.allCases.map { ($0.rawValue, 0) })
             for (state, count) in counts[Engine.trustKeyTarget] ?? [:] { states[state, default: 0] += count }
-            signing["next"] = [
-                "kid": next, "devicesTrusting": trusting, "share": share, "threshold": context.keyRotationThreshold,
-                "ready": share >= context.keyRotationThreshold, "states": states,
-            ] as [String: Any]
+            signing["next"] =
+                [
+                    "kid": next, "devicesTrusting": trusting, "share": share, "threshold": context.keyRotationThreshold,
+                    "ready": share >= context.keyRotationThreshold, "states": states,
+                ] as [String: Any]
         }
         // Campaign rotations, all campaigns together (per campaign: campaign.status). Answered without the engine's
         // campaign state, so that it stays a plain read.
-        var campaignStates: [String: Int] = Dictionary(uniqueKeysWithValues: RotationState.allCases.map { ($0.rawValue, 0) })
+        var campaignStates: [String: Int] = Dictionary(
+            uniqueKeysWithValues: RotationState.allCases.map { ($0.rawValue, 0) })
         for (target, byState) in counts where Campaign.parseRotationTarget(target) != nil {
             for (state, count) in byState { campaignStates[state, default: 0] += count }
         }

@@ -69,7 +69,8 @@ final class RPCConnection: Sendable {
         guard let client = state.withLock({ $0.client }) else { return false }
         do {
             try client.publish(
-                topic: item.topic, payload: item.payload, qos: 1, retain: item.retain, responseTopic: item.responseTopic,
+                topic: item.topic, payload: item.payload, qos: 1, retain: item.retain,
+                responseTopic: item.responseTopic,
                 correlationData: item.correlationData)
             return true
         } catch {

@@ -46,7 +46,9 @@ final class ReadOnlyRPC: Sendable {
                 let reply = try? store.read { tx in
                     var reissue: [String] = []
                     var deferred: [RPC.Deferred] = []
-                    return RPC.handle(message, context: context, tx: tx, reissue: &reissue, deferred: &deferred) { _, _, _ in nil }
+                    return RPC.handle(message, context: context, tx: tx, reissue: &reissue, deferred: &deferred) {
+                        _, _, _ in nil
+                    }
                 }
                 if let reply = reply ?? nil { _ = replies.publish(reply) }
             }
