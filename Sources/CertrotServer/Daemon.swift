@@ -401,8 +401,7 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
     /// so does the engine fuzzer (which feeds it decoded messages without a broker).
     package func makeEngine(store: any RotationStore) -> Engine {
         let engine = Engine(
-            store: store, signer: settings.signer, targets: settings.targets,
-            catalogue: settings.catalogue.mapValues { ($0.name, $0.notAfter) }, policy: settings.policy,
+            store: store, signer: settings.signer, targets: settings.targets, policy: settings.policy,
             profile: settings.profile, bundleLifetime: settings.bundleLifetime, maxInflight: settings.maxInflight,
             clock: clock, drops: drops, logger: logger)
         engine.nextSigner = settings.nextSigner

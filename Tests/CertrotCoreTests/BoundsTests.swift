@@ -91,3 +91,13 @@ import Testing
         #expect(rotation.awaitsBundle && rotation.state == .pending)
     }
 }
+
+@Suite struct UnservableRotationTests {
+    @Test func aRotationNoBundleCanServe_failsWithItsReason_andNoRetry() {
+        var rotation = Rotation(device: "d", target: "ca", sha256: "s", now: 1000)
+        rotation.cannotBeServed(error: "parts would not fit", now: 1001)
+        #expect(rotation.state == .failed && rotation.lastError == "parts would not fit")
+        #expect(rotation.nextAttemptAt == nil && rotation.isSettled)
+        #expect(rotation.tick(policy: RotationPolicy(), now: 99_999) == nil)
+    }
+}

@@ -207,6 +207,15 @@ extension Rotation {
         return nil
     }
 
+    /// No bundle can serve this rotation (its parts would not fit the device's `maxMessage`, the device's seq is
+    /// at its maximum): `failed`, with no retry.
+    public mutating func cannotBeServed(error: String, now: Int64) {
+        state = .failed
+        lastError = error
+        nextAttemptAt = nil
+        updatedAt = now
+    }
+
     /// Drops the outstanding bundle (never acknowledged) so that a new one is issued; counts as no attempt.
     public mutating func abandonBundle(now: Int64) {
         guard isInFlight else { return }

@@ -379,8 +379,10 @@ extension Engine {
             }
             var rotation = Rotation(device: device.id, target: name, sha256: digest, now: now)
             if holds {
-                rotation.state = .verified
-                rotation.verifiedAt = now
+                // Its inventory already shows the campaign's chain.
+                rotation.inventoryArrived(
+                    holdsTarget: true, reportedSeq: device.inventory?.seq ?? 0, fresh: false,
+                    policy: rotationPolicy(for: name), now: now)
             } else {
                 sending = true
             }

@@ -67,7 +67,6 @@ package final class Engine {
     let signer: SigningKey
     let targets: [ResolvedTarget]
     let targetsByName: [String: ResolvedTarget]
-    let catalogue: [String: (name: String, notAfter: Int64)]
     /// Chains the daemon knows by digest (catalogue, targets, successors, campaigns): names, PEM for `overlap`.
     var known: [String: KnownChain] = [:]
     let policy: RotationPolicy
@@ -149,8 +148,8 @@ package final class Engine {
     private var connectedAt: Double?
 
     init(
-        store: any RotationStore, signer: SigningKey, targets: [ResolvedTarget],
-        catalogue: [String: (name: String, notAfter: Int64)], policy: RotationPolicy, profile: DeviceProfile,
+        store: any RotationStore, signer: SigningKey, targets: [ResolvedTarget], policy: RotationPolicy,
+        profile: DeviceProfile,
         bundleLifetime: Int64, maxInflight: Int, clock: @escaping @Sendable () -> Int64, drops: DropCounters,
         logger: Logger
     ) {
@@ -158,7 +157,6 @@ package final class Engine {
         self.signer = signer
         self.targets = targets
         self.targetsByName = Dictionary(uniqueKeysWithValues: targets.map { ($0.name, $0) })
-        self.catalogue = catalogue
         self.policy = policy
         self.profile = profile
         self.bundleLifetime = bundleLifetime
@@ -492,11 +490,14 @@ package final class Engine {
             var changed = false
             for var rotation in try tx.rotations(device: id) {
                 let before = rotation
-                _ = rotation.tick(policy: rotationPolicy(for: rotation.target), now: now)
+                let effect = rotation.tick(policy: rotationPolicy(for: rotation.target), now: now)
                 if rotation != before {
                     try save(rotation, previous: before, tx: tx)
                     changed = true
                 }
+                // A due retry asks for a bundle; a timeout frees the device for another waiting rotation: either
+                // way the device is issued what waits, below.
+                if effect == .issueBundle { changed = true }
             }
             guard changed, let device = try tx.device(id) else { continue }
             try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
@@ -587,9 +588,7 @@ package final class Engine {
     private func fail(_ rotations: [Rotation], error: String, now: Int64, tx: any StoreTransaction) throws {
         for var rotation in rotations {
             let before = rotation
-            rotation.state = .failed
-            rotation.lastError = error
-            rotation.updatedAt = now
+            rotation.cannotBeServed(error: error, now: now)
             try save(rotation, previous: before, tx: tx)
         }
     }
