@@ -320,6 +320,14 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
     public func run() async throws {
         let store = try openStore(url: settings.storeURL)
         defer { store.close() }
+        // A daemon that is not one of a cluster's replicas must be the only one on a shared store (two would both
+        // send every bundle): it holds the store's leadership lock for as long as it runs.
+        if settings.cluster == nil, store.isShared, try !store.holdLeadership() {
+            throw CertrotError(
+                .invalidConfig,
+                "store \(PostgresStore.redacted(settings.storeURL)) is in use by another certrot (it holds the store's "
+                    + "leadership lock): run one daemon per store, or configure cluster: on every replica")
+        }
         let drops = self.drops
         let inbox = Inbox<EngineInput>(
             maxBytes: settings.limits.maxQueuedBytes, key: EngineInput.coalescingKey, size: EngineInput.queuedSize,

@@ -53,6 +53,21 @@ public final class PostgresStore: RotationStore {
 
     public func holdLeadership() throws -> Bool { leadership.hold() }
 
+    /// Gives up the leadership lock (its session ends) and the connections; another process may lead from now on.
+    public func close() {
+        leadership.close()
+        writer.close()
+        reader.close()
+    }
+
+    /// `url` without its password, for messages.
+    public static func redacted(_ url: String) -> String {
+        guard let scheme = url.range(of: "://"), let at = url[scheme.upperBound...].firstIndex(of: "@"),
+            let colon = url[scheme.upperBound..<at].firstIndex(of: ":")
+        else { return url }
+        return String(url[..<url.index(after: colon)]) + "***" + String(url[at...])
+    }
+
     public static func isURL(_ url: String) -> Bool {
         url.hasPrefix("postgres://") || url.hasPrefix("postgresql://")
     }

@@ -142,8 +142,9 @@ import Testing
         await harness.stop()
     }
 
-    @Test func aSecondDaemonOnTheSameSQLiteStore_refusesToStart_namingTheStoreAndTheHolder() async throws {
-        let harness = try Harness()
+    @Test(arguments: StoreKind.allCases)
+    func aSecondDaemonOnTheSameStore_refusesToStart_namingTheStoreAndTheHolder(store: StoreKind) async throws {
+        let harness = try Harness(store: store)
         try harness.startDaemon()
         _ = try await harness.waitForFleet { _ in true }
         let settings = try DaemonSettings.resolve(try CertrotConfig.load(path: try harness.writeConfig()))
@@ -152,14 +153,27 @@ import Testing
             try await second.run()
         } throws: { error in
             let text = "\(error)"
-            return text.contains("in use") && text.contains(harness.path("certrot.db"))
-                && text.contains("pid \(getpid())")
+            switch store {
+            case .sqlite:
+                return text.contains("in use") && text.contains(harness.path("certrot.db"))
+                    && text.contains("pid \(getpid())")
+            case .postgres:
+                return text.contains("in use") && text.contains("leadership lock") && !text.contains("password")
+            }
         }
         // Once the first has stopped, the store is free.
         await harness.stopDaemon()
         try harness.startDaemon()
         _ = try await harness.waitForFleet { _ in true }
         await harness.stop()
+    }
+
+    @Test func storeURLsInMessages_carryNoPassword() {
+        #expect(
+            PostgresStore.redacted("postgres://certrot:s3cret@db:5432/certrot")
+                == "postgres://certrot:***@db:5432/certrot")
+        #expect(PostgresStore.redacted("postgres://certrot@db/certrot") == "postgres://certrot@db/certrot")
+        #expect(PostgresStore.redacted("sqlite:/var/lib/certrot.db") == "sqlite:/var/lib/certrot.db")
     }
 
     @Test func aDamagedStore_isRefusedAtStart_withWhatToDo() async throws {
