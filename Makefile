@@ -1,7 +1,8 @@
 # certrot — the two commands a new user needs:
 #   make demo   rotate 1,000 simulated devices through a real mosquitto on this machine
-#   make test   Swift unit and integration tests (real mosquitto, real SQLite), the C device library's tests
-#               (fake modem, cross-implementation vectors, end to end), then a small demo and benchmark run
+#   make test   swift format lint, Swift unit, engine and integration tests (real mosquitto, SQLite, PostgreSQL),
+#               the engine fuzzer for ENGINE_FUZZ_SECONDS, the C device library's tests (fake modem,
+#               cross-implementation vectors, end to end), then a small demo and benchmark run
 # and, for the numbers in docs/performance.md:
 #   make bench  release build, then the benchmark (BENCH_DEVICES devices); figures in bench/results.json
 SWIFT ?= swift
