@@ -92,16 +92,7 @@ import Testing
         try attacker.send(
             Topics.inventory("evil-1"), #"{"v":1,"seq":0,"creds":[{"tag":42,"type":0,"sha256":"\#(oldDigest)"}]}"#,
             retain: true)
-        var jti = ""
-        for _ in 0..<100 {
-            let status = try? await rpc.result("device.status", params: ["device": "evil-1"])
-            let rotation = (status?["rotations"] as? [[String: Any]])?.first
-            if rotation?["state"] as? String == "sent", let id = rotation?["jti"] as? String {
-                jti = id
-                break
-            }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        let jti = try await harness.sentBundle(of: "evil-1") ?? ""
         #expect(!jti.isEmpty)
         let before = try Self.dump(harness)
 

@@ -139,6 +139,19 @@ final class Harness: @unchecked Sendable {
         throw HarnessError.timeout
     }
 
+    /// Polls device.status until `device`'s first rotation is `sent` and returns its bundle's jti (nil after
+    /// `timeout` seconds).
+    func sentBundle(of device: String, timeout: Double = 10) async throws -> String? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let status = try? await rpc().result("device.status", params: ["device": device], timeout: 1)
+            let rotation = (status?["rotations"] as? [[String: Any]])?.first
+            if rotation?["state"] as? String == "sent", let jti = rotation?["jti"] as? String { return jti }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return nil
+    }
+
     func stop() async {
         rpcClient?.close()
         fleets.forEach { $0.stop() }

@@ -28,16 +28,7 @@ import Testing
         let device = try await Peer(harness, subscribe: [Topics.bundle(decomposed)])
         try device.send(Topics.inventory(decomposed), inventory(digest: oldDigest), retain: true)
         try await device.wait { !$0.isEmpty }
-        var jti = ""
-        for _ in 0..<100 {
-            let status = try await rpc.result("device.status", params: ["device": decomposed])
-            let rotation = (status["rotations"] as? [[String: Any]])?.first
-            if rotation?["state"] as? String == "sent" {
-                jti = rotation?["jti"] as? String ?? ""
-                break
-            }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        let jti = try await harness.sentBundle(of: decomposed) ?? ""
         #expect(!jti.isEmpty)
 
         // The lookalike acks the other's bundle, then reports an inventory of its own.
