@@ -416,20 +416,20 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         engine.keyRotationThreshold = settings.keyRotationThreshold
         engine.operators = settings.operators
         engine.observability = observability
-        engine.renewal = settings.renewal.mapValues { ($0.before, $0.successor) }
+        engine.catalogue.renewal = settings.renewal.mapValues { ($0.before, $0.successor) }
         engine.declaredCampaignDelay = settings.declaredCampaignDelay
         engine.cluster = settings.cluster
         engine.limits = settings.limits
         engine.retention = settings.limits.retention
         for (digest, chain) in settings.catalogue {
-            engine.known[digest] = chain
-            engine.chainsByName[chain.name] = chain.chain
+            engine.catalogue.known[digest] = chain
+            engine.catalogue.byName[chain.name] = chain.chain
         }
         for target in settings.targets {
-            engine.known[target.sha256] = DaemonSettings.KnownChain(
+            engine.catalogue.known[target.sha256] = DaemonSettings.KnownChain(
                 name: target.name, notAfter: target.chain.notAfter, chain: target.chain)
             if let successor = settings.renewal[target.name]?.successor {
-                engine.known[successor.sha256] = DaemonSettings.KnownChain(
+                engine.catalogue.known[successor.sha256] = DaemonSettings.KnownChain(
                     name: "\(target.name) successor", notAfter: successor.notAfter, chain: successor)
             }
         }

@@ -398,7 +398,7 @@ struct PostgresTransaction: StoreTransaction {
         try execute(
             """
             INSERT INTO rotations (\(unescaped: RotationSQL.columns))
-            VALUES (\(r.device), \(r.target), \(r.sha256), \(r.state.rawValue), \(r.attempts), \(r.jti), \(r.seq),
+            VALUES (\(r.device), \(r.target.description), \(r.sha256), \(r.state.rawValue), \(r.attempts), \(r.jti), \(r.seq),
                 \(r.lastError), \(r.nextAttemptAt), \(r.createdAt), \(r.updatedAt), \(r.issuedAt), \(r.sentAt),
                 \(r.appliedAt), \(r.verifiedAt), \(r.resends), \(r.issuedBy))
             \(unescaped: RotationSQL.onConflictUpdate)
@@ -688,7 +688,8 @@ struct PostgresTransaction: StoreTransaction {
 
     static func rotation(from row: PostgresRandomAccessRow) throws -> Rotation {
         var r = Rotation(
-            device: try row["device"].decode(String.self), target: try row["target"].decode(String.self),
+            device: try row["device"].decode(String.self),
+            target: RotationTarget(try row["target"].decode(String.self)),
             sha256: try row["sha256"].decode(String.self),
             state: RotationState(rawValue: try row["state"].decode(String.self)) ?? .pending,
             now: try row["created_at"].decode(Int64.self))

@@ -266,7 +266,7 @@ struct SQLiteTransaction: StoreTransaction {
             \(RotationSQL.onConflictUpdate)
             """,
             [
-                r.device, r.target, r.sha256, r.state.rawValue, r.attempts, r.jti, r.seq, r.lastError,
+                r.device, r.target.description, r.sha256, r.state.rawValue, r.attempts, r.jti, r.seq, r.lastError,
                 r.nextAttemptAt, r.createdAt, r.updatedAt, r.issuedAt, r.sentAt, r.appliedAt, r.verifiedAt, r.resends,
                 r.issuedBy,
             ])
@@ -525,7 +525,8 @@ struct SQLiteTransaction: StoreTransaction {
     /// A row of ``rotationColumns``.
     static func rotation(from row: Row) -> Rotation {
         var r = Rotation(
-            device: row[0], target: row[1], sha256: row[2], state: RotationState(rawValue: row[3]) ?? .pending,
+            device: row[0], target: RotationTarget(row[1] as String), sha256: row[2],
+            state: RotationState(rawValue: row[3]) ?? .pending,
             now: row[9])
         r.attempts = row[4]
         r.jti = row[5]

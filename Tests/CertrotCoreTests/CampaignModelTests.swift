@@ -143,9 +143,9 @@ import Testing
 
     @Test func rotationTargetNames_roundTrip() {
         let campaign = Campaign(id: "cmp-abc", name: "n", now: 0, targets: [], select: .all, origin: "rpc")
-        #expect(campaign.rotationTarget(2) == "cmp-abc.2")
-        #expect(Campaign.parseRotationTarget("cmp-abc.2")! == ("cmp-abc", 2))
-        #expect(Campaign.parseRotationTarget("broker-ca") == nil)
+        #expect(campaign.rotationTarget(2) == .campaign(id: "cmp-abc", index: 2))
+        #expect(campaign.rotationTarget(2).description == "cmp-abc.2")
+        #expect(campaign.rotationTargetPrefix == "cmp-abc.")
     }
 
     @Test func cancel_stopsOnlyWhatHasNoBundleOut() {

@@ -161,12 +161,16 @@ import Testing
           - {name: ca, tag: 42, type: 0, chain: \(dir.appendingPathComponent("ca.pem").path)}
           - {name: ca, tag: 43, type: 0, chain: /nonexistent.pem}
           - {name: client, tag: 44, type: 1, chain: \(dir.appendingPathComponent("ca.pem").path)}
+          - {name: trust-key, tag: 45, type: 0, chain: \(dir.appendingPathComponent("ca.pem").path)}
+          - {name: ca.2, tag: 46, type: 0, chain: \(dir.appendingPathComponent("ca.pem").path)}
         """.write(toFile: config, atomically: true, encoding: .utf8)
         let result = try certrot("config", "check", config)
         #expect(result.status != 0)
         for expected in [
             "broker: url 'http://nope'", "store: 'mysql://x' is neither sqlite:PATH nor postgres://", "signingKey:",
             "chmod 600", "targets[1]:", "/nonexistent.pem", "targets[2]:", "type 1 is not supported",
+            "targets[3]: target 'trust-key': the name 'trust-key' is reserved for the next signing key",
+            "targets[4]: target 'ca.2': the name 'ca.2' ends in .<number>, which names a campaign's target",
         ] {
             #expect(result.output.contains(expected), "missing '\(expected)' in:\n\(result.output)")
         }

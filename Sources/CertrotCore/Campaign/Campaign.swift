@@ -543,16 +543,10 @@ public struct Campaign: Sendable, Equatable, Codable {
         executedBaseline = Array(repeating: 0, count: waveCount)
     }
 
-    /// Rotation target name of the campaign's `index`-th target: `<campaign id>.<index>`.
-    public func rotationTarget(_ index: Int) -> String { "\(rotationTargetPrefix)\(index)" }
-    /// What every rotation target of this campaign starts with.
-    public var rotationTargetPrefix: String { "\(id)." }
-
-    /// (campaign id, target index) of a rotation target name, if it is a campaign's.
-    public static func parseRotationTarget(_ name: String) -> (id: String, index: Int)? {
-        guard let dot = name.lastIndex(of: "."), let index = Int(name[name.index(after: dot)...]) else { return nil }
-        return (String(name[..<dot]), index)
-    }
+    /// The rotation target of the campaign's `index`-th target.
+    public func rotationTarget(_ index: Int) -> RotationTarget { .campaign(id: id, index: index) }
+    /// What every rotation target of this campaign starts with, stored.
+    public var rotationTargetPrefix: String { RotationTarget.campaignPrefix(id) }
 }
 
 /// Per-device state of a campaign member: `waiting` until admitted, then its rotations' state (the least

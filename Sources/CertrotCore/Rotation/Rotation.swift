@@ -35,7 +35,7 @@ public struct RetryPolicy: Sendable, Equatable, Codable {
 
 public struct Rotation: Sendable, Equatable {
     public var device: String
-    public var target: String
+    public var target: RotationTarget
     /// Digest the target wants in the tag.
     public var sha256: String
     public var state: RotationState
@@ -56,7 +56,7 @@ public struct Rotation: Sendable, Equatable {
     /// In a cluster: the replica that issued (or last re-sent) the outstanding bundle and tracks its delivery.
     public var issuedBy: String?
 
-    public init(device: String, target: String, sha256: String, state: RotationState = .pending, now: Int64) {
+    public init(device: String, target: RotationTarget, sha256: String, state: RotationState = .pending, now: Int64) {
         self.device = device
         self.target = target
         self.sha256 = sha256

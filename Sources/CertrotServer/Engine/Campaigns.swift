@@ -2,12 +2,6 @@ import CertrotCore
 import Foundation
 import Logging
 
-/// A sec tag and credential type: what one rotation writes.
-struct TagKey: Hashable {
-    var tag: Int64
-    var type: Int
-}
-
 /// Campaigns: creation (with the never-brick preflight), admission wave by wave at a bounded rate inside
 /// maintenance windows, thresholds, pause/resume/abort, continuous joins, standing auto-renewal campaigns, and
 /// retained progress. Runs on the engine's task, inside its batch transactions.
@@ -24,12 +18,12 @@ extension Engine {
             for campaign in try tx.campaigns() { remember(campaign) }
             // A standing campaign whose target lost its successor (or is gone) stops.
             for var campaign in campaigns.values where campaign.autoRenews != nil && !campaign.state.isFinal {
-                guard let name = campaign.autoRenews, renewal[name]?.successor == nil else { continue }
+                guard let name = campaign.autoRenews, catalogue.renewal[name]?.successor == nil else { continue }
                 try abort(&campaign, reason: "target \(name) has no successor configured any more", tx: tx)
                 try store(campaign, tx: tx)
             }
             for target in targets {
-                guard let renewal = renewal[target.name], let successor = renewal.successor else { continue }
+                guard let renewal = catalogue.renewal[target.name], let successor = renewal.successor else { continue }
                 let id =
                     Self.autoPrefix + String(Hex.sha256(Array("\(target.name)\n\(successor.sha256)".utf8)).prefix(12))
                 for var old in campaigns.values
@@ -89,30 +83,9 @@ extension Engine {
 
     func remember(_ campaign: Campaign) {
         campaigns[campaign.id] = campaign
-        for target in campaign.targets {
-            known[target.sha256] =
-                known[target.sha256]
-                ?? KnownChain(
-                    name: target.credential ?? "\(campaign.name) tag \(target.tag)",
-                    notAfter: chainNotAfter(target.pem),
-                    chain: try? PEM.normalizeChain(target.pem))
-            for (_, pem) in target.overlaps { learn(overlap: pem, campaign: campaign.name, tag: target.tag) }
-            chainsByDigest[target.sha256] = target.pem
-        }
+        catalogue.learn(campaign)
         if let rate = campaign.policy.rate, buckets[campaign.id]?.rate != rate {
             buckets[campaign.id] = TokenBucket(rate: rate, now: monotonic())
-        }
-    }
-
-    /// A composed overlap chain: sendable by digest, and known (a later overlap or replace may start from it).
-    private func learn(overlap pem: String, campaign: String, tag: Int64) {
-        let digest = Hex.sha256(Array(pem.utf8))
-        guard chainsByDigest[digest] == nil else { return }
-        chainsByDigest[digest] = pem
-        if let chain = try? PEM.normalizeChain(pem) {
-            known[digest] =
-                known[digest]
-                ?? KnownChain(name: "\(campaign) overlap, tag \(tag)", notAfter: chain.notAfter, chain: chain)
         }
     }
 
@@ -122,26 +95,18 @@ extension Engine {
         dirtyCampaigns.insert(campaign.id)
     }
 
-    private func chainNotAfter(_ pem: String) -> Int64 {
-        (try? PEM.normalizeChain(pem))?.notAfter ?? 0
-    }
-
     // MARK: Which target owns a tag
 
     /// The tag a rotation target writes.
-    func tagKey(of target: String) -> TagKey? {
-        if let configured = targetsByName[target] { return TagKey(tag: configured.tag, type: configured.type) }
-        guard let (id, index) = Campaign.parseRotationTarget(target), let campaign = campaigns[id],
-            campaign.targets.indices.contains(index)
-        else { return nil }
-        return TagKey(tag: campaign.targets[index].tag, type: campaign.targets[index].type)
+    func tagKey(of target: RotationTarget) -> TagKey? {
+        kinds.slot(of: target, in: KindContext(campaigns: campaigns))
     }
 
     /// For each tag some campaign has taken over on this device: the rotation target of the newest campaign that
     /// admitted it (and did not cancel it).
-    func tagOwners(device: String, tx: any StoreTransaction) throws -> [TagKey: String] {
+    func tagOwners(device: String, tx: any StoreTransaction) throws -> [TagKey: RotationTarget] {
         guard !campaigns.isEmpty else { return [:] }  // no membership query per inventory without campaigns
-        var owners: [TagKey: (order: Campaign.Precedence, target: String)] = [:]
+        var owners: [TagKey: (order: Campaign.Precedence, target: RotationTarget)] = [:]
         for member in try tx.memberships(device: device) where member.state != .waiting && member.state != .cancelled {
             guard let campaign = campaigns[member.campaign] else { continue }
             let order = campaign.precedence
@@ -157,7 +122,7 @@ extension Engine {
     /// Drops waiting rotations that must not go out now: those of a tag another target owns (cancelled, they
     /// were superseded) and those of a paused campaign (held until it resumes).
     func withoutSuperseded(_ waiting: [Rotation], device: String, tx: any StoreTransaction) throws -> [Rotation] {
-        guard waiting.contains(where: { $0.target != Self.trustKeyTarget }) else { return waiting }
+        guard waiting.contains(where: { tagKey(of: $0.target) != nil }) else { return waiting }
         let owners = try tagOwners(device: device, tx: tx)
         let now = clock()
         var kept: [Rotation] = []
@@ -168,7 +133,7 @@ extension Engine {
                 try save(rotation, previous: before, tx: tx)
                 continue
             }
-            if let (id, _) = Campaign.parseRotationTarget(rotation.target), let campaign = campaigns[id],
+            if let id = rotation.target.campaignID, let campaign = campaigns[id],
                 campaign.state == .paused || campaign.state == .scheduled
             {
                 continue
@@ -178,15 +143,8 @@ extension Engine {
         return kept
     }
 
-    func campaignOp(for rotation: Rotation) -> BundleOp? {
-        guard let (id, index) = Campaign.parseRotationTarget(rotation.target), let campaign = campaigns[id],
-            campaign.targets.indices.contains(index), let pem = chainsByDigest[rotation.sha256]
-        else { return nil }
-        return .write(tag: campaign.targets[index].tag, type: campaign.targets[index].type, pem: pem)
-    }
-
-    func rotationPolicy(for target: String) -> RotationPolicy {
-        guard let (id, _) = Campaign.parseRotationTarget(target), let campaign = campaigns[id] else { return policy }
+    func rotationPolicy(for target: RotationTarget) -> RotationPolicy {
+        guard let id = target.campaignID, let campaign = campaigns[id] else { return policy }
         return campaign.policy.rotationPolicy(base: policy)
     }
 
@@ -222,14 +180,14 @@ extension Engine {
 
     /// A campaign rotation changed: the member's state follows its rotations.
     func memberChanged(_ rotation: Rotation, tx: any StoreTransaction) throws {
-        guard let (id, _) = Campaign.parseRotationTarget(rotation.target), let campaign = campaigns[id],
+        guard let id = rotation.target.campaignID, let campaign = campaigns[id],
             var member = try tx.member(campaign: id, device: rotation.device)
         else { return }
         // A one-target campaign (the usual case) has this one rotation per device: no need to read them again.
         let mine =
             campaign.targets.count == 1
             ? [rotation]
-            : try tx.rotations(device: rotation.device).filter { Campaign.parseRotationTarget($0.target)?.id == id }
+            : try tx.rotations(device: rotation.device).filter { $0.target.campaignID == id }
         let (state, settled) = MemberState.aggregate(mine)
         let reason = mine.first {
             $0.state == .rejected || $0.state == .failed || $0.state == .timedOut || $0.state == .cancelled
@@ -244,14 +202,6 @@ extension Engine {
         dirtyCampaigns.insert(id)
     }
 
-    /// When a device's credential in `tag` expires: as its inventory says, else as the chain certrot knows says.
-    func expiry(of inventory: Inventory?, tag: Int64) -> Int64? {
-        let dates = (inventory?.creds ?? []).filter { $0.tag == tag }.compactMap {
-            $0.notAfter ?? known[$0.sha256]?.notAfter
-        }
-        return dates.min()
-    }
-
     /// Continuous campaigns take in devices that match their selection when they show up (or their credentials
     /// come close to expiry).
     func joinContinuous(device: DeviceRecord, tx: any StoreTransaction) throws {
@@ -263,7 +213,7 @@ extension Engine {
             guard
                 campaign.select.matches(
                     device: device.id, inventory: device.inventory, now: now,
-                    expiry: { self.expiry(of: device.inventory, tag: $0) })
+                    expiry: { self.catalogue.expiry(of: device.inventory, tag: $0) })
             else { continue }
             try saveMember(
                 CampaignMember(
@@ -276,46 +226,6 @@ extension Engine {
                 "device joins a continuous campaign",
                 metadata: ["device": "\(device.id)", "campaign": "\(campaign.id)"])
         }
-    }
-
-    /// Logs, once per device and target, a credential close to expiry for which no successor is configured.
-    func noteExpiry(device: String, target: ResolvedTarget, notAfter: Int64?, now: Int64) {
-        guard let notAfter, let renewal = renewal[target.name], renewal.successor == nil,
-            notAfter < now + renewal.before, target.chain.notAfter < now + renewal.before
-        else { return }
-        let key = Array(device.utf8) + [0] + Array(target.name.utf8)
-        guard warnedExpiring.insert(key).inserted else { return }
-        logger.warning(
-            "credential expiring without successor",
-            metadata: [
-                "device": "\(device)", "target": "\(target.name)", "notAfter": "\(notAfter)",
-                "daysLeft": "\(notAfter.saturatingSubtract(now) / 86400)",
-            ])
-    }
-
-    /// The chain a device holding `held` is sent for target `index`; for `overlap` with a chain not seen at
-    /// creation, composed now (and remembered). nil: cannot be composed (unknown chain, or too large).
-    private func chain(for campaign: inout Campaign, index: Int, held: String?) -> (pem: String?, problem: String?) {
-        let target = campaign.targets[index]
-        guard target.strategy == .overlap, let held, held != target.sha256 else { return (target.pem, nil) }
-        if let pem = target.overlaps[held] { return (pem, nil) }
-        if let pem = chainsByDigest[held], target.overlaps.values.contains(pem) { return (pem, nil) }
-        guard let current = known[held]?.chain, let new = try? PEM.normalizeChain(target.pem) else {
-            return (
-                nil,
-                "overlap: the chain this device holds in tag \(target.tag) (sha256 \(held.prefix(12))…) is not known to certrot"
-            )
-        }
-        let composed = Preflight.overlap(new: new, current: current, now: Date(timeIntervalSince1970: Double(clock())))
-        do {
-            try Preflight.checkOverlapSize(
-                composed, held: held, profile: profile, what: "targets[\(index)] (tag \(target.tag))")
-        } catch {
-            return (nil, error.message)
-        }
-        campaign.targets[index].overlaps[held] = composed.pem
-        learn(overlap: composed.pem, campaign: campaign.name, tag: target.tag)
-        return (composed.pem, nil)
     }
 
     /// Admits a waiting member: one rotation per campaign target (verified at once when the device already
@@ -344,7 +254,7 @@ extension Engine {
         // A newer campaign that already admitted this device keeps the tag.
         for (key, owner) in try tagOwners(device: device.id, tx: tx)
         where campaign.targets.contains(where: { TagKey(tag: $0.tag, type: $0.type) == key }) {
-            guard let (otherID, _) = Campaign.parseRotationTarget(owner), let other = campaigns[otherID],
+            guard let otherID = owner.campaignID, let other = campaigns[otherID],
                 other.id != campaign.id,
                 other.precedence > campaign.precedence
             else { continue }
@@ -354,7 +264,8 @@ extension Engine {
         for index in campaign.targets.indices {
             let target = campaign.targets[index]
             let held = inventory.credential(tag: target.tag, type: target.type)?.sha256
-            let (pem, problem) = chain(for: &campaign, index: index, held: held)
+            let (pem, problem) = catalogue.chain(
+                for: &campaign, index: index, held: held, profile: profile, now: clock())
             guard let pem else {
                 logger.warning(
                     "campaign member cannot be rotated",
@@ -616,7 +527,7 @@ extension Engine {
                     }
                     try tx.lockDevice(member.device)
                     for var rotation in try tx.rotations(device: member.device)
-                    where Campaign.parseRotationTarget(rotation.target)?.id == campaign.id && rotation.isCancellable {
+                    where rotation.target.campaignID == campaign.id && rotation.isCancellable {
                         let before = rotation
                         rotation.cancel(reason: "campaign aborted: \(reason)", now: now)
                         try save(rotation, previous: before, tx: tx)
@@ -673,7 +584,8 @@ extension Engine {
             "continuous": campaign.policy.continuous, "select": campaign.select.json,
             "targets": campaign.targets.enumerated().map { index, target -> [String: Any] in
                 var entry: [String: Any] = [
-                    "rotationTarget": campaign.rotationTarget(index), "tag": target.tag, "type": target.type,
+                    "rotationTarget": campaign.rotationTarget(index).description, "tag": target.tag,
+                    "type": target.type,
                     "strategy": target.strategy.rawValue, "sha256": target.sha256,
                 ]
                 entry["credential"] = target.credential
@@ -761,7 +673,7 @@ extension Engine {
             let what = "targets[\(index)] (tag \(target.tag))"
             var pem = target.chain
             if let name = target.credential {
-                guard let chain = namedChain(name) else {
+                guard let chain = catalogue.named(name, targets: targetsByName) else {
                     throw Refusal(
                         "unknown_credential", "\(what): '\(name)' is neither in the catalogue nor a configured target",
                         details: ["what": .string(what), "credential": .string(name)])
@@ -794,7 +706,7 @@ extension Engine {
                     holders[held, default: 0] += 1
                 }
                 for (held, count) in holders.sorted(by: { $0.key < $1.key }) {
-                    guard let current = known[held]?.chain else {
+                    guard let current = catalogue.known[held]?.chain else {
                         throw Refusal(
                             "unknown_current_chain",
                             "\(what): overlap needs the chain \(count) selected device(s) hold now (sha256 \(held)), "
@@ -849,12 +761,6 @@ extension Engine {
         return campaign
     }
 
-    /// A chain by name: the catalogue's, or a configured target's (or its successor's).
-    private func namedChain(_ name: String) -> CertificateChain? {
-        if let target = targetsByName[name] { return target.chain }
-        return chainsByName[name] ?? known.values.first { $0.name == name }?.chain
-    }
-
     private func select(_ selection: CampaignSelection, now: Int64, tx: any StoreTransaction) throws -> [DeviceRecord] {
         if case .devices(let ids) = selection {
             return try Set(ids.map(DeviceKey.init)).sorted().compactMap { try tx.device($0.id) }.filter {
@@ -869,7 +775,7 @@ extension Engine {
             for device in page where device.inventory != nil {
                 if selection.matches(
                     device: device.id, inventory: device.inventory, now: now,
-                    expiry: { self.expiry(of: device.inventory, tag: $0) })
+                    expiry: { self.catalogue.expiry(of: device.inventory, tag: $0) })
                 {
                     result.append(device)
                 }

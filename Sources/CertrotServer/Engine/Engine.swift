@@ -64,11 +64,19 @@ struct Outbound {
 /// every batch of inputs is handled in one store transaction, and publishes happen only after it commits.
 package final class Engine {
     let store: any RotationStore
-    let signer: SigningKey
-    let targets: [ResolvedTarget]
-    let targetsByName: [String: ResolvedTarget]
-    /// Chains the daemon knows by digest (catalogue, targets, successors, campaigns): names, PEM for `overlap`.
-    var known: [String: KnownChain] = [:]
+    /// The kinds of credential, asked in this order: a bundle carries their ops in target order.
+    let kinds: [any CredentialKind]
+    let caChains: CAChainKind
+    let signingKeys: SigningKeyKind
+    var catalogue: ChainCatalogue { caChains.catalogue }
+    var targets: [ResolvedTarget] { caChains.targets }
+    var targetsByName: [String: ResolvedTarget] { caChains.targetsByName }
+    var signer: SigningKey { signingKeys.current }
+    /// The next signing key, installed on devices that report their keys (``SigningKeyKind``).
+    var nextSigner: SigningKey? {
+        get { signingKeys.next }
+        set { signingKeys.next = newValue }
+    }
     let policy: RotationPolicy
     let profile: DeviceProfile
     let bundleLifetime: Int64
@@ -81,8 +89,6 @@ package final class Engine {
     package var monotonic: @Sendable () -> Double = { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
     /// JSON-RPC requests and replies travel on a connection of their own.
     var rpc: RPCConnection?
-    /// The next signing key, installed on devices through the `trust-key` pseudo-target.
-    var nextSigner: SigningKey?
     var keyRotationThreshold = 0.95
     /// Operators' public keys (config `operators`).
     var operators: [VerificationKey] = []
@@ -101,9 +107,6 @@ package final class Engine {
     private var staleCheckAt: Int64 = .min
     /// While set (monotonic seconds), the leader also subscribes to retained inventories without sharing them.
     private var catchUpUntil: Double?
-
-    /// Rotation target name of the `trust_key` op; its "digest" is the next key's kid.
-    static let trustKeyTarget = "trust-key"
 
     // In-memory delivery tracking (rebuilt after a restart by re-sending undelivered bundles).
     private var inflight: [Int32: Outbound.Kind] = [:]
@@ -131,20 +134,12 @@ package final class Engine {
     var deferred: [RPC.Deferred] = []
     /// Campaigns from the config file, created at start unless one of the same name exists.
     var declaredCampaigns: [[String: Any]] = []
-    /// Per configured target: seconds before expiry at which auto-renewal starts, and the successor chain.
-    var renewal: [String: (before: Int64, successor: CertificateChain?)] = [:]
-    /// Digest → PEM of every chain a campaign may send (targets and composed overlaps).
-    var chainsByDigest: [String: String] = [:]
-    /// device + target pairs already logged as expiring without successor.
-    var warnedExpiring: Set<[UInt8]> = []
     var declaredCampaignDelay: Double = 5
     var nextExpirySweep: Int64 = 0
     var retention = RetentionPolicy()
     /// RPC reply prefix, signed reads, admitted device IDs (config `rpc`, `admission`).
     var limits = DaemonSettings.Limits()
     private var nextRetentionSweep: Int64 = 0
-    /// Catalogue entries by name (a campaign target may name one with `credential`).
-    var chainsByName: [String: CertificateChain] = [:]
     private var connectedAt: Double?
 
     init(
@@ -154,9 +149,9 @@ package final class Engine {
         logger: Logger
     ) {
         self.store = store
-        self.signer = signer
-        self.targets = targets
-        self.targetsByName = Dictionary(uniqueKeysWithValues: targets.map { ($0.name, $0) })
+        self.caChains = CAChainKind(targets: targets, catalogue: ChainCatalogue(logger: logger))
+        self.signingKeys = SigningKeyKind(current: signer)
+        self.kinds = [caChains, signingKeys]
         self.policy = policy
         self.profile = profile
         self.bundleLifetime = bundleLifetime
@@ -342,45 +337,17 @@ package final class Engine {
 
         var rotations = Dictionary(uniqueKeysWithValues: try tx.rotations(device: id).map { ($0.target, $0) })
         try joinContinuous(device: device, tx: tx)
-        // What the device should hold: in each tag, the target of the newest campaign it was admitted to, else the
-        // configured target; and the next signing key if it can report keys.
-        let owners = try tagOwners(device: id, tx: tx)
-        var desired: [(name: String, digest: String, holds: Bool, why: String)] = []
-        for target in targets where owners[TagKey(tag: target.tag, type: target.type)] == nil {
-            desired.append(
-                (
-                    target.name, target.sha256,
-                    inventory.credential(tag: target.tag, type: target.type)?.sha256 == target.sha256,
-                    "tag \(target.tag) does not hold the target"
-                ))
-        }
-        for (key, owner) in owners.sorted(by: { $0.value < $1.value }) {
-            guard let rotation = rotations[owner] else { continue }
-            desired.append(
-                (
-                    owner, rotation.sha256,
-                    inventory.credential(tag: key.tag, type: key.type)?.sha256 == rotation.sha256,
-                    "tag \(key.tag) does not hold the campaign's chain"
-                ))
-        }
-        if let next = nextSigner, let keys = inventory.keys {
-            desired.append(
-                (Self.trustKeyTarget, next.kid, keys.contains(next.kid), "device does not trust the next signing key"))
-        }
-        // When each target tag's credential expires: as the device reports it, else as the chain we know says.
-        for target in targets {
-            let held = inventory.credential(tag: target.tag, type: target.type)
-            let knownExpiry = held.flatMap { cred in
-                cred.sha256 == target.sha256 ? target.chain.notAfter : known[cred.sha256]?.notAfter
-            }
-            try tx.saveExpiry(device: id, target: target.name, notAfter: held?.notAfter ?? knownExpiry)
-            noteExpiry(device: id, target: target, notAfter: held?.notAfter ?? knownExpiry, now: now)
-        }
-        for (name, digest, holds, why) in desired {
+        // What the device should hold, kind by kind: in each tag, the target of the newest campaign it was
+        // admitted to, else the configured target; the next signing key if it can report keys; ….
+        let world = KindContext(campaigns: campaigns, owners: try tagOwners(device: id, tx: tx), rotations: rotations)
+        let desired = kinds.flatMap { $0.desired(inventory: inventory, in: world) }
+        for kind in kinds { try kind.inventorySaved(device: id, inventory: inventory, tx: tx, now: now) }
+        for wanted in desired {
+            let (name, digest, holds) = (wanted.target, wanted.sha256, wanted.holds)
             guard var rotation = rotations[name] else {
                 if !holds {
                     let rotation = Rotation(device: id, target: name, sha256: digest, now: now)
-                    try save(rotation, previous: nil, tx: tx, detail: why)
+                    try save(rotation, previous: nil, tx: tx, detail: wanted.why)
                     rotations[name] = rotation
                 }
                 continue
@@ -522,15 +489,8 @@ package final class Engine {
         guard !waiting.isEmpty else { return }
         let now = clock()
         waiting = try withoutSuperseded(waiting, device: device.id, tx: tx)
-        let ops = waiting.compactMap { rotation -> BundleOp? in
-            if rotation.target == Self.trustKeyTarget, let next = nextSigner, rotation.sha256 == next.kid {
-                return .trustKey(next.publicKey)
-            }
-            if let target = targetsByName[rotation.target] {
-                return .write(tag: target.tag, type: target.type, pem: target.chain.pem)
-            }
-            return campaignOp(for: rotation)
-        }
+        let world = KindContext(campaigns: campaigns)
+        let ops = waiting.compactMap { kinds.op(for: $0, in: world) }
         guard !ops.isEmpty, ops.count == waiting.count else {
             if ops.count != waiting.count {
                 logger.error(
@@ -551,10 +511,7 @@ package final class Engine {
         let jti = Self.newJTI()
         let claims = BundleClaims(
             sub: device.id, jti: jti, iat: now, exp: now.saturatingAdd(bundleLifetime), seq: seq, ops: ops)
-        // A device that already trusts the next key gets bundles signed with it; every other device with the current.
-        let key =
-            nextSigner.flatMap { next in device.inventory?.keys?.contains(next.kid) == true ? next : nil } ?? signer
-        let jws = JWS.sign(claims, with: key)
+        let jws = JWS.sign(claims, with: signingKeys.signer(for: device.inventory))
         observability?.bundlesSigned.increment()
         let record = BundleRecord(
             jti: jti, device: device.id, seq: seq, iat: now, exp: claims.exp, jws: jws,
@@ -839,7 +796,7 @@ package final class Engine {
         }
         guard previous?.state != rotation.state || previous?.jti != rotation.jti else { return }
         if previous?.state != rotation.state {
-            observability?.transition(target: rotation.target, to: rotation.state.rawValue)
+            observability?.transition(target: rotation.target.description, to: rotation.state.rawValue)
             if rotation.state == .applied, let sent = rotation.sentAt, let applied = rotation.appliedAt {
                 observability?.latency("sent_to_applied", seconds: applied - sent)
             }
@@ -850,7 +807,8 @@ package final class Engine {
         try tx.appendHistory(
             device: rotation.device,
             entry: HistoryEntry(
-                at: rotation.updatedAt, target: rotation.target, state: rotation.state.rawValue, jti: rotation.jti,
+                at: rotation.updatedAt, target: rotation.target.description, state: rotation.state.rawValue,
+                jti: rotation.jti,
                 detail: detail ?? rotation.lastError))
         logger.info(
             "rotation \(previous?.state.rawValue ?? "new") → \(rotation.state.rawValue)",
@@ -867,10 +825,11 @@ package final class Engine {
 
     var rpcContext: RPC.Context {
         RPC.Context(
-            targets: targets, catalogue: known.mapValues { ($0.name, $0.notAfter) }, drops: drops, logger: logger,
+            targets: targets, catalogue: catalogue.known.mapValues { ($0.name, $0.notAfter) }, drops: drops,
+            logger: logger,
             signerKid: signer.kid,
             nextKid: nextSigner?.kid, keyRotationThreshold: keyRotationThreshold, operators: operators, now: clock(),
-            renewal: renewal.mapValues { RenewalInfo(before: $0.before, hasSuccessor: $0.successor != nil) },
+            renewal: catalogue.renewal.mapValues { RenewalInfo(before: $0.before, hasSuccessor: $0.successor != nil) },
             replyPrefix: limits.replyPrefix, signedReads: limits.signedReads, campaignIDs: Set(campaigns.keys))
     }
 }

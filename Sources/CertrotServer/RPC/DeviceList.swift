@@ -92,7 +92,7 @@ extension RPC {
                 var entry: [String: Any] = [
                     "device": device.id, "lastSeen": device.lastSeen, "issuedSeq": device.issuedSeq,
                     "rotations": Dictionary(
-                        rotations.map { ($0.target, $0.state.rawValue) }, uniquingKeysWith: { a, _ in a }),
+                        rotations.map { ($0.target.description, $0.state.rawValue) }, uniquingKeysWith: { a, _ in a }),
                 ]
                 entry["reportedSeq"] = device.inventory?.seq
                 if let member {

@@ -340,7 +340,7 @@ enum RPC {
             throw Failure(code: .unknownDevice, message: "device '\(id)' has not been seen")
         }
         var retried: [String] = []
-        for var rotation in try tx.rotations(device: id) where only == nil || rotation.target == only {
+        for var rotation in try tx.rotations(device: id) where only == nil || rotation.target.description == only {
             let settledFailure =
                 rotation.state == .rejected
                 || ((rotation.state == .failed || rotation.state == .timedOut) && rotation.nextAttemptAt == nil)
@@ -350,9 +350,9 @@ enum RPC {
             try tx.appendHistory(
                 device: id,
                 entry: HistoryEntry(
-                    at: context.now, target: rotation.target, state: rotation.state.rawValue, jti: nil,
+                    at: context.now, target: rotation.target.description, state: rotation.state.rawValue, jti: nil,
                     detail: "retried by an operator"))
-            retried.append(rotation.target)
+            retried.append(rotation.target.description)
         }
         if !retried.isEmpty { reissue.append(id) }
         return ["device": id, "retried": retried]
@@ -393,7 +393,7 @@ enum RPC {
         }
         let rotations: [[String: Any]] = try tx.rotations(device: id).map { r in
             var entry: [String: Any] = [
-                "target": r.target, "sha256": r.sha256, "state": r.state.rawValue, "attempts": r.attempts,
+                "target": r.target.description, "sha256": r.sha256, "state": r.state.rawValue, "attempts": r.attempts,
                 "createdAt": r.createdAt, "updatedAt": r.updatedAt,
             ]
             entry["jti"] = r.jti
@@ -441,7 +441,9 @@ enum RPC {
             let share = devices == 0 ? 0 : Double(trusting) / Double(devices)
             var states: [String: Int] = Dictionary(
                 uniqueKeysWithValues: RotationState.allCases.map { ($0.rawValue, 0) })
-            for (state, count) in counts[Engine.trustKeyTarget] ?? [:] { states[state, default: 0] += count }
+            for (state, count) in counts[RotationTarget.signingKey.description] ?? [:] {
+                states[state, default: 0] += count
+            }
             signing["next"] =
                 [
                     "kid": next, "devicesTrusting": trusting, "share": share, "threshold": context.keyRotationThreshold,
@@ -452,7 +454,7 @@ enum RPC {
         // campaign state, so that it stays a plain read.
         var campaignStates: [String: Int] = Dictionary(
             uniqueKeysWithValues: RotationState.allCases.map { ($0.rawValue, 0) })
-        for (target, byState) in counts where Campaign.parseRotationTarget(target) != nil {
+        for (target, byState) in counts where RotationTarget(target).campaignID != nil {
             for (state, count) in byState { campaignStates[state, default: 0] += count }
         }
         return [

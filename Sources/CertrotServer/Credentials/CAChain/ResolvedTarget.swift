@@ -24,6 +24,9 @@ public struct ResolvedTarget: Sendable {
     ) throws(CertrotError) -> ResolvedTarget {
         let place = "target '\(target.name)'"
         guard !target.name.isEmpty else { throw CertrotError(.invalidConfig, "a target has an empty name") }
+        if let problem = RotationTarget.configuredNameProblem(target.name) {
+            throw CertrotError(.invalidConfig, "\(place): the name \(problem); choose another")
+        }
         guard (0...Inventory.maxTag).contains(target.tag) else {
             throw CertrotError(.invalidConfig, "\(place): tag \(target.tag) is outside 0…\(Inventory.maxTag)")
         }

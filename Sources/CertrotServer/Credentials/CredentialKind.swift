@@ -1,0 +1,51 @@
+import CertrotCore
+
+/// What the engine needs to know of one kind of credential (in the spirit of swift-certificates'
+/// `VerifierPolicy`): the engine asks every kind, in order, and knows none of them by name.
+///
+/// A kind works out what a device should hold from its inventory (a pure function in CertrotCore, so that it
+/// is tested alone), names the slot a target writes (campaigns take slots over), and gives the bundle op that
+/// installs a rotation's credential. Its targets are cases of ``RotationTarget``. See docs/architecture.md,
+/// "Adding a kind of credential".
+package protocol CredentialKind: AnyObject {
+    /// Whether `target` is one of this kind's.
+    func owns(_ target: RotationTarget) -> Bool
+
+    /// The sec tag and type `target` writes, when it writes one.
+    func slot(of target: RotationTarget, in world: KindContext) -> TagKey?
+
+    /// What the device whose inventory this is should hold.
+    func desired(inventory: Inventory, in world: KindContext) -> [DesiredCredential]
+
+    /// After a device's inventory is saved: what the kind records of it (expiry dates, warnings).
+    func inventorySaved(device: String, inventory: Inventory, tx: any StoreTransaction, now: Int64) throws
+
+    /// The op that installs what `rotation` is for; nil when this kind cannot serve it (the rotation waits,
+    /// logged).
+    func op(for rotation: Rotation, in world: KindContext) -> BundleOp?
+}
+
+extension CredentialKind {
+    package func inventorySaved(device: String, inventory: Inventory, tx: any StoreTransaction, now: Int64) throws {}
+}
+
+/// What a kind may look at besides the configuration it was made with: the campaigns the engine runs, and for
+/// one device the slots campaigns have taken over on it and its rotations.
+package struct KindContext {
+    var campaigns: [String: Campaign]
+    /// Slot → the rotation target of the newest campaign that admitted the device (``Engine/tagOwners``).
+    var owners: [TagKey: RotationTarget] = [:]
+    var rotations: [RotationTarget: Rotation] = [:]
+}
+
+extension [any CredentialKind] {
+    func slot(of target: RotationTarget, in world: KindContext) -> TagKey? {
+        for kind in self where kind.owns(target) { return kind.slot(of: target, in: world) }
+        return nil
+    }
+
+    func op(for rotation: Rotation, in world: KindContext) -> BundleOp? {
+        for kind in self where kind.owns(rotation.target) { return kind.op(for: rotation, in: world) }
+        return nil
+    }
+}
