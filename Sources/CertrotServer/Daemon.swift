@@ -59,6 +59,12 @@ public struct DaemonSettings: Sendable {
         public var replica: String
         public var group: String
         public var deadAfter: Int64
+
+        public init(replica: String, group: String, deadAfter: Int64) {
+            self.replica = replica
+            self.group = group
+            self.deadAfter = deadAfter
+        }
     }
 
     public struct KnownChain: Sendable {
@@ -317,12 +323,23 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         self.drops = DropCounters(observability: observability)
     }
 
+    /// Takes the store's leadership lock, trying for a few seconds: a daemon restarted at once (by systemd, or an
+    /// operator) may start while the database still holds the lock of the session its predecessor just closed.
+    private func holdLeadership(of store: any RotationStore) async throws -> Bool {
+        for attempt in 0..<20 {
+            if try store.holdLeadership() { return true }
+            if attempt == 0 { logger.notice("the store's leadership lock is held; waiting up to 5 s for it") }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        return false
+    }
+
     public func run() async throws {
         let store = try openStore(url: settings.storeURL)
         defer { store.close() }
         // A daemon that is not one of a cluster's replicas must be the only one on a shared store (two would both
         // send every bundle): it holds the store's leadership lock for as long as it runs.
-        if settings.cluster == nil, store.isShared, try !store.holdLeadership() {
+        if settings.cluster == nil, store.isShared, try !(await holdLeadership(of: store)) {
             throw CertrotError(
                 .invalidConfig,
                 "store \(PostgresStore.redacted(settings.storeURL)) is in use by another certrot (it holds the store's "

@@ -29,6 +29,8 @@ package final class EngineHarness {
 
         private let state = Mutex(State())
 
+        package init() {}
+
         package func publish(
             topic: String, payload: [UInt8], qos: Int32, retain: Bool, responseTopic: String?, correlationData: [UInt8]?
         ) throws -> Int32 {

@@ -317,22 +317,13 @@ extension Engine {
         for id in campaigns.values.sorted(by: { $0.precedence < $1.precedence }).map(\.id) {
             guard var campaign = campaigns[id], !campaign.state.isFinal else { continue }
             let before = campaign
-            if campaign.state == .scheduled, now >= campaign.policy.start ?? 0 {
-                campaign.state = .running
-                campaign.reason = nil
-            }
-            if let deadline = campaign.policy.deadline, now >= deadline {
-                try abort(&campaign, reason: "deadline \(deadline) passed", tx: tx)
-            }
+            try carryOut(campaign.tick(now: now), for: &campaign, tx: tx, outbox: &outbox)
             if campaign.state == .running, sweep.remove(id) != nil {
                 try issueHeld(campaign, tx: tx, outbox: &outbox)
             }
             if campaign.state == .running {
                 let counts = try memberCounts(id, tx: tx)
-                advance(&campaign, counts: counts, now: now)
-                if campaign.state == .running, campaign.policy.windows.isOpen(at: now) {
-                    try admitWaiting(&campaign, tx: tx, outbox: &outbox)
-                }
+                try carryOut(campaign.advance(counts: counts, now: now), for: &campaign, tx: tx, outbox: &outbox)
             }
             if campaign != before {
                 campaign.updatedAt = now
@@ -371,58 +362,6 @@ extension Engine {
             }
             after = last.id
         }
-    }
-
-    /// Wave logic for a running campaign.
-    func advance(_ campaign: inout Campaign, counts: [Int: WaveCounts], now: Int64) {
-        let wave = campaign.currentWave
-        let counted = counts[wave] ?? WaveCounts()
-        let executed = counted.executed - campaign.executedBaseline[wave]
-        let errors = counted.errors - campaign.errorBaseline[wave]
-        if executed >= max(1, campaign.policy.minExecuted),
-            Double(errors) > campaign.policy.errorThreshold * Double(executed)
-        {
-            campaign.state = .paused
-            campaign.reason =
-                "wave \(wave + 1) of \(campaign.waveCount): \(errors) of \(executed) devices sent a bundle were "
-                + "rejected, failed or timed out (\(Self.percent(errors, executed)) > error threshold "
-                + "\(Self.percent(campaign.policy.errorThreshold)))"
-            return
-        }
-        let eligible = counted.size - counted.cancelled
-        let allAdmitted = counted.waiting == 0
-        let succeeded = allAdmitted && Double(counted.verified) >= campaign.policy.successThreshold * Double(eligible)
-        let settled = allAdmitted && counted.settled >= counted.size
-        guard succeeded || (settled && campaign.accepted[wave]) else {
-            if settled {
-                campaign.state = .paused
-                campaign.reason =
-                    "wave \(wave + 1) of \(campaign.waveCount) settled with \(counted.verified) of \(eligible) "
-                    + "verified (\(Self.percent(counted.verified, eligible)) < success threshold "
-                    + "\(Self.percent(campaign.policy.successThreshold))); resume to accept it and go on"
-            }
-            return
-        }
-        if wave + 1 >= campaign.waveCount {
-            guard !campaign.policy.continuous else { return }
-            campaign.state = .completed
-            campaign.finishedAt = now
-            campaign.reason = nil
-        } else if campaign.policy.pauseAfterWave {
-            campaign.state = .paused
-            campaign.awaitingConfirmation = true
-            campaign.reason = "wave \(wave + 1) of \(campaign.waveCount) completed; resume to start wave \(wave + 2)"
-        } else {
-            campaign.currentWave += 1
-        }
-    }
-
-    static func percent(_ part: Int, _ whole: Int) -> String {
-        percent(whole == 0 ? 0 : Double(part) / Double(whole))
-    }
-
-    static func percent(_ fraction: Double) -> String {
-        String(format: "%.1f%%", fraction * 100)
     }
 
     private func admitWaiting(_ campaign: inout Campaign, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
@@ -464,52 +403,32 @@ extension Engine {
 
     // MARK: Operator actions
 
-    func pause(_ campaign: inout Campaign, reason: String) throws(RPC.Failure) {
-        guard campaign.state == .running || campaign.state == .scheduled else {
-            throw RPC.Failure(
-                code: .campaignState,
-                message:
-                    "campaign \(campaign.id) is \(campaign.state.rawValue); only a running or scheduled campaign can be paused"
-            )
+    /// Carries out what a campaign's transition asks for.
+    func carryOut(
+        _ actions: [CampaignAction], for campaign: inout Campaign, tx: any StoreTransaction, outbox: inout [Outbound]
+    ) throws {
+        for action in actions {
+            switch action {
+            case .cancelUnsent(let reason):
+                campaigns[campaign.id] = campaign
+                try cancelUnsent(campaign, reason: reason, tx: tx)
+            case .issueHeld:
+                sweep.insert(campaign.id)  // on the next tick, once the campaign runs
+            case .admitWaiting:
+                try admitWaiting(&campaign, tx: tx, outbox: &outbox)
+            }
         }
-        campaign.state = .paused
-        campaign.reason = reason
     }
 
-    func resume(_ campaign: inout Campaign, tx: any StoreTransaction) throws {
-        guard campaign.state == .paused else {
-            throw RPC.Failure(
-                code: .campaignState,
-                message: "campaign \(campaign.id) is \(campaign.state.rawValue); only a paused campaign can be resumed")
-        }
-        let wave = campaign.currentWave
-        if campaign.awaitingConfirmation {
-            campaign.awaitingConfirmation = false
-            campaign.currentWave = min(wave + 1, campaign.waveCount - 1)
-        } else {
-            // The operator accepts what happened so far: the error threshold applies to what comes next, and a
-            // settled wave below the success threshold may complete.
-            let counted = try tx.memberCounts(campaign: campaign.id)[wave] ?? WaveCounts()
-            campaign.errorBaseline[wave] = counted.errors
-            campaign.executedBaseline[wave] = counted.executed
-            campaign.accepted[wave] = true
-        }
-        campaign.state = campaign.policy.start.map { clock() < $0 } == true ? .scheduled : .running
-        campaign.reason = nil
-        sweep.insert(campaign.id)
-    }
-
-    /// Cancels every member not yet sent a bundle; in-flight bundles are not recalled (their acks still count).
     func abort(_ campaign: inout Campaign, reason: String, tx: any StoreTransaction) throws {
-        guard !campaign.state.isFinal else {
-            throw RPC.Failure(
-                code: .campaignState, message: "campaign \(campaign.id) is already \(campaign.state.rawValue)")
-        }
+        var none: [Outbound] = []
+        try carryOut(campaign.abort(reason: reason, now: clock()), for: &campaign, tx: tx, outbox: &none)
+    }
+
+    /// Cancels every member of an aborted campaign not yet sent a bundle; in-flight bundles are not recalled
+    /// (their acks still count).
+    private func cancelUnsent(_ campaign: Campaign, reason: String, tx: any StoreTransaction) throws {
         let now = clock()
-        campaign.state = .aborted
-        campaign.reason = reason
-        campaign.finishedAt = now
-        campaigns[campaign.id] = campaign
         for state in [MemberState.waiting, .pending, .failed, .timedOut] {
             var after: String?
             while true {
@@ -737,7 +656,7 @@ extension Engine {
             id: "cmp-" + String(Engine.newJTI().prefix(10)), name: request.name, now: now, targets: targets,
             select: request.select, policy: request.policy, origin: origin)
         campaign.sequence = nextCampaignSequence
-        if let start = request.policy.start, start > now { campaign.state = .scheduled }
+        campaign.schedule(now: now)
         let order = selected.map { (Hex.sha256(Array("\(campaign.id)\n\($0.id)".utf8)), $0.id) }.sorted { $0.0 < $1.0 }
         let ends = WaveSpec.cumulativeSizes(request.policy.waves, total: order.count)
         campaign.setWaveCount(ends.count)
@@ -821,24 +740,47 @@ extension Engine {
             return .value(try status(try campaign(params), tx: tx))
         case "campaign.pause":
             var campaign = try campaign(params)
-            try pause(&campaign, reason: "paused by an operator" + (try reasonParam(params)).map { ": \($0)" }.orEmpty)
+            let reason = "paused by an operator" + (try reasonParam(params)).map { ": \($0)" }.orEmpty
+            try transition { () throws(CampaignStateError) in try campaign.pause(reason: reason) }
             try changed(campaign, tx: tx)
             return .value(["id": campaign.id, "state": campaign.state.rawValue])
         case "campaign.resume":
             var campaign = try campaign(params)
-            try resume(&campaign, tx: tx)
+            // Accepting a threshold pause takes the wave's counts as they are now.
+            let counts =
+                campaign.awaitingConfirmation
+                ? WaveCounts() : try tx.memberCounts(campaign: campaign.id)[campaign.currentWave] ?? WaveCounts()
+            let now = clock()
+            let actions = try transition { () throws(CampaignStateError) in
+                try campaign.resume(currentWave: counts, now: now)
+            }
+            var none: [Outbound] = []
+            try carryOut(actions, for: &campaign, tx: tx, outbox: &none)
             try changed(campaign, tx: tx)
             return .value(["id": campaign.id, "state": campaign.state.rawValue, "currentWave": campaign.currentWave])
         case "campaign.abort":
             var campaign = try campaign(params)
-            try abort(
-                &campaign, reason: "aborted by an operator" + (try reasonParam(params)).map { ": \($0)" }.orEmpty,
-                tx: tx)
+            let reason = "aborted by an operator" + (try reasonParam(params)).map { ": \($0)" }.orEmpty
+            let now = clock()
+            let actions = try transition { () throws(CampaignStateError) in
+                try campaign.abort(reason: reason, now: now)
+            }
+            var none: [Outbound] = []
+            try carryOut(actions, for: &campaign, tx: tx, outbox: &none)
             try changed(campaign, tx: tx)
             let counts = try tx.memberCounts(campaign: campaign.id).values.reduce(0) { $0 + $1.cancelled }
             return .value(["id": campaign.id, "state": campaign.state.rawValue, "cancelled": counts])
         default:
             return nil
+        }
+    }
+
+    /// An operator's transition: one the campaign's state does not allow is the request's error.
+    private func transition<T>(_ body: () throws(CampaignStateError) -> T) throws(RPC.Failure) -> T {
+        do {
+            return try body()
+        } catch {
+            throw RPC.Failure(code: .campaignState, message: error.message)
         }
     }
 

@@ -40,26 +40,6 @@ package enum EngineInput: Sendable {
     }
 }
 
-/// Something to publish once the transaction that decided it has committed.
-struct Outbound {
-    enum Kind {
-        /// First transmission of a part: its PUBACK counts towards `sent`.
-        case part(jti: String)
-        /// A re-sent part or an RPC reply.
-        case other
-    }
-
-    var topic: String
-    var payload: [UInt8]
-    var kind: Kind
-    var responseTopic: String?
-    var correlationData: [UInt8]?
-    var retain = false
-    /// JSON-RPC replies go out ahead of queued bundle parts (an operator's status call must not wait for a
-    /// campaign's backlog).
-    var urgent = false
-}
-
 /// The rotation engine: reconciles inventories against targets, issues bundles, tracks acks. Runs on one task;
 /// every batch of inputs is handled in one store transaction, and publishes happen only after it commits.
 package final class Engine {
@@ -98,25 +78,14 @@ package final class Engine {
     /// Several replicas on one PostgreSQL (docs/scaling.md): inbound messages arrive through shared
     /// subscriptions; the leader alone runs ticks, campaigns and JSON-RPC. nil: a single daemon, always leading.
     var cluster: DaemonSettings.ClusterSettings? {
-        didSet { isLeader = cluster == nil }  // a replica leads only once it holds the leadership
+        didSet { role = cluster.map(ClusterRole.init) }
     }
-    private(set) var isLeader = true
-    private var leadershipCheckedAt = -Double.infinity
-    /// Set when this replica has just become the leader: the next tick takes over.
-    private var takeOver = false
-    private var staleCheckAt: Int64 = .min
-    /// While set (monotonic seconds), the leader also subscribes to retained inventories without sharing them.
-    private var catchUpUntil: Double?
+    private var role: ClusterRole?
+    var isLeader: Bool { role?.isLeader ?? true }
 
-    // In-memory delivery tracking (rebuilt after a restart by re-sending undelivered bundles).
-    private var inflight: [Int32: Outbound.Kind] = [:]
-    private var undelivered: [String: Int] = [:]
-    private var backlog: [Outbound] = []
-    private var urgent: [Outbound] = []
-    private var backlogHead = 0
-    /// Publishes queued behind the in-flight window: campaign admission holds back while this is large, so that a
-    /// bundle does not wait in the queue long enough to time out before it reaches the broker.
-    var queuedPublishes: Int { backlog.count - backlogHead }
+    /// In-memory delivery tracking (rebuilt after a restart by re-sending undelivered bundles).
+    let delivery: Delivery
+    var queuedPublishes: Int { delivery.queued }
     private var connected = false
     private var resumed = false
 
@@ -156,9 +125,11 @@ package final class Engine {
         self.profile = profile
         self.bundleLifetime = bundleLifetime
         self.maxInflight = maxInflight
+        self.delivery = Delivery(maxInflight: maxInflight, logger: logger)
         self.clock = clock
         self.drops = drops
         self.logger = logger
+        delivery.partPublished = { [unowned self] in observability?.partsPublished.increment() }
     }
 
     // MARK: Batches
@@ -234,7 +205,7 @@ package final class Engine {
             if connectedAt == nil { connectedAt = monotonic() }
             observability?.brokerConnected(true)
             logger.info("connected to broker", metadata: ["sessionPresent": "\(sessionPresent)"])
-            subscribe(inboundFilters + (catchUpUntil != nil ? [Topics.inventoryFilter] : []))
+            subscribe(inboundFilters + (role?.catchingUpUntil != nil ? [Topics.inventoryFilter] : []))
             if !resumed {
                 resumed = true
                 try resumeUndelivered(issuedBy: cluster?.replica, tx: tx, outbox: &outbox)
@@ -604,8 +575,7 @@ package final class Engine {
 
     /// Inbound subscriptions: shared among the replicas of a cluster, each message to one of them.
     private var inboundFilters: [String] {
-        guard let cluster else { return [Topics.inventoryFilter, Topics.ackFilter] }
-        return [Topics.inventoryFilter, Topics.ackFilter].map { "$share/\(cluster.group)/\($0)" }
+        role?.inboundFilters ?? [Topics.inventoryFilter, Topics.ackFilter]
     }
 
     private func subscribe(_ filters: [String]) {
@@ -629,24 +599,20 @@ package final class Engine {
     /// Once a second: this replica is alive (in a transaction of its own, so that a long batch cannot make it
     /// look dead), and is it the leader? (A session-level lock in PostgreSQL; free when its holder dies.)
     private func checkLeadership() {
-        let now = monotonic()
-        guard now - leadershipCheckedAt >= 1, let cluster else { return }
-        let firstCheck = leadershipCheckedAt == -.infinity
-        leadershipCheckedAt = now
+        guard let cluster, role?.leadershipCheckDue(now: monotonic()) == true else { return }
         do {
             try store.write { tx in try tx.heartbeat(replica: cluster.replica, at: clock()) }
         } catch {
             logger.error("heartbeat failed", metadata: ["error": "\(String(reflecting: error))"])
         }
         let leading = (try? store.holdLeadership()) ?? false
-        guard leading != isLeader || firstCheck else { return }
-        isLeader = leading
+        guard let change = role?.leadership(leading) else { return }
         observability?.leader(leading)
-        if leading {
+        switch change {
+        case .leading:
             logger.notice("this replica leads the cluster", metadata: ["replica": "\(cluster.replica)"])
-            takeOver = true
             rpc?.answer(true)
-        } else {
+        case .following:
             logger.notice("this replica follows", metadata: ["replica": "\(cluster.replica)"])
             rpc?.answer(false)
         }
@@ -662,13 +628,11 @@ package final class Engine {
         let now = clock()
         guard isLeader else { return }
         var catchUp = false
-        if takeOver {
-            takeOver = false
+        if role?.takeOver() == true {
             try reloadCampaigns(tx: tx)
             catchUp = true
         }
-        if now != staleCheckAt {
-            staleCheckAt = now
+        if role?.staleCheckDue(now: now) == true {
             for replica in try tx.replicas(seenBefore: now - cluster.deadAfter) where replica != cluster.replica {
                 logger.warning(
                     "replica stopped reporting; taking over its undelivered bundles",
@@ -678,13 +642,10 @@ package final class Engine {
                 catchUp = true
             }
         }
-        let elapsed = monotonic()
-        if catchUp {
-            if catchUpUntil == nil { subscribe([Topics.inventoryFilter]) }
-            catchUpUntil = elapsed + 10
-        } else if let until = catchUpUntil, elapsed >= until {
-            catchUpUntil = nil
-            unsubscribe([Topics.inventoryFilter])
+        switch role?.catchUp(now: monotonic(), triggered: catchUp) {
+        case .subscribe: subscribe([Topics.inventoryFilter])
+        case .unsubscribe: unsubscribe([Topics.inventoryFilter])
+        case nil: break
         }
     }
 
@@ -715,18 +676,7 @@ package final class Engine {
     // MARK: Delivery tracking
 
     private func published(mid: Int32, reasonCode: Int32, tx: any StoreTransaction) throws {
-        guard let kind = inflight.removeValue(forKey: mid) else { return }
-        guard case .part(let jti) = kind else { return }
-        if reasonCode >= 0x80 {
-            logger.error("broker refused a bundle part", metadata: ["jti": "\(jti)", "reason": "\(reasonCode)"])
-            return
-        }
-        guard let remaining = undelivered[jti] else { return }
-        if remaining > 1 {
-            undelivered[jti] = remaining - 1
-            return
-        }
-        undelivered[jti] = nil
+        guard let jti = delivery.published(mid: mid, reasonCode: reasonCode) else { return }
         let now = clock()
         // Under the device's lock, read again: another replica may be recording the device's ack right now.
         let unlocked = try tx.rotations(jti: jti)
@@ -740,45 +690,13 @@ package final class Engine {
     }
 
     func enqueue(_ item: Outbound) {
-        if case .part(let jti) = item.kind { undelivered[jti, default: 0] += 1 }
-        if item.urgent {
-            urgent.append(item)
-        } else {
-            backlog.append(item)
-        }
+        delivery.enqueue(item)
     }
 
-    /// Publishes from the backlog while fewer than `maxInflight` publishes await their PUBACK.
+    /// Publishes what the delivery window lets out now; replies on the RPC connection when there is one.
     func flush() {
         guard let client else { return }
-        // Replies first, outside the in-flight window (there are few, and each is waited for by someone), on the
-        // RPC connection.
-        while let item = urgent.first, rpc?.publish(item) ?? publish(item, with: client) {
-            urgent.removeFirst()
-        }
-        while backlogHead < backlog.count, inflight.count < maxInflight, publish(backlog[backlogHead], with: client) {
-            backlogHead += 1
-        }
-        if backlogHead > 4096, backlogHead * 2 > backlog.count {
-            backlog.removeFirst(backlogHead)
-            backlogHead = 0
-        }
-    }
-
-    /// Hands one item to libmosquitto; false (logged) when it could not take it now.
-    private func publish(_ item: Outbound, with client: any Publisher) -> Bool {
-        do {
-            let mid = try client.publish(
-                topic: item.topic, payload: item.payload, qos: 1, retain: item.retain,
-                responseTopic: item.responseTopic,
-                correlationData: item.correlationData)
-            inflight[mid] = item.kind
-            if case .part = item.kind { observability?.partsPublished.increment() }
-            return true
-        } catch {
-            logger.warning("publish failed; will retry", metadata: ["topic": "\(item.topic)", "error": "\(error)"])
-            return false
-        }
+        delivery.flush(client: client, replies: rpc.map { rpc in { rpc.publish($0) } })
     }
 
     // MARK: Persistence helpers
