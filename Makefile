@@ -43,17 +43,17 @@ device-test: build
 	$(MAKE) -C device test CERTROT_BIN=$(CURDIR)/.build/debug/certrot
 
 demo: build
-	.build/debug/certrot demo --devices $(DEMO_DEVICES)
+	.build/debug/certrot-lab demo --devices $(DEMO_DEVICES)
 
 demo-smoke:
-	.build/debug/certrot demo --devices $(SMOKE_DEVICES) --timeout 120
+	.build/debug/certrot-lab demo --devices $(SMOKE_DEVICES) --timeout 120
 
 bench: release
-	.build/release/certrot bench --devices $(BENCH_DEVICES) --out bench/results.json
+	.build/release/certrot-lab bench --devices $(BENCH_DEVICES) --out bench/results.json
 
 # A tiny run so that the benchmark cannot rot; its figures mean nothing (debug build, 200 devices).
 bench-smoke:
-	.build/debug/certrot bench --devices 200 --known 2000 --sign-seconds 1 --timeout 300 --out .build/bench-smoke.json
+	.build/debug/certrot-lab bench --devices 200 --known 2000 --sign-seconds 1 --timeout 300 --out .build/bench-smoke.json
 
 clean:
 	rm -rf .build

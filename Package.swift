@@ -9,8 +9,10 @@ import PackageDescription
 //   CertrotStore       adapters: SQLite through GRDB, PostgreSQL through postgres-nio
 //   CertrotServer      the daemon: config, engine, reconciler, JSON-RPC, service wiring
 //   CertrotSimulator   reference device fleet (what an nRF91 application does)
-//   CertrotTestSupport broker launcher and fixture certificates, used by tests and `certrot demo`
-//   certrot            the CLI
+//   CertrotTestSupport broker and PostgreSQL launchers, fixture certificates, EngineHarness: tests and certrot-lab
+//   CertrotConsole     terminal output shared by the two executables
+//   certrot            the CLI and the daemon (what ships)
+//   certrot-lab        the demo and the benchmark (`make demo`, `make bench`), which start their own servers
 let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 
 let package = Package(
@@ -18,6 +20,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "certrot", targets: ["certrot"]),
+        .executable(name: "certrot-lab", targets: ["certrot-lab"]),
         .library(name: "CertrotCore", targets: ["CertrotCore"]),
     ],
     dependencies: [
@@ -98,13 +101,28 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "CertrotConsole",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "certrot",
             dependencies: [
-                "CertrotCore", "CertrotServer", "CertrotStore", "CertrotSimulator", "CertrotTestSupport", "CertrotMQTT",
+                "CertrotCore", "CertrotServer", "CertrotStore", "CertrotSimulator", "CertrotMQTT", "CertrotConsole",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "certrot-lab",
+            dependencies: [
+                "CertrotCore", "CertrotServer", "CertrotStore", "CertrotSimulator", "CertrotTestSupport", "CertrotMQTT",
+                "CertrotConsole",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

@@ -3,7 +3,7 @@ import Logging
 import Synchronization
 
 /// A JSON-RPC 2.0 client for `certrot/rpc` over MQTT 5 (Response Topic + Correlation Data). Used by
-/// `certrot status`, `certrot demo` and the tests.
+/// `certrot status`, `certrot-lab demo` and the tests.
 public final class RPCClient: Sendable {
     private let client: MQTTClient
     private let replyTopic: String

@@ -1,6 +1,6 @@
 import Foundation
 
-/// A real mosquitto on an ephemeral loopback port, for tests and `certrot demo`. Stopped by ``stop()`` or at deinit.
+/// A real mosquitto on an ephemeral loopback port, for tests and `certrot-lab demo`. Stopped by ``stop()`` or at deinit.
 public final class Broker: @unchecked Sendable {
     // `process` is replaced only by restart(); tests call stop() and restart() from one task at a time.
     public let port: Int32

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CertrotConsole
 import CertrotCore
 import CertrotMQTT
 import Foundation
@@ -342,45 +343,5 @@ struct CampaignCommand: AsyncParsableCommand {
                 try await Task.sleep(for: .milliseconds(Int(interval * 1000)))
             }
         }
-    }
-}
-
-/// Campaign progress as text: a header line and one line per wave.
-enum Progress {
-    static func render(_ status: [String: Any], tty: Bool) -> [String] {
-        let states = status["states"] as? [String: Int] ?? [:]
-        let total = status["total"] as? Int ?? 0
-        var header = "\(status["id"] ?? "?") \(status["name"] ?? "") — \(status["state"] ?? "?")"
-        header += ": verified \(states["verified"] ?? 0)/\(total)"
-        if let rate = status["rate"] as? Double { header += String(format: ", %.1f/s", rate) }
-        if let eta = status["eta"] as? Int, eta > 0 { header += ", ETA \(eta) s" }
-        if let reason = status["reason"] as? String { header += " (\(reason))" }
-        var lines = [header]
-        for wave in status["waves"] as? [[String: Any]] ?? [] {
-            let counts = wave["states"] as? [String: Int] ?? [:]
-            let size = wave["size"] as? Int ?? 0
-            let verified = counts["verified"] ?? 0
-            let inFlight = (counts["pending"] ?? 0) + (counts["sent"] ?? 0) + (counts["applied"] ?? 0)
-            let failed = (counts["rejected"] ?? 0) + (counts["failed"] ?? 0) + (counts["timed_out"] ?? 0)
-            let index = (wave["index"] as? Int ?? 0) + 1
-            var line = "  wave \(index) \(wave["state"] ?? "?")"
-            if tty { line += " " + bar(verified: verified, inFlight: inFlight, failed: failed, size: size) }
-            line += "  verified \(verified)/\(size)  sent \(inFlight)  failed \(failed)"
-            if let cancelled = counts["cancelled"], cancelled > 0 { line += "  cancelled \(cancelled)" }
-            lines.append(line)
-        }
-        return lines
-    }
-
-    /// `[#####>>>!!......]`: verified, in flight, failed, not yet.
-    static func bar(verified: Int, inFlight: Int, failed: Int, size: Int, width: Int = 30) -> String {
-        guard size > 0 else { return "[" + String(repeating: " ", count: width) + "]" }
-        func cells(_ n: Int) -> Int { Int((Double(n) / Double(size) * Double(width)).rounded()) }
-        let v = cells(verified)
-        let f = min(width - v, cells(failed))
-        let s = min(width - v - f, cells(inFlight))
-        return "[" + String(repeating: "#", count: v) + String(repeating: "!", count: f)
-            + String(repeating: ">", count: s)
-            + String(repeating: ".", count: max(0, width - v - f - s)) + "]"
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CertrotConsole
 import CertrotCore
 import CertrotServer
 import Foundation
@@ -16,7 +17,7 @@ struct Certrot: AsyncParsableCommand {
             """,
         subcommands: [
             Serve.self, ConfigCommand.self, Keys.self, BundleCommand.self, Status.self, CampaignCommand.self,
-            DeviceCommand.self, Simulate.self, Demo.self, Bench.self,
+            DeviceCommand.self, Simulate.self,
         ])
 }
 
@@ -27,16 +28,6 @@ struct LogOptions: ParsableArguments {
     func makeLogger(_ label: String) -> Logger {
         makeStandardErrorLogger(label, level: logLevel)
     }
-}
-
-/// Logs to standard error at `level` from here on (once per process), and returns a logger named `label`.
-func makeStandardErrorLogger(_ label: String, level: Logger.Level) -> Logger {
-    LoggingSystem.bootstrap { name in
-        var handler = StreamLogHandler.standardError(label: name)
-        handler.logLevel = level
-        return handler
-    }
-    return Logger(label: label)
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CertrotConsole
 import CertrotMQTT
 import Foundation
 import Logging
@@ -39,34 +40,5 @@ struct Status: AsyncParsableCommand {
         } else {
             print(FleetTable.render(result))
         }
-    }
-}
-
-enum FleetTable {
-    static let order = [
-        "in_sync", "pending", "sent", "applied", "verified", "rejected", "failed", "timed_out", "cancelled",
-    ]
-
-    static func render(_ result: [String: Any]) -> String {
-        var lines = ["devices: \(result["devices"] ?? 0)"]
-        let header = ["target"] + order
-        var rows: [[String]] = [header]
-        if let states = result["states"] as? [String: Int] {
-            rows.append(["(all)"] + order.map { "\(states[$0] ?? 0)" })
-        }
-        for (name, value) in ((result["targets"] as? [String: Any]) ?? [:]).sorted(by: { $0.key < $1.key }) {
-            let states = ((value as? [String: Any])?["states"] as? [String: Int]) ?? [:]
-            rows.append([name] + order.map { "\(states[$0] ?? 0)" })
-        }
-        let widths = (0..<header.count).map { column in rows.map { $0[column].count }.max() ?? 0 }
-        for row in rows {
-            lines.append(
-                zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
-        }
-        if let dropped = result["dropped"] as? [String: Int], !dropped.isEmpty {
-            lines.append(
-                "dropped: " + dropped.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
-        }
-        return lines.joined(separator: "\n")
     }
 }

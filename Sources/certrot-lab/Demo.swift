@@ -1,4 +1,5 @@
 import ArgumentParser
+import CertrotConsole
 import CertrotCore
 import CertrotMQTT
 import CertrotServer
@@ -175,9 +176,4 @@ struct Demo: AsyncParsableCommand {
         }
         say(String(format: "campaign completed in %.1f s", Date().timeIntervalSince(begun)))
     }
-}
-
-/// Unbuffered line output, so progress shows at once even through a pipe.
-func say(_ text: String = "") {
-    FileHandle.standardOutput.write(Data((text + "\n").utf8))
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CertrotConsole
 import CertrotCore
 import CertrotMQTT
 import CertrotServer
@@ -49,7 +50,7 @@ struct Bench: AsyncParsableCommand {
             "build": isDebugBuild ? "debug" : "release",
         ]
         say(
-            "certrot bench: \(devices) devices, \(isDebugBuild ? "DEBUG build (figures not comparable)" : "release build")"
+            "certrot-lab bench: \(devices) devices, \(isDebugBuild ? "DEBUG build (figures not comparable)" : "release build")"
         )
 
         // 3. Signing, first: nothing else runs yet.
@@ -299,7 +300,7 @@ struct Bench: AsyncParsableCommand {
         broker: Broker, prefix: String, oldPath: String, keyPath: String, dir: URL
     ) throws -> ChildProcess {
         try ChildProcess(
-            executable: CommandLine.arguments[0],
+            executable: certrotExecutable(),
             arguments: [
                 "simulate", "--broker", broker.url, "--devices", "\(devices)", "--pubkey", keyPath, "--chain", oldPath,
                 "--id-prefix", prefix, "--devices-per-connection", "\(devicesPerConnection)", "--log-level", "error",
@@ -446,169 +447,5 @@ struct Bench: AsyncParsableCommand {
             result.recovery = elapsed < 60 ? elapsed : nil
         }
         return result
-    }
-
-    // MARK: 4. Memory with many devices known
-
-    struct Known {
-        var devices: Int
-        var seedSeconds: Double
-        var rss: Double
-        var peak: Double
-        var fleetStatusMs: Double
-        var deviceStatusMs: Double
-        var json: [String: Any] {
-            [
-                "devices": devices, "rssBytes": rss, "rssPeakBytes": peak, "peakBytesPerDevice": peak / Double(devices),
-                "seedSeconds": seedSeconds, "fleetStatusMs": fleetStatusMs, "deviceStatusMs": deviceStatusMs,
-            ]
-        }
-    }
-
-    /// Daemon RSS with `count` devices known and no campaign running: the SQLite store is filled directly (each
-    /// device with an inventory — one credential, one trusted key — and an expiry row, as after its first
-    /// inventory), the daemon started on it with one configured target, asked for `fleet.status` and one
-    /// `device.status`, then measured. certrot keeps no per-device state in memory: what grows is the store.
-    func memoryKnown(
-        count: Int, broker: Broker, dir: URL, oldChain: CertificateChain, kid: String, logger: Logger
-    ) async throws -> Known {
-        func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
-        let db = path("known-\(count).db")
-        let seeding = Date()
-        let store = try SQLiteStore(path: db)
-        let now = Int64(Date().timeIntervalSince1970)
-        let inventory = Inventory(
-            seq: 0, maxMessage: 2048,
-            creds: [.init(tag: 42, type: 0, sha256: oldChain.sha256, notAfter: oldChain.notAfter)],
-            keys: [kid])
-        var next = 0
-        while next < count {
-            let end = min(count, next + 20_000)
-            try store.write { tx in
-                for index in next..<end {
-                    let id = "mem-\(String(format: "%07d", index))"
-                    try tx.saveDevice(
-                        DeviceRecord(id: id, firstSeen: now, lastSeen: now, inventory: inventory, issuedSeq: 0))
-                    try tx.saveExpiry(device: id, target: "ca", notAfter: oldChain.notAfter)
-                }
-            }
-            next = end
-        }
-        store.close()  // the daemon must be the store's only process
-        let seedSeconds = Date().timeIntervalSince(seeding)
-        let config = """
-            broker: {url: \(broker.url), clientId: certrot-mem-\(count)}
-            store: sqlite:\(db)
-            signingKey: \(path("key.pem"))
-            targets: [{name: ca, tag: 42, type: 0, chain: \(path("new.pem"))}]
-            catalogue: [{name: old, chain: \(path("old.pem"))}]
-            """
-        try config.write(toFile: path("known-\(count).yaml"), atomically: true, encoding: .utf8)
-        let daemon = try serve(config: path("known-\(count).yaml"), log: path("known-\(count).log"))
-        defer { daemon.terminate(grace: 5) }
-        let rpc = try RPCClient(host: broker.host, port: broker.port, logger: logger)
-        defer { rpc.close() }
-        // Until the daemon has subscribed, a request goes nowhere: ask briefly until one is answered.
-        let started = Date()
-        let probe = ["device": "mem-\(String(format: "%07d", count / 2))"]
-        while (try? await rpc.result("device.status", params: probe, timeout: 1)) == nil {
-            guard Date().timeIntervalSince(started) < timeout else {
-                throw ValidationError("the daemon did not answer for \(count) devices")
-            }
-            try await Task.sleep(for: .milliseconds(200))
-        }
-        var asked = Date()
-        let status = try await rpc.result("fleet.status", timeout: timeout)
-        let fleetStatusMs = Date().timeIntervalSince(asked) * 1000
-        guard status["devices"] as? Int == count else {
-            throw ValidationError("fleet.status counts \(status["devices"] ?? "?") devices, not \(count)")
-        }
-        asked = Date()
-        _ = try await rpc.result("device.status", params: probe, timeout: 30)
-        let deviceStatusMs = Date().timeIntervalSince(asked) * 1000
-        try await Task.sleep(for: .seconds(2))
-        let (rss, peak) = Self.rss(pid: daemon.pid)
-        return Known(
-            devices: count, seedSeconds: seedSeconds, rss: Double(rss), peak: Double(peak),
-            fleetStatusMs: fleetStatusMs,
-            deviceStatusMs: deviceStatusMs)
-    }
-
-    /// `certrot serve` (this binary) in a process of its own, errors only.
-    func serve(config: String, log: String) throws -> ChildProcess {
-        try ChildProcess(
-            executable: CommandLine.arguments[0], arguments: ["serve", "--config", config, "--log-level", "error"],
-            outputPath: log)
-    }
-
-    /// A campaign writing `chain` to tag 42 of every device, at `rate` bundles/s (nil: no limit); its id.
-    func createCampaign(_ rpc: RPCClient, name: String, chain: String, rate: Double? = nil) async throws -> String {
-        var params: [String: Any] = ["name": name, "targets": [["tag": 42, "chain": chain]], "select": ["all": true]]
-        params["rate"] = rate
-        let created = try await rpc.result("campaign.create", params: params, timeout: 120)
-        guard let id = created["id"] as? String else { throw ValidationError("campaign.create failed: \(created)") }
-        return id
-    }
-
-    /// Until the daemon (or one of the replicas) answers that it knows every device.
-    func waitForDevices(_ rpc: RPCClient) async throws {
-        let start = Date()
-        while (try? await rpc.result("fleet.status", timeout: 2))?["devices"] as? Int != devices {
-            guard Date().timeIntervalSince(start) < timeout else {
-                throw ValidationError("devices not seen within \(Int(timeout)) s")
-            }
-            try await Task.sleep(for: .milliseconds(500))
-        }
-    }
-
-    /// A campaign over every device with the daemon on PostgreSQL: one daemon (`--replicas 1`) or that many
-    /// replicas in a cluster. From campaign.create to every device verified.
-    func postgresThroughput(broker: Broker, dir: URL, logger: Logger) async throws -> (rate: Double, seconds: Double) {
-        func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
-        let url = try PostgresServer.shared().createDatabase()
-        var daemons: [ChildProcess] = []
-        defer { for daemon in daemons { daemon.terminate(grace: 5) } }
-        for index in 1...replicas {
-            var config = """
-                broker: {url: \(broker.url), clientId: certrot-bench-pg}
-                store: \(url)
-                signingKey: \(path("key.pem"))
-                ackTimeout: 120s
-                targets: []
-                catalogue: [{name: old, chain: \(path("old.pem"))}]
-                """
-            if replicas > 1 { config += "\ncluster: {replica: r\(index)}\n" }
-            try config.write(toFile: path("pg-\(index).yaml"), atomically: true, encoding: .utf8)
-            daemons.append(try serve(config: path("pg-\(index).yaml"), log: path("pg-\(index).log")))
-        }
-        let simulator = try startSimulator(
-            broker: broker, prefix: "pg-", oldPath: path("old.pem"), keyPath: path("key.pem"), dir: dir)
-        defer { simulator.terminate(grace: 2) }
-        let rpc = try RPCClient(host: broker.host, port: broker.port, logger: logger)
-        defer { rpc.close() }
-        try await waitForDevices(rpc)
-        _ = try await createCampaign(
-            rpc, name: "bench-pg", chain: try String(contentsOfFile: path("new.pem"), encoding: .utf8))
-        let began = Date()
-        while ((try? await rpc.result("fleet.status", timeout: 10))?["campaignStates"] as? [String: Int])?["verified"]
-            ?? 0 < devices
-        {
-            guard Date().timeIntervalSince(began) < timeout else {
-                throw ValidationError("campaign on PostgreSQL not done within \(Int(timeout)) s")
-            }
-            try await Task.sleep(for: .milliseconds(250))
-        }
-        let seconds = Date().timeIntervalSince(began)
-        return (Double(devices) / seconds, seconds)
-    }
-
-    /// VmRSS and VmHWM of a process, in bytes.
-    static func rss(pid: pid_t) -> (current: Int, peak: Int) {
-        let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-        func field(_ name: String) -> Int {
-            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return 0 }
-            return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
-        }
-        return (field("VmRSS"), field("VmHWM"))
     }
 }

@@ -1,0 +1,162 @@
+import CertrotCore
+import Foundation
+import Logging
+
+/// Campaign members: counts kept up to date, state following their rotations, continuous joins, admission.
+extension Engine {
+    // MARK: Members
+
+    /// The creation order of the next campaign: after every campaign known.
+    var nextCampaignSequence: Int64 { (campaigns.values.compactMap(\.sequence).max() ?? 0) + 1 }
+
+    /// A campaign's member counts per wave: counted once, then kept up to date as members are saved (a tick needs
+    /// them for every running campaign, four times a second, and counting scans all of a campaign's members).
+    /// Exact on one node, where every member write goes through ``saveMember(_:previous:tx:)``; counted again
+    /// after 10 s all the same, and after 1 s in a cluster, where other replicas write members too.
+    func memberCounts(_ id: String, tx: any StoreTransaction) throws -> [Int: WaveCounts] {
+        let now = monotonic()
+        if let cached = memberCountCache[id], now - cached.at < (cluster == nil ? 10 : 1) { return cached.counts }
+        let counts = try tx.memberCounts(campaign: id)
+        memberCountCache[id] = (counts, now)
+        return counts
+    }
+
+    /// Saves a member, and moves it in the kept counts from `previous` (nil: a new member).
+    func saveMember(_ member: CampaignMember, previous: CampaignMember?, tx: any StoreTransaction) throws {
+        try tx.saveMember(member)
+        guard var entry = memberCountCache[member.campaign] else { return }
+        if let previous { entry.counts[previous.wave, default: WaveCounts()].add(previous, sign: -1) }
+        entry.counts[member.wave, default: WaveCounts()].add(member)
+        memberCountCache[member.campaign] = entry
+    }
+
+    /// A campaign rotation changed: the member's state follows its rotations.
+    func memberChanged(_ rotation: Rotation, tx: any StoreTransaction) throws {
+        guard let id = rotation.target.campaignID, let campaign = campaigns[id],
+            var member = try tx.member(campaign: id, device: rotation.device)
+        else { return }
+        // A one-target campaign (the usual case) has this one rotation per device: no need to read them again.
+        let mine =
+            campaign.targets.count == 1
+            ? [rotation]
+            : try tx.rotations(device: rotation.device).filter { $0.target.campaignID == id }
+        let (state, settled) = MemberState.aggregate(mine)
+        let reason = mine.first {
+            $0.state == .rejected || $0.state == .failed || $0.state == .timedOut || $0.state == .cancelled
+        }?.lastError
+        guard member.state != state || member.settled != settled || member.reason != reason else { return }
+        let before = member
+        member.state = state
+        member.settled = settled
+        member.reason = reason
+        member.updatedAt = clock()
+        try saveMember(member, previous: before, tx: tx)
+        dirtyCampaigns.insert(id)
+    }
+
+    /// Continuous campaigns take in devices that match their selection when they show up (or their credentials
+    /// come close to expiry).
+    func joinContinuous(device: DeviceRecord, tx: any StoreTransaction) throws {
+        let open = campaigns.values.filter { $0.policy.continuous && !$0.state.isFinal }
+        guard !open.isEmpty, device.inventory != nil else { return }
+        let now = clock()
+        let memberOf = Set(try tx.memberships(device: device.id).map(\.campaign))
+        for campaign in open where !memberOf.contains(campaign.id) {
+            guard
+                campaign.select.matches(
+                    device: device.id, inventory: device.inventory, now: now,
+                    expiry: { self.catalogue.expiry(of: device.inventory, tag: $0) })
+            else { continue }
+            try saveMember(
+                CampaignMember(
+                    campaign: campaign.id, device: device.id, wave: campaign.currentWave, state: .waiting,
+                    settled: false,
+                    reason: nil, updatedAt: now),
+                previous: nil, tx: tx)
+            dirtyCampaigns.insert(campaign.id)
+            logger.info(
+                "device joins a continuous campaign",
+                metadata: ["device": "\(device.id)", "campaign": "\(campaign.id)"])
+        }
+    }
+
+    /// Admits a waiting member: one rotation per campaign target (verified at once when the device already
+    /// holds the chain), other targets' unsent rotations of the same tags cancelled, and its bundle issued.
+    /// Returns true when a bundle is to go out (it takes a token).
+    func admit(
+        _ member: CampaignMember, campaign: inout Campaign, tx: any StoreTransaction, outbox: inout [Outbound]
+    ) throws -> Bool {
+        let now = clock()
+        /// Ends the member without a rotation.
+        func settle(_ state: MemberState, _ reason: String) throws -> Bool {
+            let waiting = member
+            var member = member
+            member.state = state
+            member.settled = true
+            member.reason = reason
+            member.updatedAt = now
+            try saveMember(member, previous: waiting, tx: tx)
+            return false
+        }
+        try tx.lockDevice(member.device)
+        guard let device = try tx.device(member.device), let inventory = device.inventory else {
+            return try settle(.failed, "device has sent no inventory")
+        }
+        var existing = Dictionary(uniqueKeysWithValues: try tx.rotations(device: device.id).map { ($0.target, $0) })
+        // A newer campaign that already admitted this device keeps the tag.
+        for (key, owner) in try tagOwners(device: device.id, tx: tx)
+        where campaign.targets.contains(where: { TagKey(tag: $0.tag, type: $0.type) == key }) {
+            guard let otherID = owner.campaignID, let other = campaigns[otherID],
+                other.id != campaign.id,
+                other.precedence > campaign.precedence
+            else { continue }
+            return try settle(.cancelled, "superseded by the newer campaign \(other.name) (\(other.id))")
+        }
+        var plans: [(index: Int, digest: String, holds: Bool)] = []
+        for index in campaign.targets.indices {
+            let target = campaign.targets[index]
+            let held = inventory.credential(tag: target.tag, type: target.type)?.sha256
+            let (pem, problem) = catalogue.chain(
+                for: &campaign, index: index, held: held, profile: profile, now: clock())
+            guard let pem else {
+                logger.warning(
+                    "campaign member cannot be rotated",
+                    metadata: ["device": "\(device.id)", "reason": "\(problem ?? "")"])
+                return try settle(.failed, problem ?? "no chain for this device")
+            }
+            let digest = Hex.sha256(Array(pem.utf8))
+            plans.append((index, digest, held == digest))
+        }
+        var sending = false
+        for (index, digest, holds) in plans {
+            let target = campaign.targets[index]
+            let name = campaign.rotationTarget(index)
+            for (otherName, var other) in existing
+            where otherName != name && tagKey(of: otherName) == TagKey(tag: target.tag, type: target.type)
+                && other.isCancellable
+            {
+                let before = other
+                other.cancel(reason: "superseded by campaign \(campaign.name) (\(campaign.id))", now: now)
+                try save(other, previous: before, tx: tx)
+                existing[otherName] = other
+            }
+            var rotation = Rotation(device: device.id, target: name, sha256: digest, now: now)
+            if holds {
+                // Its inventory already shows the campaign's chain.
+                rotation.inventoryArrived(
+                    holdsTarget: true, reportedSeq: device.inventory?.seq ?? 0, fresh: false,
+                    policy: rotationPolicy(for: name), now: now)
+            } else {
+                sending = true
+            }
+            try save(
+                rotation, previous: existing[name], tx: tx,
+                detail: "admitted by campaign \(campaign.name) (\(campaign.id))")
+        }
+        // In a cluster the bundle is issued by whichever replica claims it (claimOutboundWork).
+        if sending, cluster == nil {
+            try issueIfIdle(device: device, rotations: try tx.rotations(device: device.id), tx: tx, outbox: &outbox)
+        }
+        return sending
+    }
+}

@@ -1,0 +1,127 @@
+import CertrotCore
+import CertrotMQTT
+import Foundation
+import Logging
+
+/// Signing and sending bundles, and re-sending them after a restart.
+extension Engine {
+    /// Issues one bundle carrying every target the device is waiting for, unless a bundle is already out: a device
+    /// has at most one bundle in flight, so seqs arrive in order.
+    func issueIfIdle(
+        device: DeviceRecord, rotations: [Rotation], tx: any StoreTransaction, outbox: inout [Outbound]
+    ) throws {
+        guard !rotations.contains(where: \.isInFlight) else { return }
+        var waiting = rotations.filter(\.awaitsBundle).sorted { $0.target < $1.target }
+        guard !waiting.isEmpty else { return }
+        let now = clock()
+        waiting = try withoutSuperseded(waiting, device: device.id, tx: tx)
+        let world = KindContext(campaigns: campaigns)
+        let ops = waiting.compactMap { kinds.op(for: $0, in: world) }
+        guard !ops.isEmpty, ops.count == waiting.count else {
+            if ops.count != waiting.count {
+                logger.error(
+                    "a waiting rotation names no known target; not issuing", metadata: ["device": "\(device.id)"])
+            }
+            return
+        }
+        // Inventories are bounded to seq ≤ 2^53 − 1 (docs/protocol.md §2); a device that reported the largest seq
+        // can take no later bundle, and says so in its rotation rather than wrapping or trapping.
+        guard device.issuedSeq < Bounds.maxSeq else {
+            try fail(
+                waiting, error: "the device's seq is at its maximum (\(Bounds.maxSeq)); no later bundle exists",
+                now: now, tx: tx)
+            logger.error("cannot issue a bundle: device seq exhausted", metadata: ["device": "\(device.id)"])
+            return
+        }
+        let seq = device.issuedSeq + 1
+        let jti = Self.newJTI()
+        let claims = BundleClaims(
+            sub: device.id, jti: jti, iat: now, exp: now.saturatingAdd(bundleLifetime), seq: seq, ops: ops)
+        let jws = JWS.sign(claims, with: signingKeys.signer(for: device.inventory))
+        observability?.bundlesSigned.increment()
+        let record = BundleRecord(
+            jti: jti, device: device.id, seq: seq, iat: now, exp: claims.exp, jws: jws,
+            maxMessage: device.inventory?.maxMessage ?? profile.maxMessage)
+        let parts: [[UInt8]]
+        do {
+            parts = try split(bundle: record)
+        } catch let error as CertrotError {
+            try fail(waiting, error: error.message, now: now, tx: tx)
+            logger.error(
+                "cannot deliver a bundle to this device", metadata: ["device": "\(device.id)", "error": "\(error)"])
+            return
+        }
+        var updated = device
+        updated.issuedSeq = seq
+        try tx.saveDevice(updated)
+        try tx.insertBundle(record)
+        for var rotation in waiting {
+            let before = rotation
+            rotation.issued(jti: jti, seq: seq, now: now)
+            rotation.issuedBy = cluster?.replica
+            try save(rotation, previous: before, tx: tx, detail: "bundle issued, \(parts.count) part(s)")
+        }
+        outbox += parts.map { Outbound(topic: Topics.bundle(device.id), payload: $0, kind: .part(jti: jti)) }
+        logger.info(
+            "bundle issued",
+            metadata: ["device": "\(device.id)", "jti": "\(jti)", "seq": "\(seq)", "parts": "\(parts.count)"])
+    }
+
+    /// Rotations that no bundle can serve: `failed`, with no retry.
+    func fail(_ rotations: [Rotation], error: String, now: Int64, tx: any StoreTransaction) throws {
+        for var rotation in rotations {
+            let before = rotation
+            rotation.cannotBeServed(error: error, now: now)
+            try save(rotation, previous: before, tx: tx)
+        }
+    }
+
+    func split(bundle: BundleRecord) throws -> [[UInt8]] {
+        try Parts.split(
+            jws: bundle.jws, jti: bundle.jti, topic: Topics.bundle(bundle.device), maxMessage: bundle.maxMessage)
+    }
+
+    /// After a restart (or, in a cluster, for a replica found dead): bundles issued but perhaps never handed to
+    /// the broker are sent again, same jti and seq, with the ack timer started afresh. A bundle that would expire
+    /// before an ack could come back is replaced by a new one instead (a device rejects an expired bundle, and a
+    /// rejection is final). `issuedBy`: only that replica's bundles (nil: all).
+    func resumeUndelivered(issuedBy replica: String?, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+        let now = clock()
+        var resent: Set<String> = []
+        var reissue: Set<DeviceKey> = []
+        for candidate in try tx.rotationsAwaitingDelivery(issuedBy: replica) {
+            try tx.lockDevice(candidate.device)
+            guard
+                var rotation = try tx.rotations(device: candidate.device).first(where: { $0.target == candidate.target }
+                ),
+                rotation.state == .pending, let jti = rotation.jti, jti == candidate.jti,
+                let bundle = try tx.bundle(jti: jti)
+            else { continue }
+            let before = rotation
+            if bundle.exp <= now + policy.ackTimeout {
+                rotation.abandonBundle(now: now)
+                try save(
+                    rotation, previous: before, tx: tx, detail: "bundle \(jti) near expiry after a restart; re-issuing")
+                reissue.insert(DeviceKey(rotation.device))
+                continue
+            }
+            rotation.issuedAt = now
+            rotation.issuedBy = cluster?.replica
+            try tx.saveRotation(rotation)
+            guard resent.insert(jti).inserted else { continue }
+            outbox += try split(bundle: bundle).map {
+                Outbound(topic: Topics.bundle(bundle.device), payload: $0, kind: .part(jti: jti))
+            }
+        }
+        for id in reissue.sorted().map(\.id) {
+            guard let device = try tx.device(id) else { continue }
+            try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
+        }
+        if !resent.isEmpty || !reissue.isEmpty {
+            logger.info(
+                replica == cluster?.replica
+                    ? "resuming bundles issued before the restart" : "taking over bundles of replica \(replica ?? "")",
+                metadata: ["resent": "\(resent.count)", "reissued": "\(reissue.count)"])
+        }
+    }
+}

@@ -1,0 +1,179 @@
+import CertrotCore
+import CertrotMQTT
+import Foundation
+import Logging
+
+/// What each inbound message and each tick does to a device's rotations.
+extension Engine {
+    func inventory(
+        device id: String, message: MQTTMessage, parsed: Result<Inventory, CertrotError>?, tx: any StoreTransaction,
+        outbox: inout [Outbound]
+    ) throws {
+        let now = clock()
+        guard !message.payload.isEmpty else {
+            drops.count("empty_inventory")
+            return
+        }
+        let inventory: Inventory
+        do {
+            inventory = try (parsed ?? Result { () throws(CertrotError) in try Inventory.parse(message.payload) }).get()
+        } catch {
+            drops.count(error.code.rawValue)
+            logger.info("inventory dropped", metadata: ["device": "\(id)", "reason": "\(error.message)"])
+            return
+        }
+        try tx.lockDevice(id)
+        var device =
+            try tx.device(id) ?? DeviceRecord(id: id, firstSeen: now, lastSeen: now, inventory: nil, issuedSeq: 0)
+        device.lastSeen = now
+        device.inventory = inventory
+        if inventory.seq > device.issuedSeq {
+            logger.info(
+                "device reports a seq above the last issued; continuing above it",
+                metadata: ["device": "\(id)", "seq": "\(inventory.seq)", "issued": "\(device.issuedSeq)"])
+            device.issuedSeq = inventory.seq
+        }
+        try tx.saveDevice(device)
+
+        var rotations = Dictionary(uniqueKeysWithValues: try tx.rotations(device: id).map { ($0.target, $0) })
+        try joinContinuous(device: device, tx: tx)
+        // What the device should hold, kind by kind: in each tag, the target of the newest campaign it was
+        // admitted to, else the configured target; the next signing key if it can report keys; ….
+        let world = KindContext(campaigns: campaigns, owners: try tagOwners(device: id, tx: tx), rotations: rotations)
+        let desired = kinds.flatMap { $0.desired(inventory: inventory, in: world) }
+        for kind in kinds { try kind.inventorySaved(device: id, inventory: inventory, tx: tx, now: now) }
+        for wanted in desired {
+            let (name, digest, holds) = (wanted.target, wanted.sha256, wanted.holds)
+            guard var rotation = rotations[name] else {
+                if !holds {
+                    let rotation = Rotation(device: id, target: name, sha256: digest, now: now)
+                    try save(rotation, previous: nil, tx: tx, detail: wanted.why)
+                    rotations[name] = rotation
+                }
+                continue
+            }
+            let before = rotation
+            if rotation.sha256 != digest {
+                rotation.restart(sha256: digest, now: now)
+            } else if rotation.state == .verified, !holds,
+                inventory.seq >= rotation.seq ?? 0 || !(message.retained && cluster != nil)
+            {
+                // The device lost the credential (a factory reset — its seq back to 0 —, a manual write): rotate
+                // it again. In a cluster, not for a retained inventory older than the bundle that verified it: a
+                // replica catching up may handle a retained copy after another replica handled the device's newer
+                // inventory, and that copy shows the chain the device held before. A device that was reset sends
+                // a live inventory when it reconnects, which does restart the rotation.
+                rotation.credentialLost(now: now, minInterval: rotationPolicy(for: name).retry.base)
+            } else if rotation.state == .cancelled {
+                // The tag is this target's again (the campaign that took it over was aborted before sending).
+                rotation.restart(sha256: digest, now: now)
+            }
+            rotation.inventoryArrived(
+                holdsTarget: holds, reportedSeq: inventory.seq, fresh: !message.retained,
+                policy: rotationPolicy(for: name),
+                now: now)
+            if rotation != before {
+                try save(rotation, previous: before, tx: tx)
+                rotations[name] = rotation
+            }
+        }
+        try issueIfIdle(device: device, rotations: Array(rotations.values), tx: tx, outbox: &outbox)
+    }
+
+    // MARK: Ack
+
+    func ack(device id: String, payload: [UInt8], tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+        let now = clock()
+        let ack: Ack
+        do {
+            ack = try Ack.parse(payload)
+        } catch {
+            drops.count(error.code.rawValue)
+            logger.info("ack dropped", metadata: ["device": "\(id)", "reason": "\(error.message)"])
+            return
+        }
+        observability?.ack(ack.status.rawValue)
+        try tx.lockDevice(id)
+        let matching = try tx.rotations(jti: ack.jti)
+        guard let first = matching.first else {
+            if let bundle = try tx.bundle(jti: ack.jti) {
+                drops.count(DeviceID.same(bundle.device, id) ? "stale_ack" : "foreign_ack")
+            } else {
+                drops.count("unknown_jti")
+            }
+            logger.info("ack dropped", metadata: ["device": "\(id)", "jti": "\(ack.jti)", "status": "\(ack.status)"])
+            return
+        }
+        guard DeviceID.same(first.device, id) else {
+            drops.count("foreign_ack")
+            logger.warning(
+                "ack for another device's bundle dropped",
+                metadata: ["topicDevice": "\(id)", "bundleDevice": "\(first.device)", "jti": "\(ack.jti)"])
+            return
+        }
+        var resend: Set<Int> = []
+        var changed = false
+        for var rotation in matching {
+            let before = rotation
+            if case .resend(let parts) = rotation.acknowledged(
+                ack, policy: rotationPolicy(for: rotation.target), now: now)
+            {
+                resend.formUnion(parts)
+            }
+            if rotation != before {
+                changed = true
+                try save(rotation, previous: before, tx: tx, detail: ack.reason)
+            }
+        }
+        if !changed { drops.count("duplicate_ack") }
+        if !resend.isEmpty, let bundle = try tx.bundle(jti: ack.jti) {
+            let parts = try split(bundle: bundle)
+            for number in resend.sorted() where number <= parts.count {
+                outbox.append(Outbound(topic: Topics.bundle(id), payload: parts[number - 1], kind: .other))
+            }
+            logger.info(
+                "re-sending parts", metadata: ["device": "\(id)", "jti": "\(ack.jti)", "parts": "\(resend.sorted())"])
+        }
+        // The device's next rotation, if one waits (the device record is read only then).
+        let rotations = try tx.rotations(device: id)
+        if !rotations.contains(where: \.isInFlight), rotations.contains(where: \.awaitsBundle),
+            let device = try tx.device(id)
+        {
+            try issueIfIdle(device: device, rotations: rotations, tx: tx, outbox: &outbox)
+        }
+    }
+
+    // MARK: Time
+
+    func tick(tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+        let now = clock()
+        let due = Set(
+            try tx.rotationsNeedingTick(now: now, ackTimeout: shortestAckTimeout, limit: 10_000).map {
+                DeviceKey($0.device)
+            })
+        for id in due.sorted().map(\.id) {
+            // Read again under the device's lock: another replica may have handled an ack meanwhile.
+            try tx.lockDevice(id)
+            var changed = false
+            for var rotation in try tx.rotations(device: id) {
+                let before = rotation
+                let effect = rotation.tick(policy: rotationPolicy(for: rotation.target), now: now)
+                if rotation != before {
+                    try save(rotation, previous: before, tx: tx)
+                    changed = true
+                }
+                // A due retry asks for a bundle; a timeout frees the device for another waiting rotation: either
+                // way the device is issued what waits, below.
+                if effect == .issueBundle { changed = true }
+            }
+            guard changed, let device = try tx.device(id) else { continue }
+            try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
+        }
+        try campaignTick(tx: tx, outbox: &outbox)
+        if now >= nextRetentionSweep {
+            // Bounded work per tick: what is left goes on the next sweep, a minute later.
+            let deleted = try tx.prune(before: now.saturatingSubtract(retention.maxAge), limit: 5000)
+            nextRetentionSweep = now.saturatingAdd(deleted >= 5000 ? 1 : 60)
+        }
+    }
+}

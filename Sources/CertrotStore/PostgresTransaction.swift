@@ -1,0 +1,377 @@
+import CertrotCore
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import PostgresNIO
+import Synchronization
+
+struct PostgresTransaction: StoreTransaction {
+    let connection: PostgresConnection
+    let logger: Logger
+    let inventories: StoredInventories
+
+    @discardableResult
+    func execute(_ query: PostgresQuery) throws -> PostgresQueryResult {
+        try connection.query(query, logger: logger).wait()
+    }
+
+    func query(_ query: PostgresQuery) throws -> [PostgresRandomAccessRow] {
+        try execute(query).rows.map { $0.makeRandomAccess() }
+    }
+
+    func device(_ id: String) throws -> DeviceRecord? {
+        try query("SELECT * FROM devices WHERE id = \(id)").first.map(device(from:))
+    }
+
+    func saveDevice(_ device: DeviceRecord) throws {
+        let inventory = device.inventory.map { ByteBuffer(bytes: inventories.encode(device: device.id, $0)) }
+        let keys = device.inventory?.keys.map { "," + $0.joined(separator: ",") + "," }
+        try execute(
+            """
+            INSERT INTO devices (id, first_seen, last_seen, inventory, keys, issued_seq)
+            VALUES (\(device.id), \(device.firstSeen), \(device.lastSeen), \(inventory), \(keys), \(device.issuedSeq))
+            ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, inventory = excluded.inventory,
+                keys = excluded.keys, issued_seq = excluded.issued_seq
+            """)
+    }
+
+    func rotations(device: String) throws -> [Rotation] {
+        try query("SELECT * FROM rotations WHERE device = \(device) ORDER BY target").map(Self.rotation(from:))
+    }
+
+    func rotations(jti: String) throws -> [Rotation] {
+        try query("SELECT * FROM rotations WHERE jti = \(jti)").map(Self.rotation(from:))
+    }
+
+    func saveRotation(_ r: Rotation) throws {
+        try execute(
+            """
+            INSERT INTO rotations (\(unescaped: RotationSQL.columns))
+            VALUES (\(r.device), \(r.target.description), \(r.sha256), \(r.state.rawValue), \(r.attempts), \(r.jti), \(r.seq),
+                \(r.lastError), \(r.nextAttemptAt), \(r.createdAt), \(r.updatedAt), \(r.issuedAt), \(r.sentAt),
+                \(r.appliedAt), \(r.verifiedAt), \(r.resends), \(r.issuedBy))
+            \(unescaped: RotationSQL.onConflictUpdate)
+            """)
+    }
+
+    func insertBundle(_ b: BundleRecord) throws {
+        try execute(
+            """
+            INSERT INTO bundles (jti, device, seq, iat, exp, jws, max_message)
+            VALUES (\(b.jti), \(b.device), \(b.seq), \(b.iat), \(b.exp), \(b.jws), \(b.maxMessage))
+            """)
+    }
+
+    func bundle(jti: String) throws -> BundleRecord? {
+        guard let row = try query("SELECT * FROM bundles WHERE jti = \(jti)").first else { return nil }
+        return BundleRecord(
+            jti: try row["jti"].decode(String.self), device: try row["device"].decode(String.self),
+            seq: try row["seq"].decode(Int64.self), iat: try row["iat"].decode(Int64.self),
+            exp: try row["exp"].decode(Int64.self), jws: try row["jws"].decode(String.self),
+            maxMessage: try row["max_message"].decode(Int.self))
+    }
+
+    func appendHistory(device: String, entry: HistoryEntry) throws {
+        try execute(
+            """
+            INSERT INTO history (device, target, at, state, jti, detail)
+            VALUES (\(device), \(entry.target), \(entry.at), \(entry.state), \(entry.jti), \(entry.detail))
+            """)
+    }
+
+    func prune(device: String, keepHistory: Int, keepBundles: Int) throws {
+        try execute(
+            """
+            DELETE FROM history WHERE device = \(device)
+                AND id < (SELECT id FROM history WHERE device = \(device) ORDER BY id DESC LIMIT 1 OFFSET \(keepHistory - 1))
+            """)
+        try execute(
+            """
+            DELETE FROM bundles WHERE device = \(device)
+                AND seq < (SELECT seq FROM bundles WHERE device = \(device) ORDER BY seq DESC LIMIT 1 OFFSET \(keepBundles - 1))
+                AND NOT EXISTS (SELECT 1 FROM rotations WHERE rotations.jti = bundles.jti)
+            """)
+    }
+
+    func prune(before: Int64, limit: Int) throws -> Int {
+        let history = try query(
+            """
+            DELETE FROM history WHERE id IN
+                (SELECT id FROM (SELECT id, at FROM history ORDER BY id LIMIT \(limit)) AS oldest WHERE at < \(before))
+            RETURNING id
+            """)
+        let bundles = try query(
+            """
+            DELETE FROM bundles WHERE jti IN (SELECT jti FROM bundles WHERE exp < \(before)
+                AND NOT EXISTS (SELECT 1 FROM rotations WHERE rotations.jti = bundles.jti) LIMIT \(limit))
+            RETURNING jti
+            """)
+        return history.count + bundles.count
+    }
+
+    func history(device: String, limit: Int) throws -> [HistoryEntry] {
+        try query("SELECT * FROM history WHERE device = \(device) ORDER BY id DESC LIMIT \(limit)").reversed().map {
+            HistoryEntry(
+                at: try $0["at"].decode(Int64.self), target: try $0["target"].decode(String.self),
+                state: try $0["state"].decode(String.self), jti: try $0["jti"].decode(String?.self),
+                detail: try $0["detail"].decode(String?.self))
+        }
+    }
+
+    func rotationsNeedingTick(now: Int64, ackTimeout: Int64, limit: Int) throws -> [Rotation] {
+        let cutoff = now - ackTimeout
+        return try query(
+            """
+            (SELECT * FROM rotations WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= \(now))
+            UNION ALL
+            (SELECT * FROM rotations WHERE jti IS NOT NULL AND state IN ('pending', 'sent')
+                AND COALESCE(sent_at, issued_at) <= \(cutoff))
+            LIMIT \(limit)
+            """
+        ).map(Self.rotation(from:))
+    }
+
+    func rotationsAwaitingDelivery(issuedBy replica: String?) throws -> [Rotation] {
+        guard let replica else {
+            return try query("SELECT * FROM rotations WHERE state = 'pending' AND jti IS NOT NULL").map(
+                Self.rotation(from:))
+        }
+        return try query(
+            "SELECT * FROM rotations WHERE state = 'pending' AND jti IS NOT NULL AND issued_by = \(replica)"
+        )
+        .map(Self.rotation(from:))
+    }
+
+    func rotationCounts() throws -> [String: [String: Int]] {
+        var counts: [String: [String: Int]] = [:]
+        for row in try query("SELECT target, state, COUNT(*) AS n FROM rotations GROUP BY target, state") {
+            counts[try row["target"].decode(String.self), default: [:]][try row["state"].decode(String.self)] =
+                try row["n"].decode(Int.self)
+        }
+        return counts
+    }
+
+    func deviceCount() throws -> Int {
+        try query("SELECT COUNT(*) AS n FROM devices").first?["n"].decode(Int.self) ?? 0
+    }
+
+    func rememberRequest(jti: String, at: Int64, forgetBefore: Int64) throws -> Bool {
+        try execute("DELETE FROM operator_requests WHERE at < \(forgetBefore)")
+        let result = try execute(
+            "INSERT INTO operator_requests (jti, at) VALUES (\(jti), \(at)) ON CONFLICT DO NOTHING")
+        return result.metadata.rows == 1
+    }
+
+    func saveExpiry(device: String, target: String, notAfter: Int64?) throws {
+        try execute(
+            """
+            INSERT INTO expiry (device, target, not_after) VALUES (\(device), \(target), \(notAfter))
+            ON CONFLICT (device, target) DO UPDATE SET not_after = excluded.not_after
+            """)
+    }
+
+    func expiryHistogram(limits: [Int64]) throws -> [String: [Int]] {
+        var binds = PostgresBindings()
+        var columns: [String] = []
+        for (index, limit) in limits.enumerated() {
+            binds.append(limit)
+            columns.append("COUNT(*) FILTER (WHERE not_after < $\(index + 1)) AS l\(index)")
+        }
+        columns.append("COUNT(*) AS total")
+        let sql =
+            "SELECT target, \(columns.joined(separator: ", ")) FROM expiry WHERE not_after IS NOT NULL GROUP BY target"
+        var result: [String: [Int]] = [:]
+        for row in try query(PostgresQuery(unsafeSQL: sql, binds: binds)) {
+            result[try row["target"].decode(String.self)] =
+                try (0..<limits.count).map { try row["l\($0)"].decode(Int.self) } + [row["total"].decode(Int.self)]
+        }
+        return result
+    }
+
+    func deviceCount(trustingKey kid: String) throws -> Int {
+        // strpos, not LIKE: kids are base64url and may contain '_', a LIKE wildcard.
+        try query("SELECT COUNT(*) AS n FROM devices WHERE strpos(keys, ',' || \(kid) || ',') > 0").first?["n"]
+            .decode(Int.self) ?? 0
+    }
+
+    func devices(after: String?, limit: Int) throws -> [DeviceRecord] {
+        try query("SELECT * FROM devices WHERE id > \(after ?? "") ORDER BY id LIMIT \(limit)").map(device(from:))
+    }
+
+    func saveCampaign(_ campaign: Campaign) throws {
+        let body = ByteBuffer(data: try JSONEncoder().encode(campaign))
+        try execute(
+            """
+            INSERT INTO campaigns (id, name, state, created_at, body)
+            VALUES (\(campaign.id), \(campaign.name), \(campaign.state.rawValue), \(campaign.createdAt), \(body))
+            ON CONFLICT (id) DO UPDATE SET name = excluded.name, state = excluded.state,
+                created_at = excluded.created_at, body = excluded.body
+            """)
+    }
+
+    func campaigns() throws -> [Campaign] {
+        try query("SELECT body FROM campaigns ORDER BY created_at, id").map { row in
+            var body = try row["body"].decode(ByteBuffer.self)
+            return try JSONDecoder().decode(Campaign.self, from: Data(body.readBytes(length: body.readableBytes) ?? []))
+        }
+    }
+
+    func saveMember(_ m: CampaignMember) throws {
+        let settled = m.settled ? 1 : 0
+        try execute(
+            """
+            INSERT INTO campaign_members (campaign, device, wave, state, settled, reason, updated_at)
+            VALUES (\(m.campaign), \(m.device), \(m.wave), \(m.state.rawValue), \(settled), \(m.reason), \(m.updatedAt))
+            ON CONFLICT (campaign, device) DO UPDATE SET wave = excluded.wave, state = excluded.state,
+                settled = excluded.settled, reason = excluded.reason, updated_at = excluded.updated_at
+            """)
+    }
+
+    func member(campaign: String, device: String) throws -> CampaignMember? {
+        try query("SELECT * FROM campaign_members WHERE campaign = \(campaign) AND device = \(device)").first
+            .map(Self.member(from:))
+    }
+
+    func memberships(device: String) throws -> [CampaignMember] {
+        try query("SELECT * FROM campaign_members WHERE device = \(device)").map(Self.member(from:))
+    }
+
+    func members(
+        campaign: String, maxWave: Int?, state: MemberState?, after: String?, limit: Int
+    ) throws -> [CampaignMember] {
+        var binds = PostgresBindings()
+        binds.append(campaign)
+        binds.append(after ?? "")
+        var sql = "SELECT * FROM campaign_members WHERE campaign = $1 AND device > $2"
+        if let state {
+            binds.append(state.rawValue)
+            sql += " AND state = $\(binds.count)"
+        }
+        if let maxWave {
+            binds.append(maxWave)
+            sql += " AND wave <= $\(binds.count)"
+        }
+        binds.append(limit)
+        sql += " ORDER BY device LIMIT $\(binds.count)"
+        return try query(PostgresQuery(unsafeSQL: sql, binds: binds)).map(Self.member(from:))
+    }
+
+    func memberCounts(campaign: String) throws -> [Int: WaveCounts] {
+        var counts: [Int: WaveCounts] = [:]
+        for row in try query(
+            """
+            SELECT wave, state, COUNT(*) AS n, SUM(settled)::BIGINT AS s FROM campaign_members
+            WHERE campaign = \(campaign) GROUP BY wave, state
+            """)
+        {
+            guard let state = MemberState(rawValue: try row["state"].decode(String.self)) else { continue }
+            let wave = try row["wave"].decode(Int.self)
+            counts[wave, default: WaveCounts()].states[state] = try row["n"].decode(Int.self)
+            counts[wave, default: WaveCounts()].settled += try row["s"].decode(Int?.self) ?? 0
+        }
+        return counts
+    }
+
+    func lockDevice(_ device: String) throws {
+        // A transaction-scoped advisory lock: released at COMMIT or ROLLBACK, also for a device with no row yet.
+        try execute("SELECT pg_advisory_xact_lock(hashtextextended(\("device:" + device), 0))")
+    }
+
+    func claimAwaitingBundle(limit: Int, holding: [String]) throws -> [String] {
+        // Rows another replica's transaction holds are skipped; of the devices claimed, those whose lock another
+        // transaction holds (it is handling the device's ack or inventory) are skipped too, never waited for:
+        // waiting on a device lock while holding rotation rows could close a cycle with that transaction.
+        try query(
+            """
+            WITH claimed AS (
+                SELECT device FROM rotations
+                WHERE state = 'pending' AND jti IS NULL
+                    AND NOT EXISTS (SELECT 1 FROM unnest(\(holding)::text[]) AS h(prefix) WHERE starts_with(target, h.prefix))
+                ORDER BY updated_at, device LIMIT \(limit)
+                FOR UPDATE SKIP LOCKED
+            )
+            SELECT device FROM (SELECT DISTINCT device FROM claimed) AS d
+            WHERE pg_try_advisory_xact_lock(hashtextextended('device:' || device, 0))
+            ORDER BY device
+            """
+        ).map { try $0["device"].decode(String.self) }
+    }
+
+    func heartbeat(replica: String, at: Int64) throws {
+        try execute(
+            """
+            INSERT INTO replicas (id, seen_at) VALUES (\(replica), \(at))
+            ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at
+            """)
+    }
+
+    func replicas(seenBefore before: Int64) throws -> [String] {
+        try query("SELECT id FROM replicas WHERE seen_at < \(before) ORDER BY id").map {
+            try $0["id"].decode(String.self)
+        }
+    }
+
+    func forgetReplica(_ replica: String) throws {
+        try execute("DELETE FROM replicas WHERE id = \(replica)")
+    }
+
+    static func member(from row: PostgresRandomAccessRow) throws -> CampaignMember {
+        CampaignMember(
+            campaign: try row["campaign"].decode(String.self), device: try row["device"].decode(String.self),
+            wave: try row["wave"].decode(Int.self),
+            state: MemberState(rawValue: try row["state"].decode(String.self)) ?? .pending,
+            settled: try row["settled"].decode(Int.self) != 0, reason: try row["reason"].decode(String?.self),
+            updatedAt: try row["updated_at"].decode(Int64.self))
+    }
+
+    func device(from row: PostgresRandomAccessRow) throws -> DeviceRecord {
+        let id = try row["id"].decode(String.self)
+        let inventory = try row["inventory"].decode(ByteBuffer?.self).flatMap { buffer in
+            inventories.decode(device: id, bytes: Array(buffer.readableBytesView))
+        }
+        return DeviceRecord(
+            id: id, firstSeen: try row["first_seen"].decode(Int64.self),
+            lastSeen: try row["last_seen"].decode(Int64.self), inventory: inventory,
+            issuedSeq: try row["issued_seq"].decode(Int64.self))
+    }
+
+    static func rotation(from row: PostgresRandomAccessRow) throws -> Rotation {
+        var r = Rotation(
+            device: try row["device"].decode(String.self),
+            target: RotationTarget(try row["target"].decode(String.self)),
+            sha256: try row["sha256"].decode(String.self),
+            state: RotationState(rawValue: try row["state"].decode(String.self)) ?? .pending,
+            now: try row["created_at"].decode(Int64.self))
+        r.attempts = try row["attempts"].decode(Int.self)
+        r.jti = try row["jti"].decode(String?.self)
+        r.seq = try row["seq"].decode(Int64?.self)
+        r.lastError = try row["last_error"].decode(String?.self)
+        r.nextAttemptAt = try row["next_attempt_at"].decode(Int64?.self)
+        r.updatedAt = try row["updated_at"].decode(Int64.self)
+        r.issuedAt = try row["issued_at"].decode(Int64?.self)
+        r.sentAt = try row["sent_at"].decode(Int64?.self)
+        r.appliedAt = try row["applied_at"].decode(Int64?.self)
+        r.verifiedAt = try row["verified_at"].decode(Int64?.self)
+        r.resends = try row["resends"].decode(Int.self)
+        r.issuedBy = try row["issued_by"].decode(String?.self)
+        return r
+    }
+}
+
+/// Opens the store a config's `store:` URL names: `sqlite:PATH` or `postgres://…`.
+public func openStore(url: String) throws -> any RotationStore {
+    if let path = SQLiteStore.path(fromURL: url) { return try SQLiteStore(path: path) }
+    try validateStoreURL(url)
+    return try PostgresStore(url: url)
+}
+
+/// Checks a `store:` URL's form without opening it (`certrot config check`).
+public func validateStoreURL(_ url: String) throws {
+    if SQLiteStore.path(fromURL: url) != nil { return }
+    guard PostgresStore.isURL(url) else {
+        throw StoreError("'\(url)' is neither sqlite:PATH nor postgres://user@host/database")
+    }
+    _ = try PostgresStore.configuration(fromURL: url)
+}
