@@ -209,4 +209,46 @@ import Testing
         let aborted = try result(try await h.rpc("campaign.abort", ["id": id]))
         #expect(aborted["state"] as? String == "aborted")
     }
+
+    @Test func aWaveOverItsErrorThreshold_pausesTheCampaign_andResumingAcceptsItsResults() async throws {
+        let h = try EngineHarness(targets: "[]")
+        defer { h.stop() }
+        await h.connect()
+        let devices = (1...10).map { "d\($0)" }
+        for device in devices { await h.inventory(device, holding: h.oldCA.sha256) }
+        let id = try #require(
+            try result(
+                try await h.rpc(
+                    "campaign.create",
+                    [
+                        "name": "t", "targets": [["tag": 42, "credential": "new-ca"]], "select": ["all": true],
+                        "waves": ["50%", "100%"], "errorThreshold": 0.2, "minExecuted": 2, "retryAttempts": 1,
+                    ]))["id"] as? String)
+        await h.advance(1)
+        let first = devices.filter { !h.bundles(to: $0).isEmpty }
+        #expect(first.count == 5)
+        await h.acknowledgePublishes()
+        // Two of five reject the chain: 40 % > 20 %.
+        for (index, device) in first.enumerated() {
+            let rotation = try #require(try h.rotations(device).first { $0.isInFlight })
+            if index < 2 {
+                await h.ack(device, jti: try #require(rotation.jti), .rejected, code: -22)
+            } else {
+                await h.ack(device, jti: try #require(rotation.jti), .applied)
+                await h.inventory(device, holding: h.newCA.sha256, seq: rotation.seq ?? 0)
+            }
+        }
+        await h.advance(1)
+        var status = try result(try await h.rpc("campaign.status", ["id": id]))
+        #expect(status["state"] as? String == "paused")
+        #expect((status["reason"] as? String)?.contains("2 of 5 devices sent a bundle were rejected") == true)
+        await h.advance(5)
+        #expect(devices.filter { !h.bundles(to: $0).isEmpty }.count == 5, "paused: the second wave waits")
+        _ = try result(try await h.rpc("campaign.resume", ["id": id]))
+        await h.advance(1)
+        await h.advance(1)
+        status = try result(try await h.rpc("campaign.status", ["id": id]))
+        #expect(status["currentWave"] as? Int == 1, "\(status)")
+        #expect(devices.filter { !h.bundles(to: $0).isEmpty }.count == 10, "the accepted wave lets the next start")
+    }
 }

@@ -2,85 +2,90 @@ import CertrotCore
 import Foundation
 import Logging
 
-/// The campaign JSON-RPC methods.
+/// The campaign JSON-RPC methods (typed in `RPC/Methods/CampaignRPC.swift`).
 extension Engine {
-    // MARK: JSON-RPC
-
-    /// The campaign methods; nil for a method this does not know.
+    /// The campaign methods, dispatched from ``RPC/handle``; nil for a method that is not one of them.
     func campaignMethod(_ method: String, params: [String: Any], tx: any StoreTransaction) throws -> RPC.HandlerResult?
     {
         switch method {
-        case "campaign.create":
+        case CampaignCreate.name:
             return .deferred
-        case "campaign.list":
-            var list: [[String: Any]] = []
-            let only = params["state"] as? String
-            if params["state"] != nil, only.flatMap(CampaignState.init(rawValue:)) == nil {
-                throw RPC.Failure(
-                    code: .invalidParams,
-                    message: "params.state must be one of \(CampaignState.allCases.map(\.rawValue))")
-            }
-            for campaign in campaigns.values.sorted(by: { $0.precedence < $1.precedence })
-            where only == nil || campaign.state.rawValue == only {
-                var total = WaveCounts()
-                for counted in try tx.memberCounts(campaign: campaign.id).values {
-                    for (state, n) in counted.states { total.states[state, default: 0] += n }
-                }
-                var entry: [String: Any] = [
-                    "id": campaign.id, "name": campaign.name, "state": campaign.state.rawValue,
-                    "origin": campaign.origin,
-                    "createdAt": campaign.createdAt, "total": total.size, "states": Self.stateCounts(total),
-                    "currentWave": campaign.currentWave, "waves": campaign.waveCount,
-                ]
-                entry["reason"] = campaign.reason
-                list.append(entry)
-            }
-            return .value(["campaigns": list])
-        case "campaign.status":
-            return .value(try status(try campaign(params), tx: tx))
-        case "campaign.pause":
-            var campaign = try campaign(params)
-            let reason = "paused by an operator" + (try reasonParam(params)).map { ": \($0)" }.orEmpty
-            try transition { () throws(CampaignStateError) in try campaign.pause(reason: reason) }
-            try changed(campaign, tx: tx)
-            return .value(["id": campaign.id, "state": campaign.state.rawValue])
-        case "campaign.resume":
-            var campaign = try campaign(params)
-            // Accepting a threshold pause takes the wave's counts as they are now.
-            let counts =
-                campaign.awaitingConfirmation
-                ? WaveCounts() : try tx.memberCounts(campaign: campaign.id)[campaign.currentWave] ?? WaveCounts()
-            let now = clock()
-            let actions = try transition { () throws(CampaignStateError) in
-                try campaign.resume(currentWave: counts, now: now)
-            }
-            var none: [Outbound] = []
-            try carryOut(actions, for: &campaign, tx: tx, outbox: &none)
-            try changed(campaign, tx: tx)
-            return .value(["id": campaign.id, "state": campaign.state.rawValue, "currentWave": campaign.currentWave])
-        case "campaign.abort":
-            var campaign = try campaign(params)
-            let reason = "aborted by an operator" + (try reasonParam(params)).map { ": \($0)" }.orEmpty
-            let now = clock()
-            let actions = try transition { () throws(CampaignStateError) in
-                try campaign.abort(reason: reason, now: now)
-            }
-            var none: [Outbound] = []
-            try carryOut(actions, for: &campaign, tx: tx, outbox: &none)
-            try changed(campaign, tx: tx)
-            let counts = try tx.memberCounts(campaign: campaign.id).values.reduce(0) { $0 + $1.cancelled }
-            return .value(["id": campaign.id, "state": campaign.state.rawValue, "cancelled": counts])
+        case CampaignList.name:
+            return .value(try RPC.encode(list(CampaignList.params(params), tx: tx)))
+        case CampaignStatus.name:
+            return .value(try RPC.encode(status(try campaign(CampaignStatus.params(params)), tx: tx)))
+        case CampaignPause.name:
+            return .value(try RPC.encode(pause(CampaignPause.params(params), tx: tx)))
+        case CampaignResume.name:
+            return .value(try RPC.encode(resume(CampaignResume.params(params), tx: tx)))
+        case CampaignAbort.name:
+            return .value(try RPC.encode(abort(CampaignAbort.params(params), tx: tx)))
         default:
             return nil
         }
     }
 
+    func list(_ params: CampaignList.Params, tx: any StoreTransaction) throws -> CampaignList.Result {
+        var list: [CampaignList.Result.Summary] = []
+        for campaign in campaigns.values.sorted(by: { $0.precedence < $1.precedence })
+        where params.state == nil || campaign.state == params.state {
+            var total = WaveCounts()
+            for counted in try tx.memberCounts(campaign: campaign.id).values {
+                for (state, n) in counted.states { total.states[state, default: 0] += n }
+            }
+            list.append(
+                CampaignList.Result.Summary(
+                    id: campaign.id, name: campaign.name, state: campaign.state.rawValue, origin: campaign.origin,
+                    createdAt: campaign.createdAt, total: total.size, states: Self.stateCounts(total),
+                    currentWave: campaign.currentWave, waves: campaign.waveCount, reason: campaign.reason))
+        }
+        return CampaignList.Result(campaigns: list)
+    }
+
+    func pause(_ params: CampaignRef, tx: any StoreTransaction) throws -> CampaignPause.Result {
+        var campaign = try campaign(params)
+        let reason = "paused by an operator" + params.reason.map { ": \($0)" }.orEmpty
+        try transition { () throws(CampaignStateError) in try campaign.pause(reason: reason) }
+        try changed(campaign, tx: tx)
+        return CampaignPause.Result(id: campaign.id, state: campaign.state.rawValue)
+    }
+
+    func resume(_ params: CampaignRef, tx: any StoreTransaction) throws -> CampaignResume.Result {
+        var campaign = try campaign(params)
+        // Accepting a threshold pause takes the wave's counts as they are now.
+        let counts =
+            campaign.awaitingConfirmation
+            ? WaveCounts() : try tx.memberCounts(campaign: campaign.id)[campaign.currentWave] ?? WaveCounts()
+        let now = clock()
+        let actions = try transition { () throws(CampaignStateError) in
+            try campaign.resume(currentWave: counts, now: now)
+        }
+        var none: [Outbound] = []
+        try carryOut(actions, for: &campaign, tx: tx, outbox: &none)
+        try changed(campaign, tx: tx)
+        return CampaignResume.Result(id: campaign.id, state: campaign.state.rawValue, currentWave: campaign.currentWave)
+    }
+
+    func abort(_ params: CampaignRef, tx: any StoreTransaction) throws -> CampaignAbort.Result {
+        var campaign = try campaign(params)
+        let reason = "aborted by an operator" + params.reason.map { ": \($0)" }.orEmpty
+        let now = clock()
+        let actions = try transition { () throws(CampaignStateError) in
+            try campaign.abort(reason: reason, now: now)
+        }
+        var none: [Outbound] = []
+        try carryOut(actions, for: &campaign, tx: tx, outbox: &none)
+        try changed(campaign, tx: tx)
+        let cancelled = try tx.memberCounts(campaign: campaign.id).values.reduce(0) { $0 + $1.cancelled }
+        return CampaignAbort.Result(id: campaign.id, state: campaign.state.rawValue, cancelled: cancelled)
+    }
+
     /// An operator's transition: one the campaign's state does not allow is the request's error.
-    func transition<T>(_ body: () throws(CampaignStateError) -> T) throws(RPC.Failure) -> T {
+    func transition<T>(_ body: () throws(CampaignStateError) -> T) throws(RPCError) -> T {
         do {
             return try body()
         } catch {
-            throw RPC.Failure(code: .campaignState, message: error.message)
+            throw RPCError(code: .campaignState, message: error.message)
         }
     }
 
@@ -94,27 +99,16 @@ extension Engine {
             metadata: ["campaign": "\(campaign.id)", "reason": "\(campaign.reason ?? "-")"])
     }
 
-    func campaign(_ params: [String: Any]) throws(RPC.Failure) -> Campaign {
-        guard let id = params["id"] as? String, !id.isEmpty else {
-            throw RPC.Failure(code: .invalidParams, message: "params.id (a campaign id) is required")
-        }
-        guard let campaign = campaigns[id] else {
-            throw RPC.Failure(code: .unknownCampaign, message: "no campaign '\(id.prefix(80))'")
+    func campaign(_ ref: CampaignRef) throws(RPCError) -> Campaign {
+        guard let campaign = campaigns[ref.id] else {
+            throw RPCError(code: .unknownCampaign, message: "no campaign '\(ref.id.prefix(80))'")
         }
         return campaign
     }
 
-    func reasonParam(_ params: [String: Any]) throws(RPC.Failure) -> String? {
-        guard let raw = params["reason"] else { return nil }
-        guard let reason = raw as? String, reason.utf8.count <= 512 else {
-            throw RPC.Failure(code: .invalidParams, message: "params.reason must be a string of at most 512 bytes")
-        }
-        return reason
-    }
-
     /// Answers a deferred campaign.create once its checks have run.
     func answer(_ request: RPC.Deferred) async {
-        let result: Result<Any, RPC.Failure>
+        let result: Result<Any, RPCError>
         do {
             let campaign = try await createCampaign(params: request.params, origin: "rpc")
             if let signedBy = request.signedBy {
@@ -125,18 +119,19 @@ extension Engine {
             let total = try store.read { tx in
                 try tx.memberCounts(campaign: campaign.id).values.reduce(0) { $0 + $1.size }
             }
-            result = .success([
-                "id": campaign.id, "devices": total, "waves": campaign.waveCount, "state": campaign.state.rawValue,
-            ])
+            result = .success(
+                try RPC.encode(
+                    CampaignCreate.Result(
+                        id: campaign.id, devices: total, waves: campaign.waveCount, state: campaign.state.rawValue)))
         } catch let refusal as Refusal {
             logger.notice(
                 "campaign refused", metadata: ["reason": "\(refusal.reason)", "message": "\(refusal.message)"])
-            result = .failure(RPC.Failure(refusal))
-        } catch let failure as RPC.Failure {
+            result = .failure(RPCError(refusal))
+        } catch let failure as RPCError {
             result = .failure(failure)
         } catch {
             logger.error("campaign.create failed", metadata: ["error": "\(error)"])
-            result = .failure(RPC.Failure(code: .internalError, message: "internal error; see the daemon log"))
+            result = .failure(.internalFailure)
         }
         if let reply = RPC.reply(to: request, result: result, drops: drops) { enqueue(reply) }
     }

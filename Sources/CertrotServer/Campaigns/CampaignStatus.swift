@@ -6,10 +6,12 @@ import Logging
 extension Engine {
     // MARK: Status
 
-    func status(_ campaign: Campaign, tx: any StoreTransaction, failures limit: Int = 100) throws -> [String: Any] {
+    func status(
+        _ campaign: Campaign, tx: any StoreTransaction, failures limit: Int = 100
+    ) throws -> CampaignStatus.Result {
         let counts = try memberCounts(campaign.id, tx: tx)
         var total = WaveCounts()
-        var waves: [[String: Any]] = []
+        var waves: [CampaignStatus.Result.Wave] = []
         for index in 0..<campaign.waveCount {
             let counted = counts[index] ?? WaveCounts()
             for (state, n) in counted.states { total.states[state, default: 0] += n }
@@ -26,54 +28,39 @@ extension Engine {
                         ? "pending"
                         : campaign.state == .running ? "running" : campaign.state.rawValue
             }
-            waves.append(["index": index, "size": counted.size, "state": state, "states": Self.stateCounts(counted)])
+            waves.append(
+                CampaignStatus.Result.Wave(
+                    index: index, size: counted.size, state: state, states: Self.stateCounts(counted)))
         }
-        var failures: [[String: Any]] = []
+        var failures: [CampaignStatus.Result.Failure] = []
         for state in [MemberState.rejected, .failed, .timedOut] where failures.count < limit {
             for member in try tx.members(
                 campaign: campaign.id, maxWave: nil, state: state, after: nil, limit: limit - failures.count)
             {
-                var entry: [String: Any] = [
-                    "device": member.device, "state": member.state.rawValue, "settled": member.settled,
-                ]
-                entry["code"] = member.code
-                entry["reason"] = member.reason
-                failures.append(entry)
+                failures.append(
+                    CampaignStatus.Result.Failure(
+                        device: member.device, state: member.state.rawValue, settled: member.settled,
+                        code: member.code, reason: member.reason))
             }
         }
         let done = total.settled
         let rate = throughput(campaign.id, done: done)
-        var result: [String: Any] = [
-            "id": campaign.id, "name": campaign.name, "state": campaign.state.rawValue, "origin": campaign.origin,
-            "states": Self.stateCounts(total), "total": total.size, "waves": waves, "currentWave": campaign.currentWave,
-            "failures": failures, "rate": rate, "createdAt": campaign.createdAt, "updatedAt": campaign.updatedAt,
-            "continuous": campaign.policy.continuous, "select": campaign.select.json,
-            "targets": campaign.targets.enumerated().map { index, target -> [String: Any] in
-                var entry: [String: Any] = [
-                    "rotationTarget": campaign.rotationTarget(index).description, "tag": target.tag,
-                    "type": target.type,
-                    "strategy": target.strategy.rawValue, "sha256": target.sha256,
-                ]
-                entry["credential"] = target.credential
-                if !target.overlaps.isEmpty {
-                    entry["overlaps"] = target.overlaps.mapValues { Hex.sha256(Array($0.utf8)) }
-                }
-                return entry
-            },
-        ]
-        result["reason"] = campaign.reason
-        result["finishedAt"] = campaign.finishedAt
-        result["deadline"] = campaign.policy.deadline
-        result["rateLimit"] = campaign.policy.rate
         let remaining = total.size - done
-        if campaign.state.isFinal || remaining == 0 {
-            result["eta"] = 0
-        } else if rate > 0 {
-            result["eta"] = Int((Double(remaining) / rate).rounded(.up))
-        } else {
-            result["eta"] = NSNull()
-        }
-        return result
+        let eta: Int? =
+            campaign.state.isFinal || remaining == 0 ? 0 : rate > 0 ? Int((Double(remaining) / rate).rounded(.up)) : nil
+        return CampaignStatus.Result(
+            id: campaign.id, name: campaign.name, state: campaign.state.rawValue, origin: campaign.origin,
+            reason: campaign.reason, states: Self.stateCounts(total), total: total.size, waves: waves,
+            currentWave: campaign.currentWave, failures: failures, rate: rate, eta: eta,
+            rateLimit: campaign.policy.rate, deadline: campaign.policy.deadline,
+            continuous: campaign.policy.continuous, select: campaign.select.wire,
+            targets: campaign.targets.enumerated().map { index, target in
+                CampaignStatus.Result.Target(
+                    rotationTarget: campaign.rotationTarget(index).description, tag: target.tag, type: target.type,
+                    strategy: target.strategy.rawValue, sha256: target.sha256, credential: target.credential,
+                    overlaps: target.overlaps.isEmpty ? nil : target.overlaps.mapValues { Hex.sha256(Array($0.utf8)) })
+            },
+            createdAt: campaign.createdAt, updatedAt: campaign.updatedAt, finishedAt: campaign.finishedAt)
     }
 
     static func stateCounts(_ counts: WaveCounts) -> [String: Int] {
@@ -103,7 +90,7 @@ extension Engine {
             }
             if let last = lastStatus[id], now - last.at < 1 { continue }
             dirtyCampaigns.remove(id)
-            let body = try status(campaign, tx: tx, failures: 20)
+            let body = try RPC.encode(status(campaign, tx: tx, failures: 20))
             guard
                 let payload = try? JSONSerialization.data(
                     withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes])

@@ -56,27 +56,25 @@ enum RPC {
     static let day: Int64 = 86400
 
     /// Devices by days left on the credential in each target tag: expired, < 7 d, < 30 d, < 90 d, later.
-    static func expiryBuckets(tx: any StoreTransaction, targets: [ResolvedTarget], now: Int64) throws -> [String: Any] {
+    static func expiryBuckets(
+        tx: any StoreTransaction, targets: [ResolvedTarget], now: Int64
+    ) throws -> FleetStatus.Result.Expiry {
         let histogram = try tx.expiryHistogram(limits: [now, now + 7 * day, now + 30 * day, now + 90 * day])
         var fleet = [0, 0, 0, 0, 0]
-        var perTarget: [String: Any] = [:]
+        var perTarget: [String: FleetStatus.Result.Buckets] = [:]
         for target in targets {
             let c = histogram[target.name] ?? [0, 0, 0, 0, 0]
             let buckets = [c[0], c[1] - c[0], c[2] - c[1], c[3] - c[2], c[4] - c[3]]
             for index in buckets.indices { fleet[index] += buckets[index] }
-            perTarget[target.name] = bucketObject(buckets)
+            perTarget[target.name] = self.buckets(buckets)
         }
-        return ["fleet": bucketObject(fleet), "targets": perTarget]
+        return FleetStatus.Result.Expiry(fleet: buckets(fleet), targets: perTarget)
     }
 
-    private static func bucketObject(_ b: [Int]) -> [String: Int] {
-        ["expired": b[0], "lt7d": b[1], "lt30d": b[2], "lt90d": b[3], "later": b[4]]
+    private static func buckets(_ b: [Int]) -> FleetStatus.Result.Buckets {
+        FleetStatus.Result.Buckets(expired: b[0], lt7d: b[1], lt30d: b[2], lt90d: b[3], later: b[4])
     }
 
-    /// Methods that change stored state.
-    static let mutatingMethods: Set<String> = [
-        "device.retry", "campaign.create", "campaign.pause", "campaign.resume", "campaign.abort",
-    ]
     /// Accepted distance between a signed request's `iat` and the daemon's clock.
     static let authWindow: Int64 = 120
     static let requestType = "certrot-rpc+jwt"
@@ -90,57 +88,9 @@ enum RPC {
         return first == UInt8(ascii: "{") || first == UInt8(ascii: "[")
     }
 
-    enum ErrorCode: Int {
-        case parse = -32700
-        case invalidRequest = -32600
-        case methodNotFound = -32601
-        case invalidParams = -32602
-        case internalError = -32603
-        case unknownDevice = -32004
-        case unknownCampaign = -32005
-        case unauthorized = -32010
-        /// campaign.create refused by the preflight or the selection; `data` says why.
-        case campaignRefused = -32020
-        /// The campaign's state does not allow the operation (resume a completed campaign, …).
-        case campaignState = -32021
-    }
-
-    struct Failure: Error {
-        var code: ErrorCode
-        var message: String
-        var data: [String: RefusalValue]? = nil
-
-        init(code: ErrorCode, message: String, data: [String: RefusalValue]? = nil) {
-            self.code = code
-            self.message = message
-            self.data = data
-        }
-
-        init(_ refusal: Refusal) {
-            let isParams = refusal.reason == "invalid_params" || refusal.reason == "invalid_window"
-            code = isParams ? .invalidParams : .campaignRefused
-            message = refusal.message
-            var data = refusal.details
-            data["reason"] = .string(refusal.reason)
-            self.data = data
-        }
-
-        var json: [String: Any] {
-            var error: [String: Any] = ["code": code.rawValue, "message": message]
-            if let data {
-                error["data"] = data.mapValues { value -> Any in
-                    switch value {
-                    case .int(let n): n
-                    case .string(let s): s
-                    }
-                }
-            }
-            return error
-        }
-    }
-
     /// What a method handler outside this file returns.
     enum HandlerResult {
+        /// A method's result, encoded (``RPC/encode(_:)``).
         case value(Any)
         /// Answered later (after the batch commits), through ``reply(to:result:drops:)``.
         case deferred
@@ -172,14 +122,14 @@ enum RPC {
         let response: [String: Any]
         do {
             guard message.payload.count <= maxRequestBytes else {
-                throw Failure(
+                throw RPCError(
                     code: .invalidRequest,
                     message: "request is \(message.payload.count) bytes; at most \(maxRequestBytes)")
             }
             // A request is a JSON object, or a JWS (typ certrot-rpc+jwt) whose payload is that object.
             var body = message.payload
             var signedBy: String?
-            var authFailure: Failure?
+            var authFailure: RPCError?
             if !isJSONText(body) {
                 let text = String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
                 do {
@@ -187,20 +137,20 @@ enum RPC {
                     signedBy = verified.kid
                     body = verified.payload
                 } catch {
-                    authFailure = Failure(code: .unauthorized, message: "signed request refused: \(error.message)")
+                    authFailure = RPCError(code: .unauthorized, message: "signed request refused: \(error.message)")
                     // Still read the (unverified) payload, only to find where to send the refusal.
                     let pieces = text.split(separator: ".")
                     body = pieces.count == 3 ? Base64URL.decode(pieces[1]) ?? [] : []
                 }
             }
             guard let object = try? JSONSerialization.jsonObject(with: Data(body)) else {
-                throw Failure(code: .parse, message: "request is not valid JSON")
+                throw RPCError(code: .parse, message: "request is not valid JSON")
             }
             guard let request = object as? [String: Any] else {
                 let what =
                     object is [Any]
                     ? "batch requests are not supported; send one request per message" : "request must be a JSON object"
-                throw Failure(code: .invalidRequest, message: what)
+                throw RPCError(code: .invalidRequest, message: what)
             }
             if replyTopic == nil, let replyTo = request["reply_to"] as? String,
                 isValidReplyTopic(replyTo, prefix: context.replyPrefix)
@@ -215,16 +165,16 @@ enum RPC {
                     Bounds.times.contains(context.now),
                     abs(iat - context.now) <= authWindow
                 else {
-                    throw Failure(
+                    throw RPCError(
                         code: .unauthorized,
                         message: "signed request refused: iat missing or more than \(authWindow) s from now")
                 }
                 guard let jti = request["jti"] as? String, !jti.isEmpty, jti.utf8.count <= 64 else {
-                    throw Failure(code: .unauthorized, message: "signed request refused: jti (1…64 bytes) is required")
+                    throw RPCError(code: .unauthorized, message: "signed request refused: jti (1…64 bytes) is required")
                 }
                 guard try tx.rememberRequest(jti: jti, at: context.now, forgetBefore: context.now - 2 * authWindow)
                 else {
-                    throw Failure(
+                    throw RPCError(
                         code: .unauthorized, message: "signed request refused: jti \(jti) was already used (replay)")
                 }
             }
@@ -232,22 +182,25 @@ enum RPC {
             // JSON-RPC 2.0 §4.1: a request without an id is a notification and gets no reply.
             isNotification = request["id"] == nil
             guard request["jsonrpc"] as? String == "2.0" else {
-                throw Failure(code: .invalidRequest, message: "jsonrpc must be \"2.0\"")
+                throw RPCError(code: .invalidRequest, message: "jsonrpc must be \"2.0\"")
             }
             guard let method = request["method"] as? String else {
-                throw Failure(code: .invalidRequest, message: "method must be a string")
+                throw RPCError(code: .invalidRequest, message: "method must be a string")
             }
             let params = request["params"] as? [String: Any] ?? [:]
             if request["params"] != nil, !(request["params"] is [String: Any]) {
-                throw Failure(code: .invalidParams, message: "params must be an object")
+                throw RPCError(code: .invalidParams, message: "params must be an object")
             }
             if context.signedReads, !context.operators.isEmpty, signedBy == nil {
-                throw Failure(
+                throw RPCError(
                     code: .unauthorized,
                     message: "this daemon answers only requests signed by an operator key (rpc.signedReads)")
             }
-            if mutatingMethods.contains(method), !context.operators.isEmpty, signedBy == nil {
-                throw Failure(
+            guard RPCMethods.byName[method] != nil else {
+                throw RPCError(code: .methodNotFound, message: "unknown method '\(method)'")
+            }
+            if RPCMethods.mutating.contains(method), !context.operators.isEmpty, signedBy == nil {
+                throw RPCError(
                     code: .unauthorized,
                     message:
                         "\(method) changes state and needs a request signed by an operator key (certrot --operator-key)"
@@ -255,10 +208,15 @@ enum RPC {
             }
             let result: Any
             switch method {
-            case "device.status": result = try deviceStatus(params: params, context: context, tx: tx)
-            case "fleet.status": result = try fleetStatus(context: context, tx: tx)
-            case "device.retry": result = try deviceRetry(params: params, context: context, tx: tx, reissue: &reissue)
-            case "device.list": result = try deviceList(params: params, context: context, tx: tx)
+            case DeviceStatus.name:
+                result = try encode(deviceStatus(DeviceStatus.params(params), context: context, tx: tx))
+            case FleetStatus.name:
+                result = try encode(fleetStatus(context: context, tx: tx))
+            case DeviceRetry.name:
+                result = try encode(
+                    deviceRetry(DeviceRetry.params(params), context: context, tx: tx, reissue: &reissue))
+            case DeviceList.name:
+                result = try encode(deviceList(DeviceList.params(params), context: context, tx: tx))
             default:
                 switch try handler(method, params, tx) {
                 case .value(let value): result = value
@@ -269,24 +227,21 @@ enum RPC {
                             replyTopic: replyTopic, correlationData: message.correlationData, signedBy: signedBy,
                             replyPrefix: context.replyPrefix))
                     return nil
-                case nil: throw Failure(code: .methodNotFound, message: "unknown method '\(method)'")
+                case nil: throw RPCError(code: .methodNotFound, message: "unknown method '\(method)'")
                 }
             }
-            if let signedBy, mutatingMethods.contains(method) {
+            if let signedBy, RPCMethods.mutating.contains(method) {
                 context.logger.notice("operator request", metadata: ["method": "\(method)", "operator": "\(signedBy)"])
             }
             response = ["jsonrpc": "2.0", "id": id, "result": result]
-        } catch let failure as Failure {
+        } catch let failure as RPCError {
             response = ["jsonrpc": "2.0", "id": id, "error": failure.json]
         } catch let refusal as Refusal {
-            response = ["jsonrpc": "2.0", "id": id, "error": Failure(refusal).json]
+            response = ["jsonrpc": "2.0", "id": id, "error": RPCError(refusal).json]
         } catch {
             // Store errors stay in the daemon's log; the caller learns only that it failed.
             context.logger.error("rpc failed", metadata: ["error": "\(error)"])
-            response = [
-                "jsonrpc": "2.0", "id": id,
-                "error": ["code": ErrorCode.internalError.rawValue, "message": "internal error; see the daemon log"],
-            ]
+            response = ["jsonrpc": "2.0", "id": id, "error": RPCError.internalFailure.json]
         }
         return outbound(
             response, isNotification: isNotification, replyTopic: replyTopic, correlationData: message.correlationData,
@@ -294,7 +249,7 @@ enum RPC {
     }
 
     /// The reply to a deferred request.
-    static func reply(to request: Deferred, result: Result<Any, Failure>, drops: DropCounters) -> Outbound? {
+    static func reply(to request: Deferred, result: Result<Any, RPCError>, drops: DropCounters) -> Outbound? {
         let response: [String: Any] =
             switch result {
             case .success(let value): ["jsonrpc": "2.0", "id": request.id, "result": value]
@@ -326,18 +281,12 @@ enum RPC {
     /// Starts settled failures (`rejected`, or `failed`/`timed_out` with no retry left) of a device over: attempts
     /// back to 0, a new bundle issued. `params.target` limits it to one target.
     static func deviceRetry(
-        params: [String: Any], context: Context, tx: any StoreTransaction, reissue: inout [String]
-    ) throws -> [String: Any] {
-        guard let id = params["device"] as? String, DeviceID.isValid(id) else {
-            throw Failure(code: .invalidParams, message: "params.device must be a valid device ID")
-        }
-        let only = params["target"] as? String
-        if params["target"] != nil, only == nil {
-            throw Failure(code: .invalidParams, message: "params.target must be a string")
-        }
+        _ params: DeviceRetry.Params, context: Context, tx: any StoreTransaction, reissue: inout [String]
+    ) throws -> DeviceRetry.Result {
+        let (id, only) = (params.device, params.target)
         try tx.lockDevice(id)
         guard try tx.device(id) != nil else {
-            throw Failure(code: .unknownDevice, message: "device '\(id)' has not been seen")
+            throw RPCError(code: .unknownDevice, message: "device '\(id)' has not been seen")
         }
         var retried: [String] = []
         for var rotation in try tx.rotations(device: id) where only == nil || rotation.target.description == only {
@@ -355,7 +304,7 @@ enum RPC {
             retried.append(rotation.target.description)
         }
         if !retried.isEmpty { reissue.append(id) }
-        return ["device": id, "retried": retried]
+        return DeviceRetry.Result(device: id, retried: retried)
     }
 
     /// A topic a reply may go to: under `prefix`, no wildcard or NUL, at most 1024 bytes, and none that the daemon
@@ -372,70 +321,48 @@ enum RPC {
         return Topics.classify(topic) == nil && !topic.hasPrefix("certrot/campaigns/")
     }
 
-    static func deviceStatus(params: [String: Any], context: Context, tx: any StoreTransaction) throws -> [String: Any]
-    {
-        guard let id = params["device"] as? String else {
-            throw Failure(code: .invalidParams, message: "params.device (string) is required")
-        }
-        guard DeviceID.isValid(id) else { throw Failure(code: .invalidParams, message: DeviceID.problem(id)!) }
+    static func deviceStatus(
+        _ params: DeviceStatus.Params, context: Context, tx: any StoreTransaction
+    ) throws -> DeviceStatus.Result {
+        let id = params.device
         guard let device = try tx.device(id) else {
-            throw Failure(code: .unknownDevice, message: "device '\(id)' has not been seen")
+            throw RPCError(code: .unknownDevice, message: "device '\(id)' has not been seen")
         }
         var names: [String: (name: String, notAfter: Int64)] = context.catalogue
         for target in context.targets { names[target.sha256] = (target.name, target.chain.notAfter) }
-        let creds: [[String: Any]] = (device.inventory?.creds ?? []).map { cred in
-            var entry: [String: Any] = ["tag": cred.tag, "type": cred.type, "sha256": cred.sha256]
+        let creds = (device.inventory?.creds ?? []).map { cred in
             let known = names[cred.sha256]
-            if let name = known?.name { entry["name"] = name }
-            if let notAfter = cred.notAfter ?? known?.notAfter { entry["notAfter"] = notAfter }
-            if let serial = cred.serial { entry["serial"] = serial }
-            return entry
+            return DeviceStatus.Result.Credential(
+                tag: cred.tag, type: cred.type, sha256: cred.sha256, name: known?.name,
+                notAfter: cred.notAfter ?? known?.notAfter, serial: cred.serial)
         }
-        let rotations: [[String: Any]] = try tx.rotations(device: id).map { r in
-            var entry: [String: Any] = [
-                "target": r.target.description, "sha256": r.sha256, "state": r.state.rawValue, "attempts": r.attempts,
-                "createdAt": r.createdAt, "updatedAt": r.updatedAt,
-            ]
-            entry["jti"] = r.jti
-            entry["seq"] = r.seq
-            entry["lastError"] = r.lastError
-            entry["nextAttemptAt"] = r.nextAttemptAt
-            entry["sentAt"] = r.sentAt
-            entry["appliedAt"] = r.appliedAt
-            entry["verifiedAt"] = r.verifiedAt
-            return entry
+        let rotations = try tx.rotations(device: id).map { r in
+            DeviceStatus.Result.RotationEntry(
+                target: r.target.description, sha256: r.sha256, state: r.state.rawValue, attempts: r.attempts,
+                createdAt: r.createdAt, updatedAt: r.updatedAt, jti: r.jti, seq: r.seq, lastError: r.lastError,
+                nextAttemptAt: r.nextAttemptAt, sentAt: r.sentAt, appliedAt: r.appliedAt, verifiedAt: r.verifiedAt)
         }
-        let history: [[String: Any]] = try tx.history(device: id, limit: 50).map { h in
-            var entry: [String: Any] = ["at": h.at, "target": h.target, "state": h.state]
-            entry["jti"] = h.jti
-            entry["detail"] = h.detail
-            return entry
-        }
-        var result: [String: Any] = [
-            "device": id, "firstSeen": device.firstSeen, "lastSeen": device.lastSeen, "issuedSeq": device.issuedSeq,
-            "inventory": creds, "rotations": rotations, "history": history,
-        ]
-        result["reportedSeq"] = device.inventory?.seq
-        result["keys"] = device.inventory?.keys
-        result["maxMessage"] = device.inventory?.maxMessage
-        return result
+        return DeviceStatus.Result(
+            device: id, firstSeen: device.firstSeen, lastSeen: device.lastSeen, issuedSeq: device.issuedSeq,
+            reportedSeq: device.inventory?.seq, keys: device.inventory?.keys, maxMessage: device.inventory?.maxMessage,
+            inventory: creds, rotations: rotations, history: try tx.history(device: id, limit: 50))
     }
 
     /// Counts by state for each target and for the fleet. `in_sync`: devices that held the target when first seen
     /// and never needed a rotation. Fleet-wide figures add the targets up ((device, target) pairs).
-    static func fleetStatus(context: Context, tx: any StoreTransaction) throws -> [String: Any] {
+    static func fleetStatus(context: Context, tx: any StoreTransaction) throws -> FleetStatus.Result {
         let devices = try tx.deviceCount()
         let counts = try tx.rotationCounts()
         var fleet: [String: Int] = Dictionary(uniqueKeysWithValues: fleetStates.map { ($0, 0) })
-        var perTarget: [String: Any] = [:]
+        var perTarget: [String: FleetStatus.Result.Target] = [:]
         for target in context.targets {
             var states: [String: Int] = Dictionary(uniqueKeysWithValues: fleetStates.map { ($0, 0) })
             for (state, count) in counts[target.name] ?? [:] { states[state, default: 0] += count }
             states["in_sync"] = max(0, devices - (counts[target.name] ?? [:]).values.reduce(0, +))
             for (state, count) in states { fleet[state, default: 0] += count }
-            perTarget[target.name] = ["tag": target.tag, "sha256": target.sha256, "states": states]
+            perTarget[target.name] = FleetStatus.Result.Target(tag: target.tag, sha256: target.sha256, states: states)
         }
-        var signing: [String: Any] = ["kid": context.signerKid]
+        var signing = FleetStatus.Result.Signing(kid: context.signerKid)
         if let next = context.nextKid {
             let trusting = try tx.deviceCount(trustingKey: next)
             let share = devices == 0 ? 0 : Double(trusting) / Double(devices)
@@ -444,11 +371,9 @@ enum RPC {
             for (state, count) in counts[RotationTarget.signingKey.description] ?? [:] {
                 states[state, default: 0] += count
             }
-            signing["next"] =
-                [
-                    "kid": next, "devicesTrusting": trusting, "share": share, "threshold": context.keyRotationThreshold,
-                    "ready": share >= context.keyRotationThreshold, "states": states,
-                ] as [String: Any]
+            signing.next = FleetStatus.Result.NextKey(
+                kid: next, devicesTrusting: trusting, share: share, threshold: context.keyRotationThreshold,
+                ready: share >= context.keyRotationThreshold, states: states)
         }
         // Campaign rotations, all campaigns together (per campaign: campaign.status). Answered without the engine's
         // campaign state, so that it stays a plain read.
@@ -457,13 +382,12 @@ enum RPC {
         for (target, byState) in counts where RotationTarget(target).campaignID != nil {
             for (state, count) in byState { campaignStates[state, default: 0] += count }
         }
-        return [
-            "devices": devices, "states": fleet, "targets": perTarget, "dropped": context.drops.snapshot,
-            "campaignStates": campaignStates,
-            "signing": signing, "expiry": try expiryBuckets(tx: tx, targets: context.targets, now: context.now),
-            "expiringWithoutSuccessor": try expiringWithoutSuccessor(
-                tx: tx, targets: context.targets, renewal: context.renewal, now: context.now),
-        ]
+        return FleetStatus.Result(
+            devices: devices, states: fleet, targets: perTarget, dropped: context.drops.snapshot,
+            campaignStates: campaignStates, signing: signing,
+            expiry: try expiryBuckets(tx: tx, targets: context.targets, now: context.now),
+            expiringWithoutSuccessor: try expiringWithoutSuccessor(
+                tx: tx, targets: context.targets, renewal: context.renewal, now: context.now))
     }
 
     static let fleetStates = RotationState.allCases.map(\.rawValue) + ["in_sync"]
