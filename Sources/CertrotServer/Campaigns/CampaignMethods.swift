@@ -43,50 +43,53 @@ extension Engine {
     }
 
     func pause(_ params: CampaignRef, tx: any StoreTransaction) throws -> CampaignPause.Result {
-        var campaign = try campaign(params)
         let reason = "paused by an operator" + params.reason.map { ": \($0)" }.orEmpty
-        try transition { () throws(CampaignStateError) in try campaign.pause(reason: reason) }
-        try changed(campaign, tx: tx)
+        let campaign = try operate(params, tx: tx) { campaign, _ throws(CampaignStateError) in
+            try campaign.pause(reason: reason)
+            return []
+        }
         return CampaignPause.Result(id: campaign.id, state: campaign.state.rawValue)
     }
 
     func resume(_ params: CampaignRef, tx: any StoreTransaction) throws -> CampaignResume.Result {
-        var campaign = try campaign(params)
+        let current = try campaign(params)
         // Accepting a threshold pause takes the wave's counts as they are now.
         let counts =
-            campaign.awaitingConfirmation
-            ? WaveCounts() : try tx.memberCounts(campaign: campaign.id)[campaign.currentWave] ?? WaveCounts()
-        let now = clock()
-        let actions = try transition { () throws(CampaignStateError) in
+            current.awaitingConfirmation
+            ? WaveCounts() : try tx.memberCounts(campaign: current.id)[current.currentWave] ?? WaveCounts()
+        let campaign = try operate(params, tx: tx) { campaign, now throws(CampaignStateError) in
             try campaign.resume(currentWave: counts, now: now)
         }
-        var none: [Outbound] = []
-        try carryOut(actions, for: &campaign, tx: tx, outbox: &none)
-        try changed(campaign, tx: tx)
         return CampaignResume.Result(id: campaign.id, state: campaign.state.rawValue, currentWave: campaign.currentWave)
     }
 
     func abort(_ params: CampaignRef, tx: any StoreTransaction) throws -> CampaignAbort.Result {
-        var campaign = try campaign(params)
         let reason = "aborted by an operator" + params.reason.map { ": \($0)" }.orEmpty
-        let now = clock()
-        let actions = try transition { () throws(CampaignStateError) in
+        let campaign = try operate(params, tx: tx) { campaign, now throws(CampaignStateError) in
             try campaign.abort(reason: reason, now: now)
         }
-        var none: [Outbound] = []
-        try carryOut(actions, for: &campaign, tx: tx, outbox: &none)
-        try changed(campaign, tx: tx)
         let cancelled = try tx.memberCounts(campaign: campaign.id).values.reduce(0) { $0 + $1.cancelled }
         return CampaignAbort.Result(id: campaign.id, state: campaign.state.rawValue, cancelled: cancelled)
     }
 
-    /// An operator's transition: one the campaign's state does not allow is the request's error.
-    func transition<T>(_ body: () throws(CampaignStateError) -> T) throws(RPCError) -> T {
+    /// An operator's transition of the campaign `ref` names: decided by the core (a transition its state does not
+    /// allow is the request's error), its actions carried out, the campaign stored.
+    private func operate(
+        _ ref: CampaignRef, tx: any StoreTransaction,
+        _ transition: (inout Campaign, Int64) throws(CampaignStateError) -> [CampaignAction]
+    ) throws -> Campaign {
+        var campaign = try campaign(ref)
+        let now = clock()
+        let actions: [CampaignAction]
         do {
-            return try body()
+            actions = try transition(&campaign, now)
         } catch {
             throw RPCError(code: .campaignState, message: error.message)
         }
+        var none: [Outbound] = []
+        try carryOut(actions, for: &campaign, tx: tx, outbox: &none)
+        try changed(campaign, tx: tx)
+        return campaign
     }
 
     func changed(_ campaign: Campaign, tx: any StoreTransaction) throws {
