@@ -134,7 +134,7 @@ let package = Package(
         // The engine's decisions on EngineHarness: no broker, no sleeps.
         .testTarget(
             name: "CertrotEngineTests",
-            dependencies: ["CertrotCore", "CertrotServer", "CertrotTestSupport"],
+            dependencies: ["CertrotCore", "CertrotServer", "CertrotStore", "CertrotTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(

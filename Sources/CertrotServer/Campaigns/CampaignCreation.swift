@@ -85,7 +85,7 @@ extension Engine {
         var campaign = Campaign(
             id: "cmp-" + String(Engine.newJTI().prefix(10)), name: request.name, now: now, targets: targets,
             select: request.select, policy: request.policy, origin: origin)
-        campaign.sequence = nextCampaignSequence
+        campaign.sequence = registry.nextSequence
         campaign.schedule(now: now)
         let order = selected.map { (Hex.sha256(Array("\(campaign.id)\n\($0.id)".utf8)), $0.id) }.sorted { $0.0 < $1.0 }
         let ends = WaveSpec.cumulativeSizes(request.policy.waves, total: order.count)

@@ -6,30 +6,6 @@ import Logging
 extension Engine {
     // MARK: Members
 
-    /// The creation order of the next campaign: after every campaign known.
-    var nextCampaignSequence: Int64 { (campaigns.values.compactMap(\.sequence).max() ?? 0) + 1 }
-
-    /// A campaign's member counts per wave: counted once, then kept up to date as members are saved (a tick needs
-    /// them for every running campaign, four times a second, and counting scans all of a campaign's members).
-    /// Exact on one node, where every member write goes through ``saveMember(_:previous:tx:)``; counted again
-    /// after 10 s all the same, and after 1 s in a cluster, where other replicas write members too.
-    func memberCounts(_ id: String, tx: any StoreTransaction) throws -> [Int: WaveCounts] {
-        let now = monotonic()
-        if let cached = memberCountCache[id], now - cached.at < (cluster == nil ? 10 : 1) { return cached.counts }
-        let counts = try tx.memberCounts(campaign: id)
-        memberCountCache[id] = (counts, now)
-        return counts
-    }
-
-    /// Saves a member, and moves it in the kept counts from `previous` (nil: a new member).
-    func saveMember(_ member: CampaignMember, previous: CampaignMember?, tx: any StoreTransaction) throws {
-        try tx.saveMember(member)
-        guard var entry = memberCountCache[member.campaign] else { return }
-        if let previous { entry.counts[previous.wave, default: WaveCounts()].add(previous, sign: -1) }
-        entry.counts[member.wave, default: WaveCounts()].add(member)
-        memberCountCache[member.campaign] = entry
-    }
-
     /// A campaign rotation changed: the member's state follows its rotations.
     func memberChanged(_ rotation: Rotation, tx: any StoreTransaction) throws {
         guard let id = rotation.target.campaignID, let campaign = campaigns[id],
@@ -50,8 +26,8 @@ extension Engine {
         member.settled = settled
         member.reason = reason
         member.updatedAt = clock()
-        try saveMember(member, previous: before, tx: tx)
-        dirtyCampaigns.insert(id)
+        try registry.saveMember(member, previous: before, tx: tx)
+        registry.dirty.insert(id)
     }
 
     /// Continuous campaigns take in devices that match their selection when they show up (or their credentials
@@ -67,13 +43,13 @@ extension Engine {
                     device: device.id, inventory: device.inventory, now: now,
                     expiry: { self.catalogue.expiry(of: device.inventory, tag: $0) })
             else { continue }
-            try saveMember(
+            try registry.saveMember(
                 CampaignMember(
                     campaign: campaign.id, device: device.id, wave: campaign.currentWave, state: .waiting,
                     settled: false,
                     reason: nil, updatedAt: now),
                 previous: nil, tx: tx)
-            dirtyCampaigns.insert(campaign.id)
+            registry.dirty.insert(campaign.id)
             logger.info(
                 "device joins a continuous campaign",
                 metadata: ["device": "\(device.id)", "campaign": "\(campaign.id)"])
@@ -95,7 +71,7 @@ extension Engine {
             member.settled = true
             member.reason = reason
             member.updatedAt = now
-            try saveMember(member, previous: waiting, tx: tx)
+            try registry.saveMember(member, previous: waiting, tx: tx)
             return false
         }
         try tx.lockDevice(member.device)

@@ -96,7 +96,7 @@ extension Engine {
         var campaign = campaign
         campaign.updatedAt = clock()
         try store(campaign, tx: tx)
-        lastStatus[campaign.id] = nil
+        registry.lastStatus[campaign.id] = nil
         logger.notice(
             "campaign \(campaign.state.rawValue)",
             metadata: ["campaign": "\(campaign.id)", "reason": "\(campaign.reason ?? "-")"])

@@ -14,11 +14,11 @@ extension Engine {
             guard var campaign = campaigns[id], !campaign.state.isFinal else { continue }
             let before = campaign
             try carryOut(campaign.tick(now: now), for: &campaign, tx: tx, outbox: &outbox)
-            if campaign.state == .running, sweep.remove(id) != nil {
+            if campaign.state == .running, registry.sweep.remove(id) != nil {
                 try issueHeld(campaign, tx: tx, outbox: &outbox)
             }
             if campaign.state == .running {
-                let counts = try memberCounts(id, tx: tx)
+                let counts = try registry.memberCounts(id, now: monotonic(), tx: tx)
                 try carryOut(campaign.advance(counts: counts, now: now), for: &campaign, tx: tx, outbox: &outbox)
             }
             if campaign != before {
@@ -66,10 +66,10 @@ extension Engine {
         // timeout runs from issue until the broker takes the last part) before they were even sent: at 100,000
         // devices 11 % of the first wave, which paused the campaign on its error threshold.
         var budget = min(2000, max(0, 2 * maxInflight - queuedPublishes - outbox.count))
-        if campaign.policy.rate != nil, var bucket = buckets[campaign.id] {
+        if campaign.policy.rate != nil, var bucket = registry.buckets[campaign.id] {
             bucket.refill(now: monotonic())
             budget = min(budget, bucket.available)
-            buckets[campaign.id] = bucket
+            registry.buckets[campaign.id] = bucket
         }
         guard budget > 0 else { return }
         let waiting = try tx.members(
@@ -78,7 +78,7 @@ extension Engine {
         for member in waiting where try admit(member, campaign: &campaign, tx: tx, outbox: &outbox) {
             used += 1
         }
-        if used > 0, campaign.policy.rate != nil { buckets[campaign.id]?.take(used) }
+        if used > 0, campaign.policy.rate != nil { registry.buckets[campaign.id]?.take(used) }
     }
 
     /// After a resume: bundles held back while the campaign was paused go out.
@@ -106,10 +106,10 @@ extension Engine {
         for action in actions {
             switch action {
             case .cancelUnsent(let reason):
-                campaigns[campaign.id] = campaign
+                registry.put(campaign, now: monotonic())
                 try cancelUnsent(campaign, reason: reason, tx: tx)
             case .issueHeld:
-                sweep.insert(campaign.id)  // on the next tick, once the campaign runs
+                registry.sweep.insert(campaign.id)  // on the next tick, once the campaign runs
             case .admitWaiting:
                 try admitWaiting(&campaign, tx: tx, outbox: &outbox)
             }
@@ -137,7 +137,7 @@ extension Engine {
                         member.settled = true
                         member.reason = "campaign aborted: \(reason)"
                         member.updatedAt = now
-                        try saveMember(member, previous: before, tx: tx)
+                        try registry.saveMember(member, previous: before, tx: tx)
                         continue
                     }
                     try tx.lockDevice(member.device)

@@ -1,154 +1,85 @@
 import CertrotCore
-import Foundation
-import Logging
 
-/// Campaigns: creation (with the never-brick preflight), admission wave by wave at a bounded rate inside
-/// maintenance windows, thresholds, pause/resume/abort, continuous joins, standing auto-renewal campaigns, and
-/// retained progress. Runs on the engine's task, inside its batch transactions.
-extension Engine {
-    typealias KnownChain = DaemonSettings.KnownChain
+/// The campaigns the engine runs and what it keeps of them between batches: member counts kept up to date as
+/// members are saved (a tick needs them for every running campaign, four times a second, and counting scans all of
+/// a campaign's members), each campaign's token bucket, its settle-rate samples, and which campaigns' status is
+/// due to be published. In memory; the campaigns themselves are stored, and counts are counted again when stale.
+package final class CampaignRegistry {
+    package private(set) var campaigns: [String: Campaign] = [:]
+    /// Token buckets of campaigns with a `rate`.
+    var buckets: [String: TokenBucket] = [:]
+    /// Campaigns whose counts changed since their status was last published.
+    var dirty: Set<String> = []
+    /// The status last published per campaign, and when (monotonic seconds).
+    var lastStatus: [String: (payload: [UInt8], at: Double)] = [:]
+    /// Campaigns resumed: members held while paused are issued their bundles on the next tick.
+    var sweep: Set<String> = []
+    /// Seconds kept counts are trusted: exact on one node, where every member write goes through
+    /// ``saveMember(_:previous:tx:)``, but counted again after 10 s all the same; 1 s in a cluster, where other
+    /// replicas write members too.
+    package var countsMaxAge: Double = 10
+    private var counts: [String: (counts: [Int: WaveCounts], at: Double)] = [:]
+    private var samples: [String: [(at: Double, done: Int)]] = [:]
 
-    static let autoPrefix = "auto-"
+    package init() {}
 
-    // MARK: Start
+    package subscript(id: String) -> Campaign? { campaigns[id] }
 
-    /// Loads campaigns and creates the standing auto-renewal campaigns of targets with a successor.
-    package func startCampaigns() throws {
-        try store.write { tx in
-            for campaign in try tx.campaigns() { remember(campaign) }
-            // A standing campaign whose target lost its successor (or is gone) stops.
-            for var campaign in campaigns.values where campaign.autoRenews != nil && !campaign.state.isFinal {
-                guard let name = campaign.autoRenews, catalogue.renewal[name]?.successor == nil else { continue }
-                try abort(&campaign, reason: "target \(name) has no successor configured any more", tx: tx)
-                try store(campaign, tx: tx)
-            }
-            for target in targets {
-                guard let renewal = catalogue.renewal[target.name], let successor = renewal.successor else { continue }
-                let id =
-                    Self.autoPrefix + String(Hex.sha256(Array("\(target.name)\n\(successor.sha256)".utf8)).prefix(12))
-                for var old in campaigns.values
-                where old.autoRenews == target.name && old.id != id && !old.state.isFinal {
-                    try abort(&old, reason: "the successor of target \(target.name) changed", tx: tx)
-                    try store(old, tx: tx)
-                }
-                guard campaigns[id] == nil else { continue }
-                let now = clock()
-                var campaign = Campaign(
-                    id: id, name: "auto-renewal of \(target.name)", now: now,
-                    targets: [
-                        CampaignTarget(
-                            tag: target.tag, type: target.type, strategy: .replace, pem: successor.pem, credential: nil)
-                    ],
-                    select: .expiringWithin(tag: target.tag, seconds: renewal.before), origin: "auto")
-                campaign.sequence = nextCampaignSequence
-                campaign.policy.continuous = true
-                campaign.autoRenews = target.name
-                try store(campaign, tx: tx)
-                logger.info(
-                    "auto-renewal campaign ready",
-                    metadata: ["campaign": "\(id)", "target": "\(target.name)", "renewBefore": "\(renewal.before)"])
-                // Devices already known and already expiring join now.
-                var after: String?
-                while true {
-                    let page = try tx.devices(after: after, limit: 1000)
-                    guard let last = page.last else { break }
-                    for device in page { try joinContinuous(device: device, tx: tx) }
-                    after = last.id
-                }
-            }
-        }
-    }
-
-    /// Creates the campaigns declared in the config file, unless one of the same name exists.
-    func applyDeclaredCampaigns() async {
-        for params in declaredCampaigns {
-            let name = params["name"] as? String ?? ""
-            if campaigns.values.contains(where: { $0.name == name }) { continue }
-            do {
-                let campaign = try await createCampaign(params: params, origin: "config")
-                logger.notice(
-                    "campaign from the config file created",
-                    metadata: ["campaign": "\(campaign.id)", "name": "\(name)"])
-            } catch let refusal as Refusal {
-                logger.error(
-                    "campaign from the config file refused",
-                    metadata: ["name": "\(name)", "reason": "\(refusal.message)"])
-            } catch {
-                logger.error(
-                    "campaign from the config file failed", metadata: ["name": "\(name)", "error": "\(error)"])
-            }
-        }
-        flush()
-    }
-
-    func remember(_ campaign: Campaign) {
+    /// Keeps `campaign` (new or changed); a campaign with a new `rate` gets a new bucket.
+    package func put(_ campaign: Campaign, now: Double) {
         campaigns[campaign.id] = campaign
-        catalogue.learn(campaign)
         if let rate = campaign.policy.rate, buckets[campaign.id]?.rate != rate {
-            buckets[campaign.id] = TokenBucket(rate: rate, now: monotonic())
+            buckets[campaign.id] = TokenBucket(rate: rate, now: now)
         }
     }
 
-    func store(_ campaign: Campaign, tx: any StoreTransaction) throws {
-        try tx.saveCampaign(campaign)
-        remember(campaign)
-        dirtyCampaigns.insert(campaign.id)
+    /// The creation order of the next campaign: after every campaign known.
+    package var nextSequence: Int64 { (campaigns.values.compactMap(\.sequence).max() ?? 0) + 1 }
+
+    /// The rotation policy of a target: its campaign's overrides of `base`, for a campaign's target.
+    package func rotationPolicy(for target: RotationTarget, base: RotationPolicy) -> RotationPolicy {
+        guard let id = target.campaignID, let campaign = campaigns[id] else { return base }
+        return campaign.policy.rotationPolicy(base: base)
     }
 
-    // MARK: Which target owns a tag
-
-    /// The tag a rotation target writes.
-    func tagKey(of target: RotationTarget) -> TagKey? {
-        kinds.slot(of: target, in: KindContext(campaigns: campaigns))
+    /// The shortest ack timeout of `base` and every campaign's: what the tick looks for overdue acks with.
+    package func shortestAckTimeout(base: Int64) -> Int64 {
+        campaigns.values.compactMap(\.policy.ackTimeout).reduce(base, min)
     }
 
-    /// For each tag some campaign has taken over on this device: the rotation target of the newest campaign that
-    /// admitted it (and did not cancel it).
-    func tagOwners(device: String, tx: any StoreTransaction) throws -> [TagKey: RotationTarget] {
-        guard !campaigns.isEmpty else { return [:] }  // no membership query per inventory without campaigns
-        var owners: [TagKey: (order: Campaign.Precedence, target: RotationTarget)] = [:]
-        for member in try tx.memberships(device: device) where member.state != .waiting && member.state != .cancelled {
-            guard let campaign = campaigns[member.campaign] else { continue }
-            let order = campaign.precedence
-            for index in campaign.targets.indices {
-                let key = TagKey(tag: campaign.targets[index].tag, type: campaign.targets[index].type)
-                if let current = owners[key], current.order >= order { continue }
-                owners[key] = (order, campaign.rotationTarget(index))
-            }
-        }
-        return owners.mapValues(\.target)
+    /// Stored-rotation prefixes of campaigns whose bundles are held (paused or scheduled).
+    package var held: [String] {
+        campaigns.values.filter { $0.state == .paused || $0.state == .scheduled }.map(\.rotationTargetPrefix).sorted()
     }
 
-    /// Drops waiting rotations that must not go out now: those of a tag another target owns (cancelled, they
-    /// were superseded) and those of a paused campaign (held until it resumes).
-    func withoutSuperseded(_ waiting: [Rotation], device: String, tx: any StoreTransaction) throws -> [Rotation] {
-        guard waiting.contains(where: { tagKey(of: $0.target) != nil }) else { return waiting }
-        let owners = try tagOwners(device: device, tx: tx)
-        let now = clock()
-        var kept: [Rotation] = []
-        for var rotation in waiting {
-            if let key = tagKey(of: rotation.target), let owner = owners[key], owner != rotation.target {
-                let before = rotation
-                rotation.cancel(reason: "superseded by \(owner)", now: now)
-                try save(rotation, previous: before, tx: tx)
-                continue
-            }
-            if let id = rotation.target.campaignID, let campaign = campaigns[id],
-                campaign.state == .paused || campaign.state == .scheduled
-            {
-                continue
-            }
-            kept.append(rotation)
-        }
-        return kept
+    /// A campaign's member counts per wave: counted once, then kept up to date.
+    package func memberCounts(_ id: String, now: Double, tx: any StoreTransaction) throws -> [Int: WaveCounts] {
+        if let cached = counts[id], now - cached.at < countsMaxAge { return cached.counts }
+        let counted = try tx.memberCounts(campaign: id)
+        counts[id] = (counted, now)
+        return counted
     }
 
-    func rotationPolicy(for target: RotationTarget) -> RotationPolicy {
-        guard let id = target.campaignID, let campaign = campaigns[id] else { return policy }
-        return campaign.policy.rotationPolicy(base: policy)
+    /// Saves a member, and moves it in the kept counts from `previous` (nil: a new member).
+    package func saveMember(_ member: CampaignMember, previous: CampaignMember?, tx: any StoreTransaction) throws {
+        try tx.saveMember(member)
+        guard var entry = counts[member.campaign] else { return }
+        if let previous { entry.counts[previous.wave, default: WaveCounts()].add(previous, sign: -1) }
+        entry.counts[member.wave, default: WaveCounts()].add(member)
+        counts[member.campaign] = entry
     }
 
-    var shortestAckTimeout: Int64 {
-        campaigns.values.compactMap(\.policy.ackTimeout).reduce(policy.ackTimeout, min)
+    /// Forgets every kept count (a transaction that moved them rolled back).
+    package func forgetCounts() { counts = [:] }
+
+    /// Members settled per second over the last 30 s (0 until two samples a second apart exist); `done` is the
+    /// campaign's settled members now.
+    package func throughput(_ id: String, done: Int, now: Double) -> Double {
+        var kept = samples[id] ?? []
+        if kept.last.map({ now - $0.at >= 0.5 }) ?? true { kept.append((now, done)) }
+        kept.removeAll { now - $0.at > 30 }
+        samples[id] = kept
+        guard let first = kept.first, now - first.at >= 1 else { return 0 }
+        return max(0, Double(done - first.done) / (now - first.at))
     }
 }

@@ -9,7 +9,7 @@ extension Engine {
     func status(
         _ campaign: Campaign, tx: any StoreTransaction, failures limit: Int = 100
     ) throws -> CampaignStatus.Result {
-        let counts = try memberCounts(campaign.id, tx: tx)
+        let counts = try registry.memberCounts(campaign.id, now: monotonic(), tx: tx)
         var total = WaveCounts()
         var waves: [CampaignStatus.Result.Wave] = []
         for index in 0..<campaign.waveCount {
@@ -44,7 +44,7 @@ extension Engine {
             }
         }
         let done = total.settled
-        let rate = throughput(campaign.id, done: done)
+        let rate = registry.throughput(campaign.id, done: done, now: monotonic())
         let remaining = total.size - done
         let eta: Int? =
             campaign.state.isFinal || remaining == 0 ? 0 : rate > 0 ? Int((Double(remaining) / rate).rounded(.up)) : nil
@@ -69,42 +69,31 @@ extension Engine {
         return states
     }
 
-    /// Devices settled per second over the last 30 s (0 until two samples a second apart exist).
-    func throughput(_ id: String, done: Int) -> Double {
-        let now = monotonic()
-        var samples = progress[id] ?? []
-        if samples.last.map({ now - $0.at >= 0.5 }) ?? true { samples.append((now, done)) }
-        samples.removeAll { now - $0.at > 30 }
-        progress[id] = samples
-        guard let first = samples.first, now - first.at >= 1 else { return 0 }
-        return max(0, Double(done - first.done) / (now - first.at))
-    }
-
     /// Publishes each changed campaign's status, retained, at most once a second.
     func publishProgress(tx: any StoreTransaction, outbox: inout [Outbound]) throws {
         let now = monotonic()
-        for id in dirtyCampaigns.sorted() {
+        for id in registry.dirty.sorted() {
             guard let campaign = campaigns[id] else {
-                dirtyCampaigns.remove(id)
+                registry.dirty.remove(id)
                 continue
             }
-            if let last = lastStatus[id], now - last.at < 1 { continue }
-            dirtyCampaigns.remove(id)
+            if let last = registry.lastStatus[id], now - last.at < 1 { continue }
+            registry.dirty.remove(id)
             let body = try RPC.encode(status(campaign, tx: tx, failures: 20))
             guard
                 let payload = try? JSONSerialization.data(
                     withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes])
             else { continue }
             let bytes = Array(payload)
-            let unchanged = lastStatus[id]?.payload == bytes
-            lastStatus[id] = (bytes, now)
+            let unchanged = registry.lastStatus[id]?.payload == bytes
+            registry.lastStatus[id] = (bytes, now)
             if unchanged { continue }
             outbox.append(Outbound(topic: Topics.campaignStatus(id), payload: bytes, kind: .other, retain: true))
         }
         // Running campaigns' rate and ETA move with time even when no member changed.
-        for campaign in campaigns.values where campaign.state == .running && !dirtyCampaigns.contains(campaign.id) {
-            if let last = lastStatus[campaign.id], now - last.at < 5 { continue }
-            dirtyCampaigns.insert(campaign.id)
+        for campaign in campaigns.values where campaign.state == .running && !registry.dirty.contains(campaign.id) {
+            if let last = registry.lastStatus[campaign.id], now - last.at < 5 { continue }
+            registry.dirty.insert(campaign.id)
         }
     }
 }

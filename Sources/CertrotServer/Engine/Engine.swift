@@ -78,7 +78,10 @@ package final class Engine {
     /// Several replicas on one PostgreSQL (docs/scaling.md): inbound messages arrive through shared
     /// subscriptions; the leader alone runs ticks, campaigns and JSON-RPC. nil: a single daemon, always leading.
     var cluster: DaemonSettings.ClusterSettings? {
-        didSet { role = cluster.map(ClusterRole.init) }
+        didSet {
+            role = cluster.map(ClusterRole.init)
+            registry.countsMaxAge = cluster == nil ? 10 : 1
+        }
     }
     var role: ClusterRole?
     var isLeader: Bool { role?.isLeader ?? true }
@@ -90,16 +93,8 @@ package final class Engine {
     var resumed = false
 
     // Campaigns (Campaigns.swift).
-    var campaigns: [String: Campaign] = [:]
-    var buckets: [String: TokenBucket] = [:]
-    /// Campaigns whose counts changed since their status was last published.
-    var dirtyCampaigns: Set<String> = []
-    var lastStatus: [String: (payload: [UInt8], at: Double)] = [:]
-    /// Member counts per campaign and when they were counted (``memberCounts(_:tx:)``).
-    var memberCountCache: [String: (counts: [Int: WaveCounts], at: Double)] = [:]
-    var progress: [String: [(at: Double, done: Int)]] = [:]
-    /// Campaigns resumed: members held while paused are issued their bundles on the next tick.
-    var sweep: Set<String> = []
+    let registry = CampaignRegistry()
+    var campaigns: [String: Campaign] { registry.campaigns }
     var deferred: [RPC.Deferred] = []
     /// Campaigns from the config file, created at start unless one of the same name exists.
     var declaredCampaigns: [[String: Any]] = []
@@ -166,7 +161,7 @@ package final class Engine {
             observability?.storeWrite(ok: true)
         } catch {
             observability?.storeWrite(ok: false, error: "\(error)")
-            memberCountCache = [:]  // counts moved by the rolled-back transaction
+            registry.forgetCounts()  // counts moved by the rolled-back transaction
             // One input made the transaction fail: handle each alone so the others are not lost.
             logger.error(
                 "batch failed; retrying its \(batch.count) inputs one by one",

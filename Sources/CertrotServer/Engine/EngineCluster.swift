@@ -87,9 +87,7 @@ extension Engine {
     func claimOutboundWork(tx: any StoreTransaction, outbox: inout [Outbound]) throws {
         let room = min(100, max(0, 2 * maxInflight - queuedPublishes - outbox.count))
         guard room > 0 else { return }
-        let holding = campaigns.values.filter { $0.state == .paused || $0.state == .scheduled }.map(
-            \.rotationTargetPrefix)
-        for id in try tx.claimAwaitingBundle(limit: room, holding: holding.sorted()) {
+        for id in try tx.claimAwaitingBundle(limit: room, holding: registry.held) {
             guard let device = try tx.device(id) else { continue }
             try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
         }
