@@ -72,6 +72,12 @@ public struct DaemonSettings: Sendable {
         public var notAfter: Int64
         /// The chain itself, when certrot has it (catalogue, targets): `overlap` composes with it.
         public var chain: CertificateChain?
+
+        public init(name: String, notAfter: Int64, chain: CertificateChain?) {
+            self.name = name
+            self.notAfter = notAfter
+            self.chain = chain
+        }
     }
 
     /// Resolves `config`, reading the signing key and every chain it names. Throws ``CertrotError`` listing every

@@ -5,12 +5,12 @@ import Logging
 /// Every chain the daemon knows by digest — configured targets and their successors, the catalogue, campaign
 /// chains and the overlaps composed from them — with the names operators see, and the PEM a campaign may send.
 package final class ChainCatalogue {
-    typealias KnownChain = DaemonSettings.KnownChain
+    package typealias KnownChain = DaemonSettings.KnownChain
 
     /// Digest → name, expiry and (when certrot has it) the chain: `overlap` composes with it.
-    var known: [String: KnownChain] = [:]
+    package var known: [String: KnownChain] = [:]
     /// Digest → PEM of every chain a campaign may send (targets and composed overlaps).
-    var sendable: [String: String] = [:]
+    package var sendable: [String: String] = [:]
     /// Catalogue entries by name (a campaign target may name one with `credential`).
     var byName: [String: CertificateChain] = [:]
     /// Per configured target: seconds before expiry at which auto-renewal starts, and the successor chain.
@@ -19,7 +19,7 @@ package final class ChainCatalogue {
     private var warnedExpiring: Set<[UInt8]> = []
     let logger: Logger
 
-    init(logger: Logger) {
+    package init(logger: Logger) {
         self.logger = logger
     }
 
@@ -30,7 +30,7 @@ package final class ChainCatalogue {
     }
 
     /// A campaign's chains, and the overlaps composed for it, become known and sendable.
-    func learn(_ campaign: Campaign) {
+    package func learn(_ campaign: Campaign) {
         for target in campaign.targets {
             known[target.sha256] =
                 known[target.sha256]
@@ -56,7 +56,7 @@ package final class ChainCatalogue {
     }
 
     /// When a device's credential in `tag` expires: as its inventory says, else as the chain certrot knows says.
-    func expiry(of inventory: Inventory?, tag: Int64) -> Int64? {
+    package func expiry(of inventory: Inventory?, tag: Int64) -> Int64? {
         let dates = (inventory?.creds ?? []).filter { $0.tag == tag }.compactMap {
             $0.notAfter ?? known[$0.sha256]?.notAfter
         }
@@ -66,7 +66,7 @@ package final class ChainCatalogue {
     /// The chain a device holding `held` is sent for a campaign's target `index`; for `overlap` with a chain not
     /// seen at creation, composed now (and remembered in the campaign). nil: cannot be composed (unknown chain,
     /// or too large).
-    func chain(
+    package func chain(
         for campaign: inout Campaign, index: Int, held: String?, profile: DeviceProfile, now: Int64
     ) -> (pem: String?, problem: String?) {
         let target = campaign.targets[index]
