@@ -18,6 +18,12 @@ public struct CertrotError: Error, Sendable, Equatable, CustomStringConvertible 
         case invalidKey = "invalid_key"
         case invalidConfig = "invalid_config"
         case invalidPart = "invalid_part"
+        /// CBOR that does not decode, or is not the item expected (COSE_Sign1).
+        case invalidCBOR = "invalid_cbor"
+        /// A CSR that does not parse, whose signature does not verify under its own key, or whose key is not P-256.
+        case invalidCSR = "invalid_csr"
+        /// A KEYGEN attestation that is malformed, signed by another key, or for another CSR, sec tag or modem.
+        case badAttestation = "bad_attestation"
     }
 
     public var code: Code

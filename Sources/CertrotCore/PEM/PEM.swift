@@ -150,6 +150,27 @@ public enum Hex {
         encode(SHA256.hash(data: bytes))
     }
 
+    /// The bytes of an even number of hex digits (either case); nil for anything else.
+    public static func decode<S: StringProtocol>(_ text: S) -> [UInt8]? {
+        let utf8 = Array(text.utf8)
+        guard utf8.count % 2 == 0 else { return nil }
+        func value(_ c: UInt8) -> UInt8? {
+            switch c {
+            case 48...57: c - 48
+            case 97...102: c - 87
+            case 65...70: c - 55
+            default: nil
+            }
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity(utf8.count / 2)
+        for index in stride(from: 0, to: utf8.count, by: 2) {
+            guard let high = value(utf8[index]), let low = value(utf8[index + 1]) else { return nil }
+            out.append(high << 4 | low)
+        }
+        return out
+    }
+
     /// True for exactly 64 lowercase hex digits.
     public static func isSHA256(_ text: String) -> Bool {
         let utf8 = text.utf8

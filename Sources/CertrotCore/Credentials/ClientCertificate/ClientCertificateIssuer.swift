@@ -1,0 +1,68 @@
+import Crypto
+import Foundation
+import SwiftASN1
+import X509
+
+/// Issues device client certificates from keys the modems generated (docs/protocol.md, client certificates): the
+/// subject from certrot's policy (never the CSR's), EKU clientAuth, key usage digitalSignature (critical),
+/// basicConstraints CA:false (critical), subject and authority key identifiers, a random positive 16-byte serial,
+/// valid from five minutes ago until the policy's validity or the issuer's own end, whichever comes first.
+public struct ClientCertificateIssuer: Sendable {
+    public var certificate: Certificate
+    public var key: P256.Signing.PrivateKey
+    /// Seconds a certificate is valid for (at most until the issuer's notAfter).
+    public var validity: Int64
+
+    /// What was issued: the certificate and the PEM a device writes as type 1 (leaf, in PEM normal form).
+    public struct Issued: Sendable {
+        public var certificate: Certificate
+        /// Lowercase hex of the serial's bytes.
+        public var serial: String
+        public var pem: String
+        public var sha256: String { Hex.sha256(Array(pem.utf8)) }
+    }
+
+    /// Checks that `certificate` is a CA that may sign certificates and that `key` is its key.
+    public init(certificate: Certificate, key: P256.Signing.PrivateKey, validity: Int64) throws(CertrotError) {
+        guard Certificate.PublicKey(key.publicKey) == certificate.publicKey else {
+            throw CertrotError(.invalidKey, "the issuer's key is not the key of its certificate")
+        }
+        let constraints = try? certificate.extensions.basicConstraints
+        guard case .isCertificateAuthority = constraints else {
+            throw CertrotError(.invalidConfig, "the issuer's certificate is not a CA (basicConstraints)")
+        }
+        if let usage = try? certificate.extensions.keyUsage, !usage.keyCertSign {
+            throw CertrotError(.invalidConfig, "the issuer's certificate may not sign certificates (keyUsage)")
+        }
+        guard validity > 0 else { throw CertrotError(.invalidConfig, "a client certificate's validity must be > 0") }
+        self.certificate = certificate
+        self.key = key
+        self.validity = validity
+    }
+
+    /// A certificate for `publicKey`, named `commonName`, issued at `now`.
+    public func issue(for publicKey: P256.Signing.PublicKey, commonName: String, now: Date) throws -> Issued {
+        var serial = (0..<16).map { _ in UInt8.random(in: 0...255) }
+        serial[0] = serial[0] & 0x7F | 0x40  // positive, and exactly 16 bytes in DER
+        let notBefore = now.addingTimeInterval(-300)
+        let notAfter = min(now.addingTimeInterval(Double(validity)), certificate.notValidAfter)
+        let subject = try DistinguishedName { CommonName(commonName) }
+        let issuerKeyID =
+            (try? certificate.extensions.subjectKeyIdentifier)?.keyIdentifier
+            ?? SubjectKeyIdentifier(hash: certificate.publicKey).keyIdentifier
+        let extensions = try Certificate.Extensions {
+            Critical(BasicConstraints.notCertificateAuthority)
+            Critical(KeyUsage(digitalSignature: true))
+            try ExtendedKeyUsage([.clientAuth])
+            SubjectKeyIdentifier(hash: Certificate.PublicKey(publicKey))
+            AuthorityKeyIdentifier(keyIdentifier: issuerKeyID)
+        }
+        let issued = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(bytes: serial),
+            publicKey: Certificate.PublicKey(publicKey), notValidBefore: notBefore, notValidAfter: notAfter,
+            issuer: certificate.subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: extensions, issuerPrivateKey: Certificate.PrivateKey(key))
+        let pem = try PEM.normalizeChain(try issued.serializeAsPEM().pemString).pem
+        return Issued(certificate: issued, serial: Hex.encode(serial), pem: pem)
+    }
+}

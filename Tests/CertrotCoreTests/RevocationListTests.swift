@@ -1,0 +1,66 @@
+import CertrotCore
+import CertrotTestSupport
+import Crypto
+import Foundation
+import Testing
+
+/// CRLs as certrot writes them, read back by OpenSSL: signed by the issuer, listing each revoked serial as
+/// superseded.
+@Suite struct RevocationListTests {
+    func openssl(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["openssl"] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    @Test func aCRL_verifiesUnderItsIssuer_andListsEveryRevokedSerialAsSuperseded() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("crl-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let ca = try CertificateFactory.rootCA(commonName: "Device CA", days: 3650)
+        let issuer = try ClientCertificateIssuer(certificate: ca.certificate, key: ca.key, validity: 86400)
+        let revoked = try (0..<3).map { _ in
+            try issuer.issue(for: P256.Signing.PrivateKey().publicKey, commonName: "d", now: Date())
+        }
+        let kept = try issuer.issue(for: P256.Signing.PrivateKey().publicKey, commonName: "k", now: Date())
+        let now = Date()
+        let pem = try RevocationList.make(
+            issuer: ca.certificate, key: ca.key,
+            entries: revoked.map {
+                RevocationList.Entry(serial: Array($0.certificate.serialNumber.bytes), revokedAt: now)
+            },
+            number: 7, thisUpdate: now, nextUpdate: now.addingTimeInterval(7 * 86400))
+        #expect(pem.hasPrefix("-----BEGIN X509 CRL-----\n") && pem.hasSuffix("-----END X509 CRL-----\n"))
+        let crl = dir.appendingPathComponent("crl.pem").path
+        let caPath = dir.appendingPathComponent("ca.pem").path
+        try pem.write(toFile: crl, atomically: true, encoding: .utf8)
+        try ca.pem.write(toFile: caPath, atomically: true, encoding: .utf8)
+        let read = try openssl(["crl", "-in", crl, "-CAfile", caPath, "-noout", "-text"])
+        #expect(read.status == 0 && read.output.contains("verify OK"), "\(read.output)")
+        #expect(read.output.contains("Version 2") && read.output.contains("X509v3 CRL Number"))
+        #expect(read.output.components(separatedBy: "Superseded").count - 1 == 3)
+        for issued in revoked { #expect(read.output.uppercased().contains(issued.serial.uppercased())) }
+        #expect(!read.output.uppercased().contains(kept.serial.uppercased()))
+
+        // A client certificate checked against the CRL: revoked ones fail, the kept one passes.
+        for (issued, expectOK) in [(revoked[0], false), (kept, true)] {
+            let leaf = dir.appendingPathComponent("leaf.pem").path
+            try issued.pem.write(toFile: leaf, atomically: true, encoding: .utf8)
+            let verified = try openssl(["verify", "-crl_check", "-CAfile", caPath, "-CRLfile", crl, leaf])
+            #expect(verified.output.contains(": OK") == expectOK, "\(verified.output)")
+        }
+        // An empty list is valid too.
+        let empty = try RevocationList.make(
+            issuer: ca.certificate, key: ca.key, entries: [], number: 1, thisUpdate: now,
+            nextUpdate: now.addingTimeInterval(86400))
+        try empty.write(toFile: crl, atomically: true, encoding: .utf8)
+        #expect(try openssl(["crl", "-in", crl, "-CAfile", caPath, "-noout"]).output.contains("verify OK"))
+    }
+}
