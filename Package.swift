@@ -111,6 +111,9 @@ let package = Package(
             dependencies: [
                 "CertrotCore", "CertrotServer", "CertrotStore", "CertrotSimulator", "CertrotMQTT", "CertrotConsole",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -128,7 +131,12 @@ let package = Package(
         ),
         .testTarget(
             name: "CertrotCoreTests",
-            dependencies: ["CertrotCore", "CertrotTestSupport"],
+            dependencies: [
+                "CertrotCore", "CertrotTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
             swiftSettings: strict
         ),
         // The engine's decisions on EngineHarness: no broker, no sleeps.
@@ -144,6 +152,8 @@ let package = Package(
                 "CertrotMQTT",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
             ],
             swiftSettings: strict
         ),

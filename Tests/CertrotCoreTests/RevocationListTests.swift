@@ -56,6 +56,13 @@ import Testing
             let verified = try openssl(["verify", "-crl_check", "-CAfile", caPath, "-CRLfile", crl, leaf])
             #expect(verified.output.contains(": OK") == expectOK, "\(verified.output)")
         }
+        // Read back: the revoked serials, the issuer, and a signature that only the issuer's key made.
+        let parsed = try RevocationList.parse(pem)
+        #expect(Set(parsed.serials) == Set(revoked.map(\.serial)))
+        #expect(parsed.issuer == ca.certificate.subject && parsed.nextUpdate != nil)
+        #expect(parsed.isSigned(by: ca.certificate))
+        #expect(!parsed.isSigned(by: try CertificateFactory.rootCA(commonName: "Other CA").certificate))
+        #expect(throws: CertrotError.self) { _ = try RevocationList.parse(ca.pem) }
         // An empty list is valid too.
         let empty = try RevocationList.make(
             issuer: ca.certificate, key: ca.key, entries: [], number: 1, thisUpdate: now,

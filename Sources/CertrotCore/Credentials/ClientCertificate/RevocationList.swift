@@ -93,3 +93,87 @@ public enum RevocationList {
         }
     }
 }
+
+extension RevocationList {
+    /// What a CRL says, as `certrot cert inspect` shows it.
+    public struct Parsed: Sendable {
+        public var issuer: DistinguishedName
+        public var thisUpdate: Date
+        public var nextUpdate: Date?
+        /// Revoked serials, lowercase hex.
+        public var serials: [String]
+        /// The DER of the signed part, and the signature over it.
+        var tbs: [UInt8]
+        var signature: [UInt8]
+
+        /// True when the issuer's key signed it.
+        public func isSigned(by issuer: Certificate) -> Bool {
+            guard let key = P256.Signing.PublicKey(issuer.publicKey),
+                let signature = try? P256.Signing.ECDSASignature(derRepresentation: signature)
+            else { return false }
+            return key.isValidSignature(signature, for: tbs)
+        }
+    }
+
+    /// Reads a PEM CRL (v2, ecdsa-with-SHA256).
+    public static func parse(_ pem: String) throws(CertrotError) -> Parsed {
+        do {
+            let document = try PEMDocument(pemString: pem)
+            guard document.discriminator == "X509 CRL" else {
+                throw CertrotError(.invalidPEM, "not an X509 CRL (\(document.discriminator))")
+            }
+            let root = try DER.parse(document.derBytes)
+            guard case .constructed(let top) = root.content, case let parts = Array(top), parts.count == 3,
+                case .constructed(let fields) = parts[0].content
+            else { throw CertrotError(.invalidPEM, "a CRL is SEQUENCE {tbsCertList, signatureAlgorithm, signature}") }
+            var nodes = Array(fields)[...]
+            if nodes.first?.identifier == .integer { nodes = nodes.dropFirst() }  // version
+            guard nodes.count >= 3 else { throw CertrotError(.invalidPEM, "the CRL's tbsCertList is too short") }
+            nodes = nodes.dropFirst()  // signature algorithm
+            let issuer = try DistinguishedName(derEncoded: nodes.removeFirst())
+            let thisUpdate = try time(nodes.removeFirst())
+            var nextUpdate: Date?
+            if let node = nodes.first, node.identifier == .utcTime || node.identifier == .generalizedTime {
+                nextUpdate = try time(nodes.removeFirst())
+            }
+            var serials: [String] = []
+            if let node = nodes.first, node.identifier == .sequence, case .constructed(let entries) = node.content {
+                for entry in entries {
+                    guard case .constructed(let items) = entry.content, let first = Array(items).first else { continue }
+                    serials.append(Hex.encode(try ArraySlice<UInt8>(derEncoded: first)))
+                }
+            }
+            let signature = try ASN1BitString(derEncoded: parts[2])
+            return Parsed(
+                issuer: issuer, thisUpdate: thisUpdate, nextUpdate: nextUpdate, serials: serials,
+                tbs: Array(parts[0].encodedBytes), signature: Array(signature.bytes))
+        } catch let error as CertrotError {
+            throw error
+        } catch {
+            throw CertrotError(.invalidPEM, "the CRL does not parse: \(error)")
+        }
+    }
+
+    private static func time(_ node: ASN1Node) throws -> Date {
+        if node.identifier == .utcTime {
+            let t = try UTCTime(derEncoded: node)
+            return try date(t.year, t.month, t.day, t.hours, t.minutes, t.seconds)
+        }
+        let t = try GeneralizedTime(derEncoded: node)
+        return try date(t.year, t.month, t.day, t.hours, t.minutes, t.seconds)
+    }
+
+    private static func date(
+        _ year: Int, _ month: Int, _ day: Int, _ hour: Int, _ minute: Int, _ second: Int
+    ) throws
+        -> Date
+    {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        guard
+            let date = calendar.date(
+                from: DateComponents(year: year, month: month, day: day, hour: hour, minute: minute, second: second))
+        else { throw CertrotError(.invalidPEM, "a CRL time is not a date") }
+        return date
+    }
+}

@@ -1,0 +1,180 @@
+import ArgumentParser
+import CertrotCore
+import CertrotServer
+import Crypto
+import Foundation
+import SwiftASN1
+import X509
+
+/// `certrot issuer init`: an issuing CA for device client certificates, for trials.
+struct IssuerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "issuer", abstract: "Make an issuing CA for device client certificates.",
+        subcommands: [Init.self])
+
+    struct Init: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a P-256 issuing CA for trials: its certificate (PEM) and key (PKCS#8 PEM, mode 0600).",
+            discussion: """
+                For production, issue from your own PKI's intermediate; certrot needs its certificate and key. \
+                Refuses to overwrite either file.
+                """)
+
+        @Option(help: "Where to write the CA certificate.")
+        var cert: String
+        @Option(help: "Where to write the CA's private key (mode 0600).")
+        var key: String
+        @Option(help: "The CA's common name.")
+        var name = "certrot device CA"
+        @Option(help: "Days the CA is valid for.")
+        var days = 3650
+
+        func run() throws {
+            guard !FileManager.default.fileExists(atPath: cert) else {
+                throw ValidationError("\(cert) exists; refusing to overwrite it")
+            }
+            guard days > 0, days <= 36500 else { throw ValidationError("--days must be 1…36500") }
+            let signing = try newKey(at: key)
+            let subject = try DistinguishedName { CommonName(name) }
+            let publicKey = Certificate.PublicKey(signing.privateKey.publicKey)
+            let now = Date()
+            let certificate = try Certificate(
+                version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: publicKey,
+                notValidBefore: now.addingTimeInterval(-300),
+                notValidAfter: now.addingTimeInterval(Double(days) * 86400),
+                issuer: subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
+                extensions: try Certificate.Extensions {
+                    Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
+                    Critical(KeyUsage(keyCertSign: true, cRLSign: true))
+                    SubjectKeyIdentifier(hash: publicKey)
+                }, issuerPrivateKey: Certificate.PrivateKey(signing.privateKey))
+            try (try certificate.serializeAsPEM().pemString + "\n").write(
+                toFile: cert, atomically: true, encoding: .utf8)
+            print(
+                """
+                issuing CA  \(cert)
+                key         \(key) (mode 0600)
+                subject     CN=\(name), valid until \(certificate.notValidAfter)
+                """)
+        }
+    }
+}
+
+/// `certrot cert inspect`: what a KEYGEN output, a certificate or a CRL says.
+struct CertCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cert", abstract: "Inspect client-certificate material.", subcommands: [Inspect.self])
+
+    struct Inspect: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Decode an AT%KEYGEN output (CSR and COSE attestation), a certificate, or a CRL.",
+            discussion: """
+                With --identity-key (the modem's device identity public key: PEM, or hex of its uncompressed \
+                point), a KEYGEN output's attestation is verified, for --tag when given. With --issuer, a CRL's \
+                signature is verified. Exits non-zero when a check fails.
+                """)
+
+        @Argument(help: "File to read, or - for standard input.")
+        var input: String = "-"
+        @Option(help: "The modem's device identity public key (PEM, or hex of the 65-byte point).")
+        var identityKey: String?
+        @Option(help: "The sec tag the key must have been generated in.")
+        var tag: Int64?
+        @Option(help: "The issuing CA's certificate (PEM), to verify a CRL's signature.")
+        var issuer: String?
+
+        func run() throws {
+            let text = try readInput(input).trimmingCharacters(in: .whitespacesAndNewlines)
+            do {
+                if text.contains("-----BEGIN X509 CRL-----") {
+                    try crl(text)
+                } else if text.contains("-----BEGIN CERTIFICATE-----") {
+                    try certificates(text)
+                } else {
+                    try keygen(text)
+                }
+            } catch let error as CertrotError {
+                throw ValidationError(error.description)
+            }
+        }
+
+        func keygen(_ text: String) throws {
+            let output = try KeygenOutput.parse(text)
+            print("KEYGEN output")
+            print("  CSR subject    \(output.csr.subject) (certrot names the certificate by its own policy)")
+            print("  CSR key        P-256, proof of possession verified")
+            print("  CSR sha256     \(Hex.sha256(output.csrDER))")
+            guard let attestation = output.attestation else {
+                print("  attestation    none")
+                if identityKey != nil { throw CertrotError(.badAttestation, "the output carries no attestation") }
+                return
+            }
+            print("  device UUID    \(Self.uuid(attestation.uuid))")
+            print("  sec tag        \(attestation.secTag)")
+            print("  digest         matches the CSR")
+            print("  nonce          \(Hex.encode(attestation.nonce))")
+            guard let identityKey else {
+                print("  signature      not checked (give --identity-key)")
+                return
+            }
+            try output.verify(
+                identityKey: try Self.publicKey(identityKey), secTag: tag ?? attestation.secTag, uuid: nil)
+            print("  signature      verified under the identity key")
+        }
+
+        func certificates(_ text: String) throws {
+            for document in try PEMDocument.parseMultiple(pemString: text) where document.discriminator == "CERTIFICATE"
+            {
+                let certificate = try Certificate(derEncoded: document.derBytes)
+                let pem = try PEM.normalizeChain(document.pemString).pem
+                print("certificate")
+                print("  subject        \(certificate.subject)")
+                print("  issuer         \(certificate.issuer)")
+                print("  serial         \(Hex.encode(certificate.serialNumber.bytes))")
+                print("  valid          \(certificate.notValidBefore) … \(certificate.notValidAfter)")
+                if let usage = try? certificate.extensions.extendedKeyUsage {
+                    print("  extended usage \(usage.map { "\($0)" }.joined(separator: ", "))")
+                }
+                print("  sha256 (PEM)   \(Hex.sha256(Array(pem.utf8)))")
+            }
+        }
+
+        func crl(_ text: String) throws {
+            let list = try RevocationList.parse(text)
+            print("CRL")
+            print("  issuer         \(list.issuer)")
+            print("  this update    \(list.thisUpdate)")
+            if let next = list.nextUpdate { print("  next update    \(next)") }
+            print("  revoked        \(list.serials.count)")
+            for serial in list.serials { print("    \(serial)") }
+            guard let issuer else { return }
+            let certificate = try Certificate(pemEncoded: try String(contentsOfFile: issuer, encoding: .utf8))
+            guard list.isSigned(by: certificate) else {
+                throw CertrotError(.badSignature, "the CRL is not signed by \(issuer)")
+            }
+            print("  signature      verified under \(issuer)")
+        }
+
+        static func uuid(_ bytes: [UInt8]) -> String {
+            let hex = Hex.encode(bytes)
+            let cuts = [8, 12, 16, 20]
+            var out = ""
+            for (index, character) in hex.enumerated() {
+                if cuts.contains(index) { out.append("-") }
+                out.append(character)
+            }
+            return out
+        }
+
+        static func publicKey(_ text: String) throws -> P256.Signing.PublicKey {
+            if text.contains("-----BEGIN") { return try P256.Signing.PublicKey(pemRepresentation: text) }
+            if FileManager.default.fileExists(atPath: text) {
+                return try publicKey(try String(contentsOfFile: text, encoding: .utf8))
+            }
+            guard let bytes = Hex.decode(text) else {
+                throw ValidationError("--identity-key: a PEM public key, a file holding one, or hex of the point")
+            }
+            return try P256.Signing.PublicKey(x963Representation: bytes)
+        }
+    }
+}

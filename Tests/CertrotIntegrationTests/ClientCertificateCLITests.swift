@@ -1,0 +1,84 @@
+import CertrotCore
+import CertrotServer
+import Crypto
+import Foundation
+import Testing
+import X509
+
+/// `certrot issuer init` and `certrot cert inspect` through the real binary: a KEYGEN output made by another
+/// implementation (pyca/cryptography and cbor2), a certificate issued from the trial CA, and a CRL.
+@Suite struct ClientCertificateCLITests {
+    let dir: URL = {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "certrot-cert-\(UUID().uuidString.prefix(8))")
+        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }()
+
+    func certrot(_ arguments: String...) throws -> (status: Int32, output: String) {
+        try run(certrotBinary(), arguments)
+    }
+
+    func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+
+    struct Vectors: Decodable {
+        struct Output: Decodable {
+            var keygen: String
+            var secTag: Int64
+        }
+        var identityPublicKey: String
+        var uuid: String
+        var outputs: [Output]
+    }
+
+    @Test func issuerInit_andCertInspect_readKeygenOutputsCertificatesAndCRLs() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let made = try certrot(
+            "issuer", "init", "--cert", path("ca.pem"), "--key", path("ca-key.pem"), "--name", "Trial CA")
+        #expect(made.status == 0, "\(made.output)")
+        var info = stat()
+        #expect(stat(path("ca-key.pem"), &info) == 0 && info.st_mode & 0o777 == 0o600)
+        #expect(try certrot("issuer", "init", "--cert", path("ca.pem"), "--key", path("other.pem")).status != 0)
+
+        // A KEYGEN output from the vectors, for a sec tag above 2^31.
+        let vectorsURL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("CertrotCoreTests/Vectors/keygen.json")
+        let vectors = try JSONDecoder().decode(Vectors.self, from: Data(contentsOf: vectorsURL))
+        let output = try #require(vectors.outputs.first { $0.secTag > Int64(Int32.max) })
+        try output.keygen.write(toFile: path("keygen.txt"), atomically: true, encoding: .utf8)
+        let inspected = try certrot("cert", "inspect", path("keygen.txt"))
+        #expect(inspected.status == 0, "\(inspected.output)")
+        for expected in [
+            "sec tag        \(output.secTag)", "device UUID    50503041-3633-4261-8003-d1e2b8c2f5a6",
+            "digest         matches the CSR", "signature      not checked",
+        ] {
+            #expect(inspected.output.contains(expected), "missing '\(expected)' in \(inspected.output)")
+        }
+        let verified = try certrot("cert", "inspect", "--identity-key", vectors.identityPublicKey, path("keygen.txt"))
+        #expect(verified.status == 0 && verified.output.contains("verified under the identity key"))
+        let wrongTag = try certrot(
+            "cert", "inspect", "--identity-key", vectors.identityPublicKey, "--tag", "7", path("keygen.txt"))
+        #expect(wrongTag.status != 0 && wrongTag.output.contains("bad_attestation"), "\(wrongTag.output)")
+        let otherKey = Hex.encode(P256.Signing.PrivateKey().publicKey.x963Representation)
+        #expect(try certrot("cert", "inspect", "--identity-key", otherKey, path("keygen.txt")).status != 0)
+
+        // A certificate issued from the trial CA for the modem's key, and a CRL revoking it.
+        let ca = try Certificate(pemEncoded: try String(contentsOfFile: path("ca.pem"), encoding: .utf8))
+        let key = try KeyFile.loadSigningKey(path: path("ca-key.pem")).privateKey
+        let issuer = try ClientCertificateIssuer(certificate: ca, key: key, validity: 86400)
+        let modemKey = try KeygenOutput.parse(output.keygen).publicKey
+        let issued = try issuer.issue(for: modemKey, commonName: "nrf-9", now: Date())
+        try issued.pem.write(toFile: path("leaf.pem"), atomically: true, encoding: .utf8)
+        let leaf = try certrot("cert", "inspect", path("leaf.pem"))
+        #expect(leaf.status == 0 && leaf.output.contains("CN=nrf-9") && leaf.output.contains(issued.sha256))
+        let crl = try RevocationList.make(
+            issuer: ca, key: key,
+            entries: [.init(serial: Array(issued.certificate.serialNumber.bytes), revokedAt: Date())],
+            number: 1, thisUpdate: Date(), nextUpdate: Date().addingTimeInterval(86400))
+        try crl.write(toFile: path("crl.pem"), atomically: true, encoding: .utf8)
+        let listed = try certrot("cert", "inspect", "--issuer", path("ca.pem"), path("crl.pem"))
+        #expect(listed.status == 0 && listed.output.contains(issued.serial) && listed.output.contains("verified"))
+        _ = try certrot("issuer", "init", "--cert", path("ca2.pem"), "--key", path("ca2-key.pem"))
+        #expect(try certrot("cert", "inspect", "--issuer", path("ca2.pem"), path("crl.pem")).status != 0)
+    }
+}
