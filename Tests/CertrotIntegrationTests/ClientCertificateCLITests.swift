@@ -7,21 +7,10 @@ import X509
 
 /// `certrot issuer init` and `certrot cert inspect` through the real binary: a KEYGEN output made by another
 /// implementation (pyca/cryptography and cbor2), a certificate issued from the trial CA, and a CRL.
-@Suite struct ClientCertificateCLITests {
-    let dir: URL = {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "certrot-cert-\(UUID().uuidString.prefix(8))")
-        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        return url
-    }()
+extension CLITests {
+    private func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
 
-    func certrot(_ arguments: String...) throws -> (status: Int32, output: String) {
-        try run(certrotBinary(), arguments)
-    }
-
-    func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
-
-    struct Vectors: Decodable {
+    private struct Vectors: Decodable {
         struct Output: Decodable {
             var keygen: String
             var secTag: Int64
