@@ -87,7 +87,13 @@ let package = Package(
         ),
         .target(
             name: "CertrotSimulator",
-            dependencies: ["CertrotCore", "CertrotMQTT", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "CertrotCore", "CertrotMQTT",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
             swiftSettings: strict
         ),
         .target(
