@@ -78,16 +78,17 @@ import Testing
         // 5,000 devices at a scan budget of 2,000 a call (or fewer, where the 100 ms time budget ends it first).
         #expect(pages >= 3 && after == nil, "\(pages) pages")
 
-        // 60 such calls sent at once, then a device's first inventory: its bundle does not wait behind them.
+        // 60 such calls sent at once, then a device's first inventory: its bundle does not wait behind them. The
+        // device is connected first, so that the window is the reads' time alone, not a connection's set-up.
         let raw = try await RawRPC(harness)
+        let device = try await Peer(harness, subscribe: [Topics.bundle("late-1")])
+        let oldDigest = try PEM.normalizeChain(harness.oldCA.pem).sha256
         for index in 0..<60 {
             try raw.peer.send(
                 Topics.rpc,
                 #"{"jsonrpc":"2.0","id":"flood-\#(index)","method":"device.list","params":{"holding":"\#(nobody)","limit":1000},"reply_to":"\#(raw.replyTopic)"}"#
             )
         }
-        let device = try await Peer(harness, subscribe: [Topics.bundle("late-1")])
-        let oldDigest = try PEM.normalizeChain(harness.oldCA.pem).sha256
         try device.send(
             Topics.inventory("late-1"), #"{"v":1,"seq":0,"creds":[{"tag":42,"type":0,"sha256":"\#(oldDigest)"}]}"#)
         try await device.wait { !$0.isEmpty }
