@@ -25,8 +25,11 @@ build: bootstrap
 release: bootstrap
 	$(SWIFT) build -c release
 
+# The cluster suite (three daemons and PostgreSQL on 2 cores) runs alone after the others: run beside them it
+# starved the tests that measure ordering (a bundle ahead of a flood of reads; every request answered).
 test: build lint
-	$(SWIFT) test
+	$(SWIFT) test --skip ClusterTests
+	$(SWIFT) test --skip-build --filter ClusterTests
 	CERTROT_ENGINE_FUZZ_SECONDS=$(ENGINE_FUZZ_SECONDS) $(SWIFT) test --skip-build --filter EngineFuzzTests
 	$(MAKE) device-test
 	$(MAKE) demo-smoke
