@@ -82,6 +82,9 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
             ],
             swiftSettings: strict
         ),
@@ -99,7 +102,7 @@ let package = Package(
         .target(
             name: "CertrotTestSupport",
             dependencies: [
-                "CertrotCore", "CertrotServer", "CertrotStore", "CertrotMQTT",
+                "CertrotCore", "CertrotServer", "CertrotStore", "CertrotMQTT", "CertrotSimulator",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -148,7 +151,12 @@ let package = Package(
         // The engine's decisions on EngineHarness: no broker, no sleeps.
         .testTarget(
             name: "CertrotEngineTests",
-            dependencies: ["CertrotCore", "CertrotServer", "CertrotStore", "CertrotTestSupport"],
+            dependencies: [
+                "CertrotCore", "CertrotServer", "CertrotStore", "CertrotSimulator", "CertrotTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

@@ -24,6 +24,8 @@ public struct CertrotError: Error, Sendable, Equatable, CustomStringConvertible 
         case invalidCSR = "invalid_csr"
         /// A KEYGEN attestation that is malformed, signed by another key, or for another CSR, sec tag or modem.
         case badAttestation = "bad_attestation"
+        /// A message on `{id}/certs/csr` that is not `{"v":1,"jti":…,"tag":…,"keygen":…}`.
+        case invalidCSRMessage = "invalid_csr_message"
     }
 
     public var code: Code

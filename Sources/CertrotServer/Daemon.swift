@@ -41,6 +41,8 @@ public struct DaemonSettings: Sendable {
     /// Several replicas on one shared store; nil: a single daemon.
     public var cluster: ClusterSettings?
     public var limits = Limits()
+    /// Client-certificate issuers, policies and device identities (`issuers`, `clientCerts`, `identities`).
+    package var clientCerts = ClientCertSettings()
 
     /// What hostile devices and requesters can cost (docs/security.md).
     public struct Limits: Sendable {
@@ -200,6 +202,8 @@ public struct DaemonSettings: Sendable {
                 catalogue[chain.sha256] = KnownChain(name: known.name, notAfter: chain.notAfter, chain: chain)
             }
         }
+        let clientCerts = ClientCertSettings.resolve(
+            config, targets: targets, catalogue: Array(catalogue.values), problems: &problems)
         let lifetime = config.bundleLifetime?.seconds ?? BundleClaims.defaultLifetime
         if lifetime <= 0 { problems.append("bundleLifetime: must be positive") }
         var operators: [VerificationKey] = []
@@ -250,6 +254,7 @@ public struct DaemonSettings: Sendable {
             return nil
         }
         settings.renewal = renewal
+        settings.clientCerts = clientCerts
         settings.declaredCampaigns = declared
         settings.nextSigner = next
         settings.keyRotationThreshold = threshold
@@ -434,7 +439,7 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         let engine = Engine(
             store: store, signer: settings.signer, targets: settings.targets, policy: settings.policy,
             profile: settings.profile, bundleLifetime: settings.bundleLifetime, maxInflight: settings.maxInflight,
-            clock: clock, drops: drops, logger: logger)
+            clock: clock, drops: drops, logger: logger, clientCerts: settings.clientCerts)
         engine.nextSigner = settings.nextSigner
         engine.keyRotationThreshold = settings.keyRotationThreshold
         engine.operators = settings.operators

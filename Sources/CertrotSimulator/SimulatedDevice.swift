@@ -1,5 +1,7 @@
 import CertrotCore
+import Crypto
 import Foundation
+import X509
 
 /// How a simulated device misbehaves, drawn once per device.
 public struct DeviceBehaviour: Sendable, Equatable {
@@ -11,14 +13,24 @@ public struct DeviceBehaviour: Sendable, Equatable {
     public var offlineAtFirst = false
     /// Loses one part of its first multi-part bundle and asks for it with an `incomplete` ack.
     public var losesPartOnce = false
+    /// Cannot connect with a newly activated tag: goes back to the old one and acks `failed` (`activate_failed`).
+    public var activationFails = false
+    /// Publishes a CSR for its keygen whose attestation is signed by another key than its identity key.
+    public var forgesAttestation = false
+    /// Its modem firmware encodes the CSR's signature algorithm with NULL parameters.
+    public var legacyCSR = false
 
     public init(
-        rejects: Bool = false, failsOnce: Bool = false, offlineAtFirst: Bool = false, losesPartOnce: Bool = false
+        rejects: Bool = false, failsOnce: Bool = false, offlineAtFirst: Bool = false, losesPartOnce: Bool = false,
+        activationFails: Bool = false, forgesAttestation: Bool = false, legacyCSR: Bool = false
     ) {
         self.rejects = rejects
         self.failsOnce = failsOnce
         self.offlineAtFirst = offlineAtFirst
         self.losesPartOnce = losesPartOnce
+        self.activationFails = activationFails
+        self.forgesAttestation = forgesAttestation
+        self.legacyCSR = legacyCSR
     }
 }
 
@@ -47,6 +59,15 @@ public struct SimulatedDevice: Sendable {
 
     /// The pinned bundle-verification keys; `trust_key` ops add to them.
     public private(set) var trustedKeys: [VerificationKey]
+    /// The modem's identity key and the keys it generated; nil for a device without client-certificate renewal.
+    public private(set) var modem: SimulatedModem?
+    /// The sec tag the device's connection uses (reported as `active`); nil without a modem identity.
+    public private(set) var activeTag: Int64?
+    /// CSR messages to publish on `{id}/certs/csr` before the ack of the bundle that asked for them.
+    public private(set) var outgoingCSRs: [CSRMessage] = []
+    /// Whether a connection with this client certificate chain and key would succeed (nil: it would). The fleet
+    /// sets it to try a TLS listener for real.
+    public var connectionCheck: (@Sendable (_ certificate: String, _ key: String) -> Bool)?
 
     public init(id: String, behaviour: DeviceBehaviour, profile: DeviceProfile, keys: [VerificationKey]) {
         self.id = id
@@ -61,6 +82,27 @@ public struct SimulatedDevice: Sendable {
         credentials[Key(tag: tag, type: type)] = pem
     }
 
+    /// Gives the device a modem identity (for `keygen`) and a working client identity in `tag`: `certificate`
+    /// as type 1 there and its key in the modem; `tag` becomes the active one.
+    public mutating func provisionIdentity(
+        modem: SimulatedModem, tag: Int64, certificate: [UInt8], key: P256.Signing.PrivateKey
+    ) {
+        var modem = modem
+        modem.install(key: key, tag: tag)
+        self.modem = modem
+        credentials[Key(tag: tag, type: 1)] = certificate
+        activeTag = tag
+    }
+
+    /// The CSRs the device has to publish, taken once.
+    public mutating func takeCSRs() -> [CSRMessage] {
+        defer { outgoingCSRs = [] }
+        return outgoingCSRs
+    }
+
+    /// The PEM of the key the modem holds in `tag` (a real modem never gives it out; tests connect with it).
+    public func keyPEM(tag: Int64) -> String? { modem?.keys[tag]?.pemRepresentation }
+
     public func digest(tag: Int64, type: Int = 0) -> String? {
         credentials[Key(tag: tag, type: type)].map(Hex.sha256)
     }
@@ -72,7 +114,9 @@ public struct SimulatedDevice: Sendable {
                 tag: key.tag, type: key.type, sha256: Hex.sha256(pem),
                 notAfter: (try? PEM.normalizeChain(String(decoding: pem, as: UTF8.self)))?.notAfter)
         }
-        return Inventory(seq: appliedSeq, maxMessage: profile.maxMessage, creds: creds, keys: trustedKeys.map(\.kid))
+        return Inventory(
+            seq: appliedSeq, maxMessage: profile.maxMessage, creds: creds, keys: trustedKeys.map(\.kid),
+            active: activeTag)
     }
 
     public enum Reaction: Sendable, Equatable {
@@ -155,6 +199,7 @@ public struct SimulatedDevice: Sendable {
                 Ack(jti: claims.jti, status: .failed, code: 518, reason: "simulated write failure"),
                 republishInventory: false)
         }
+        let before = (credentials, modem, activeTag, trustedKeys)
         for op in claims.ops {
             switch op.op {
             case .write: credentials[Key(tag: op.tag ?? 0, type: op.type ?? 0)] = Array((op.pem ?? "").utf8)
@@ -163,11 +208,63 @@ public struct SimulatedDevice: Sendable {
                 if let jwk = op.jwk, let key = try? VerificationKey(jwk: jwk), !trustedKeys.contains(key) {
                     trustedKeys.append(key)
                 }
+            case .keygen, .activate:
+                if let failure = clientIdentity(op, jti: claims.jti) {
+                    // A modem error leaves the store as it was before the bundle (the old tag untouched).
+                    (credentials, modem, activeTag, trustedKeys) = before
+                    outgoingCSRs = []
+                    return .ack(failure, republishInventory: false)
+                }
             }
         }
         appliedSeq = claims.seq
         appliedSeqs.append(claims.seq)
         lastAppliedJTI = claims.jti
         return .ack(Ack(jti: claims.jti, status: .applied), republishInventory: true)
+    }
+
+    /// `keygen` (delete the tag's types 0/1/2, generate a key there, queue the CSR) and `activate` (connect with the
+    /// tag, keep it only if that works); the `failed` ack when the modem or the connection says no.
+    mutating func clientIdentity(_ op: BundleOp, jti: String) -> Ack? {
+        guard var modem, let tag = op.tag else {
+            return Ack(jti: jti, status: .failed, reason: "this device has no modem identity")
+        }
+        defer { self.modem = modem }
+        switch op.op {
+        case .keygen:
+            // The application takes the modem offline (CFUN=4) to write credentials, as a real nRF91 must.
+            modem.online = false
+            modem.legacyNullParameters = behaviour.legacyCSR
+            for type in 0...2 { credentials[Key(tag: tag, type: type)] = nil }
+            do {
+                try modem.deleteKey(tag: tag)
+                let output = try modem.keygen(
+                    tag: tag, attestationKey: behaviour.forgesAttestation ? P256.Signing.PrivateKey() : nil)
+                outgoingCSRs.append(CSRMessage(jti: jti, tag: tag, keygen: output))
+            } catch SimulatedModem.Failure.online {
+                return Ack(jti: jti, status: .failed, code: 518, reason: "AT%KEYGEN: modem online")
+            } catch SimulatedModem.Failure.tagInUse {
+                return Ack(jti: jti, status: .failed, code: 519, reason: "AT%KEYGEN: tag holds a key")
+            } catch {
+                return Ack(jti: jti, status: .failed, reason: "AT%KEYGEN: \(error)")
+            }
+        case .activate:
+            let certificate = credentials[Key(tag: tag, type: 1)].map { String(decoding: $0, as: UTF8.self) }
+            guard !behaviour.activationFails, let certificate, let key = modem.keys[tag],
+                Self.certificate(certificate, matches: key.publicKey),
+                connectionCheck?(certificate, key.pemRepresentation) ?? true
+            else {
+                return Ack(jti: jti, status: .failed, reason: "activate_failed")
+            }
+            activeTag = tag
+        default:
+            break
+        }
+        return nil
+    }
+
+    static func certificate(_ pem: String, matches key: P256.Signing.PublicKey) -> Bool {
+        guard let leaf = try? Certificate(pemEncoded: pem) else { return false }
+        return leaf.publicKey == Certificate.PublicKey(key)
     }
 }

@@ -27,6 +27,24 @@ public struct FleetOptions: Sendable {
     public var seed: UInt64 = 1
     /// Per-device behaviour that overrides the rates (tests name devices explicitly).
     public var behaviours: [String: DeviceBehaviour] = [:]
+    /// Called on every device before the fleet starts (give it a modem identity, say).
+    public var prepare: (@Sendable (inout SimulatedDevice) -> Void)?
+    /// Where `activate` tries the new identity for real: a TLS listener that requires client certificates. nil:
+    /// an activation succeeds when the tag holds a certificate for the key the modem holds there.
+    public var identityListener: IdentityListener?
+
+    public struct IdentityListener: Sendable {
+        public var host: String
+        public var port: Int32
+        /// The CA that signed the listener's certificate.
+        public var caFile: String
+
+        public init(host: String, port: Int32, caFile: String) {
+            self.host = host
+            self.port = port
+            self.caFile = caFile
+        }
+    }
 
     public init(host: String, port: Int32, devices: Int, keys: [VerificationKey]) {
         self.host = host
@@ -71,6 +89,12 @@ public final class SimulatedFleet: Sendable {
             var device = SimulatedDevice(id: id, behaviour: behaviour, profile: options.profile, keys: options.keys)
             for credential in options.initial {
                 device.provision(tag: credential.tag, type: credential.type, pem: credential.pem)
+            }
+            options.prepare?(&device)
+            if let listener = options.identityListener {
+                device.connectionCheck = { certificate, key in
+                    TLSProbe.connects(id: id, to: listener, certificate: certificate, key: key, logger: logger)
+                }
             }
             devices.append(device)
         }
@@ -241,6 +265,10 @@ final class FleetConnection: Sendable {
                     logger.error(
                         "message over the device's maxMessage", metadata: ["device": "\(id)", "bytes": "\(bytes)"])
                 case .ack(let ack, let republish):
+                    // A keygen's CSR goes out before the bundle's ack (docs/protocol.md §11).
+                    for csr in devices.withLock({ $0[id]?.takeCSRs() }) ?? [] {
+                        _ = try? client.publish(topic: Topics.csr(id), payload: csr.encoded(), qos: 1)
+                    }
                     send(ack, from: id)
                     if republish { publishInventory(id) }
                 }

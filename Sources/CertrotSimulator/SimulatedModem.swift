@@ -21,6 +21,8 @@ public struct SimulatedModem: Sendable {
     public private(set) var keys: [Int64: P256.Signing.PrivateKey] = [:]
     /// CFUN=1: the credential store is read-only.
     public var online = false
+    /// Encodes the CSR's signature algorithm with NULL parameters, as older modem firmware does.
+    public var legacyNullParameters = false
 
     public init(
         uuid: [UInt8] = (0..<16).map { _ in UInt8.random(in: 0...255) }, identityKey: P256.Signing.PrivateKey = .init()
@@ -41,8 +43,14 @@ public struct SimulatedModem: Sendable {
         keys[tag] = nil
     }
 
-    /// AT%KEYGEN=<tag>,2,0: a new P-256 key in `tag`, and the attested CSR for it.
-    public mutating func keygen(tag: Int64) throws -> String {
+    /// Puts `key` in `tag` (factory provisioning).
+    public mutating func install(key: P256.Signing.PrivateKey, tag: Int64) {
+        keys[tag] = key
+    }
+
+    /// AT%KEYGEN=<tag>,2,0: a new P-256 key in `tag`, and the attested CSR for it. `attestationKey`: sign the
+    /// attestation with this key instead of the identity key (a forgery, for tests).
+    public mutating func keygen(tag: Int64, attestationKey: P256.Signing.PrivateKey? = nil) throws -> String {
         guard !online else { throw Failure.online }
         guard keys[tag] == nil else { throw Failure.tagInUse }
         let key = P256.Signing.PrivateKey()
@@ -61,7 +69,8 @@ public struct SimulatedModem: Sendable {
             signatureAlgorithm: .ecdsaWithSHA256)
         var serializer = DER.Serializer()
         try serializer.serialize(csr)
-        let der = serializer.serializedBytes
+        var der = serializer.serializedBytes
+        if legacyNullParameters, let legacy = KeygenOutput.legacyEncoding(der) { der = legacy }
         // The tag as the modem writes it: a signed 32-bit integer.
         let signedTag = Int64(Int32(truncatingIfNeeded: tag))
         let payload = CBOR.array([
@@ -69,7 +78,8 @@ public struct SimulatedModem: Sendable {
             .bytes(Array(SHA256.hash(data: der))), .bytes((0..<16).map { _ in UInt8.random(in: 0...255) }),
         ]).encoded
         let cose = try COSESign1.sign(
-            payload: payload, with: identityKey, unprotected: .map([(.unsigned(4), .bytes(CBOR.int(-2).encoded))]))
+            payload: payload, with: attestationKey ?? identityKey,
+            unprotected: .map([(.unsigned(4), .bytes(CBOR.int(-2).encoded))]))
         keys[tag] = key
         return Base64URL.encode(der) + "." + Base64URL.encode(cose.encoded)
     }

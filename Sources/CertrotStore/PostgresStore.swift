@@ -328,6 +328,32 @@ public final class PostgresStore: RotationStore {
                 "CREATE INDEX campaign_members_state_device ON campaign_members(campaign, state, device)",
             ]
         ),
+        (
+            "v6-client-certs",
+            [
+                """
+                CREATE TABLE issued_certs (
+                    issuer TEXT COLLATE "C" NOT NULL,
+                    serial TEXT COLLATE "C" NOT NULL,
+                    device TEXT COLLATE "C" NOT NULL,
+                    policy TEXT NOT NULL,
+                    tag BIGINT NOT NULL,
+                    keygen_jti TEXT NOT NULL UNIQUE,
+                    sha256 TEXT NOT NULL,
+                    pem TEXT NOT NULL,
+                    not_before BIGINT NOT NULL,
+                    not_after BIGINT NOT NULL,
+                    issued_at BIGINT NOT NULL,
+                    state TEXT NOT NULL,
+                    revoked_at BIGINT,
+                    PRIMARY KEY (issuer, serial)
+                )
+                """,
+                "CREATE INDEX issued_certs_device ON issued_certs(device, issued_at)",
+                "CREATE INDEX issued_certs_revoked ON issued_certs(issuer, serial) WHERE state = 'revoked'",
+                "CREATE INDEX rotations_awaiting_csr ON rotations(applied_at) WHERE state = 'applied' AND sha256 = ''",
+            ]
+        ),
     ]
 
     /// An arbitrary constant naming certrot's migration lock among the database's advisory locks.

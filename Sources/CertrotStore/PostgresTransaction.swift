@@ -128,6 +128,8 @@ struct PostgresTransaction: StoreTransaction {
             UNION ALL
             (SELECT * FROM rotations WHERE jti IS NOT NULL AND state IN ('pending', 'sent')
                 AND COALESCE(sent_at, issued_at) <= \(cutoff))
+            UNION ALL
+            (SELECT * FROM rotations WHERE state = 'applied' AND sha256 = '' AND applied_at <= \(cutoff))
             LIMIT \(limit)
             """
         ).map(Self.rotation(from:))

@@ -190,6 +190,30 @@ public final class SQLiteStore: RotationStore {
                     CREATE INDEX campaign_members_state_device ON campaign_members(campaign, state, device);
                     """)
         }
+        migrator.registerMigration("v6-client-certs") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE issued_certs (
+                        issuer TEXT NOT NULL,
+                        serial TEXT NOT NULL,
+                        device TEXT NOT NULL,
+                        policy TEXT NOT NULL,
+                        tag INTEGER NOT NULL,
+                        keygen_jti TEXT NOT NULL UNIQUE,
+                        sha256 TEXT NOT NULL,
+                        pem TEXT NOT NULL,
+                        not_before INTEGER NOT NULL,
+                        not_after INTEGER NOT NULL,
+                        issued_at INTEGER NOT NULL,
+                        state TEXT NOT NULL,
+                        revoked_at INTEGER,
+                        PRIMARY KEY (issuer, serial)
+                    );
+                    CREATE INDEX issued_certs_device ON issued_certs(device, issued_at);
+                    CREATE INDEX issued_certs_revoked ON issued_certs(issuer, serial) WHERE state = 'revoked';
+                    CREATE INDEX rotations_awaiting_csr ON rotations(applied_at) WHERE state = 'applied' AND sha256 = '';
+                    """)
+        }
         return migrator
     }
 

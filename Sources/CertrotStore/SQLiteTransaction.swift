@@ -137,9 +137,11 @@ struct SQLiteTransaction: StoreTransaction {
             UNION ALL
             SELECT \(Self.rotationColumns) FROM rotations WHERE jti IS NOT NULL AND state IN ('pending', 'sent')
                 AND COALESCE(sent_at, issued_at) <= ?
+            UNION ALL
+            SELECT \(Self.rotationColumns) FROM rotations WHERE state = 'applied' AND sha256 = '' AND applied_at <= ?
             LIMIT ?
             """,
-            [now, now - ackTimeout, limit]
+            [now, now - ackTimeout, now - ackTimeout, limit]
         ).map(Self.rotation(from:))
     }
 

@@ -36,12 +36,18 @@ public final class Broker: @unchecked Sendable {
         public var keyFile: String
         /// Client certificates required, their CN used as the username (for ACL `%u` patterns).
         public var requireClientCertificate: Bool
+        /// A CRL (PEM) client certificates are checked against, read when the broker starts.
+        public var crlFile: String?
 
-        public init(caFile: String, certFile: String, keyFile: String, requireClientCertificate: Bool = true) {
+        public init(
+            caFile: String, certFile: String, keyFile: String, requireClientCertificate: Bool = true,
+            crlFile: String? = nil
+        ) {
             self.caFile = caFile
             self.certFile = certFile
             self.keyFile = keyFile
             self.requireClientCertificate = requireClientCertificate
+            self.crlFile = crlFile
         }
     }
 
@@ -88,6 +94,7 @@ public final class Broker: @unchecked Sendable {
                     keyfile \(tls.keyFile)
                     require_certificate \(tls.requireClientCertificate)
                     use_identity_as_username \(tls.requireClientCertificate)
+                    \(tls.crlFile.map { "crlfile \($0)" } ?? "")
 
                     """
             }

@@ -169,6 +169,11 @@ package final class EngineHarness {
         ])
     }
 
+    /// A message from a device on `topic`.
+    package func message(_ topic: String, _ payload: [UInt8], retained: Bool = false) async {
+        await deliver([.mqtt(.message(MQTTMessage(topic: topic, payload: payload, retained: retained)))])
+    }
+
     /// `device` acks bundle `jti`.
     package func ack(_ device: String, jti: String, _ status: Ack.Status, code: Int? = nil, missing: [Int]? = nil) async
     {
@@ -240,6 +245,11 @@ package final class EngineHarness {
     /// What the store holds of `device`'s rotations.
     package func rotations(_ device: String) throws -> [Rotation] {
         try store.read { tx in try tx.rotations(device: device) }
+    }
+
+    /// Reads the store.
+    package func read<T>(_ body: (any StoreTransaction) throws -> T) throws -> T {
+        try store.read(body)
     }
 
     package func device(_ id: String) throws -> DeviceRecord? {

@@ -363,6 +363,56 @@ extension StoreConformanceTests {
 
 @Suite("PostgreSQL store")
 struct PostgresStoreTests {
+    @Test(arguments: StoreKind.allCases)
+    func issuedCertificates_oneAKeygen_revokedInSerialOrder_andAKeygenRotationDueWithoutItsCSR(kind: StoreKind) throws {
+        let store = try openStore(url: try kind.freshURL())
+        defer { store.close() }
+        func certificate(_ serial: String, _ device: String, jti: String, at: Int64) -> IssuedCertificate {
+            IssuedCertificate(
+                issuer: "device-ca", serial: serial, device: device, policy: "identity", tag: 16_842_754,
+                keygenJTI: jti, sha256: String(repeating: String(serial.prefix(1)), count: 64), pem: "PEM \(serial)",
+                notBefore: at, notAfter: at + 1000, issuedAt: at)
+        }
+        try store.write { tx throws in
+            try tx.insertIssued(certificate("b0", "d1", jti: "k1", at: 10))
+            try tx.insertIssued(certificate("a0", "d1", jti: "k2", at: 20))
+            try tx.insertIssued(certificate("c0", "d2", jti: "k3", at: 30))
+        }
+        // A second certificate for one keygen, or a reused serial, is refused by the store itself.
+        #expect(throws: (any Error).self) {
+            try store.write { tx in try tx.insertIssued(certificate("d0", "d1", jti: "k1", at: 40)) }
+        }
+        #expect(throws: (any Error).self) {
+            try store.write { tx in try tx.insertIssued(certificate("a0", "d3", jti: "k9", at: 40)) }
+        }
+        try store.write { tx throws in
+            for var issued in try tx.issued(device: "d1") {
+                issued.state = .revoked
+                issued.revokedAt = 50
+                try tx.saveIssued(issued)
+            }
+        }
+        try store.read { tx throws in
+            #expect(try tx.issued(device: "d1").map(\.serial) == ["b0", "a0"], "oldest first")
+            #expect(try tx.issued(keygenJTI: "k3") == certificate("c0", "d2", jti: "k3", at: 30))
+            #expect(try tx.issued(keygenJTI: "nope") == nil)
+            #expect(try tx.revoked(issuer: "device-ca").map(\.serial) == ["a0", "b0"])
+            #expect(try tx.revoked(issuer: "device-ca").allSatisfy { $0.revokedAt == 50 })
+            #expect(try tx.issuedCounts() == ["device-ca": ["revoked": 2, "issued": 1]])
+        }
+        // A keygen applied without its CSR is due for a tick once the ack timeout has passed.
+        try store.write { tx throws in
+            var waiting = Rotation(
+                device: "d1", target: .clientCert("identity"), sha256: Rotation.digestUnknown, state: .applied, now: 0)
+            waiting.jti = "k4"
+            waiting.appliedAt = 100
+            try tx.saveRotation(waiting)
+            #expect(try tx.rotationsNeedingTick(now: 699, ackTimeout: 600, limit: 10).isEmpty)
+            #expect(try tx.rotationsNeedingTick(now: 700, ackTimeout: 600, limit: 10).map(\.jti) == ["k4"])
+            #expect(try tx.rotations(device: "d1").first?.target == .clientCert("identity"))
+        }
+    }
+
     @Test func urlsAreCheckedBeforeConnecting() throws {
         #expect(throws: (any Error).self) { try validateStoreURL("postgres://host/db") }  // no user
         #expect(throws: (any Error).self) { try validateStoreURL("postgres://u@host") }  // no database

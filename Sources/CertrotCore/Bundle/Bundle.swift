@@ -1,11 +1,13 @@
 import Crypto
 import Foundation
 
-/// One operation of a bundle: write a credential into a sec tag, delete one, or trust the next bundle-signing key.
+/// One operation of a bundle: write a credential into a sec tag, delete one, trust the next bundle-signing key,
+/// generate a key in a sec tag (`keygen`), or switch the device's connection to a sec tag (`activate`).
 public struct BundleOp: Sendable, Equatable, Codable {
     public enum Kind: String, Sendable, Codable {
         case write, delete
         case trustKey = "trust_key"
+        case keygen, activate
     }
 
     public var op: Kind
@@ -17,8 +19,13 @@ public struct BundleOp: Sendable, Equatable, Codable {
     /// The key to trust (`trust_key`) and its RFC 7638 thumbprint.
     public var jwk: JWK?
     public var kid: String?
+    /// The subject the modem puts in its CSR (`keygen`).
+    public var subject: String?
 
-    public init(op: Kind, tag: Int64?, type: Int?, sha256: String?, pem: String?, jwk: JWK? = nil, kid: String? = nil) {
+    public init(
+        op: Kind, tag: Int64?, type: Int?, sha256: String?, pem: String?, jwk: JWK? = nil, kid: String? = nil,
+        subject: String? = nil
+    ) {
         self.op = op
         self.tag = tag
         self.type = type
@@ -26,6 +33,7 @@ public struct BundleOp: Sendable, Equatable, Codable {
         self.pem = pem
         self.jwk = jwk
         self.kid = kid
+        self.subject = subject
     }
 
     /// Installs `key` as a further bundle-verification key on the device.
@@ -40,6 +48,19 @@ public struct BundleOp: Sendable, Equatable, Codable {
     public static func delete(tag: Int64, type: Int) -> BundleOp {
         BundleOp(op: .delete, tag: tag, type: type, sha256: nil, pem: nil)
     }
+
+    /// Deletes `tag`'s types 0, 1 and 2, generates a key in it (AT%KEYGEN) and publishes the CSR on `{id}/certs/csr`.
+    public static func keygen(tag: Int64, subject: String) -> BundleOp {
+        BundleOp(op: .keygen, tag: tag, type: nil, sha256: nil, pem: nil, subject: subject)
+    }
+
+    /// Reconnects using `tag`, keeping it as the active tag only if the connection succeeds.
+    public static func activate(tag: Int64) -> BundleOp {
+        BundleOp(op: .activate, tag: tag, type: nil, sha256: nil, pem: nil)
+    }
+
+    /// The most bytes of a `keygen` subject.
+    public static let maxSubjectBytes = 256
 }
 
 /// The JWS payload of a bundle (docs/protocol.md).

@@ -56,6 +56,22 @@ public struct BundleCheck: Sendable {
             }
             return
         }
+        if op.op == .keygen || op.op == .activate {
+            guard let tag = op.tag, (0...Inventory.maxTag).contains(tag), op.type == nil, op.pem == nil else {
+                throw CertrotError(
+                    .invalidBundle, "\(op.op.rawValue) op needs a tag in 0…\(Inventory.maxTag) and no type or pem")
+            }
+            if op.op == .keygen {
+                guard let subject = op.subject, !subject.isEmpty, subject.utf8.count <= BundleOp.maxSubjectBytes,
+                    !subject.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") })
+                else {
+                    throw CertrotError(
+                        .invalidBundle,
+                        "keygen op needs a subject of 1…\(BundleOp.maxSubjectBytes) bytes without quotes or controls")
+                }
+            }
+            return
+        }
         guard let tag = op.tag, let type = op.type, (0...Inventory.maxTag).contains(tag),
             CredentialType(rawValue: type) != nil
         else {

@@ -49,6 +49,10 @@ extension BundleOp {
             json.key(#""sha256":"#)
             json.string(sha256)
         }
+        if let subject {
+            json.key(#""subject":"#)
+            json.string(subject)
+        }
         if let tag {
             json.key(#""tag":"#)
             json.integer(tag)
@@ -196,6 +200,7 @@ extension BundleOp {
         var kid: String?
         var pem: String?
         var sha256: String?
+        var subject: String?
         var tag: Int64?
         var type: Int?
         if json.take(#""jwk":"#) {
@@ -215,6 +220,10 @@ extension BundleOp {
             guard let value = json.string() else { return nil }
             sha256 = value
         }
+        if json.take(#","subject":"#) {
+            guard let value = json.string() else { return nil }
+            subject = value
+        }
         if json.take(#","tag":"#) {
             guard let value = json.integer() else { return nil }
             tag = value
@@ -224,7 +233,7 @@ extension BundleOp {
             type = value
         }
         guard json.take("}") else { return nil }
-        self.init(op: op, tag: tag, type: type, sha256: sha256, pem: pem, jwk: jwk, kid: kid)
+        self.init(op: op, tag: tag, type: type, sha256: sha256, pem: pem, jwk: jwk, kid: kid, subject: subject)
     }
 }
 

@@ -2,7 +2,8 @@
 /// back only where a store reads it, so the engine never takes a name apart.
 ///
 /// Stored forms: a configured CA-chain target by its name (`root`); the `index`-th target of a campaign as
-/// `<campaign id>.<index>`; the next signing key as `trust-key`. Configuration refuses target names that would
+/// `<campaign id>.<index>`; the next signing key as `trust-key`; a client-certificate policy as
+/// `client-cert:<name>`. Configuration refuses target names that would
 /// read as one of the other forms (``RotationTarget/configuredNameProblem(_:)``).
 public enum RotationTarget: Hashable, Sendable, Comparable, CustomStringConvertible, ExpressibleByStringLiteral {
     /// A CA chain named in the configuration's `targets`.
@@ -11,13 +12,19 @@ public enum RotationTarget: Hashable, Sendable, Comparable, CustomStringConverti
     case campaign(id: String, index: Int)
     /// The next bundle-signing key (`trust_key` op).
     case signingKey
+    /// The device's client certificate under the `clientCerts` policy of this name (`keygen`, then the certificate
+    /// and `activate`).
+    case clientCert(String)
 
     static let signingKeyName = "trust-key"
+    static let clientCertPrefix = "client-cert:"
 
     /// Parses a stored target.
     public init(_ stored: String) {
         if stored == Self.signingKeyName {
             self = .signingKey
+        } else if stored.hasPrefix(Self.clientCertPrefix) {
+            self = .clientCert(String(stored.dropFirst(Self.clientCertPrefix.count)))
         } else if let dot = stored.lastIndex(of: "."), dot != stored.startIndex,
             case let suffix = stored[stored.index(after: dot)...], let index = Int(suffix), index >= 0,
             String(index) == suffix  // canonical digits only: the stored form reads back to the same text
@@ -36,6 +43,7 @@ public enum RotationTarget: Hashable, Sendable, Comparable, CustomStringConverti
         case .configured(let name): name
         case .campaign(let id, let index): "\(id).\(index)"
         case .signingKey: Self.signingKeyName
+        case .clientCert(let name): Self.clientCertPrefix + name
         }
     }
 
@@ -52,9 +60,11 @@ public enum RotationTarget: Hashable, Sendable, Comparable, CustomStringConverti
 
     /// Why `name` cannot name a configured target (it would read back as another kind of target), or nil.
     public static func configuredNameProblem(_ name: String) -> String? {
-        guard RotationTarget(name) != .configured(name) else { return nil }
-        return name == signingKeyName
-            ? "'\(name)' is reserved for the next signing key"
-            : "'\(name)' ends in .<number>, which names a campaign's target"
+        switch RotationTarget(name) {
+        case .configured(let parsed) where parsed == name: nil
+        case .signingKey: "'\(name)' is reserved for the next signing key"
+        case .clientCert: "'\(name)' starts with '\(clientCertPrefix)', which names a client-certificate policy"
+        default: "'\(name)' ends in .<number>, which names a campaign's target"
+        }
     }
 }

@@ -33,16 +33,20 @@ public enum Topics {
     public static let rpc = "certrot/rpc"
     public static let inventoryFilter = "+/certs/inventory"
     public static let ackFilter = "+/certs/ack"
+    public static let csrFilter = "+/certs/csr"
 
     public static func bundle(_ device: String) -> String { "\(device)/certs" }
     public static func inventory(_ device: String) -> String { "\(device)/certs/inventory" }
     public static func ack(_ device: String) -> String { "\(device)/certs/ack" }
+    /// Where a device publishes the output of a `keygen` op.
+    public static func csr(_ device: String) -> String { "\(device)/certs/csr" }
     /// Retained progress of a campaign.
     public static func campaignStatus(_ id: String) -> String { "certrot/campaigns/\(id)/status" }
 
     public enum Kind: Sendable, Equatable {
         case inventory(device: String)
         case ack(device: String)
+        case csr(device: String)
         case bundle(device: String)
         case rpc
     }
@@ -58,6 +62,7 @@ public enum Topics {
         case 2: return .bundle(device: device)
         case 3 where levels[2] == "inventory": return .inventory(device: device)
         case 3 where levels[2] == "ack": return .ack(device: device)
+        case 3 where levels[2] == "csr": return .csr(device: device)
         default: return nil
         }
     }

@@ -28,13 +28,20 @@ public struct Inventory: Sendable, Equatable, Codable {
     public var creds: [Credential]
     /// kids of the bundle-verification keys the device trusts, when it supports `trust_key`.
     public var keys: [String]?
+    /// The sec tag the device's MQTT connection uses now, when it supports client-certificate renewal
+    /// (`keygen`, `activate`).
+    public var active: Int64?
 
-    public init(v: Int = 1, seq: Int64, maxMessage: Int? = nil, creds: [Credential], keys: [String]? = nil) {
+    public init(
+        v: Int = 1, seq: Int64, maxMessage: Int? = nil, creds: [Credential], keys: [String]? = nil,
+        active: Int64? = nil
+    ) {
         self.v = v
         self.seq = seq
         self.maxMessage = maxMessage
         self.creds = creds
         self.keys = keys
+        self.active = active
     }
 
     public static let maxKeys = 8
@@ -78,6 +85,9 @@ public struct Inventory: Sendable, Equatable, Codable {
             else {
                 throw CertrotError(.invalidInventory, "keys must be base64url kids of at most 64 characters")
             }
+        }
+        if let active, !(0...Self.maxTag).contains(active) {
+            throw CertrotError(.invalidInventory, "active \(active) is outside 0…\(Self.maxTag)")
         }
         var seen = Set<[Int64]>()
         for (index, cred) in creds.enumerated() {

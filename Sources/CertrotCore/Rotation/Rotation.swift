@@ -82,6 +82,13 @@ public struct Rotation: Sendable, Equatable {
 
     /// Waiting to have a bundle issued.
     public var awaitsBundle: Bool { state == .pending && jti == nil }
+
+    /// The digest of a rotation whose credential is not known yet: a client certificate before it is issued (its
+    /// bundle is the `keygen` op, and the device's CSR is awaited).
+    public static let digestUnknown = ""
+
+    /// A client-certificate rotation in its first phase: `keygen` sent or to send, the CSR not yet taken.
+    public var awaitsCSR: Bool { sha256 == Self.digestUnknown }
 }
 
 /// Settings the state machine needs.
@@ -179,7 +186,7 @@ extension Rotation {
             return
         }
         switch state {
-        case .applied where seq.map { reportedSeq >= $0 } ?? false:
+        case .applied where !awaitsCSR && (seq.map { reportedSeq >= $0 } ?? false):
             scheduleRetry(
                 as: .failed, error: "device applied the bundle but its inventory does not show the target digest",
                 policy: policy, now: now)
@@ -196,6 +203,11 @@ extension Rotation {
     public mutating func tick(policy: RotationPolicy, now: Int64) -> RotationEffect? {
         if isInFlight, let since = sentAt ?? issuedAt, now - since >= policy.ackTimeout {
             scheduleRetry(as: .timedOut, error: "no ack within \(policy.ackTimeout) s", policy: policy, now: now)
+        }
+        if state == .applied, awaitsCSR, let applied = appliedAt, now - applied >= policy.ackTimeout {
+            scheduleRetry(
+                as: .timedOut, error: "keygen applied but no CSR within \(policy.ackTimeout) s", policy: policy,
+                now: now)
         }
         if state == .failed || state == .timedOut, let due = nextAttemptAt, due <= now {
             state = .pending
@@ -214,6 +226,30 @@ extension Rotation {
         lastError = error
         nextAttemptAt = nil
         updatedAt = now
+    }
+
+    /// The device's CSR was taken and its certificate issued (and stored) with this digest: the rotation starts its
+    /// second phase, a bundle writing the certificate and activating its tag. The attempt count carries on.
+    public mutating func certificateIssued(sha256: String, now: Int64) {
+        precondition(awaitsCSR && sha256 != Self.digestUnknown)
+        self.sha256 = sha256
+        state = .pending
+        jti = nil
+        seq = nil
+        issuedAt = nil
+        sentAt = nil
+        appliedAt = nil
+        resends = 0
+        nextAttemptAt = nil
+        lastError = nil
+        updatedAt = now
+    }
+
+    /// The device's CSR failed a check (docs/protocol.md §11): `failed`, retried with a new `keygen` after the
+    /// backoff while attempts remain. Nothing was issued; the keygen bundle's ack, which follows, is stale.
+    public mutating func csrRefused(error: String, policy: RotationPolicy, now: Int64) {
+        scheduleRetry(as: .failed, error: error, policy: policy, now: now)
+        jti = nil  // the keygen's own ack, which follows its CSR, must not revive the rotation
     }
 
     /// Drops the outstanding bundle (never acknowledged) so that a new one is issued; counts as no attempt.

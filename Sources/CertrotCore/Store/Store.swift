@@ -55,6 +55,58 @@ public struct HistoryEntry: Sendable, Equatable, Codable {
     }
 }
 
+/// A client certificate certrot issued (docs/protocol.md §11), stored before the bundle carrying it is sent.
+public struct IssuedCertificate: Sendable, Equatable {
+    public enum State: String, Sendable, Codable, CaseIterable {
+        /// Issued and sent; the device has not been seen using it.
+        case issued
+        /// The device was verified using it.
+        case active
+        /// Superseded by a newer certificate the device was verified using: on the issuer's CRL.
+        case revoked
+    }
+
+    /// The issuer's name (config `issuers`).
+    public var issuer: String
+    /// Lowercase hex of the serial's bytes.
+    public var serial: String
+    public var device: String
+    /// The `clientCerts` policy it was issued under.
+    public var policy: String
+    public var tag: Int64
+    /// The `keygen` bundle whose CSR it answers: at most one certificate per keygen.
+    public var keygenJTI: String
+    /// SHA-256 of `pem`, the type-1 credential written into `tag`.
+    public var sha256: String
+    /// Leaf, then the issuer's intermediates.
+    public var pem: String
+    public var notBefore: Int64
+    public var notAfter: Int64
+    public var issuedAt: Int64
+    public var state: State
+    public var revokedAt: Int64?
+
+    public init(
+        issuer: String, serial: String, device: String, policy: String, tag: Int64, keygenJTI: String,
+        sha256: String, pem: String, notBefore: Int64, notAfter: Int64, issuedAt: Int64, state: State = .issued,
+        revokedAt: Int64? = nil
+    ) {
+        self.issuer = issuer
+        self.serial = serial
+        self.device = device
+        self.policy = policy
+        self.tag = tag
+        self.keygenJTI = keygenJTI
+        self.sha256 = sha256
+        self.pem = pem
+        self.notBefore = notBefore
+        self.notAfter = notAfter
+        self.issuedAt = issuedAt
+        self.state = state
+        self.revokedAt = revokedAt
+    }
+}
+
 /// Reads and writes inside one store transaction. Implementations: SQLite (CertrotStore).
 public protocol StoreTransaction {
     func device(_ id: String) throws -> DeviceRecord?
@@ -85,6 +137,20 @@ public protocol StoreTransaction {
     func rememberRequest(jti: String, at: Int64, forgetBefore: Int64) throws -> Bool
     /// Devices whose last inventory lists `kid` among the keys they trust.
     func deviceCount(trustingKey kid: String) throws -> Int
+
+    // MARK: Client certificates
+
+    /// Stores a certificate just issued; throws if one exists for the same keygen bundle or issuer and serial.
+    func insertIssued(_ certificate: IssuedCertificate) throws
+    /// Updates an issued certificate's state and revocation time (by issuer and serial).
+    func saveIssued(_ certificate: IssuedCertificate) throws
+    func issued(keygenJTI: String) throws -> IssuedCertificate?
+    /// Every certificate issued to `device`, oldest first.
+    func issued(device: String) throws -> [IssuedCertificate]
+    /// The revoked certificates of `issuer`, in serial order: what its CRL lists.
+    func revoked(issuer: String) throws -> [IssuedCertificate]
+    /// Issued certificates by issuer and state: issuer → state → count.
+    func issuedCounts() throws -> [String: [String: Int]]
 
     // MARK: Retention
 

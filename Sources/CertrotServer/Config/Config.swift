@@ -178,6 +178,13 @@ public struct CertrotConfig: Sendable, Decodable {
         public var publicKey: String
     }
 
+    /// Issuing CAs for device client certificates (docs/client-certificates.md).
+    public var issuers: [Issuer]?
+    /// A JSON Lines file of the devices' modem identity keys: `{"device":ID,"identityKey":PEM,"uuid":HEX32?}`.
+    public var identities: String?
+    /// Client-certificate policies: which devices renew their identity, from which issuer, in which sec tags.
+    public var clientCerts: [ClientCert]?
+
     /// Bundle-signing key rotation: devices that report `keys` are sent a `trust_key` op for `nextKey`.
     public var keyRotation: KeyRotation?
 

@@ -20,13 +20,22 @@ package protocol CredentialKind: AnyObject {
     /// After a device's inventory is saved: what the kind records of it (expiry dates, warnings).
     func inventorySaved(device: String, inventory: Inventory, tx: any StoreTransaction, now: Int64) throws
 
-    /// The op that installs what `rotation` is for; nil when this kind cannot serve it (the rotation waits,
-    /// logged).
-    func op(for rotation: Rotation, in world: KindContext) -> BundleOp?
+    /// Topic filters of device messages besides inventories and acks that this kind takes (the engine subscribes to
+    /// them, shared in a cluster, and routes them by ``Topics/classify(_:)``).
+    var inboundFilters: [String] { get }
+
+    /// A rotation of this kind was just verified (in the transaction that saves it).
+    func verified(_ rotation: Rotation, tx: any StoreTransaction, now: Int64) throws
+
+    /// The ops that install what `rotation` is for, in order; nil when this kind cannot serve it (the rotation
+    /// waits, logged).
+    func ops(for rotation: Rotation, in world: KindContext) throws -> [BundleOp]?
 }
 
 extension CredentialKind {
     package func inventorySaved(device: String, inventory: Inventory, tx: any StoreTransaction, now: Int64) throws {}
+    package var inboundFilters: [String] { [] }
+    package func verified(_ rotation: Rotation, tx: any StoreTransaction, now: Int64) throws {}
 }
 
 /// What a kind may look at besides the configuration it was made with: the campaigns the engine runs, and for
@@ -36,6 +45,12 @@ package struct KindContext {
     /// Slot → the rotation target of the newest campaign that admitted the device (``Engine/tagOwners``).
     var owners: [TagKey: RotationTarget] = [:]
     var rotations: [RotationTarget: Rotation] = [:]
+    /// The device, and its last inventory, where the engine has them.
+    var device: String?
+    var inventory: Inventory?
+    /// The transaction the engine is in, for what a kind keeps in the store (issued certificates).
+    var tx: (any StoreTransaction)?
+    var now: Int64 = 0
 }
 
 extension [any CredentialKind] {
@@ -44,8 +59,8 @@ extension [any CredentialKind] {
         return nil
     }
 
-    func op(for rotation: Rotation, in world: KindContext) -> BundleOp? {
-        for kind in self where kind.owns(rotation.target) { return kind.op(for: rotation, in: world) }
+    func ops(for rotation: Rotation, in world: KindContext) throws -> [BundleOp]? {
+        for kind in self where kind.owns(rotation.target) { return try kind.ops(for: rotation, in: world) }
         return nil
     }
 }

@@ -25,9 +25,10 @@ package struct ClusterRole {
     }
 
     /// Inbound subscriptions: shared among the replicas, each message to one of them.
-    package var inboundFilters: [String] {
-        [Topics.inventoryFilter, Topics.ackFilter].map { "$share/\(settings.group)/\($0)" }
-    }
+    package var inboundFilters: [String] { shared([Topics.inventoryFilter, Topics.ackFilter]) }
+
+    /// `filters` as subscriptions shared by the replicas.
+    package func shared(_ filters: [String]) -> [String] { filters.map { "$share/\(settings.group)/\($0)" } }
 
     /// Once a second (monotonic `now`): time to send a heartbeat and ask the store for the leadership.
     package mutating func leadershipCheckDue(now: Double) -> Bool {

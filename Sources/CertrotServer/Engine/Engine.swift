@@ -48,6 +48,7 @@ package final class Engine {
     let kinds: [any CredentialKind]
     let caChains: CAChainKind
     let signingKeys: SigningKeyKind
+    let clientCerts: ClientCertKind
     var catalogue: ChainCatalogue { caChains.catalogue }
     var targets: [ResolvedTarget] { caChains.targets }
     var targetsByName: [String: ResolvedTarget] { caChains.targetsByName }
@@ -110,12 +111,13 @@ package final class Engine {
         store: any RotationStore, signer: SigningKey, targets: [ResolvedTarget], policy: RotationPolicy,
         profile: DeviceProfile,
         bundleLifetime: Int64, maxInflight: Int, clock: @escaping @Sendable () -> Int64, drops: DropCounters,
-        logger: Logger
+        logger: Logger, clientCerts: ClientCertSettings = ClientCertSettings()
     ) {
         self.store = store
         self.caChains = CAChainKind(targets: targets, catalogue: ChainCatalogue(logger: logger))
         self.signingKeys = SigningKeyKind(current: signer)
-        self.kinds = [caChains, signingKeys]
+        self.clientCerts = ClientCertKind(settings: clientCerts, logger: logger)
+        self.kinds = [caChains, signingKeys, self.clientCerts]
         self.policy = policy
         self.profile = profile
         self.bundleLifetime = bundleLifetime
@@ -182,6 +184,7 @@ package final class Engine {
         }
         for item in outbox { enqueue(item) }
         flush()
+        clientCerts.writeCRLs(store: store, now: clock())
     }
 
     func handle(_ input: EngineInput, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
@@ -238,6 +241,9 @@ package final class Engine {
         case .ack(let device):
             guard admits(device) else { return }
             try ack(device: device, payload: message.payload, tx: tx, outbox: &outbox)
+        case .csr(let device):
+            guard admits(device) else { return }
+            try csr(device: device, payload: message.payload, tx: tx, outbox: &outbox)
         case .rpc:
             var reissue: [String] = []
             let reply = RPC.handle(message, context: rpcContext, tx: tx, reissue: &reissue, deferred: &deferred) {

@@ -6,8 +6,11 @@ import Logging
 /// The engine's part in a cluster of replicas: what ``ClusterRole`` decides, carried out.
 extension Engine {
     /// Inbound subscriptions: shared among the replicas of a cluster, each message to one of them.
+    /// Kinds of credential add the topics they take messages on (``CredentialKind/inboundFilters``).
     var inboundFilters: [String] {
-        role?.inboundFilters ?? [Topics.inventoryFilter, Topics.ackFilter]
+        let own = kinds.flatMap(\.inboundFilters)
+        guard let role else { return [Topics.inventoryFilter, Topics.ackFilter] + own }
+        return role.inboundFilters + role.shared(own)
     }
 
     func subscribe(_ filters: [String]) {

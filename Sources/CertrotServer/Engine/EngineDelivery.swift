@@ -42,6 +42,9 @@ extension Engine {
         if previous?.state != rotation.state || previous?.jti != rotation.jti {
             try memberChanged(rotation, tx: tx)
         }
+        if rotation.state == .verified, previous?.state != .verified {
+            for kind in kinds where kind.owns(rotation.target) { try kind.verified(rotation, tx: tx, now: clock()) }
+        }
         guard previous?.state != rotation.state || previous?.jti != rotation.jti else { return }
         if previous?.state != rotation.state {
             observability?.transition(target: rotation.target.description, to: rotation.state.rawValue)

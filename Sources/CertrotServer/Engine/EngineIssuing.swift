@@ -15,15 +15,17 @@ extension Engine {
         guard !waiting.isEmpty else { return }
         let now = clock()
         waiting = try withoutSuperseded(waiting, device: device.id, tx: tx)
-        let world = KindContext(campaigns: campaigns)
-        let ops = waiting.compactMap { kinds.op(for: $0, in: world) }
-        guard !ops.isEmpty, ops.count == waiting.count else {
-            if ops.count != waiting.count {
+        let world = KindContext(
+            campaigns: campaigns, device: device.id, inventory: device.inventory, tx: tx, now: now)
+        let perRotation = try waiting.compactMap { try kinds.ops(for: $0, in: world) }
+        guard !perRotation.isEmpty, perRotation.count == waiting.count else {
+            if perRotation.count != waiting.count {
                 logger.error(
                     "a waiting rotation names no known target; not issuing", metadata: ["device": "\(device.id)"])
             }
             return
         }
+        let ops = perRotation.flatMap { $0 }
         // Inventories are bounded to seq ≤ 2^53 − 1 (docs/protocol.md §2); a device that reported the largest seq
         // can take no later bundle, and says so in its rotation rather than wrapping or trapping.
         guard device.issuedSeq < Bounds.maxSeq else {

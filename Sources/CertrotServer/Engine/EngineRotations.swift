@@ -39,7 +39,9 @@ extension Engine {
         try joinContinuous(device: device, tx: tx)
         // What the device should hold, kind by kind: in each tag, the target of the newest campaign it was
         // admitted to, else the configured target; the next signing key if it can report keys; ….
-        let world = KindContext(campaigns: campaigns, owners: try tagOwners(device: id, tx: tx), rotations: rotations)
+        let world = KindContext(
+            campaigns: campaigns, owners: try tagOwners(device: id, tx: tx), rotations: rotations,
+            device: id, inventory: inventory, tx: tx, now: now)
         let desired = kinds.flatMap { $0.desired(inventory: inventory, in: world) }
         for kind in kinds { try kind.inventorySaved(device: id, inventory: inventory, tx: tx, now: now) }
         for wanted in desired {
@@ -82,16 +84,22 @@ extension Engine {
 
     // MARK: Ack
 
-    func ack(device id: String, payload: [UInt8], tx: any StoreTransaction, outbox: inout [Outbound]) throws {
-        let now = clock()
-        let ack: Ack
+    /// A device message parsed, or nil when it does not parse: the drop is counted by its error code and logged.
+    func parsed<Message>(
+        _ what: String, from device: String, _ parse: () throws(CertrotError) -> Message
+    ) -> Message? {
         do {
-            ack = try Ack.parse(payload)
+            return try parse()
         } catch {
             drops.count(error.code.rawValue)
-            logger.info("ack dropped", metadata: ["device": "\(id)", "reason": "\(error.message)"])
-            return
+            logger.info("\(what) dropped", metadata: ["device": "\(device)", "reason": "\(error.message)"])
+            return nil
         }
+    }
+
+    func ack(device id: String, payload: [UInt8], tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+        let now = clock()
+        guard let ack = parsed("ack", from: id, { () throws(CertrotError) in try Ack.parse(payload) }) else { return }
         observability?.ack(ack.status.rawValue)
         try tx.lockDevice(id)
         let matching = try tx.rotations(jti: ack.jti)

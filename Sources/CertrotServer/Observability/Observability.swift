@@ -52,6 +52,19 @@ public final class Observability: Sendable {
             .increment()
     }
 
+    /// A client certificate issued from a device's CSR.
+    func certificateIssued(issuer: String) {
+        Metrics.Counter(
+            label: "certrot_client_certs_issued_total", dimensions: [("issuer", issuer)], factory: factory
+        ).increment()
+    }
+
+    /// A device's CSR refused by a check (docs/protocol.md §11); nothing was issued.
+    func csrRefused(_ reason: String) {
+        Metrics.Counter(label: "certrot_csr_refused_total", dimensions: [("reason", reason)], factory: factory)
+            .increment()
+    }
+
     /// Seconds from the broker's PUBACK to the device's `applied` ack, and from `applied` to `verified`.
     func latency(_ phase: String, seconds: Int64) {
         Metrics.Timer(

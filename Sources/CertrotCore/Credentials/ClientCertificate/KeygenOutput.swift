@@ -134,6 +134,12 @@ public struct KeygenOutput: Sendable {
         }
     }
 
+    /// `der` (a CSR in the normal form) as older modem firmware encodes it: its signatureAlgorithm with NULL
+    /// parameters. For simulators and tests.
+    public static func legacyEncoding(_ der: [UInt8]) -> [UInt8]? {
+        replacingSignatureAlgorithm(der, from: ecdsaSHA256, to: ecdsaSHA256WithNull)
+    }
+
     /// `der` with its outer signatureAlgorithm rewritten from the NULL-parameter form to the normal one; nil when
     /// it does not have exactly that form. The signature covers certificationRequestInfo, which is untouched.
     static func normalizedSignatureAlgorithm(_ der: [UInt8]) -> [UInt8]? {

@@ -20,7 +20,7 @@ package final class CAChainKind: CredentialKind {
         switch target {
         case .configured(let name): targetsByName[name] != nil
         case .campaign: true  // campaigns write chains
-        case .signingKey: false
+        case .signingKey, .clientCert: false
         }
     }
 
@@ -31,7 +31,7 @@ package final class CAChainKind: CredentialKind {
         case .campaign(let id, let index):
             guard let campaign = world.campaigns[id], campaign.targets.indices.contains(index) else { return nil }
             return TagKey(tag: campaign.targets[index].tag, type: campaign.targets[index].type)
-        case .signingKey:
+        case .signingKey, .clientCert:
             return nil
         }
     }
@@ -55,7 +55,11 @@ package final class CAChainKind: CredentialKind {
         }
     }
 
-    package func op(for rotation: Rotation, in world: KindContext) -> BundleOp? {
+    package func ops(for rotation: Rotation, in world: KindContext) -> [BundleOp]? {
+        op(for: rotation, in: world).map { [$0] }
+    }
+
+    func op(for rotation: Rotation, in world: KindContext) -> BundleOp? {
         switch rotation.target {
         case .configured(let name):
             guard let target = targetsByName[name] else { return nil }
@@ -65,7 +69,7 @@ package final class CAChainKind: CredentialKind {
                 let pem = catalogue.sendable[rotation.sha256]
             else { return nil }
             return .write(tag: campaign.targets[index].tag, type: campaign.targets[index].type, pem: pem)
-        case .signingKey:
+        case .signingKey, .clientCert:
             return nil
         }
     }

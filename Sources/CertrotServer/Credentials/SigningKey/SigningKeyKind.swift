@@ -19,9 +19,9 @@ package final class SigningKeyKind: CredentialKind {
         SigningKeyDesiredState.desired(inventory: inventory, nextKid: next?.kid).map { [$0] } ?? []
     }
 
-    package func op(for rotation: Rotation, in world: KindContext) -> BundleOp? {
+    package func ops(for rotation: Rotation, in world: KindContext) -> [BundleOp]? {
         guard let next, rotation.sha256 == next.kid else { return nil }
-        return .trustKey(next.publicKey)
+        return [.trustKey(next.publicKey)]
     }
 
     /// The key that signs a bundle for a device with this inventory: the next key once the device trusts it.

@@ -1,0 +1,218 @@
+import CertrotCore
+import Crypto
+import Foundation
+import SwiftASN1
+import X509
+
+extension CertrotConfig {
+    /// An issuing CA: its certificate (optionally followed by its own intermediates) and key.
+    public struct Issuer: Sendable, Decodable {
+        public var name: String
+        public var cert: String
+        /// PKCS#8 or SEC1 PEM, mode 0600.
+        public var key: String
+        /// How long an issued certificate is valid (default 365d; never past the issuer's own notAfter).
+        public var validity: ConfigDuration?
+        /// Where the issuer's CRL is written (atomically) when a certificate is revoked, for mosquitto's `crlfile`.
+        public var crl: String?
+    }
+
+    public struct ClientCert: Sendable, Decodable {
+        public var name: String
+        /// An `issuers` name.
+        public var issuer: String
+        /// The two sec tags a device's identity alternates between (A/B).
+        public var tags: [Int64]
+        /// `CN=<template>`, `{device}` replaced by the device ID (default `CN={device}`).
+        public var subject: String?
+        /// The server CA chain written beside the certificate: a `targets` or `catalogue` name.
+        public var caChain: String
+        /// How long before the active certificate expires it is renewed (default 60d).
+        public var renewBefore: ConfigDuration?
+        /// `required` (default): a device without a registered identity key gets no certificate. `optional`: the
+        /// attestation is checked when the device has a registered key.
+        public var attestation: String?
+    }
+}
+
+/// An issuer, resolved: what signs certificates and CRLs.
+package struct ResolvedIssuer: Sendable {
+    package var name: String
+    package var issuer: ClientCertificateIssuer
+    /// The issuer's certificate and any intermediates above it that are not self-signed (PEM normal form; empty
+    /// for a self-signed issuer): written after the leaf.
+    package var chainPEM: String
+    package var crlPath: String?
+}
+
+/// A `clientCerts` policy, resolved.
+package struct ClientCertPolicy: Sendable {
+    package var name: String
+    package var issuer: ResolvedIssuer
+    package var tags: [Int64]
+    /// The common name, `{device}` to be replaced.
+    package var commonName: String
+    package var caChain: CertificateChain
+    package var renewBefore: Int64
+    package var attestationRequired: Bool
+
+    package func commonName(for device: String) -> String {
+        commonName.replacingOccurrences(of: "{device}", with: device)
+    }
+
+    /// The tag a new identity is generated in: the one of the two the device is not using.
+    package func standby(active: Int64) -> Int64 { active == tags[0] ? tags[1] : tags[0] }
+}
+
+/// A device's modem identity (config `identities`).
+package struct DeviceIdentity: Sendable {
+    package var key: P256.Signing.PublicKey
+    package var uuid: [UInt8]?
+}
+
+package struct ClientCertSettings: Sendable {
+    package var policies: [ClientCertPolicy] = []
+    package var identities: [DeviceKey: DeviceIdentity] = [:]
+
+    /// Resolves `issuers`, `identities` and `clientCerts`; every problem goes into `problems` with its key path.
+    static func resolve(
+        _ config: CertrotConfig, targets: [ResolvedTarget], catalogue: [DaemonSettings.KnownChain],
+        problems: inout [String]
+    ) -> ClientCertSettings {
+        var settings = ClientCertSettings()
+        var issuers: [String: ResolvedIssuer] = [:]
+        for (index, entry) in (config.issuers ?? []).enumerated() {
+            do {
+                guard issuers[entry.name] == nil else { throw CertrotError(.invalidConfig, "name used twice") }
+                issuers[entry.name] = try resolveIssuer(entry)
+            } catch {
+                problems.append("issuers[\(index)]: \(message(error))")
+            }
+        }
+        if let path = config.identities {
+            do {
+                settings.identities = try loadIdentities(path: path)
+            } catch {
+                problems.append("identities: \(message(error))")
+            }
+        }
+        var names: Set<String> = []
+        var tagsInUse: Set<Int64> = []
+        for (index, entry) in (config.clientCerts ?? []).enumerated() {
+            do {
+                guard names.insert(entry.name).inserted else { throw CertrotError(.invalidConfig, "name used twice") }
+                guard !entry.name.isEmpty, entry.name.utf8.count <= 64 else {
+                    throw CertrotError(.invalidConfig, "name must be 1…64 bytes")
+                }
+                guard let issuer = issuers[entry.issuer] else {
+                    throw CertrotError(.invalidConfig, "issuer '\(entry.issuer)' is not under issuers")
+                }
+                guard entry.tags.count == 2, entry.tags[0] != entry.tags[1],
+                    entry.tags.allSatisfy({ (0...Inventory.maxTag).contains($0) })
+                else {
+                    throw CertrotError(.invalidConfig, "tags must be two different sec tags in 0…\(Inventory.maxTag)")
+                }
+                for tag in entry.tags where !tagsInUse.insert(tag).inserted {
+                    throw CertrotError(.invalidConfig, "sec tag \(tag) belongs to another clientCerts policy")
+                }
+                let subject = entry.subject ?? "CN={device}"
+                guard subject.hasPrefix("CN="), subject.count > 3, !subject.dropFirst(3).contains(",") else {
+                    throw CertrotError(.invalidConfig, "subject must be CN=<name>, e.g. CN={device}")
+                }
+                let chain =
+                    targets.first(where: { $0.name == entry.caChain })?.chain
+                    ?? catalogue.first(where: { $0.name == entry.caChain })?.chain
+                guard let chain else {
+                    throw CertrotError(.invalidConfig, "caChain '\(entry.caChain)' is no targets or catalogue chain")
+                }
+                let renewBefore = entry.renewBefore?.seconds ?? 60 * 86400
+                guard renewBefore < issuer.issuer.validity else {
+                    // Every certificate issued would be due for renewal the moment it is verified.
+                    throw CertrotError(
+                        .invalidConfig,
+                        "renewBefore (\(renewBefore) s) must be shorter than the issuer's validity "
+                            + "(\(issuer.issuer.validity) s)")
+                }
+                let attestation = entry.attestation ?? "required"
+                guard ["required", "optional"].contains(attestation) else {
+                    throw CertrotError(.invalidConfig, "attestation must be required or optional")
+                }
+                settings.policies.append(
+                    ClientCertPolicy(
+                        name: entry.name, issuer: issuer, tags: entry.tags, commonName: String(subject.dropFirst(3)),
+                        caChain: chain, renewBefore: renewBefore, attestationRequired: attestation == "required"))
+            } catch {
+                problems.append("clientCerts[\(index)]: \(message(error))")
+            }
+        }
+        return settings
+    }
+
+    private static func message(_ error: any Error) -> String {
+        (error as? CertrotError)?.message ?? "\(error)"
+    }
+
+    static func resolveIssuer(_ entry: CertrotConfig.Issuer) throws -> ResolvedIssuer {
+        guard let text = try? String(contentsOfFile: entry.cert, encoding: .utf8) else {
+            throw CertrotError(.invalidConfig, "cannot read cert \(entry.cert)")
+        }
+        let certificates: [Certificate]
+        do {
+            certificates = try PEMDocument.parseMultiple(pemString: text).map { try Certificate(pemDocument: $0) }
+        } catch {
+            throw CertrotError(.invalidConfig, "cert \(entry.cert) is not PEM certificates: \(error)")
+        }
+        guard let first = certificates.first else { throw CertrotError(.invalidConfig, "cert \(entry.cert) is empty") }
+        let key = try KeyFile.loadSigningKey(path: entry.key).privateKey
+        let issuer = try ClientCertificateIssuer(
+            certificate: first, key: key, validity: entry.validity?.seconds ?? 365 * 86400)
+        let above = try certificates.filter { $0.issuer != $0.subject }.map { try $0.serializeAsPEM().pemString }
+        let chainPEM = above.isEmpty ? "" : try PEM.normalizeChain(above.joined(separator: "\n")).pem
+        if let crl = entry.crl {
+            let directory = (crl as NSString).deletingLastPathComponent
+            var isDirectory: ObjCBool = false
+            guard
+                FileManager.default.fileExists(atPath: directory.isEmpty ? "." : directory, isDirectory: &isDirectory),
+                isDirectory.boolValue
+            else { throw CertrotError(.invalidConfig, "crl: directory \(directory) does not exist") }
+        }
+        return ResolvedIssuer(name: entry.name, issuer: issuer, chainPEM: chainPEM, crlPath: entry.crl)
+    }
+
+    /// One JSON object a line: `{"device":ID,"identityKey":PEM,"uuid":HEX32?}`; blank lines and `#` lines skipped.
+    static func loadIdentities(path: String) throws -> [DeviceKey: DeviceIdentity] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw CertrotError(.invalidConfig, "cannot read \(path)")
+        }
+        struct Line: Decodable {
+            var device: String
+            var identityKey: String
+            var uuid: String?
+        }
+        var identities: [DeviceKey: DeviceIdentity] = [:]
+        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            guard !trimmed.isEmpty, !trimmed.hasPrefix("#") else { continue }
+            let where_ = "\(path):\(number + 1)"
+            guard let entry = try? JSONDecoder().decode(Line.self, from: Data(trimmed.utf8)) else {
+                throw CertrotError(.invalidConfig, "\(where_): not {\"device\",\"identityKey\",\"uuid\"?}")
+            }
+            if let problem = DeviceID.problem(entry.device) {
+                throw CertrotError(.invalidConfig, "\(where_): \(problem)")
+            }
+            guard let key = try? P256.Signing.PublicKey(pemRepresentation: entry.identityKey) else {
+                throw CertrotError(.invalidConfig, "\(where_): identityKey is not a P-256 public key (PEM)")
+            }
+            var uuid: [UInt8]?
+            if let text = entry.uuid {
+                guard let bytes = Hex.decode(text.replacingOccurrences(of: "-", with: "").lowercased()),
+                    bytes.count == 16
+                else { throw CertrotError(.invalidConfig, "\(where_): uuid is not 32 hex digits") }
+                uuid = bytes
+            }
+            guard identities.updateValue(DeviceIdentity(key: key, uuid: uuid), forKey: DeviceKey(entry.device)) == nil
+            else { throw CertrotError(.invalidConfig, "\(where_): device \(entry.device) listed twice") }
+        }
+        return identities
+    }
+}

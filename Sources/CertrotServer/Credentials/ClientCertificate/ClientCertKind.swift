@@ -1,0 +1,178 @@
+import CertrotCore
+import Crypto
+import Foundation
+import Logging
+import X509
+
+/// Device client certificates (AT%CMNG types 1 and 2) under `clientCerts` policies, renewed in A/B sec tags
+/// (docs/protocol.md §11): a `keygen` bundle makes the modem generate a key in the standby tag and publish its CSR;
+/// certrot checks the CSR and its attestation, issues a certificate, stores it, and sends a bundle writing it and
+/// the server CA chain beside the key and activating the tag. The rotation is verified when an inventory shows the
+/// tag active holding that certificate; the certificate used before is then revoked and the issuer's CRL rewritten.
+package final class ClientCertKind: CredentialKind {
+    let policies: [ClientCertPolicy]
+    let byName: [String: ClientCertPolicy]
+    let identities: [DeviceKey: DeviceIdentity]
+    let logger: Logger
+    /// Issuers whose CRL is to be rewritten from the store (after the transaction that revoked commits).
+    private(set) var crlsDue: Set<String> = []
+    private var crlWrittenAt: [String: Int64] = [:]
+    private var crlNumber: Int64 = 0
+    /// A CRL is valid for this long; it is rewritten daily, so a daemon down for a week leaves it expired (and
+    /// mosquitto refusing every client certificate of its issuer) — see docs/client-certificates.md.
+    static let crlValidity: Int64 = 7 * 86400
+    static let crlRefresh: Int64 = 86400
+
+    init(settings: ClientCertSettings, logger: Logger) {
+        policies = settings.policies
+        byName = Dictionary(uniqueKeysWithValues: settings.policies.map { ($0.name, $0) })
+        identities = settings.identities
+        self.logger = logger
+        crlsDue = Set(settings.policies.compactMap { $0.issuer.crlPath == nil ? nil : $0.issuer.name })
+    }
+
+    package var inboundFilters: [String] { policies.isEmpty ? [] : [Topics.csrFilter] }
+
+    package func owns(_ target: RotationTarget) -> Bool {
+        if case .clientCert(let name) = target { byName[name] != nil } else { false }
+    }
+
+    package func slot(of target: RotationTarget, in world: KindContext) -> TagKey? { nil }
+
+    package func policy(of target: RotationTarget) -> ClientCertPolicy? {
+        if case .clientCert(let name) = target { byName[name] } else { nil }
+    }
+
+    package func desired(inventory: Inventory, in world: KindContext) -> [DesiredCredential] {
+        guard let active = inventory.active else { return [] }
+        return policies.compactMap { policy in
+            let target = RotationTarget.clientCert(policy.name)
+            let held = inventory.credential(tag: active, type: 1)
+            var notAfter = held?.notAfter
+            if notAfter == nil, let held, let device = world.device,
+                let tx = world.tx
+            {
+                notAfter = (try? tx.issued(device: device))?.last { $0.sha256 == held.sha256 }?.notAfter
+            }
+            return ClientCertDesiredState.desired(
+                target: target, tags: policy.tags, inventory: inventory, activeNotAfter: notAfter,
+                renewBefore: policy.renewBefore,
+                current: world.rotations[target].map { .init(sha256: $0.sha256, state: $0.state) }, now: world.now)
+        }
+    }
+
+    package func ops(for rotation: Rotation, in world: KindContext) throws -> [BundleOp]? {
+        guard let policy = policy(of: rotation.target) else { return nil }
+        if rotation.awaitsCSR {
+            guard let active = world.inventory?.active else { return nil }
+            return [
+                .keygen(tag: policy.standby(active: active), subject: "CN=" + policy.commonName(for: rotation.device))
+            ]
+        }
+        guard
+            let certificate = try world.tx?.issued(device: rotation.device).last(where: {
+                $0.policy == policy.name && $0.sha256 == rotation.sha256
+            })
+        else { return nil }
+        return [
+            .write(tag: certificate.tag, type: CredentialType.clientCertificate.rawValue, pem: certificate.pem),
+            .write(tag: certificate.tag, type: CredentialType.rootCAChain.rawValue, pem: policy.caChain.pem),
+            .activate(tag: certificate.tag),
+        ]
+    }
+
+    // MARK: The CSR
+
+    /// Checks a device's CSR message against the keygen bundle it answers and issues the certificate. Throws the
+    /// reason the rotation fails with; nothing is issued then.
+    func issue(
+        for message: CSRMessage, rotation: Rotation, keygen bundle: BundleRecord, now: Int64
+    ) throws(CertrotError) -> IssuedCertificate {
+        guard let policy = policy(of: rotation.target) else {
+            throw CertrotError(.invalidConfig, "no clientCerts policy \(rotation.target)")
+        }
+        let claims = try JWS.decode(bundle.jws).claims
+        guard let keygen = claims.ops.first(where: { $0.op == .keygen }), let tag = keygen.tag else {
+            throw CertrotError(.invalidCSR, "bundle \(bundle.jti) asked for no keygen")
+        }
+        guard message.tag == tag else {
+            throw CertrotError(.invalidCSR, "the CSR is for sec tag \(message.tag); the keygen asked for \(tag)")
+        }
+        let output = try KeygenOutput.parse(message.keygen)
+        let identity = identities[DeviceKey(rotation.device)]
+        if identity == nil, policy.attestationRequired {
+            throw CertrotError(
+                .badAttestation, "attestation is required and the device has no registered identity key")
+        }
+        try output.verify(identityKey: identity?.key, secTag: tag, uuid: identity?.uuid)
+        let issued: ClientCertificateIssuer.Issued
+        do {
+            issued = try policy.issuer.issuer.issue(
+                for: output.publicKey, commonName: policy.commonName(for: rotation.device),
+                now: Date(timeIntervalSince1970: TimeInterval(now)))
+        } catch {
+            throw CertrotError(.invalidCSR, "issuing failed: \(error)")
+        }
+        let pem = policy.issuer.chainPEM.isEmpty ? issued.pem : issued.pem + policy.issuer.chainPEM
+        return IssuedCertificate(
+            issuer: policy.issuer.name, serial: issued.serial, device: rotation.device, policy: policy.name, tag: tag,
+            keygenJTI: bundle.jti, sha256: Hex.sha256(Array(pem.utf8)),
+            pem: pem, notBefore: Int64(issued.certificate.notValidBefore.timeIntervalSince1970),
+            notAfter: Int64(issued.certificate.notValidAfter.timeIntervalSince1970), issuedAt: now)
+    }
+
+    // MARK: Revocation
+
+    /// The device is verified using the certificate `rotation` installed: it is `active`, and every other
+    /// certificate certrot issued to the device under this policy is revoked (superseded).
+    package func verified(_ rotation: Rotation, tx: any StoreTransaction, now: Int64) throws {
+        guard let policy = policy(of: rotation.target) else { return }
+        for var certificate in try tx.issued(device: rotation.device) where certificate.policy == policy.name {
+            let before = certificate
+            if certificate.sha256 == rotation.sha256 {
+                certificate.state = .active
+            } else if certificate.state != .revoked {
+                certificate.state = .revoked
+                certificate.revokedAt = now
+                if policy.issuer.crlPath != nil { crlsDue.insert(certificate.issuer) }
+            }
+            if certificate != before { try tx.saveIssued(certificate) }
+        }
+    }
+
+    /// Rewrites the CRLs due (and any a day old), from the store: the file is replaced atomically, so mosquitto's
+    /// `crlfile` never reads half of one.
+    package func writeCRLs(store: any RotationStore, now: Int64) {
+        for policy in policies where policy.issuer.crlPath != nil {
+            if now - (crlWrittenAt[policy.issuer.name] ?? .min / 2) >= Self.crlRefresh {
+                crlsDue.insert(policy.issuer.name)
+            }
+        }
+        guard !crlsDue.isEmpty else { return }
+        for name in crlsDue.sorted() {
+            guard let issuer = policies.first(where: { $0.issuer.name == name })?.issuer, let path = issuer.crlPath
+            else { continue }
+            do {
+                let revoked = try store.read { tx in try tx.revoked(issuer: name) }
+                crlNumber = max(crlNumber + 1, now)
+                let pem = try RevocationList.make(
+                    issuer: issuer.issuer.certificate, key: issuer.issuer.key,
+                    entries: revoked.compactMap { certificate in
+                        Hex.decode(certificate.serial).map {
+                            RevocationList.Entry(
+                                serial: $0,
+                                revokedAt: Date(timeIntervalSince1970: TimeInterval(certificate.revokedAt ?? now)))
+                        }
+                    }, number: crlNumber, thisUpdate: Date(timeIntervalSince1970: TimeInterval(now)),
+                    nextUpdate: Date(timeIntervalSince1970: TimeInterval(now + Self.crlValidity)))
+                try pem.write(toFile: path, atomically: true, encoding: .utf8)
+                crlWrittenAt[name] = now
+                crlsDue.remove(name)
+                logger.info(
+                    "CRL written", metadata: ["issuer": "\(name)", "path": "\(path)", "revoked": "\(revoked.count)"])
+            } catch {
+                logger.error("CRL not written", metadata: ["issuer": "\(name)", "error": "\(error)"])
+            }
+        }
+    }
+}

@@ -1,0 +1,65 @@
+import CertrotCore
+import GRDB
+
+/// Client certificates certrot issued (table `issued_certs`, migration v6).
+extension SQLiteTransaction {
+    static let issuedColumns =
+        "issuer, serial, device, policy, tag, keygen_jti, sha256, pem, not_before, not_after, issued_at, state, revoked_at"
+
+    func insertIssued(_ c: IssuedCertificate) throws {
+        try db.cachedStatement(
+            sql: "INSERT INTO issued_certs (\(Self.issuedColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ).execute(arguments: [
+            c.issuer, c.serial, c.device, c.policy, c.tag, c.keygenJTI, c.sha256, c.pem, c.notBefore, c.notAfter,
+            c.issuedAt, c.state.rawValue, c.revokedAt,
+        ])
+    }
+
+    func saveIssued(_ c: IssuedCertificate) throws {
+        try db.cachedStatement(
+            sql: "UPDATE issued_certs SET state = ?, revoked_at = ? WHERE issuer = ? AND serial = ?"
+        ).execute(arguments: [c.state.rawValue, c.revokedAt, c.issuer, c.serial])
+    }
+
+    func issued(keygenJTI: String) throws -> IssuedCertificate? {
+        try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT \(Self.issuedColumns) FROM issued_certs WHERE keygen_jti = ?"),
+            arguments: [keygenJTI]
+        ).map(Self.issued(from:))
+    }
+
+    func issued(device: String) throws -> [IssuedCertificate] {
+        try Row.fetchAll(
+            db.cachedStatement(
+                sql: "SELECT \(Self.issuedColumns) FROM issued_certs WHERE device = ? ORDER BY issued_at, serial"),
+            arguments: [device]
+        ).map(Self.issued(from:))
+    }
+
+    func revoked(issuer: String) throws -> [IssuedCertificate] {
+        try Row.fetchAll(
+            db.cachedStatement(
+                sql:
+                    "SELECT \(Self.issuedColumns) FROM issued_certs WHERE issuer = ? AND state = 'revoked' ORDER BY serial"
+            ),
+            arguments: [issuer]
+        ).map(Self.issued(from:))
+    }
+
+    func issuedCounts() throws -> [String: [String: Int]] {
+        var counts: [String: [String: Int]] = [:]
+        for row in try Row.fetchAll(
+            db.cachedStatement(sql: "SELECT issuer, state, COUNT(*) FROM issued_certs GROUP BY issuer, state"))
+        {
+            counts[row[0] as String, default: [:]][row[1] as String] = row[2] as Int
+        }
+        return counts
+    }
+
+    static func issued(from row: Row) -> IssuedCertificate {
+        IssuedCertificate(
+            issuer: row[0], serial: row[1], device: row[2], policy: row[3], tag: row[4], keygenJTI: row[5],
+            sha256: row[6], pem: row[7], notBefore: row[8], notAfter: row[9], issuedAt: row[10],
+            state: IssuedCertificate.State(rawValue: row[11]) ?? .issued, revokedAt: row[12])
+    }
+}

@@ -1,0 +1,289 @@
+import CertrotCore
+import CertrotServer
+import CertrotSimulator
+import CertrotTestSupport
+import Crypto
+import Foundation
+import SwiftASN1
+import Testing
+import X509
+
+@testable import CertrotCore
+
+/// Client-certificate renewal (docs/protocol.md §9) on EngineHarness, with simulated devices whose modems
+/// generate real keys and attestations: the engine's decisions, without a broker.
+@Suite struct ClientCertEngineTests {
+    let tagA = ClientIdentityLab.tags[0]
+    let tagB = ClientIdentityLab.tags[1]
+
+    /// A harness whose config has the lab's issuer and policy (CA chain: the harness's `broker-ca` target).
+    func harness(
+        devices: [String], registered: [String]? = nil, attestation: String = "required", retry: String? = nil
+    ) throws -> (EngineHarness, ClientIdentityLab) {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cc-\(UUID().uuidString.prefix(8))")
+        let lab = try ClientIdentityLab(dir: dir, devices: devices, registered: registered)
+        let h = try EngineHarness(
+            retry: retry ?? "{base: 2s, factor: 2, cap: 10s, attempts: 3}",
+            extra: lab.yaml(caChain: "broker-ca", attestation: attestation))
+        return (h, lab)
+    }
+
+    func device(
+        _ id: String, _ h: EngineHarness, _ lab: ClientIdentityLab, _ behaviour: DeviceBehaviour = .init()
+    )
+        -> SimulatedDevice
+    {
+        var device = lab.device(id, keys: [h.key.publicKey], behaviour: behaviour)
+        device.provision(tag: 42, type: 0, pem: h.newCA.bytes)  // the CA-chain target holds: only the identity moves
+        return device
+    }
+
+    /// Plays the device against the engine until neither has anything more to say: parts in, CSRs then acks then
+    /// inventories out, PUBACKs delivered. `csr` may rewrite (or drop) a CSR before it is published.
+    func exchange(
+        _ h: EngineHarness, _ device: inout SimulatedDevice, seen: inout Int,
+        csr: (CSRMessage) -> [UInt8]? = { $0.encoded() }
+    ) async {
+        await h.message(Topics.inventory(device.id), device.inventory.encoded())
+        while true {
+            await h.acknowledgePublishes()
+            let published = h.publisher.published
+            guard seen < published.count else { return }
+            let batch = published[seen...].filter { $0.topic == Topics.bundle(device.id) }
+            seen = published.count
+            for message in batch {
+                let reaction = device.receive(topic: message.topic, payload: message.payload, now: Double(h.clock.now))
+                guard case .ack(let ack, let republish) = reaction else { continue }
+                for message in device.takeCSRs() {
+                    if let payload = csr(message) { await h.message(Topics.csr(device.id), payload) }
+                }
+                await h.message(Topics.ack(device.id), ack.encoded())
+                if republish { await h.message(Topics.inventory(device.id), device.inventory.encoded()) }
+            }
+        }
+    }
+
+    func rotation(_ h: EngineHarness, _ id: String) throws -> Rotation? {
+        try h.rotations(id).first { $0.target == .clientCert("device-identity") }
+    }
+
+    func issued(_ h: EngineHarness, _ id: String) throws -> [IssuedCertificate] {
+        try h.read { tx in try tx.issued(device: id) }
+    }
+
+    @Test func aDeviceWhoseCertificateExpiresSoon_isRenewedInItsStandbyTag_andVerified() async throws {
+        let (h, lab) = try harness(devices: ["d1"])
+        defer { h.stop() }
+        await h.connect()
+        var d1 = device("d1", h, lab)
+        var seen = 0
+        await exchange(h, &d1, seen: &seen)
+
+        let rotation = try #require(try rotation(h, "d1"))
+        #expect(rotation.state == .verified)
+        #expect(d1.activeTag == tagB, "the device switched to the standby tag")
+        let certificates = try issued(h, "d1")
+        try #require(certificates.count == 1)
+        let issued = certificates[0]
+        #expect(issued.state == .active && issued.tag == tagB && rotation.sha256 == issued.sha256)
+        #expect(d1.digest(tag: tagB, type: 1) == issued.sha256)
+        #expect(d1.digest(tag: tagB, type: 0) == h.newCA.sha256, "the server CA chain is written beside it")
+        #expect(d1.digest(tag: tagA, type: 1) == Hex.sha256(Array(lab.factory["d1"]!.pem.utf8)), "A is untouched")
+        // The certificate: the policy's subject, for the key the modem holds in B, signed by the device CA.
+        let leaf = try Certificate(pemEncoded: issued.pem)
+        #expect(leaf.subject.description == "CN=d1")
+        #expect(leaf.publicKey == Certificate.PublicKey(try #require(d1.modem?.keys[tagB]).publicKey))
+        #expect(lab.ca.certificate.publicKey.isValidSignature(leaf.signature, for: leaf))
+        // Two bundles: the keygen, then the certificate, the chain and the activation.
+        let bundles = h.bundles(to: "d1")
+        #expect(bundles.count == 2)
+        #expect(h.drops["stale_ack"] == 1, "the keygen's ack arrives after its CSR moved the rotation on")
+    }
+
+    @Test func aDeviceWithTimeLeft_orWithoutAnActiveTag_isLeftAlone() async throws {
+        let (h, lab) = try harness(devices: ["d1"])
+        defer { h.stop() }
+        await h.connect()
+        var inventory = device("d1", h, lab).inventory
+        inventory.creds = inventory.creds.map { cred in
+            var cred = cred
+            if cred.type == 1 { cred.notAfter = h.clock.now + 200 * 86400 }
+            return cred
+        }
+        await h.message(Topics.inventory("d1"), inventory.encoded())
+        #expect(try rotation(h, "d1") == nil)
+        inventory.active = nil
+        inventory.creds = inventory.creds.map { cred in
+            var cred = cred
+            cred.notAfter = h.clock.now + 86400
+            return cred
+        }
+        await h.message(Topics.inventory("d1"), inventory.encoded())
+        #expect(try rotation(h, "d1") == nil, "no active tag: the device cannot do keygen")
+        #expect(h.bundles(to: "d1").isEmpty)
+    }
+
+    /// Runs one renewal whose CSR `rewrite` changes, and returns the rotation and what was issued.
+    func refused(
+        behaviour: DeviceBehaviour = .init(), registered: [String]? = nil,
+        _ rewrite: @escaping (inout CSRMessage) -> Void = { _ in }
+    ) async throws -> (Rotation?, [IssuedCertificate], EngineHarness) {
+        let (h, lab) = try harness(devices: ["d1"], registered: registered)
+        var d1 = device("d1", h, lab, behaviour)
+        var seen = 0
+        await h.connect()
+        await exchange(h, &d1, seen: &seen) { message in
+            var message = message
+            rewrite(&message)
+            return message.encoded()
+        }
+        return (try rotation(h, "d1"), try issued(h, "d1"), h)
+    }
+
+    @Test func aForgedAttestation_failsTheRotation_andIssuesNothing() async throws {
+        let (rotation, issued, h) = try await refused(behaviour: .init(forgesAttestation: true))
+        defer { h.stop() }
+        #expect(rotation?.state == .failed)
+        #expect(rotation?.lastError?.contains("identity key") == true)
+        #expect(issued.isEmpty)
+    }
+
+    @Test func anAttestationForAnotherCSR_failsTheRotation() async throws {
+        // The COSE of one KEYGEN beside the CSR of another: the digest differs.
+        var other = SimulatedModem()
+        let foreign = try other.keygen(tag: tagB).split(separator: ".")[0]
+        let (rotation, issued, h) = try await refused { message in
+            message.keygen = foreign + "." + message.keygen.split(separator: ".")[1]
+        }
+        defer { h.stop() }
+        #expect(rotation?.state == .failed && rotation?.lastError?.contains("another CSR") == true)
+        #expect(issued.isEmpty)
+    }
+
+    @Test func aCSRForTheWrongTag_failsTheRotation() async throws {
+        let (rotation, issued, h) = try await refused { $0.tag = 7 }
+        defer { h.stop() }
+        #expect(rotation?.state == .failed && rotation?.lastError?.contains("sec tag 7") == true)
+        #expect(issued.isEmpty)
+    }
+
+    @Test func aNonP256Key_failsTheRotation() async throws {
+        let (rotation, issued, h) = try await refused { message in
+            let key = P384.Signing.PrivateKey()
+            let csr = try! CertificateSigningRequest(
+                version: .v1, subject: try! DistinguishedName { CommonName("d1") },
+                privateKey: Certificate.PrivateKey(key), attributes: CertificateSigningRequest.Attributes(),
+                signatureAlgorithm: .ecdsaWithSHA384)
+            var serializer = DER.Serializer()
+            try! serializer.serialize(csr)
+            message.keygen = Base64URL.encode(serializer.serializedBytes)
+        }
+        defer { h.stop() }
+        #expect(rotation?.state == .failed && rotation?.lastError?.contains("P-256") == true)
+        #expect(issued.isEmpty)
+    }
+
+    @Test func aDeviceWithoutARegisteredIdentity_isRefusedWhenAttestationIsRequired() async throws {
+        let (rotation, issued, h) = try await refused(registered: [])
+        defer { h.stop() }
+        #expect(rotation?.state == .failed && rotation?.lastError?.contains("no registered identity key") == true)
+        #expect(issued.isEmpty)
+    }
+
+    @Test func aLegacyNullParameterCSR_isAccepted_andIssued() async throws {
+        var captured: String?
+        let (rotation, issued, h) = try await refused(behaviour: .init(legacyCSR: true)) { captured = $0.keygen }
+        defer { h.stop() }
+        let output = try #require(captured)
+        let der = try #require(Base64URL.decode(output.split(separator: ".")[0]))
+        #expect(
+            der.starts(with: [0x30]) && der.firstRange(of: KeygenOutput.ecdsaSHA256WithNull) != nil,
+            "the modem sent the NULL-parameter form")
+        #expect(rotation?.state == .verified)
+        #expect(issued.count == 1 && issued.first?.state == .active)
+    }
+
+    @Test func aReplayedCSR_andOneFromAnotherDevicesTopic_areDroppedAndCounted() async throws {
+        let (h, lab) = try harness(devices: ["d1", "d2"])
+        defer { h.stop() }
+        await h.connect()
+        var d1 = device("d1", h, lab)
+        var seen = 0
+        var captured: CSRMessage?
+        await exchange(h, &d1, seen: &seen) { message in
+            captured = message
+            return message.encoded()
+        }
+        let csr = try #require(captured)
+        #expect(try issued(h, "d1").count == 1)
+        await h.message(Topics.csr("d1"), csr.encoded())
+        #expect(h.drops["replayed_csr"] == 1)
+        await h.message(Topics.csr("d2"), csr.encoded())
+        #expect(h.drops["foreign_csr"] == 1)
+        await h.message(Topics.csr("d1"), Array(#"{"v":1,"jti":"x"}"#.utf8))
+        #expect(h.drops["invalid_csr_message"] == 1)
+        #expect(try issued(h, "d1").count == 1, "one certificate per keygen")
+        #expect(try issued(h, "d2").isEmpty)
+    }
+
+    @Test func aFailedActivation_leavesTheDeviceOnItsOldTag() async throws {
+        let (h, lab) = try harness(devices: ["d1"], retry: "{base: 2s, factor: 2, cap: 10s, attempts: 1}")
+        defer { h.stop() }
+        await h.connect()
+        var d1 = device("d1", h, lab, .init(activationFails: true))
+        var seen = 0
+        await exchange(h, &d1, seen: &seen)
+        let rotation = try #require(try rotation(h, "d1"))
+        #expect(rotation.state == .failed && rotation.lastError?.contains("activate_failed") == true)
+        #expect(d1.activeTag == tagA)
+        #expect(d1.digest(tag: tagA, type: 1) == Hex.sha256(Array(lab.factory["d1"]!.pem.utf8)))
+        #expect(try issued(h, "d1").first?.state == .issued, "issued, never active")
+    }
+
+    @Test func aRestart_betweenIssuanceAndActivation_resendsTheSameCertificate() async throws {
+        let (h, lab) = try harness(devices: ["d1"])
+        defer { h.stop() }
+        await h.connect()
+        var d1 = device("d1", h, lab)
+        var seen = 0
+        var held: [UInt8]?
+        // The CSR is taken and the certificate bundle published, but the device never gets it: the daemon dies.
+        await exchange(h, &d1, seen: &seen) { message in
+            held = message.encoded()
+            return nil
+        }
+        await h.message(Topics.csr("d1"), try #require(held))
+        #expect(try issued(h, "d1").count == 1)
+        let before = h.bundles(to: "d1")
+        try await h.restart()
+        await h.connect()
+        let after = h.bundles(to: "d1")
+        #expect(after.count == 1 && after[0] == before.last, "the same certificate bundle, re-sent")
+        seen = 0
+        await exchange(h, &d1, seen: &seen)
+        #expect(try rotation(h, "d1")?.state == .verified)
+        #expect(try issued(h, "d1").count == 1)
+    }
+
+    @Test func aSecondRenewal_revokesTheCertificateItReplaces_inTheCRL() async throws {
+        let (h, lab) = try harness(devices: ["d1"])
+        defer { h.stop() }
+        await h.connect()
+        var d1 = device("d1", h, lab)
+        var seen = 0
+        await exchange(h, &d1, seen: &seen)
+        let first = try #require(try issued(h, "d1").first)
+        #expect(d1.activeTag == tagB)
+        // 310 days on, the certificate issued (365 days) is within renewBefore (60 days): a new identity, in A.
+        await h.advance(310 * 86400)
+        await exchange(h, &d1, seen: &seen)
+        let certificates = try issued(h, "d1")
+        try #require(certificates.count == 2)
+        #expect(d1.activeTag == tagA)
+        #expect(certificates[0].state == .revoked && certificates[0].serial == first.serial)
+        #expect(certificates[1].state == .active && certificates[1].tag == tagA)
+        let crl = try RevocationList.parse(String(contentsOfFile: lab.crlPath, encoding: .utf8))
+        #expect(crl.serials == [first.serial])
+        #expect(crl.isSigned(by: lab.ca.certificate))
+    }
+}

@@ -1,0 +1,137 @@
+import CertrotCore
+import CertrotMQTT
+import CertrotServer
+import CertrotSimulator
+import CertrotTestSupport
+import Foundation
+import Testing
+
+/// Client-certificate renewal through a real mosquitto (docs/protocol.md §11): the daemon and a simulated fleet
+/// on one broker, and a second mosquitto with a TLS listener that requires client certificates from the device
+/// CA, maps each certificate's CN to a username, applies deploy/mosquitto/acl and reads the daemon's CRL. Each
+/// device's `activate` connects to that listener for real.
+@Suite(.serialized) struct ClientCertEndToEndTests {
+    typealias Client = TransportTests.Client
+
+    let devices = ["cc-00001", "cc-00002", "cc-00003", "cc-00004"]
+
+    @Test func aFleetIsRenewed_thenRenewedAgain_andItsOldCertificatesAreRefusedOnceTheCRLIsLoaded() async throws {
+        let h = try Harness()
+        let lab = try ClientIdentityLab(dir: h.dir.appendingPathComponent("identities"), devices: devices)
+        // The TLS listener's own certificate, from a broker CA the devices trust: the chain written beside each
+        // new identity (caChain) is that CA.
+        let brokerCA = try CertificateFactory.rootCA(commonName: "Broker CA", days: 700)
+        let brokerLeaf = try CertificateFactory.leaf(dnsName: "localhost", issuer: brokerCA)
+        try brokerCA.pem.write(toFile: h.path("broker-ca.pem"), atomically: true, encoding: .utf8)
+        try brokerLeaf.pem.write(toFile: h.path("broker.pem"), atomically: true, encoding: .utf8)
+        try brokerLeaf.keyPEM.write(toFile: h.path("broker-key.pem"), atomically: true, encoding: .utf8)
+        let targets = "\n  - {name: broker-ca-2026, tag: 42, type: 0, chain: \(h.path("broker-ca.pem"))}"
+        func config(validity: String, renewBefore: String) throws -> String {
+            try h.writeConfig(
+                targets: targets,
+                extra: lab.yaml(caChain: "broker-ca-2026", renewBefore: renewBefore, validity: validity))
+        }
+        func verified() throws -> Int {
+            try h.storeScalar(
+                "SELECT COUNT(*) FROM rotations WHERE target = 'client-cert:device-identity' AND state = 'verified'")
+                ?? 0
+        }
+        func issuedCount(_ state: String) throws -> Int {
+            try h.storeScalar("SELECT COUNT(*) FROM issued_certs WHERE state = '\(state)'") ?? 0
+        }
+        func waitUntil(_ what: String, timeout: Double = 60, _ done: () throws -> Bool) async throws {
+            let deadline = Date().addingTimeInterval(timeout)
+            while Date() < deadline {
+                if try done() { return }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            Issue.record("timed out waiting for \(what)")
+            throw Harness.HarnessError.timeout
+        }
+
+        // The factory certificates expire in 10 days, within renewBefore (60 days): the daemon renews them.
+        try h.startDaemon(configPath: try config(validity: "30d", renewBefore: "20d"))
+        try await waitUntil("the daemon's first CRL") { FileManager.default.fileExists(atPath: lab.crlPath) }
+        let listener = try Broker(
+            extraConfig: "acl_file \(TransportTests.repoACL)",
+            tls: Broker.TLSFiles(
+                caFile: lab.caPath, certFile: h.path("broker.pem"), keyFile: h.path("broker-key.pem"),
+                crlFile: lab.crlPath))
+        defer { listener.stop() }
+        var options = h.fleetOptions(devices: devices.count)
+        options.idPrefix = "cc-"
+        options.initial = [(42, 0, try PEM.normalizeChain(brokerCA.pem).bytes)]
+        options.prepare = { lab.provision(&$0) }
+        options.identityListener = .init(
+            host: "127.0.0.1", port: try #require(listener.tlsPort), caFile: h.path("broker-ca.pem"))
+        let fleet = try h.startFleet(options)
+        try await waitUntil("every device renewed") { try verified() == devices.count }
+        #expect(try issuedCount("active") == devices.count)
+        let first = Dictionary(uniqueKeysWithValues: fleet.snapshot().map { ($0.id, $0) })
+        for device in first.values {
+            #expect(device.activeTag == ClientIdentityLab.tags[1], "\(device.id) moved to the standby tag")
+        }
+
+        // The operator raises renewBefore above what the first certificates have left: a second renewal, into
+        // tag A, and the certificates it replaces are revoked.
+        await h.stopDaemon()
+        try h.startDaemon(configPath: try config(validity: "90d", renewBefore: "40d"))
+        try await waitUntil("the second renewal and its revocations") {
+            try issuedCount("revoked") == devices.count && issuedCount("active") == devices.count
+        }
+        try await waitUntil("every device verified again") { try verified() == devices.count }
+        let crl = try RevocationList.parse(String(contentsOfFile: lab.crlPath, encoding: .utf8))
+        #expect(crl.serials.count == devices.count && crl.isSigned(by: lab.ca.certificate))
+
+        // mosquitto reads its crlfile when it starts: until it is restarted, a revoked certificate still works.
+        let sample = try #require(fleet.snapshot().first)
+        let oldFiles = try files(sample, tag: ClientIdentityLab.tags[1])
+        let beforeReload = try Client(port: try #require(listener.tlsPort), id: "\(sample.id)-before", tls: oldFiles)
+        #expect(await beforeReload.connected(), "the old certificate works until the CRL is loaded")
+        beforeReload.mqtt.stop()
+        try listener.restart()
+        let watcher = try lab.clientCertificate(commonName: "certrot")
+        let certrot = try Client(
+            port: try #require(listener.tlsPort), id: "certrot",
+            tls: MQTTTLSOptions(caFile: h.path("broker-ca.pem"), certFile: watcher.cert, keyFile: watcher.key))
+        #expect(await certrot.connected())
+        try await certrot.subscribe(["+/certs/ack"])
+        let now = Dictionary(uniqueKeysWithValues: fleet.snapshot().map { ($0.id, $0) })
+        for id in devices {
+            let device = try #require(now[id])
+            let tag = try #require(device.activeTag)
+            #expect(tag == ClientIdentityLab.tags[0], "\(id) is back in tag A, with a new key")
+            let old = ClientIdentityLab.tags[1]
+            // With its new certificate the device connects and may publish on its own topics (not another's).
+            let current = try Client(port: listener.tlsPort!, id: id, tls: try files(device, tag: tag))
+            #expect(await current.connected(), "\(id) connects with its new certificate")
+            try current.publish("cc-99999/certs/ack", "not mine")
+            try current.publish("\(id)/certs/ack", "mine")
+            let seen = await certrot.message()
+            #expect(seen?.topic == "\(id)/certs/ack" && seen?.text == "mine")
+            current.mqtt.stop()
+            // With the certificate it used before, revoked, it is refused.
+            let revoked = try Client(port: listener.tlsPort!, id: "\(id)-old", tls: try files(device, tag: old))
+            #expect(await revoked.outcome(timeout: 5) != true, "\(id)'s revoked certificate is refused")
+            revoked.mqtt.stop()
+        }
+        certrot.mqtt.stop()
+        let log = try String(contentsOfFile: listener.logPath, encoding: .utf8)
+        // OpenSSL reports a revoked client certificate as a failed verification (libmosquitto retries, so at
+        // least once per device).
+        #expect(
+            log.components(separatedBy: "certificate verify failed").count - 1 >= devices.count,
+            "mosquitto refused each old certificate in the TLS handshake")
+        await h.stop()
+
+        /// The certificate and key `device` holds in `tag`, as files a TLS client loads.
+        func files(_ device: SimulatedDevice, tag: Int64) throws -> MQTTTLSOptions {
+            let cert = h.path("\(device.id)-\(tag).pem")
+            let key = h.path("\(device.id)-\(tag)-key.pem")
+            let pem = try #require(device.credentials.first { $0.key.tag == tag && $0.key.type == 1 }?.value)
+            try String(decoding: pem, as: UTF8.self).write(toFile: cert, atomically: true, encoding: .utf8)
+            try try #require(device.keyPEM(tag: tag)).write(toFile: key, atomically: true, encoding: .utf8)
+            return MQTTTLSOptions(caFile: h.path("broker-ca.pem"), certFile: cert, keyFile: key)
+        }
+    }
+}
