@@ -285,5 +285,22 @@ import X509
         let crl = try RevocationList.parse(String(contentsOfFile: lab.crlPath, encoding: .utf8))
         #expect(crl.serials == [first.serial])
         #expect(crl.isSigned(by: lab.ca.certificate))
+
+        // What operators see: the identity in use, every certificate issued, and the fleet's counts.
+        let status = try #require(try await h.rpc("device.status", ["device": "d1"])["result"] as? [String: Any])
+        let identity = try #require(status["clientCertificate"] as? [String: Any])
+        #expect(identity["policy"] as? String == "device-identity" && identity["activeTag"] as? Int == Int(tagA))
+        #expect(identity["issuer"] as? String == "device-ca" && identity["serial"] as? String == certificates[1].serial)
+        #expect(
+            identity["notAfter"] as? Int == Int(certificates[1].notAfter) && identity["expiringSoon"] as? Bool == false)
+        let listed = try #require(status["issuedCertificates"] as? [[String: Any]])
+        #expect(listed.map { $0["state"] as? String } == ["revoked", "active"])
+        let list = try #require(try await h.rpc("device.list")["result"] as? [String: Any])
+        let entry = try #require((list["devices"] as? [[String: Any]])?.first)
+        #expect((entry["clientCertificate"] as? [String: Any])?["serial"] as? String == certificates[1].serial)
+        let fleet = try #require(try await h.rpc("fleet.status")["result"] as? [String: Any])
+        let policy = try #require((fleet["clientCerts"] as? [String: Any])?["device-identity"] as? [String: Any])
+        #expect((policy["states"] as? [String: Int])?["verified"] == 1)
+        #expect(policy["certificates"] as? [String: Int] == ["issued": 0, "active": 1, "revoked": 1])
     }
 }

@@ -52,6 +52,11 @@ public enum RotationTarget: Hashable, Sendable, Comparable, CustomStringConverti
         if case .campaign(let id, _) = self { id } else { nil }
     }
 
+    /// Whether this is a client-certificate policy's target.
+    public var isClientCert: Bool {
+        if case .clientCert = self { true } else { false }
+    }
+
     /// Every campaign target of campaign `id` starts with this, stored (the store selects on it).
     public static func campaignPrefix(_ id: String) -> String { "\(id)." }
 

@@ -81,6 +81,9 @@ extension Engine {
             signerKid: signer.kid,
             nextKid: nextSigner?.kid, keyRotationThreshold: keyRotationThreshold, operators: operators, now: clock(),
             renewal: catalogue.renewal.mapValues { RenewalInfo(before: $0.before, hasSuccessor: $0.successor != nil) },
-            replyPrefix: limits.replyPrefix, signedReads: limits.signedReads, campaignIDs: Set(campaigns.keys))
+            replyPrefix: limits.replyPrefix, signedReads: limits.signedReads, campaignIDs: Set(campaigns.keys),
+            clientCertPolicies: clientCerts.policies.map {
+                (ClientIdentityStatus.Policy(name: $0.name, tags: $0.tags, renewBefore: $0.renewBefore), $0.issuer.name)
+            })
     }
 }

@@ -168,14 +168,31 @@ public final class Observability: Sendable {
     ) -> String {
         do {
             let now = Int64(Date().timeIntervalSince1970)
-            let (devices, counts, histogram, expiring, campaigns) = try store.read { tx in
+            let (devices, counts, histogram, expiring, campaigns, issued) = try store.read { tx in
                 (
                     try tx.deviceCount(), try tx.rotationCounts(),
                     try tx.expiryHistogram(limits: Self.dayBuckets.map { now + $0 * 86400 }),
                     try RPC.expiringWithoutSuccessor(tx: tx, targets: targets, renewal: renewal, now: now),
                     try tx.campaigns().filter { !$0.state.isFinal || now - ($0.finishedAt ?? now) < 86400 }
-                        .map { ($0, try tx.memberCounts(campaign: $0.id)) }
+                        .map { ($0, try tx.memberCounts(campaign: $0.id)) },
+                    try tx.issuedCounts()
                 )
+            }
+            for (issuer, byState) in issued {
+                for state in IssuedCertificate.State.allCases {
+                    gauge(
+                        "certrot_client_certificates", help: "Client certificates certrot issued, by issuer and state",
+                        labels: [("issuer", issuer), ("state", state.rawValue)]
+                    ).set(to: Double(byState[state.rawValue] ?? 0))
+                }
+            }
+            for (target, byState) in counts where RotationTarget(target).isClientCert {
+                for state in RotationState.allCases {
+                    gauge(
+                        "certrot_rotations", help: "Rotations by target and state",
+                        labels: [("target", target), ("state", state.rawValue)]
+                    ).set(to: Double(byState[state.rawValue] ?? 0))
+                }
             }
             renderExpiry(targets: targets, histogram: histogram, expiringWithoutSuccessor: expiring)
             for (campaign, waves) in campaigns {

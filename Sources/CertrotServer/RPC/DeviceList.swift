@@ -57,7 +57,7 @@ extension RPC {
                         .compactMap { $0.notAfter ?? context.catalogue[$0.sha256]?.notAfter }
                     guard let soonest = dates.min(), soonest < expiringBefore else { continue }
                 }
-                let entry = DeviceList.Result.Entry(
+                var entry = DeviceList.Result.Entry(
                     device: device.id, lastSeen: device.lastSeen, issuedSeq: device.issuedSeq,
                     reportedSeq: device.inventory?.seq,
                     rotations: Dictionary(
@@ -65,6 +65,9 @@ extension RPC {
                     campaign: member.map {
                         DeviceList.Result.Member(id: $0.campaign, wave: $0.wave, state: $0.state.rawValue)
                     })
+                entry.clientCertificate = try ClientIdentityStatus.of(
+                    inventory: device.inventory, issued: { try tx.issued(device: device.id) },
+                    policies: context.clientCertPolicies.map(\.policy), now: context.now)
                 found.append(entry)
                 if found.count == limit { break }
             }

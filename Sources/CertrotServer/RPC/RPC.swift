@@ -30,6 +30,8 @@ enum RPC {
         var signedReads = false
         /// Ids of the campaigns the engine knows (device.list's `campaign` filter, answered beside the engine).
         var campaignIDs: Set<String> = []
+        /// `clientCerts` policies, with the issuer each names.
+        var clientCertPolicies: [(policy: ClientIdentityStatus.Policy, issuer: String)] = []
     }
 
     /// Replies go only to topics under this prefix unless configured otherwise: the shipped ACL lets operators
@@ -342,10 +344,18 @@ enum RPC {
                 createdAt: r.createdAt, updatedAt: r.updatedAt, jti: r.jti, seq: r.seq, lastError: r.lastError,
                 nextAttemptAt: r.nextAttemptAt, sentAt: r.sentAt, appliedAt: r.appliedAt, verifiedAt: r.verifiedAt)
         }
-        return DeviceStatus.Result(
+        var result = DeviceStatus.Result(
             device: id, firstSeen: device.firstSeen, lastSeen: device.lastSeen, issuedSeq: device.issuedSeq,
             reportedSeq: device.inventory?.seq, keys: device.inventory?.keys, maxMessage: device.inventory?.maxMessage,
             inventory: creds, rotations: rotations, history: try tx.history(device: id, limit: 50))
+        if !context.clientCertPolicies.isEmpty {
+            let issued = try tx.issued(device: id)
+            result.clientCertificate = ClientIdentityStatus.of(
+                inventory: device.inventory, issued: { issued }, policies: context.clientCertPolicies.map(\.policy),
+                now: context.now)
+            result.issuedCertificates = issued.map(IssuedCertificateEntry.init)
+        }
+        return result
     }
 
     /// Counts by state for each target and for the fleet. `in_sync`: devices that held the target when first seen
@@ -382,12 +392,26 @@ enum RPC {
         for (target, byState) in counts where RotationTarget(target).campaignID != nil {
             for (state, count) in byState { campaignStates[state, default: 0] += count }
         }
-        return FleetStatus.Result(
+        var result = FleetStatus.Result(
             devices: devices, states: fleet, targets: perTarget, dropped: context.drops.snapshot,
             campaignStates: campaignStates, signing: signing,
             expiry: try expiryBuckets(tx: tx, targets: context.targets, now: context.now),
             expiringWithoutSuccessor: try expiringWithoutSuccessor(
                 tx: tx, targets: context.targets, renewal: context.renewal, now: context.now))
+        if !context.clientCertPolicies.isEmpty {
+            let issued = try tx.issuedCounts()
+            var clientCerts: [String: FleetStatus.Result.ClientCerts] = [:]
+            for (policy, issuer) in context.clientCertPolicies {
+                var states = Dictionary(uniqueKeysWithValues: RotationState.allCases.map { ($0.rawValue, 0) })
+                states.merge(counts[RotationTarget.clientCert(policy.name).description] ?? [:], uniquingKeysWith: +)
+                var certificates = Dictionary(
+                    uniqueKeysWithValues: IssuedCertificate.State.allCases.map { ($0.rawValue, 0) })
+                certificates.merge(issued[issuer] ?? [:], uniquingKeysWith: +)
+                clientCerts[policy.name] = .init(states: states, issuer: issuer, certificates: certificates)
+            }
+            result.clientCerts = clientCerts
+        }
+        return result
     }
 
     static let fleetStates = RotationState.allCases.map(\.rawValue) + ["in_sync"]

@@ -44,6 +44,10 @@ package enum DeviceStatus: RPCMethod {
         package var inventory: [Credential]
         package var rotations: [RotationEntry]
         package var history: [HistoryEntry]
+        /// Under a `clientCerts` policy: the identity the device connects with (docs/protocol.md §11).
+        package var clientCertificate: ClientIdentityStatus?
+        /// Every client certificate certrot issued to the device, oldest first.
+        package var issuedCertificates: [IssuedCertificateEntry]?
     }
 
     package static func params(_ params: [String: Any]) throws(RPCError) -> Params {
@@ -110,6 +114,8 @@ package enum DeviceList: RPCMethod {
             package var rotations: [String: String]
             /// With `params.campaign`: the device's membership.
             package var campaign: Member?
+            /// Under a `clientCerts` policy: the identity the device connects with.
+            package var clientCertificate: ClientIdentityStatus?
         }
 
         package var devices: [Entry]
@@ -236,6 +242,14 @@ package enum FleetStatus: RPCMethod {
         package var signing: Signing
         package var expiry: Expiry
         package var expiringWithoutSuccessor: [String: Int]
+        /// Per `clientCerts` policy: its rotations by state; per issuer, certificates by state.
+        package var clientCerts: [String: ClientCerts]?
+
+        package struct ClientCerts: Codable, Sendable, Equatable {
+            package var states: [String: Int]
+            package var issuer: String
+            package var certificates: [String: Int]
+        }
     }
 
     package static func params(_ params: [String: Any]) throws(RPCError) -> Params { Params() }
