@@ -46,7 +46,9 @@ struct CampaignCommand: AsyncParsableCommand {
             discussion: """
                 One target from the flags (--chain or --credential, --tag, --type, --strategy), or several with \
                 --targets FILE (a JSON list of {tag, type, chain | credential, strategy}). Exactly one selection: \
-                --all, --devices, --prefix, --pattern, --holding or --expiring-tag with --expiring-before.
+                --all, --devices, --prefix, --pattern, --holding or --expiring-tag with --expiring-before. \
+                --client-cert POLICY instead of a target renews the devices' client certificates under that \
+                clientCerts policy (docs/client-certificates.md).
                 Example: certrot campaign create --broker mqtt://127.0.0.1 --name ca-2027 --chain new-ca.pem \
                 --strategy overlap --all --waves 1%,10%,50%,100% --rate 50 --endpoint-chain server-chain.pem
                 """)
@@ -61,6 +63,8 @@ struct CampaignCommand: AsyncParsableCommand {
         @Option(help: "replace (default) or overlap (new roots plus the still-valid roots held now).") var strategy:
             String = "replace"
         @Option(help: "JSON file with a list of targets, instead of the single-target flags.") var targets: String?
+        @Option(help: "Renew client certificates under this clientCerts policy (kind client-cert), not a chain.")
+        var clientCert: String?
         @Flag(help: "Select every known device.") var all = false
         @Option(help: "Select these devices (comma-separated IDs).") var devices: String?
         @Option(help: "Select devices whose ID starts with this.") var prefix: String?
@@ -94,7 +98,13 @@ struct CampaignCommand: AsyncParsableCommand {
 
         func params() throws -> [String: Any] {
             var params: [String: Any] = ["name": name]
-            if let targets {
+            if let clientCert {
+                guard chain == nil, credential == nil, targets == nil else {
+                    throw ValidationError("--client-cert takes no --chain, --credential or --targets")
+                }
+                params["kind"] = "client-cert"
+                params["clientCert"] = clientCert
+            } else if let targets {
                 let data = try Data(contentsOf: URL(fileURLWithPath: targets))
                 guard let list = try JSONSerialization.jsonObject(with: data) as? [Any] else {
                     throw ValidationError("--targets must be a JSON list")

@@ -18,10 +18,11 @@ import X509
 
     /// A harness whose config has the lab's issuer and policy (CA chain: the harness's `broker-ca` target).
     func harness(
-        devices: [String], registered: [String]? = nil, attestation: String = "required", retry: String? = nil
+        devices: [String], registered: [String]? = nil, attestation: String = "required", retry: String? = nil,
+        factoryDays: Int = 10
     ) throws -> (EngineHarness, ClientIdentityLab) {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cc-\(UUID().uuidString.prefix(8))")
-        let lab = try ClientIdentityLab(dir: dir, devices: devices, registered: registered)
+        let lab = try ClientIdentityLab(dir: dir, devices: devices, registered: registered, factoryDays: factoryDays)
         let h = try EngineHarness(
             retry: retry ?? "{base: 2s, factor: 2, cap: 10s, attempts: 3}",
             extra: lab.yaml(caChain: "broker-ca", attestation: attestation))
@@ -302,5 +303,92 @@ import X509
         let policy = try #require((fleet["clientCerts"] as? [String: Any])?["device-identity"] as? [String: Any])
         #expect((policy["states"] as? [String: Int])?["verified"] == 1)
         #expect(policy["certificates"] as? [String: Int] == ["issued": 0, "active": 1, "revoked": 1])
+    }
+
+    // MARK: Campaigns
+
+    @Test func aClientCertCampaign_renewsDevicesWithTimeLeft_wave_by_wave_andCompletes() async throws {
+        let ids = ["d1", "d2", "d3"]
+        let (h, lab) = try harness(devices: ids, factoryDays: 300)
+        defer { h.stop() }
+        await h.connect()
+        var fleet = ids.map { device($0, h, lab) }
+        var seen = Array(repeating: 0, count: fleet.count)  // published messages looked at, per device
+        for index in fleet.indices { await exchange(h, &fleet[index], seen: &seen[index]) }
+        #expect(try ids.allSatisfy { try rotation(h, $0) == nil }, "300 days left: no renewal by expiry")
+        // A device that cannot take part (no active tag) is left out of the selection.
+        let legacy = Inventory(seq: 0, creds: [.init(tag: 42, type: 0, sha256: h.newCA.sha256)])
+        await h.message(Topics.inventory("d9"), legacy.encoded())
+
+        let created = try await h.rpc(
+            "campaign.create",
+            [
+                "name": "identities-2027", "kind": "client-cert", "clientCert": "device-identity",
+                "waves": [1, "100%"],
+                "select": ["all": true],
+                "successThreshold": 0.5, "minExecuted": 1,
+            ])
+        let id = try #require((created["result"] as? [String: Any])?["id"] as? String, "\(created)")
+        for _ in 0..<6 {
+            await h.advance(1)
+            for index in fleet.indices { await exchange(h, &fleet[index], seen: &seen[index]) }
+        }
+        let status = try #require(try await h.rpc("campaign.status", ["id": id])["result"] as? [String: Any])
+        #expect(status["state"] as? String == "completed", "\(status)")
+        #expect(status["kind"] as? String == "client-cert" && status["clientCert"] as? String == "device-identity")
+        #expect(status["total"] as? Int == 3)
+        #expect((status["states"] as? [String: Int])?["verified"] == 3)
+        for device in fleet {
+            #expect(device.activeTag == tagB)
+            #expect(try rotation(h, device.id)?.state == .verified)
+        }
+
+        // An unknown policy, or a device list none of which can take part, is refused.
+        let unknown = try await h.rpc(
+            "campaign.create", ["name": "x", "kind": "client-cert", "clientCert": "nope", "select": ["all": true]])
+        #expect(
+            ((unknown["error"] as? [String: Any])?["data"] as? [String: Any])?["reason"] as? String
+                == "unknown_client_cert")
+        let none = try await h.rpc(
+            "campaign.create",
+            ["name": "y", "kind": "client-cert", "clientCert": "device-identity", "select": ["devices": ["d9"]]])
+        #expect(
+            ((none["error"] as? [String: Any])?["data"] as? [String: Any])?["reason"] as? String == "empty_selection")
+        let mixed = try await h.rpc(
+            "campaign.create",
+            [
+                "name": "z", "kind": "client-cert", "clientCert": "device-identity",
+                "targets": [["tag": 42, "credential": "new-ca"]], "select": ["all": true],
+            ])
+        #expect((mixed["error"] as? [String: Any])?["code"] as? Int == -32602)
+    }
+
+    @Test func abortingAClientCertCampaign_cancelsRenewalsNotYetSent_andTheyStayCancelled() async throws {
+        let ids = ["d1", "d2"]
+        let (h, lab) = try harness(devices: ids, factoryDays: 300)
+        defer { h.stop() }
+        await h.connect()
+        var fleet = ids.map { device($0, h, lab) }
+        var seen = Array(repeating: 0, count: fleet.count)  // published messages looked at, per device
+        for index in fleet.indices { await exchange(h, &fleet[index], seen: &seen[index]) }
+        // d1's bundle channel is busy: its renewal waits unsent, and the campaign is aborted meanwhile.
+        let created = try await h.rpc(
+            "campaign.create",
+            [
+                "name": "identities", "kind": "client-cert", "clientCert": "device-identity", "rate": 0.001,
+                "select": ["all": true],
+            ])
+        let id = try #require((created["result"] as? [String: Any])?["id"] as? String, "\(created)")
+        await h.advance(1)
+        let admitted = try ids.filter { try rotation(h, $0) != nil }
+        #expect(admitted.count == 1, "the rate admits one device")
+        _ = try await h.rpc("campaign.abort", ["id": id, "reason": "wrong policy"])
+        let status = try #require(try await h.rpc("campaign.status", ["id": id])["result"] as? [String: Any])
+        #expect(status["state"] as? String == "aborted")
+        #expect((status["states"] as? [String: Int])?["cancelled"] == 1, "the waiting member is cancelled")
+        let waiting = try #require(ids.first { !admitted.contains($0) })
+        for index in fleet.indices { await exchange(h, &fleet[index], seen: &seen[index]) }
+        await h.advance(60)
+        #expect(try rotation(h, waiting) == nil, "the member that was never admitted gets no renewal")
     }
 }

@@ -52,6 +52,9 @@ public struct Campaign: Sendable, Equatable, Codable {
     public var policy: RolloutPolicy
     /// For a standing auto-renewal campaign: the configured target it renews.
     public var autoRenews: String?
+    /// A client-certificate campaign (`kind: client-cert`): the `clientCerts` policy whose identities it renews.
+    /// It has no `targets`; each member's rotation is the device's `client-cert:<policy>` one.
+    public var clientCert: String?
     /// Where the campaign came from: "rpc", "config", "auto".
     public var origin: String
 
@@ -122,4 +125,11 @@ public struct Campaign: Sendable, Equatable, Codable {
     public func rotationTarget(_ index: Int) -> RotationTarget { .campaign(id: id, index: index) }
     /// What every rotation target of this campaign starts with, stored.
     public var rotationTargetPrefix: String { RotationTarget.campaignPrefix(id) }
+
+    /// Whether `target` is one of this campaign's rotations: its own targets, or for a client-certificate
+    /// campaign the policy's rotation (shared with renewal by expiry; the member follows it once admitted).
+    public func owns(_ target: RotationTarget) -> Bool {
+        if let clientCert { return target == .clientCert(clientCert) }
+        return target.campaignID == id
+    }
 }

@@ -131,6 +131,8 @@ public struct CampaignRequest: Sendable {
     public var policy = RolloutPolicy()
     public var endpointChain: String?
     public var minRemainingValidity = CampaignRequest.defaultMinRemainingValidity
+    /// `kind: client-cert`: the `clientCerts` policy to renew (no `targets`).
+    public var clientCert: String?
 
     public static let defaultMinRemainingValidity: Int64 = 30 * 86400
 
@@ -143,7 +145,7 @@ public struct CampaignRequest: Sendable {
     public static let knownKeys: Set<String> = [
         "name", "targets", "select", "waves", "successThreshold", "errorThreshold", "minExecuted", "rate", "windows",
         "start", "deadline", "continuous", "pauseAfterWave", "endpointChain", "minRemainingValidity", "ackTimeout",
-        "retryAttempts", "retryBase",
+        "retryAttempts", "retryBase", "kind", "clientCert",
     ]
 
     /// Parses `campaign.create` params. Unknown keys are refused (a misspelt `errorTreshold` must not silently
@@ -155,7 +157,29 @@ public struct CampaignRequest: Sendable {
         guard let name = params["name"] as? String, !name.isEmpty, name.utf8.count <= 128 else {
             throw Refusal("invalid_params", "name must be a non-empty string of at most 128 bytes")
         }
-        guard let list = params["targets"] as? [Any], !list.isEmpty, list.count <= 8 else {
+        var clientCert: String?
+        switch params["kind"] {
+        case nil, "ca-chain" as String:
+            guard params["clientCert"] == nil else {
+                throw Refusal("invalid_params", "clientCert needs kind \"client-cert\"")
+            }
+        case "client-cert" as String:
+            guard let policy = params["clientCert"] as? String, !policy.isEmpty, policy.utf8.count <= 64 else {
+                throw Refusal("invalid_params", "kind client-cert needs clientCert, the name of a clientCerts policy")
+            }
+            for key in ["targets", "endpointChain", "minRemainingValidity"] where params[key] != nil {
+                throw Refusal("invalid_params", "a client-cert campaign takes no \(key)")
+            }
+            clientCert = policy
+        default:
+            throw Refusal("invalid_params", "kind must be \"ca-chain\" (the default) or \"client-cert\"")
+        }
+        let list: [Any]
+        if clientCert != nil {
+            list = []
+        } else if let given = params["targets"] as? [Any], !given.isEmpty, given.count <= 8 {
+            list = given
+        } else {
             throw Refusal(
                 "invalid_params", "targets must be a list of 1 to 8 {tag, type, chain | credential, strategy}")
         }
@@ -199,6 +223,7 @@ public struct CampaignRequest: Sendable {
         }
         var request = CampaignRequest(
             name: name, targets: targets, select: try CampaignSelection.parse(params["select"]))
+        request.clientCert = clientCert
         request.policy.waves = try WaveSpec.parse(params["waves"])
         func fraction(_ key: String, default value: Double) throws(Refusal) -> Double {
             guard let raw = params[key] else { return value }

@@ -16,6 +16,11 @@ extension Engine {
                 "duplicate_name", "a campaign named '\(request.name)' is already \(same.state.rawValue) (\(same.id))",
                 details: ["campaign": .string(same.id)])
         }
+        if let name = request.clientCert, clientCerts.byName[name] == nil {
+            throw Refusal(
+                "unknown_client_cert", "'\(name)' is not a clientCerts policy",
+                details: ["clientCert": .string(name)])
+        }
         // 1. Every chain parses, is valid long enough, is a CA, fits.
         var chains: [CertificateChain] = []
         for (index, target) in request.targets.enumerated() {
@@ -35,7 +40,16 @@ extension Engine {
                     minRemainingValidity: request.minRemainingValidity, what: what))
         }
         // 2. Who is in it.
-        let selected: [DeviceRecord] = try store.read { tx in try select(request.select, now: now, tx: tx) }
+        var selected: [DeviceRecord] = try store.read { tx in try select(request.select, now: now, tx: tx) }
+        if let name = request.clientCert, let policy = clientCerts.byName[name] {
+            // Only devices that can generate a key in a standby tag: those reporting one of the policy's tags active.
+            selected = selected.filter { $0.inventory?.active.map(policy.tags.contains) ?? false }
+            if selected.isEmpty, !request.policy.continuous {
+                throw Refusal(
+                    "empty_selection",
+                    "the selection \(request.select.json) matches no device reporting an active tag of policy \(name)")
+            }
+        }
         if selected.isEmpty, !request.policy.continuous {
             throw Refusal("empty_selection", "the selection \(request.select.json) matches no known device")
         }
@@ -85,6 +99,7 @@ extension Engine {
         var campaign = Campaign(
             id: "cmp-" + String(Engine.newJTI().prefix(10)), name: request.name, now: now, targets: targets,
             select: request.select, policy: request.policy, origin: origin)
+        campaign.clientCert = request.clientCert
         campaign.sequence = registry.nextSequence
         campaign.schedule(now: now)
         let order = selected.map { (Hex.sha256(Array("\(campaign.id)\n\($0.id)".utf8)), $0.id) }.sorted { $0.0 < $1.0 }

@@ -8,14 +8,32 @@ extension Engine {
 
     /// A campaign rotation changed: the member's state follows its rotations.
     func memberChanged(_ rotation: Rotation, tx: any StoreTransaction) throws {
+        if case .clientCert = rotation.target {
+            // Client-certificate campaigns' members follow the device's rotation for the policy while unsettled.
+            for member in try tx.memberships(device: rotation.device) where !member.settled && member.state != .waiting
+            {
+                guard let campaign = campaigns[member.campaign], campaign.owns(rotation.target) else { continue }
+                try follow(rotation, member: member, campaign: campaign.id, rotations: [rotation], tx: tx)
+            }
+            return
+        }
         guard let id = rotation.target.campaignID, let campaign = campaigns[id],
-            var member = try tx.member(campaign: id, device: rotation.device)
+            let member = try tx.member(campaign: id, device: rotation.device)
         else { return }
         // A one-target campaign (the usual case) has this one rotation per device: no need to read them again.
         let mine =
             campaign.targets.count == 1
             ? [rotation]
             : try tx.rotations(device: rotation.device).filter { $0.target.campaignID == id }
+        try follow(rotation, member: member, campaign: id, rotations: mine, tx: tx)
+    }
+
+    /// The member's state from its rotations.
+    private func follow(
+        _ rotation: Rotation, member: CampaignMember, campaign id: String, rotations mine: [Rotation],
+        tx: any StoreTransaction
+    ) throws {
+        var member = member
         let (state, settled) = MemberState.aggregate(mine)
         let reason = mine.first {
             $0.state == .rejected || $0.state == .failed || $0.state == .timedOut || $0.state == .cancelled
@@ -78,6 +96,11 @@ extension Engine {
         guard let device = try tx.device(member.device), let inventory = device.inventory else {
             return try settle(.failed, "device has sent no inventory")
         }
+        if let name = campaign.clientCert {
+            return try admitClientCert(
+                member, policy: name, campaign: campaign, device: device, inventory: inventory, tx: tx,
+                outbox: &outbox, settle: settle)
+        }
         var existing = Dictionary(uniqueKeysWithValues: try tx.rotations(device: device.id).map { ($0.target, $0) })
         // A newer campaign that already admitted this device keeps the tag.
         for (key, owner) in try tagOwners(device: device.id, tx: tx)
@@ -134,5 +157,39 @@ extension Engine {
             try issueIfIdle(device: device, rotations: try tx.rotations(device: device.id), tx: tx, outbox: &outbox)
         }
         return sending
+    }
+}
+
+extension Engine {
+    /// Admits a member of a client-certificate campaign: the device's rotation for the policy starts over as a
+    /// keygen (or, when a renewal is already under way, the member follows that one).
+    func admitClientCert(
+        _ member: CampaignMember, policy name: String, campaign: Campaign, device: DeviceRecord, inventory: Inventory,
+        tx: any StoreTransaction, outbox: inout [Outbound], settle: (MemberState, String) throws -> Bool
+    ) throws -> Bool {
+        guard let policy = clientCerts.byName[name] else {
+            return try settle(.failed, "no clientCerts policy '\(name)'")
+        }
+        guard let active = inventory.active, policy.tags.contains(active) else {
+            return try settle(
+                .failed, "the device reports no active tag of policy \(name) (\(policy.tags.map(String.init)))")
+        }
+        let target = RotationTarget.clientCert(name)
+        let current = try tx.rotations(device: device.id).first { $0.target == target }
+        var waiting = member
+        waiting.state = .pending
+        waiting.updatedAt = clock()
+        try registry.saveMember(waiting, previous: member, tx: tx)
+        if let current, !current.isSettled {
+            try memberChanged(current, tx: tx)  // a renewal is under way: the member follows it
+            return false
+        }
+        let rotation = Rotation(device: device.id, target: target, sha256: Rotation.digestUnknown, now: clock())
+        try save(
+            rotation, previous: current, tx: tx, detail: "renewal asked by campaign \(campaign.name) (\(campaign.id))")
+        if cluster == nil {
+            try issueIfIdle(device: device, rotations: try tx.rotations(device: device.id), tx: tx, outbox: &outbox)
+        }
+        return true
     }
 }

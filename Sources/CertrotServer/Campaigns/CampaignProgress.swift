@@ -142,7 +142,7 @@ extension Engine {
                     }
                     try tx.lockDevice(member.device)
                     for var rotation in try tx.rotations(device: member.device)
-                    where rotation.target.campaignID == campaign.id && rotation.isCancellable {
+                    where campaign.owns(rotation.target) && rotation.isCancellable {
                         let before = rotation
                         rotation.cancel(reason: "campaign aborted: \(reason)", now: now)
                         try save(rotation, previous: before, tx: tx)

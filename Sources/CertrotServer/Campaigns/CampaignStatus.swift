@@ -59,7 +59,7 @@ extension Engine {
                     rotationTarget: campaign.rotationTarget(index).description, tag: target.tag, type: target.type,
                     strategy: target.strategy.rawValue, sha256: target.sha256, credential: target.credential,
                     overlaps: target.overlaps.isEmpty ? nil : target.overlaps.mapValues { Hex.sha256(Array($0.utf8)) })
-            },
+            }, clientCert: campaign.clientCert, kind: campaign.clientCert == nil ? "ca-chain" : "client-cert",
             createdAt: campaign.createdAt, updatedAt: campaign.updatedAt, finishedAt: campaign.finishedAt)
     }
 

@@ -56,7 +56,10 @@ public struct CertrotConfig: Sendable, Decodable {
         }
 
         public var name: String
-        public var targets: [Target]
+        /// `client-cert` with `clientCert` (a `clientCerts` policy) renews client certificates; no targets then.
+        public var kind: String?
+        public var clientCert: String?
+        public var targets: [Target]?
         public var select: Select?
         public var waves: [String]?
         public var successThreshold: Double?
@@ -83,14 +86,17 @@ public struct CertrotConfig: Sendable, Decodable {
                 }
             }
             var targetList: [[String: Any]] = []
-            for (index, target) in targets.enumerated() {
+            for (index, target) in (targets ?? []).enumerated() {
                 var entry: [String: Any] = ["tag": target.tag, "type": target.type ?? 0]
                 if let chain = target.chain { entry["chain"] = try read(chain, "targets[\(index)].chain") }
                 entry["credential"] = target.credential
                 entry["strategy"] = target.strategy
                 targetList.append(entry)
             }
-            var params: [String: Any] = ["name": name, "targets": targetList]
+            var params: [String: Any] = ["name": name]
+            if targets != nil { params["targets"] = targetList }
+            params["kind"] = kind
+            params["clientCert"] = clientCert
             var selection: [String: Any] = [:]
             if let select {
                 selection["all"] = select.all

@@ -30,8 +30,8 @@ public enum ClientCertDesiredState {
             why: "client certificate in tag \(active) expires within renewBefore")
         guard let current else { return expiring ? renew : nil }
         if current.sha256 == Rotation.digestUnknown {
-            // The keygen phase: nothing to hold yet.
-            return renew
+            // The keygen phase: nothing to hold yet. Cancelled (its campaign aborted): again only once due.
+            return current.state == .cancelled && !expiring ? nil : renew
         }
         let verifiedInUse = current.state == .verified && held == current.sha256
         if verifiedInUse, expiring {

@@ -128,13 +128,17 @@ package enum CampaignStatus: RPCMethod {
         package var continuous: Bool
         package var select: [String: JSONValue]
         package var targets: [Target]
+        /// A client-certificate campaign's policy (`kind: client-cert`); absent for CA-chain campaigns.
+        package var clientCert: String?
+        /// `ca-chain` or `client-cert`.
+        package var kind = "ca-chain"
         package var createdAt: Int64
         package var updatedAt: Int64
         package var finishedAt: Int64?
 
         enum CodingKeys: String, CodingKey {
             case id, name, state, origin, reason, states, total, waves, currentWave, failures, rate, eta, rateLimit
-            case deadline, continuous, select, targets, createdAt, updatedAt, finishedAt
+            case deadline, continuous, select, targets, createdAt, updatedAt, finishedAt, kind, clientCert
         }
 
         package func encode(to encoder: any Encoder) throws {
@@ -156,6 +160,8 @@ package enum CampaignStatus: RPCMethod {
             try c.encode(continuous, forKey: .continuous)
             try c.encode(select, forKey: .select)
             try c.encode(targets, forKey: .targets)
+            try c.encode(kind, forKey: .kind)
+            try c.encodeIfPresent(clientCert, forKey: .clientCert)
             try c.encode(createdAt, forKey: .createdAt)
             try c.encode(updatedAt, forKey: .updatedAt)
             try c.encodeIfPresent(finishedAt, forKey: .finishedAt)
