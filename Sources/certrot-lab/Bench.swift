@@ -1,6 +1,7 @@
 import ArgumentParser
 import CertrotConsole
 import CertrotCore
+import CertrotSimulator
 import CertrotMQTT
 import CertrotServer
 import CertrotStore
@@ -67,6 +68,22 @@ struct Bench: AsyncParsableCommand {
                     String(format: "; openssl speed ecdsap256: %.0f sign/s; ratio %.2f", $0, signing / $0)
                 } ?? "; openssl not found"))
         say(String(format: "            (of which ECDSA alone, swift-crypto P256 over 32 bytes: %.0f sign/s)", ecdsa))
+        // Client-certificate issuance (docs/protocol.md §11): each certificate costs two ECDSA verifications (the
+        // CSR's proof of possession, the modem's attestation) and one signature.
+        let issuance = try issuanceBenchmark()
+        results["issuance"] = [
+            "certificatesPerSecond": issuance.issued, "checksPerSecond": issuance.checked,
+            "opensslSignPerSecond": openssl as Any, "ratio": openssl.map { issuance.issued / $0 } as Any,
+        ]
+        say(
+            String(
+                format: "issuance    %.0f client certificates/s on one core (CSR + attestation checked, signed, PEM)",
+                issuance.issued)
+                + (openssl.map { String(format: "; ratio to openssl sign %.2f", issuance.issued / $0) } ?? ""))
+        say(
+            String(
+                format: "            (of which the checks alone, parse + 2 ECDSA verifications: %.0f/s)",
+                issuance.checked))
 
         let broker = try Broker()
         defer { broker.stop() }
@@ -186,6 +203,33 @@ struct Bench: AsyncParsableCommand {
             }
         }
         return Double(count) / Date().timeIntervalSince(start)
+    }
+
+    /// KEYGEN outputs from simulated modems, checked and issued as the daemon does for a device's CSR: parse and
+    /// proof of possession, the attestation under the modem's identity key, then the certificate signed and
+    /// encoded. On one core; the outputs are made beforehand (a modem's work, not the daemon's).
+    func issuanceBenchmark() throws -> (issued: Double, checked: Double) {
+        let ca = try CertificateFactory.rootCA(commonName: "Bench device CA", days: 3650)
+        let issuer = try ClientCertificateIssuer(certificate: ca.certificate, key: ca.key, validity: 365 * 86400)
+        let tag: Int64 = 16_842_754
+        var modems = (0..<64).map { _ in SimulatedModem() }
+        let outputs = try modems.indices.map { index in try modems[index].keygen(tag: tag) }
+        let now = Date()
+        func run(issue: Bool) throws -> Double {
+            var count = 0
+            let start = Date()
+            while Date().timeIntervalSince(start) < signSeconds {
+                for index in outputs.indices {
+                    let output = try KeygenOutput.parse(outputs[index])
+                    try output.verify(
+                        identityKey: modems[index].identityKey.publicKey, secTag: tag, uuid: modems[index].uuid)
+                    if issue { _ = try issuer.issue(for: output.publicKey, commonName: "dev-\(count)", now: now) }
+                    count += 1
+                }
+            }
+            return Double(count) / Date().timeIntervalSince(start)
+        }
+        return (try run(issue: true), try run(issue: false))
     }
 
     /// swift-crypto's P-256 signature alone, over a 32-byte message: what the bundle's JSON and base64 add is the

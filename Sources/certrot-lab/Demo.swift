@@ -15,7 +15,9 @@ struct Demo: AsyncParsableCommand {
             Starts mosquitto on a free loopback port, the daemon with a temporary SQLite store and a fresh signing \
             key, and a simulated fleet holding an old CA in sec tag 42; the target is a new CA. Shows the rotation \
             until every device is verified, then prints fleet.status. Then a campaign: an unsafe one refused by the \
-            never-brick preflight, and the next CA rolled out with the overlap strategy in four waves.
+            never-brick preflight, and the next CA rolled out with the overlap strategy in four waves. Then the \
+            devices' own client certificates, renewed in waves from keys their (simulated) modems generate \
+            (docs/client-certificates.md).
             """)
 
     @Option(help: "Number of simulated devices.")
@@ -51,6 +53,9 @@ struct Demo: AsyncParsableCommand {
         let key = SigningKey.generate()
         try KeyFile.write(key, to: path("signing-key.pem"))
         say("signing key kid \(key.kid)")
+        // Every device's identity: a factory certificate from the device CA in sec tag A, with 300 days left.
+        let ids = (1...max(devices, 1)).map { String(format: "dev-%05d", $0) }
+        let lab = try ClientIdentityLab(dir: dir.appendingPathComponent("identities"), devices: ids, factoryDays: 300)
 
         let yaml = """
             broker:
@@ -64,6 +69,7 @@ struct Demo: AsyncParsableCommand {
               - {name: broker-ca-2026, tag: 42, type: 0, chain: \(path("new-ca.pem"))}
             catalogue:
               - {name: broker-ca-2025, chain: \(path("old-ca.pem"))}
+            \(lab.yaml(caChain: "broker-ca-2026"))
             """
         try yaml.write(toFile: path("certrot.yaml"), atomically: true, encoding: .utf8)
         let settings = try DaemonSettings.resolve(try CertrotConfig.load(path: path("certrot.yaml")))
@@ -83,6 +89,7 @@ struct Demo: AsyncParsableCommand {
         options.offlineRate = 0.05
         options.incompleteRate = 0.02
         options.offlineDelay = 3
+        options.prepare = { lab.provision(&$0) }
         let fleet = SimulatedFleet(options: options, logger: logger)
         try fleet.start()
         defer { fleet.stop() }
@@ -129,7 +136,29 @@ struct Demo: AsyncParsableCommand {
                 decoding: try JSONSerialization.data(withJSONObject: sample, options: [.prettyPrinted, .sortedKeys]),
                 as: UTF8.self))
         guard oversize == 0 else { throw ExitCode(1) }
-        if !noCampaign { try await campaign(rpc: rpc, started: started) }
+        if !noCampaign {
+            try await campaign(rpc: rpc, started: started)
+            try await identities(rpc: rpc, started: started, sample: options.deviceID(1))
+        }
+    }
+
+    /// Act three: the fleet's client certificates renewed in waves, each key generated in the device's modem.
+    func identities(rpc: RPCClient, started: Date, sample: String) async throws {
+        say("")
+        say("identities  client certificates renewed in A/B sec tags: keygen in the modem, CSR attested, issued")
+        let params: [String: Any] = [
+            "name": "identities-2027", "kind": "client-cert", "clientCert": "device-identity",
+            "select": ["all": true], "waves": ["1%", "10%", "50%", "100%"],
+        ]
+        let created = try await rpc.result("campaign.create", params: params, timeout: 60)
+        let id = created["id"] as? String ?? ""
+        say("campaign    \(id): \(created["devices"] ?? 0) devices in \(created["waves"] ?? 0) waves")
+        try await follow(campaign: id, rpc: rpc, started: started)
+        let fleet = try await rpc.result("fleet.status", timeout: 5)
+        let policy = (fleet["clientCerts"] as? [String: Any])?["device-identity"] as? [String: Any] ?? [:]
+        say("issued      \(policy["certificates"] ?? [:])")
+        let status = try await rpc.result("device.status", params: ["device": sample])
+        say("identity    \(sample): \(status["clientCertificate"] ?? "none")")
     }
 
     /// Act two: the next CA as a campaign, in waves, with the preflight shown refusing an unsafe one first.
@@ -151,6 +180,11 @@ struct Demo: AsyncParsableCommand {
         let created = try await rpc.result("campaign.create", params: params, timeout: 60)
         let id = created["id"] as? String ?? ""
         say("preflight   accepted: \(id), \(created["devices"] ?? 0) devices in \(created["waves"] ?? 0) waves")
+        try await follow(campaign: id, rpc: rpc, started: started)
+    }
+
+    /// Shows a campaign's progress until it completes.
+    func follow(campaign id: String, rpc: RPCClient, started: Date) async throws {
         let begun = Date()
         var shown = ""
         while true {

@@ -135,3 +135,73 @@ import Testing
         }
     }
 }
+
+/// `certrot serve` SIGKILLed again and again while a fleet renews its identities: between a CSR and its
+/// certificate, between the certificate and its activation. Every device ends on a new identity certrot issued
+/// and stored once, and none is left without a working tag.
+@Suite(.serialized) struct ClientCertRestartTests {
+    @Test func daemonSIGKILLedDuringRenewals_endsWithEveryDeviceOnANewIdentity_oneCertificatePerKeygen() async throws {
+        let count = 200
+        let kills = 8
+        let ids = (1...count).map { String(format: "cr-%05d", $0) }
+        let h = try Harness()
+        let lab = try ClientIdentityLab(dir: h.dir.appendingPathComponent("identities"), devices: ids)
+        let config = try h.writeConfig(ackTimeout: "5s", extra: lab.yaml(caChain: "broker-ca"))
+        let log = h.path("serve.log")
+        func serve() throws -> ChildProcess {
+            try ChildProcess(
+                executable: certrotBinary(), arguments: ["serve", "--config", config, "--log-level", "info"],
+                outputPath: log)
+        }
+        var daemon = try serve()
+        var options = h.fleetOptions(devices: count)
+        options.idPrefix = "cr-"
+        options.initial = [(42, 0, h.newChain.bytes)]
+        options.prepare = { lab.provision(&$0) }
+        let fleet = try h.startFleet(options)
+        let verified =
+            "SELECT COUNT(*) FROM rotations WHERE target = 'client-cert:device-identity' AND state = 'verified'"
+        var generator = SystemRandomNumberGenerator()
+        var verifiedAtKills: [Int] = []
+        for _ in 0..<kills {
+            try await Task.sleep(for: .milliseconds(Int.random(in: 200...900, using: &generator)))
+            daemon.signal(SIGKILL)
+            while daemon.isRunning { usleep(5_000) }
+            verifiedAtKills.append(try h.storeScalar(verified) ?? 0)
+            daemon = try serve()
+        }
+        defer { daemon.terminate() }
+        #expect(verifiedAtKills.contains { $0 < count }, "kills landed mid-renewal: \(verifiedAtKills)")
+        let deadline = Date().addingTimeInterval(120)
+        while try h.storeScalar(verified) ?? 0 < count, Date() < deadline {
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        #expect(try h.storeScalar(verified) == count)
+        // One certificate per keygen bundle of the same device, every one of them stored; each device on one
+        // active certificate, the others (issued for a keygen whose activation a kill interrupted) revoked.
+        #expect(
+            try h.storeScalar(
+                "SELECT COUNT(*) FROM issued_certs c LEFT JOIN bundles b ON b.jti = c.keygen_jti AND b.device = c.device WHERE b.jti IS NULL"
+            ) == 0)
+        #expect(try h.storeScalar("SELECT COUNT(*) FROM issued_certs WHERE state = 'active'") == count)
+        #expect(try h.storeScalar("SELECT COUNT(*) FROM issued_certs WHERE state = 'issued'") == 0)
+        let active = try h.storeScalar("SELECT COUNT(DISTINCT device) FROM issued_certs WHERE state = 'active'")
+        #expect(active == count)
+        let issued = try h.storeScalar("SELECT COUNT(*) FROM issued_certs") ?? 0
+        let logText = try String(contentsOfFile: log, encoding: .utf8)
+        #expect(logText.components(separatedBy: "certrot starting").count - 1 == kills + 1)
+        for device in fleet.snapshot() {
+            let tag = try #require(device.activeTag, "\(device.id)")
+            #expect(tag == ClientIdentityLab.tags[1], "\(device.id) moved to the standby tag")
+            let certificate = try #require(device.credentials.first { $0.key.tag == tag && $0.key.type == 1 }?.value)
+            #expect(
+                try h.storeScalar(
+                    "SELECT COUNT(*) FROM issued_certs WHERE device = '\(device.id)' AND state = 'active' AND sha256 = '\(Hex.sha256(certificate))'"
+                ) == 1, "\(device.id) connects with the certificate certrot stored as active")
+        }
+        print(
+            "client-cert restart test: \(count) devices, \(kills) kills (verified at each: \(verifiedAtKills)), "
+                + "\(issued) certificates issued")
+        await h.stop()
+    }
+}
