@@ -54,6 +54,8 @@ struct EngineFuzzTests {
         var kids: [String]
         var jtis: [String] = []
         var campaigns: [String] = []
+        /// Real AT%KEYGEN outputs of the fuzzed devices' modems (for either identity tag), mutated or not.
+        var keygens: [String: [(tag: Int64, output: String)]] = [:]
 
         mutating func pick<T>(_ list: [T]) -> T { list[Int(random.next() % UInt64(list.count))] }
         mutating func chance(_ p: Double) -> Bool { Double(random.next() % 1000) < p * 1000 }
@@ -68,14 +70,15 @@ struct EngineFuzzTests {
             var creds: [String] = []
             for _ in 0..<Int(random.next() % 4) {
                 var cred = [
-                    #""tag":\#(chance(0.8) ? pick(["42", "43"]) : number())"#,
-                    #""type":\#(chance(0.9) ? "0" : number())"#,
+                    #""tag":\#(chance(0.8) ? pick(["42", "43", "16842753", "16842754"]) : number())"#,
+                    #""type":\#(chance(0.7) ? "0" : chance(0.8) ? "1" : number())"#,
                     #""sha256":"\#(chance(0.9) ? pick(digests) : String(repeating: "z", count: 64))""#,
                 ]
                 if chance(0.3) { cred.append(#""notAfter":\#(number())"#) }
                 creds.append("{\(cred.joined(separator: ","))}")
             }
             fields.append(#""creds":[\#(creds.joined(separator: ","))]"#)
+            if chance(0.5) { fields.append(#""active":\#(chance(0.8) ? pick(["16842753", "16842754"]) : number())"#) }
             if chance(0.4) {
                 fields.append(
                     #""keys":[\#((0..<Int(random.next() % 3)).map { _ in "\"\(pick(kids))\"" }.joined(separator: ","))]"#
@@ -119,6 +122,21 @@ struct EngineFuzzTests {
                 #"{"jsonrpc":"2.0","id":"\#(random.next() % 1000)","method":"\#(method)","params":\#(params),"reply_to":"certrot/replies/fuzz"}"#
         }
 
+        /// A CSR message (docs/protocol.md §11): for a known jti or not, a tag, a real or a broken KEYGEN output.
+        mutating func csr(device: String) -> String {
+            let jti = jtis.isEmpty || chance(0.1) ? "ffffffffffffffffffffffffffffffff" : pick(jtis)
+            // Mostly the device's own modem's output, for the tag it was made in: what reaches issuance.
+            let own = keygens[device] ?? keygens.values.first ?? [(0, "x")]
+            let (madeIn, output) = pick(own)
+            let tag = chance(0.8) ? String(madeIn) : number()
+            var keygen = chance(0.9) ? output : pick(keygens.values.flatMap { $0 }.map(\.output))
+            if chance(0.3) { keygen = String(decoding: mutate(keygen), as: UTF8.self) }
+            if chance(0.1) { keygen = pick(["", ".", "..", "AAAA.AAAA", String(repeating: "A", count: 5000)]) }
+            let escaped = keygen.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(
+                of: "\"", with: "\\\"")
+            return #"{"v":\#(chance(0.9) ? "1" : number()),"jti":"\#(jti)","tag":\#(tag),"keygen":"\#(escaped)"}"#
+        }
+
         /// A few bytes flipped, dropped or repeated.
         mutating func mutate(_ text: String) -> [UInt8] {
             var bytes = Array(text.utf8)
@@ -140,6 +158,7 @@ struct EngineFuzzTests {
                 case 0...4: (Topics.inventory(device), inventory())
                 case 5...7: (Topics.ack(device), ack())
                 case 8: (Topics.rpc, request(device: pick(devices)))
+                case 9 where chance(0.6): (Topics.csr(device), csr(device: device))
                 default: (pick([Topics.bundle(device), "\(device)/certs/other", "x"]), inventory())
                 }
             return MQTTMessage(
@@ -154,6 +173,8 @@ struct EngineFuzzTests {
             ?? UInt64.random(in: 1...UInt64.max)
         print("engine fuzz: seed \(seed), \(seconds) s (CERTROT_ENGINE_FUZZ_SEED, CERTROT_ENGINE_FUZZ_SECONDS)")
         let harness = try Harness()
+        let lab = try ClientIdentityLab(
+            dir: harness.dir.appendingPathComponent("identities"), devices: ["fz-1", "fz-2"])
         let next = SigningKey.generate()
         try KeyFile.write(next, to: harness.path("next-key.pem"))
         let config = try harness.writeConfig(
@@ -163,7 +184,7 @@ struct EngineFuzzTests {
             extra: """
                 keyRotation: {nextKey: \(harness.path("next-key.pem"))}
                 retention: {history: 10, bundles: 2}
-                """)
+                """ + "\n" + lab.yaml(caChain: "broker-ca", attestation: "optional"))
         var settings = try DaemonSettings.resolve(try CertrotConfig.load(path: config))
         settings.declaredCampaignDelay = 0
         let clock = Clock()
@@ -186,6 +207,14 @@ struct EngineFuzzTests {
             random: SplitMix64(seed: seed),
             digests: [harness.newChain.sha256, try PEM.normalizeChain(harness.oldCA.pem).sha256],
             kids: [settings.signer.kid, next.kid, "bad kid"])
+        for (device, var modem) in lab.modems {
+            for tag in ClientIdentityLab.tags {
+                for _ in 0..<2 {
+                    generator.keygens[device, default: []].append((tag, try modem.keygen(tag: tag)))
+                    try modem.deleteKey(tag: tag)
+                }
+            }
+        }
         let queue = try DatabaseQueue(path: harness.path("certrot.db"))
         defer { try? queue.close() }
         let started = Date()
@@ -239,6 +268,17 @@ struct EngineFuzzTests {
                             db, sql: "SELECT COUNT(*) FROM devices WHERE issued_seq > ? OR issued_seq < 0",
                             arguments: [Bounds.maxSeq]) ?? 0
                     if overBound > 0 { problems.append("\(overBound) devices with an issued seq out of bounds") }
+                    let strayCertificates =
+                        try Int.fetchOne(
+                            db,
+                            sql: """
+                                SELECT COUNT(*) FROM issued_certs c JOIN bundles b ON b.jti = c.keygen_jti
+                                    WHERE CAST(b.device AS BLOB) != CAST(c.device AS BLOB)
+                                """) ?? 0
+                    // (Retention may delete a keygen bundle once answered; the certificate keeps its jti.)
+                    if strayCertificates > 0 {
+                        problems.append("\(strayCertificates) certificates issued for another device's keygen")
+                    }
                     let jtis = try String.fetchAll(db, sql: "SELECT jti FROM rotations WHERE jti IS NOT NULL LIMIT 50")
                     let campaigns = try String.fetchAll(db, sql: "SELECT id FROM campaigns LIMIT 10")
                     return (jtis, campaigns, problems)
@@ -250,8 +290,10 @@ struct EngineFuzzTests {
             }
         }
         let devices = try await queue.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM devices") ?? 0 }
+        let certificates = try await queue.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM issued_certs") ?? 0 }
         print(
-            "engine fuzz: \(inputs) inputs in \(batches) batches; \(devices) devices; dropped \(daemon.drops.snapshot)")
+            "engine fuzz: \(inputs) inputs in \(batches) batches; \(devices) devices; \(certificates) client "
+                + "certificates issued; dropped \(daemon.drops.snapshot)")
         #expect(batches > 0)
         await harness.stop()
     }
