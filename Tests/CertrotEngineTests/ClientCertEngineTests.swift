@@ -391,4 +391,52 @@ import X509
         await h.advance(60)
         #expect(try rotation(h, waiting) == nil, "the member that was never admitted gets no renewal")
     }
+
+    // MARK: Configuration
+
+    @Test func aClientCertConfig_withProblems_isRefused_eachWithItsKeyPath() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ccc-\(UUID().uuidString.prefix(8))")
+        let lab = try ClientIdentityLab(dir: dir, devices: ["d1"])
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let key = SigningKey.generate()
+        let keyPath = dir.appendingPathComponent("signing.pem").path
+        try KeyFile.write(key, to: keyPath)
+        try lab.ca.pem.write(toFile: dir.appendingPathComponent("chain.pem").path, atomically: true, encoding: .utf8)
+        func problems(_ yaml: String) throws -> [String] {
+            try DaemonSettings.problems(
+                CertrotConfig.parse(
+                    yaml: """
+                        broker: {url: "mqtt://127.0.0.1:1"}
+                        store: sqlite:\(dir.appendingPathComponent("x.db").path)
+                        signingKey: \(keyPath)
+                        targets: []
+                        catalogue: [{name: ca, chain: \(dir.appendingPathComponent("chain.pem").path)}]
+                        \(yaml)
+                        """))
+        }
+        #expect(try problems(lab.yaml(caChain: "ca")).isEmpty)
+        let found = try problems(
+            """
+            issuers:
+              - {name: device-ca, cert: \(lab.caPath), key: \(lab.caKeyPath), validity: 30d}
+              - {name: missing, cert: /nope.pem, key: \(lab.caKeyPath)}
+            identities: /nope.jsonl
+            clientCerts:
+              - {name: a, issuer: device-ca, tags: [1, 2], caChain: ca, renewBefore: 30d}
+              - {name: b, issuer: device-ca, tags: [2, 3], caChain: ca}
+              - {name: c, issuer: nobody, tags: [4, 5], caChain: ca}
+              - {name: d, issuer: device-ca, tags: [6], caChain: ca}
+              - {name: e, issuer: device-ca, tags: [7, 8], caChain: unknown}
+              - {name: f, issuer: device-ca, tags: [9, 10], caChain: ca, subject: "O=x"}
+            """)
+        let expected = [
+            "issuers[1]: cannot read cert /nope.pem", "identities: cannot read /nope.jsonl",
+            "clientCerts[0]: renewBefore", "clientCerts[1]: sec tag 2 belongs to another clientCerts policy",
+            "clientCerts[2]: issuer 'nobody'", "clientCerts[3]: tags must be two", "clientCerts[4]: caChain 'unknown'",
+            "clientCerts[5]: subject must be CN=",
+        ]
+        for text in expected {
+            #expect(found.contains { $0.hasPrefix(text) }, "\(text) in \(found)")
+        }
+    }
 }
