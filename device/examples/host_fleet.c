@@ -4,6 +4,11 @@
  *
  *   host_fleet --port P --devices N --pubkey PUB.pem --kid KID --old-ca OLD.pem
  *              [--host 127.0.0.1] [--prefix host-dev] [--per-conn 10] [--duration SECONDS]
+ *              [--identities FILE]
+ *
+ * With --identities, every device also renews its client certificate (docs/protocol.md §11): its fake modem
+ * has an identity key and a factory identity in sec tag 16842753 (active), generates keys with AT%KEYGEN, and
+ * the fleet writes the identity keys to FILE (the daemon's `identities`) before it connects.
  *
  * Runs until SIGINT/SIGTERM (or --duration) and prints a summary line. */
 #include "certrot_device.h"
@@ -27,7 +32,11 @@ typedef struct {
     uint8_t scratch[CERTROT_SCRATCH_FOR(CERTROT_NRF91_JWS_BUF)];
     struct mosquitto *mosq;
     int applied, rejected, failed, dropped;
+    host_signer *identity;
+    int csrs_sent;
 } device;
+
+#define TAG_A 16842753u
 
 typedef struct {
     struct mosquitto *mosq;
@@ -115,6 +124,12 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
         }
         certrot_result res;
         certrot_on_part(&d->ctx, m->payload, (size_t)m->payloadlen, now_s(), &res);
+        if (d->fm.csrs_published > d->csrs_sent) { /* a keygen's CSR, before the bundle's ack */
+            char topic[100];
+            snprintf(topic, sizeof topic, "%s/certs/csr", d->id);
+            mosquitto_publish(d->mosq, NULL, topic, (int)strlen(d->fm.csr), d->fm.csr, 1, false);
+            d->csrs_sent = d->fm.csrs_published;
+        }
         if (res.ack != CERTROT_ACK_NONE) publish_ack(d, &res);
         if (res.republish_inventory) publish_inventory(d);
         return;
@@ -146,6 +161,12 @@ int main(int argc, char **argv)
     int duration = atoi(arg(argc, argv, "--duration", "0"));
     const char *pub = arg(argc, argv, "--pubkey", NULL), *old = arg(argc, argv, "--old-ca", NULL);
     key.kid = arg(argc, argv, "--kid", NULL);
+    const char *identities = arg(argc, argv, "--identities", NULL);
+    FILE *identity_file = NULL;
+    if (identities && !(identity_file = fopen(identities, "w"))) {
+        perror(identities);
+        return 2;
+    }
     static char old_pem[CERTROT_MAX_CREDENTIAL + 1];
     size_t old_len = old ? read_all(old, old_pem, sizeof old_pem) : 0;
     if (!pub || !key.kid || !old_len || device_count < 1 || per_conn < 1 || host_load_pubkey_pem(pub, key.pubkey) != 0) {
@@ -174,8 +195,36 @@ int main(int argc, char **argv)
         cfg.cb.pubkey_check = host_pubkey_check;
         fake_modem_callbacks(&cfg.cb, &d->fm);
         cfg.cb.now = wall_clock; /* the host knows the time: exp/iat are checked */
-        certrot_init(&d->ctx, &cfg, d->jws, sizeof d->jws, d->scratch, sizeof d->scratch);
+        if (identity_file) {
+            static char cert[4096], key_pem[1024], pub_pem[512], line[1024];
+            d->identity = host_signer_new();
+            cfg.active_tag = TAG_A;
+            if (!d->identity || host_factory_identity(d->id, cert, sizeof cert, key_pem, sizeof key_pem) != 0 ||
+                fake_modem_identity(&d->fm, &cfg.cb, d->identity, TAG_A, cert, key_pem) != 0 ||
+                host_signer_pubkey_pem(d->identity, pub_pem, sizeof pub_pem) != 0) {
+                fprintf(stderr, "cannot make the identity of %s\n", d->id);
+                return 2;
+            }
+            size_t n = 0;
+            for (const char *p = pub_pem; *p && n + 3 < sizeof line; p++) {
+                if (*p == '\n') {
+                    line[n++] = '\\';
+                    line[n++] = 'n';
+                } else {
+                    line[n++] = *p;
+                }
+            }
+            line[n] = '\0';
+            char uuid[33];
+            for (int b = 0; b < 16; b++) snprintf(uuid + 2 * b, 3, "%02x", d->fm.uuid[b]);
+            fprintf(identity_file, "{\"device\":\"%s\",\"identityKey\":\"%s\",\"uuid\":\"%s\"}\n", d->id, line, uuid);
+        }
+        if (certrot_init(&d->ctx, &cfg, d->jws, sizeof d->jws, d->scratch, sizeof d->scratch) != CERTROT_OK) {
+            fprintf(stderr, "certrot_init failed for %s\n", d->id);
+            return 2;
+        }
     }
+    if (identity_file) fclose(identity_file);
     for (int c = 0; c < conn_count; c++) {
         char client_id[96];
         snprintf(client_id, sizeof client_id, "%s-conn%d", prefix, c);
@@ -204,7 +253,7 @@ int main(int argc, char **argv)
             }
         }
     }
-    int applied = 0, rejected = 0, failed = 0, dropped = 0, rotated = 0, installed = 0;
+    int applied = 0, rejected = 0, failed = 0, dropped = 0, rotated = 0, installed = 0, renewed = 0;
     for (int i = 0; i < device_count; i++) {
         applied += devices[i].applied;
         rejected += devices[i].rejected;
@@ -213,10 +262,12 @@ int main(int argc, char **argv)
         const fake_slot *s = fake_modem_get(&devices[i].fm, 42, 0);
         rotated += s && !(s->len == old_len && memcmp(s->data, old_pem, old_len) == 0);
         installed += certrot_key_count(&devices[i].ctx) > 1; /* a key came in with trust_key */
+        renewed += devices[i].identity && certrot_active_tag(&devices[i].ctx) != TAG_A;
+        host_signer_free(devices[i].identity);
     }
     printf("host_fleet: %d devices, %d rotated, %d applied acks, %d rejected, %d failed, %d dropped, %d trust an "
-           "installed key\n",
-           device_count, rotated, applied, rejected, failed, dropped, installed);
+           "installed key, %d renewed their identity\n",
+           device_count, rotated, applied, rejected, failed, dropped, installed, renewed);
     for (int c = 0; c < conn_count; c++) {
         mosquitto_disconnect(conns[c].mosq);
         mosquitto_destroy(conns[c].mosq);

@@ -43,6 +43,8 @@ extern "C" {
 #define CERTROT_REASON_MAX 200       /* the daemon keeps the first 200 characters of a reason */
 #define CERTROT_MAX_TAG 2147483647L
 #define CERTROT_IAT_SKEW 300         /* seconds of clock skew tolerated for iat */
+#define CERTROT_SUBJECT_MAX 256      /* keygen subject bytes */
+#define CERTROT_KEYGEN_MAX 2048      /* AT%KEYGEN output accepted from the keygen callback */
 /* Trusted bundle-verification keys kept in the context: the pinned ones from certrot_config plus those
  * installed by trust_key ops (docs/protocol.md §3.3, §3.7). The inventory may list at most 8. */
 #ifndef CERTROT_MAX_KEYS
@@ -76,6 +78,9 @@ typedef enum {
     CERTROT_MODEM_FAILED,         /* write/offline/online failed; previous content restored */
     CERTROT_RECONNECT_FAILED,     /* reconnect test failed; previous content restored */
     CERTROT_STORE_FAILED,         /* store_keys failed; previous modem content restored, keys unchanged */
+    CERTROT_KEYGEN_FAILED,        /* keygen: AT%KEYGEN (or the delete before it) failed; acked failed */
+    CERTROT_ACTIVATE_FAILED,      /* activate: no connection with the new tag; back on the old one, acked
+                                   * failed with reason "activate_failed" */
     CERTROT_ERR_ARG,              /* bad argument / misconfiguration */
     CERTROT_ERR_NOSPACE           /* an output buffer is too small */
 } certrot_status;
@@ -162,6 +167,18 @@ typedef struct {
     int (*go_offline)(void *user);
     int (*go_online)(void *user);
     int (*test_connection)(void *user, uint32_t timeout_s);
+
+    /* Client-certificate renewal (docs/protocol.md §11); all NULL on a device that does not renew its identity
+     * (it then reports no `active` tag, and a keygen or activate op is rejected).
+     * keygen: with the modem offline, AT%KEYGEN=<tag>,2,0,"<subject>"; writes the output (NUL-terminated,
+     * base64url CSR "." base64url COSE) into out[0..cap) and returns 0, or the modem's error (518, 519, ...).
+     * publish_csr: publishes json on {id}/certs/csr at QoS 1, not retained; 0 when handed to the MQTT client.
+     * activate: reconnect TLS + MQTT using this sec tag; 0 only if that succeeded within timeout_s.
+     * store_active: persist the active tag (flash); called once a connection with it succeeded. */
+    int (*keygen)(void *user, uint32_t tag, const char *subject, char *out, size_t cap);
+    int (*publish_csr)(void *user, const char *json, size_t len);
+    int (*activate)(void *user, uint32_t tag, uint32_t timeout_s);
+    int (*store_active)(void *user, uint32_t tag);
 } certrot_callbacks;
 
 typedef struct {
@@ -172,6 +189,9 @@ typedef struct {
     uint32_t reconnect_timeout_s;     /* bound passed to test_connection; 0 -> 60 */
     uint32_t stall_s;                 /* ask for missing parts after this long without a part; 0 -> 30 */
     uint8_t max_incomplete_asks;      /* then give the assembly up; 0 -> 3 */
+    /* With the keygen, publish_csr and activate callbacks set: the sec tag the connection uses now (from
+     * flash), reported as the inventory's `active`. Ignored without them. */
+    uint32_t active_tag;
 } certrot_config;
 
 /* ---- Context (opaque in spirit: read only through the functions below) ---------------------------- */
@@ -201,6 +221,8 @@ typedef struct {
     /* trusted keys: pinned (certrot_config) first, then loaded/installed ones; never removed */
     certrot_trusted_key keys[CERTROT_MAX_KEYS];
     size_t key_count;
+
+    int64_t active_tag;               /* -1: no identity renewal (the callbacks are not set) */
 } certrot_ctx;
 
 /* jws_buf bounds the bundle size (CERTROT_NRF91_JWS_BUF recommended); scratch must hold at least
@@ -227,6 +249,9 @@ bool certrot_poll(certrot_ctx *ctx, int64_t now_s, certrot_result *res);
 typedef struct {
     bool is_write;        /* write (else delete, or trust_key when is_trust_key) */
     bool is_trust_key;    /* trust_key: pubkey/kid set, tag/type unused */
+    bool is_keygen;       /* keygen: tag and subject set, type unused */
+    bool is_activate;     /* activate: tag set, type unused */
+    const char *subject;  /* keygen: NUL-terminated, into the scratch buffer */
     uint32_t tag;
     uint8_t type;
     const uint8_t *pem;   /* into the scratch buffer */
@@ -252,6 +277,10 @@ certrot_status certrot_apply_bundle(certrot_ctx *ctx, const certrot_bundle *b, c
 
 int64_t certrot_applied_seq(const certrot_ctx *ctx);
 
+/* The sec tag the connection uses (the inventory's `active`), or -1 when the device does not renew its
+ * identity. */
+int64_t certrot_active_tag(const certrot_ctx *ctx);
+
 /* The trusted keys (pinned first, then installed ones in the order they came): count, and the kid of key
  * i (NULL when i is out of range). */
 size_t certrot_key_count(const certrot_ctx *ctx);
@@ -271,6 +300,11 @@ bool certrot_pem_is_normal(const uint8_t *pem, size_t len);
 
 /* Ack JSON of §6. Returns the length written (NUL-terminated) or -1 when out is too small. */
 long certrot_build_ack(const certrot_result *res, char *out, size_t out_cap);
+
+/* The CSR message of docs/protocol.md §11 for a keygen op: {"v":1,"jti":…,"tag":…,"keygen":…}. Returns the length
+ * written (NUL-terminated) or -1 (out too small, over 4096 bytes, or an empty jti or output). certrot_apply_bundle
+ * builds and publishes it itself; exposed for firmware that drives the steps. */
+long certrot_build_csr(const char *jti, uint32_t tag, const char *keygen, char *out, size_t out_cap);
 
 /* One credential of the inventory, as AT%CMNG=1 lists it (plus optional AT%CERTEXPIRY data). */
 typedef struct {

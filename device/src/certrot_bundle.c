@@ -78,7 +78,7 @@ int certrot_find_key(const certrot_ctx *ctx, const char *kid)
     return -1;
 }
 
-enum { OP_WRITE, OP_DELETE, OP_TRUST_KEY };
+enum { OP_WRITE, OP_DELETE, OP_TRUST_KEY, OP_KEYGEN, OP_ACTIVATE };
 
 /* What step 4 extracts from an op; the range and content checks run in step 11. For trust_key, pem_off
  * is where the decoded key (65 bytes) and the received kid (44 bytes, when it is 43 characters) sit in
@@ -88,8 +88,10 @@ typedef struct {
     bool is_write;
     bool has_jwk, has_kid, jwk_ok, kid_ok;
     int64_t tag, type;
-    bool has_pem, has_sha;
+    bool has_pem, has_sha, has_type;
     size_t pem_off, pem_len;
+    bool has_subject, subject_ok;
+    size_t subject_off;
     char sha[65];
     bool sha_ok_len;
 } op_in;
@@ -194,6 +196,9 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
         const char *kind = json_str(op_j, "op"), *pem = NULL, *sha = NULL;
         int64_t tag = 0, type = 0;
         bool trust = kind && strcmp(kind, "trust_key") == 0;
+        bool identity = kind && (strcmp(kind, "keygen") == 0 || strcmp(kind, "activate") == 0);
+        const char *subject = NULL;
+        bool has_type = false;
         const char *okid = NULL, *kty = NULL, *crv = NULL, *x = NULL, *y = NULL;
         const cJSON *jwk = NULL;
         if (trust) {
@@ -205,6 +210,13 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
                 (jwk && (!(kty = json_str(jwk, "kty")) || !(crv = json_str(jwk, "crv")) || !(x = json_str(jwk, "x")) ||
                          !(y = json_str(jwk, "y")))))
                 FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not match the schema", op_total - 1);
+        } else if (identity) {
+            /* {"op":"keygen","tag":S,"subject":"CN=…"}, {"op":"activate","tag":S} (docs/protocol.md §11) */
+            const cJSON *type_j = cJSON_GetObjectItemCaseSensitive(op_j, "type");
+            has_type = type_j && !cJSON_IsNull(type_j);
+            if (!json_int(cJSON_GetObjectItemCaseSensitive(op_j, "tag"), &tag) || !json_opt_str(op_j, "pem", &pem) ||
+                !json_opt_str(op_j, "subject", &subject))
+                FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not match the schema", op_total - 1);
         } else if (!kind || (strcmp(kind, "write") != 0 && strcmp(kind, "delete") != 0) ||
                    !json_int(cJSON_GetObjectItemCaseSensitive(op_j, "tag"), &tag) ||
                    !json_int(cJSON_GetObjectItemCaseSensitive(op_j, "type"), &type) || !json_opt_str(op_j, "pem", &pem) ||
@@ -213,7 +225,12 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
         if (op_total > CERTROT_MAX_OPS) continue; /* reported at step 10 */
         op_in *o = &ops[op_total - 1];
         memset(o, 0, sizeof *o);
-        o->kind = trust ? OP_TRUST_KEY : kind[0] == 'w' ? OP_WRITE : OP_DELETE;
+        o->kind = trust                         ? OP_TRUST_KEY
+                  : identity && kind[0] == 'k' ? OP_KEYGEN
+                  : identity                   ? OP_ACTIVATE
+                  : kind[0] == 'w'             ? OP_WRITE
+                                               : OP_DELETE;
+        o->has_type = has_type;
         o->is_write = o->kind == OP_WRITE;
         o->tag = tag;
         o->type = type;
@@ -233,6 +250,24 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
                         certrot_b64url_decode(y, strlen(y), k + 33, 32) == 32;
             o->kid_ok = okid && strlen(okid) == CERTROT_KID_LEN;
             if (o->kid_ok) memcpy(k + 65, okid, CERTROT_KID_LEN + 1);
+            continue;
+        }
+        if (identity) {
+            o->has_pem = pem != NULL;
+            if (subject) {
+                size_t sl = strlen(subject);
+                o->has_subject = true;
+                o->subject_ok = sl >= 1 && sl <= CERTROT_SUBJECT_MAX;
+                for (size_t j = 0; j < sl && o->subject_ok; j++)
+                    o->subject_ok = (uint8_t)subject[j] >= 0x20 && subject[j] != '"';
+                if (o->subject_ok) {
+                    if (pem_used + sl + 1 > ctx->scratch_cap)
+                        FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not fit the scratch buffer", op_total - 1);
+                    memcpy(ctx->scratch + pem_used, subject, sl + 1);
+                    o->subject_off = pem_used;
+                    pem_used += sl + 1;
+                }
+            }
             continue;
         }
         if (pem) {
@@ -308,6 +343,25 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
             for (size_t j = 0; j < i && !seen; j++)
                 seen = out->ops[j].is_trust_key && strcmp(out->ops[j].kid, tp) == 0;
             if (!seen) new_keys++;
+            continue;
+        }
+        if (o->kind == OP_KEYGEN || o->kind == OP_ACTIVATE) {
+            const char *name = o->kind == OP_KEYGEN ? "keygen" : "activate";
+            if (o->tag < 0 || o->tag > CERTROT_MAX_TAG || o->has_type || o->has_pem)
+                FAIL(CERTROT_INVALID_BUNDLE, "%s op needs a tag in 0..%ld and no type or pem", name,
+                     (long)CERTROT_MAX_TAG);
+            if (o->kind == OP_KEYGEN && (!o->has_subject || !o->subject_ok))
+                FAIL(CERTROT_INVALID_BUNDLE, "keygen op needs a subject of 1..%d bytes without quotes or controls",
+                     CERTROT_SUBJECT_MAX);
+            if (ctx->active_tag < 0)
+                FAIL(CERTROT_INVALID_BUNDLE, "%s op: this device does not renew its identity", name);
+            if (o->kind == OP_KEYGEN && o->tag == ctx->active_tag)
+                FAIL(CERTROT_INVALID_BUNDLE, "keygen in the active tag %lld would destroy the identity in use",
+                     (long long)o->tag);
+            out->ops[i].is_keygen = o->kind == OP_KEYGEN;
+            out->ops[i].is_activate = o->kind == OP_ACTIVATE;
+            out->ops[i].tag = (uint32_t)o->tag;
+            if (o->kind == OP_KEYGEN) out->ops[i].subject = (const char *)ctx->scratch + o->subject_off;
             continue;
         }
         if (o->tag < 0 || o->tag > CERTROT_MAX_TAG || o->type < 0 || o->type > 6)

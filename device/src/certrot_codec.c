@@ -187,6 +187,22 @@ static void jw_quoted(jw *w, const char *s)
     jw_raw(w, "\"", 1);
 }
 
+long certrot_build_csr(const char *jti, uint32_t tag, const char *keygen, char *out, size_t out_cap)
+{
+    if (!jti || !keygen || !out || jti[0] == '\0' || strlen(jti) > CERTROT_JTI_MAX || keygen[0] == '\0' ||
+        tag > (uint32_t)CERTROT_MAX_TAG)
+        return -1;
+    jw w = {out, out_cap, 0, out_cap == 0};
+    jw_str(&w, "{\"v\":1,\"jti\":");
+    jw_quoted(&w, jti);
+    jw_str(&w, ",\"tag\":");
+    jw_int(&w, tag);
+    jw_str(&w, ",\"keygen\":");
+    jw_quoted(&w, keygen);
+    jw_str(&w, "}");
+    return w.overflow || w.n > 4096 ? -1 : (long)w.n;
+}
+
 long certrot_build_ack(const certrot_result *res, char *out, size_t out_cap)
 {
     static const char *const names[] = {NULL, "applied", "rejected", "failed", "incomplete"};
@@ -239,8 +255,8 @@ static bool is_kid(const char *s)
 }
 
 static long build_inventory(int64_t seq, uint32_t max_message, const certrot_cred *creds, size_t count,
-                            const certrot_trusted_key *keys, size_t key_count, bool with_keys, char *out,
-                            size_t out_cap)
+                            const certrot_trusted_key *keys, size_t key_count, bool with_keys, int64_t active,
+                            char *out, size_t out_cap)
 {
     if (!out || seq < 0 || count > 256 || (count && !creds)) return -1;
     if (with_keys && (key_count > 8 || (key_count && !keys))) return -1;
@@ -290,6 +306,10 @@ static long build_inventory(int64_t seq, uint32_t max_message, const certrot_cre
         }
         jw_str(&w, "]");
     }
+    if (active >= 0) {
+        jw_str(&w, ",\"active\":");
+        jw_int(&w, active);
+    }
     jw_str(&w, "}");
     return w.overflow ? -1 : (long)w.n;
 }
@@ -297,15 +317,15 @@ static long build_inventory(int64_t seq, uint32_t max_message, const certrot_cre
 long certrot_build_inventory(int64_t seq, uint32_t max_message, const certrot_cred *creds, size_t count,
                              char *out, size_t out_cap)
 {
-    return build_inventory(seq, max_message, creds, count, NULL, 0, false, out, out_cap);
+    return build_inventory(seq, max_message, creds, count, NULL, 0, false, -1, out, out_cap);
 }
 
 long certrot_build_inventory_ctx(const certrot_ctx *ctx, uint32_t max_message, const certrot_cred *creds,
                                  size_t count, char *out, size_t out_cap)
 {
     if (!ctx) return -1;
-    return build_inventory(ctx->applied_seq, max_message, creds, count, ctx->keys, ctx->key_count, true, out,
-                           out_cap);
+    return build_inventory(ctx->applied_seq, max_message, creds, count, ctx->keys, ctx->key_count, true,
+                           ctx->active_tag, out, out_cap);
 }
 
 /* `%CMNG: <sec_tag>,<type>[,"<SHA-256 hex>"]` as the modem answers AT%CMNG=1. */

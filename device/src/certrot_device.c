@@ -23,6 +23,8 @@ const char *certrot_status_name(certrot_status s)
     case CERTROT_MODEM_FAILED: return "modem_error";
     case CERTROT_RECONNECT_FAILED: return "reconnect_failed";
     case CERTROT_STORE_FAILED: return "store_failed";
+    case CERTROT_KEYGEN_FAILED: return "keygen_failed";
+    case CERTROT_ACTIVATE_FAILED: return "activate_failed";
     case CERTROT_ERR_ARG: return "bad_argument";
     case CERTROT_ERR_NOSPACE: return "no_space";
     }
@@ -106,6 +108,13 @@ certrot_status certrot_init(certrot_ctx *ctx, const certrot_config *cfg, uint8_t
     ctx->scratch = scratch;
     ctx->scratch_cap = scratch_cap;
     asm_reset(ctx);
+    ctx->active_tag = -1;
+    if (cfg->cb.keygen || cfg->cb.publish_csr || cfg->cb.activate) {
+        /* Identity renewal needs all three, and a sec tag to report. */
+        if (!cfg->cb.keygen || !cfg->cb.publish_csr || !cfg->cb.activate || cfg->active_tag > CERTROT_MAX_TAG)
+            return CERTROT_ERR_ARG;
+        ctx->active_tag = cfg->active_tag;
+    }
     if (load_keys(ctx, cfg) != CERTROT_OK) return CERTROT_ERR_ARG;
     if (cfg->cb.load_state) {
         int64_t seq = 0;
@@ -120,6 +129,8 @@ certrot_status certrot_init(certrot_ctx *ctx, const certrot_config *cfg, uint8_t
 }
 
 int64_t certrot_applied_seq(const certrot_ctx *ctx) { return ctx->applied_seq; }
+
+int64_t certrot_active_tag(const certrot_ctx *ctx) { return ctx ? ctx->active_tag : -1; }
 
 size_t certrot_key_count(const certrot_ctx *ctx) { return ctx ? ctx->key_count : 0; }
 
@@ -311,6 +322,55 @@ static certrot_status fail(certrot_result *res, certrot_status st, int code, con
     return st;
 }
 
+/* The bundle's keygen and activate ops, in order. `used`: bytes of the JWS buffer the rollback copies hold;
+ * the keygen output and its CSR message go after them. */
+static certrot_status identity_ops(certrot_ctx *ctx, const certrot_bundle *b, size_t used, certrot_result *res)
+{
+    const certrot_callbacks *cb = &ctx->cfg.cb;
+    for (size_t i = 0; i < b->op_count; i++) {
+        const certrot_op *op = &b->ops[i];
+        int err;
+        if (op->is_keygen) {
+            size_t room = ctx->jws_cap - used;
+            if (room < 2 * 512) return fail(res, CERTROT_KEYGEN_FAILED, -12 /* ENOMEM */, "no room for AT%KEYGEN", 0);
+            size_t out_cap = room / 2 < CERTROT_KEYGEN_MAX ? room / 2 : CERTROT_KEYGEN_MAX;
+            char *output = (char *)ctx->jws + used, *json = output + out_cap;
+            if ((err = cb->go_offline(cb->user)) != 0) {
+                cb->go_online(cb->user);
+                return fail(res, CERTROT_KEYGEN_FAILED, err, "cannot set the modem offline", 0);
+            }
+            /* KEYGEN refuses a tag that holds a key (519): empty the standby tag first. */
+            for (uint8_t type = 0; type <= 2 && !err; type++) {
+                bool exists = false;
+                err = cb->key_exists(cb->user, op->tag, type, &exists);
+                if (!err && exists) err = cb->key_delete(cb->user, op->tag, type);
+            }
+            output[0] = '\0';
+            if (!err) err = cb->keygen(cb->user, op->tag, op->subject, output, out_cap);
+            if (!err && (output[out_cap - 1] = '\0', output[0] == '\0')) err = -22 /* EINVAL: no output */;
+            cb->go_online(cb->user);
+            int reconnect = cb->test_connection(cb->user, ctx->cfg.reconnect_timeout_s);
+            if (err) return fail(res, CERTROT_KEYGEN_FAILED, err, "AT%KEYGEN failed", 0);
+            if (reconnect) return fail(res, CERTROT_RECONNECT_FAILED, reconnect, "reconnect after AT%KEYGEN failed", 0);
+            long n = certrot_build_csr(b->jti, op->tag, output, json, room - out_cap);
+            if (n < 0) return fail(res, CERTROT_KEYGEN_FAILED, -12, "the CSR message does not fit", 0);
+            if ((err = cb->publish_csr(cb->user, json, (size_t)n)) != 0)
+                return fail(res, CERTROT_KEYGEN_FAILED, err, "cannot publish the CSR", 0);
+        } else if (op->is_activate) {
+            uint32_t old = (uint32_t)ctx->active_tag;
+            if ((err = cb->activate(cb->user, op->tag, ctx->cfg.reconnect_timeout_s)) != 0) {
+                cb->activate(cb->user, old, ctx->cfg.reconnect_timeout_s); /* back to the identity that works */
+                fail(res, CERTROT_ACTIVATE_FAILED, err, "", 0);
+                copy_str(res->reason, sizeof res->reason, "activate_failed");
+                return CERTROT_ACTIVATE_FAILED;
+            }
+            ctx->active_tag = op->tag;
+            if (cb->store_active) cb->store_active(cb->user, op->tag);
+        }
+    }
+    return CERTROT_OK;
+}
+
 certrot_status certrot_apply_bundle(certrot_ctx *ctx, const certrot_bundle *b, certrot_result *res)
 {
     const certrot_callbacks *cb = &ctx->cfg.cb;
@@ -341,8 +401,9 @@ certrot_status certrot_apply_bundle(certrot_ctx *ctx, const certrot_bundle *b, c
     for (size_t i = 0; i < b->op_count; i++) {
         const certrot_op *op = &b->ops[i];
         bool exists = false;
-        if (op->is_trust_key) {
-            bk[i].skip = true; /* not a modem op: added once the modem part has succeeded */
+        if (op->is_trust_key || op->is_keygen || op->is_activate) {
+            bk[i].skip = true; /* not a write: trust_key once the modem part has succeeded; keygen and activate
+                                * after the writes, in the standby tag (identity_ops) */
             continue;
         }
         if ((err = cb->key_exists(cb->user, op->tag, op->type, &exists)) != 0)
@@ -393,6 +454,11 @@ certrot_status certrot_apply_bundle(certrot_ctx *ctx, const certrot_bundle *b, c
             return fail(res, CERTROT_RECONNECT_FAILED, err, "reconnect with the new credentials failed", r);
         }
     }
+
+    /* keygen and activate (docs/protocol.md §11): in the standby tag, after the writes are in and proven. The
+     * old tag is never touched, so there is nothing to restore: on failure the device stays on it. */
+    certrot_status id = identity_ops(ctx, b, used, res);
+    if (id != CERTROT_OK) return id;
 
     /* trust_key: add the keys only now that every write is in and proven, and persist the table. If that
      * fails, undo the whole bundle, so the keys never outlive a rolled-back write (or vice versa). */

@@ -3,7 +3,9 @@
 # rotation under way (keyRotation.nextKey), and build/host_fleet (N devices on the C library) holding an old
 # CA in tag 42 and pinning only the current key. Passes when `certrot status --json` reports
 # states.verified >= N and signing.next.devicesTrusting == N within 60 s, and every device rotated and
-# installed the next key without a rejected or failed ack. Loopback only; children killed on exit.
+# installed the next key without a rejected or failed ack. Then the devices' client certificates: a
+# `client-cert` campaign renews every device's identity (keygen in the fake modem, CSR, certificate, activate),
+# and passes when it completes with every device on its new tag. Loopback only; children killed on exit.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 CERTROT_BIN=${CERTROT_BIN:-$here/../.build/debug/certrot}
@@ -46,6 +48,17 @@ for name in old new; do
         -keyout "$name.key" -out "$name.raw" 2>/dev/null
     openssl x509 -in "$name.raw" -out "$name.pem"
 done
+"$CERTROT_BIN" issuer init --cert device-ca.pem --key device-ca-key.pem > /dev/null
+chmod 600 device-ca-key.pem
+# The fleet writes its modems' identity keys before it connects; the daemon reads them at start.
+"$here/build/host_fleet" --port "$port" --devices "$N" --per-conn 10 --pubkey pub.pem --kid "$kid" \
+    --old-ca old.pem --prefix "e2e-$$" --identities identities.jsonl > fleet.log 2>&1 &
+fleet=$!
+pids="$pids $fleet"
+for i in 1 2 3 4 5 6 7 8 9 10; do
+    [ -f identities.jsonl ] && [ "$(wc -l < identities.jsonl)" -ge "$N" ] && break
+    sleep 0.5
+done
 cat > certrot.yaml <<Y
 broker:
   url: mqtt://127.0.0.1:$port
@@ -59,13 +72,14 @@ targets:
   - {name: broker-ca, tag: 42, type: 0, chain: $tmp/new.pem}
 catalogue:
   - {name: old-ca, chain: $tmp/old.pem}
+issuers:
+  - {name: device-ca, cert: $tmp/device-ca.pem, key: $tmp/device-ca-key.pem, validity: 90d, crl: $tmp/device-ca.crl}
+identities: $tmp/identities.jsonl
+clientCerts:
+  - {name: device-identity, issuer: device-ca, tags: [16842753, 16842754], caChain: broker-ca, renewBefore: 30d}
 Y
 "$CERTROT_BIN" serve --config certrot.yaml > serve.log 2>&1 &
 pids="$pids $!"
-"$here/build/host_fleet" --port "$port" --devices "$N" --per-conn 10 --pubkey pub.pem --kid "$kid" \
-    --old-ca old.pem --prefix "e2e-$$" > fleet.log 2>&1 &
-fleet=$!
-pids="$pids $fleet"
 
 deadline=$(( $(date +%s) + 60 ))
 verified=0
@@ -82,15 +96,27 @@ while [ "$(date +%s)" -lt "$deadline" ]; do
     [ "$verified" -ge "$N" ] && [ "$trusting" -ge "$N" ] && break
     sleep 2
 done
+# The identities: a client-cert campaign renews every device's client certificate in its standby tag.
+broker="mqtt://127.0.0.1:$port"
+campaign=$("$CERTROT_BIN" campaign create --broker "$broker" --name identities --client-cert device-identity --all \
+    --json 2>&1 | tr -d ' \n' | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+state=none
+while [ -n "$campaign" ] && [ "$(date +%s)" -lt $((deadline + 60)) ]; do
+    out=$("$CERTROT_BIN" campaign status --broker "$broker" "$campaign" --json --timeout 5 2>/dev/null | tr -d ' \n' || true)
+    state=$(printf '%s' "$out" | sed -n 's/.*"state":"\([a-z]*\)","states".*/\1/p')
+    echo "e2e: identities campaign $campaign ${state:-?}"
+    [ "$state" = completed ] && break
+    sleep 2
+done
 kill "$fleet" 2>/dev/null || true
 wait "$fleet" 2>/dev/null || true
 cat fleet.log
-if [ "$verified" -ge "$N" ] && [ "$trusting" -ge "$N" ] &&
-    grep -q "$N rotated, [0-9]* applied acks, 0 rejected, 0 failed, [0-9]* dropped, $N trust an installed key" fleet.log; then
-    echo "ok   e2e: $N devices rotated by certrot serve and verified; all trust the next key $next_kid"
+if [ "$verified" -ge "$N" ] && [ "$trusting" -ge "$N" ] && [ "$state" = completed ] &&
+    grep -q "$N rotated, [0-9]* applied acks, 0 rejected, 0 failed, [0-9]* dropped, $N trust an installed key, $N renewed their identity" fleet.log; then
+    echo "ok   e2e: $N devices rotated by certrot serve and verified; all trust the next key $next_kid; all renewed their client certificate"
     echo "1 passed, 0 failed"
 else
     echo "--- certrot serve log (tail)"; tail -20 serve.log
     echo "--- last status: $out"
-    fail "fleet not verified within 60 s ($verified/$N verified, $trusting/$N trusting the next key)"
+    fail "fleet not verified ($verified/$N verified, $trusting/$N trusting the next key, identities campaign ${state:-none})"
 fi

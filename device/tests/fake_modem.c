@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void fake_modem_init(fake_modem *fm)
@@ -242,4 +243,64 @@ long fake_modem_inventory(const fake_modem *fm, const certrot_ctx *ctx, uint32_t
     for (char *line = strtok(listing, "\n"); line; line = strtok(NULL, "\n"))
         if (certrot_parse_cmng_line(line, &creds[count]) == 0) count++;
     return certrot_build_inventory_ctx(ctx, max_message, creds, count, out, cap);
+}
+
+/* ---- Client-certificate renewal: AT%KEYGEN, the CSR's publication, activation ---- */
+
+static int cb_keygen(void *u, uint32_t tag, const char *subject, char *out, size_t cap)
+{
+    fake_modem *fm = u;
+    if (fm->online) return refuse(fm, 518, 518);  /* AT%KEYGEN needs CFUN=4 */
+    if (find(fm, tag, 2)) return refuse(fm, 519, 519); /* the tag holds a key */
+    char key[512];
+    if (host_keygen(fm->identity, fm->uuid, tag, subject, out, cap, key, sizeof key) != 0) return -EIO;
+    fm->keygens++;
+    return store(fm, tag, 2, key, strlen(key));
+}
+
+static int cb_publish_csr(void *u, const char *json, size_t len)
+{
+    fake_modem *fm = u;
+    if (!fm->online) return -ENETDOWN;
+    if (len >= sizeof fm->csr) return -EMSGSIZE;
+    memcpy(fm->csr, json, len);
+    fm->csr[len] = '\0';
+    fm->csrs_published++;
+    return 0;
+}
+
+/* A TLS connection with the tag: its certificate must be for its key (the broker checks the rest). */
+static int cb_activate(void *u, uint32_t tag, uint32_t timeout_s)
+{
+    fake_modem *fm = u;
+    (void)timeout_s;
+    fm->activations++;
+    const fake_slot *cert = find(fm, tag, 1), *key = find(fm, tag, 2);
+    if (!fm->online || !cert || !key) return -ECONNREFUSED;
+    if (fm->activation_fails && tag != fm->active_tag) return -ECONNREFUSED;
+    if (host_certificate_matches_key((const char *)cert->data, cert->len, (const char *)key->data, key->len) != 0)
+        return -ECONNREFUSED;
+    fm->active_tag = tag;
+    return 0;
+}
+
+static int cb_store_active(void *u, uint32_t tag)
+{
+    ((fake_modem *)u)->active_tag = tag;
+    return 0;
+}
+
+int fake_modem_identity(fake_modem *fm, certrot_callbacks *cb, const struct host_signer *identity, uint32_t tag,
+                        const char *cert_pem, const char *key_pem)
+{
+    fm->identity = identity;
+    for (int i = 0; i < 16; i++) fm->uuid[i] = (uint8_t)rand();
+    fm->active_tag = tag;
+    int err = store(fm, tag, 1, cert_pem, strlen(cert_pem));
+    if (!err) err = store(fm, tag, 2, key_pem, strlen(key_pem));
+    cb->keygen = cb_keygen;
+    cb->publish_csr = cb_publish_csr;
+    cb->activate = cb_activate;
+    cb->store_active = cb_store_active;
+    return err;
 }

@@ -10,7 +10,7 @@
 #define FAKE_MODEM_H
 #include "certrot_device.h"
 
-#define FAKE_SLOTS 8
+#define FAKE_SLOTS 10
 #define FAKE_MAX_CRED 4096
 
 typedef struct {
@@ -41,7 +41,21 @@ typedef struct {
     int64_t now;
     /* counters */
     int writes, deletes, refused, offline_calls, online_calls, conn_tests;
+    /* client-certificate renewal (fake_modem_identity): the modem's identity key and UUID, the tag the
+     * connection uses, the CSR messages published */
+    const struct host_signer *identity;
+    uint8_t uuid[16];
+    uint32_t active_tag;
+    bool activation_fails;   /* the connection with a new tag fails */
+    int keygens, activations;
+    char csr[4200];          /* the last CSR message published */
+    int csrs_published;
 } fake_modem;
+
+/* Gives the modem an identity key and UUID, a factory client identity in tag `tag` (certificate and key PEM),
+ * and fills the keygen/publish_csr/activate/store_active callbacks; the config's active_tag must be `tag`. */
+int fake_modem_identity(fake_modem *fm, certrot_callbacks *cb, const struct host_signer *identity, uint32_t tag,
+                        const char *cert_pem, const char *key_pem);
 
 void fake_modem_init(fake_modem *fm);
 /* Factory provisioning: bypasses the offline rule (the modem is offline during production). */

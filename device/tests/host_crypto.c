@@ -193,3 +193,205 @@ int host_tamper(char *jws, int segment, const char *after)
     }
     return -1;
 }
+
+/* ---- A simulated modem's AT%KEYGEN (docs/protocol.md §11) ---- */
+
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+static size_t cbor_head(uint8_t *out, uint8_t major, uint64_t n)
+{
+    if (n < 24) {
+        out[0] = (uint8_t)(major << 5 | n);
+        return 1;
+    }
+    if (n < 256) {
+        out[0] = (uint8_t)(major << 5 | 24);
+        out[1] = (uint8_t)n;
+        return 2;
+    }
+    if (n < 65536) {
+        out[0] = (uint8_t)(major << 5 | 25);
+        out[1] = (uint8_t)(n >> 8);
+        out[2] = (uint8_t)n;
+        return 3;
+    }
+    out[0] = (uint8_t)(major << 5 | 26);
+    for (int i = 0; i < 4; i++) out[1 + i] = (uint8_t)(n >> (24 - 8 * i));
+    return 5;
+}
+
+static size_t cbor_bstr(uint8_t *out, const uint8_t *d, size_t n)
+{
+    size_t h = cbor_head(out, 2, n);
+    memcpy(out + h, d, n);
+    return h + n;
+}
+
+int host_keygen(const host_signer *identity, const uint8_t uuid[16], uint32_t tag, const char *subject, char *out,
+                size_t cap, char *key_pem, size_t key_cap)
+{
+    int rc = -1;
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509_REQ *req = X509_REQ_new();
+    uint8_t *der = NULL;
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (!key || !req || !bio) goto done;
+    /* The subject the keygen op names (CN=… only), the key usage the modem asks for (no EKU). */
+    const char *cn = strncmp(subject, "CN=", 3) == 0 ? subject + 3 : subject;
+    X509_NAME *name = X509_REQ_get_subject_name(req);
+    if (X509_REQ_set_version(req, 0) != 1 ||
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0) != 1 ||
+        X509_REQ_set_pubkey(req, key) != 1)
+        goto done;
+    STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
+    X509_EXTENSION *usage = X509V3_EXT_conf_nid(NULL, NULL, NID_key_usage,
+                                                "digitalSignature,nonRepudiation,keyEncipherment,keyAgreement");
+    if (exts && usage) sk_X509_EXTENSION_push(exts, usage);
+    int added = exts && usage && X509_REQ_add_extensions(req, exts) == 1;
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    if (!added || X509_REQ_sign(req, key, EVP_sha256()) <= 0) goto done;
+    int der_len = i2d_X509_REQ(req, &der);
+    if (der_len <= 0) goto done;
+
+    /* COSE_Sign1 over [9, uuid, bstr(CBOR of the tag as a signed 32-bit integer), SHA-256(CSR), nonce]. */
+    uint8_t payload[128], digest[32], nonce[16], tag_cbor[8], sig_structure[192], sig[64], cose[256];
+    size_t n = 0, t = 0, s = 0, c = 0;
+    host_sha256(NULL, der, (size_t)der_len, digest);
+    for (int i = 0; i < 16; i++) nonce[i] = (uint8_t)rand();
+    int32_t signed_tag = (int32_t)tag;
+    t = signed_tag < 0 ? cbor_head(tag_cbor, 1, (uint64_t)(-1 - (int64_t)signed_tag))
+                       : cbor_head(tag_cbor, 0, (uint64_t)signed_tag);
+    payload[n++] = 0x85;
+    payload[n++] = 0x09;
+    n += cbor_bstr(payload + n, uuid, 16);
+    n += cbor_bstr(payload + n, tag_cbor, t);
+    n += cbor_bstr(payload + n, digest, 32);
+    n += cbor_bstr(payload + n, nonce, 16);
+    static const uint8_t protected_hdr[] = {0xA1, 0x01, 0x26}; /* {1: -7}: ES256 */
+    sig_structure[s++] = 0x84;
+    s += cbor_head(sig_structure + s, 3, 10);
+    memcpy(sig_structure + s, "Signature1", 10);
+    s += 10;
+    s += cbor_bstr(sig_structure + s, protected_hdr, sizeof protected_hdr);
+    sig_structure[s++] = 0x40; /* external_aad: empty */
+    s += cbor_bstr(sig_structure + s, payload, n);
+    if (host_signer_sign(identity, sig_structure, s, sig) != 0) goto done;
+    cose[c++] = 0x84;
+    c += cbor_bstr(cose + c, protected_hdr, sizeof protected_hdr);
+    cose[c++] = 0xA0; /* unprotected: empty */
+    c += cbor_bstr(cose + c, payload, n);
+    c += cbor_bstr(cose + c, sig, 64);
+
+    long a = certrot_b64url_encode(der, (size_t)der_len, out, cap);
+    if (a < 0 || (size_t)a + 1 >= cap) goto done;
+    out[a] = '.';
+    if (certrot_b64url_encode(cose, c, out + a + 1, cap - (size_t)a - 1) < 0) goto done;
+    /* The key stays in the modem: here, a PEM in the slot (tag, 2), for the fake TLS check. */
+    if (PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL) != 1) goto done;
+    char *pem = NULL;
+    long pem_len = BIO_get_mem_data(bio, &pem);
+    if (pem_len <= 0 || (size_t)pem_len >= key_cap) goto done;
+    memcpy(key_pem, pem, (size_t)pem_len);
+    key_pem[pem_len] = '\0';
+    rc = 0;
+done:
+    OPENSSL_free(der);
+    X509_REQ_free(req);
+    EVP_PKEY_free(key);
+    BIO_free(bio);
+    return rc;
+}
+
+int host_certificate_matches_key(const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len)
+{
+    BIO *cb = BIO_new_mem_buf(cert_pem, (int)cert_len), *kb = BIO_new_mem_buf(key_pem, (int)key_len);
+    X509 *cert = cb ? PEM_read_bio_X509(cb, NULL, NULL, NULL) : NULL;
+    EVP_PKEY *key = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
+    int ok = cert && key && EVP_PKEY_eq(X509_get0_pubkey(cert), key) == 1;
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    BIO_free(cb);
+    BIO_free(kb);
+    return ok ? 0 : -1;
+}
+
+int host_signer_pubkey_pem(const host_signer *s, char *out, size_t cap)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *pem = NULL;
+    long n = bio && PEM_write_bio_PUBKEY(bio, s->pkey) == 1 ? BIO_get_mem_data(bio, &pem) : -1;
+    int rc = n > 0 && (size_t)n < cap ? 0 : -1;
+    if (!rc) {
+        memcpy(out, pem, (size_t)n);
+        out[n] = '\0';
+    }
+    BIO_free(bio);
+    return rc;
+}
+
+/* A certificate (PEM) for pub, named cn, signed by a throwaway issuer: what a test needs to activate a tag. */
+static int issue_for(EVP_PKEY *pub, const char *cn, char *cert_pem, size_t cap)
+{
+    int rc = -1;
+    EVP_PKEY *issuer = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *cert = X509_new();
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (!issuer || !cert || !bio) goto done;
+    X509_set_version(cert, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(cert), rand() & 0x7fffffff);
+    X509_gmtime_adj(X509_getm_notBefore(cert), -300);
+    X509_gmtime_adj(X509_getm_notAfter(cert), 86400L * 365);
+    X509_NAME *name = X509_get_subject_name(cert);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0);
+    X509_set_issuer_name(cert, name);
+    if (X509_set_pubkey(cert, pub) != 1 || X509_sign(cert, issuer, EVP_sha256()) <= 0) goto done;
+    if (PEM_write_bio_X509(bio, cert) != 1) goto done;
+    char *pem = NULL;
+    long n = BIO_get_mem_data(bio, &pem);
+    if (n <= 0 || (size_t)n >= cap) goto done;
+    memcpy(cert_pem, pem, (size_t)n);
+    cert_pem[n] = '\0';
+    rc = 0;
+done:
+    EVP_PKEY_free(issuer);
+    X509_free(cert);
+    BIO_free(bio);
+    return rc;
+}
+
+int host_issue_for_keygen(const char *output, char *cert_pem, size_t cap)
+{
+    const char *dot = strchr(output, '.');
+    size_t len = dot ? (size_t)(dot - output) : strlen(output);
+    uint8_t der[1024];
+    long n = certrot_b64url_decode(output, len, der, sizeof der);
+    if (n <= 0) return -1;
+    const uint8_t *p = der;
+    X509_REQ *req = d2i_X509_REQ(NULL, &p, n);
+    EVP_PKEY *pub = req ? X509_REQ_get_pubkey(req) : NULL;
+    /* proof of possession, as the daemon checks it */
+    int rc = pub && X509_REQ_verify(req, pub) == 1 ? issue_for(pub, "device", cert_pem, cap) : -1;
+    EVP_PKEY_free(pub);
+    X509_REQ_free(req);
+    return rc;
+}
+
+int host_factory_identity(const char *cn, char *cert_pem, size_t cert_cap, char *key_pem, size_t key_cap)
+{
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    BIO *bio = BIO_new(BIO_s_mem());
+    int rc = -1;
+    char *pem = NULL;
+    long n;
+    if (key && bio && issue_for(key, cn, cert_pem, cert_cap) == 0 &&
+        PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL) == 1 && (n = BIO_get_mem_data(bio, &pem)) > 0 &&
+        (size_t)n < key_cap) {
+        memcpy(key_pem, pem, (size_t)n);
+        key_pem[n] = '\0';
+        rc = 0;
+    }
+    EVP_PKEY_free(key);
+    BIO_free(bio);
+    return rc;
+}

@@ -910,6 +910,130 @@ static void test_init_args(void)
     CHECK(certrot_init(&ctx, &cfg, jb, sizeof jb, sb, sizeof sb) == CERTROT_ERR_ARG);
 }
 
+/* ---- client-certificate renewal: keygen and activate (docs/protocol.md §11) ---- */
+
+#define TAG_A 16842753
+#define TAG_B 16842754
+
+static char id_cert[4096], id_key[1024];
+
+static device *device_with_identity(host_signer *identity)
+{
+    device *d = calloc(1, sizeof *d);
+    fake_modem_init(&d->fm);
+    fake_modem_provision(&d->fm, 42, 0, old_pem, strlen(old_pem));
+    certrot_config cfg = {.device_id = DEV, .keys = pinned, .key_count = 1, .active_tag = TAG_A};
+    cfg.cb.sha256 = host_sha256;
+    cfg.cb.es256_verify = host_es256_verify;
+    fake_modem_callbacks(&cfg.cb, &d->fm);
+    CHECK(host_factory_identity(DEV, id_cert, sizeof id_cert, id_key, sizeof id_key) == 0);
+    CHECK(fake_modem_identity(&d->fm, &cfg.cb, identity, TAG_A, id_cert, id_key) == 0);
+    CHECK(certrot_init(&d->ctx, &cfg, d->jws, sizeof d->jws, d->scratch, sizeof d->scratch) == CERTROT_OK);
+    return d;
+}
+
+/* The keygen output inside the CSR message the device published. */
+static void csr_output(const fake_modem *fm, char *out, size_t cap)
+{
+    const char *k = strstr(fm->csr, "\"keygen\":\"");
+    out[0] = '\0';
+    if (!k) return;
+    k += 10;
+    const char *end = strchr(k, '"');
+    size_t n = end ? (size_t)(end - k) : 0;
+    if (n < cap) {
+        memcpy(out, k, n);
+        out[n] = '\0';
+    }
+}
+
+static void test_identity(void)
+{
+    certrot_result r;
+    host_signer *identity = host_signer_new();
+    device *d = device_with_identity(identity);
+    char inv[1200], ops[9000], output[2100], cert[4096], json[4400];
+    CHECK(fake_modem_inventory(&d->fm, &d->ctx, 2048, inv, sizeof inv) > 0);
+    CHECK(strstr(inv, ",\"active\":16842753}") != NULL);
+
+    /* keygen in the standby tag: the tag emptied, a key generated offline, the CSR published, then applied */
+    fake_modem_provision(&d->fm, TAG_B, 0, old_pem, strlen(old_pem)); /* leftovers of an earlier identity */
+    sprintf(ops, "{\"op\":\"keygen\",\"subject\":\"CN=" DEV "\",\"tag\":%d}", TAG_B);
+    make_jws(jws, DEV, JTI1, 1, 0, 0x7fffffff, ops);
+    CHECK(feed(d, jws, JTI1, &r) == CERTROT_APPLIED && r.ack == CERTROT_ACK_APPLIED && r.republish_inventory);
+    CHECK(d->fm.keygens == 1 && d->fm.csrs_published == 1 && d->fm.online);
+    CHECK(fake_modem_get(&d->fm, TAG_B, 0) == NULL && fake_modem_get(&d->fm, TAG_B, 2) != NULL);
+    CHECK(fake_modem_get(&d->fm, TAG_A, 1) != NULL && fake_modem_get(&d->fm, TAG_A, 2) != NULL);
+    sprintf(json, "{\"v\":1,\"jti\":\"%s\",\"tag\":%d,\"keygen\":\"", JTI1, TAG_B);
+    CHECK(strncmp(d->fm.csr, json, strlen(json)) == 0);
+    csr_output(&d->fm, output, sizeof output);
+    CHECK(strchr(output, '.') != NULL && host_issue_for_keygen(output, cert, sizeof cert) == 0);
+    CHECK(certrot_active_tag(&d->ctx) == TAG_A);
+
+    /* keygen again (a retry): the key there is deleted first, as KEYGEN refuses a tag that holds one (519) */
+    make_jws(jws, DEV, JTI2, 2, 0, 0x7fffffff, ops);
+    CHECK(feed(d, jws, JTI2, &r) == CERTROT_APPLIED && d->fm.keygens == 2 && d->fm.refused == 0);
+    csr_output(&d->fm, output, sizeof output);
+    CHECK(host_issue_for_keygen(output, cert, sizeof cert) == 0);
+
+    /* never in the active tag: rejected before anything is touched */
+    sprintf(ops, "{\"op\":\"keygen\",\"subject\":\"CN=x\",\"tag\":%d}", TAG_A);
+    make_jws(jws, DEV, "k3", 3, 0, 0x7fffffff, ops);
+    CHECK(feed(d, jws, "k3", &r) == CERTROT_INVALID_BUNDLE && r.ack == CERTROT_ACK_REJECTED &&
+          strstr(r.reason, "active tag") != NULL && d->fm.keygens == 2);
+    /* a subject with a quote, a keygen with a type: rejected */
+    sprintf(ops, "{\"op\":\"keygen\",\"subject\":\"CN=\\\"x\",\"tag\":%d}", TAG_B);
+    make_jws(jws, DEV, "k4", 3, 0, 0x7fffffff, ops);
+    CHECK(feed(d, jws, "k4", &r) == CERTROT_INVALID_BUNDLE && strstr(r.reason, "subject") != NULL);
+    sprintf(ops, "{\"op\":\"activate\",\"tag\":%d,\"type\":1}", TAG_B);
+    make_jws(jws, DEV, "k5", 3, 0, 0x7fffffff, ops);
+    CHECK(feed(d, jws, "k5", &r) == CERTROT_INVALID_BUNDLE);
+
+    /* the certificate and the chain written into B, then activate B: the device now connects with B */
+    char w1[5000], w2[5000];
+    write_op(w1, TAG_B, cert, NULL);
+    w1[strlen(w1) - 1] = '\0'; /* retype: type 1 (write_op writes type 0) */
+    char *type = strstr(w1, "\"type\":0");
+    CHECK(type != NULL);
+    if (type) type[7] = '1';
+    strcat(w1, "}");
+    write_op(w2, TAG_B, new_pem, NULL);
+    sprintf(ops, "%s,%s,{\"op\":\"activate\",\"tag\":%d}", w1, w2, TAG_B);
+    make_jws(jws, DEV, "i1", 4, 0, 0x7fffffff, ops);
+    CHECK(feed(d, jws, "i1", &r) == CERTROT_APPLIED && r.ack == CERTROT_ACK_APPLIED);
+    CHECK(certrot_active_tag(&d->ctx) == TAG_B && d->fm.active_tag == TAG_B);
+    CHECK(fake_modem_inventory(&d->fm, &d->ctx, 2048, inv, sizeof inv) > 0 && strstr(inv, ",\"active\":16842754}"));
+    CHECK(fake_modem_get(&d->fm, TAG_A, 1) != NULL && "the old tag is kept as the way back");
+
+    /* the next renewal, into A; the connection with A fails: back on B, acked failed activate_failed */
+    sprintf(ops, "{\"op\":\"keygen\",\"subject\":\"CN=" DEV "\",\"tag\":%d}", TAG_A);
+    make_jws(jws, DEV, "k6", 5, 0, 0x7fffffff, ops);
+    CHECK(feed(d, jws, "k6", &r) == CERTROT_APPLIED);
+    d->fm.activation_fails = true;
+    csr_output(&d->fm, output, sizeof output);
+    CHECK(host_issue_for_keygen(output, cert, sizeof cert) == 0);
+    write_op(w1, TAG_A, new_pem, NULL);
+    sprintf(ops, "%s,{\"op\":\"activate\",\"tag\":%d}", w1, TAG_A);
+    make_jws(jws, DEV, "i2", 6, 0, 0x7fffffff, ops);
+    int activations = d->fm.activations;
+    CHECK(feed(d, jws, "i2", &r) == CERTROT_ACTIVATE_FAILED && r.ack == CERTROT_ACK_FAILED);
+    CHECK(strcmp(r.reason, "activate_failed") == 0 && r.has_code);
+    CHECK(d->fm.activations == activations + 2 && certrot_active_tag(&d->ctx) == TAG_B && d->fm.active_tag == TAG_B);
+    CHECK(certrot_applied_seq(&d->ctx) == 5 && "a failed bundle is not applied");
+    char ack[400];
+    CHECK(certrot_build_ack(&r, ack, sizeof ack) > 0 && strstr(ack, "\"reason\":\"activate_failed\"") != NULL);
+    free(d);
+
+    /* a device without the identity callbacks reports no active tag and rejects keygen */
+    d = device_new();
+    CHECK(fake_modem_inventory(&d->fm, &d->ctx, 2048, inv, sizeof inv) > 0 && strstr(inv, "active") == NULL);
+    sprintf(ops, "{\"op\":\"keygen\",\"subject\":\"CN=x\",\"tag\":%d}", TAG_B);
+    make_jws(jws, DEV, JTI1, 1, 0, 0x7fffffff, ops);
+    CHECK(feed(d, jws, JTI1, &r) == CERTROT_INVALID_BUNDLE && strstr(r.reason, "does not renew") != NULL);
+    free(d);
+    host_signer_free(identity);
+}
+
 int main(void)
 {
     signer = host_signer_new();
@@ -933,6 +1057,7 @@ int main(void)
     run("device checks reject bad bundles", test_checks);
     run("trust_key: install, persist, report, verify, rollback, bad jwk, table full", test_trust_key);
     run("init argument checks", test_init_args);
+    run("identity renewal: keygen in the standby tag, CSR, activate, activate_failed", test_identity);
 
     host_signer_free(signer);
     host_signer_free(other_signer);

@@ -58,6 +58,32 @@ int main(int argc, char **argv)
         return 2;
     }
     int passed = 0, failed = 0;
+    /* test_vectors --keygen OUT IDENTITY_PEM TAG: a fake modem's AT%KEYGEN output and its identity key, for
+     * `certrot cert inspect` to verify (vectors.sh), which reports the result in $KEYGEN_CHECK. */
+    if (argc == 5 && strcmp(argv[1], "--keygen") == 0) {
+        host_signer *identity = host_signer_new();
+        uint8_t uuid[16] = {0};
+        char output[2100], key_pem[1024], id_pem[512];
+        if (!identity || host_keygen(identity, uuid, (uint32_t)strtoul(argv[4], NULL, 10), "CN=vector", output,
+                                     sizeof output, key_pem, sizeof key_pem) != 0 ||
+            host_signer_pubkey_pem(identity, id_pem, sizeof id_pem) != 0)
+            return 2;
+        FILE *o = fopen(argv[2], "w"), *i = fopen(argv[3], "w");
+        if (!o || !i) return 2;
+        fputs(output, o);
+        fputs(id_pem, i);
+        fclose(o);
+        fclose(i);
+        host_signer_free(identity);
+        return 0;
+    }
+    const char *keygen_check = getenv("KEYGEN_CHECK");
+    if (keygen_check) {
+        bool ok = strcmp(keygen_check, "ok") == 0;
+        printf("%s the C fake modem's AT%%KEYGEN output verifies with certrot cert inspect (%s)\n",
+               ok ? "ok  " : "FAIL", keygen_check);
+        ok ? passed++ : failed++;
+    }
     certrot_key key = {.kid = argv[2]};
     if (host_load_pubkey_pem(argv[1], key.pubkey) != 0) {
         fprintf(stderr, "cannot read public key %s\n", argv[1]);

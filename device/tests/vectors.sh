@@ -92,4 +92,13 @@ trust-key-and-chain     applied              -        -  -                      
 +trust-and-chain-resent already_applied      -        -  -                                 jws            trust-and-chain.jws -
 trust-key-by-other-key  unknown_kid          -        -  -                                 jws            trust-by-other.jws -
 M
+# The C fake modem's AT%KEYGEN output (CSR + COSE_Sign1 attestation) as the daemon reads it.
+"$here/build/test_vectors" --keygen keygen.txt identity.pem 16842754
+if "$CERTROT_BIN" cert inspect --identity-key identity.pem --tag 16842754 keygen.txt > inspect.txt 2>&1 &&
+    grep -q "verified under the identity key" inspect.txt; then
+    KEYGEN_CHECK=ok
+else
+    KEYGEN_CHECK="$(tr '\n' ' ' < inspect.txt | cut -c1-300)"
+fi
+export KEYGEN_CHECK
 "$here/build/test_vectors" pub.pem "$kid" "$dev" manifest

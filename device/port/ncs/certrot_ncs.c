@@ -17,6 +17,11 @@ int certrot_app_load_keys(certrot_trusted_key *keys, size_t *count);
 int certrot_app_store_keys(const certrot_trusted_key *keys, size_t count);
  *   int certrot_app_load_keys(certrot_trusted_key *keys, size_t *count);   trust_key table, at most
  *   int certrot_app_store_keys(const certrot_trusted_key *keys, size_t count);  CERTROT_MAX_KEYS entries
+ *
+ * For client-certificate renewal (docs/protocol.md §11, certrot_ncs_identity_callbacks), three more:
+ *   int certrot_app_publish_csr(const char *json, size_t len);   on {id}/certs/csr, QoS 1, not retained
+ *   int certrot_app_mqtt_reconnect_tag(uint32_t sec_tag, uint32_t timeout_s);  TLS with this sec tag only
+ *   int certrot_app_store_active(uint32_t sec_tag);              flash: the tag to connect with at boot
  */
 #include <errno.h>
 #include <stdio.h>
@@ -162,6 +167,57 @@ static int ncs_store_keys(void *u, const certrot_trusted_key *keys, size_t count
 {
     (void)u;
     return certrot_app_store_keys(keys, count);
+}
+
+/* ---- client-certificate renewal: AT%KEYGEN, the CSR, the A/B switch ---------------------------------- */
+
+int certrot_app_publish_csr(const char *json, size_t len);
+int certrot_app_mqtt_reconnect_tag(uint32_t sec_tag, uint32_t timeout_s);
+int certrot_app_store_active(uint32_t sec_tag);
+
+/* AT%KEYGEN=<tag>,2,0,"<subject>" (the modem is offline: the library calls this between CFUN=4 and CFUN=1).
+ * The answer is `%KEYGEN: "<base64url CSR>.<base64url COSE>"` then OK; a CME error returns its code (e.g. 519
+ * when the tag holds a key, which the library avoids by deleting types 0..2 first). */
+static int ncs_keygen(void *u, uint32_t tag, const char *subject, char *out, size_t cap)
+{
+    static char resp[CERTROT_KEYGEN_MAX + 64];
+    (void)u;
+    int err = nrf_modem_at_cmd(resp, sizeof resp, "AT%%KEYGEN=%u,2,0,\"%s\"", (unsigned)tag, subject);
+    if (err < 0) return err;
+    if (err > 0) return nrf_modem_at_err(err); /* the CME/CMS code */
+    char *start = strchr(resp, '"'), *end = start ? strchr(start + 1, '"') : NULL;
+    if (!start || !end || (size_t)(end - start - 1) >= cap) return -EMSGSIZE;
+    memcpy(out, start + 1, (size_t)(end - start - 1));
+    out[end - start - 1] = '\0';
+    return 0;
+}
+
+static int ncs_publish_csr(void *u, const char *json, size_t len)
+{
+    (void)u;
+    return certrot_app_publish_csr(json, len);
+}
+
+static int ncs_activate(void *u, uint32_t tag, uint32_t timeout_s)
+{
+    (void)u;
+    return certrot_app_mqtt_reconnect_tag(tag, timeout_s);
+}
+
+static int ncs_store_active(void *u, uint32_t tag)
+{
+    (void)u;
+    return certrot_app_store_active(tag);
+}
+
+/* Adds the identity-renewal callbacks to cb (after certrot_ncs_callbacks); set certrot_config.active_tag to the
+ * tag the application connects with. */
+void certrot_ncs_identity_callbacks(certrot_callbacks *cb)
+{
+    cb->keygen = ncs_keygen;
+    cb->publish_csr = ncs_publish_csr;
+    cb->activate = ncs_activate;
+    cb->store_active = ncs_store_active;
 }
 
 void certrot_ncs_callbacks(certrot_callbacks *cb)
