@@ -354,6 +354,25 @@ public final class PostgresStore: RotationStore {
                 "CREATE INDEX rotations_awaiting_csr ON rotations(applied_at) WHERE state = 'applied' AND sha256 = ''",
             ]
         ),
+        (
+            "v7-audit",
+            [
+                """
+                CREATE TABLE audit (
+                    seq BIGINT PRIMARY KEY,
+                    at BIGINT NOT NULL,
+                    kind TEXT NOT NULL,
+                    device TEXT COLLATE "C",
+                    subject TEXT,
+                    body TEXT NOT NULL,
+                    prev TEXT NOT NULL,
+                    hash TEXT NOT NULL,
+                    signature TEXT
+                )
+                """,
+                "CREATE INDEX audit_device ON audit(device, seq) WHERE device IS NOT NULL",
+            ]
+        ),
     ]
 
     /// An arbitrary constant naming certrot's migration lock among the database's advisory locks.

@@ -214,6 +214,23 @@ public final class SQLiteStore: RotationStore {
                     CREATE INDEX rotations_awaiting_csr ON rotations(applied_at) WHERE state = 'applied' AND sha256 = '';
                     """)
         }
+        migrator.registerMigration("v7-audit") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE audit (
+                        seq INTEGER PRIMARY KEY NOT NULL,
+                        at INTEGER NOT NULL,
+                        kind TEXT NOT NULL,
+                        device TEXT,
+                        subject TEXT,
+                        body TEXT NOT NULL,
+                        prev TEXT NOT NULL,
+                        hash TEXT NOT NULL,
+                        signature TEXT
+                    );
+                    CREATE INDEX audit_device ON audit(device, seq) WHERE device IS NOT NULL;
+                    """)
+        }
         return migrator
     }
 

@@ -17,7 +17,7 @@ struct Certrot: AsyncParsableCommand {
             """,
         subcommands: [
             Serve.self, ConfigCommand.self, Keys.self, BundleCommand.self, Status.self, CampaignCommand.self,
-            DeviceCommand.self, Simulate.self, IssuerCommand.self, CertCommand.self,
+            DeviceCommand.self, Simulate.self, IssuerCommand.self, CertCommand.self, AuditCommand.self,
         ])
 }
 

@@ -303,6 +303,11 @@ import X509
         let policy = try #require((fleet["clientCerts"] as? [String: Any])?["device-identity"] as? [String: Any])
         #expect((policy["states"] as? [String: Int])?["verified"] == 1)
         #expect(policy["certificates"] as? [String: Int] == ["issued": 0, "active": 1, "revoked": 1])
+
+        // The audit log has both issuances and the revocation, by serial.
+        let log = try h.read { tx in try tx.auditRecords(after: 0, limit: 1000, since: nil, device: "d1") }
+        #expect(log.filter { $0.kind == .certificateIssued }.map(\.subject) == certificates.map(\.serial))
+        #expect(log.filter { $0.kind == .certificateRevoked }.map(\.subject) == [first.serial])
     }
 
     // MARK: Campaigns

@@ -51,6 +51,11 @@ import Testing
             "SELECT COUNT(*) FROM devices d WHERE d.issued_seq < (SELECT MAX(seq) FROM bundles b WHERE b.device = d.id)"
         )
         #expect(behind == 0)
+        // The audit log and the state it describes never disagree: every bundle stored has its record.
+        let unrecorded = try harness.storeScalar(
+            "SELECT COUNT(*) FROM bundles b WHERE NOT EXISTS (SELECT 1 FROM audit a WHERE a.kind = 'bundle.signed' AND a.subject = b.jti)"
+        )
+        #expect(unrecorded == 0)
         let logText = try String(contentsOfFile: log, encoding: .utf8)
         #expect(logText.components(separatedBy: "certrot starting").count == 3)
         await harness.stop()
@@ -99,6 +104,14 @@ import Testing
             try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM rotations WHERE state != 'verified'")
         }
         #expect(notVerified == 0)
+        let unrecorded = try await db.read { db in
+            try Int.fetchOne(
+                db,
+                sql:
+                    "SELECT COUNT(*) FROM bundles b WHERE NOT EXISTS (SELECT 1 FROM audit a WHERE a.kind = 'bundle.signed' AND a.subject = b.jti)"
+            )
+        }
+        #expect(unrecorded == 0, "every bundle stored has its audit record")
         let starts =
             try String(contentsOfFile: log, encoding: .utf8).components(separatedBy: "certrot starting").count - 1
         #expect(starts == kills + 1)

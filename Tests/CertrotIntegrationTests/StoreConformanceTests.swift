@@ -413,6 +413,36 @@ struct PostgresStoreTests {
         }
     }
 
+    @Test(arguments: StoreKind.allCases)
+    func theAuditLog_appendsInOrder_refusesASeqTwice_andFilters(kind: StoreKind) throws {
+        let url = try kind.freshURL()
+        let store = try openStore(url: url)
+        defer { store.close() }
+        try store.write { tx throws in
+            #expect(try tx.lastAuditRecord() == nil)
+            try tx.audit(.bundleSigned, at: 10, device: "d1", subject: "j1", body: ["seq": 1])
+            try tx.audit(.operatorRequest, at: 20, subject: "campaign.create", body: ["result": "ok"])
+            try tx.audit(.bundleSigned, at: 30, device: "d2", subject: "j2", body: ["seq": 1])
+        }
+        #expect(throws: (any Error).self) {
+            try store.write { tx in
+                try tx.appendAudit(
+                    AuditRecord(seq: 2, at: 40, kind: .checkpoint, device: nil, subject: nil, body: "{}", prev: ""))
+            }
+        }
+        try store.read { tx throws in
+            let all = try tx.auditRecords(after: 0, limit: 10, since: nil, device: nil)
+            #expect(all.map(\.seq) == [1, 2, 3] && all[1].prev == all[0].hash && all[2].prev == all[1].hash)
+            #expect(try tx.auditRecords(after: 1, limit: 1, since: nil, device: nil).map(\.seq) == [2])
+            #expect(try tx.auditRecords(after: 0, limit: 10, since: 20, device: nil).map(\.seq) == [2, 3])
+            #expect(try tx.auditRecords(after: 0, limit: 10, since: nil, device: "d2").map(\.subject) == ["j2"])
+            #expect(throws: Never.self) { try AuditChain.verify(all, keys: []) }
+        }
+        // What `certrot audit export` reads, beside the open store (read-only for SQLite).
+        #expect(try AuditReader.records(storeURL: url).count == 3)
+        #expect(try AuditReader.records(storeURL: url, device: "d1").map(\.subject) == ["j1"])
+    }
+
     @Test func urlsAreCheckedBeforeConnecting() throws {
         #expect(throws: (any Error).self) { try validateStoreURL("postgres://host/db") }  // no user
         #expect(throws: (any Error).self) { try validateStoreURL("postgres://u@host") }  // no database

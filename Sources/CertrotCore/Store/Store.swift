@@ -152,6 +152,17 @@ public protocol StoreTransaction {
     /// Issued certificates by issuer and state: issuer → state → count.
     func issuedCounts() throws -> [String: [String: Int]]
 
+    // MARK: Audit log
+
+    /// The newest record of the audit log; on PostgreSQL it also takes the log's lock for the rest of the
+    /// transaction, so that replicas append one after another.
+    func lastAuditRecord() throws -> AuditRecord?
+    /// Appends a record (its seq one above the newest; the store refuses a seq already there).
+    func appendAudit(_ record: AuditRecord) throws
+    /// Records in seq order after `after` (exclusive), at most `limit`; only those at or after `since`, and
+    /// only `device`'s, when given.
+    func auditRecords(after: Int64, limit: Int, since: Int64?, device: String?) throws -> [AuditRecord]
+
     // MARK: Retention
 
     /// Keeps the newest `keepHistory` history entries of `device`, and its newest `keepBundles` bundles besides

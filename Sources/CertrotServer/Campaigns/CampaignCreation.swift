@@ -7,7 +7,8 @@ extension Engine {
     // MARK: Creation
 
     /// campaign.create: parse, resolve chains, run the never-brick preflight, select devices, cut waves, store.
-    func createCampaign(params: [String: Any], origin: String) async throws -> Campaign {
+    /// `signedBy`: the operator key of the request (origin `rpc`); the audit log records who asked.
+    func createCampaign(params: [String: Any], origin: String, signedBy: String? = nil) async throws -> Campaign {
         let now = clock()
         let date = Date(timeIntervalSince1970: Double(now))
         let request = try CampaignRequest.parse(params, now: now)
@@ -115,6 +116,9 @@ extension Engine {
                         updatedAt: now))
             }
             try store(campaign, tx: tx)
+            try RPC.auditRequest(
+                method: CampaignCreate.name, signedBy: origin == "rpc" ? signedBy : origin, params: params,
+                result: "ok \(campaign.id)", at: now, tx: tx)
         }
         logger.notice(
             "campaign created",

@@ -113,7 +113,7 @@ extension Engine {
     func answer(_ request: RPC.Deferred) async {
         let result: Result<Any, RPCError>
         do {
-            let campaign = try await createCampaign(params: request.params, origin: "rpc")
+            let campaign = try await createCampaign(params: request.params, origin: "rpc", signedBy: request.signedBy)
             if let signedBy = request.signedBy {
                 logger.notice(
                     "operator request",
@@ -130,6 +130,12 @@ extension Engine {
             logger.notice(
                 "campaign refused", metadata: ["reason": "\(refusal.reason)", "message": "\(refusal.message)"])
             result = .failure(RPCError(refusal))
+            let now = clock()
+            try? store.write { tx in
+                try RPC.auditRequest(
+                    method: CampaignCreate.name, signedBy: request.signedBy, params: request.params,
+                    result: "refused \(refusal.reason)", at: now, tx: tx)
+            }
         } catch let failure as RPCError {
             result = .failure(failure)
         } catch {

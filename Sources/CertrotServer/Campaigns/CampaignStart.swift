@@ -15,7 +15,10 @@ extension Engine {
     /// Loads campaigns and creates the standing auto-renewal campaigns of targets with a successor.
     package func startCampaigns() throws {
         try store.write { tx in
-            for campaign in try tx.campaigns() { remember(campaign) }
+            for campaign in try tx.campaigns() {
+                remember(campaign)
+                auditedCampaignStates[campaign.id] = Self.auditState(campaign)
+            }
             // A standing campaign whose target lost its successor (or is gone) stops.
             for var campaign in campaigns.values where campaign.autoRenews != nil && !campaign.state.isFinal {
                 guard let name = campaign.autoRenews, catalogue.renewal[name]?.successor == nil else { continue }
@@ -81,12 +84,28 @@ extension Engine {
         flush()
     }
 
+    /// A campaign's state as the audit log records it: a change of it is a `campaign.state` record.
+    static func auditState(_ campaign: Campaign) -> String {
+        campaign.state.rawValue + (campaign.awaitingConfirmation ? " (awaiting confirmation)" : "")
+    }
+
     func remember(_ campaign: Campaign) {
         registry.put(campaign, now: monotonic())
         catalogue.learn(campaign)
     }
 
     func store(_ campaign: Campaign, tx: any StoreTransaction) throws {
+        let state = Self.auditState(campaign)
+        if auditedCampaignStates[campaign.id] != state {
+            var body: [String: Any] = [
+                "state": campaign.state.rawValue, "name": campaign.name, "origin": campaign.origin,
+                "wave": campaign.currentWave, "awaitingConfirmation": campaign.awaitingConfirmation,
+            ]
+            body["previous"] = auditedCampaignStates[campaign.id]
+            body["reason"] = campaign.reason
+            try audit(.campaignState, subject: campaign.id, body: body, tx: tx)
+            auditedCampaignStates[campaign.id] = state
+        }
         try tx.saveCampaign(campaign)
         remember(campaign)
         registry.dirty.insert(campaign.id)

@@ -24,8 +24,9 @@ package protocol CredentialKind: AnyObject {
     /// them, shared in a cluster, and routes them by ``Topics/classify(_:)``).
     var inboundFilters: [String] { get }
 
-    /// A rotation of this kind was just verified (in the transaction that saves it).
-    func verified(_ rotation: Rotation, tx: any StoreTransaction, now: Int64) throws
+    /// A rotation of this kind was just verified (in the transaction that saves it). Returns the certificates
+    /// this revoked, for the audit log.
+    func verified(_ rotation: Rotation, tx: any StoreTransaction, now: Int64) throws -> [IssuedCertificate]
 
     /// The ops that install what `rotation` is for, in order; nil when this kind cannot serve it (the rotation
     /// waits, logged).
@@ -35,7 +36,9 @@ package protocol CredentialKind: AnyObject {
 extension CredentialKind {
     package func inventorySaved(device: String, inventory: Inventory, tx: any StoreTransaction, now: Int64) throws {}
     package var inboundFilters: [String] { [] }
-    package func verified(_ rotation: Rotation, tx: any StoreTransaction, now: Int64) throws {}
+    package func verified(_ rotation: Rotation, tx: any StoreTransaction, now: Int64) throws -> [IssuedCertificate] {
+        []
+    }
 }
 
 /// What a kind may look at besides the configuration it was made with: the campaigns the engine runs, and for

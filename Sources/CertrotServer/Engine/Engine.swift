@@ -106,6 +106,10 @@ package final class Engine {
     var limits = DaemonSettings.Limits()
     var nextRetentionSweep: Int64 = 0
     var connectedAt: Double?
+    /// The newest audit checkpoint written or seen (seq, time); nil until the first tick after a start.
+    var lastAuditCheckpoint: (seq: Int64, at: Int64)?
+    /// Each campaign's state as the audit log last recorded it (``auditState``).
+    var auditedCampaignStates: [String: String] = [:]
 
     init(
         store: any RotationStore, signer: SigningKey, targets: [ResolvedTarget], policy: RotationPolicy,

@@ -43,7 +43,16 @@ extension Engine {
             try memberChanged(rotation, tx: tx)
         }
         if rotation.state == .verified, previous?.state != .verified {
-            for kind in kinds where kind.owns(rotation.target) { try kind.verified(rotation, tx: tx, now: clock()) }
+            for kind in kinds where kind.owns(rotation.target) {
+                for certificate in try kind.verified(rotation, tx: tx, now: clock()) {
+                    try audit(
+                        .certificateRevoked, device: certificate.device, subject: certificate.serial,
+                        body: [
+                            "issuer": certificate.issuer, "reason": "superseded", "policy": certificate.policy,
+                            "revokedAt": certificate.revokedAt ?? clock(),
+                        ], tx: tx)
+                }
+            }
         }
         guard previous?.state != rotation.state || previous?.jti != rotation.jti else { return }
         if previous?.state != rotation.state {

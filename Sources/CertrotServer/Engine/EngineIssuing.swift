@@ -39,7 +39,8 @@ extension Engine {
         let jti = Self.newJTI()
         let claims = BundleClaims(
             sub: device.id, jti: jti, iat: now, exp: now.saturatingAdd(bundleLifetime), seq: seq, ops: ops)
-        let jws = JWS.sign(claims, with: signingKeys.signer(for: device.inventory))
+        let key = signingKeys.signer(for: device.inventory)
+        let jws = JWS.sign(claims, with: key)
         observability?.bundlesSigned.increment()
         let record = BundleRecord(
             jti: jti, device: device.id, seq: seq, iat: now, exp: claims.exp, jws: jws,
@@ -57,6 +58,9 @@ extension Engine {
         updated.issuedSeq = seq
         try tx.saveDevice(updated)
         try tx.insertBundle(record)
+        try audit(
+            .bundleSigned, device: device.id, subject: jti,
+            body: ["seq": seq, "kid": key.kid, "exp": claims.exp, "ops": ops.map(\.auditSummary)], tx: tx)
         for var rotation in waiting {
             let before = rotation
             rotation.issued(jti: jti, seq: seq, now: now)

@@ -178,6 +178,7 @@ extension Engine {
             try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
         }
         try campaignTick(tx: tx, outbox: &outbox)
+        try auditTick(tx: tx)
         if now >= nextRetentionSweep {
             // Bounded work per tick: what is left goes on the next sweep, a minute later.
             let deleted = try tx.prune(before: now.saturatingSubtract(retention.maxAge), limit: 5000)

@@ -52,6 +52,12 @@ public final class Observability: Sendable {
             .increment()
     }
 
+    /// A record appended to the audit log.
+    func auditRecord(_ kind: String) {
+        Metrics.Counter(label: "certrot_audit_records_total", dimensions: [("kind", kind)], factory: factory)
+            .increment()
+    }
+
     /// A client certificate issued from a device's CSR.
     func certificateIssued(issuer: String) {
         Metrics.Counter(

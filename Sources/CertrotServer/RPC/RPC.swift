@@ -114,6 +114,20 @@ enum RPC {
 
     /// Handles one request; devices whose rotations it reset are appended to `reissue`. Methods the built-in
     /// ones do not cover go to `handler` (campaigns); a deferred one is appended to `deferred`.
+    /// A record of an operator's request that changes state: the method, the key that signed it (its kid, or
+    /// "unsigned" when no operators are configured), a digest of its params (not the params: a campaign's chains
+    /// are large, and the store keeps what they changed), and the result.
+    static func auditRequest(
+        method: String, signedBy: String?, params: [String: Any], result: String, at: Int64, tx: any StoreTransaction
+    ) throws {
+        let canonical =
+            (try? JSONSerialization.data(withJSONObject: params, options: [.sortedKeys, .withoutEscapingSlashes]))
+            ?? Data()
+        try tx.audit(
+            .operatorRequest, at: at, subject: method,
+            body: ["operator": signedBy ?? "unsigned", "params": Hex.sha256(Array(canonical)), "result": result])
+    }
+
     static func handle(
         _ message: MQTTMessage, context: Context, tx: any StoreTransaction, reissue: inout [String],
         deferred: inout [Deferred], handler: Handler
@@ -122,6 +136,8 @@ enum RPC {
         var id: Any = NSNull()
         var isNotification = false
         let response: [String: Any]
+        // Set once a request that changes state passed its authorisation: what it did goes into the audit log.
+        var audited: (method: String, signedBy: String?, params: [String: Any])?
         do {
             guard message.payload.count <= maxRequestBytes else {
                 throw RPCError(
@@ -208,6 +224,7 @@ enum RPC {
                         "\(method) changes state and needs a request signed by an operator key (certrot --operator-key)"
                 )
             }
+            if RPCMethods.mutating.contains(method) { audited = (method, signedBy, params) }
             let result: Any
             switch method {
             case DeviceStatus.name:
@@ -219,10 +236,13 @@ enum RPC {
                     deviceRetry(DeviceRetry.params(params), context: context, tx: tx, reissue: &reissue))
             case DeviceList.name:
                 result = try encode(deviceList(DeviceList.params(params), context: context, tx: tx))
+            case AuditList.name:
+                result = try encode(auditList(AuditList.params(params), tx: tx))
             default:
                 switch try handler(method, params, tx) {
                 case .value(let value): result = value
                 case .deferred:
+                    audited = nil  // recorded when it is answered
                     deferred.append(
                         Deferred(
                             method: method, params: params, id: id, isNotification: isNotification,
@@ -235,10 +255,25 @@ enum RPC {
             if let signedBy, RPCMethods.mutating.contains(method) {
                 context.logger.notice("operator request", metadata: ["method": "\(method)", "operator": "\(signedBy)"])
             }
+            if let audited {
+                try auditRequest(
+                    method: audited.method, signedBy: audited.signedBy, params: audited.params, result: "ok",
+                    at: context.now, tx: tx)
+            }
             response = ["jsonrpc": "2.0", "id": id, "result": result]
         } catch let failure as RPCError {
+            if let audited {
+                try? auditRequest(
+                    method: audited.method, signedBy: audited.signedBy, params: audited.params,
+                    result: "error \(failure.code.rawValue)", at: context.now, tx: tx)
+            }
             response = ["jsonrpc": "2.0", "id": id, "error": failure.json]
         } catch let refusal as Refusal {
+            if let audited {
+                try? auditRequest(
+                    method: audited.method, signedBy: audited.signedBy, params: audited.params,
+                    result: "refused \(refusal.reason)", at: context.now, tx: tx)
+            }
             response = ["jsonrpc": "2.0", "id": id, "error": RPCError(refusal).json]
         } catch {
             // Store errors stay in the daemon's log; the caller learns only that it failed.

@@ -24,7 +24,7 @@ package enum RPCMethods {
     package static let all: [any RPCMethod.Type] = [
         DeviceStatus.self, DeviceRetry.self, DeviceList.self, FleetStatus.self,
         CampaignCreate.self, CampaignList.self, CampaignStatus.self, CampaignPause.self, CampaignResume.self,
-        CampaignAbort.self,
+        CampaignAbort.self, AuditList.self,
     ]
     package static let byName: [String: any RPCMethod.Type] = Dictionary(
         uniqueKeysWithValues: all.map { ($0.name, $0) })

@@ -125,8 +125,9 @@ package final class ClientCertKind: CredentialKind {
 
     /// The device is verified using the certificate `rotation` installed: it is `active`, and every other
     /// certificate certrot issued to the device under this policy is revoked (superseded).
-    package func verified(_ rotation: Rotation, tx: any StoreTransaction, now: Int64) throws {
-        guard let policy = policy(of: rotation.target) else { return }
+    package func verified(_ rotation: Rotation, tx: any StoreTransaction, now: Int64) throws -> [IssuedCertificate] {
+        guard let policy = policy(of: rotation.target) else { return [] }
+        var revoked: [IssuedCertificate] = []
         for var certificate in try tx.issued(device: rotation.device) where certificate.policy == policy.name {
             let before = certificate
             if certificate.sha256 == rotation.sha256 {
@@ -135,9 +136,11 @@ package final class ClientCertKind: CredentialKind {
                 certificate.state = .revoked
                 certificate.revokedAt = now
                 if policy.issuer.crlPath != nil { crlsDue.insert(certificate.issuer) }
+                revoked.append(certificate)
             }
             if certificate != before { try tx.saveIssued(certificate) }
         }
+        return revoked
     }
 
     /// Rewrites the CRLs due (and any a day old), from the store: the file is replaced atomically, so mosquitto's

@@ -43,6 +43,13 @@ extension Engine {
         do {
             let certificate = try clientCerts.issue(for: message, rotation: rotation, keygen: bundle, now: now)
             try tx.insertIssued(certificate)
+            try audit(
+                .certificateIssued, device: id, subject: certificate.serial,
+                body: [
+                    "issuer": certificate.issuer, "policy": certificate.policy, "tag": certificate.tag,
+                    "sha256": certificate.sha256, "notBefore": certificate.notBefore, "notAfter": certificate.notAfter,
+                    "keygen": certificate.keygenJTI,
+                ], tx: tx)
             updated.certificateIssued(sha256: certificate.sha256, now: now)
             observability?.certificateIssued(issuer: certificate.issuer)
             try save(

@@ -1,0 +1,42 @@
+import CertrotCore
+import PostgresNIO
+
+/// The audit log (table `audit`, migration v7). Replicas append to one chain: the head is read under a
+/// transaction-scoped advisory lock, so their appends follow one another.
+extension PostgresTransaction {
+    /// An arbitrary constant naming the audit log's lock among the database's advisory locks (…7401 is the
+    /// migration lock, …7402 the cluster's leadership, held for a leader's whole session).
+    static let auditLock: Int64 = 0x6365_7274_726F_7403
+
+    func lastAuditRecord() throws -> AuditRecord? {
+        try execute("SELECT pg_advisory_xact_lock(\(Self.auditLock))")
+        return try query("SELECT * FROM audit ORDER BY seq DESC LIMIT 1").first.map(Self.audit(from:))
+    }
+
+    func appendAudit(_ r: AuditRecord) throws {
+        try execute(
+            """
+            INSERT INTO audit (seq, at, kind, device, subject, body, prev, hash, signature)
+            VALUES (\(r.seq), \(r.at), \(r.kind.rawValue), \(r.device), \(r.subject), \(r.body), \(r.prev), \(r.hash),
+                \(r.signature))
+            """)
+    }
+
+    func auditRecords(after: Int64, limit: Int, since: Int64?, device: String?) throws -> [AuditRecord] {
+        try query(
+            """
+            SELECT * FROM audit WHERE seq > \(after) AND (\(since)::BIGINT IS NULL OR at >= \(since))
+                AND (\(device)::TEXT IS NULL OR device = \(device)) ORDER BY seq LIMIT \(limit)
+            """
+        ).map(Self.audit(from:))
+    }
+
+    static func audit(from row: PostgresRandomAccessRow) throws -> AuditRecord {
+        AuditRecord(
+            seq: try row["seq"].decode(Int64.self), at: try row["at"].decode(Int64.self),
+            kind: AuditRecord.Kind(rawValue: try row["kind"].decode(String.self)) ?? .operatorRequest,
+            device: try row["device"].decode(String?.self), subject: try row["subject"].decode(String?.self),
+            body: try row["body"].decode(String.self), prev: try row["prev"].decode(String.self),
+            hash: try row["hash"].decode(String.self), signature: try row["signature"].decode(String?.self))
+    }
+}
