@@ -36,6 +36,8 @@ public struct DaemonSettings: Sendable {
     public var keyRotationThreshold: Double = 0.95
     /// Operators allowed to call mutating JSON-RPC methods (signed requests).
     public var operators: [VerificationKey] = []
+    /// Each operator key's name in the config (kid → name), for the audit log.
+    public var operatorNames: [String: String] = [:]
     /// Where `/metrics`, `/healthz` and `/readyz` listen; nil: no HTTP listener.
     public var http: (host: String, port: Int)?
     /// Several replicas on one shared store; nil: a single daemon.
@@ -207,6 +209,7 @@ public struct DaemonSettings: Sendable {
         let lifetime = config.bundleLifetime?.seconds ?? BundleClaims.defaultLifetime
         if lifetime <= 0 { problems.append("bundleLifetime: must be positive") }
         var operators: [VerificationKey] = []
+        var operatorNames: [String: String] = [:]
         for (index, entry) in (config.operators ?? []).enumerated() {
             let key = attempt("operators[\(index)]") { () throws -> VerificationKey in
                 guard let text = try? String(contentsOfFile: entry.publicKey, encoding: .utf8) else {
@@ -214,7 +217,10 @@ public struct DaemonSettings: Sendable {
                 }
                 return try VerificationKey(pem: text)
             }
-            if let key { operators.append(key) }
+            if let key {
+                operators.append(key)
+                operatorNames[key.kid] = entry.name
+            }
         }
         var next: SigningKey?
         var threshold = 0.95
@@ -233,6 +239,7 @@ public struct DaemonSettings: Sendable {
             policy: config.rotationPolicy, profile: profile, bundleLifetime: lifetime,
             maxInflight: config.maxInflight ?? 1000)
         settings.operators = operators
+        settings.operatorNames = operatorNames
         if let cluster {
             // Each replica has its own MQTT client id, and a clean session: a dead replica's session must not keep
             // its share of the shared subscriptions (the broker would go on queuing messages for it).
@@ -443,6 +450,7 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         engine.nextSigner = settings.nextSigner
         engine.keyRotationThreshold = settings.keyRotationThreshold
         engine.operators = settings.operators
+        engine.operatorNames = settings.operatorNames
         engine.observability = observability
         engine.catalogue.renewal = settings.renewal.mapValues { ($0.before, $0.successor) }
         engine.declaredCampaignDelay = settings.declaredCampaignDelay

@@ -99,6 +99,18 @@ import Testing
         let history =
             try await rpc.result("device.status", params: ["device": rejecting])["history"] as? [[String: Any]] ?? []
         #expect(history.contains { ($0["detail"] as? String) == "retried by an operator" })
+        // The audit log names who asked: the operator's name in the config and the kid of the key.
+        let byAlice = try harness.storeScalar(
+            "SELECT COUNT(*) FROM audit WHERE kind = 'operator.request' AND subject = 'device.retry' "
+                + "AND body LIKE '%\"operator\":\"alice\"%' AND body LIKE '%\"kid\":\"\(operatorKey.kid)\"%'")
+        #expect(byAlice ?? 0 >= 2, "the signed retries, with the name and the kid")
+        let created = try harness.storeScalar(
+            "SELECT COUNT(*) FROM audit WHERE kind = 'operator.request' AND subject = 'campaign.create' "
+                + "AND body LIKE '%\"operator\":\"alice\"%'")
+        #expect(created == 1)
+        let refused = try harness.storeScalar(
+            "SELECT COUNT(*) FROM audit WHERE kind = 'operator.request' AND body LIKE '%\"operator\":\"unsigned\"%'")
+        #expect(refused == 0, "requests refused for want of a signature are not recorded")
         await harness.stop()
     }
 }

@@ -117,7 +117,8 @@ extension Engine {
             }
             try store(campaign, tx: tx)
             try RPC.auditRequest(
-                method: CampaignCreate.name, signedBy: origin == "rpc" ? signedBy : origin, params: params,
+                method: CampaignCreate.name, signedBy: signedBy, names: operatorNames,
+                origin: origin == "rpc" ? nil : origin, params: params,
                 result: "ok \(campaign.id)", at: now, tx: tx)
         }
         logger.notice(

@@ -133,7 +133,8 @@ extension Engine {
             let now = clock()
             try? store.write { tx in
                 try RPC.auditRequest(
-                    method: CampaignCreate.name, signedBy: request.signedBy, params: request.params,
+                    method: CampaignCreate.name, signedBy: request.signedBy, names: operatorNames,
+                    params: request.params,
                     result: "refused \(refusal.reason)", at: now, tx: tx)
             }
         } catch let failure as RPCError {

@@ -73,6 +73,8 @@ package final class Engine {
     var keyRotationThreshold = 0.95
     /// Operators' public keys (config `operators`).
     var operators: [VerificationKey] = []
+    /// kid → the operator's name in the config (`operators[].name`).
+    var operatorNames: [String: String] = [:]
     var observability: Observability?
     /// Read-only JSON-RPC methods answered beside the engine; it gets the engine's context on every tick.
     var reads: ReadOnlyRPC?

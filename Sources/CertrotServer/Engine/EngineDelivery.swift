@@ -88,7 +88,9 @@ extension Engine {
             targets: targets, catalogue: catalogue.known.mapValues { ($0.name, $0.notAfter) }, drops: drops,
             logger: logger,
             signerKid: signer.kid,
-            nextKid: nextSigner?.kid, keyRotationThreshold: keyRotationThreshold, operators: operators, now: clock(),
+            nextKid: nextSigner?.kid, keyRotationThreshold: keyRotationThreshold, operators: operators,
+            operatorNames: operatorNames,
+            now: clock(),
             renewal: catalogue.renewal.mapValues { RenewalInfo(before: $0.before, hasSuccessor: $0.successor != nil) },
             replyPrefix: limits.replyPrefix, signedReads: limits.signedReads, campaignIDs: Set(campaigns.keys),
             clientCertPolicies: clientCerts.policies.map {

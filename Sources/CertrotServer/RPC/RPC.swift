@@ -22,6 +22,8 @@ enum RPC {
         var keyRotationThreshold: Double
         /// Operators' public keys; when any are configured, mutating methods need a signed request.
         var operators: [VerificationKey]
+        /// kid → the operator's configured name.
+        var operatorNames: [String: String] = [:]
         var now: Int64
         var renewal: [String: RenewalInfo] = [:]
         /// Where replies may go (config `rpc.replyPrefix`).
@@ -114,18 +116,23 @@ enum RPC {
 
     /// Handles one request; devices whose rotations it reset are appended to `reissue`. Methods the built-in
     /// ones do not cover go to `handler` (campaigns); a deferred one is appended to `deferred`.
-    /// A record of an operator's request that changes state: the method, the key that signed it (its kid, or
-    /// "unsigned" when no operators are configured), a digest of its params (not the params: a campaign's chains
-    /// are large, and the store keeps what they changed), and the result.
+    /// A record of an operator's request that changes state: the method, who asked (the operator's name in the
+    /// config and the kid of the key that signed it; "unsigned" when no operators are configured; "config" for a
+    /// campaign the config file declares), a digest of its params (not the params: a campaign's chains are large,
+    /// and the store keeps what they changed), and the result.
     static func auditRequest(
-        method: String, signedBy: String?, params: [String: Any], result: String, at: Int64, tx: any StoreTransaction
+        method: String, signedBy: String?, names: [String: String], origin: String? = nil, params: [String: Any],
+        result: String, at: Int64, tx: any StoreTransaction
     ) throws {
         let canonical =
             (try? JSONSerialization.data(withJSONObject: params, options: [.sortedKeys, .withoutEscapingSlashes]))
             ?? Data()
-        try tx.audit(
-            .operatorRequest, at: at, subject: method,
-            body: ["operator": signedBy ?? "unsigned", "params": Hex.sha256(Array(canonical)), "result": result])
+        var body: [String: Any] = [
+            "operator": origin ?? signedBy.map { names[$0] ?? $0 } ?? "unsigned",
+            "params": Hex.sha256(Array(canonical)), "result": result,
+        ]
+        body["kid"] = signedBy
+        try tx.audit(.operatorRequest, at: at, subject: method, body: body)
     }
 
     static func handle(
@@ -257,21 +264,24 @@ enum RPC {
             }
             if let audited {
                 try auditRequest(
-                    method: audited.method, signedBy: audited.signedBy, params: audited.params, result: "ok",
+                    method: audited.method, signedBy: audited.signedBy, names: context.operatorNames,
+                    params: audited.params, result: "ok",
                     at: context.now, tx: tx)
             }
             response = ["jsonrpc": "2.0", "id": id, "result": result]
         } catch let failure as RPCError {
             if let audited {
                 try? auditRequest(
-                    method: audited.method, signedBy: audited.signedBy, params: audited.params,
+                    method: audited.method, signedBy: audited.signedBy, names: context.operatorNames,
+                    params: audited.params,
                     result: "error \(failure.code.rawValue)", at: context.now, tx: tx)
             }
             response = ["jsonrpc": "2.0", "id": id, "error": failure.json]
         } catch let refusal as Refusal {
             if let audited {
                 try? auditRequest(
-                    method: audited.method, signedBy: audited.signedBy, params: audited.params,
+                    method: audited.method, signedBy: audited.signedBy, names: context.operatorNames,
+                    params: audited.params,
                     result: "refused \(refusal.reason)", at: context.now, tx: tx)
             }
             response = ["jsonrpc": "2.0", "id": id, "error": RPCError(refusal).json]
