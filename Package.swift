@@ -7,6 +7,8 @@ import PackageDescription
 //   CMosquitto         system library: libmosquitto (the only C import)
 //   CertrotMQTT        adapter: libmosquitto client (threaded mode) exposed as async Swift
 //   CertrotStore       adapters: SQLite through GRDB, PostgreSQL through postgres-nio
+//   CPKCS11            C bridge to a PKCS#11 module (dlopen; C_Sign, C_GenerateKeyPair, …)
+//   CertrotPKCS11      keys in a PKCS#11 token: RFC 7512 URIs, session pool, reconnects
 //   CertrotServer      the daemon: config, engine, reconciler, JSON-RPC, service wiring
 //   CertrotSimulator   reference device fleet (what an nRF91 application does)
 //   CertrotTestSupport broker and PostgreSQL launchers, fixture certificates, EngineHarness: tests and certrot-lab
@@ -54,6 +56,13 @@ let package = Package(
             pkgConfig: "libmosquitto",
             providers: [.apt(["libmosquitto-dev"])]
         ),
+        // PKCS#11 through the C API: a small C bridge (dlopen, the calls signing needs) and the Swift key over it.
+        .target(name: "CPKCS11", linkerSettings: [.linkedLibrary("dl")]),
+        .target(
+            name: "CertrotPKCS11",
+            dependencies: ["CPKCS11", "CertrotCore", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
         .target(
             name: "CertrotMQTT",
             dependencies: ["CMosquitto", .product(name: "Logging", package: "swift-log")],
@@ -75,7 +84,7 @@ let package = Package(
         .target(
             name: "CertrotServer",
             dependencies: [
-                "CertrotCore", "CertrotMQTT", "CertrotStore",
+                "CertrotCore", "CertrotMQTT", "CertrotStore", "CertrotPKCS11",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -119,6 +128,7 @@ let package = Package(
             name: "certrot",
             dependencies: [
                 "CertrotCore", "CertrotServer", "CertrotStore", "CertrotSimulator", "CertrotMQTT", "CertrotConsole",
+                "CertrotPKCS11",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -163,11 +173,12 @@ let package = Package(
             name: "CertrotIntegrationTests",
             dependencies: [
                 "CertrotCore", "CertrotServer", "CertrotStore", "CertrotSimulator", "CertrotTestSupport",
-                "CertrotMQTT",
+                "CertrotMQTT", "CertrotPKCS11",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
             ],
             swiftSettings: strict
         ),

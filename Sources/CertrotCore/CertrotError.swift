@@ -26,6 +26,9 @@ public struct CertrotError: Error, Sendable, Equatable, CustomStringConvertible 
         case badAttestation = "bad_attestation"
         /// A message on `{id}/certs/csr` that is not `{"v":1,"jti":…,"tag":…,"keygen":…}`.
         case invalidCSRMessage = "invalid_csr_message"
+        /// A key in a PKCS#11 token that cannot sign now: the module failed, the token is gone, the PIN is wrong or
+        /// locked. The message names the URI and the return code (`CKR_PIN_INCORRECT`, …).
+        case signerUnavailable = "signer_unavailable"
     }
 
     public var code: Code

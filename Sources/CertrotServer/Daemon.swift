@@ -154,7 +154,7 @@ public struct DaemonSettings: Sendable {
                 guard deadAfter >= 3 else { try fail("deadAfter must be at least 3s (replicas report every second)") }
                 return DaemonSettings.ClusterSettings(replica: replica, group: group, deadAfter: deadAfter)
             } ?? nil
-        let signer = attempt("signingKey") { try KeyFile.loadSigningKey(path: config.signingKey) }
+        let signer = attempt("signingKey") { try KeyFile.load(config.signingKey, pkcs11: config.pkcs11) }
         let profile = attempt("defaultProfile") { try config.profile() } ?? .nrf91
         var targets: [ResolvedTarget] = []
         var renewal: [String: Renewal] = [:]
@@ -226,7 +226,7 @@ public struct DaemonSettings: Sendable {
         var threshold = 0.95
         if let rotation = config.keyRotation {
             next = attempt("keyRotation.nextKey") {
-                let key = try KeyFile.loadSigningKey(path: rotation.nextKey)
+                let key = try KeyFile.load(rotation.nextKey, pkcs11: config.pkcs11)
                 if key.kid == signer?.kid { try fail("is the current signing key") }
                 return key
             }
@@ -339,6 +339,9 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         self.logger = logger
         self.clock = clock
         self.drops = DropCounters(observability: observability)
+        observability.watch(
+            signers: [settings.signer] + [settings.nextSigner].compactMap { $0 }
+                + settings.clientCerts.policies.map(\.issuer.issuer.key))
     }
 
     /// Takes the store's leadership lock, trying for a few seconds: a daemon restarted at once (by systemd, or an

@@ -1,26 +1,60 @@
 import CertrotCore
+import CertrotPKCS11
 import Foundation
 
 /// Signing-key files: written 0600, refused when readable by group or others.
 public enum KeyFile {
     public static func loadSigningKey(path: String) throws -> SigningKey {
+        try SigningKey(pem: readPrivate(path, what: "signing key"))
+    }
+
+    /// A key given as a file path or a PKCS#11 URI (`signingKey`, `keyRotation.nextKey`, `issuers[].key`).
+    public static func load(_ spec: String, pkcs11: CertrotConfig.PKCS11? = nil) throws -> SigningKey {
+        guard PKCS11URI.isURI(spec) else { return try loadSigningKey(path: spec) }
+        let uri = try PKCS11URI(spec)
+        let sessions = pkcs11?.sessions ?? 4
+        guard (1...64).contains(sessions) else {
+            throw CertrotError(.invalidConfig, "pkcs11.sessions must be 1…64")
+        }
+        return SigningKey(
+            external: try TokenKey.open(uri: uri, pin: try pin(for: uri, pinFile: pkcs11?.pinFile), sessions: sessions))
+    }
+
+    /// The token's user PIN: the URI's `pin-source` file, else `pkcs11.pinFile`, else `CERTROT_PKCS11_PIN`. Files
+    /// must be mode 0600 and owned by the user running certrot; one trailing newline is dropped.
+    public static func pin(
+        for uri: PKCS11URI, pinFile: String?, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws -> [UInt8] {
+        if let file = uri.pinSource ?? pinFile {
+            var text = try readPrivate(file, what: "PIN file")
+            if text.hasSuffix("\n") { text.removeLast() }
+            if text.hasSuffix("\r") { text.removeLast() }
+            return Array(text.utf8)
+        }
+        if let pin = environment["CERTROT_PKCS11_PIN"], !pin.isEmpty { return Array(pin.utf8) }
+        throw CertrotError(
+            .invalidConfig, "\(uri) needs the token's PIN: set pkcs11.pinFile (mode 0600) or CERTROT_PKCS11_PIN")
+    }
+
+    /// The text of a secret file: refused unless it is mode 0600 (or stricter) and owned by the user running certrot.
+    static func readPrivate(_ path: String, what: String) throws -> String {
         var info = stat()
         guard stat(path, &info) == 0 else {
-            throw CertrotError(.invalidKey, "cannot read signing key \(path): \(String(cString: strerror(errno)))")
+            throw CertrotError(.invalidKey, "cannot read \(what) \(path): \(String(cString: strerror(errno)))")
         }
         if info.st_mode & 0o077 != 0 {
             throw CertrotError(
                 .invalidKey,
-                "signing key \(path) is readable by group or others (mode \(String(info.st_mode & 0o777, radix: 8))); "
+                "\(what) \(path) is readable by group or others (mode \(String(info.st_mode & 0o777, radix: 8))); "
                     + "run: chmod 600 \(path)")
         }
         if info.st_uid != geteuid() {
-            throw CertrotError(.invalidKey, "signing key \(path) is not owned by the user running certrot")
+            throw CertrotError(.invalidKey, "\(what) \(path) is not owned by the user running certrot")
         }
-        guard let pem = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw CertrotError(.invalidKey, "cannot read signing key \(path)")
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw CertrotError(.invalidKey, "cannot read \(what) \(path)")
         }
-        return try SigningKey(pem: pem)
+        return text
     }
 
     /// Writes a new key with mode 0600; refuses to overwrite an existing file.
@@ -30,7 +64,10 @@ public enum KeyFile {
             throw CertrotError(.invalidKey, "cannot create \(path): \(String(cString: strerror(errno)))")
         }
         defer { close(fd) }
-        let bytes = Array(key.pkcs8PEM.utf8)
+        guard let pem = key.pkcs8PEM else {
+            throw CertrotError(.invalidKey, "\(key.location ?? key.kid) is in a token; it cannot be written to a file")
+        }
+        let bytes = Array(pem.utf8)
         let written = bytes.withUnsafeBytes { Foundation.write(fd, $0.baseAddress, $0.count) }
         guard written == bytes.count else { throw CertrotError(.invalidKey, "short write to \(path)") }
         fchmod(fd, 0o600)

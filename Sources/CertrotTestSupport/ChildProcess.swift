@@ -8,8 +8,11 @@ public final class ChildProcess: @unchecked Sendable {
     private let lock = NSLock()
     private var status: Int32?
 
-    /// Starts `executable` with `arguments`; stdout and stderr are appended to `outputPath`.
-    public init(executable: String, arguments: [String], outputPath: String) throws {
+    /// Starts `executable` with `arguments`; stdout and stderr are appended to `outputPath`. `environment` adds to
+    /// (or replaces entries of) this process's environment.
+    public init(
+        executable: String, arguments: [String], outputPath: String, environment: [String: String] = [:]
+    ) throws {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -18,7 +21,7 @@ public final class ChildProcess: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
         let env: [UnsafeMutablePointer<CChar>?] =
-            ProcessInfo.processInfo.environment.map { strdup("\($0)=\($1)") } + [nil]
+            ProcessInfo.processInfo.environment.merging(environment) { $1 }.map { strdup("\($0)=\($1)") } + [nil]
         defer {
             argv.forEach { free($0) }
             env.forEach { free($0) }

@@ -70,7 +70,7 @@ struct BundleCommand: ParsableCommand {
                 let issued = iat ?? Int64(Date().timeIntervalSince1970)
                 let claims = BundleClaims(
                     sub: device, jti: id, iat: issued, exp: issued + lifetime, seq: seq, ops: ops)
-                let jws = JWS.sign(claims, with: signer)
+                let jws = try JWS.sign(claims, with: signer)
                 guard parts else {
                     print(jws)
                     return

@@ -23,7 +23,15 @@ struct IssuerCommand: ParsableCommand {
         @Option(help: "Where to write the CA certificate.")
         var cert: String
         @Option(help: "Where to write the CA's private key (mode 0600).")
-        var key: String
+        var key: String?
+        @Option(name: .customLong("pkcs11"), help: "Make the CA's key inside a PKCS#11 token instead (RFC 7512 URI).")
+        var uri: String?
+        @Option(help: "For --pkcs11: the token's user PIN, in a file (mode 0600); else CERTROT_PKCS11_PIN.")
+        var pinFile: String?
+
+        func validate() throws {
+            guard (key == nil) != (uri == nil) else { throw ValidationError("give exactly one of --key and --pkcs11") }
+        }
         @Option(help: "The CA's common name.")
         var name = "certrot device CA"
         @Option(help: "Days the CA is valid for.")
@@ -34,9 +42,9 @@ struct IssuerCommand: ParsableCommand {
                 throw ValidationError("\(cert) exists; refusing to overwrite it")
             }
             guard days > 0, days <= 36500 else { throw ValidationError("--days must be 1…36500") }
-            let signing = try newKey(at: key)
+            let (signing, location) = try NewKeyOptions.make(out: key, uri: uri, pinFile: pinFile)
             let subject = try DistinguishedName { CommonName(name) }
-            let publicKey = Certificate.PublicKey(signing.privateKey.publicKey)
+            let publicKey = Certificate.PublicKey(signing.publicKey.publicKey)
             let now = Date()
             let certificate = try Certificate(
                 version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: publicKey,
@@ -47,13 +55,13 @@ struct IssuerCommand: ParsableCommand {
                     Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
                     Critical(KeyUsage(keyCertSign: true, cRLSign: true))
                     SubjectKeyIdentifier(hash: publicKey)
-                }, issuerPrivateKey: Certificate.PrivateKey(signing.privateKey))
+                }, issuerPrivateKey: signing.certificateKey)
             try (try certificate.serializeAsPEM().pemString + "\n").write(
                 toFile: cert, atomically: true, encoding: .utf8)
             print(
                 """
                 issuing CA  \(cert)
-                key         \(key) (mode 0600)
+                key         \(key != nil ? "\(location) (mode 0600)" : location)
                 subject     CN=\(name), valid until \(certificate.notValidAfter)
                 """)
         }

@@ -44,7 +44,8 @@ struct BrokerOptions: ParsableArguments {
         } catch let error as CertrotError {
             throw ValidationError("\(operatorKey): \(error.message)")
         }
-        return { payload in JWS.sign(payload: payload, typ: "certrot-rpc+jwt", with: key) }
+        // An operator key is a PEM file, in memory: signing it cannot fail.
+        return { payload in try! JWS.sign(payload: payload, typ: "certrot-rpc+jwt", with: key) }
     }
 }
 

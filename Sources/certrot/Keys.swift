@@ -1,7 +1,43 @@
 import ArgumentParser
 import CertrotCore
+import CertrotPKCS11
 import CertrotServer
 import Foundation
+
+/// Where a new key goes: a PEM file, or inside a PKCS#11 token (the PIN from --pin-file or CERTROT_PKCS11_PIN).
+struct NewKeyOptions: ParsableArguments {
+    @Option(help: "Where to write the private key (PKCS#8 PEM, mode 0600). Refuses to overwrite.")
+    var out: String?
+
+    @Option(
+        name: .customLong("pkcs11"),
+        help: "Make the key inside a PKCS#11 token instead: an RFC 7512 URI with token=, object= and module-path=.")
+    var uri: String?
+
+    @Option(help: "The token's user PIN, in a file (mode 0600); else CERTROT_PKCS11_PIN.")
+    var pinFile: String?
+
+    func validate() throws {
+        guard (out == nil) != (uri == nil) else { throw ValidationError("give exactly one of --out and --pkcs11") }
+    }
+
+    /// The new key and where it is (the path, or the URI).
+    func make() throws -> (key: SigningKey, location: String) {
+        try Self.make(out: out, uri: uri, pinFile: pinFile)
+    }
+
+    static func make(out: String?, uri: String?, pinFile: String?) throws -> (key: SigningKey, location: String) {
+        if let out { return (try newKey(at: out), out) }
+        guard let text = uri else { throw ValidationError("give --out or --pkcs11") }
+        do {
+            let uri = try PKCS11URI(text)
+            let pin = try KeyFile.pin(for: uri, pinFile: pinFile)
+            return (SigningKey(external: try TokenKey.generate(uri: uri, pin: pin)), text)
+        } catch let error as CertrotError {
+            throw ValidationError(error.message)
+        }
+    }
+}
 
 struct Keys: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -9,14 +45,18 @@ struct Keys: ParsableCommand {
 
     struct Generate: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Generate a P-256 signing key (PKCS#8 PEM, mode 0600) and print its kid.")
+            abstract: "Generate a P-256 signing key and print its kid: a PEM file (mode 0600), or inside a token.",
+            discussion: """
+                With --pkcs11 the key pair is made by the token (C_GenerateKeyPair): the private key is sensitive and \
+                never extractable, labelled with the URI's object= (and id=, or a random id). Refuses when the token \
+                already holds a private key of that label. Configure the same URI as signingKey, keyRotation.nextKey \
+                or issuers[].key.
+                """)
 
-        @Option(help: "Where to write the private key. Refuses to overwrite.")
-        var out: String
+        @OptionGroup var destination: NewKeyOptions
 
         func run() throws {
-            let key = try newKey(at: out)
-            print(key.kid)
+            print(try destination.make().key.kid)
         }
     }
 
@@ -30,14 +70,13 @@ struct Keys: ParsableCommand {
                 reaches the threshold, promote the next key to signingKey.
                 """)
 
-        @Option(help: "Where to write the next signing key (mode 0600). Refuses to overwrite.")
-        var out: String
+        @OptionGroup var destination: NewKeyOptions
 
         @Option(help: "Share of devices that must trust the next key before the rotation is reported ready.")
         var threshold: Double = 0.95
 
         func run() throws {
-            let key = try newKey(at: out)
+            let (key, out) = try destination.make()
             print(
                 """
                 next key: \(out)
@@ -59,19 +98,30 @@ struct Keys: ParsableCommand {
 
         enum Format: String, ExpressibleByArgument, CaseIterable { case pem, jwk, c }
 
-        @Option(help: "The signing key (private, PKCS#8) or a public key PEM.")
+        @Option(help: "The signing key (private, PKCS#8), a public key PEM, or the key's PKCS#11 URI.")
         var key: String
+
+        @Option(help: "For a PKCS#11 URI: the token's user PIN, in a file (mode 0600); else CERTROT_PKCS11_PIN.")
+        var pinFile: String?
 
         @Option(help: "pem, jwk or c.")
         var format: Format = .pem
 
         func run() throws {
-            let text = try String(contentsOfFile: key, encoding: .utf8)
             let publicKey: VerificationKey
-            do {
-                publicKey = try VerificationKey(anyPEM: text)
-            } catch {
-                throw ValidationError("\(key): \(error.message)")
+            if PKCS11URI.isURI(key) {
+                do {
+                    publicKey = try KeyFile.load(key, pkcs11: .init(pinFile: pinFile, sessions: 1)).publicKey
+                } catch let error as CertrotError {
+                    throw ValidationError(error.message)
+                }
+            } else {
+                let text = try String(contentsOfFile: key, encoding: .utf8)
+                do {
+                    publicKey = try VerificationKey(anyPEM: text)
+                } catch {
+                    throw ValidationError("\(key): \(error.message)")
+                }
             }
             switch format {
             case .pem:

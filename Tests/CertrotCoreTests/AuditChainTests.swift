@@ -12,7 +12,7 @@ import Testing
         var records: [AuditRecord] = []
         for index in 0..<14 {
             if index == 10 || index == 13 {
-                records.append(AuditChain.checkpoint(after: records.last, at: 1000 + Int64(index), key: key))
+                records.append(try! AuditChain.checkpoint(after: records.last, at: 1000 + Int64(index), key: key))
             } else {
                 records.append(
                     AuditChain.next(
@@ -75,7 +75,7 @@ import Testing
     @Test func aCheckpointByAnotherKey_orWithABrokenSignature_isFound() {
         var records = chain()
         let other = SigningKey.generate()
-        records[10] = AuditChain.checkpoint(after: records[9], at: records[10].at, key: other)
+        records[10] = try! AuditChain.checkpoint(after: records[9], at: records[10].at, key: other)
         #expect(problem(records)?.reason.contains("unknown key") == true)
         records = chain()
         records[13].signature = records[10].signature

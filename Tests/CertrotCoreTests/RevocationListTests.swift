@@ -32,7 +32,7 @@ import Testing
         let kept = try issuer.issue(for: P256.Signing.PrivateKey().publicKey, commonName: "k", now: Date())
         let now = Date()
         let pem = try RevocationList.make(
-            issuer: ca.certificate, key: ca.key,
+            issuer: ca.certificate, key: SigningKey(privateKey: ca.key),
             entries: revoked.map {
                 RevocationList.Entry(serial: Array($0.certificate.serialNumber.bytes), revokedAt: now)
             },
@@ -65,7 +65,7 @@ import Testing
         #expect(throws: CertrotError.self) { _ = try RevocationList.parse(ca.pem) }
         // An empty list is valid too.
         let empty = try RevocationList.make(
-            issuer: ca.certificate, key: ca.key, entries: [], number: 1, thisUpdate: now,
+            issuer: ca.certificate, key: SigningKey(privateKey: ca.key), entries: [], number: 1, thisUpdate: now,
             nextUpdate: now.addingTimeInterval(86400))
         try empty.write(toFile: crl, atomically: true, encoding: .utf8)
         #expect(try openssl(["crl", "-in", crl, "-CAfile", caPath, "-noout"]).output.contains("verify OK"))

@@ -133,7 +133,7 @@ import Testing
             }
             request += "}"
             let payload =
-                signed ? JWS.sign(payload: Array(request.utf8), typ: "certrot-rpc+jwt", with: operatorKey) : request
+                signed ? try JWS.sign(payload: Array(request.utf8), typ: "certrot-rpc+jwt", with: operatorKey) : request
             if let reply = try await raw.call(id: id, payload: payload) {
                 answered += 1
                 #expect(reply["result"] != nil || reply["error"] != nil)

@@ -102,7 +102,7 @@ import Testing
         let claims = BundleClaims(
             sub: "dev-1", jti: "abc", iat: 1_800_000_000, exp: 1_800_600_000, seq: 3,
             ops: [.write(tag: 42, type: 0, pem: ca.pem)])
-        let jws = JWS.sign(claims, with: key)
+        let jws = try JWS.sign(claims, with: key)
         let parts = try Parts.split(jws: jws, jti: "abc", topic: "dev-1/certs", maxMessage: 512)
         let partsFile = dir.appendingPathComponent("parts.jsonl").path
         try parts.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "\n").write(

@@ -53,7 +53,7 @@ extension CLITests {
 
         // A certificate issued from the trial CA for the modem's key, and a CRL revoking it.
         let ca = try Certificate(pemEncoded: try String(contentsOfFile: path("ca.pem"), encoding: .utf8))
-        let key = try KeyFile.loadSigningKey(path: path("ca-key.pem")).privateKey
+        let key = try KeyFile.loadSigningKey(path: path("ca-key.pem"))
         let issuer = try ClientCertificateIssuer(certificate: ca, key: key, validity: 86400)
         let modemKey = try KeygenOutput.parse(output.keygen).publicKey
         let issued = try issuer.issue(for: modemKey, commonName: "nrf-9", now: Date())

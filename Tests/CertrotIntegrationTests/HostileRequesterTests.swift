@@ -143,7 +143,9 @@ import Testing
                 """)
         try harness.startDaemon(configPath: config)
         let rpc = try harness.rpc()
-        let sign: @Sendable ([UInt8]) -> String = { JWS.sign(payload: $0, typ: "certrot-rpc+jwt", with: operatorKey) }
+        let sign: @Sendable ([UInt8]) -> String = {
+            try! JWS.sign(payload: $0, typ: "certrot-rpc+jwt", with: operatorKey)
+        }
         var signed: [String: Any] = [:]
         for _ in 0..<50 {
             signed = (try? await rpc.call("fleet.status", timeout: 1, sign: sign)) ?? [:]

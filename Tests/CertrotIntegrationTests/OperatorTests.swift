@@ -28,7 +28,9 @@ import Testing
         _ = try harness.startFleet(options)
         try await harness.waitForFleet { ($0["verified"] ?? 0) == 2 && ($0["rejected"] ?? 0) == 1 }
         let rpc = try harness.rpc()
-        let sign: @Sendable ([UInt8]) -> String = { JWS.sign(payload: $0, typ: "certrot-rpc+jwt", with: operatorKey) }
+        let sign: @Sendable ([UInt8]) -> String = {
+            try! JWS.sign(payload: $0, typ: "certrot-rpc+jwt", with: operatorKey)
+        }
 
         // Read-only methods stay open; the mutating one refuses an unsigned request, or one signed by a stranger.
         #expect(errorCode(try await rpc.call("fleet.status")) == nil)
@@ -37,7 +39,7 @@ import Testing
         #expect(errorMessage(unsigned).contains("signed"))
         let stranger = SigningKey.generate()
         let forged = try await rpc.call("device.retry", params: ["device": rejecting]) {
-            JWS.sign(payload: $0, typ: "certrot-rpc+jwt", with: stranger)
+            try! JWS.sign(payload: $0, typ: "certrot-rpc+jwt", with: stranger)
         }
         #expect(errorCode(forged) == -32010)
         // Campaigns too: creating, pausing, resuming and aborting need a signature; listing does not.
@@ -71,7 +73,7 @@ import Testing
                     try raw.publish(
                         topic: "certrot/rpc",
                         payload: Array(
-                            JWS.sign(payload: Array(text.utf8), typ: "certrot-rpc+jwt", with: operatorKey).utf8))
+                            try JWS.sign(payload: Array(text.utf8), typ: "certrot-rpc+jwt", with: operatorKey).utf8))
                 }
             case .message(let message):
                 replies.append(try JSONSerialization.jsonObject(with: Data(message.payload)) as! [String: Any])

@@ -80,10 +80,12 @@ public enum AuditChain {
     }
 
     /// A checkpoint after `previous`, signed with `key`: it covers every record up to and including itself.
-    public static func checkpoint(after previous: AuditRecord?, at: Int64, key: SigningKey) -> AuditRecord {
+    public static func checkpoint(
+        after previous: AuditRecord?, at: Int64, key: SigningKey
+    ) throws(CertrotError) -> AuditRecord {
         var record = next(
             after: previous, at: at, kind: .checkpoint, body: ["kid": key.kid, "records": (previous?.seq ?? 0) + 1])
-        let signature = try! key.privateKey.signature(for: Array(record.hash.utf8))  // P-256 signing cannot fail
+        let signature = try key.signature(for: Array(record.hash.utf8))
         record.signature = Base64URL.encode(signature.rawRepresentation)
         return record
     }

@@ -105,8 +105,8 @@ public struct JWSHeader: Sendable, Equatable, Codable {
 /// JWS compact serialisation (RFC 7515) with ES256, the only algorithm certrot signs or accepts.
 public enum JWS {
     /// Signs `claims`. `iat`/`exp` are whole seconds by construction (they are integers).
-    public static func sign(_ claims: BundleClaims, with key: SigningKey) -> String {
-        compact(typ: JWSHeader.type, payload: claims.encoded(), key: key)
+    public static func sign(_ claims: BundleClaims, with key: SigningKey) throws(CertrotError) -> String {
+        try compact(typ: JWSHeader.type, payload: claims.encoded(), key: key)
     }
 
     public struct Decoded: Sendable {
@@ -168,20 +168,20 @@ public enum JWS {
     }
 
     /// Signs an arbitrary JSON payload with header typ `typ` (operator requests use `certrot-rpc+jwt`).
-    public static func sign(payload: [UInt8], typ: String, with key: SigningKey) -> String {
-        compact(typ: typ, payload: payload, key: key)
+    public static func sign(payload: [UInt8], typ: String, with key: SigningKey) throws(CertrotError) -> String {
+        try compact(typ: typ, payload: payload, key: key)
     }
 
     /// `BASE64URL(header).BASE64URL(payload).BASE64URL(signature)`: the signing input is built once as bytes,
     /// signed, and the signature appended to it.
-    static func compact(typ: String, payload: [UInt8], key: SigningKey) -> String {
+    static func compact(typ: String, payload: [UInt8], key: SigningKey) throws(CertrotError) -> String {
         let header = Array(#"{"alg":"ES256","kid":"\#(key.kid)","typ":"\#(typ)"}"#.utf8)
         var jws: [UInt8] = []
         jws.reserveCapacity(Base64URL.encodedCount(header.count) + Base64URL.encodedCount(payload.count) + 2 + 86)
         Base64URL.append(header, to: &jws)
         jws.append(UInt8(ascii: "."))
         Base64URL.append(payload, to: &jws)
-        let signature = try! key.privateKey.signature(for: jws)  // P-256 signing cannot fail
+        let signature = try key.signature(for: jws)
         jws.append(UInt8(ascii: "."))
         Base64URL.append(signature.rawRepresentation, to: &jws)
         return String(decoding: jws, as: UTF8.self)

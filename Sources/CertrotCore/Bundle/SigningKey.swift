@@ -1,16 +1,40 @@
 import Crypto
 import Foundation
 
-/// The ES256 (P-256) key that signs bundles. The private half never leaves this type: no description, no
-/// encoding except ``pkcs8PEM`` for `certrot keys generate`.
+/// A private P-256 key held outside certrot's memory: in a PKCS#11 token (`CertrotPKCS11`). It signs SHA-256
+/// digests; the private half never reaches certrot.
+public protocol ExternalSigner: Sendable {
+    /// Where the key lives, for errors and logs (an RFC 7512 URI, without its PIN).
+    var location: String { get }
+    var publicKey: P256.Signing.PublicKey { get }
+    /// ECDSA over a SHA-256 digest; throws ``CertrotError/Code/signerUnavailable`` when the key cannot be used
+    /// now (the token is gone, its PIN locked), naming the location and the module's return code.
+    func sign(digest: SHA256Digest) throws(CertrotError) -> P256.Signing.ECDSASignature
+    /// Why the key cannot sign now, or nil when it can (as far as the last attempt showed).
+    var problem: String? { get }
+}
+
+/// The ES256 (P-256) key that signs bundles: in memory (a PEM file) or in a token (``ExternalSigner``). The private
+/// half never leaves this type: no description, no encoding except ``pkcs8PEM`` for `certrot keys generate`.
 public struct SigningKey: Sendable, CustomStringConvertible {
-    public let privateKey: P256.Signing.PrivateKey
+    enum Backing: Sendable {
+        case memory(P256.Signing.PrivateKey)
+        case external(any ExternalSigner)
+    }
+
+    let backing: Backing
+    public let publicKey: VerificationKey
     /// The public key's RFC 7638 thumbprint, computed once: every signature's header carries it.
-    public let kid: String
+    public var kid: String { publicKey.kid }
 
     public init(privateKey: P256.Signing.PrivateKey) {
-        self.privateKey = privateKey
-        kid = VerificationKey.thumbprint(privateKey.publicKey)
+        backing = .memory(privateKey)
+        publicKey = VerificationKey(publicKey: privateKey.publicKey)
+    }
+
+    public init(external signer: any ExternalSigner) {
+        backing = .external(signer)
+        publicKey = VerificationKey(publicKey: signer.publicKey)
     }
 
     public static func generate() -> SigningKey { SigningKey(privateKey: P256.Signing.PrivateKey()) }
@@ -26,9 +50,50 @@ public struct SigningKey: Sendable, CustomStringConvertible {
         self.init(privateKey: privateKey)
     }
 
-    public var pkcs8PEM: String { privateKey.pemRepresentation }
-    public var publicKey: VerificationKey { VerificationKey(publicKey: privateKey.publicKey, kid: kid) }
-    public var description: String { "SigningKey(kid: \(kid))" }
+    /// ES256 over `data` (SHA-256, then ECDSA). A key in memory cannot fail; a token key throws
+    /// ``CertrotError/Code/signerUnavailable`` when the token cannot sign.
+    public func signature(for data: some DataProtocol) throws(CertrotError) -> P256.Signing.ECDSASignature {
+        switch backing {
+        case .memory(let key):
+            return try! key.signature(for: data)  // P-256 signing in memory cannot fail
+        case .external(let signer):
+            return try signer.sign(digest: SHA256.hash(data: data))
+        }
+    }
+
+    /// The key in memory; nil for a token key (whose private half certrot never holds).
+    public var memoryKey: P256.Signing.PrivateKey? {
+        if case .memory(let key) = backing { return key }
+        return nil
+    }
+
+    /// Where a token key lives (nil: in memory).
+    public var location: String? {
+        if case .external(let signer) = backing { return signer.location }
+        return nil
+    }
+
+    /// Why a token key cannot sign now; nil when it can, and always for a key in memory.
+    public var problem: String? {
+        if case .external(let signer) = backing { return signer.problem }
+        return nil
+    }
+
+    /// For a token key that failed: tries a signature now and returns the problem that remains (nil: it signs
+    /// again). A key in memory has none.
+    public func probe() -> String? {
+        guard case .external(let signer) = backing, signer.problem != nil else { return nil }
+        do {
+            _ = try signer.sign(digest: SHA256.hash(data: Array("certrot readiness probe".utf8)))
+            return nil
+        } catch {
+            return error.message
+        }
+    }
+
+    /// The PKCS#8 PEM of a key in memory; nil for a token key.
+    public var pkcs8PEM: String? { memoryKey?.pemRepresentation }
+    public var description: String { "SigningKey(kid: \(kid)\(location.map { ", \($0)" } ?? ""))" }
 }
 
 /// A public key as a JWK (RFC 7517), as the `trust_key` op carries it.

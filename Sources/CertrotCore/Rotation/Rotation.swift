@@ -209,6 +209,12 @@ extension Rotation {
                 as: .timedOut, error: "keygen applied but no CSR within \(policy.ackTimeout) s", policy: policy,
                 now: now)
         }
+        if awaitsBundle, let due = nextAttemptAt, due <= now {
+            // Waited for the signing key (``waitForSigner``): try again.
+            nextAttemptAt = nil
+            updatedAt = now
+            return .issueBundle
+        }
         if state == .failed || state == .timedOut, let due = nextAttemptAt, due <= now {
             state = .pending
             jti = nil
@@ -250,6 +256,15 @@ extension Rotation {
     public mutating func csrRefused(error: String, policy: RotationPolicy, now: Int64) {
         scheduleRetry(as: .failed, error: error, policy: policy, now: now)
         jti = nil  // the keygen's own ack, which follows its CSR, must not revive the rotation
+    }
+
+    /// The bundle could not be signed (the signing key's token is unavailable): the rotation stays `pending` with
+    /// no bundle, no attempt counted, and asks again at `retryAt`. Nothing was issued, so nothing is lost.
+    public mutating func waitForSigner(error: String, retryAt: Int64, now: Int64) {
+        guard awaitsBundle else { return }
+        lastError = error
+        nextAttemptAt = retryAt
+        updatedAt = now
     }
 
     /// Drops the outstanding bundle (never acknowledged) so that a new one is issued; counts as no attempt.

@@ -84,7 +84,7 @@ package struct ClientCertSettings: Sendable {
         for (index, entry) in (config.issuers ?? []).enumerated() {
             do {
                 guard issuers[entry.name] == nil else { throw CertrotError(.invalidConfig, "name used twice") }
-                issuers[entry.name] = try resolveIssuer(entry)
+                issuers[entry.name] = try resolveIssuer(entry, pkcs11: config.pkcs11)
             } catch {
                 problems.append("issuers[\(index)]: \(message(error))")
             }
@@ -152,7 +152,7 @@ package struct ClientCertSettings: Sendable {
         (error as? CertrotError)?.message ?? "\(error)"
     }
 
-    static func resolveIssuer(_ entry: CertrotConfig.Issuer) throws -> ResolvedIssuer {
+    static func resolveIssuer(_ entry: CertrotConfig.Issuer, pkcs11: CertrotConfig.PKCS11?) throws -> ResolvedIssuer {
         guard let text = try? String(contentsOfFile: entry.cert, encoding: .utf8) else {
             throw CertrotError(.invalidConfig, "cannot read cert \(entry.cert)")
         }
@@ -163,7 +163,7 @@ package struct ClientCertSettings: Sendable {
             throw CertrotError(.invalidConfig, "cert \(entry.cert) is not PEM certificates: \(error)")
         }
         guard let first = certificates.first else { throw CertrotError(.invalidConfig, "cert \(entry.cert) is empty") }
-        let key = try KeyFile.loadSigningKey(path: entry.key).privateKey
+        let key = try KeyFile.load(entry.key, pkcs11: pkcs11)
         let issuer = try ClientCertificateIssuer(
             certificate: first, key: key, validity: entry.validity?.seconds ?? 365 * 86400)
         let above = try certificates.filter { $0.issuer != $0.subject }.map { try $0.serializeAsPEM().pemString }

@@ -144,7 +144,22 @@ public struct CertrotConfig: Sendable, Decodable {
 
     public var broker: Broker
     public var store: String
+    /// A PKCS#8 PEM file (mode 0600) or an RFC 7512 PKCS#11 URI (`pkcs11:token=…;object=…?module-path=…`).
     public var signingKey: String
+    /// Keys in a PKCS#11 token: where the PIN is, and how many sessions each key may use.
+    public var pkcs11: PKCS11?
+
+    public struct PKCS11: Sendable, Decodable {
+        /// A file holding the token's user PIN (mode 0600); else `CERTROT_PKCS11_PIN`.
+        public var pinFile: String?
+        /// Sessions per key (parallel signatures), default 4.
+        public var sessions: Int?
+
+        public init(pinFile: String? = nil, sessions: Int? = nil) {
+            self.pinFile = pinFile
+            self.sessions = sessions
+        }
+    }
     public var targets: [Target]
     public var catalogue: [KnownCredential]?
     /// Campaigns created at start (idempotently, by name).
@@ -232,7 +247,7 @@ public struct CertrotConfig: Sendable, Decodable {
     }
 
     public struct KeyRotation: Sendable, Decodable {
-        /// The next signing key (PKCS#8 PEM, mode 0600).
+        /// The next signing key (PKCS#8 PEM, mode 0600, or a PKCS#11 URI).
         public var nextKey: String
         /// Share of devices that must trust the next key before `fleet.status` reports the rotation ready.
         public var threshold: Double?

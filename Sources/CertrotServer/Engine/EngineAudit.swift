@@ -31,7 +31,15 @@ extension Engine {
             due = true
         }
         guard due else { return }
-        let checkpoint = AuditChain.checkpoint(after: last, at: now, key: signer)
+        let checkpoint: AuditRecord
+        do {
+            checkpoint = try AuditChain.checkpoint(after: last, at: now, key: signer)
+        } catch {
+            // The token cannot sign now; the checkpoint follows on a later tick (readiness reports the token).
+            observability?.signingFailed(error.message)
+            logger.debug("audit checkpoint waits for the signing key", metadata: ["error": "\(error)"])
+            return
+        }
         try tx.appendAudit(checkpoint)
         observability?.auditRecord(AuditRecord.Kind.checkpoint.rawValue)
         lastAuditCheckpoint = (checkpoint.seq, checkpoint.at)

@@ -40,7 +40,23 @@ extension Engine {
         let claims = BundleClaims(
             sub: device.id, jti: jti, iat: now, exp: now.saturatingAdd(bundleLifetime), seq: seq, ops: ops)
         let key = signingKeys.signer(for: device.inventory)
-        let jws = JWS.sign(claims, with: key)
+        let jws: String
+        do {
+            jws = try JWS.sign(claims, with: key)
+        } catch {
+            // The token cannot sign now: nothing is issued, the rotations wait in the store and ask again.
+            for var rotation in waiting {
+                let before = rotation
+                rotation.waitForSigner(
+                    error: "waiting for the signing key: \(error.message)",
+                    retryAt: now.saturatingAdd(Self.signerRetrySeconds), now: now)
+                try save(rotation, previous: before, tx: tx)
+            }
+            observability?.signingFailed(error.message)
+            logger.warning(
+                "cannot sign a bundle; the rotation waits", metadata: ["device": "\(device.id)", "error": "\(error)"])
+            return
+        }
         observability?.bundlesSigned.increment()
         let record = BundleRecord(
             jti: jti, device: device.id, seq: seq, iat: now, exp: claims.exp, jws: jws,
@@ -72,6 +88,9 @@ extension Engine {
             "bundle issued",
             metadata: ["device": "\(device.id)", "jti": "\(jti)", "seq": "\(seq)", "parts": "\(parts.count)"])
     }
+
+    /// Seconds between attempts to sign while the signing key's token is unavailable.
+    static let signerRetrySeconds: Int64 = 5
 
     /// Rotations that no bundle can serve: `failed`, with no retry.
     func fail(_ rotations: [Rotation], error: String, now: Int64, tx: any StoreTransaction) throws {

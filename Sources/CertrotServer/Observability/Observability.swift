@@ -23,6 +23,9 @@ public final class Observability: Sendable {
         var lastStoreError: String?
         /// When recent inputs were dropped for a store error (monotonic seconds), newest last.
         var storeErrors: [Double] = []
+        /// The keys that sign (bundles, checkpoints, certificates): a key in a token that cannot sign makes the
+        /// daemon not ready.
+        var signers: [SigningKey] = []
     }
 
     /// Inputs dropped for store errors within `storeErrorWindow` seconds that make the daemon not ready: a damaged
@@ -50,6 +53,16 @@ public final class Observability: Sendable {
     func dropped(_ reason: String) {
         Metrics.Counter(label: "certrot_messages_dropped_total", dimensions: [("reason", reason)], factory: factory)
             .increment()
+    }
+
+    /// The keys whose health readiness reports (the bundle-signing keys and the issuers' keys).
+    func watch(signers: [SigningKey]) {
+        state.withLock { $0.signers = signers }
+    }
+
+    /// A signature that a key could not make (its token is unavailable).
+    func signingFailed(_ error: String) {
+        Metrics.Counter(label: "certrot_signing_failures_total", factory: factory).increment()
     }
 
     /// A record appended to the audit log.
@@ -114,10 +127,15 @@ public final class Observability: Sendable {
         }
     }
 
-    /// Why the daemon is not ready, or nil when it is (broker connected, store writable; the signing key is
-    /// loaded before the daemon starts at all).
+    /// Why the daemon is not ready, or nil when it is: broker connected, store writable, and every key in a token
+    /// able to sign (a key that failed is probed again here, at most once a second, so readiness returns with
+    /// the token).
     public var notReadyReason: String? {
-        state.withLock { state in
+        let signers = state.withLock { $0.signers }
+        for signer in signers where signer.problem != nil {
+            if let problem = signer.probe() { return "a signing key is unavailable: \(problem)" }
+        }
+        return state.withLock { state in
             if !state.connected { return "not connected to the broker" }
             if !state.storeWritable { return "the store is not writable: \(state.lastStoreError ?? "unknown error")" }
             let now = Double(DispatchTime.now().uptimeNanoseconds) / 1e9

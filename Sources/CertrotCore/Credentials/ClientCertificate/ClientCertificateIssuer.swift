@@ -9,7 +9,7 @@ import X509
 /// valid from five minutes ago until the policy's validity or the issuer's own end, whichever comes first.
 public struct ClientCertificateIssuer: Sendable {
     public var certificate: Certificate
-    public var key: P256.Signing.PrivateKey
+    public var key: SigningKey
     /// Seconds a certificate is valid for (at most until the issuer's notAfter).
     public var validity: Int64
 
@@ -23,8 +23,8 @@ public struct ClientCertificateIssuer: Sendable {
     }
 
     /// Checks that `certificate` is a CA that may sign certificates and that `key` is its key.
-    public init(certificate: Certificate, key: P256.Signing.PrivateKey, validity: Int64) throws(CertrotError) {
-        guard Certificate.PublicKey(key.publicKey) == certificate.publicKey else {
+    public init(certificate: Certificate, key: SigningKey, validity: Int64) throws(CertrotError) {
+        guard Certificate.PublicKey(key.publicKey.publicKey) == certificate.publicKey else {
             throw CertrotError(.invalidKey, "the issuer's key is not the key of its certificate")
         }
         let constraints = try? certificate.extensions.basicConstraints
@@ -38,6 +38,11 @@ public struct ClientCertificateIssuer: Sendable {
         self.certificate = certificate
         self.key = key
         self.validity = validity
+    }
+
+    /// An issuer whose key is in memory (tests, the benchmark, trials).
+    public init(certificate: Certificate, key: P256.Signing.PrivateKey, validity: Int64) throws(CertrotError) {
+        try self.init(certificate: certificate, key: SigningKey(privateKey: key), validity: validity)
     }
 
     /// A certificate for `publicKey`, named `commonName`, issued at `now`.
@@ -61,7 +66,7 @@ public struct ClientCertificateIssuer: Sendable {
             version: .v3, serialNumber: Certificate.SerialNumber(bytes: serial),
             publicKey: Certificate.PublicKey(publicKey), notValidBefore: notBefore, notValidAfter: notAfter,
             issuer: certificate.subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
-            extensions: extensions, issuerPrivateKey: Certificate.PrivateKey(key))
+            extensions: extensions, issuerPrivateKey: key.certificateKey)
         let pem = try PEM.normalizeChain(try issued.serializeAsPEM().pemString).pem
         return Issued(certificate: issued, serial: Hex.encode(serial), pem: pem)
     }

@@ -23,7 +23,7 @@ public enum RevocationList {
 
     /// The signed CRL, PEM (`-----BEGIN X509 CRL-----`).
     public static func make(
-        issuer: Certificate, key: P256.Signing.PrivateKey, entries: [Entry], number: Int64, thisUpdate: Date,
+        issuer: Certificate, key: SigningKey, entries: [Entry], number: Int64, thisUpdate: Date,
         nextUpdate: Date
     ) throws -> String {
         let algorithm: [UInt8] = [0x30, 0x0A, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02]
