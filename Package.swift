@@ -142,7 +142,7 @@ let package = Package(
             name: "certrot-lab",
             dependencies: [
                 "CertrotCore", "CertrotServer", "CertrotStore", "CertrotSimulator", "CertrotTestSupport", "CertrotMQTT",
-                "CertrotConsole",
+                "CertrotConsole", "CertrotPKCS11",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

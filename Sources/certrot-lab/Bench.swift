@@ -3,6 +3,7 @@ import CertrotConsole
 import CertrotCore
 import CertrotSimulator
 import CertrotMQTT
+import CertrotPKCS11
 import CertrotServer
 import CertrotStore
 import CertrotTestSupport
@@ -68,6 +69,13 @@ struct Bench: AsyncParsableCommand {
                     String(format: "; openssl speed ecdsap256: %.0f sign/s; ratio %.2f", $0, signing / $0)
                 } ?? "; openssl not found"))
         say(String(format: "            (of which ECDSA alone, swift-crypto P256 over 32 bytes: %.0f sign/s)", ecdsa))
+        // The same bundles signed in a SoftHSM2 token (C_Sign through the PKCS#11 module), on 1, 2 and 4 threads.
+        if let token = tokenSigningBenchmark(chain: newChain, fileRate: signing) {
+            results["signingToken"] = token.json
+            say(token.line)
+        } else {
+            say("token       SoftHSM2 not found (apt install softhsm2); token signing not measured")
+        }
         // Client-certificate issuance (docs/protocol.md §11): each certificate costs two ECDSA verifications (the
         // CSR's proof of possession, the modem's attestation) and one signature.
         let issuance = try issuanceBenchmark()
@@ -203,6 +211,51 @@ struct Bench: AsyncParsableCommand {
             }
         }
         return Double(count) / Date().timeIntervalSince(start)
+    }
+
+    /// Bundles/s signed by a key in a fresh SoftHSM2 token, on `threads` threads each with its own session, against
+    /// the file key's rate on one thread. Nil when SoftHSM2 is not installed.
+    func tokenSigningBenchmark(chain: CertificateChain, fileRate: Double) -> (json: [String: Any], line: String)? {
+        guard let token = try? SoftHSM.shared(), let uri = try? token.uri(object: "bench-signing"),
+            let parsed = try? PKCS11URI(uri),
+            let key = try? TokenKey.generate(uri: parsed, pin: Array(token.pin.utf8)),
+            let pooled = try? TokenKey.open(uri: parsed, pin: Array(token.pin.utf8), sessions: 4)
+        else { return nil }
+        _ = key
+        let signer = SigningKey(external: pooled)
+        let ops = [BundleOp.write(tag: 42, type: 0, pem: chain.pem)]
+        func rate(threads: Int) -> Double {
+            let counts = Mutex([Int](repeating: 0, count: threads))
+            let start = Date()
+            DispatchQueue.concurrentPerform(iterations: threads) { thread in
+                var count = 0
+                while Date().timeIntervalSince(start) < signSeconds {
+                    for _ in 0..<20 {
+                        let claims = BundleClaims(
+                            sub: "dev-\(thread)-\(count)", jti: "j\(count)", iat: 1, exp: 2, seq: 1, ops: ops)
+                        if (try? JWS.sign(claims, with: signer)) != nil { count += 1 }
+                    }
+                }
+                counts.withLock { $0[thread] = count }
+            }
+            return Double(counts.withLock { $0.reduce(0, +) }) / Date().timeIntervalSince(start)
+        }
+        let rates = [1, 2, 4].map { ($0, rate(threads: $0)) }
+        let one = rates[0].1
+        let json: [String: Any] = [
+            "module": parsed.modulePath,
+            "bundlesPerSecond": Dictionary(uniqueKeysWithValues: rates.map { ("\($0.0)", $0.1) }),
+            "ratioToFileKey": fileRate > 0 ? one / fileRate : 0,
+        ]
+        let line =
+            String(
+                format: "token       %.0f bundles/s signed in SoftHSM2 on one thread (%.2f × the file key)", one,
+                fileRate > 0 ? one / fileRate : 0)
+            + rates.dropFirst().map {
+                String(format: "; %d sessions: %.0f/s (%.2f ×)", $0.0, $0.1, one > 0 ? $0.1 / one : 0)
+            }
+            .joined()
+        return (json, line)
     }
 
     /// KEYGEN outputs from simulated modems, checked and issued as the daemon does for a device's CSR: parse and

@@ -43,19 +43,8 @@ struct IssuerCommand: ParsableCommand {
             }
             guard days > 0, days <= 36500 else { throw ValidationError("--days must be 1…36500") }
             let (signing, location) = try NewKeyOptions.make(out: key, uri: uri, pinFile: pinFile)
-            let subject = try DistinguishedName { CommonName(name) }
-            let publicKey = Certificate.PublicKey(signing.publicKey.publicKey)
-            let now = Date()
-            let certificate = try Certificate(
-                version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: publicKey,
-                notValidBefore: now.addingTimeInterval(-300),
-                notValidAfter: now.addingTimeInterval(Double(days) * 86400),
-                issuer: subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
-                extensions: try Certificate.Extensions {
-                    Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
-                    Critical(KeyUsage(keyCertSign: true, cRLSign: true))
-                    SubjectKeyIdentifier(hash: publicKey)
-                }, issuerPrivateKey: signing.certificateKey)
+            let certificate = try ClientCertificateIssuer.selfSignedCA(
+                key: signing, commonName: name, days: days, now: Date())
             try (try certificate.serializeAsPEM().pemString + "\n").write(
                 toFile: cert, atomically: true, encoding: .utf8)
             print(

@@ -186,6 +186,8 @@ import Testing
         try loaded.applyEnvironment(["CERTROT_BROKER_URL": "mqtt://broker.example:1884", "CERTROT_ACK_TIMEOUT": "2m"])
         #expect(loaded.broker.url == "mqtt://broker.example:1884")
         #expect(loaded.ackTimeout?.seconds == 120)
+        try loaded.applyEnvironment(["CERTROT_PKCS11_PIN_FILE": "/run/credentials/certrot.service/pkcs11-pin"])
+        #expect(loaded.pkcs11?.pinFile == "/run/credentials/certrot.service/pkcs11-pin")
         #expect(throws: CertrotError.self) { try loaded.applyEnvironment(["CERTROT_ACK_TIMEOUT": "soon"]) }
     }
 }

@@ -114,17 +114,8 @@ import X509
 
     /// A self-signed issuing CA whose key is in the token.
     func tokenCA(_ key: SigningKey, path: String) throws {
-        let subject = try DistinguishedName { CommonName("Token device CA") }
-        let publicKey = Certificate.PublicKey(key.publicKey.publicKey)
-        let certificate = try Certificate(
-            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: publicKey,
-            notValidBefore: Date().addingTimeInterval(-300), notValidAfter: Date().addingTimeInterval(400 * 86400),
-            issuer: subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
-            extensions: try Certificate.Extensions {
-                Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
-                Critical(KeyUsage(keyCertSign: true, cRLSign: true))
-                SubjectKeyIdentifier(hash: publicKey)
-            }, issuerPrivateKey: key.certificateKey)
+        let certificate = try ClientCertificateIssuer.selfSignedCA(
+            key: key, commonName: "Token device CA", days: 400, now: Date())
         try (try certificate.serializeAsPEM().pemString + "\n").write(toFile: path, atomically: true, encoding: .utf8)
     }
 

@@ -274,6 +274,7 @@ public struct CertrotConfig: Sendable, Decodable {
         ("CERTROT_SIGNING_KEY", "signingKey"), ("CERTROT_ACK_TIMEOUT", "ackTimeout"),
         ("CERTROT_BUNDLE_LIFETIME", "bundleLifetime"), ("CERTROT_HTTP_HOST", "http.host"),
         ("CERTROT_HTTP_PORT", "http.port"), ("CERTROT_CLUSTER_REPLICA", "cluster.replica"),
+        ("CERTROT_PKCS11_PIN_FILE", "pkcs11.pinFile"),
     ]
 
     /// Applies `CERTROT_…` overrides (see ``environmentOverrides``).
@@ -306,6 +307,9 @@ public struct CertrotConfig: Sendable, Decodable {
             http = HTTP(host: http?.host, port: port)
         }
         if let host = value("CERTROT_HTTP_HOST") { http = HTTP(host: host, port: http?.port ?? 9464) }
+        if let pinFile = value("CERTROT_PKCS11_PIN_FILE") {
+            pkcs11 = PKCS11(pinFile: pinFile, sessions: pkcs11?.sessions)
+        }
         if let replica = value("CERTROT_CLUSTER_REPLICA") {
             cluster = Cluster(replica: replica, group: cluster?.group, deadAfter: cluster?.deadAfter)
         }

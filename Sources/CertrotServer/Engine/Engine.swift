@@ -110,6 +110,8 @@ package final class Engine {
     var connectedAt: Double?
     /// The newest audit checkpoint written or seen (seq, time); nil until the first tick after a start.
     var lastAuditCheckpoint: (seq: Int64, at: Int64)?
+    /// When the audit tick next looks at the log's head (which takes the log's lock on PostgreSQL).
+    var nextAuditCheck: Int64 = 0
     /// Each campaign's state as the audit log last recorded it (``auditState``).
     var auditedCampaignStates: [String: String] = [:]
 

@@ -18,6 +18,10 @@ extension Engine {
     /// `auditHeartbeatSeconds` when nothing happens, so that a verifier can tell a cut tail from a quiet daemon.
     func auditTick(tx: any StoreTransaction) throws {
         let now = clock()
+        // Looked at every few seconds, not every tick: reading the head takes the log's lock on PostgreSQL, which
+        // every replica's appends wait for.
+        guard now >= nextAuditCheck else { return }
+        nextAuditCheck = now.saturatingAdd(Self.auditCheckSeconds)
         guard let last = try tx.lastAuditRecord() else { return }
         let due: Bool
         if last.kind == .checkpoint {
@@ -45,6 +49,7 @@ extension Engine {
         lastAuditCheckpoint = (checkpoint.seq, checkpoint.at)
     }
 
+    static let auditCheckSeconds: Int64 = 5
     static let auditCheckpointSeconds: Int64 = 60
     static let auditCheckpointRecords: Int64 = 1000
     static let auditHeartbeatSeconds: Int64 = 3600

@@ -45,6 +45,22 @@ public struct ClientCertificateIssuer: Sendable {
         try self.init(certificate: certificate, key: SigningKey(privateKey: key), validity: validity)
     }
 
+    /// A self-signed issuing CA for trials (`certrot issuer init`): basicConstraints CA with path length 0 and key
+    /// usage keyCertSign and cRLSign (both critical), valid from five minutes before `now` for `days`.
+    public static func selfSignedCA(key: SigningKey, commonName: String, days: Int, now: Date) throws -> Certificate {
+        let subject = try DistinguishedName { CommonName(commonName) }
+        let publicKey = Certificate.PublicKey(key.publicKey.publicKey)
+        return try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: publicKey,
+            notValidBefore: now.addingTimeInterval(-300), notValidAfter: now.addingTimeInterval(Double(days) * 86400),
+            issuer: subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
+                Critical(KeyUsage(keyCertSign: true, cRLSign: true))
+                SubjectKeyIdentifier(hash: publicKey)
+            }, issuerPrivateKey: key.certificateKey)
+    }
+
     /// A certificate for `publicKey`, named `commonName`, issued at `now`.
     public func issue(for publicKey: P256.Signing.PublicKey, commonName: String, now: Date) throws -> Issued {
         var serial = (0..<16).map { _ in UInt8.random(in: 0...255) }
