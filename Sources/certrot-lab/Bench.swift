@@ -69,6 +69,20 @@ struct Bench: AsyncParsableCommand {
                     String(format: "; openssl speed ecdsap256: %.0f sign/s; ratio %.2f", $0, signing / $0)
                 } ?? "; openssl not found"))
         say(String(format: "            (of which ECDSA alone, swift-crypto P256 over 32 bytes: %.0f sign/s)", ecdsa))
+        // Compact bundles (docs/protocol.md §12): the same bundles as COSE_Sign1, and their bytes on air.
+        let compact = signingBenchmark(key: key, chain: newChain, compact: true)
+        results["signingCompact"] = ["bundlesPerSecond": compact, "ratioToJWS": signing > 0 ? compact / signing : 0]
+        say(
+            String(
+                format: "compact     %.0f COSE bundles/s on one core (%.2f × the JWS figure)", compact,
+                signing > 0 ? compact / signing : 0))
+        let onAir = bytesOnAir(key: key)
+        if !onAir.isEmpty {
+            results["bytesOnAir"] = onAir.map(\.json)
+            say("bytes on air, one write bundle on nrf-352656100123456/certs (nrf91: 2,048-byte messages):")
+            say("            chain                              PEM    DER    JWS  COSE  COSE-DER  COSE/PEM  COSE/JWS")
+            for row in onAir { say(row.line) }
+        }
         // The same bundles signed in a SoftHSM2 token (C_Sign through the PKCS#11 module), on 1, 2 and 4 threads.
         if let token = tokenSigningBenchmark(chain: newChain, fileRate: signing) {
             results["signingToken"] = token.json
@@ -199,18 +213,68 @@ struct Bench: AsyncParsableCommand {
 
     // MARK: 3. Signing
 
-    func signingBenchmark(key: SigningKey, chain: CertificateChain) -> Double {
+    /// Bundles/s signed on one core: JWS, or with `compact` COSE_Sign1 (docs/protocol.md §12), the same claims.
+    func signingBenchmark(key: SigningKey, chain: CertificateChain, compact: Bool = false) -> Double {
         let ops = [BundleOp.write(tag: 42, type: 0, pem: chain.pem)]
+        let jti = "9f2c4e61b0a84d7fa3c5e2d1b6f80a47"
         var count = 0
         let start = Date()
         while Date().timeIntervalSince(start) < signSeconds {
             for _ in 0..<100 {
-                let claims = BundleClaims(sub: "dev-\(count)", jti: "j\(count)", iat: 1, exp: 2, seq: 1, ops: ops)
-                _ = try? JWS.sign(claims, with: key)
+                let claims = BundleClaims(sub: "dev-\(count)", jti: jti, iat: 1, exp: 2, seq: 1, ops: ops)
+                _ = compact ? try? CompactBundle.sign(claims, with: key).count : try? JWS.sign(claims, with: key).count
                 count += 1
             }
         }
         return Double(count) / Date().timeIntervalSince(start)
+    }
+
+    /// For each root in bench/roots (and Amazon Root CA 1 + ISRG Root X1): the bytes a device receives for a
+    /// one-write bundle, all PUBLISH packets with their headers, as JWS parts and as compact parts.
+    func bytesOnAir(key: SigningKey) -> [(json: [String: Any], line: String)] {
+        let directory = FileManager.default.currentDirectoryPath + "/bench/roots"
+        func chain(_ names: [String]) -> CertificateChain? {
+            let texts = names.compactMap { try? String(contentsOfFile: "\(directory)/\($0).pem", encoding: .utf8) }
+            guard texts.count == names.count else { return nil }
+            return try? PEM.normalizeChain(texts.joined())
+        }
+        let device = "nrf-352656100123456"
+        let topic = Topics.bundle(device)
+        let jti = "9f2c4e61b0a84d7fa3c5e2d1b6f80a47"
+        var rows: [(json: [String: Any], line: String)] = []
+        for names in [
+            ["Amazon_Root_CA_1"], ["Amazon_Root_CA_3"], ["DigiCert_Global_Root_G2"], ["ISRG_Root_X1"],
+            ["Amazon_Root_CA_1", "ISRG_Root_X1"],
+        ] {
+            guard let chain = chain(names), let blocks = try? PEM.parseBlocks(chain.pem) else { continue }
+            let der = blocks.reduce(0) { $0 + $1.der.count }
+            let claims = BundleClaims(
+                sub: device, jti: jti, iat: 1_764_547_200, exp: 1_765_152_000, seq: 3,
+                ops: [.write(tag: 42, type: 0, pem: chain.pem)])
+            guard let jws = try? JWS.sign(claims, with: key),
+                let jwsParts = try? Parts.split(jws: jws, jti: jti, topic: topic, maxMessage: 2048),
+                let cose = try? CompactBundle.sign(claims, with: key),
+                let coseParts = try? CompactParts.split(
+                    cose: cose, jti: Hex.decode(jti) ?? [], topic: topic, maxMessage: 2048)
+            else { continue }
+            let jwsBytes = CompactParts.bytesOnAir(jwsParts, topic: topic)
+            let coseBytes = CompactParts.bytesOnAir(coseParts, topic: topic)
+            let name = names.map { $0.replacingOccurrences(of: "_", with: " ") }.joined(separator: " + ")
+            rows.append(
+                (
+                    [
+                        "chain": name, "pem": chain.bytes.count, "der": der, "jwsOnAir": jwsBytes,
+                        "coseOnAir": coseBytes, "coseParts": coseParts.count, "jwsParts": jwsParts.count,
+                    ],
+                    "            "
+                        + name.padding(toLength: 32, withPad: " ", startingAt: 0)
+                        + String(
+                            format: "%6d %6d %6d %5d %+9d %9.2f %9.2f", chain.bytes.count, der, jwsBytes, coseBytes,
+                            coseBytes - der, Double(coseBytes) / Double(chain.bytes.count),
+                            Double(coseBytes) / Double(jwsBytes))
+                ))
+        }
+        return rows
     }
 
     /// Bundles/s signed by a key in a fresh SoftHSM2 token, on `threads` threads each with its own session, against

@@ -11,9 +11,12 @@ struct BundleCommand: ParsableCommand {
             abstract: "Sign a bundle that writes a chain into a sec tag, as the daemon would (for firmware tests).",
             discussion: """
                 Prints the JWS, or with --parts the part messages for {device}/certs, one JSON object per line, each \
-                PUBLISH packet within --max-message bytes. The chain is normalised and checked against the nrf91 \
-                credential limit first.
+                PUBLISH packet within --max-message bytes. With --format cose, the compact bundle (COSE_Sign1, \
+                docs/protocol.md §12) in hex, or with --parts each compact part in hex, one a line. The chain is \
+                normalised and checked against the nrf91 credential limit first.
                 """)
+
+        enum Format: String, ExpressibleByArgument, CaseIterable { case jws, cose }
 
         @Option(help: "The signing key (PKCS#8 PEM).")
         var key: String
@@ -39,6 +42,8 @@ struct BundleCommand: ParsableCommand {
         var maxMessage: Int = DeviceProfile.nrf91.maxMessage
         @Flag(help: "Print part messages instead of the JWS.")
         var parts = false
+        @Option(help: "jws (JSON and base64url) or cose (compact: CBOR, certificates as DER).")
+        var format: Format = .jws
         @Flag(help: "Skip chain normalisation and size checks (to make invalid test vectors).")
         var raw = false
 
@@ -70,6 +75,19 @@ struct BundleCommand: ParsableCommand {
                 let issued = iat ?? Int64(Date().timeIntervalSince1970)
                 let claims = BundleClaims(
                     sub: device, jti: id, iat: issued, exp: issued + lifetime, seq: seq, ops: ops)
+                if format == .cose {
+                    let cose = try CompactBundle.sign(claims, with: signer)
+                    guard parts else {
+                        print(Hex.encode(cose))
+                        return
+                    }
+                    for payload in try CompactParts.split(
+                        cose: cose, jti: Hex.decode(id) ?? [], topic: Topics.bundle(device), maxMessage: maxMessage)
+                    {
+                        print(Hex.encode(payload))
+                    }
+                    return
+                }
                 let jws = try JWS.sign(claims, with: signer)
                 guard parts else {
                     print(jws)
@@ -87,8 +105,9 @@ struct BundleCommand: ParsableCommand {
 
     struct Inspect: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Decode a bundle (a JWS, or its part messages one JSON per line), print header and claims, and "
-                + "check the signature and the PEM rules.")
+            abstract: "Decode a bundle (a JWS, or its part messages one JSON per line; or a compact bundle, binary or "
+                + "hex, or its parts in hex one a line), print header and claims, and check the signature and the PEM "
+                + "rules.")
 
         @Option(help: "Public key (PEM) or signing key to verify the signature with.")
         var pubkey: String?
@@ -97,17 +116,35 @@ struct BundleCommand: ParsableCommand {
         var file: String?
 
         func run() throws {
-            let input = try readInput(file).trimmingCharacters(in: .whitespacesAndNewlines)
-            let jws = try Self.assemble(input)
-            let decoded: JWS.Decoded
-            do {
-                decoded = try JWS.decode(jws)
-            } catch {
-                throw ValidationError(error.message)
+            let bytes = try readInputBytes(file)
+            let header: String
+            let c: BundleClaims
+            let verify: ([VerificationKey]) throws(CertrotError) -> Void
+            if let cose = try Self.compact(bytes) {
+                let decoded: CompactBundle.Decoded
+                do {
+                    decoded = try CompactBundle.decode(cose)
+                } catch {
+                    throw ValidationError(error.message)
+                }
+                header = "header: compact (COSE_Sign1, \(cose.count) bytes) alg=ES256 kid=\(decoded.kid)"
+                c = decoded.claims
+                verify = { keys throws(CertrotError) in _ = try CompactBundle.verify(cose, keys: keys) }
+            } else {
+                let jws = try Self.assemble(
+                    String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+                let decoded: JWS.Decoded
+                do {
+                    decoded = try JWS.decode(jws)
+                } catch {
+                    throw ValidationError(error.message)
+                }
+                header = "header: alg=\(decoded.header.alg) kid=\(decoded.header.kid) typ=\(decoded.header.typ)"
+                c = decoded.claims
+                verify = { keys throws(CertrotError) in _ = try JWS.verify(jws, keys: keys) }
             }
             var failures = 0
-            print("header: alg=\(decoded.header.alg) kid=\(decoded.header.kid) typ=\(decoded.header.typ)")
-            let c = decoded.claims
+            print(header)
             print("claims: iss=\(c.iss) sub=\(c.sub) jti=\(c.jti) seq=\(c.seq)")
             print(
                 "        iat=\(c.iat) (\(Date(timeIntervalSince1970: Double(c.iat)))) exp=\(c.exp) (\(Date(timeIntervalSince1970: Double(c.exp))))"
@@ -118,7 +155,7 @@ struct BundleCommand: ParsableCommand {
                     throw ValidationError("\(pubkey) is not a P-256 key in PEM form")
                 }
                 do {
-                    _ = try JWS.verify(jws, keys: [key])
+                    try verify([key])
                     print("signature: valid (kid \(key.kid))")
                 } catch {
                     failures += 1
@@ -158,6 +195,34 @@ struct BundleCommand: ParsableCommand {
                 }
             }
             if failures > 0 { throw ExitCode(1) }
+        }
+
+        /// The COSE_Sign1 of a compact bundle given as binary, as hex, or as compact parts in hex one a line; nil
+        /// when the input is text of a JWS bundle.
+        static func compact(_ bytes: [UInt8]) throws -> [UInt8]? {
+            if bytes.first == 0xD2 { return bytes }  // CBOR tag 18, binary
+            let text = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            let lines = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard let first = lines.first, first.hasPrefix("d2") || first.hasPrefix("84"),
+                let decoded = lines.map({ Hex.decode($0) }) as [[UInt8]?]?, decoded.allSatisfy({ $0 != nil })
+            else { return nil }
+            let items = decoded.map { $0! }
+            if first.hasPrefix("d2"), items.count == 1 { return items[0] }
+            var assembled: [Int: [UInt8]] = [:]
+            var total = 0
+            for item in items {
+                let part: (jti: [UInt8], part: Int, parts: Int, data: [UInt8])
+                do {
+                    part = try CompactParts.parse(item)
+                } catch {
+                    throw ValidationError(error.message)
+                }
+                assembled[part.part] = part.data
+                total = part.parts
+            }
+            let missing = (1...max(total, 1)).filter { assembled[$0] == nil }
+            guard missing.isEmpty else { throw ValidationError("parts missing: \(missing)") }
+            return (1...total).flatMap { assembled[$0]! }
         }
 
         /// A JWS as is, or part messages (one JSON object per line, or a JSON array) reassembled.

@@ -52,6 +52,12 @@ struct Serve: AsyncParsableCommand {
     }
 }
 
+/// The bytes of a file, or of standard input for nil or `-`.
+func readInputBytes(_ path: String?) throws -> [UInt8] {
+    if path == nil || path == "-" { return Array(FileHandle.standardInput.readDataToEndOfFile()) }
+    return Array(try Data(contentsOf: URL(fileURLWithPath: path!)))
+}
+
 func readInput(_ path: String?) throws -> String {
     if path == nil || path == "-" {
         return String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)

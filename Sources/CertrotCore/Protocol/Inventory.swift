@@ -31,6 +31,8 @@ public struct Inventory: Sendable, Equatable, Codable {
     /// The sec tag the device's MQTT connection uses now, when it supports client-certificate renewal
     /// (`keygen`, `activate`).
     public var active: Int64?
+    /// Bundle formats the device takes besides JWS (`["cose"]`: compact bundles, docs/protocol.md §12).
+    public var formats: [String]?
 
     public init(
         v: Int = 1, seq: Int64, maxMessage: Int? = nil, creds: [Credential], keys: [String]? = nil,
@@ -88,6 +90,17 @@ public struct Inventory: Sendable, Equatable, Codable {
         }
         if let active, !(0...Self.maxTag).contains(active) {
             throw CertrotError(.invalidInventory, "active \(active) is outside 0…\(Self.maxTag)")
+        }
+        if let formats {
+            guard formats.count <= 8,
+                formats.allSatisfy({
+                    (1...16).contains($0.utf8.count)
+                        && $0.utf8.allSatisfy { (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x2D }
+                })
+            else {
+                throw CertrotError(
+                    .invalidInventory, "formats lists at most 8 names of 1…16 lowercase letters, digits or '-'")
+            }
         }
         var seen = Set<[Int64]>()
         for (index, cred) in creds.enumerated() {
