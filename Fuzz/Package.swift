@@ -7,7 +7,7 @@ import PackageDescription
 
 let fuzzTargets = [
     "fuzz-inventory", "fuzz-ack", "fuzz-bundle-part", "fuzz-part-assembler", "fuzz-pem", "fuzz-jws",
-    "fuzz-base64url", "fuzz-bundle-check",
+    "fuzz-base64url", "fuzz-bundle-check", "fuzz-cose",
 ]
 
 let package = Package(

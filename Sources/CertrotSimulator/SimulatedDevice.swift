@@ -56,6 +56,10 @@ public struct SimulatedDevice: Sendable {
     private var incompleteAsks = 0
     private var rejectedJTI: String?
     var assembler: PartAssembler
+    /// Lists `"cose"` in its inventory's `formats` and takes compact bundles (docs/protocol.md §12).
+    public var takesCompact = false
+    /// Compact bundles applied (the others were JWS).
+    public private(set) var compactApplied = 0
 
     /// The pinned bundle-verification keys; `trust_key` ops add to them.
     public private(set) var trustedKeys: [VerificationKey]
@@ -116,7 +120,7 @@ public struct SimulatedDevice: Sendable {
         }
         return Inventory(
             seq: appliedSeq, maxMessage: profile.maxMessage, creds: creds, keys: trustedKeys.map(\.kid),
-            active: activeTag)
+            active: activeTag, formats: takesCompact ? [CompactBundle.format] : nil)
     }
 
     public enum Reaction: Sendable, Equatable {
@@ -132,7 +136,16 @@ public struct SimulatedDevice: Sendable {
     public mutating func receive(topic: String, payload: [UInt8], now: Double) -> Reaction {
         let packet = Parts.publishPacketSize(topicBytes: topic.utf8.count, payloadBytes: payload.count)
         guard packet <= profile.maxMessage else { return .oversize(bytes: packet) }
-        guard let part = try? BundlePart.parse(payload), part.jti != rejectedJTI else { return .none }
+        // A compact part (first byte 0x84, docs/protocol.md §12) goes through the same reassembly, its data as hex
+        // (hex of slices, concatenated, is hex of the whole; base64 is not).
+        let compact = payload.first == 0x84
+        if compact && !takesCompact { return .none }
+        let parsed: BundlePart? =
+            compact
+            ? (try? CompactParts.parse(payload)).map {
+                BundlePart(jti: Hex.encode($0.jti), part: $0.part, parts: $0.parts, data: Hex.encode($0.data))
+            } : try? BundlePart.parse(payload)
+        guard let part = parsed, part.jti != rejectedJTI else { return .none }
         lastPartAt = now
         if behaviour.losesPartOnce, partsLost == 0, part.parts > 1 {
             partsLost += 1
@@ -150,6 +163,10 @@ public struct SimulatedDevice: Sendable {
                 republishInventory: false)
         case .complete(let jws):
             incompleteAsks = 0
+            if compact {
+                guard let cose = Hex.decode(jws) else { return .none }
+                return apply(compact: cose, partJTI: part.jti, now: Int64(now))
+            }
             return apply(jws: jws, partJTI: part.jti, now: Int64(now))
         }
     }
@@ -170,28 +187,57 @@ public struct SimulatedDevice: Sendable {
         return Ack(jti: jti, status: .incomplete, missing: missing)
     }
 
+    /// A compact bundle: decoded strictly, signature and digests verified, then applied as a JWS's claims.
+    mutating func apply(compact cose: [UInt8], partJTI: String, now: Int64) -> Reaction {
+        let keys = trustedKeys
+        let reaction = apply(
+            unverified: (try? CompactBundle.decode(cose))?.claims,
+            verifies: { (try? CompactBundle.verify(cose, keys: keys)) != nil }, partJTI: partJTI, now: now
+        ) { check throws(CertrotError) in try check.check(compact: cose) }
+        if case .ack(let ack, _) = reaction, ack.status == .applied { compactApplied += 1 }
+        return reaction
+    }
+
     mutating func apply(jws: String, partJTI: String, now: Int64) -> Reaction {
         let keys = trustedKeys
         // Decoded once; the signature is verified once, by the duplicate check or by BundleCheck.
         let decoded = try? JWS.decode(jws)
-        // A bundle already applied (re-sent after a server restart) is acknowledged again, not re-written.
-        if let decoded, decoded.claims.jti == lastAppliedJTI, decoded.claims.sub == id,
-            (try? JWS.verify(decoded, keys: keys)) != nil
-        {
-            return .ack(Ack(jti: decoded.claims.jti, status: .applied), republishInventory: true)
+        return apply(
+            unverified: decoded?.claims,
+            verifies: { decoded.map { (try? JWS.verify($0, keys: keys)) != nil } ?? false },
+            partJTI: partJTI, now: now
+        ) { check throws(CertrotError) in
+            if let decoded { try check.check(decoded) } else { try check.check(jws) }
         }
-        let jti = decoded?.claims.jti ?? partJTI
+    }
+
+    /// A reassembled bundle of either format: `unverified` its claims as decoded, `verifies` its signature check
+    /// (made only for a bundle already applied, which is acknowledged again, not re-written: a re-send after a
+    /// server restart), `check` the device checks.
+    mutating func apply(
+        unverified: BundleClaims?, verifies: () -> Bool, partJTI: String, now: Int64,
+        check: (BundleCheck) throws(CertrotError) -> BundleClaims
+    ) -> Reaction {
+        if let unverified, unverified.jti == lastAppliedJTI, unverified.sub == id, verifies() {
+            return .ack(Ack(jti: unverified.jti, status: .applied), republishInventory: true)
+        }
+        let jti = unverified?.jti ?? partJTI
         if behaviour.rejects {
             return .ack(
                 Ack(jti: jti, status: .rejected, code: -1, reason: "simulated rejection"), republishInventory: false)
         }
-        let check = BundleCheck(device: id, keys: keys, profile: profile, appliedSeq: appliedSeq, now: now)
         let claims: BundleClaims
         do {
-            if let decoded { claims = try check.check(decoded) } else { claims = try check.check(jws) }
+            claims = try check(
+                BundleCheck(device: id, keys: trustedKeys, profile: profile, appliedSeq: appliedSeq, now: now))
         } catch {
             return .ack(Ack(jti: jti, status: .rejected, reason: error.description), republishInventory: false)
         }
+        return apply(checked: claims)
+    }
+
+    /// Writes what a checked bundle says, as the application does with `AT%CMNG` (and `AT%KEYGEN`).
+    mutating func apply(checked claims: BundleClaims) -> Reaction {
         if behaviour.failsOnce, writeFailures == 0 {
             writeFailures += 1
             // AT%CMNG answers ERROR 518 when the modem is not offline; the code is informational (docs/protocol.md §6).

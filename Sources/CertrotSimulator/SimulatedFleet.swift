@@ -17,6 +17,9 @@ public struct FleetOptions: Sendable {
     public var failRate = 0.0
     public var offlineRate = 0.0
     public var incompleteRate = 0.0
+    /// Share of the devices (0…1, spread evenly by index) that list `"cose"` in their inventory's `formats` and
+    /// take compact bundles (docs/protocol.md §12); the others take JWS only.
+    public var compactShare = 0.0
     /// Seconds after start at which offline devices come online.
     public var offlineDelay = 3.0
     public var devicesPerConnection = 100
@@ -87,6 +90,9 @@ public final class SimulatedFleet: Sendable {
                     offlineAtFirst: generator.nextUnit() < options.offlineRate,
                     losesPartOnce: generator.nextUnit() < options.incompleteRate)
             var device = SimulatedDevice(id: id, behaviour: behaviour, profile: options.profile, keys: options.keys)
+            device.takesCompact =
+                (Double(index) * options.compactShare).rounded(.down)
+                > (Double(index - 1) * options.compactShare).rounded(.down)
             for credential in options.initial {
                 device.provision(tag: credential.tag, type: credential.type, pem: credential.pem)
             }

@@ -32,6 +32,8 @@ struct Simulate: AsyncParsableCommand {
     var offlineRate: Double = 0
     @Option(help: "Share of devices that lose a part of their first bundle and ask for it again.")
     var incompleteRate: Double = 0
+    @Option(help: "Share of devices that list \"cose\" in their inventory and take compact bundles (protocol.md §12).")
+    var compactShare: Double = 0
     @Option(help: "Seconds before offline devices come online.")
     var offlineDelay: Double = 5
     @Option(help: "A chain every device holds at start (e.g. the CA being replaced).")
@@ -60,6 +62,7 @@ struct Simulate: AsyncParsableCommand {
         options.failRate = failRate
         options.offlineRate = offlineRate
         options.incompleteRate = incompleteRate
+        options.compactShare = compactShare
         options.offlineDelay = offlineDelay
         options.devicesPerConnection = devicesPerConnection
         if let chain {

@@ -26,7 +26,17 @@ public struct BundleCheck: Sendable {
 
     /// The same checks for a JWS already decoded (with ``JWS/decode(_:)``), which is not decoded again.
     public func check(_ decoded: JWS.Decoded) throws(CertrotError) -> BundleClaims {
-        let claims = try JWS.verify(decoded, keys: keys).claims
+        try check(claims: JWS.verify(decoded, keys: keys).claims)
+    }
+
+    /// The same checks for a compact bundle (docs/protocol.md §12): decoded strictly, signature and digests
+    /// verified, then the claims as for a JWS.
+    public func check(compact cose: [UInt8]) throws(CertrotError) -> BundleClaims {
+        try check(claims: CompactBundle.verify(cose, keys: keys).claims)
+    }
+
+    /// The checks of the claims of a bundle whose signature verified.
+    func check(claims: BundleClaims) throws(CertrotError) -> BundleClaims {
         guard claims.sub == device else {
             throw CertrotError(.invalidBundle, "bundle is for \(claims.sub), not \(device)")
         }

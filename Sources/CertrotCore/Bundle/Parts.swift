@@ -9,6 +9,13 @@ public struct BundlePart: Sendable, Equatable, Codable {
 
     public static let maxParts = 64
 
+    public init(jti: String, part: Int, parts: Int, data: String) {
+        self.jti = jti
+        self.part = part
+        self.parts = parts
+        self.data = data
+    }
+
     public static func parse(_ payload: [UInt8]) throws(CertrotError) -> BundlePart {
         let part: BundlePart
         do {

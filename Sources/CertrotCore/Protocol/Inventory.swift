@@ -36,7 +36,7 @@ public struct Inventory: Sendable, Equatable, Codable {
 
     public init(
         v: Int = 1, seq: Int64, maxMessage: Int? = nil, creds: [Credential], keys: [String]? = nil,
-        active: Int64? = nil
+        active: Int64? = nil, formats: [String]? = nil
     ) {
         self.v = v
         self.seq = seq
@@ -44,6 +44,7 @@ public struct Inventory: Sendable, Equatable, Codable {
         self.creds = creds
         self.keys = keys
         self.active = active
+        self.formats = formats
     }
 
     public static let maxKeys = 8

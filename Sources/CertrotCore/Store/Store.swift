@@ -24,6 +24,8 @@ public struct BundleRecord: Sendable, Equatable {
     public var seq: Int64
     public var iat: Int64
     public var exp: Int64
+    /// The signed bundle as stored: a JWS (§3), or for a compact bundle (§12) `cose:` and the COSE_Sign1 in
+    /// base64url (a JWS never holds a `:`), in the same column.
     public var jws: String
     /// The `maxMessage` the parts were cut for: re-sent parts are cut the same way, so part numbers stay valid.
     public var maxMessage: Int
@@ -36,6 +38,37 @@ public struct BundleRecord: Sendable, Equatable {
         self.exp = exp
         self.jws = jws
         self.maxMessage = maxMessage
+    }
+
+    static let compactPrefix = "cose:"
+
+    /// What ``jws`` stores for a compact bundle.
+    public static func stored(compact cose: [UInt8]) -> String { compactPrefix + Base64URL.encode(cose) }
+
+    /// The COSE_Sign1 of a compact bundle; nil for a JWS.
+    public var compact: [UInt8]? {
+        guard jws.hasPrefix(Self.compactPrefix) else { return nil }
+        return Base64URL.decode(String(jws.dropFirst(Self.compactPrefix.count)))
+    }
+
+    /// `cose` or `jws`.
+    public var format: String { jws.hasPrefix(Self.compactPrefix) ? CompactBundle.format : "jws" }
+
+    /// The claims, decoded from either format without checking the signature.
+    public func claims() throws(CertrotError) -> BundleClaims {
+        if jws.hasPrefix(Self.compactPrefix) {
+            guard let cose = compact else { throw CertrotError(.invalidBundle, "a stored compact bundle is damaged") }
+            return try CompactBundle.decode(cose).claims
+        }
+        return try JWS.decode(jws).claims
+    }
+
+    /// The part payloads for `{device}/certs`, cut for ``maxMessage``.
+    public func parts(topic: String) throws(CertrotError) -> [[UInt8]] {
+        if let cose = compact {
+            return try CompactParts.split(cose: cose, jti: Hex.decode(jti) ?? [], topic: topic, maxMessage: maxMessage)
+        }
+        return try Parts.split(jws: jws, jti: jti, topic: topic, maxMessage: maxMessage)
     }
 }
 

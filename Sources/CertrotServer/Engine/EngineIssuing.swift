@@ -40,9 +40,14 @@ extension Engine {
         let claims = BundleClaims(
             sub: device.id, jti: jti, iat: now, exp: now.saturatingAdd(bundleLifetime), seq: seq, ops: ops)
         let key = signingKeys.signer(for: device.inventory)
+        // A device that lists "cose" in its inventory's formats gets a compact bundle (docs/protocol.md §12).
+        let compact = device.inventory?.formats?.contains(CompactBundle.format) == true
         let jws: String
         do {
-            jws = try JWS.sign(claims, with: key)
+            jws =
+                compact
+                ? BundleRecord.stored(compact: try CompactBundle.sign(claims, with: key))
+                : try JWS.sign(claims, with: key)
         } catch {
             // The token cannot sign now: nothing is issued, the rotations wait in the store and ask again.
             for var rotation in waiting {
@@ -76,7 +81,9 @@ extension Engine {
         try tx.insertBundle(record)
         try audit(
             .bundleSigned, device: device.id, subject: jti,
-            body: ["seq": seq, "kid": key.kid, "exp": claims.exp, "ops": ops.map(\.auditSummary)], tx: tx)
+            body: [
+                "seq": seq, "kid": key.kid, "exp": claims.exp, "format": record.format, "ops": ops.map(\.auditSummary),
+            ], tx: tx)
         for var rotation in waiting {
             let before = rotation
             rotation.issued(jti: jti, seq: seq, now: now)
@@ -102,8 +109,7 @@ extension Engine {
     }
 
     func split(bundle: BundleRecord) throws -> [[UInt8]] {
-        try Parts.split(
-            jws: bundle.jws, jti: bundle.jti, topic: Topics.bundle(bundle.device), maxMessage: bundle.maxMessage)
+        try bundle.parts(topic: Topics.bundle(bundle.device))
     }
 
     /// After a restart (or, in a cluster, for a replica found dead): bundles issued but perhaps never handed to

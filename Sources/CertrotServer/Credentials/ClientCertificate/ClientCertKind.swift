@@ -91,7 +91,7 @@ package final class ClientCertKind: CredentialKind {
         guard let policy = policy(of: rotation.target) else {
             throw CertrotError(.invalidConfig, "no clientCerts policy \(rotation.target)")
         }
-        let claims = try JWS.decode(bundle.jws).claims
+        let claims = try bundle.claims()
         guard let keygen = claims.ops.first(where: { $0.op == .keygen }), let tag = keygen.tag else {
             throw CertrotError(.invalidCSR, "bundle \(bundle.jti) asked for no keygen")
         }
