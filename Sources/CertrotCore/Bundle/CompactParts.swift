@@ -11,7 +11,8 @@ public enum CompactParts {
     ) throws(CertrotError) -> [[UInt8]] {
         guard jti.count == 16 else { throw CertrotError(.invalidBundle, "a compact bundle's jti is 16 bytes") }
         let topicBytes = topic.utf8.count
-        let budget = maxMessage - 1 - Parts.varintLength(maxMessage) - 2 - topicBytes - 2 - overhead
+        // At most 65,535 bytes a part, so that the data's head is never longer than `overhead` allows for.
+        let budget = min(65_535, maxMessage - 1 - Parts.varintLength(maxMessage) - 2 - topicBytes - 2 - overhead)
         guard budget >= 64 else {
             throw CertrotError(
                 .messageTooSmall, "maxMessage \(maxMessage) leaves \(max(budget, 0)) bytes a part on \(topic)")
@@ -26,7 +27,9 @@ public enum CompactParts {
         for index in 0..<count {
             let data = Array(cose[(index * budget)..<min(cose.count, (index + 1) * budget)])
             let payload = CBOR.array([.bytes(jti), .int(Int64(index + 1)), .int(Int64(count)), .bytes(data)]).encoded
-            precondition(Parts.publishPacketSize(topicBytes: topicBytes, payloadBytes: payload.count) <= maxMessage)
+            guard Parts.publishPacketSize(topicBytes: topicBytes, payloadBytes: payload.count) <= maxMessage else {
+                throw CertrotError(.messageTooSmall, "a compact part does not fit maxMessage \(maxMessage)")
+            }
             parts.append(payload)
         }
         return parts

@@ -48,6 +48,11 @@ extension Engine {
                 compact
                 ? BundleRecord.stored(compact: try CompactBundle.sign(claims, with: key))
                 : try JWS.sign(claims, with: key)
+        } catch  where error.code != .signerUnavailable && error.code != .invalidKey {
+            // Not the key: the bundle cannot be encoded (a compact write of a chain out of normal form, say).
+            try fail(waiting, error: error.message, now: now, tx: tx)
+            logger.error("cannot encode a bundle", metadata: ["device": "\(device.id)", "error": "\(error)"])
+            return
         } catch {
             // The token cannot sign now: nothing is issued, the rotations wait in the store and ask again.
             for var rotation in waiting {
