@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Synchronization
 import X509
 
 /// Compact bundles (docs/protocol.md §12): the same claims as a JWS bundle, as a tagged COSE_Sign1 (RFC 9052) over
@@ -46,12 +47,7 @@ public enum CompactBundle {
             guard let pem = op.pem, let digest = op.sha256.flatMap(Hex.decode), digest.count == 32 else {
                 throw CertrotError(.invalidBundle, "a write op needs its pem and sha256")
             }
-            let blocks = try PEM.parseBlocks(pem)
-            guard PEM.encode(blocks) == pem, blocks.allSatisfy({ $0.label == "CERTIFICATE" }) else {
-                throw CertrotError(
-                    .invalidBundle, "a compact write carries certificates in PEM normal form only (§3.5)")
-            }
-            pairs.append((.text("der"), .array(blocks.map { .bytes($0.der) })))
+            pairs.append((.text("der"), .array(try certificates(pem: pem).map { .bytes($0) })))
             pairs.append((.text("sha256"), .bytes(digest)))
         case .trustKey:
             guard let jwk = op.jwk, let kid = op.kid, let x = Base64URL.decode(jwk.x), let y = Base64URL.decode(jwk.y)
@@ -72,6 +68,24 @@ public enum CompactBundle {
         }
         return .map(pairs)
     }
+
+    /// The DER of each certificate of a chain in PEM normal form. A campaign sends one chain to many devices, so
+    /// the last few conversions are kept (the PEM parse and the normal-form check are most of a bundle's cost).
+    static func certificates(pem: String) throws(CertrotError) -> [[UInt8]] {
+        if let known = derCache.withLock({ $0[pem] }) { return known }
+        let blocks = try PEM.parseBlocks(pem)
+        guard PEM.encode(blocks) == pem, blocks.allSatisfy({ $0.label == "CERTIFICATE" }) else {
+            throw CertrotError(.invalidBundle, "a compact write carries certificates in PEM normal form only (§3.5)")
+        }
+        let ders = blocks.map(\.der)
+        derCache.withLock { cache in
+            if cache.count >= 16 { cache.removeAll() }
+            cache[pem] = ders
+        }
+        return ders
+    }
+
+    private static let derCache = Mutex<[String: [[UInt8]]]>([:])
 
     static func kidBytes(_ kid: String) throws(CertrotError) -> [UInt8] {
         guard let bytes = Base64URL.decode(kid), bytes.count == 32 else {
