@@ -175,8 +175,13 @@ extension CBOR {
         let type = major << 5
         switch value {
         case 0..<24: out.append(type | UInt8(value))
-        case 24...0xFF: out += [type | 24, UInt8(value)]
-        case 0x100...0xFFFF: out += [type | 25, UInt8(value >> 8), UInt8(value & 0xFF)]
+        case 24...0xFF:
+            out.append(type | 24)
+            out.append(UInt8(value))
+        case 0x100...0xFFFF:
+            out.append(type | 25)
+            out.append(UInt8(value >> 8))
+            out.append(UInt8(value & 0xFF))
         case 0x1_0000...0xFFFF_FFFF:
             out.append(type | 26)
             for shift in stride(from: 24, through: 0, by: -8) { out.append(UInt8(value >> UInt64(shift) & 0xFF)) }
@@ -195,16 +200,20 @@ extension CBOR {
             out += b
         case .text(let t):
             Self.head(3, UInt64(t.utf8.count), into: &out)
-            out += Array(t.utf8)
+            out.append(contentsOf: t.utf8)
         case .array(let items):
             Self.head(4, UInt64(items.count), into: &out)
             for item in items { item.write(into: &out) }
         case .map(let pairs):
             Self.head(5, UInt64(pairs.count), into: &out)
-            let sorted = pairs.map { (key: $0.key.encoded, value: $0.value.encoded) }.sorted {
+            // Sorted by the keys' encodings; each value is written in place, not encoded apart and copied.
+            let sorted = pairs.map { (key: $0.key.encoded, value: $0.value) }.sorted {
                 $0.key.lexicographicallyPrecedes($1.key)
             }
-            for pair in sorted { out += pair.key + pair.value }
+            for pair in sorted {
+                out.append(contentsOf: pair.key)
+                pair.value.write(into: &out)
+            }
         case .tagged(let tag, let item):
             Self.head(6, tag, into: &out)
             item.write(into: &out)
