@@ -15,15 +15,16 @@ import Synchronization
 final class PKCS11Module: @unchecked Sendable {
     let path: String
     let handle: OpaquePointer
-    // `generation` and `lastReinit` change only under the write lock.
-    private var lock = pthread_rwlock_t()
+    // `generation` and `lastReinit` change only under the write lock. The lock lives at a fixed address (never
+    // freed: a module stays loaded for the life of the process).
+    private let lock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
     private var generation = 0
     private var lastReinit: UInt64 = 0
 
     private init(path: String, handle: OpaquePointer) {
         self.path = path
         self.handle = handle
-        pthread_rwlock_init(&lock, nil)
+        pthread_rwlock_init(lock, nil)
     }
 
     private static let loaded = Mutex<[String: PKCS11Module]>([:])
@@ -51,15 +52,15 @@ final class PKCS11Module: @unchecked Sendable {
 
     /// Runs `body` with the current generation; no reinitialisation happens meanwhile.
     func read<T, E: Error>(_ body: (Int) throws(E) -> T) throws(E) -> T {
-        pthread_rwlock_rdlock(&lock)
-        defer { pthread_rwlock_unlock(&lock) }
+        pthread_rwlock_rdlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
         return try body(generation)
     }
 
     /// Initialises the module anew, unless someone already did since `seen` or did less than a second ago.
     func reinitialize(seen: Int) {
-        pthread_rwlock_wrlock(&lock)
-        defer { pthread_rwlock_unlock(&lock) }
+        pthread_rwlock_wrlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
         let now = DispatchTime.now().uptimeNanoseconds
         guard generation == seen, lastReinit == 0 || now - lastReinit >= 1_000_000_000 else { return }
         _ = certrot_p11_reinitialize(handle)
