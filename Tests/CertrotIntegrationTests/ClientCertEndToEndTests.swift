@@ -173,7 +173,8 @@ import Testing
             "SELECT COUNT(*) FROM rotations WHERE target = 'client-cert:device-identity' AND state = 'verified'"
         var generator = SystemRandomNumberGenerator()
         var verifiedAtKills: [Int] = []
-        for _ in 0..<kills {
+        for kill in 0..<kills {
+            try await waitForStarts(log, count: kill + 1)
             try await Task.sleep(for: .milliseconds(Int.random(in: 200...900, using: &generator)))
             daemon.signal(SIGKILL)
             while daemon.isRunning { usleep(5_000) }

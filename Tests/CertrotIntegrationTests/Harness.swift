@@ -164,6 +164,17 @@ final class Harness: @unchecked Sendable {
 }
 
 /// The certrot executable built next to the test bundle (or $CERTROT_BIN).
+/// Waits (up to `timeout` seconds) until `log` holds `count` "certrot starting" lines, so that a kill test kills a
+/// daemon that has started rather than one still loading its config on a busy machine.
+func waitForStarts(_ log: String, count: Int, timeout: Double = 30) async throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        if text.components(separatedBy: "certrot starting").count - 1 >= count { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+}
+
 func certrotBinary() -> String {
     if let env = ProcessInfo.processInfo.environment["CERTROT_BIN"] { return env }
     let testBinary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()

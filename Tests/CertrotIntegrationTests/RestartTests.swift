@@ -77,7 +77,8 @@ import Testing
         options.offlineDelay = 5
         let fleet = try harness.startFleet(options)
         var generator = SystemRandomNumberGenerator()
-        for _ in 0..<kills {
+        for kill in 0..<kills {
+            try await waitForStarts(log, count: kill + 1)
             try await Task.sleep(for: .milliseconds(Int.random(in: 300...1500, using: &generator)))
             serve.signal(SIGKILL)
             while serve.isRunning { usleep(5_000) }
