@@ -190,8 +190,14 @@ public final class PostgresStore: RotationStore {
             }
         }
 
+        /// Gives the lock up explicitly before the session ends: the server frees it at that statement, whereas a
+        /// closed connection frees it only once its backend has exited, which a busy server may take seconds to do
+        /// (a daemon restarted at once then found the lock still held).
         func close() {
             state.withLock { state in
+                if state.held, let connection = state.connection {
+                    _ = try? connection.query("SELECT pg_advisory_unlock(\(Self.key))", logger: endpoint.logger).wait()
+                }
                 try? state.connection?.close().wait()
                 state = (nil, false)
             }
