@@ -61,5 +61,6 @@ import Testing
             try h.storeScalar(
                 "SELECT COUNT(*) FROM audit WHERE kind = 'bundle.signed' AND body LIKE '%\"format\":\"cose\"%'")
                 == (count / 2) * 3)
+        await h.stop()
     }
 }

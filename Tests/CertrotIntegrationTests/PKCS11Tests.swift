@@ -208,6 +208,8 @@ import X509
                 (try? JSONSerialization.jsonObject(with: Data(record.body.utf8)) as? [String: Any])?["kid"] as? String
             })
         #expect(kids == [signing.key.kid, next.key.kid])
+        // Stopped here, not left to the process's exit, where SoftHSM2's own teardown races a daemon still signing.
+        await h.stop()
     }
 
     @Test func aTokenThatGoesAway_makesTheDaemonNotReady_andRotationsWait_untilItIsBack() async throws {
@@ -255,5 +257,6 @@ import X509
         try await waitUntil("ready again") { (try? await http.get(httpPort, "/readyz"))?.status == 200 }
         let records = try AuditReader.records(storeURL: h.storeURL)
         #expect(records.filter { $0.kind == .bundleSigned }.count == 4)
+        await h.stop()
     }
 }
