@@ -58,6 +58,17 @@ extern "C" {
 /* Scratch needed for a JWS buffer of n bytes: the decoded claims (3/4 of it) plus a NUL. */
 #define CERTROT_SCRATCH_FOR(n) (((n) / 4) * 3 + 4)
 
+/* Compact bundles (docs/protocol.md §12, certrot_config.takes_compact), nrf91 profile. The assembly buffer holds
+ * the COSE_Sign1 (a 4096-byte PEM chain is at most 2.99 KB of DER, plus about 0.4 KB of claims and framing) and,
+ * once the bundle is checked, the rollback copies of what it replaces (4096 bytes: one full 4 KB credential).
+ * The scratch holds the COSE Sig_structure while the signature is checked (shorter than the bundle), then the
+ * PEMs built from the DER (up to n + 2048 bytes in all, less 109 bytes per trust_key op and each keygen subject).
+ * Static RAM of the compact profile: 4096 + 6144 + sizeof(certrot_ctx) (about 1.1 KB) = about 11.3 KB. */
+#define CERTROT_NRF91_COSE_BUF CERTROT_MAX_CREDENTIAL
+/* Scratch needed for compact bundles with an assembly buffer of n bytes (checked by certrot_init). */
+#define CERTROT_COSE_SCRATCH_FOR(n) ((n) + 2048)
+#define CERTROT_NRF91_COSE_SCRATCH CERTROT_COSE_SCRATCH_FOR(CERTROT_NRF91_COSE_BUF)
+
 /* ---- Status --------------------------------------------------------------------------------------- */
 
 typedef enum {
@@ -73,6 +84,8 @@ typedef enum {
     CERTROT_CREDENTIAL_TOO_LARGE, /* step 11: pem over CERTROT_MAX_CREDENTIAL */
     CERTROT_INVALID_KEY,          /* step 11: trust_key jwk is not a P-256 public key (as the reference) */
     CERTROT_KEY_TABLE_FULL,       /* trust_key: no room for another key (CERTROT_MAX_KEYS): rejected */
+    CERTROT_INVALID_CBOR,         /* compact bundle: not CBOR in the core deterministic encoding, or not a
+                                   * COSE_Sign1 array (invalid_cbor, as the reference) */
     CERTROT_ALREADY_APPLIED,      /* jti equals the last applied jti: acked applied again, nothing written */
     CERTROT_APPLIED,              /* every op written and the connection test passed */
     CERTROT_MODEM_FAILED,         /* write/offline/online failed; previous content restored */
@@ -192,6 +205,11 @@ typedef struct {
     /* With the keygen, publish_csr and activate callbacks set: the sec tag the connection uses now (from
      * flash), reported as the inventory's `active`. Ignored without them. */
     uint32_t active_tag;
+    /* Takes compact bundles (docs/protocol.md §12): the inventory lists "formats":["cose"] and parts starting
+     * with 0x84 are assembled and checked without cJSON. Needs a scratch of CERTROT_COSE_SCRATCH_FOR(jws_cap)
+     * (CERTROT_NRF91_COSE_BUF / CERTROT_NRF91_COSE_SCRATCH). false: compact parts are ignored, as by the
+     * reference device. */
+    bool takes_compact;
 } certrot_config;
 
 /* ---- Context (opaque in spirit: read only through the functions below) ---------------------------- */
@@ -212,6 +230,8 @@ typedef struct {
     uint16_t asm_len[CERTROT_MAX_PARTS];
     int64_t asm_last_part_s;
     uint8_t asm_asks;
+
+    bool asm_compact;                 /* the assembly is of compact parts (its jti: 32 lowercase hex digits) */
 
     char rejected_jti[CERTROT_JTI_MAX + 1]; /* last bundle rejected as too large: its parts are dropped */
 
@@ -270,6 +290,15 @@ typedef struct {
 certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t len, certrot_bundle *out,
                                     char *reason, size_t reason_cap);
 
+/* The same for a compact bundle (the COSE_Sign1 bytes, docs/protocol.md §12), without cJSON or heap: strict
+ * deterministic CBOR, tag 18, protected header {1: -7, 4: kid}, empty unprotected header, the signature over
+ * the Sig_structure (built in scratch), then the checks shared with certrot_check_bundle; each write's DER is
+ * checked as X.509 and turned into its PEM normal form in scratch, whose SHA-256 must be the op's sha256. The
+ * ops' pem/kid/subject point into scratch; the assembly buffer is free afterwards (rollback copies). The jti
+ * is the 32 lowercase hex digits of the 16 jti bytes. */
+certrot_status certrot_check_compact(certrot_ctx *ctx, const uint8_t *cose, size_t len, certrot_bundle *out,
+                                     char *reason, size_t reason_cap);
+
 /* Applies a checked bundle with read-back, CFUN=4, write, CFUN=1, connection test and rollback, then adds
  * the trust_key keys (store_keys) and stores seq + jti. Only trust_key ops (or writes of content already
  * there): no offline cycle. Uses the JWS buffer for the rollback copies. Fills res (applied or failed). */
@@ -296,6 +325,15 @@ long certrot_b64url_encode(const uint8_t *in, size_t len, char *out, size_t out_
 /* True when pem is exactly in the normal form of docs/protocol.md §3.5 (CERTIFICATE blocks). */
 bool certrot_pem_is_normal(const uint8_t *pem, size_t len);
 
+/* True when der is exactly one well-formed X.509 Certificate at the ASN.1 level: SEQUENCE { tbsCertificate
+ * SEQUENCE {[0] version, serial, AlgorithmIdentifier, issuer, validity (2 times), subject, SubjectPublicKeyInfo,
+ * [1], [2], [3]}, AlgorithmIdentifier, BIT STRING }, DER lengths exact and minimal, nothing after. */
+bool certrot_der_is_certificate(const uint8_t *der, size_t len);
+/* Bytes of the CERTIFICATE block of §3.5 for a DER of der_len bytes. */
+size_t certrot_pem_block_len(size_t der_len);
+/* Writes that block (standard base64, 64-character lines, LF, final LF) into out. Returns its length or -1. */
+long certrot_der_to_pem(const uint8_t *der, size_t len, uint8_t *out, size_t out_cap);
+
 /* ---- JSON builders (no cJSON, no heap) ------------------------------------------------------------- */
 
 /* Ack JSON of §6. Returns the length written (NUL-terminated) or -1 when out is too small. */
@@ -317,7 +355,8 @@ typedef struct {
 } certrot_cred;
 
 /* Inventory JSON of §2 for this device: `seq` is the applied seq and `keys` the kids of every trusted key
- * (reporting `keys` is what tells the daemon the device supports trust_key). max_message 0 omits it.
+ * (reporting `keys` is what tells the daemon the device supports trust_key), `active` with identity renewal,
+ * and `"formats":["cose"]` when certrot_config.takes_compact is set. max_message 0 omits it.
  * Returns length or -1 (too small, or a rule of §2 broken: duplicate (tag,type), bad digest, more than
  * 256 creds). Use this one. */
 long certrot_build_inventory_ctx(const certrot_ctx *ctx, uint32_t max_message, const certrot_cred *creds,

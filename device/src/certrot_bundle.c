@@ -1,5 +1,6 @@
-/* JWS parsing and the device checks of docs/protocol.md §5 (steps 4-11 and the already-applied rule).
- * cJSON is used only here and in certrot_device.c (part envelope); every tree is freed before return. */
+/* The device checks of docs/protocol.md §5: step 4 by one of two decoders, the JWS (cJSON; every tree is freed
+ * before return) and the compact bundle of §12 (CBOR, no heap), which both fill the same decoded form; then
+ * steps 5-11 and the already-applied rule once, for both (check_decoded). */
 #include "certrot_internal.h"
 
 #include <cjson/cJSON.h>
@@ -80,21 +81,36 @@ int certrot_find_key(const certrot_ctx *ctx, const char *kid)
 
 enum { OP_WRITE, OP_DELETE, OP_TRUST_KEY, OP_KEYGEN, OP_ACTIVATE };
 
-/* What step 4 extracts from an op; the range and content checks run in step 11. For trust_key, pem_off
- * is where the decoded key (65 bytes) and the received kid (44 bytes, when it is 43 characters) sit in
- * scratch. */
+/* What step 4 extracts from an op, in either format; the range and content checks run in step 11. */
 typedef struct {
     uint8_t kind;
-    bool is_write;
     bool has_jwk, has_kid, jwk_ok, kid_ok;
     int64_t tag, type;
-    bool has_pem, has_sha, has_type;
-    size_t pem_off, pem_len;
+    bool has_pem, has_sha, has_type, sha_ok_len;
+    const uint8_t *pem;         /* JWS: the pem, in scratch */
+    size_t pem_len;
+    const uint8_t *der;         /* compact: the first item of the der array, in the bundle buffer */
+    const uint8_t *der_end;
+    size_t der_count;
+    const uint8_t *key;         /* trust_key: 0x04 || X || Y, then the received kid (NUL-terminated), in scratch */
     bool has_subject, subject_ok;
-    size_t subject_off;
-    char sha[65];
-    bool sha_ok_len;
+    const char *subject;        /* keygen: NUL-terminated, in scratch */
+    char sha[65];               /* lowercase hex as received (JWS) or of the 32 bytes (compact) */
 } op_in;
+
+/* A bundle after step 4. */
+typedef struct {
+    char kid[CERTROT_KID_LEN + 8]; /* the signer's kid, base64url (truncated when longer: then it matches none) */
+    const uint8_t *msg;            /* what the signature covers: the JWS signing input or the Sig_structure */
+    size_t msg_len;
+    bool sig_ok;                   /* a 64-byte signature was there */
+    uint8_t sig[64];
+    bool sub_fits;
+    char sub[CERTROT_DEVICE_ID_MAX + 1];
+    size_t op_total;
+    size_t arena;                  /* scratch [0, arena) holds what the ops point to; step 11 adds PEMs after */
+    op_in ops[CERTROT_MAX_OPS];
+} decoded;
 
 static void to_hex(const uint8_t *d, size_t n, char *out)
 {
@@ -106,17 +122,13 @@ static void to_hex(const uint8_t *d, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t len, certrot_bundle *out,
-                                    char *reason, size_t reason_cap)
+static bool subject_ok(const char *s, size_t n)
 {
-    char dummy[1];
-    if (!reason) {
-        reason = dummy;
-        reason_cap = sizeof dummy;
-    }
-    reason[0] = '\0';
-    if (!ctx || !jws || !out) return CERTROT_ERR_ARG;
-    memset(out, 0, sizeof *out);
+    if (n < 1 || n > CERTROT_SUBJECT_MAX) return false;
+    for (size_t j = 0; j < n; j++)
+        if ((uint8_t)s[j] < 0x20 || s[j] == '"') return false;
+    return true;
+}
 
 #define FAIL(st, ...)                                                                                      \
     do {                                                                                                    \
@@ -125,15 +137,14 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
         goto done;                                                                                          \
     } while (0)
 
+/* ---- step 4, JWS -------------------------------------------------------------------------------------- */
+
+static certrot_status decode_jws(certrot_ctx *ctx, const uint8_t *jws, size_t len, certrot_bundle *out, decoded *d,
+                                 char *reason, size_t reason_cap)
+{
     certrot_status status = CERTROT_OK;
     cJSON *header = NULL, *claims = NULL;
-    uint8_t sig[64];
     long sig_len = -1;
-    op_in ops[CERTROT_MAX_OPS];
-    size_t op_total = 0;
-    char sub[CERTROT_DEVICE_ID_MAX + 1] = "";
-    bool sub_fits = false;
-    const certrot_trusted_key *key = NULL;
 
     /* ---- step 4: three segments of canonical base64url, header and claims parse ---- */
     const uint8_t *dot1 = memchr(jws, '.', len);
@@ -141,7 +152,8 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
     if (!dot1 || !dot2 || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - jws)))
         FAIL(CERTROT_INVALID_BUNDLE, "a JWS compact serialisation has 3 parts");
     size_t hlen = (size_t)(dot1 - jws), clen = (size_t)(dot2 - dot1 - 1), slen = len - (size_t)(dot2 + 1 - jws);
-    size_t signing_len = (size_t)(dot2 - jws);
+    d->msg = jws;
+    d->msg_len = (size_t)(dot2 - jws);
 
     /* Scratch layout while parsing: [header \0][claims \0][signature]. Never decode in place: the signature
      * is over the received text, which must stay intact. */
@@ -157,7 +169,10 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
     uint8_t *sg = c + cdec + 1;
     sig_len = certrot_b64url_decode((const char *)dot2 + 1, slen, sg, cap - (size_t)(hdec + 1 + cdec + 1));
     if (sig_len < 0) FAIL(CERTROT_INVALID_BUNDLE, "JWS parts are not base64url");
-    if (sig_len == 64) memcpy(sig, sg, 64);
+    if (sig_len == 64) {
+        memcpy(d->sig, sg, 64);
+        d->sig_ok = true;
+    }
 
     header = parse_exact(s, (size_t)hdec);
     if (!cJSON_IsObject(header)) FAIL(CERTROT_INVALID_BUNDLE, "JWS header is not a JSON object");
@@ -166,10 +181,7 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
     if (strcmp(alg, "ES256") != 0) FAIL(CERTROT_INVALID_BUNDLE, "alg %.40s is not ES256", alg);
     if (strcmp(typ, "certrot-bundle+jwt") != 0)
         FAIL(CERTROT_INVALID_BUNDLE, "typ %.40s is not certrot-bundle+jwt", typ);
-    int key_index = certrot_find_key(ctx, kid);
-    if (key_index >= 0) key = &ctx->keys[key_index];
-    char kid_copy[CERTROT_KID_LEN + 8];
-    snprintf(kid_copy, sizeof kid_copy, "%s", kid);
+    snprintf(d->kid, sizeof d->kid, "%s", kid);
 
     claims = parse_exact(c, (size_t)cdec);
     if (!cJSON_IsObject(claims)) FAIL(CERTROT_INVALID_BUNDLE, "JWS payload is not a JSON object");
@@ -182,8 +194,8 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
     size_t jlen = strlen(jti);
     if (jlen == 0 || jlen > CERTROT_JTI_MAX) FAIL(CERTROT_INVALID_BUNDLE, "jti must be 1..%d bytes", CERTROT_JTI_MAX);
     memcpy(out->jti, jti, jlen + 1);
-    sub_fits = strlen(sub_s) <= CERTROT_DEVICE_ID_MAX;
-    if (sub_fits) snprintf(sub, sizeof sub, "%s", sub_s);
+    d->sub_fits = strlen(sub_s) <= CERTROT_DEVICE_ID_MAX;
+    if (d->sub_fits) snprintf(d->sub, sizeof d->sub, "%s", sub_s);
 
     /* Ops: structure now (step 4); pems are copied to the start of scratch, over the claims text that
      * cJSON has already parsed (unescaped pems are never longer than their JSON form). */
@@ -191,8 +203,9 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
     const cJSON *op_j;
     cJSON_ArrayForEach(op_j, ops_j)
     {
-        op_total++;
-        if (!cJSON_IsObject(op_j)) FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] is not an object", op_total - 1);
+        d->op_total++;
+        size_t index = d->op_total - 1;
+        if (!cJSON_IsObject(op_j)) FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] is not an object", index);
         const char *kind = json_str(op_j, "op"), *pem = NULL, *sha = NULL;
         int64_t tag = 0, type = 0;
         bool trust = kind && strcmp(kind, "trust_key") == 0;
@@ -209,21 +222,21 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
             if (!json_opt_str(op_j, "kid", &okid) || (jwk && !cJSON_IsObject(jwk)) ||
                 (jwk && (!(kty = json_str(jwk, "kty")) || !(crv = json_str(jwk, "crv")) || !(x = json_str(jwk, "x")) ||
                          !(y = json_str(jwk, "y")))))
-                FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not match the schema", op_total - 1);
+                FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not match the schema", index);
         } else if (identity) {
             /* {"op":"keygen","tag":S,"subject":"CN=…"}, {"op":"activate","tag":S} (docs/protocol.md §11) */
             const cJSON *type_j = cJSON_GetObjectItemCaseSensitive(op_j, "type");
             has_type = type_j && !cJSON_IsNull(type_j);
             if (!json_int(cJSON_GetObjectItemCaseSensitive(op_j, "tag"), &tag) || !json_opt_str(op_j, "pem", &pem) ||
                 !json_opt_str(op_j, "subject", &subject))
-                FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not match the schema", op_total - 1);
+                FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not match the schema", index);
         } else if (!kind || (strcmp(kind, "write") != 0 && strcmp(kind, "delete") != 0) ||
                    !json_int(cJSON_GetObjectItemCaseSensitive(op_j, "tag"), &tag) ||
                    !json_int(cJSON_GetObjectItemCaseSensitive(op_j, "type"), &type) || !json_opt_str(op_j, "pem", &pem) ||
                    !json_opt_str(op_j, "sha256", &sha))
-            FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not match the schema", op_total - 1);
-        if (op_total > CERTROT_MAX_OPS) continue; /* reported at step 10 */
-        op_in *o = &ops[op_total - 1];
+            FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not match the schema", index);
+        if (d->op_total > CERTROT_MAX_OPS) continue; /* reported at step 10 */
+        op_in *o = &d->ops[index];
         memset(o, 0, sizeof *o);
         o->kind = trust                         ? OP_TRUST_KEY
                   : identity && kind[0] == 'k' ? OP_KEYGEN
@@ -231,16 +244,15 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
                   : kind[0] == 'w'             ? OP_WRITE
                                                : OP_DELETE;
         o->has_type = has_type;
-        o->is_write = o->kind == OP_WRITE;
         o->tag = tag;
         o->type = type;
         if (trust) {
             /* The cJSON trees hold their own copies of every string, so scratch (the decoded claims text)
              * can be overwritten: the key material goes after the pems. */
             if (pem_used + 65 + CERTROT_KID_LEN + 1 > ctx->scratch_cap)
-                FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not fit the scratch buffer", op_total - 1);
+                FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not fit the scratch buffer", index);
             uint8_t *k = ctx->scratch + pem_used;
-            o->pem_off = pem_used;
+            o->key = k;
             pem_used += 65 + CERTROT_KID_LEN + 1;
             o->has_jwk = jwk != NULL;
             o->has_kid = okid != NULL;
@@ -257,14 +269,12 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
             if (subject) {
                 size_t sl = strlen(subject);
                 o->has_subject = true;
-                o->subject_ok = sl >= 1 && sl <= CERTROT_SUBJECT_MAX;
-                for (size_t j = 0; j < sl && o->subject_ok; j++)
-                    o->subject_ok = (uint8_t)subject[j] >= 0x20 && subject[j] != '"';
+                o->subject_ok = subject_ok(subject, sl);
                 if (o->subject_ok) {
                     if (pem_used + sl + 1 > ctx->scratch_cap)
-                        FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not fit the scratch buffer", op_total - 1);
+                        FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not fit the scratch buffer", index);
                     memcpy(ctx->scratch + pem_used, subject, sl + 1);
-                    o->subject_off = pem_used;
+                    o->subject = (const char *)ctx->scratch + pem_used;
                     pem_used += sl + 1;
                 }
             }
@@ -273,10 +283,10 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
         if (pem) {
             size_t pl = strlen(pem);
             if (pem_used + pl > ctx->scratch_cap) /* cannot happen (pems are shorter than the claims); be safe */
-                FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] pem does not fit", op_total - 1);
+                FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] pem does not fit", index);
             memmove(ctx->scratch + pem_used, pem, pl);
             o->has_pem = true;
-            o->pem_off = pem_used;
+            o->pem = ctx->scratch + pem_used;
             o->pem_len = pl;
             pem_used += pl;
         }
@@ -286,27 +296,266 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
             if (o->sha_ok_len) memcpy(o->sha, sha, 65);
         }
     }
+    d->arena = pem_used;
+
+done:
     cJSON_Delete(claims);
-    claims = NULL;
     cJSON_Delete(header);
-    header = NULL;
+    return status;
+}
 
+/* ---- step 4, compact bundle (docs/protocol.md §12) --------------------------------------------------- */
+
+/* An integer claim: within ±2^53, as the JWS path (and every seq an inventory can report). */
+static bool cbor_claim_int(const certrot_cbor *body, size_t pairs, const char *key, int64_t *out)
+{
+    certrot_cbor v;
+    return certrot_cbor_find(body, pairs, key, &v) && certrot_cbor_int(&v, out) && *out >= -9007199254740992LL &&
+           *out <= 9007199254740992LL;
+}
+
+static bool cbor_has(const certrot_cbor *body, size_t pairs, const char *key)
+{
+    certrot_cbor v;
+    return certrot_cbor_find(body, pairs, key, &v);
+}
+
+static bool cbor_text_is(const certrot_cbor *body, size_t pairs, const char *key, const char *want)
+{
+    certrot_cbor v;
+    const char *t;
+    size_t n;
+    return certrot_cbor_find(body, pairs, key, &v) && certrot_cbor_text(&v, &t, &n) && n == strlen(want) &&
+           memcmp(t, want, n) == 0;
+}
+
+static bool cbor_bytes_of(const certrot_cbor *body, size_t pairs, const char *key, size_t want, const uint8_t **b)
+{
+    certrot_cbor v;
+    size_t n;
+    return certrot_cbor_find(body, pairs, key, &v) && certrot_cbor_bytes(&v, b, &n) && n == want;
+}
+
+static certrot_status decode_compact(certrot_ctx *ctx, const uint8_t *cose, size_t len, certrot_bundle *out,
+                                     decoded *d, char *reason, size_t reason_cap)
+{
+    certrot_status status = CERTROT_OK;
+    const char *why = NULL;
+    if (certrot_cbor_check(cose, len, &why) != 0) FAIL(CERTROT_INVALID_CBOR, "%s", why);
+    certrot_cbor c = {cose, cose + len};
+    uint64_t tag;
+    if (!certrot_cbor_tag(&c, &tag) || tag != 18)
+        FAIL(CERTROT_INVALID_BUNDLE, "a compact bundle is a COSE_Sign1 with CBOR tag 18");
+    /* [protected bstr, unprotected map, payload bstr, signature bstr] */
+    size_t n, unprotected_pairs, prot_len, payload_len, sig_len;
+    const uint8_t *prot, *payload, *sig, *prot_item, *payload_item;
+    if (!certrot_cbor_array(&c, &n) || n != 4 || (prot_item = c.p, !certrot_cbor_bytes(&c, &prot, &prot_len)) ||
+        !certrot_cbor_map(&c, &unprotected_pairs))
+        FAIL(CERTROT_INVALID_CBOR, "a COSE_Sign1 is [protected bstr, unprotected map, payload bstr, signature bstr]");
+    for (size_t i = 0; i < 2 * unprotected_pairs; i++) certrot_cbor_skip(&c);
+    if ((payload_item = c.p, !certrot_cbor_bytes(&c, &payload, &payload_len)) || !certrot_cbor_bytes(&c, &sig, &sig_len))
+        FAIL(CERTROT_INVALID_CBOR, "a COSE_Sign1 is [protected bstr, unprotected map, payload bstr, signature bstr]");
+    /* protected: exactly {1: -7, 4: kid (32 bytes)}, which deterministically is A2 01 26 04 58 20 <kid> */
+    static const uint8_t prot_prefix[] = {0xA2, 0x01, 0x26, 0x04, 0x58, 0x20};
+    if (certrot_cbor_check(prot, prot_len, &why) != 0) FAIL(CERTROT_INVALID_CBOR, "protected header: %s", why);
+    if (prot_len != sizeof prot_prefix + 32 || memcmp(prot, prot_prefix, sizeof prot_prefix) != 0)
+        FAIL(CERTROT_INVALID_BUNDLE, "the protected header must be {1: -7 (ES256), 4: 32-byte kid}");
+    certrot_b64url_encode(prot + sizeof prot_prefix, 32, d->kid, sizeof d->kid);
+    if (unprotected_pairs != 0) FAIL(CERTROT_INVALID_BUNDLE, "the unprotected header must be empty");
+    if (sig_len != 64) FAIL(CERTROT_INVALID_BUNDLE, "an ES256 signature is 64 bytes");
+    memcpy(d->sig, sig, 64);
+    d->sig_ok = true;
+
+    /* payload: {iss, sub, jti (16-byte bstr), iat, exp, seq, ops} */
+    if (certrot_cbor_check(payload, payload_len, &why) != 0) FAIL(CERTROT_INVALID_CBOR, "payload: %s", why);
+    certrot_cbor pl = {payload, payload + payload_len};
+    size_t pairs;
+    if (!certrot_cbor_map(&pl, &pairs)) FAIL(CERTROT_INVALID_BUNDLE, "compact bundle payload: not a map");
+    certrot_cbor v, ops;
+    const char *iss, *sub;
+    size_t iss_len, sub_len, op_count;
+    const uint8_t *jti;
+    if (!certrot_cbor_find(&pl, pairs, "iss", &v) || !certrot_cbor_text(&v, &iss, &iss_len) ||
+        !certrot_cbor_find(&pl, pairs, "sub", &v) || !certrot_cbor_text(&v, &sub, &sub_len) ||
+        !cbor_bytes_of(&pl, pairs, "jti", 16, &jti) || !cbor_claim_int(&pl, pairs, "iat", &out->iat) ||
+        !cbor_claim_int(&pl, pairs, "exp", &out->exp) || !cbor_claim_int(&pl, pairs, "seq", &out->seq) ||
+        !certrot_cbor_find(&pl, pairs, "ops", &ops) || !certrot_cbor_array(&ops, &op_count))
+        FAIL(CERTROT_INVALID_BUNDLE,
+             "compact bundle payload: needs iss, sub (text), jti (16-byte bstr), iat, exp, seq (integers) and ops");
+    to_hex(jti, 16, out->jti);
+    d->sub_fits = sub_len <= CERTROT_DEVICE_ID_MAX && memchr(sub, 0, sub_len) == NULL;
+    if (d->sub_fits) {
+        memcpy(d->sub, sub, sub_len);
+        d->sub[sub_len] = '\0';
+    }
+
+    size_t used = 0; /* scratch: key material and subjects; the Sig_structure goes after them */
+    for (size_t i = 0; i < op_count; i++) {
+        certrot_cbor item = ops, kv;
+        size_t op_pairs;
+        certrot_cbor_skip(&ops);
+        d->op_total++;
+        const char *name = "";
+        size_t name_len = 0;
+        if (!certrot_cbor_map(&item, &op_pairs) || !certrot_cbor_find(&item, op_pairs, "op", &kv) ||
+            !certrot_cbor_text(&kv, &name, &name_len))
+            name_len = 0;
+#define IS(s) (name_len == sizeof s - 1 && memcmp(name, s, name_len) == 0)
+        uint8_t kind = IS("write") ? OP_WRITE : IS("delete") ? OP_DELETE : IS("trust_key") ? OP_TRUST_KEY
+                       : IS("keygen") ? OP_KEYGEN : IS("activate") ? OP_ACTIVATE : 0xFF;
+#undef IS
+        if (kind == 0xFF) FAIL(CERTROT_INVALID_BUNDLE, "compact bundle op %zu: unknown or missing op", i + 1);
+        op_in tmp, *o = d->op_total <= CERTROT_MAX_OPS ? &d->ops[i] : &tmp; /* more: reported at step 10 */
+        memset(o, 0, sizeof *o);
+        o->kind = kind;
+        bool has_tag = cbor_has(&item, op_pairs, "tag") && cbor_claim_int(&item, op_pairs, "tag", &o->tag);
+        bool has_type = cbor_has(&item, op_pairs, "type") && cbor_claim_int(&item, op_pairs, "type", &o->type);
+        o->has_type = cbor_has(&item, op_pairs, "type");
+        if (kind == OP_WRITE) {
+            const uint8_t *digest;
+            certrot_cbor der;
+            size_t count = 0;
+            bool ok = has_tag && has_type && certrot_cbor_find(&item, op_pairs, "der", &der) &&
+                      certrot_cbor_array(&der, &count) && count > 0 && cbor_bytes_of(&item, op_pairs, "sha256", 32, &digest);
+            o->der = der.p;
+            for (size_t k = 0; ok && k < count; k++) {
+                const uint8_t *b;
+                size_t bl;
+                ok = certrot_cbor_bytes(&der, &b, &bl);
+            }
+            if (!ok)
+                FAIL(CERTROT_INVALID_BUNDLE,
+                     "compact bundle op %zu: a write needs tag, type, der (array of bstr) and sha256 (32-byte bstr)", i + 1);
+            o->der_end = der.p;
+            o->der_count = count;
+            o->has_pem = o->has_sha = o->sha_ok_len = true;
+            to_hex(digest, 32, o->sha);
+        } else if (kind == OP_DELETE) {
+            if (!has_tag || !has_type) FAIL(CERTROT_INVALID_BUNDLE, "compact bundle op %zu: a delete needs tag and type", i + 1);
+        } else if (kind == OP_TRUST_KEY) {
+            certrot_cbor jwk;
+            size_t jwk_pairs;
+            const uint8_t *x, *y, *kid;
+            if (!certrot_cbor_find(&item, op_pairs, "jwk", &jwk) || !certrot_cbor_map(&jwk, &jwk_pairs) ||
+                !cbor_text_is(&jwk, jwk_pairs, "kty", "EC") || !cbor_text_is(&jwk, jwk_pairs, "crv", "P-256") ||
+                !cbor_bytes_of(&jwk, jwk_pairs, "x", 32, &x) || !cbor_bytes_of(&jwk, jwk_pairs, "y", 32, &y) ||
+                !cbor_bytes_of(&item, op_pairs, "kid", 32, &kid))
+                FAIL(CERTROT_INVALID_BUNDLE,
+                     "compact bundle op %zu: a trust_key needs jwk {kty EC, crv P-256, x, y: 32-byte bstr} and a "
+                     "32-byte kid", i + 1);
+            if (o == &tmp) continue;
+            if (used + 65 + CERTROT_KID_LEN + 1 > ctx->scratch_cap)
+                FAIL(CERTROT_INVALID_BUNDLE, "compact bundle op %zu does not fit the scratch buffer", i + 1);
+            uint8_t *k = ctx->scratch + used;
+            used += 65 + CERTROT_KID_LEN + 1;
+            k[0] = 0x04;
+            memcpy(k + 1, x, 32);
+            memcpy(k + 33, y, 32);
+            certrot_b64url_encode(kid, 32, (char *)k + 65, CERTROT_KID_LEN + 1); /* the kid as sent, compared later */
+            o->key = k;
+            o->has_jwk = o->has_kid = o->jwk_ok = o->kid_ok = true;
+        } else { /* keygen, activate */
+            if (!has_tag) FAIL(CERTROT_INVALID_BUNDLE, "compact bundle op %zu: %s needs tag", i + 1, name_len == 6 ? "a keygen" : "an activate");
+            o->has_pem = cbor_has(&item, op_pairs, "der") || cbor_has(&item, op_pairs, "pem");
+            if (kind == OP_KEYGEN) {
+                const char *subject;
+                size_t sl;
+                if (!certrot_cbor_find(&item, op_pairs, "subject", &kv) || !certrot_cbor_text(&kv, &subject, &sl))
+                    FAIL(CERTROT_INVALID_BUNDLE, "compact bundle op %zu: a keygen needs tag and subject", i + 1);
+                o->has_subject = true;
+                o->subject_ok = subject_ok(subject, sl);
+                if (o->subject_ok && o != &tmp) {
+                    if (used + sl + 1 > ctx->scratch_cap)
+                        FAIL(CERTROT_INVALID_BUNDLE, "compact bundle op %zu does not fit the scratch buffer", i + 1);
+                    memcpy(ctx->scratch + used, subject, sl);
+                    ctx->scratch[used + sl] = '\0';
+                    o->subject = (const char *)ctx->scratch + used;
+                    used += sl + 1;
+                }
+            }
+        }
+    }
+    d->arena = used;
+
+    /* Sig_structure ["Signature1", protected, h'', payload] after them: the two bstrs as received. */
+    size_t prot_item_len = (size_t)(prot + prot_len - prot_item), payload_item_len = (size_t)(payload + payload_len - payload_item);
+    size_t ss_len = 1 + 11 + prot_item_len + 1 + payload_item_len;
+    if (ss_len > ctx->scratch_cap - used)
+        FAIL(CERTROT_TOO_LARGE, "the %zu-byte Sig_structure does not fit the scratch buffer (%zu bytes free)", ss_len,
+             ctx->scratch_cap - used);
+    uint8_t *ss = ctx->scratch + used;
+    ss[0] = 0x84;
+    ss[1] = 0x6A;
+    memcpy(ss + 2, "Signature1", 10);
+    memcpy(ss + 12, prot_item, prot_item_len);
+    ss[12 + prot_item_len] = 0x40;
+    memcpy(ss + 13 + prot_item_len, payload_item, payload_item_len);
+    d->msg = ss;
+    d->msg_len = ss_len;
+
+done:
+    return status;
+}
+
+/* ---- steps 5-11, both formats ---------------------------------------------------------------------- */
+
+/* A compact write's PEM: every DER checked as X.509, then the CERTIFICATE blocks built into scratch. */
+static certrot_status build_pem(certrot_ctx *ctx, decoded *d, op_in *o, char *reason, size_t reason_cap)
+{
+    certrot_status status = CERTROT_OK;
+    certrot_cbor der = {o->der, o->der_end};
+    size_t total = 0;
+    for (size_t k = 0; k < o->der_count; k++) {
+        const uint8_t *b;
+        size_t bl;
+        if (!certrot_cbor_bytes(&der, &b, &bl) || !certrot_der_is_certificate(b, bl))
+            FAIL(CERTROT_INVALID_BUNDLE, "write op on tag %lld: certificate %zu is not DER X.509", (long long)o->tag, k + 1);
+        total += certrot_pem_block_len(bl);
+    }
+    if (total > CERTROT_MAX_CREDENTIAL)
+        FAIL(CERTROT_CREDENTIAL_TOO_LARGE, "credential for tag %lld is %zu bytes; at most %d", (long long)o->tag, total,
+             CERTROT_MAX_CREDENTIAL);
+    if (total > ctx->scratch_cap - d->arena)
+        FAIL(CERTROT_TOO_LARGE, "the PEM of tag %lld (%zu bytes) does not fit the scratch buffer (%zu bytes free)",
+             (long long)o->tag, total, ctx->scratch_cap - d->arena);
+    uint8_t *pem = ctx->scratch + d->arena;
+    size_t n = 0;
+    der.p = o->der;
+    for (size_t k = 0; k < o->der_count; k++) {
+        const uint8_t *b;
+        size_t bl;
+        certrot_cbor_bytes(&der, &b, &bl);
+        n += (size_t)certrot_der_to_pem(b, bl, pem + n, total - n);
+    }
+    o->pem = pem;
+    o->pem_len = n;
+    d->arena += n;
+done:
+    return status;
+}
+
+static certrot_status check_decoded(certrot_ctx *ctx, decoded *d, certrot_bundle *out, char *reason, size_t reason_cap)
+{
+    certrot_status status = CERTROT_OK;
     /* ---- step 5: pinned key ---- */
-    if (!key) FAIL(CERTROT_UNKNOWN_KID, "no pinned key has kid %s", kid_copy);
+    int key_index = certrot_find_key(ctx, d->kid);
+    if (key_index < 0) FAIL(CERTROT_UNKNOWN_KID, "no pinned key has kid %s", d->kid);
+    const certrot_trusted_key *key = &ctx->keys[key_index];
 
-    /* ---- step 6: signature over the received signing input ---- */
-    if (sig_len != 64 || !ctx->cfg.cb.es256_verify ||
-        ctx->cfg.cb.es256_verify(ctx->cfg.cb.user, key->pubkey, jws, signing_len, sig) != 0)
+    /* ---- step 6: signature over the received signing input / the Sig_structure ---- */
+    if (!d->sig_ok || !ctx->cfg.cb.es256_verify ||
+        ctx->cfg.cb.es256_verify(ctx->cfg.cb.user, key->pubkey, d->msg, d->msg_len, d->sig) != 0)
         FAIL(CERTROT_BAD_SIGNATURE, "the ES256 signature does not verify");
 
-    bool own = sub_fits && strcmp(sub, ctx->cfg.device_id) == 0;
+    bool own = d->sub_fits && strcmp(d->sub, ctx->cfg.device_id) == 0;
     /* ---- already-applied rule: before step 8, which would reject it ---- */
     if (own && ctx->applied_jti[0] && strcmp(out->jti, ctx->applied_jti) == 0) {
         status = CERTROT_ALREADY_APPLIED;
         goto done;
     }
     /* ---- step 7 ---- */
-    if (!own) FAIL(CERTROT_INVALID_BUNDLE, "bundle is for %.64s, not %s", sub_fits ? sub : "(too long)", ctx->cfg.device_id);
+    if (!own)
+        FAIL(CERTROT_INVALID_BUNDLE, "bundle is for %.64s, not %s", d->sub_fits ? d->sub : "(too long)", ctx->cfg.device_id);
     /* ---- step 8 ---- */
     if (out->seq <= ctx->applied_seq)
         FAIL(CERTROT_INVALID_BUNDLE, "seq %lld is not above the applied seq %lld", (long long)out->seq,
@@ -319,15 +568,15 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
             FAIL(CERTROT_INVALID_BUNDLE, "bundle issued in the future (iat %lld)", (long long)out->iat);
     }
     /* ---- step 10 ---- */
-    if (op_total == 0) FAIL(CERTROT_INVALID_BUNDLE, "bundle has no ops");
-    if (op_total > CERTROT_MAX_OPS)
-        FAIL(CERTROT_INVALID_BUNDLE, "bundle has %zu ops; this device handles at most %d", op_total, CERTROT_MAX_OPS);
+    if (d->op_total == 0) FAIL(CERTROT_INVALID_BUNDLE, "bundle has no ops");
+    if (d->op_total > CERTROT_MAX_OPS)
+        FAIL(CERTROT_INVALID_BUNDLE, "bundle has %zu ops; this device handles at most %d", d->op_total, CERTROT_MAX_OPS);
     /* ---- step 11: each op in order ---- */
     size_t new_keys = 0;
-    for (size_t i = 0; i < op_total; i++) {
-        op_in *o = &ops[i];
+    for (size_t i = 0; i < d->op_total; i++) {
+        op_in *o = &d->ops[i];
         if (o->kind == OP_TRUST_KEY) {
-            const uint8_t *k = ctx->scratch + o->pem_off;
+            const uint8_t *k = o->key;
             char tp[CERTROT_KID_LEN + 1];
             if (!o->has_jwk || !o->has_kid) FAIL(CERTROT_INVALID_BUNDLE, "trust_key op lacks jwk or kid");
             if (!o->jwk_ok || (ctx->cfg.cb.pubkey_check && ctx->cfg.cb.pubkey_check(ctx->cfg.cb.user, k) != 0))
@@ -361,43 +610,75 @@ certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t
             out->ops[i].is_keygen = o->kind == OP_KEYGEN;
             out->ops[i].is_activate = o->kind == OP_ACTIVATE;
             out->ops[i].tag = (uint32_t)o->tag;
-            if (o->kind == OP_KEYGEN) out->ops[i].subject = (const char *)ctx->scratch + o->subject_off;
+            if (o->kind == OP_KEYGEN) out->ops[i].subject = o->subject;
             continue;
         }
         if (o->tag < 0 || o->tag > CERTROT_MAX_TAG || o->type < 0 || o->type > 6)
             FAIL(CERTROT_INVALID_BUNDLE, "op on tag %lld type %lld is out of range", (long long)o->tag,
                  (long long)o->type);
-        out->ops[i].is_write = o->is_write;
+        bool is_write = o->kind == OP_WRITE;
+        out->ops[i].is_write = is_write;
         out->ops[i].tag = (uint32_t)o->tag;
         out->ops[i].type = (uint8_t)o->type;
-        if (!o->is_write) continue;
+        if (!is_write) continue;
         if (!o->has_pem || !o->has_sha)
             FAIL(CERTROT_INVALID_BUNDLE, "write op on tag %lld lacks pem or sha256", (long long)o->tag);
-        const uint8_t *pem = ctx->scratch + o->pem_off;
+        /* compact: the PEM normal form of the DER, built now (the signature is checked: the Sig_structure in
+         * scratch is no longer needed) */
+        if (o->der && (status = build_pem(ctx, d, o, reason, reason_cap)) != CERTROT_OK) goto done;
         if (o->pem_len > CERTROT_MAX_CREDENTIAL)
             FAIL(CERTROT_CREDENTIAL_TOO_LARGE, "credential for tag %lld is %zu bytes; at most %d",
                  (long long)o->tag, o->pem_len, CERTROT_MAX_CREDENTIAL);
-        if (!certrot_pem_is_normal(pem, o->pem_len))
+        if (!certrot_pem_is_normal(o->pem, o->pem_len))
             FAIL(CERTROT_INVALID_PEM, "credential for tag %lld breaks the PEM rules", (long long)o->tag);
         uint8_t digest[32];
         char hex[65];
-        if (!ctx->cfg.cb.sha256 || ctx->cfg.cb.sha256(ctx->cfg.cb.user, pem, o->pem_len, digest) != 0)
+        if (!ctx->cfg.cb.sha256 || ctx->cfg.cb.sha256(ctx->cfg.cb.user, o->pem, o->pem_len, digest) != 0)
             FAIL(CERTROT_INVALID_BUNDLE, "sha256 callback failed");
         to_hex(digest, 32, hex);
         if (!o->sha_ok_len || strcmp(hex, o->sha) != 0)
             FAIL(CERTROT_INVALID_BUNDLE, "sha256 of tag %lld does not match its pem", (long long)o->tag);
-        out->ops[i].pem = pem;
+        out->ops[i].pem = o->pem;
         out->ops[i].pem_len = o->pem_len;
     }
     /* Only once every op passed: room for the keys to add (none is ever removed). */
     if (ctx->key_count + new_keys > CERTROT_MAX_KEYS)
         FAIL(CERTROT_KEY_TABLE_FULL, "cannot trust %zu more key(s): this device keeps at most %d and has %zu",
              new_keys, CERTROT_MAX_KEYS, ctx->key_count);
-    out->op_count = op_total;
-
+    out->op_count = d->op_total;
 done:
-    cJSON_Delete(claims);
-    cJSON_Delete(header);
     return status;
+}
+
 #undef FAIL
+
+typedef certrot_status (*decoder)(certrot_ctx *, const uint8_t *, size_t, certrot_bundle *, decoded *, char *, size_t);
+
+static certrot_status check(certrot_ctx *ctx, decoder decode, const uint8_t *bytes, size_t len, certrot_bundle *out,
+                            char *reason, size_t reason_cap)
+{
+    char dummy[1];
+    if (!reason) {
+        reason = dummy;
+        reason_cap = sizeof dummy;
+    }
+    reason[0] = '\0';
+    if (!ctx || !bytes || !out) return CERTROT_ERR_ARG;
+    memset(out, 0, sizeof *out);
+    decoded d;
+    memset(&d, 0, sizeof d);
+    certrot_status st = decode(ctx, bytes, len, out, &d, reason, reason_cap);
+    return st == CERTROT_OK ? check_decoded(ctx, &d, out, reason, reason_cap) : st;
+}
+
+certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t len, certrot_bundle *out,
+                                    char *reason, size_t reason_cap)
+{
+    return check(ctx, decode_jws, jws, len, out, reason, reason_cap);
+}
+
+certrot_status certrot_check_compact(certrot_ctx *ctx, const uint8_t *cose, size_t len, certrot_bundle *out,
+                                     char *reason, size_t reason_cap)
+{
+    return check(ctx, decode_compact, cose, len, out, reason, reason_cap);
 }

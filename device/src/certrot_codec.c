@@ -133,6 +133,135 @@ bool certrot_pem_is_normal(const uint8_t *pem, size_t len)
     return true;
 }
 
+/* ---- DER certificates to PEM (compact bundles, docs/protocol.md §12) --------------------------------- */
+
+static const char b64std_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+size_t certrot_pem_block_len(size_t der_len)
+{
+    size_t body = (der_len + 2) / 3 * 4;
+    return (sizeof pem_begin - 1) + body + (body + 63) / 64 + (sizeof pem_end - 1);
+}
+
+long certrot_der_to_pem(const uint8_t *der, size_t len, uint8_t *out, size_t out_cap)
+{
+    if (!der || !out || len == 0) return -1;
+    size_t need = certrot_pem_block_len(len);
+    if (need > out_cap) return -1;
+    size_t o = 0, col = 0;
+    memcpy(out, pem_begin, sizeof pem_begin - 1);
+    o += sizeof pem_begin - 1;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)der[i] << 16;
+        if (i + 1 < len) v |= (uint32_t)der[i + 1] << 8;
+        if (i + 2 < len) v |= der[i + 2];
+        char q[4] = {b64std_alphabet[v >> 18 & 63], b64std_alphabet[v >> 12 & 63],
+                     i + 1 < len ? b64std_alphabet[v >> 6 & 63] : '=', i + 2 < len ? b64std_alphabet[v & 63] : '='};
+        for (int k = 0; k < 4; k++) {
+            out[o++] = (uint8_t)q[k];
+            if (++col == 64) {
+                out[o++] = '\n';
+                col = 0;
+            }
+        }
+    }
+    if (col) out[o++] = '\n';
+    memcpy(out + o, pem_end, sizeof pem_end - 1);
+    o += sizeof pem_end - 1;
+    return (long)o;
+}
+
+/* One DER TLV at p (n bytes available): low tag number form, definite length in the fewest bytes. */
+static bool der_tlv(const uint8_t *p, size_t n, uint8_t *tag, size_t *hdr, size_t *clen)
+{
+    if (n < 2 || (p[0] & 0x1f) == 0x1f) return false;
+    *tag = p[0];
+    if (p[1] < 0x80) {
+        *hdr = 2;
+        *clen = p[1];
+    } else {
+        size_t k = p[1] & 0x7f, v = 0;
+        if (k == 0 || k > 3 || n < 2 + k || p[2] == 0) return false; /* indefinite, huge, or not minimal */
+        for (size_t i = 0; i < k; i++) v = v << 8 | p[2 + i];
+        if (v < 0x80) return false;
+        *hdr = 2 + k;
+        *clen = v;
+    }
+    return *clen <= n - *hdr;
+}
+
+/* Takes the next TLV of [*p, *p + *n) if its tag is `want`: its content in *c / *cl. */
+static bool der_next(const uint8_t **p, size_t *n, uint8_t want, const uint8_t **c, size_t *cl)
+{
+    uint8_t tag;
+    size_t h, l;
+    if (*n == 0 || (*p)[0] != want || !der_tlv(*p, *n, &tag, &h, &l)) return false;
+    if (c) *c = *p + h;
+    if (cl) *cl = l;
+    *p += h + l;
+    *n -= h + l;
+    return true;
+}
+
+/* AlgorithmIdentifier content: an OID, then at most one parameters element. */
+static bool der_alg(const uint8_t *p, size_t n)
+{
+    const uint8_t *c;
+    size_t cl, h;
+    uint8_t tag;
+    if (!der_next(&p, &n, 0x06, &c, &cl) || cl == 0) return false;
+    if (n == 0) return true;
+    return der_tlv(p, n, &tag, &h, &cl) && h + cl == n;
+}
+
+bool certrot_der_is_certificate(const uint8_t *der, size_t len)
+{
+    const uint8_t *p = der, *c, *t;
+    size_t n = len, cl, tl;
+    if (!der || !der_next(&p, &n, 0x30, &c, &cl) || n != 0) return false; /* Certificate, nothing after */
+    p = c;
+    n = cl;
+    if (!der_next(&p, &n, 0x30, &t, &tl)) return false; /* tbsCertificate */
+    if (!der_next(&p, &n, 0x30, &c, &cl) || !der_alg(c, cl)) return false; /* signatureAlgorithm */
+    if (!der_next(&p, &n, 0x03, &c, &cl) || cl == 0 || c[0] > 7 || (cl == 1 && c[0])) return false;
+    if (n != 0) return false;
+    /* tbsCertificate: [0] version, serial, signature, issuer, validity, subject, subjectPublicKeyInfo,
+     * then [1] issuerUniqueID, [2] subjectUniqueID, [3] extensions, each at most once and in order. */
+    p = t;
+    n = tl;
+    if (n && p[0] == 0xA0) {
+        const uint8_t *v;
+        size_t vl;
+        if (!der_next(&p, &n, 0xA0, &c, &cl) || !der_next(&c, &cl, 0x02, &v, &vl) || cl != 0 || vl == 0) return false;
+    }
+    if (!der_next(&p, &n, 0x02, &c, &cl) || cl == 0) return false;
+    if (!der_next(&p, &n, 0x30, &c, &cl) || !der_alg(c, cl)) return false;
+    if (!der_next(&p, &n, 0x30, NULL, NULL)) return false; /* issuer */
+    if (!der_next(&p, &n, 0x30, &c, &cl)) return false;   /* validity: two times */
+    {
+        const uint8_t *v = c;
+        size_t vn = cl;
+        for (int i = 0; i < 2; i++)
+            if (!der_next(&v, &vn, 0x17, NULL, NULL) && !der_next(&v, &vn, 0x18, NULL, NULL)) return false;
+        if (vn != 0) return false;
+    }
+    if (!der_next(&p, &n, 0x30, NULL, NULL)) return false; /* subject */
+    if (!der_next(&p, &n, 0x30, &c, &cl)) return false;   /* subjectPublicKeyInfo */
+    {
+        const uint8_t *a, *k = c;
+        size_t al, kn = cl, bl;
+        const uint8_t *b;
+        if (!der_next(&k, &kn, 0x30, &a, &al) || !der_alg(a, al) || !der_next(&k, &kn, 0x03, &b, &bl) || bl == 0 ||
+            b[0] > 7 || kn != 0)
+            return false;
+    }
+    /* [1] and [2] are IMPLICIT BIT STRINGs (primitive), [3] the extensions */
+    der_next(&p, &n, 0x81, NULL, NULL);
+    der_next(&p, &n, 0x82, NULL, NULL);
+    der_next(&p, &n, 0xA3, NULL, NULL);
+    return n == 0;
+}
+
 /* ---- JSON writing ---------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -256,7 +385,7 @@ static bool is_kid(const char *s)
 
 static long build_inventory(int64_t seq, uint32_t max_message, const certrot_cred *creds, size_t count,
                             const certrot_trusted_key *keys, size_t key_count, bool with_keys, int64_t active,
-                            char *out, size_t out_cap)
+                            bool cose, char *out, size_t out_cap)
 {
     if (!out || seq < 0 || count > 256 || (count && !creds)) return -1;
     if (with_keys && (key_count > 8 || (key_count && !keys))) return -1;
@@ -310,6 +439,7 @@ static long build_inventory(int64_t seq, uint32_t max_message, const certrot_cre
         jw_str(&w, ",\"active\":");
         jw_int(&w, active);
     }
+    if (cose) jw_str(&w, ",\"formats\":[\"cose\"]"); /* takes compact bundles (§12) */
     jw_str(&w, "}");
     return w.overflow ? -1 : (long)w.n;
 }
@@ -317,7 +447,7 @@ static long build_inventory(int64_t seq, uint32_t max_message, const certrot_cre
 long certrot_build_inventory(int64_t seq, uint32_t max_message, const certrot_cred *creds, size_t count,
                              char *out, size_t out_cap)
 {
-    return build_inventory(seq, max_message, creds, count, NULL, 0, false, -1, out, out_cap);
+    return build_inventory(seq, max_message, creds, count, NULL, 0, false, -1, false, out, out_cap);
 }
 
 long certrot_build_inventory_ctx(const certrot_ctx *ctx, uint32_t max_message, const certrot_cred *creds,
@@ -325,7 +455,7 @@ long certrot_build_inventory_ctx(const certrot_ctx *ctx, uint32_t max_message, c
 {
     if (!ctx) return -1;
     return build_inventory(ctx->applied_seq, max_message, creds, count, ctx->keys, ctx->key_count, true,
-                           ctx->active_tag, out, out_cap);
+                           ctx->active_tag, ctx->cfg.takes_compact, out, out_cap);
 }
 
 /* `%CMNG: <sec_tag>,<type>[,"<SHA-256 hex>"]` as the modem answers AT%CMNG=1. */

@@ -18,6 +18,7 @@ const char *certrot_status_name(certrot_status s)
     case CERTROT_CREDENTIAL_TOO_LARGE: return "credential_too_large";
     case CERTROT_INVALID_KEY: return "invalid_key";
     case CERTROT_KEY_TABLE_FULL: return "key_table_full";
+    case CERTROT_INVALID_CBOR: return "invalid_cbor";
     case CERTROT_ALREADY_APPLIED: return "already_applied";
     case CERTROT_APPLIED: return "applied";
     case CERTROT_MODEM_FAILED: return "modem_error";
@@ -51,6 +52,7 @@ static void asm_reset(certrot_ctx *ctx)
     ctx->asm_used = 0;
     ctx->asm_asks = 0;
     ctx->asm_jti[0] = '\0';
+    ctx->asm_compact = false;
 }
 
 /* Adds a key (kid already checked to be its thumbprint) unless it is there. false when the table is full. */
@@ -96,6 +98,8 @@ certrot_status certrot_init(certrot_ctx *ctx, const certrot_config *cfg, uint8_t
         return CERTROT_ERR_ARG;
     /* Part offsets are 16-bit; 64 KB is far above any nRF91 bundle. */
     if (jws_cap < 64 || jws_cap > 65535 || scratch_cap < CERTROT_SCRATCH_FOR(jws_cap)) return CERTROT_ERR_ARG;
+    /* Compact bundles: the Sig_structure (shorter than the bundle) and then the PEMs are built in scratch. */
+    if (cfg->takes_compact && scratch_cap < CERTROT_COSE_SCRATCH_FOR(jws_cap)) return CERTROT_ERR_ARG;
     size_t idlen = strlen(cfg->device_id);
     if (idlen == 0 || idlen > CERTROT_DEVICE_ID_MAX) return CERTROT_ERR_ARG;
     memset(ctx, 0, sizeof *ctx);
@@ -176,7 +180,78 @@ static void fill_missing(const certrot_ctx *ctx, certrot_result *res)
         if (!(ctx->asm_have & ((uint64_t)1 << (n - 1)))) res->missing[res->missing_count++] = (uint8_t)n;
 }
 
-static certrot_status process_bundle(certrot_ctx *ctx, size_t len, const char *part_jti, certrot_result *res);
+static certrot_status process_bundle(certrot_ctx *ctx, size_t len, bool compact, const char *part_jti,
+                                     certrot_result *res);
+
+/* §4 reassembly, shared by JSON and compact parts: stores one checked part (1 <= n <= total <= 64, jti 1..64
+ * bytes), rejects a bundle that outgrows the buffer, and returns true once every part is in (then the bundle
+ * is in order at the start of the buffer, ctx->asm_used bytes, and the assembly is reset). */
+static bool asm_add(certrot_ctx *ctx, const char *jti, unsigned n, unsigned total, const uint8_t *data, size_t dlen,
+                    bool compact, int64_t now_s, certrot_result *res, size_t *bundle_len)
+{
+    size_t jlen = strlen(jti);
+    /* The rest of a bundle already rejected as too large: drop silently, do not assemble and reject again. */
+    if (ctx->rejected_jti[0] && strcmp(ctx->rejected_jti, jti) == 0) return false;
+
+    /* Another jti, part count or format: start over (the daemon moved on to a new bundle). */
+    if (ctx->asm_parts != total || ctx->asm_compact != compact || strcmp(ctx->asm_jti, jti) != 0) {
+        asm_reset(ctx);
+        ctx->asm_parts = (uint8_t)total;
+        ctx->asm_compact = compact;
+        memcpy(ctx->asm_jti, jti, jlen + 1);
+    }
+    ctx->asm_last_part_s = now_s;
+    res->status = CERTROT_WAITING;
+    uint64_t bit = (uint64_t)1 << (n - 1);
+    if (ctx->asm_have & bit) return false; /* duplicate */
+
+    if (ctx->asm_used + dlen > ctx->jws_cap) {
+        /* Step 3: reject rather than truncate. */
+        res->status = CERTROT_TOO_LARGE;
+        res->ack = CERTROT_ACK_REJECTED;
+        copy_str(res->jti, sizeof res->jti, ctx->asm_jti);
+        certrot_reason(res->reason, sizeof res->reason, CERTROT_TOO_LARGE,
+                       "bundle of at least %zu bytes does not fit the %zu-byte buffer", ctx->asm_used + dlen,
+                       ctx->jws_cap);
+        memcpy(ctx->rejected_jti, ctx->asm_jti, sizeof ctx->rejected_jti);
+        asm_reset(ctx);
+        return false;
+    }
+    memcpy(ctx->jws + ctx->asm_used, data, dlen);
+    ctx->asm_off[n - 1] = (uint16_t)ctx->asm_used;
+    ctx->asm_len[n - 1] = (uint16_t)dlen;
+    ctx->asm_used += dlen;
+    ctx->asm_have |= bit;
+    if (ctx->asm_have != (total == 64 ? ~(uint64_t)0 : (((uint64_t)1 << total) - 1))) return false;
+    asm_order(ctx);
+    *bundle_len = ctx->asm_used;
+    return true;
+}
+
+/* A compact part (docs/protocol.md §12): the deterministic CBOR [jti (16-byte bstr), part, parts, data (bstr)],
+ * 1 <= part <= parts <= 64. jti as 32 lowercase hex digits. */
+static bool compact_part(const uint8_t *payload, size_t len, char jti[33], unsigned *n, unsigned *total,
+                         const uint8_t **data, size_t *dlen)
+{
+    static const char hex[] = "0123456789abcdef";
+    certrot_cbor c = {payload, payload + len};
+    size_t count, jl;
+    const uint8_t *j;
+    int64_t part, parts;
+    if (certrot_cbor_check(payload, len, NULL) != 0 || !certrot_cbor_array(&c, &count) || count != 4 ||
+        !certrot_cbor_bytes(&c, &j, &jl) || jl != 16 || !certrot_cbor_int(&c, &part) ||
+        !certrot_cbor_int(&c, &parts) || !certrot_cbor_bytes(&c, data, dlen))
+        return false;
+    if (!(parts >= 1 && parts <= CERTROT_MAX_PARTS && part >= 1 && part <= parts)) return false;
+    for (size_t i = 0; i < 16; i++) {
+        jti[2 * i] = hex[j[i] >> 4];
+        jti[2 * i + 1] = hex[j[i] & 15];
+    }
+    jti[32] = '\0';
+    *n = (unsigned)part;
+    *total = (unsigned)parts;
+    return true;
+}
 
 certrot_status certrot_on_part(certrot_ctx *ctx, const uint8_t *payload, size_t len, int64_t now_s,
                                certrot_result *res)
@@ -185,6 +260,20 @@ certrot_status certrot_on_part(certrot_ctx *ctx, const uint8_t *payload, size_t 
     result_init(res);
     if (!ctx || (!payload && len)) return res->status = CERTROT_ERR_ARG;
     res->status = CERTROT_IGNORED;
+    size_t bundle_len = 0;
+    char part_jti[CERTROT_JTI_MAX + 1];
+
+    if (len > 0 && payload[0] == 0x84) {
+        /* Compact part: no cJSON. A device that does not list "cose" ignores it, as the reference does. */
+        const uint8_t *data;
+        size_t dlen;
+        unsigned n, total;
+        if (!ctx->cfg.takes_compact || !compact_part(payload, len, part_jti, &n, &total, &data, &dlen))
+            return res->status;
+        if (!asm_add(ctx, part_jti, n, total, data, dlen, true, now_s, res, &bundle_len)) return res->status;
+        asm_reset(ctx);
+        return process_bundle(ctx, bundle_len, true, part_jti, res);
+    }
 
     /* Step 2: {"jti":string,"part":int,"parts":int,"data":string}, 1 <= part <= parts <= 64. */
     cJSON *msg = cJSON_ParseWithLength((const char *)payload, len);
@@ -199,49 +288,12 @@ certrot_status certrot_on_part(certrot_ctx *ctx, const uint8_t *payload, size_t 
     size_t jlen = strlen(jti->valuestring);
     /* A jti we could not echo in an ack (1..64 bytes) is useless: treat as not a part. */
     if (jlen == 0 || jlen > CERTROT_JTI_MAX) goto out;
-    unsigned n = (unsigned)pd, total = (unsigned)psd;
-    /* The rest of a bundle already rejected as too large: drop silently, do not assemble and reject again. */
-    if (ctx->rejected_jti[0] && strcmp(ctx->rejected_jti, jti->valuestring) == 0) goto out;
-
-    /* Another jti or part count: start over (the daemon moved on to a new bundle). */
-    if (ctx->asm_parts != total || strcmp(ctx->asm_jti, jti->valuestring) != 0) {
-        asm_reset(ctx);
-        ctx->asm_parts = (uint8_t)total;
-        memcpy(ctx->asm_jti, jti->valuestring, jlen + 1);
-    }
-    ctx->asm_last_part_s = now_s;
-    res->status = CERTROT_WAITING;
-    uint64_t bit = (uint64_t)1 << (n - 1);
-    if (ctx->asm_have & bit) goto out; /* duplicate */
-
-    size_t dlen = strlen(data->valuestring);
-    if (ctx->asm_used + dlen > ctx->jws_cap) {
-        /* Step 3: reject rather than truncate. */
-        res->status = CERTROT_TOO_LARGE;
-        res->ack = CERTROT_ACK_REJECTED;
-        copy_str(res->jti, sizeof res->jti, ctx->asm_jti);
-        certrot_reason(res->reason, sizeof res->reason, CERTROT_TOO_LARGE,
-                       "bundle of at least %zu bytes does not fit the %zu-byte buffer", ctx->asm_used + dlen,
-                       ctx->jws_cap);
-        memcpy(ctx->rejected_jti, ctx->asm_jti, sizeof ctx->rejected_jti);
-        asm_reset(ctx);
-        goto out;
-    }
-    memcpy(ctx->jws + ctx->asm_used, data->valuestring, dlen);
-    ctx->asm_off[n - 1] = (uint16_t)ctx->asm_used;
-    ctx->asm_len[n - 1] = (uint16_t)dlen;
-    ctx->asm_used += dlen;
-    ctx->asm_have |= bit;
-    bool complete = ctx->asm_have == (total == 64 ? ~(uint64_t)0 : (((uint64_t)1 << total) - 1));
-    if (complete) {
-        cJSON_Delete(msg);
-        msg = NULL;
-        char part_jti[CERTROT_JTI_MAX + 1];
+    if (asm_add(ctx, jti->valuestring, (unsigned)pd, (unsigned)psd, (const uint8_t *)data->valuestring,
+                strlen(data->valuestring), false, now_s, res, &bundle_len)) {
         memcpy(part_jti, ctx->asm_jti, sizeof part_jti);
-        asm_order(ctx);
-        size_t jws_len = ctx->asm_used;
+        cJSON_Delete(msg);
         asm_reset(ctx);
-        return process_bundle(ctx, jws_len, part_jti, res);
+        return process_bundle(ctx, bundle_len, false, part_jti, res);
     }
 out:
     cJSON_Delete(msg);
@@ -269,10 +321,12 @@ bool certrot_poll(certrot_ctx *ctx, int64_t now_s, certrot_result *res)
 
 /* ---- Checking and applying ------------------------------------------------------------------------- */
 
-static certrot_status process_bundle(certrot_ctx *ctx, size_t len, const char *part_jti, certrot_result *res)
+static certrot_status process_bundle(certrot_ctx *ctx, size_t len, bool compact, const char *part_jti,
+                                     certrot_result *res)
 {
     certrot_bundle b;
-    certrot_status st = certrot_check_bundle(ctx, ctx->jws, len, &b, res->reason, sizeof res->reason);
+    certrot_status st = compact ? certrot_check_compact(ctx, ctx->jws, len, &b, res->reason, sizeof res->reason)
+                                : certrot_check_bundle(ctx, ctx->jws, len, &b, res->reason, sizeof res->reason);
     /* Ack with the claims' jti when they decoded, else with the parts' jti (§5) so the daemon can match. */
     copy_str(res->jti, sizeof res->jti, b.jti[0] ? b.jti : part_jti);
     res->status = st;
@@ -384,8 +438,10 @@ certrot_status certrot_apply_bundle(certrot_ctx *ctx, const certrot_bundle *b, c
     size_t used = 0, changes = 0;
     int err;
 
-    /* Read back what every op replaces. The JWS buffer is free now (the pems live in scratch), so the
-     * rollback copies go there: with the nrf91 sizes it holds three full 4 KB chains. */
+    /* Read back what every op replaces. The assembly buffer is free now (the pems, keys and subjects live in
+     * scratch), so the rollback copies go there: with the nrf91 JWS sizes it holds three full 4 KB chains, with
+     * the compact ones (CERTROT_NRF91_COSE_BUF) one. A copy that does not fit fails key_read (-ENOMEM): the
+     * bundle is acked failed before anything is written. */
     /* Room for the new keys (certrot_check_bundle checked it; a caller may apply a bundle checked earlier). */
     size_t new_keys = 0;
     for (size_t i = 0; i < b->op_count; i++)

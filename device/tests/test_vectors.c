@@ -10,7 +10,11 @@
  * expect: a certrot_status_name (applied, already_applied, invalid_bundle, ...); now: Unix time or - when the
  * device does not know it; applied_seq/last_jti: the device's stored state (- for none); mode: jws (the file
  * holds a JWS, sent as one part), parts (one part message per line), parts-reversed, tamper0/1/2 (JWS with
- * segment 0/1/2 changed); digest: for applied vectors the SHA-256 tag 42 must hold afterwards, else -;
+ * segment 0/1/2 changed); compact bundles (docs/protocol.md §12, `bundle make --format cose`, hex): cose (the
+ * COSE_Sign1, sent as one compact part), cose-parts / cose-parts-reversed (one compact part a line),
+ * cose-sig / cose-kid (the COSE_Sign1 with its last signature byte / first kid byte changed); a cose* vector
+ * that starts a device gives it the compact profile (CERTROT_NRF91_COSE_BUF + CERTROT_NRF91_COSE_SCRATCH,
+ * takes_compact), whose inventory must list "formats":["cose"]; digest: for applied vectors the SHA-256 tag 42 must hold afterwards, else -;
  * `kid:K` instead (trust_key only: no write) or `HEX,kid:K` (both): afterwards the device trusts K and its
  * inventory lists it in `keys`. A name starting with `+` continues on the previous vector's device (its
  * keys, state and modem; now/applied_seq/last_jti are then ignored), so a bundle signed by a key installed
@@ -49,7 +53,20 @@ typedef struct {
     certrot_ctx ctx;
     uint8_t jws[CERTROT_NRF91_JWS_BUF];
     uint8_t scratch[CERTROT_SCRATCH_FOR(CERTROT_NRF91_JWS_BUF)];
+    bool compact;
 } device;
+
+/* Hex text to bytes (in place is fine); -1 when it is not hex. */
+static long unhex(const char *in, size_t len, uint8_t *out)
+{
+    if (len % 2) return -1;
+    for (size_t i = 0; i < len; i += 2) {
+        unsigned v;
+        if (sscanf(in + i, "%2x", &v) != 1) return -1;
+        out[i / 2] = (uint8_t)v;
+    }
+    return (long)(len / 2);
+}
 
 int main(int argc, char **argv)
 {
@@ -117,8 +134,10 @@ int main(int argc, char **argv)
             continue;
         bool cont = name[0] == '+';
         int writes_before = cont ? dev->fm.writes : 0;
+        bool cose = strncmp(mode, "cose", 4) == 0;
         if (!cont) {
             memset(dev, 0, sizeof *dev);
+            dev->compact = cose;
             fake_modem_init(&dev->fm);
             fake_modem_provision(&dev->fm, 42, 0, old_ca, strlen(old_ca));
             if (strcmp(now, "-") != 0) {
@@ -127,12 +146,14 @@ int main(int argc, char **argv)
             }
             if (strcmp(seq, "-") != 0) dev->fm.flash_seq = strtoll(seq, NULL, 10);
             if (strcmp(jti, "-") != 0) snprintf(dev->fm.flash_jti, sizeof dev->fm.flash_jti, "%.64s", jti);
-            certrot_config cfg = {.device_id = argv[3], .keys = &key, .key_count = 1};
+            certrot_config cfg = {.device_id = argv[3], .keys = &key, .key_count = 1, .takes_compact = cose};
             cfg.cb.sha256 = host_sha256;
             cfg.cb.es256_verify = host_es256_verify;
             cfg.cb.pubkey_check = host_pubkey_check;
             fake_modem_callbacks(&cfg.cb, &dev->fm);
-            if (certrot_init(&dev->ctx, &cfg, dev->jws, sizeof dev->jws, dev->scratch, sizeof dev->scratch) != CERTROT_OK) {
+            size_t cap = cose ? CERTROT_NRF91_COSE_BUF : sizeof dev->jws;
+            size_t scap = cose ? CERTROT_NRF91_COSE_SCRATCH : sizeof dev->scratch;
+            if (certrot_init(&dev->ctx, &cfg, dev->jws, cap, dev->scratch, scap) != CERTROT_OK) {
                 printf("FAIL %s: certrot_init\n", name);
                 failed++;
                 continue;
@@ -157,7 +178,52 @@ int main(int argc, char **argv)
             continue;
         }
         while (len && (text[len - 1] == '\n' || text[len - 1] == '\r')) text[--len] = '\0';
-        if (strncmp(mode, "parts", 5) == 0) {
+        if (strncmp(mode, "cose-parts", 10) == 0) {
+            char *lines[CERTROT_MAX_PARTS + 8];
+            int count = 0;
+            for (char *p = strtok(text, "\n"); p && count < CERTROT_MAX_PARTS + 8; p = strtok(NULL, "\n")) lines[count++] = p;
+            bool reversed = strcmp(mode, "cose-parts-reversed") == 0;
+            certrot_result r;
+            st = CERTROT_WAITING;
+            for (int i = 0; i < count; i++) {
+                char *m = lines[reversed ? count - 1 - i : i];
+                long n = unhex(m, strlen(m), (uint8_t *)m);
+                if (n < 0 || m[0] != (char)0x84) {
+                    st = CERTROT_ERR_ARG;
+                    break;
+                }
+                certrot_status s2 = certrot_on_part(&dev->ctx, (const uint8_t *)m, (size_t)n, 0, &r);
+                if (st == CERTROT_WAITING) {
+                    st = s2;
+                    res = r;
+                }
+            }
+        } else if (cose) {
+            long n = unhex(text, len, (uint8_t *)text);
+            if (n < 12) {
+                printf("FAIL %s: %s is not the hex of a COSE_Sign1\n", name, file);
+                failed++;
+                free(text);
+                continue;
+            }
+            if (strcmp(mode, "cose-sig") == 0) text[n - 1] ^= 0x01;
+            if (strcmp(mode, "cose-kid") == 0) text[10] ^= 0x01; /* D2 84 58 26 A2 01 26 04 58 20 <kid> */
+            /* one compact part: [h'jti', 1, 1, h'cose'] */
+            uint8_t *msg = malloc((size_t)n + 32);
+            size_t o = 0;
+            msg[o++] = 0x84;
+            msg[o++] = 0x50;
+            memcpy(msg + o, "vector-vector-16", 16);
+            o += 16;
+            msg[o++] = 0x01;
+            msg[o++] = 0x01;
+            if (n < 24) msg[o++] = (uint8_t)(0x40 | n);
+            else if (n < 256) msg[o++] = 0x58, msg[o++] = (uint8_t)n;
+            else msg[o++] = 0x59, msg[o++] = (uint8_t)(n >> 8), msg[o++] = (uint8_t)n;
+            memcpy(msg + o, text, (size_t)n);
+            st = certrot_on_part(&dev->ctx, msg, o + (size_t)n, 0, &res);
+            free(msg);
+        } else if (strncmp(mode, "parts", 5) == 0) {
             char *lines[CERTROT_MAX_PARTS + 8];
             int count = 0;
             for (char *p = strtok(text, "\n"); p && count < CERTROT_MAX_PARTS + 8; p = strtok(NULL, "\n")) lines[count++] = p;
@@ -212,6 +278,14 @@ int main(int argc, char **argv)
             }
         }
         if (wrote != should_write) ok = false;
+        if (dev->compact) { /* the compact profile says so in its inventory */
+            char inv[2048];
+            if (fake_modem_inventory(&dev->fm, &dev->ctx, 2048, inv, sizeof inv) < 0 ||
+                !strstr(inv, ",\"formats\":[\"cose\"]")) {
+                ok = false;
+                printf("     inventory lacks \"formats\":[\"cose\"]: %s\n", inv);
+            }
+        }
         if (strcmp(digest, "-") != 0) {
             const fake_slot *s = fake_modem_get(&dev->fm, 42, 0);
             uint8_t d[32];

@@ -60,6 +60,34 @@ fi
 "$CERTROT_BIN" bundle make --key next.pem --device "$dev" --tag 42 --chain new.pem --seq 2 > by-next.jws
 "$CERTROT_BIN" bundle make --key key.pem --device "$dev" --trust-key next-pub.pem --tag 42 --chain new.pem --seq 1 > trust-and-chain.jws
 "$CERTROT_BIN" bundle make --key other.pem --device "$dev" --trust-key next-pub.pem --seq 1 > trust-by-other.jws
+# Compact bundles (docs/protocol.md §12): the same cases as COSE_Sign1 in hex, for a device of the compact profile.
+# A chain of 4 RSA certificates: over 4096 bytes of PEM, but its compact bundle fits the 4096-byte buffer.
+for i in 1 2 3 4; do openssl x509 -in "big$i.raw" >> big4.pem; done
+make_c() { "$CERTROT_BIN" bundle make --format cose --key key.pem --device "$dev" --tag 42 --chain new.pem "$@"; }
+make_c --seq 1 > good.cose
+make_c --seq 1 --parts --max-message 256 > good-cose.parts
+make_c --seq 7 --jti 0123456789abcdef0123456789abcdef > resend.cose
+"$CERTROT_BIN" bundle make --format cose --key key.pem --device nrf-other --tag 42 --chain new.pem > other-sub.cose
+"$CERTROT_BIN" bundle make --format cose --key other.pem --device "$dev" --tag 42 --chain new.pem > other-key.cose
+make_c --seq 3 > stale.cose
+make_c --iat $((now - 1000)) --lifetime 10 > expired.cose
+make_c --iat $((now + 3600)) > future.cose
+"$CERTROT_BIN" bundle make --format cose --key key.pem --device "$dev" --tag 42 --chain big4.pem --raw > oversize.cose
+"$CERTROT_BIN" bundle make --format cose --key key.pem --device "$dev" --tag 42 --chain big.pem --raw --parts > big-cose.parts
+if "$CERTROT_BIN" bundle make --format cose --key key.pem --device "$dev" --tag 42 --chain crlf.pem --raw > /dev/null 2>&1; then
+    echo "vectors.sh: certrot made a compact bundle of a CRLF chain" >&2 # DER has no line endings: not representable
+    exit 1
+fi
+"$CERTROT_BIN" bundle make --format cose --key key.pem --device "$dev" --trust-key next-pub.pem --seq 1 > trust.cose
+"$CERTROT_BIN" bundle make --format cose --key key.pem --device "$dev" --trust-key next-pub.pem --seq 1 --parts --max-message 256 > trust-cose.parts
+"$CERTROT_BIN" bundle make --format cose --key next.pem --device "$dev" --tag 42 --chain new.pem --seq 2 > by-next.cose
+"$CERTROT_BIN" bundle make --format cose --key key.pem --device "$dev" --trust-key next-pub.pem --tag 42 --chain new.pem --seq 1 > trust-and-chain.cose
+"$CERTROT_BIN" bundle make --format cose --key other.pem --device "$dev" --trust-key next-pub.pem --seq 1 > trust-by-other.cose
+ca newer # both formats on one device: a JWS bundle after the compact ones
+newer_digest=$(sha256sum newer.pem | cut -d' ' -f1)
+"$CERTROT_BIN" bundle make --key next.pem --device "$dev" --tag 42 --chain newer.pem --seq 3 > by-next-3.jws
+"$CERTROT_BIN" bundle inspect --pubkey pub.pem good.cose > inspect.txt 2>&1 || { cat inspect.txt; exit 1; }
+
 # sanity: certrot's own checks agree that the good bundle verifies
 "$CERTROT_BIN" bundle inspect --pubkey pub.pem good.jws > inspect.txt 2>&1 || { cat inspect.txt; exit 1; }
 
@@ -91,6 +119,32 @@ trust-key-parts         applied              -        -  -                      
 trust-key-and-chain     applied              -        -  -                                 jws            trust-and-chain.jws $digest,kid:$next_kid
 +trust-and-chain-resent already_applied      -        -  -                                 jws            trust-and-chain.jws -
 trust-key-by-other-key  unknown_kid          -        -  -                                 jws            trust-by-other.jws -
+cose-good               applied              -        -  -                                 cose           good.cose     $digest
+cose-good-time-known    applied              $now     -  -                                 cose           good.cose     $digest
+cose-good-parts         applied              -        -  -                                 cose-parts     good-cose.parts $digest
+cose-good-parts-reversed applied             $now     -  -                                 cose-parts-reversed good-cose.parts $digest
++cose-resent-parts      already_applied      -        -  -                                 cose-parts     good-cose.parts -
+cose-already-applied    already_applied      -        7  0123456789abcdef0123456789abcdef  cose           resend.cose   -
+cose-tampered-kid       unknown_kid          -        -  -                                 cose-kid       good.cose     -
+cose-tampered-signature bad_signature        -        -  -                                 cose-sig       good.cose     -
+cose-other-sub          invalid_bundle       -        -  -                                 cose           other-sub.cose -
+cose-other-key          unknown_kid          -        -  -                                 cose           other-key.cose -
+cose-stale-seq          invalid_bundle       -        5  -                                 cose           stale.cose    -
+cose-equal-seq          invalid_bundle       -        3  -                                 cose           stale.cose    -
+cose-expired            invalid_bundle       $now     -  -                                 cose           expired.cose  -
+cose-expired-time-unknown applied            -        -  -                                 cose           expired.cose  $digest
+cose-issued-in-future   invalid_bundle       $now     -  -                                 cose           future.cose   -
+cose-oversize-chain     credential_too_large -        -  -                                 cose           oversize.cose -
+cose-bundle-over-buffer bundle_too_large     -        -  -                                 cose-parts     big-cose.parts -
+cose-signed-by-next-untrusted unknown_kid    -        -  -                                 cose           by-next.cose  -
+cose-trust-key          applied              $now     -  -                                 cose           trust.cose    kid:$next_kid
++cose-signed-by-next    applied              -        -  -                                 cose           by-next.cose  $digest
++jws-signed-by-next     applied              -        -  -                                 jws            by-next-3.jws $newer_digest
+cose-trust-key-parts    applied              -        -  -                                 cose-parts-reversed trust-cose.parts kid:$next_kid
++cose-signed-by-next-2  applied              -        -  -                                 cose           by-next.cose  $digest
+cose-trust-key-and-chain applied             -        -  -                                 cose           trust-and-chain.cose $digest,kid:$next_kid
++cose-trust-and-chain-resent already_applied -        -  -                                 cose           trust-and-chain.cose -
+cose-trust-key-by-other-key unknown_kid      -        -  -                                 cose           trust-by-other.cose -
 M
 # The C fake modem's AT%KEYGEN output (CSR + COSE_Sign1 attestation) as the daemon reads it.
 "$here/build/test_vectors" --keygen keygen.txt identity.pem 16842754
