@@ -2,9 +2,12 @@
 #include "certrot_device.h"
 #include "fake_modem.h"
 #include "host_crypto.h"
+#include "../src/certrot_internal.h" /* the CBOR reader, tested on its own */
 
 #include <errno.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1034,6 +1037,731 @@ static void test_identity(void)
     host_signer_free(identity);
 }
 
+/* ---- compact bundles (docs/protocol.md §12) ------------------------------------------------------- */
+
+/* A CBOR writer for the tests: shortest heads; map keys are written in their deterministic order by hand. */
+typedef struct {
+    uint8_t *p;
+    size_t n;
+} cb;
+
+static void cb_head(cb *b, int major, uint64_t v)
+{
+    uint8_t m = (uint8_t)(major << 5);
+    if (v < 24) b->p[b->n++] = (uint8_t)(m | v);
+    else if (v < 0x100) b->p[b->n++] = m | 24, b->p[b->n++] = (uint8_t)v;
+    else if (v < 0x10000) b->p[b->n++] = m | 25, b->p[b->n++] = (uint8_t)(v >> 8), b->p[b->n++] = (uint8_t)v;
+    else {
+        b->p[b->n++] = m | 26;
+        for (int s = 24; s >= 0; s -= 8) b->p[b->n++] = (uint8_t)(v >> s);
+    }
+}
+static void cb_bytes(cb *b, const void *d, size_t n)
+{
+    cb_head(b, 2, n);
+    memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+static void cb_text(cb *b, const char *s)
+{
+    cb_head(b, 3, strlen(s));
+    memcpy(b->p + b->n, s, strlen(s));
+    b->n += strlen(s);
+}
+static void cb_int(cb *b, int64_t v) { v >= 0 ? cb_head(b, 0, (uint64_t)v) : cb_head(b, 1, (uint64_t)(-1 - v)); }
+static void cb_raw(cb *b, const void *d, size_t n)
+{
+    memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+
+static const uint8_t cjti1[16] = {0x9f, 0x2c, 0x4e, 0x61, 0xb0, 0xa8, 0x4d, 0x7f, 0xa3, 0xc5, 0xe2, 0xd1, 0xb6, 0xf8, 0x0a, 0x47};
+
+/* The claims map: keys exp, iat, iss, jti, ops, seq, sub (the deterministic order); ops already encoded. */
+static size_t cose_payload(uint8_t *out, const char *sub, const uint8_t jti[16], int64_t seq, const uint8_t *ops,
+                           size_t ops_len, size_t op_count)
+{
+    cb b = {out, 0};
+    cb_head(&b, 5, 7);
+    cb_text(&b, "exp"), cb_int(&b, 0x7fffffff);
+    cb_text(&b, "iat"), cb_int(&b, 0);
+    cb_text(&b, "iss"), cb_text(&b, "certrot");
+    cb_text(&b, "jti"), cb_bytes(&b, jti, 16);
+    cb_text(&b, "ops"), cb_head(&b, 4, op_count), cb_raw(&b, ops, ops_len);
+    cb_text(&b, "seq"), cb_int(&b, seq);
+    cb_text(&b, "sub"), cb_text(&b, sub);
+    return b.n;
+}
+
+static void kid_bytes(const char *k, uint8_t out[32]) { certrot_b64url_decode(k, strlen(k), out, 32); }
+
+/* A tagged COSE_Sign1 over payload, signed by s with the protected header prot (NULL: {1: -7, 4: kid of s}). */
+static size_t cose_sign(uint8_t *out, const host_signer *s, const uint8_t *prot, size_t prot_len, const uint8_t *payload,
+                        size_t len)
+{
+    uint8_t p[64], sig[64];
+    static uint8_t ss[20000];
+    if (!prot) {
+        char k[44];
+        host_signer_kid(s, k);
+        memcpy(p, "\xA2\x01\x26\x04\x58\x20", 6);
+        kid_bytes(k, p + 6);
+        prot = p;
+        prot_len = 38;
+    }
+    cb t = {ss, 0};
+    cb_head(&t, 4, 4), cb_text(&t, "Signature1"), cb_bytes(&t, prot, prot_len), cb_bytes(&t, "", 0), cb_bytes(&t, payload, len);
+    host_signer_sign(s, ss, t.n, sig);
+    cb b = {out, 0};
+    cb_head(&b, 6, 18), cb_head(&b, 4, 4), cb_bytes(&b, prot, prot_len), cb_head(&b, 5, 0), cb_bytes(&b, payload, len);
+    cb_bytes(&b, sig, 64);
+    return b.n;
+}
+
+/* A real certificate (OpenSSL), as DER, and OpenSSL's PEM of it (the normal form). */
+static size_t cert_der(const char *cn, uint8_t *der, char *pem, size_t pem_cap)
+{
+    char key_pem[1024];
+    CHECK(host_factory_identity(cn, pem, pem_cap, key_pem, sizeof key_pem) == 0);
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    X509 *x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+    unsigned char *p = der;
+    int n = x ? i2d_X509(x, &p) : -1;
+    CHECK(n > 0);
+    BIO *out = BIO_new(BIO_s_mem());
+    char *data;
+    PEM_write_bio_X509(out, x); /* normal form: 64-character lines, LF */
+    long m = BIO_get_mem_data(out, &data);
+    memcpy(pem, data, (size_t)m);
+    pem[m] = '\0';
+    BIO_free(out);
+    X509_free(x);
+    return n > 0 ? (size_t)n : 0;
+}
+
+static uint8_t der1[2048], der2[2048];
+static size_t der1_len, der2_len;
+static char pem1[4096], pem2[4096], chain12[8192];
+
+/* A write op {op, der, tag, type, sha256}: der items given, sha256 over `pem` (or raw `sha` when given). */
+static size_t cose_write_op(uint8_t *out, long tag, const uint8_t *const *ders, const size_t *lens, size_t count,
+                            const char *pem, size_t pem_len)
+{
+    uint8_t d[32];
+    host_sha256(NULL, (const uint8_t *)pem, pem_len, d);
+    cb b = {out, 0};
+    cb_head(&b, 5, 5);
+    cb_text(&b, "op"), cb_text(&b, "write");
+    cb_text(&b, "der"), cb_head(&b, 4, count);
+    for (size_t i = 0; i < count; i++) cb_bytes(&b, ders[i], lens[i]);
+    cb_text(&b, "tag"), cb_int(&b, tag);
+    cb_text(&b, "type"), cb_int(&b, 0);
+    cb_text(&b, "sha256"), cb_bytes(&b, d, 32);
+    return b.n;
+}
+
+typedef struct {
+    fake_modem fm;
+    certrot_ctx ctx;
+    uint8_t buf[CERTROT_NRF91_COSE_BUF];
+    uint8_t scratch[CERTROT_NRF91_COSE_SCRATCH];
+} cdevice;
+
+static cdevice *cdevice_new(const char *old, size_t old_len)
+{
+    cdevice *d = calloc(1, sizeof *d);
+    fake_modem_init(&d->fm);
+    fake_modem_provision(&d->fm, 42, 0, old, old_len);
+    certrot_config cfg = {.device_id = DEV, .keys = pinned, .key_count = 1, .takes_compact = true};
+    cfg.cb.sha256 = host_sha256;
+    cfg.cb.es256_verify = host_es256_verify;
+    cfg.cb.pubkey_check = host_pubkey_check;
+    fake_modem_callbacks(&cfg.cb, &d->fm);
+    CHECK(certrot_init(&d->ctx, &cfg, d->buf, sizeof d->buf, d->scratch, sizeof d->scratch) == CERTROT_OK);
+    return d;
+}
+
+/* One compact part [jti, n, total, data]. */
+static size_t cose_part(uint8_t *out, const uint8_t jti[16], int n, int total, const uint8_t *data, size_t len)
+{
+    cb b = {out, 0};
+    cb_head(&b, 4, 4), cb_bytes(&b, jti, 16), cb_int(&b, n), cb_int(&b, total), cb_bytes(&b, data, len);
+    return b.n;
+}
+
+static certrot_status cfeed(certrot_ctx *ctx, const uint8_t *cose, size_t len, certrot_result *r)
+{
+    static uint8_t part[20000];
+    size_t n = cose_part(part, cjti1, 1, 1, cose, len);
+    return certrot_on_part(ctx, part, n, 0, r);
+}
+
+static uint8_t cose[20000], payload[20000], ops_c[20000];
+
+/* The good one-write bundle of the two test certificates into tag 42, seq 1. */
+static size_t good_cose(uint8_t *out, int64_t seq)
+{
+    const uint8_t *ders[2] = {der1, der2};
+    size_t lens[2] = {der1_len, der2_len};
+    size_t o = cose_write_op(ops_c, 42, ders, lens, 2, chain12, strlen(chain12));
+    size_t p = cose_payload(payload, DEV, cjti1, seq, ops_c, o, 1);
+    return cose_sign(out, signer, NULL, 0, payload, p);
+}
+
+static void compact_setup(void)
+{
+    der1_len = cert_der("compact-one", der1, pem1, sizeof pem1);
+    der2_len = cert_der("compact-two", der2, pem2, sizeof pem2);
+    snprintf(chain12, sizeof chain12, "%s%s", pem1, pem2);
+}
+
+static void test_compact_codecs(void)
+{
+    /* DER to PEM: OpenSSL's PEM of the same DER, byte for byte */
+    static uint8_t pem[8192];
+    long n = certrot_der_to_pem(der1, der1_len, pem, sizeof pem);
+    CHECK(n > 0 && (size_t)n == strlen(pem1) && memcmp(pem, pem1, (size_t)n) == 0);
+    CHECK((size_t)n == certrot_pem_block_len(der1_len));
+    CHECK(certrot_der_to_pem(der1, der1_len, pem, (size_t)n - 1) == -1);
+    for (size_t len = 1; len <= 200; len++) { /* every padding and line case */
+        uint8_t raw[200];
+        RAND_bytes(raw, (int)len);
+        long m = certrot_der_to_pem(raw, len, pem, sizeof pem);
+        CHECK(m > 0 && (size_t)m == certrot_pem_block_len(len) && certrot_pem_is_normal(pem, (size_t)m));
+    }
+    /* X.509 at the ASN.1 level */
+    CHECK(certrot_der_is_certificate(der1, der1_len) && certrot_der_is_certificate(der2, der2_len));
+    CHECK(!certrot_der_is_certificate(der1, der1_len - 1));         /* truncated */
+    uint8_t bad[2100];
+    memcpy(bad, der1, der1_len);
+    bad[der1_len] = 0;
+    CHECK(!certrot_der_is_certificate(bad, der1_len + 1));          /* trailing byte */
+    bad[0] = 0x31;
+    CHECK(!certrot_der_is_certificate(bad, der1_len));              /* SET, not SEQUENCE */
+    memcpy(bad, der1, der1_len);
+    bad[4] = 0x31;                                                  /* tbsCertificate not a SEQUENCE */
+    CHECK(!certrot_der_is_certificate(bad, der1_len));
+    memcpy(bad, der1, der1_len);
+    bad[der1_len - 1 - 72] ^= 0; /* unchanged: still fine */
+    CHECK(certrot_der_is_certificate(bad, der1_len));
+    /* a length in the long form where the short one fits, and an indefinite length */
+    static const uint8_t nonmin[] = {0x30, 0x81, 0x03, 0x02, 0x01, 0x00};
+    static const uint8_t indef[] = {0x30, 0x80, 0x02, 0x01, 0x00, 0x00, 0x00};
+    CHECK(!certrot_der_is_certificate(nonmin, sizeof nonmin) && !certrot_der_is_certificate(indef, sizeof indef));
+    uint8_t junk[600];
+    RAND_bytes(junk, sizeof junk);
+    CHECK(!certrot_der_is_certificate(junk, sizeof junk));
+    /* every single-byte truncation or cut of the good DER is refused */
+    bool all = true;
+    for (size_t cut = 0; cut < der1_len; cut++) all &= !certrot_der_is_certificate(der1, cut);
+    CHECK(all);
+}
+
+static void test_compact_apply(void)
+{
+    certrot_result r;
+    cdevice *d = cdevice_new(old_pem, strlen(old_pem));
+    char inv[2048];
+    CHECK(fake_modem_inventory(&d->fm, &d->ctx, 2048, inv, sizeof inv) > 0 && strstr(inv, ",\"formats\":[\"cose\"]}"));
+    size_t n = good_cose(cose, 1);
+    CHECK(n < CERTROT_NRF91_COSE_BUF);
+    CHECK(cfeed(&d->ctx, cose, n, &r) == CERTROT_APPLIED && r.ack == CERTROT_ACK_APPLIED && r.republish_inventory);
+    CHECK(strcmp(r.jti, JTI1) == 0 && "the ack jti is the 32 hex digits of the jti bytes");
+    const fake_slot *s = fake_modem_get(&d->fm, 42, 0);
+    CHECK(s && s->len == strlen(chain12) && memcmp(s->data, chain12, s->len) == 0 && "the PEM normal form of the DER");
+    CHECK(d->fm.refused == 0 && d->fm.flash_seq == 1 && strcmp(d->fm.flash_jti, JTI1) == 0);
+    /* re-sent after a daemon restart: applied again, nothing written */
+    int writes = d->fm.writes;
+    CHECK(cfeed(&d->ctx, cose, n, &r) == CERTROT_ALREADY_APPLIED && r.ack == CERTROT_ACK_APPLIED && d->fm.writes == writes);
+
+    /* in 3 parts, out of order, one twice: a bundle with the next seq and the other chain order */
+    const uint8_t *ders[2] = {der2, der1};
+    size_t lens[2] = {der2_len, der1_len};
+    char chain21[8192];
+    snprintf(chain21, sizeof chain21, "%s%s", pem2, pem1);
+    uint8_t jti2[16] = {0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef};
+    size_t o = cose_write_op(ops_c, 42, ders, lens, 2, chain21, strlen(chain21));
+    size_t p = cose_payload(payload, DEV, jti2, 2, ops_c, o, 1);
+    n = cose_sign(cose, signer, NULL, 0, payload, p);
+    static uint8_t parts[3][2000];
+    size_t plen[3], cut = n / 3;
+    for (int i = 0; i < 3; i++)
+        plen[i] = cose_part(parts[i], jti2, i + 1, 3, cose + i * cut, i == 2 ? n - 2 * cut : cut);
+    CHECK(certrot_on_part(&d->ctx, parts[2], plen[2], 0, &r) == CERTROT_WAITING);
+    CHECK(certrot_on_part(&d->ctx, parts[2], plen[2], 0, &r) == CERTROT_WAITING); /* duplicate */
+    CHECK(certrot_on_part(&d->ctx, parts[0], plen[0], 0, &r) == CERTROT_WAITING);
+    /* stalled: the incomplete ack names the missing part, with the hex jti */
+    CHECK(certrot_poll(&d->ctx, 31, &r) && r.ack == CERTROT_ACK_INCOMPLETE && r.missing_count == 1 && r.missing[0] == 2);
+    CHECK(strcmp(r.jti, JTI2) == 0);
+    CHECK(certrot_on_part(&d->ctx, parts[1], plen[1], 40, &r) == CERTROT_APPLIED && strcmp(r.jti, JTI2) == 0);
+    s = fake_modem_get(&d->fm, 42, 0);
+    CHECK(s && s->len == strlen(chain21) && memcmp(s->data, chain21, s->len) == 0);
+
+    /* a JSON part of another jti in between restarts the assembly; JWS still works on this device */
+    write_op(ops_buf, 42, new_pem, NULL);
+    size_t j = make_jws(jws, DEV, "jws-on-compact", 3, 0, 0x7fffffff, ops_buf);
+    CHECK(j < CERTROT_NRF91_COSE_BUF);
+    static char msg[61000];
+    int m = sprintf(msg, "{\"jti\":\"jws-on-compact\",\"part\":1,\"parts\":1,\"data\":\"%s\"}", jws);
+    CHECK(certrot_on_part(&d->ctx, (uint8_t *)msg, (size_t)m, 50, &r) == CERTROT_APPLIED);
+    s = fake_modem_get(&d->fm, 42, 0);
+    CHECK(s && s->len == strlen(new_pem) && memcmp(s->data, new_pem, s->len) == 0);
+
+    /* too large for the compact buffer: rejected with the parts' hex jti, the rest of it dropped */
+    static uint8_t big[CERTROT_NRF91_COSE_BUF + 100];
+    memset(big, 0x41, sizeof big);
+    size_t b1 = cose_part(parts[0], cjti1, 1, 3, big, 1900);
+    CHECK(certrot_on_part(&d->ctx, parts[0], b1, 60, &r) == CERTROT_WAITING);
+    b1 = cose_part(parts[0], cjti1, 2, 3, big, 1900);
+    CHECK(certrot_on_part(&d->ctx, parts[0], b1, 60, &r) == CERTROT_WAITING);
+    b1 = cose_part(parts[0], cjti1, 3, 3, big, 1900);
+    CHECK(certrot_on_part(&d->ctx, parts[0], b1, 60, &r) == CERTROT_TOO_LARGE && r.ack == CERTROT_ACK_REJECTED &&
+          strcmp(r.jti, JTI1) == 0);
+    CHECK(certrot_on_part(&d->ctx, parts[0], b1, 60, &r) == CERTROT_IGNORED && r.ack == CERTROT_ACK_NONE);
+    free(d);
+}
+
+/* Every kind of malformed compact part is ignored (§5 step 2), and a device without takes_compact ignores all. */
+static void test_compact_parts(void)
+{
+    certrot_result r;
+    cdevice *d = cdevice_new(old_pem, strlen(old_pem));
+    uint8_t m[200], data[4] = {1, 2, 3, 4};
+    size_t n = cose_part(m, cjti1, 1, 2, data, 4);
+    CHECK(certrot_on_part(&d->ctx, m, n, 0, &r) == CERTROT_WAITING);
+    n = cose_part(m, cjti1, 0, 2, data, 4);
+    CHECK(certrot_on_part(&d->ctx, m, n, 0, &r) == CERTROT_IGNORED); /* part 0 */
+    n = cose_part(m, cjti1, 3, 2, data, 4);
+    CHECK(certrot_on_part(&d->ctx, m, n, 0, &r) == CERTROT_IGNORED); /* part > parts */
+    n = cose_part(m, cjti1, 1, 65, data, 4);
+    CHECK(certrot_on_part(&d->ctx, m, n, 0, &r) == CERTROT_IGNORED); /* 65 parts */
+    n = cose_part(m, cjti1, 1, 2, data, 4);
+    m[n] = 0x00;
+    CHECK(certrot_on_part(&d->ctx, m, n + 1, 0, &r) == CERTROT_IGNORED); /* trailing byte */
+    CHECK(certrot_on_part(&d->ctx, m, n - 1, 0, &r) == CERTROT_IGNORED); /* truncated */
+    cb b = {m, 0};
+    cb_head(&b, 4, 4), cb_bytes(&b, cjti1, 15), cb_int(&b, 1), cb_int(&b, 1), cb_bytes(&b, data, 4);
+    CHECK(certrot_on_part(&d->ctx, m, b.n, 0, &r) == CERTROT_IGNORED); /* 15-byte jti */
+    b.n = 0;
+    cb_head(&b, 4, 4), cb_bytes(&b, cjti1, 16), m[b.n++] = 0x18, m[b.n++] = 0x01, cb_int(&b, 1), cb_bytes(&b, data, 4);
+    CHECK(certrot_on_part(&d->ctx, m, b.n, 0, &r) == CERTROT_IGNORED); /* part 1 with a long head */
+    b.n = 0;
+    cb_head(&b, 4, 4), cb_bytes(&b, cjti1, 16), cb_int(&b, 1), cb_int(&b, 1), m[b.n++] = 0x5f, cb_bytes(&b, data, 4),
+        m[b.n++] = 0xff;
+    CHECK(certrot_on_part(&d->ctx, m, b.n, 0, &r) == CERTROT_IGNORED); /* indefinite data */
+    CHECK(certrot_on_part(&d->ctx, (const uint8_t *)"\x84", 1, 0, &r) == CERTROT_IGNORED);
+    /* the assembly of part 1/2 survived all of that */
+    CHECK(certrot_poll(&d->ctx, 100, &r) && r.missing_count == 1 && r.missing[0] == 2 && strcmp(r.jti, JTI1) == 0);
+    free(d);
+
+    device *j = device_new(); /* JWS only: no formats in the inventory, compact parts ignored */
+    char inv[2048];
+    CHECK(fake_modem_inventory(&j->fm, &j->ctx, 2048, inv, sizeof inv) > 0 && strstr(inv, "formats") == NULL);
+    size_t c = good_cose(cose, 1);
+    CHECK(cfeed(&j->ctx, cose, c, &r) == CERTROT_IGNORED && r.ack == CERTROT_ACK_NONE && j->fm.writes == 0);
+    free(j);
+
+    /* takes_compact needs the larger scratch */
+    certrot_ctx ctx;
+    static uint8_t jb[CERTROT_NRF91_COSE_BUF], sb[CERTROT_NRF91_COSE_SCRATCH];
+    certrot_config cfg = {.device_id = DEV, .keys = pinned, .key_count = 1, .takes_compact = true};
+    cfg.cb.sha256 = host_sha256;
+    cfg.cb.es256_verify = host_es256_verify;
+    CHECK(certrot_init(&ctx, &cfg, jb, sizeof jb, sb, sizeof sb - 1) == CERTROT_ERR_ARG);
+    CHECK(certrot_init(&ctx, &cfg, jb, sizeof jb, sb, sizeof sb) == CERTROT_OK);
+}
+
+/* Rejected, with this status and reason, and nothing written or taken offline. */
+static void expect_compact_reject(cdevice *d, const uint8_t *c, size_t n, certrot_status want, const char *why)
+{
+    certrot_result r;
+    int writes = d->fm.writes, offline = d->fm.offline_calls;
+    certrot_status st = cfeed(&d->ctx, c, n, &r);
+    if (st != want || (why && !strstr(r.reason, why)))
+        printf("  got %s (%s), want %s (%s)\n", certrot_status_name(st), r.reason, certrot_status_name(want), why ? why : "");
+    CHECK(st == want && r.ack == CERTROT_ACK_REJECTED && r.reason[0] != '\0');
+    CHECK(!why || strstr(r.reason, why) != NULL);
+    CHECK(d->fm.writes == writes && d->fm.offline_calls == offline);
+}
+
+/* A good bundle with one byte of its encoding changed, then re-signed: the signature is fine, the CBOR is not. */
+static void test_compact_encoding_rules(void)
+{
+    cdevice *d = cdevice_new(old_pem, strlen(old_pem));
+    const uint8_t *ders[2] = {der1, der2};
+    size_t lens[2] = {der1_len, der2_len};
+    size_t o = cose_write_op(ops_c, 42, ders, lens, 2, chain12, strlen(chain12));
+    size_t p, n;
+    cb b;
+
+    /* non-deterministic: seq 1 as 0x18 0x01 (a longer head than needed) */
+    p = cose_payload(payload, DEV, cjti1, 1, ops_c, o, 1);
+    {
+        size_t at = p - strlen(DEV) - 1 - 4 - 1; /* the seq value, before "sub" and its text */
+        CHECK(payload[at] == 0x01 && payload[at - 1] == 'q');
+        memmove(payload + at + 1, payload + at, p - at);
+        payload[at] = 0x18;
+        n = cose_sign(cose, signer, NULL, 0, payload, p + 1);
+        expect_compact_reject(d, cose, n, CERTROT_INVALID_CBOR, "longer than needed");
+    }
+    /* the same in the outer array: the payload's bstr head as 0x5a (4-byte length) */
+    p = cose_payload(payload, DEV, cjti1, 1, ops_c, o, 1);
+    n = cose_sign(cose, signer, NULL, 0, payload, p);
+    {
+        static uint8_t c2[20000];
+        size_t at = 2 + 40 + 1; /* D2 84, protected bstr (2 + 38), A0 */
+        CHECK(cose[at] == 0x59);
+        memcpy(c2, cose, at);
+        c2[at] = 0x5a, c2[at + 1] = 0, c2[at + 2] = 0;
+        memcpy(c2 + at + 3, cose + at + 1, n - at - 1);
+        expect_compact_reject(d, c2, n + 2, CERTROT_INVALID_CBOR, "longer than needed");
+    }
+    /* duplicate key: "iss" twice */
+    b = (cb){payload, 0};
+    cb_head(&b, 5, 8), cb_text(&b, "exp"), cb_int(&b, 0x7fffffff), cb_text(&b, "iat"), cb_int(&b, 0);
+    cb_text(&b, "iss"), cb_text(&b, "certrot"), cb_text(&b, "iss"), cb_text(&b, "certrot");
+    cb_text(&b, "jti"), cb_bytes(&b, cjti1, 16), cb_text(&b, "ops"), cb_head(&b, 4, 1), cb_raw(&b, ops_c, o);
+    cb_text(&b, "seq"), cb_int(&b, 1), cb_text(&b, "sub"), cb_text(&b, DEV);
+    n = cose_sign(cose, signer, NULL, 0, payload, b.n);
+    expect_compact_reject(d, cose, n, CERTROT_INVALID_CBOR, "key twice");
+    /* unsorted keys: iat before exp */
+    b = (cb){payload, 0};
+    cb_head(&b, 5, 7), cb_text(&b, "iat"), cb_int(&b, 0), cb_text(&b, "exp"), cb_int(&b, 0x7fffffff);
+    cb_text(&b, "iss"), cb_text(&b, "certrot"), cb_text(&b, "jti"), cb_bytes(&b, cjti1, 16);
+    cb_text(&b, "ops"), cb_head(&b, 4, 1), cb_raw(&b, ops_c, o), cb_text(&b, "seq"), cb_int(&b, 1), cb_text(&b, "sub"), cb_text(&b, DEV);
+    n = cose_sign(cose, signer, NULL, 0, payload, b.n);
+    expect_compact_reject(d, cose, n, CERTROT_INVALID_CBOR, "order");
+    /* unsorted by length first: "sha256" before "tag" in the op */
+    {
+        uint8_t op2[4000], dg[32];
+        host_sha256(NULL, (const uint8_t *)chain12, strlen(chain12), dg);
+        cb q = {op2, 0};
+        cb_head(&q, 5, 5), cb_text(&q, "op"), cb_text(&q, "write"), cb_text(&q, "der"), cb_head(&q, 4, 2);
+        cb_bytes(&q, der1, der1_len), cb_bytes(&q, der2, der2_len), cb_text(&q, "sha256"), cb_bytes(&q, dg, 32);
+        cb_text(&q, "tag"), cb_int(&q, 42), cb_text(&q, "type"), cb_int(&q, 0);
+        p = cose_payload(payload, DEV, cjti1, 1, op2, q.n, 1);
+        n = cose_sign(cose, signer, NULL, 0, payload, p);
+        expect_compact_reject(d, cose, n, CERTROT_INVALID_CBOR, "order");
+    }
+    /* indefinite length: the ops array as 0x9f ... 0xff */
+    b = (cb){payload, 0};
+    cb_head(&b, 5, 7), cb_text(&b, "exp"), cb_int(&b, 0x7fffffff), cb_text(&b, "iat"), cb_int(&b, 0);
+    cb_text(&b, "iss"), cb_text(&b, "certrot"), cb_text(&b, "jti"), cb_bytes(&b, cjti1, 16);
+    cb_text(&b, "ops"), payload[b.n++] = 0x9f, cb_raw(&b, ops_c, o), payload[b.n++] = 0xff;
+    cb_text(&b, "seq"), cb_int(&b, 1), cb_text(&b, "sub"), cb_text(&b, DEV);
+    n = cose_sign(cose, signer, NULL, 0, payload, b.n);
+    expect_compact_reject(d, cose, n, CERTROT_INVALID_CBOR, "indefinite");
+    /* trailing bytes: after the COSE_Sign1, and after the payload map (signed) */
+    n = good_cose(cose, 1);
+    cose[n] = 0x00;
+    expect_compact_reject(d, cose, n + 1, CERTROT_INVALID_CBOR, "after the CBOR item");
+    p = cose_payload(payload, DEV, cjti1, 1, ops_c, o, 1);
+    payload[p] = 0xf6;
+    n = cose_sign(cose, signer, NULL, 0, payload, p + 1);
+    expect_compact_reject(d, cose, n, CERTROT_INVALID_CBOR, "after the CBOR item");
+    /* wrong tag (17, COSE_Mac0), and no tag */
+    n = good_cose(cose, 1);
+    cose[0] = 0xd1;
+    expect_compact_reject(d, cose, n, CERTROT_INVALID_BUNDLE, "tag 18");
+    n = good_cose(cose, 1);
+    expect_compact_reject(d, cose + 1, n - 1, CERTROT_INVALID_BUNDLE, "tag 18");
+    /* wrong protected headers */
+    {
+        uint8_t prot[64], k[32];
+        kid_bytes(kid, k);
+        p = cose_payload(payload, DEV, cjti1, 1, ops_c, o, 1);
+        memcpy(prot, "\xA1\x01\x26", 3); /* {1: -7}, no kid */
+        n = cose_sign(cose, signer, prot, 3, payload, p);
+        expect_compact_reject(d, cose, n, CERTROT_INVALID_BUNDLE, "protected header");
+        memcpy(prot, "\xA2\x01\x38\x22\x04\x58\x20", 7); /* alg -35 (ES384) */
+        memcpy(prot + 7, k, 32);
+        n = cose_sign(cose, signer, prot, 39, payload, p);
+        expect_compact_reject(d, cose, n, CERTROT_INVALID_BUNDLE, "protected header");
+        memcpy(prot, "\xA2\x01\x26\x04\x58\x1f", 6); /* a 31-byte kid */
+        memcpy(prot + 6, k, 31);
+        n = cose_sign(cose, signer, prot, 37, payload, p);
+        expect_compact_reject(d, cose, n, CERTROT_INVALID_BUNDLE, "protected header");
+        memcpy(prot, "\xA3\x01\x26\x03\x00\x04\x58\x20", 8); /* a third member */
+        memcpy(prot + 8, k, 32);
+        n = cose_sign(cose, signer, prot, 40, payload, p);
+        expect_compact_reject(d, cose, n, CERTROT_INVALID_BUNDLE, "protected header");
+        memcpy(prot, "\xA2\x04\x58\x20", 4); /* keys out of order: 4 before 1 */
+        memcpy(prot + 4, k, 32);
+        memcpy(prot + 36, "\x01\x26", 2);
+        n = cose_sign(cose, signer, prot, 38, payload, p);
+        expect_compact_reject(d, cose, n, CERTROT_INVALID_CBOR, "order");
+    }
+    /* a non-empty unprotected header, a short signature, a payload that is not a map */
+    n = good_cose(cose, 1);
+    {
+        static uint8_t c2[20000];
+        size_t at = 2 + 40; /* the A0 */
+        CHECK(cose[at] == 0xa0);
+        memcpy(c2, cose, at);
+        memcpy(c2 + at, "\xa1\x04\x41\x00", 4);
+        memcpy(c2 + at + 4, cose + at + 1, n - at - 1);
+        expect_compact_reject(d, c2, n + 3, CERTROT_INVALID_BUNDLE, "unprotected");
+        memcpy(c2, cose, n - 66);
+        c2[n - 66] = 0x58, c2[n - 65] = 63;
+        memcpy(c2 + n - 64, cose + n - 64, 63);
+        expect_compact_reject(d, c2, n - 1, CERTROT_INVALID_BUNDLE, "64 bytes");
+    }
+    b = (cb){payload, 0};
+    cb_head(&b, 4, 0);
+    n = cose_sign(cose, signer, NULL, 0, payload, b.n);
+    expect_compact_reject(d, cose, n, CERTROT_INVALID_BUNDLE, "not a map");
+    /* a claim missing (no iss), a jti of 15 bytes */
+    b = (cb){payload, 0};
+    cb_head(&b, 5, 6), cb_text(&b, "exp"), cb_int(&b, 0x7fffffff), cb_text(&b, "iat"), cb_int(&b, 0);
+    cb_text(&b, "jti"), cb_bytes(&b, cjti1, 16), cb_text(&b, "ops"), cb_head(&b, 4, 1), cb_raw(&b, ops_c, o);
+    cb_text(&b, "seq"), cb_int(&b, 1), cb_text(&b, "sub"), cb_text(&b, DEV);
+    n = cose_sign(cose, signer, NULL, 0, payload, b.n);
+    expect_compact_reject(d, cose, n, CERTROT_INVALID_BUNDLE, "needs iss");
+    /* no ops */
+    p = cose_payload(payload, DEV, cjti1, 1, ops_c, 0, 0);
+    n = cose_sign(cose, signer, NULL, 0, payload, p);
+    expect_compact_reject(d, cose, n, CERTROT_INVALID_BUNDLE, "no ops");
+    /* unknown op, a write without der */
+    b = (cb){ops_c, 0};
+    cb_head(&b, 5, 1), cb_text(&b, "op"), cb_text(&b, "format");
+    p = cose_payload(payload, DEV, cjti1, 1, ops_c, b.n, 1);
+    n = cose_sign(cose, signer, NULL, 0, payload, p);
+    expect_compact_reject(d, cose, n, CERTROT_INVALID_BUNDLE, "unknown or missing op");
+    CHECK(d->fm.writes == 0 && fake_modem_get(&d->fm, 42, 0)->len == strlen(old_pem));
+    free(d);
+
+    /* the reader on its own */
+    const char *why;
+    static const struct {
+        const char *hex;
+        const char *why;
+    } cases[] = {
+        {"a0", NULL},
+        {"a201020304", NULL},
+        {"a203040102", "order"},
+        {"a201020103", "twice"},
+        {"a2616202616103", "order"},
+        {"a2616102616280", NULL},
+        {"a2616102616203", NULL},
+        {"a2626161010102", "order"}, /* shorter key first: 1 (0x01) < "aa" */
+        {"1817", "longer"},
+        {"190017", "longer"},
+        {"1a0000ffff", "longer"},
+        {"1b00000000ffffffff", "longer"},
+        {"1b0000000100000000", NULL},
+        {"5f4101ff", "indefinite"},
+        {"9f01ff", "indefinite"},
+        {"bf0102ff", "indefinite"},
+        {"1c", "reserved"},
+        {"f93c00", "floats"},
+        {"f818", "simple"},
+        {"f5", NULL},
+        {"62c328", "UTF-8"},
+        {"62c3a9", NULL},
+        {"63eda080", "UTF-8"},
+        {"83010203", NULL},
+        {"8301020304", "after"},
+        {"830102", "past the end"},
+        {"9a7fffffff00", "past the end"},
+        {"5a7fffffff00", "past the end"},
+        {"d2", "ends"},
+        {"", "ends"},
+        {"818181818181818181818181818181818100", "too deep"},
+        {"8181818181818181818181818181818100", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint8_t in[64];
+        size_t len = 0;
+        for (const char *h = cases[i].hex; h[0] && h[1]; h += 2) {
+            unsigned v;
+            if (sscanf(h, "%2x", &v) == 1) in[len++] = (uint8_t)v;
+        }
+        int rc = certrot_cbor_check(in, len, &why);
+        bool ok = cases[i].why ? rc != 0 && why && strstr(why, cases[i].why) : rc == 0;
+        if (!ok) printf("  cbor %s: rc %d (%s)\n", cases[i].hex, rc, why ? why : "-");
+        CHECK(ok);
+    }
+}
+
+/* Every byte of a valid compact bundle changed, one at a time (two ways): never applied, nothing written. */
+static void test_compact_tamper_every_byte(void)
+{
+    cdevice *d = cdevice_new(old_pem, strlen(old_pem));
+    size_t n = good_cose(cose, 1);
+    static uint8_t t[20000];
+    int bad = 0;
+    for (int way = 0; way < 2; way++) {
+        for (size_t i = 0; i < n; i++) {
+            memcpy(t, cose, n);
+            t[i] ^= way ? 0xff : 0x01;
+            certrot_result r;
+            certrot_status st = cfeed(&d->ctx, t, n, &r);
+            if (r.ack != CERTROT_ACK_REJECTED || st == CERTROT_APPLIED || r.reason[0] == '\0') {
+                if (bad++ < 5) printf("  byte %zu ^ %s: %s %s\n", i, way ? "ff" : "01", certrot_status_name(st), r.reason);
+            }
+        }
+    }
+    CHECK(bad == 0);
+    CHECK(d->fm.writes == 0 && d->fm.offline_calls == 0);
+    certrot_result r;
+    CHECK(cfeed(&d->ctx, cose, n, &r) == CERTROT_APPLIED && "the untouched bundle still applies");
+    free(d);
+}
+
+/* DER that does not parse, and a digest that does not match: rejected before anything is written. */
+static void test_compact_bad_der(void)
+{
+    cdevice *d = cdevice_new(old_pem, strlen(old_pem));
+    static uint8_t broken[2100];
+    static uint8_t pem[8192];
+    size_t o, p, n;
+    struct {
+        size_t len;
+        const char *why;
+    } cuts[] = {{der1_len - 1, "truncated"}, {der1_len + 1, "trailing byte"}, {300, "random"}};
+    for (int k = 0; k < 3; k++) {
+        memcpy(broken, der1, der1_len);
+        broken[der1_len] = 0;
+        if (k == 2) RAND_bytes(broken, 300);
+        const uint8_t *ders[2] = {der2, broken};
+        size_t lens[2] = {der2_len, cuts[k].len};
+        /* the sha256 is the one of the PEM of exactly these bytes, so only the X.509 check can catch it */
+        size_t m = (size_t)certrot_der_to_pem(der2, der2_len, pem, sizeof pem);
+        m += (size_t)certrot_der_to_pem(broken, cuts[k].len, pem + m, sizeof pem - m);
+        o = cose_write_op(ops_c, 42, ders, lens, 2, (const char *)pem, m);
+        p = cose_payload(payload, DEV, cjti1, 1, ops_c, o, 1);
+        n = cose_sign(cose, signer, NULL, 0, payload, p);
+        expect_compact_reject(d, cose, n, CERTROT_INVALID_BUNDLE, "certificate 2 is not DER X.509");
+    }
+    /* a digest that is not that of the PEM normal form (here: of the PEM with CRLF line ends) */
+    {
+        const uint8_t *ders[1] = {der1};
+        size_t lens[1] = {der1_len};
+        char crlf[8192];
+        size_t c = 0;
+        for (const char *s = pem1; *s; s++) {
+            if (*s == '\n') crlf[c++] = '\r';
+            crlf[c++] = *s;
+        }
+        o = cose_write_op(ops_c, 42, ders, lens, 1, crlf, c);
+        p = cose_payload(payload, DEV, cjti1, 1, ops_c, o, 1);
+        n = cose_sign(cose, signer, NULL, 0, payload, p);
+        expect_compact_reject(d, cose, n, CERTROT_INVALID_BUNDLE, "does not match");
+    }
+    /* a write op on another device ... and a bundle for another sub */
+    o = cose_write_op(ops_c, 42, (const uint8_t *const[]){der1}, (size_t[]){der1_len}, 1, pem1, strlen(pem1));
+    p = cose_payload(payload, "nrf-other", cjti1, 1, ops_c, o, 1);
+    n = cose_sign(cose, signer, NULL, 0, payload, p);
+    expect_compact_reject(d, cose, n, CERTROT_INVALID_BUNDLE, "bundle is for nrf-other");
+    /* signed by a key the device does not trust; then a good signature over other bytes */
+    p = cose_payload(payload, DEV, cjti1, 1, ops_c, o, 1);
+    n = cose_sign(cose, other_signer, NULL, 0, payload, p);
+    expect_compact_reject(d, cose, n, CERTROT_UNKNOWN_KID, "no pinned key");
+    CHECK(d->fm.writes == 0 && d->fm.offline_calls == 0 && fake_modem_get(&d->fm, 42, 0)->len == strlen(old_pem));
+    free(d);
+}
+
+/* Rollback copies live in the compact buffer: one full 4096-byte credential fits and is restored; a second
+ * previous credential that does not fit fails the bundle before anything is written. */
+static void test_compact_rollback_room(void)
+{
+    static char big_old[5000];
+    size_t bl = make_pem(big_old, 2900);
+    CHECK(bl <= 4096 && bl > 3900);
+    cdevice *d = cdevice_new(big_old, bl);
+    d->fm.require_digest = true; /* the broker only takes the old chain: the reconnect fails */
+    d->fm.broker_tag = 42;
+    sha_hex(big_old, bl, d->fm.broker_sha);
+    certrot_result r;
+    size_t n = good_cose(cose, 1);
+    CHECK(cfeed(&d->ctx, cose, n, &r) == CERTROT_RECONNECT_FAILED && r.ack == CERTROT_ACK_FAILED);
+    const fake_slot *s = fake_modem_get(&d->fm, 42, 0);
+    CHECK(s && s->len == bl && memcmp(s->data, big_old, bl) == 0 && "the 4 KB previous chain was restored");
+
+    /* two writes whose previous contents (4 KB + 600 B) do not both fit the 4096-byte buffer */
+    d->fm.require_digest = false;
+    fake_modem_provision(&d->fm, 43, 0, new_pem, strlen(new_pem));
+    uint8_t two[8000];
+    size_t o = cose_write_op(two, 42, (const uint8_t *const[]){der1}, (size_t[]){der1_len}, 1, pem1, strlen(pem1));
+    o += cose_write_op(two + o, 43, (const uint8_t *const[]){der2}, (size_t[]){der2_len}, 1, pem2, strlen(pem2));
+    uint8_t j3[16] = {3};
+    size_t p = cose_payload(payload, DEV, j3, 2, two, o, 2);
+    n = cose_sign(cose, signer, NULL, 0, payload, p);
+    int writes = d->fm.writes, offline = d->fm.offline_calls;
+    CHECK(cfeed(&d->ctx, cose, n, &r) == CERTROT_MODEM_FAILED && r.ack == CERTROT_ACK_FAILED);
+    CHECK(strstr(r.reason, "read back") != NULL);
+    CHECK(d->fm.writes == writes && d->fm.offline_calls == offline && "nothing written without a rollback copy");
+    s = fake_modem_get(&d->fm, 42, 0);
+    CHECK(s && s->len == bl && memcmp(s->data, big_old, bl) == 0);
+    free(d);
+}
+
+/* trust_key and keygen ops as compact bundles. */
+static void test_compact_key_ops(void)
+{
+    cdevice *d = cdevice_new(old_pem, strlen(old_pem));
+    uint8_t pub[65], k[32], op[400];
+    host_signer_pubkey(other_signer, pub);
+    kid_bytes(other_kid, k);
+    certrot_result r;
+    for (int variant = 1; variant < 4; variant++) {
+        cb b = {op, 0};
+        uint8_t kk[32];
+        memcpy(kk, k, 32);
+        if (variant == 1) kk[0] ^= 1; /* kid is not the thumbprint */
+        uint8_t y[32];
+        memcpy(y, pub + 33, 32);
+        if (variant == 3) y[31] ^= 1; /* not on the curve */
+        cb_head(&b, 5, 3), cb_text(&b, "op"), cb_text(&b, "trust_key");
+        cb_text(&b, "jwk"), cb_head(&b, 5, 4), cb_text(&b, "x"), cb_bytes(&b, pub + 1, 32);
+        cb_text(&b, "y"), cb_bytes(&b, y, variant == 2 ? 31 : 32);
+        cb_text(&b, "crv"), cb_text(&b, "P-256"), cb_text(&b, "kty"), cb_text(&b, "EC");
+        cb_text(&b, "kid"), cb_bytes(&b, kk, 32);
+        size_t p = cose_payload(payload, DEV, cjti1, 1, op, b.n, 1);
+        size_t n = cose_sign(cose, signer, NULL, 0, payload, p);
+        if (variant == 1) expect_compact_reject(d, cose, n, CERTROT_INVALID_BUNDLE, "thumbprint");
+        if (variant == 2) expect_compact_reject(d, cose, n, CERTROT_INVALID_BUNDLE, "32-byte bstr");
+        if (variant == 3) expect_compact_reject(d, cose, n, CERTROT_INVALID_KEY, "P-256");
+    }
+    {
+        cb b = {op, 0};
+        cb_head(&b, 5, 3), cb_text(&b, "op"), cb_text(&b, "trust_key");
+        cb_text(&b, "jwk"), cb_head(&b, 5, 4), cb_text(&b, "x"), cb_bytes(&b, pub + 1, 32);
+        cb_text(&b, "y"), cb_bytes(&b, pub + 33, 32), cb_text(&b, "crv"), cb_text(&b, "P-256");
+        cb_text(&b, "kty"), cb_text(&b, "EC"), cb_text(&b, "kid"), cb_bytes(&b, k, 32);
+        size_t p = cose_payload(payload, DEV, cjti1, 1, op, b.n, 1);
+        size_t n = cose_sign(cose, signer, NULL, 0, payload, p);
+        CHECK(cfeed(&d->ctx, cose, n, &r) == CERTROT_APPLIED && d->fm.offline_calls == 0);
+        CHECK(certrot_key_count(&d->ctx) == 2 && strcmp(certrot_key_kid(&d->ctx, 1), other_kid) == 0);
+        /* a bundle signed by the installed key verifies */
+        uint8_t j2[16] = {2};
+        size_t o = cose_write_op(ops_c, 42, (const uint8_t *const[]){der1}, (size_t[]){der1_len}, 1, pem1, strlen(pem1));
+        p = cose_payload(payload, DEV, j2, 2, ops_c, o, 1);
+        n = cose_sign(cose, other_signer, NULL, 0, payload, p);
+        CHECK(cfeed(&d->ctx, cose, n, &r) == CERTROT_APPLIED);
+        const fake_slot *s = fake_modem_get(&d->fm, 42, 0);
+        CHECK(s && s->len == strlen(pem1) && memcmp(s->data, pem1, s->len) == 0);
+    }
+    /* keygen on a device that does not renew its identity: the shared step 11 rejects it */
+    {
+        cb b = {op, 0};
+        cb_head(&b, 5, 3), cb_text(&b, "op"), cb_text(&b, "keygen"), cb_text(&b, "tag"), cb_int(&b, 16842754);
+        cb_text(&b, "subject"), cb_text(&b, "CN=" DEV);
+        uint8_t j4[16] = {4};
+        size_t p = cose_payload(payload, DEV, j4, 3, op, b.n, 1);
+        size_t n = cose_sign(cose, signer, NULL, 0, payload, p);
+        expect_compact_reject(d, cose, n, CERTROT_INVALID_BUNDLE, "does not renew its identity");
+        b.n = 0; /* a subject with a quote: rejected as in the JWS */
+        cb_head(&b, 5, 3), cb_text(&b, "op"), cb_text(&b, "keygen"), cb_text(&b, "tag"), cb_int(&b, 16842754);
+        cb_text(&b, "subject"), cb_text(&b, "CN=\"x");
+        p = cose_payload(payload, DEV, j4, 3, op, b.n, 1);
+        n = cose_sign(cose, signer, NULL, 0, payload, p);
+        expect_compact_reject(d, cose, n, CERTROT_INVALID_BUNDLE, "subject");
+    }
+    free(d);
+}
+
 int main(void)
 {
     signer = host_signer_new();
@@ -1058,6 +1786,15 @@ int main(void)
     run("trust_key: install, persist, report, verify, rollback, bad jwk, table full", test_trust_key);
     run("init argument checks", test_init_args);
     run("identity renewal: keygen in the standby tag, CSR, activate, activate_failed", test_identity);
+    compact_setup();
+    run("compact: DER to PEM, X.509 at the ASN.1 level", test_compact_codecs);
+    run("compact: applied, PEM normal form stored, re-ack, parts, stall, JWS too, too large", test_compact_apply);
+    run("compact: malformed parts ignored; JWS-only device ignores compact; init scratch", test_compact_parts);
+    run("compact: long heads, duplicate/unsorted keys, indefinite, trailing, tag, headers rejected", test_compact_encoding_rules);
+    run("compact: a changed byte at every position is rejected", test_compact_tamper_every_byte);
+    run("compact: DER that does not parse, wrong digest, other sub/key: nothing written", test_compact_bad_der);
+    run("compact: rollback copy of a 4 KB chain; no room for a second: failed before writing", test_compact_rollback_room);
+    run("compact: trust_key installed and used, bad kid/jwk/point; keygen rules", test_compact_key_ops);
 
     host_signer_free(signer);
     host_signer_free(other_signer);
