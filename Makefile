@@ -5,14 +5,16 @@
 #               cross-implementation vectors, end to end), then a small demo and benchmark run
 # and, for the numbers in docs/performance.md:
 #   make bench  release build, then the benchmark (BENCH_DEVICES devices); figures in bench/results.json
+#   make bench-cluster  SQLite, one daemon on PostgreSQL and three replicas in one run (BENCH_CLUSTER_DEVICES)
 SWIFT ?= swift
 DEMO_DEVICES ?= 1000
 SMOKE_DEVICES ?= 100
 BENCH_DEVICES ?= 100000
+BENCH_CLUSTER_DEVICES ?= 10000
 # The engine fuzzer's time in make test (it runs alone, after the other Swift tests).
 ENGINE_FUZZ_SECONDS ?= 15
 
-.PHONY: all bootstrap build release lint format test device-test demo demo-smoke bench bench-smoke clean
+.PHONY: all bootstrap build release lint format test device-test demo demo-smoke bench bench-cluster bench-smoke clean
 
 all: build
 
@@ -54,9 +56,15 @@ demo-smoke:
 bench: release
 	.build/release/certrot-lab bench --devices $(BENCH_DEVICES) --out bench/results.json
 
+# The cluster's figures beside SQLite's, from one run (docs/scaling.md): the targets are ratios within it.
+bench-cluster: release
+	.build/release/certrot-lab bench --devices $(BENCH_CLUSTER_DEVICES) --known "" --no-recovery --replicas 1,3 \
+		--out bench/results-cluster.json
+
 # A tiny run so that the benchmark cannot rot; its figures mean nothing (debug build, 200 devices).
 bench-smoke:
-	.build/debug/certrot-lab bench --devices 200 --known 2000 --sign-seconds 1 --timeout 300 --out .build/bench-smoke.json
+	.build/debug/certrot-lab bench --devices 200 --known 2000 --sign-seconds 1 --timeout 300 --replicas 1 \
+		--out .build/bench-smoke.json
 
 clean:
 	rm -rf .build

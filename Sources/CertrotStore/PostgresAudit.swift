@@ -9,17 +9,18 @@ extension PostgresTransaction {
     static let auditLock: Int64 = 0x6365_7274_726F_7403
 
     func lastAuditRecord() throws -> AuditRecord? {
-        try execute("SELECT pg_advisory_xact_lock(\(Self.auditLock))")
-        return try query("SELECT * FROM audit ORDER BY seq DESC LIMIT 1").first.map(Self.audit(from:))
+        if let auditHead { return auditHead }
+        send("SELECT pg_advisory_xact_lock(\(Self.auditLock))")
+        let head = try rows("SELECT * FROM audit ORDER BY seq DESC LIMIT 1").first.map(Self.audit(from:))
+        auditHead = .some(head)
+        return head
     }
 
+    /// Kept with the other writes; the head is known (the caller read it, under the lock, in this transaction).
     func appendAudit(_ r: AuditRecord) throws {
-        try execute(
-            """
-            INSERT INTO audit (seq, at, kind, device, subject, body, prev, hash, signature)
-            VALUES (\(r.seq), \(r.at), \(r.kind.rawValue), \(r.device), \(r.subject), \(r.body), \(r.prev), \(r.hash),
-                \(r.signature))
-            """)
+        if auditHead == nil { _ = try lastAuditRecord() }
+        pending.audit.append(r)
+        auditHead = .some(r)
     }
 
     func auditRecords(after: Int64, limit: Int, since: Int64?, device: String?) throws -> [AuditRecord] {

@@ -19,6 +19,8 @@ public final class PostgresStore: RotationStore {
     private let writer: Slot
     private let reader: Slot
     private let leadership: Leadership
+    /// Statements, waits, rows and transactions of this store's connections since it opened.
+    public let statistics: PostgresStatistics
 
     /// Connects to `url` (`postgres://user[:password]@host[:port]/database[?sslmode=disable|require]`) and
     /// migrates the database to the current schema (under an advisory lock, so replicas starting together apply
@@ -27,8 +29,11 @@ public final class PostgresStore: RotationStore {
         let configuration = try Self.configuration(fromURL: url)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         self.group = group
+        let statistics = PostgresStatistics()
+        self.statistics = statistics
         let endpoint = Endpoint(
-            configuration: configuration, eventLoop: group.next(), logger: logger, inventories: StoredInventories())
+            configuration: configuration, eventLoop: group.next(), logger: logger, inventories: StoredInventories(),
+            statistics: statistics)
         writer = Slot(endpoint)
         reader = Slot(endpoint)
         leadership = Leadership(endpoint)
@@ -107,6 +112,7 @@ public final class PostgresStore: RotationStore {
         let eventLoop: any EventLoop
         let logger: Logger
         let inventories: StoredInventories
+        let statistics: PostgresStatistics
 
         /// `held` while it is open, else a new connection.
         func open(_ held: PostgresConnection?, id: Int) throws -> PostgresConnection {
@@ -128,14 +134,15 @@ public final class PostgresStore: RotationStore {
                 let open = try endpoint.open(held, id: 1)
                 held = open
                 let tx = PostgresTransaction(
-                    connection: open, logger: endpoint.logger, inventories: endpoint.inventories)
+                    connection: open, logger: endpoint.logger, inventories: endpoint.inventories,
+                    statistics: endpoint.statistics)
                 do {
-                    try tx.execute(readOnly ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN")
+                    tx.begin(readOnly: readOnly)
                     let result = try body(tx)
-                    try tx.execute("COMMIT")
+                    try tx.commit()
                     return result
                 } catch {
-                    if (try? tx.execute("ROLLBACK")) == nil {
+                    if !tx.rollback() {
                         // The connection is unusable: open a new one next time.
                         try? open.close().wait()
                         held = nil
@@ -399,6 +406,22 @@ public final class PostgresStore: RotationStore {
             let now = Int64(Date().timeIntervalSince1970)
             try tx.execute("INSERT INTO certrot_migrations (name, applied_at) VALUES (\(migration.name), \(now))")
         }
+    }
+}
+
+/// What a ``PostgresStore`` sent: statements (each a round trip to the server), how often a caller waited for
+/// answers, rows written through ``PendingWrites``, and transactions committed.
+public final class PostgresStatistics: Sendable {
+    public let statements = Atomic<Int>(0)
+    public let waits = Atomic<Int>(0)
+    public let rows = Atomic<Int>(0)
+    public let transactions = Atomic<Int>(0)
+
+    public init() {}
+
+    public var summary: String {
+        "statements=\(statements.load(ordering: .relaxed)) waits=\(waits.load(ordering: .relaxed)) "
+            + "rows=\(rows.load(ordering: .relaxed)) transactions=\(transactions.load(ordering: .relaxed))"
     }
 }
 

@@ -7,65 +7,157 @@ import NIOSSL
 import PostgresNIO
 import Synchronization
 
-struct PostgresTransaction: StoreTransaction {
+/// One transaction on one connection. Statements are sent as they come and waited for only when their answer is
+/// needed: a read, or COMMIT. postgres-nio runs a connection's statements in the order they were sent, so a read
+/// sees every write before it, and the caller's thread is not woken for each write. The writes the engine makes
+/// on every message (devices, rotations, history, bundles, campaign members, expiry, audit) are kept in
+/// ``PendingWrites`` and sent as one statement before the next statement that could read them; the reads the
+/// engine makes of one device (its record, rotations, bundles, memberships) are answered from the database with
+/// those kept rows laid over, so they need no flush. Errors of a statement not waited for surface at the next
+/// wait, and fail the transaction as they would have at once.
+final class PostgresTransaction: StoreTransaction {
     let connection: PostgresConnection
     let logger: Logger
     let inventories: StoredInventories
+    let statistics: PostgresStatistics?
+    private var inFlight: [EventLoopFuture<PostgresQueryResult>] = []
+    var pending = PendingWrites()
+    /// The audit log's head once this transaction holds the log's lock (it is held until the transaction ends).
+    var auditHead: AuditRecord??
 
+    init(
+        connection: PostgresConnection, logger: Logger, inventories: StoredInventories,
+        statistics: PostgresStatistics? = nil
+    ) {
+        self.connection = connection
+        self.logger = logger
+        self.inventories = inventories
+        self.statistics = statistics
+    }
+
+    /// Sends `query` without waiting for it.
+    func send(_ query: PostgresQuery) {
+        statistics?.statements.add(1, ordering: .relaxed)
+        inFlight.append(connection.query(query, logger: logger))
+    }
+
+    /// Sends what ``PendingWrites`` holds.
+    private func flush() {
+        guard !pending.isEmpty else { return }
+        statistics?.rows.add(pending.rows, ordering: .relaxed)
+        for statement in pending.statements(inventories: inventories) { send(statement) }
+        pending = PendingWrites()
+    }
+
+    /// Waits for every statement sent; the first error, if any, is thrown (the transaction is then aborted, and
+    /// the statements after it failed too). Returns the last one's result.
+    @discardableResult
+    private func settle() throws -> PostgresQueryResult? {
+        let futures = inFlight
+        inFlight = []
+        statistics?.waits.add(1, ordering: .relaxed)
+        var failure: (any Error)?
+        var last: PostgresQueryResult?
+        for future in futures {
+            do {
+                last = try future.wait()
+            } catch {
+                if failure == nil { failure = error }
+            }
+        }
+        if let failure { throw failure }
+        return last
+    }
+
+    /// Runs `query` after every write kept, and waits for it.
     @discardableResult
     func execute(_ query: PostgresQuery) throws -> PostgresQueryResult {
-        try connection.query(query, logger: logger).wait()
+        flush()
+        return try reading(query)
     }
 
     func query(_ query: PostgresQuery) throws -> [PostgresRandomAccessRow] {
         try execute(query).rows.map { $0.makeRandomAccess() }
     }
 
+    /// Runs `query` without sending the kept writes first (they cannot change its answer) and waits for it.
+    private func reading(_ query: PostgresQuery) throws -> PostgresQueryResult {
+        send(query)
+        return try settle()!
+    }
+
+    func rows(_ query: PostgresQuery) throws -> [PostgresRandomAccessRow] {
+        try reading(query).rows.map { $0.makeRandomAccess() }
+    }
+
+    func begin(readOnly: Bool) {
+        send(readOnly ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN")
+    }
+
+    func commit() throws {
+        flush()
+        send("COMMIT")
+        try settle()
+        statistics?.transactions.add(1, ordering: .relaxed)
+    }
+
+    /// Drops the kept writes and rolls back; false when the connection is unusable.
+    func rollback() -> Bool {
+        pending = PendingWrites()
+        _ = try? settle()
+        send("ROLLBACK")
+        return (try? settle()) != nil
+    }
+
     func device(_ id: String) throws -> DeviceRecord? {
-        try query("SELECT * FROM devices WHERE id = \(id)").first.map(device(from:))
+        if let kept = pending.devices[id] { return kept }
+        return try rows("SELECT * FROM devices WHERE id = \(id)").first.map(device(from:))
     }
 
     func saveDevice(_ device: DeviceRecord) throws {
-        let inventory = device.inventory.map { ByteBuffer(bytes: inventories.encode(device: device.id, $0)) }
-        let keys = device.inventory?.keys.map { "," + $0.joined(separator: ",") + "," }
-        try execute(
-            """
-            INSERT INTO devices (id, first_seen, last_seen, inventory, keys, issued_seq)
-            VALUES (\(device.id), \(device.firstSeen), \(device.lastSeen), \(inventory), \(keys), \(device.issuedSeq))
-            ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, inventory = excluded.inventory,
-                keys = excluded.keys, issued_seq = excluded.issued_seq
-            """)
+        pending.devices[device.id] = device
     }
 
     func rotations(device: String) throws -> [Rotation] {
-        try query("SELECT * FROM rotations WHERE device = \(device) ORDER BY target").map(Self.rotation(from:))
+        var found = try rows("SELECT * FROM rotations WHERE device = \(device) ORDER BY target").map(
+            Self.rotation(from:))
+        let kept = pending.rotations.values.filter { $0.device == device }
+        guard !kept.isEmpty else { return found }
+        for rotation in kept {
+            if let index = found.firstIndex(where: { $0.target == rotation.target }) {
+                found[index] = rotation
+            } else {
+                found.append(rotation)
+            }
+        }
+        return found.sorted { PendingWrites.byteOrder($0.target.description, $1.target.description) }
     }
 
     func rotations(jti: String) throws -> [Rotation] {
-        try query("SELECT * FROM rotations WHERE jti = \(jti)").map(Self.rotation(from:))
+        var found = try rows("SELECT * FROM rotations WHERE jti = \(jti)").map(Self.rotation(from:)).compactMap {
+            stored -> Rotation? in
+            guard let kept = pending.rotations[.init(device: stored.device, target: stored.target.description)] else {
+                return stored
+            }
+            return kept.jti == jti ? kept : nil
+        }
+        for kept in pending.rotations.values where kept.jti == jti {
+            if !found.contains(where: { $0.device == kept.device && $0.target == kept.target }) { found.append(kept) }
+        }
+        return found
     }
 
     func saveRotation(_ r: Rotation) throws {
-        try execute(
-            """
-            INSERT INTO rotations (\(unescaped: RotationSQL.columns))
-            VALUES (\(r.device), \(r.target.description), \(r.sha256), \(r.state.rawValue), \(r.attempts), \(r.jti), \(r.seq),
-                \(r.lastError), \(r.nextAttemptAt), \(r.createdAt), \(r.updatedAt), \(r.issuedAt), \(r.sentAt),
-                \(r.appliedAt), \(r.verifiedAt), \(r.resends), \(r.issuedBy))
-            \(unescaped: RotationSQL.onConflictUpdate)
-            """)
+        pending.rotations[.init(device: r.device, target: r.target.description)] = r
     }
 
     func insertBundle(_ b: BundleRecord) throws {
-        try execute(
-            """
-            INSERT INTO bundles (jti, device, seq, iat, exp, jws, max_message)
-            VALUES (\(b.jti), \(b.device), \(b.seq), \(b.iat), \(b.exp), \(b.jws), \(b.maxMessage))
-            """)
+        pending.insertBundle(b)
     }
 
     func bundle(jti: String) throws -> BundleRecord? {
-        guard let row = try query("SELECT * FROM bundles WHERE jti = \(jti)").first else { return nil }
+        if let kept = pending.bundle(jti: jti) { return kept }
+        guard let row = try rows("SELECT * FROM bundles WHERE jti = \(jti)").first else { return nil }
         return BundleRecord(
             jti: try row["jti"].decode(String.self), device: try row["device"].decode(String.self),
             seq: try row["seq"].decode(Int64.self), iat: try row["iat"].decode(Int64.self),
@@ -74,11 +166,7 @@ struct PostgresTransaction: StoreTransaction {
     }
 
     func appendHistory(device: String, entry: HistoryEntry) throws {
-        try execute(
-            """
-            INSERT INTO history (device, target, at, state, jti, detail)
-            VALUES (\(device), \(entry.target), \(entry.at), \(entry.state), \(entry.jti), \(entry.detail))
-            """)
+        pending.history.append((device, entry))
     }
 
     func prune(device: String, keepHistory: Int, keepBundles: Int) throws {
@@ -167,11 +255,7 @@ struct PostgresTransaction: StoreTransaction {
     }
 
     func saveExpiry(device: String, target: String, notAfter: Int64?) throws {
-        try execute(
-            """
-            INSERT INTO expiry (device, target, not_after) VALUES (\(device), \(target), \(notAfter))
-            ON CONFLICT (device, target) DO UPDATE SET not_after = excluded.not_after
-            """)
+        pending.expiry[.init(device: device, target: target)] = .some(notAfter)
     }
 
     func expiryHistogram(limits: [Int64]) throws -> [String: [Int]] {
@@ -221,23 +305,25 @@ struct PostgresTransaction: StoreTransaction {
     }
 
     func saveMember(_ m: CampaignMember) throws {
-        let settled = m.settled ? 1 : 0
-        try execute(
-            """
-            INSERT INTO campaign_members (campaign, device, wave, state, settled, reason, updated_at)
-            VALUES (\(m.campaign), \(m.device), \(m.wave), \(m.state.rawValue), \(settled), \(m.reason), \(m.updatedAt))
-            ON CONFLICT (campaign, device) DO UPDATE SET wave = excluded.wave, state = excluded.state,
-                settled = excluded.settled, reason = excluded.reason, updated_at = excluded.updated_at
-            """)
+        pending.members[.init(campaign: m.campaign, device: m.device)] = m
     }
 
     func member(campaign: String, device: String) throws -> CampaignMember? {
-        try query("SELECT * FROM campaign_members WHERE campaign = \(campaign) AND device = \(device)").first
+        if let kept = pending.members[.init(campaign: campaign, device: device)] { return kept }
+        return try rows("SELECT * FROM campaign_members WHERE campaign = \(campaign) AND device = \(device)").first
             .map(Self.member(from:))
     }
 
     func memberships(device: String) throws -> [CampaignMember] {
-        try query("SELECT * FROM campaign_members WHERE device = \(device)").map(Self.member(from:))
+        var found = try rows("SELECT * FROM campaign_members WHERE device = \(device)").map(Self.member(from:))
+        for kept in pending.members.values where kept.device == device {
+            if let index = found.firstIndex(where: { $0.campaign == kept.campaign }) {
+                found[index] = kept
+            } else {
+                found.append(kept)
+            }
+        }
+        return found
     }
 
     func members(
@@ -278,7 +364,8 @@ struct PostgresTransaction: StoreTransaction {
 
     func lockDevice(_ device: String) throws {
         // A transaction-scoped advisory lock: released at COMMIT or ROLLBACK, also for a device with no row yet.
-        try execute("SELECT pg_advisory_xact_lock(hashtextextended(\("device:" + device), 0))")
+        // Not waited for: the reads that follow run after it, so they see the device only once it is held.
+        send("SELECT pg_advisory_xact_lock(hashtextextended(\("device:" + device), 0))")
     }
 
     func claimAwaitingBundle(limit: Int, holding: [String]) throws -> [String] {

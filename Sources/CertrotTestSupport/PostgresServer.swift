@@ -11,6 +11,9 @@ public final class PostgresServer: @unchecked Sendable {
     public let user = "certrot"
     private let process: ChildProcess
     private let bin: String
+    /// Whether the server loaded pg_stat_statements (the benchmark counts statements with it): when the module
+    /// is installed beside the server, as Debian's package has it.
+    public let hasStatementStatistics: Bool
 
     public var host: String { "127.0.0.1" }
     public var logPath: String { directory.appendingPathComponent("postgres.log").path }
@@ -40,6 +43,12 @@ public final class PostgresServer: @unchecked Sendable {
     public init() throws {
         let bin = try Self.binDirectory()
         self.bin = bin
+        let hasStatementStatistics = FileManager.default.fileExists(
+            atPath: URL(fileURLWithPath: bin).deletingLastPathComponent().appendingPathComponent(
+                "lib/pg_stat_statements.so"
+            )
+            .path)
+        self.hasStatementStatistics = hasStatementStatistics
         let fm = FileManager.default
         let directory = fm.temporaryDirectory.appendingPathComponent("certrot-pg-\(UUID().uuidString)")
         try fm.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -74,7 +83,7 @@ public final class PostgresServer: @unchecked Sendable {
                     "-D", data, "-p", "\(port)", "-k", directory.path, "-c", "listen_addresses=127.0.0.1",
                     "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
                     "-c", "max_connections=200",
-                ])
+                ] + (hasStatementStatistics ? ["-c", "shared_preload_libraries=pg_stat_statements"] : []))
             if Broker.waitForPort(port, process: process, timeout: 30) {
                 self.port = port
                 self.process = process

@@ -27,8 +27,11 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Seconds for the signing benchmark.") var signSeconds: Double = 3
     @Option(help: "Give up on a phase after this many seconds.") var timeout: Double = 1800
     @Flag(help: "Skip the SIGKILL/recovery phase.") var noRecovery = false
-    @Option(help: "Also run the campaign on PostgreSQL with this many replicas (0: skip; 1: one daemon, no cluster).")
-    var replicas: Int = 0
+    @Option(
+        help:
+            "Also run the campaign on PostgreSQL, once per count given (comma-separated; 1: one daemon, no cluster; 0 or empty: skip)."
+    )
+    var replicas: String = ""
     @Option(help: "Known-device counts for the memory phase (comma-separated; the store is filled directly).")
     var known: String = "100000,1000000"
 
@@ -147,20 +150,35 @@ struct Bench: AsyncParsableCommand {
         }
 
         // 2 again, on PostgreSQL: one daemon, or several replicas sharing the work (docs/scaling.md).
-        if replicas > 0 {
+        let replicaCounts = replicas.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            .filter { $0 > 0 }
+        if !replicaCounts.isEmpty {
             second.stop()
-            let broker = try Broker()
-            defer { broker.stop() }
-            let pg = try await postgresThroughput(broker: broker, dir: dir, logger: logger)
-            results["postgres"] = [
-                "replicas": replicas, "rotationsPerSecond": pg.rate, "seconds": pg.seconds,
-                "ratioToRaw": raw.rate > 0 ? pg.rate / raw.rate : 0,
-            ]
-            say(
-                String(
-                    format: "postgres    %.0f rotations/s with %d %@ on PostgreSQL (%.1f s); %.2f × raw", pg.rate,
-                    replicas,
-                    replicas == 1 ? "daemon" : "replicas", pg.seconds, raw.rate > 0 ? pg.rate / raw.rate : 0))
+            var runs: [[String: Any]] = []
+            for count in replicaCounts {
+                let broker = try Broker()
+                defer { broker.stop() }
+                let pg = try await postgresThroughput(replicas: count, broker: broker, dir: dir, logger: logger)
+                runs.append(
+                    pg.json.merging([
+                        "ratioToRaw": raw.rate > 0 ? pg.rate / raw.rate : 0,
+                        "ratioToSQLite": e2e.rate > 0 ? pg.rate / e2e.rate : 0,
+                    ]) { $1 })
+                say(
+                    String(
+                        format:
+                            "postgres    %.0f rotations/s with %d %@ on PostgreSQL (%.1f s); %.2f × SQLite's %.0f/s, %.2f × raw",
+                        pg.rate, count, count == 1 ? "daemon" : "replicas", pg.seconds,
+                        e2e.rate > 0 ? pg.rate / e2e.rate : 0, e2e.rate, raw.rate > 0 ? pg.rate / raw.rate : 0))
+                say(
+                    String(
+                        format:
+                            "            per rotation: %.1f statements, %.1f transactions, %.1f rows written, %.0f bytes of WAL; status p99: device %.1f ms, fleet %.1f ms",
+                        pg.perRotation("calls"), pg.perRotation("commits"), pg.perRotation("rows"),
+                        pg.perRotation("walBytes"), pg.latency["device.status"]?.p99 ?? 0,
+                        pg.latency["fleet.status"]?.p99 ?? 0))
+            }
+            results["postgres"] = runs
         }
 
         // 4, continued: daemon memory with many devices known and nothing running, on a fresh broker.
@@ -499,6 +517,45 @@ struct Bench: AsyncParsableCommand {
         }
     }
 
+    /// A campaign over every device, from `campaign.create` to every member verified, with `device.status` and
+    /// `fleet.status` issued one after the other (then 100 ms) all through: seconds, and p50/p99 per method.
+    func campaignWithLatency(
+        _ rpc: RPCClient, name: String, chain: String, prefix: String
+    ) async throws -> (seconds: Double, latency: [String: (p50: Double, p99: Double, n: Int)]) {
+        _ = try await createCampaign(rpc, name: name, chain: chain)
+        let began = Date()
+        var samples: [String: [Double]] = ["device.status": [], "fleet.status": []]
+        var verified = 0
+        var index = 1
+        while verified < devices {
+            guard Date().timeIntervalSince(began) < timeout else {
+                throw ValidationError("campaign \(name) not done within \(Int(timeout)) s")
+            }
+            for method in ["device.status", "fleet.status"] {
+                let params: [String: Any] =
+                    method == "device.status" ? ["device": prefix + String(format: "%05d", index)] : [:]
+                // A call that times out counts with its full 10 s wait (a lower bound of its latency).
+                let start = Date()
+                let answer = try? await rpc.result(method, params: params, timeout: 10)
+                samples[method]?.append(Date().timeIntervalSince(start) * 1000)
+                if method == "fleet.status", let states = answer?["campaignStates"] as? [String: Int] {
+                    verified = states["verified"] ?? 0
+                }
+            }
+            index = index % devices + 1
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let seconds = Date().timeIntervalSince(began)
+        var latency: [String: (p50: Double, p99: Double, n: Int)] = [:]
+        for (method, values) in samples where !values.isEmpty {
+            let sorted = values.sorted()
+            latency[method] = (
+                sorted[sorted.count / 2], sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))], sorted.count
+            )
+        }
+        return (seconds, latency)
+    }
+
     func endToEnd(broker: Broker, dir: URL, logger: Logger) async throws -> EndToEnd {
         func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
         let config = """
@@ -524,38 +581,8 @@ struct Bench: AsyncParsableCommand {
         try await Task.sleep(for: .seconds(2))
         let rssKnown = Double(Self.rss(pid: daemon.pid).current)
 
-        _ = try await createCampaign(
-            rpc, name: "bench", chain: try String(contentsOfFile: path("new.pem"), encoding: .utf8))
-        let began = Date()
-        var samples: [String: [Double]] = ["device.status": [], "fleet.status": []]
-        var verified = 0
-        var index = 1
-        while verified < devices {
-            guard Date().timeIntervalSince(began) < timeout else {
-                throw ValidationError("campaign not done within \(Int(timeout)) s")
-            }
-            for method in ["device.status", "fleet.status"] {
-                let params: [String: Any] =
-                    method == "device.status" ? ["device": "dev-\(String(format: "%05d", index))"] : [:]
-                // A call that times out counts with its full 10 s wait (a lower bound of its latency).
-                let start = Date()
-                let answer = try? await rpc.result(method, params: params, timeout: 10)
-                samples[method]?.append(Date().timeIntervalSince(start) * 1000)
-                if method == "fleet.status", let states = answer?["campaignStates"] as? [String: Int] {
-                    verified = states["verified"] ?? 0
-                }
-            }
-            index = index % devices + 1
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        let seconds = Date().timeIntervalSince(began)
-        var latency: [String: (p50: Double, p99: Double, n: Int)] = [:]
-        for (method, values) in samples where !values.isEmpty {
-            let sorted = values.sorted()
-            latency[method] = (
-                sorted[sorted.count / 2], sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))], sorted.count
-            )
-        }
+        let (seconds, latency) = try await campaignWithLatency(
+            rpc, name: "bench", chain: try String(contentsOfFile: path("new.pem"), encoding: .utf8), prefix: "dev-")
         var result = EndToEnd(
             rate: Double(devices) / seconds, seconds: seconds, rssKnown: rssKnown,
             rssPeak: Double(Self.rss(pid: daemon.pid).peak),

@@ -124,13 +124,40 @@ extension Bench {
         }
     }
 
-    /// A campaign over every device with the daemon on PostgreSQL: one daemon (`--replicas 1`) or that many
+    /// A PostgreSQL phase's figures: the campaign's rate and status latency, and what the server counted for it
+    /// (pg_stat_statements over the campaign: statements, rows, WAL; commits).
+    struct PostgresRun {
+        var replicas: Int
+        var rate: Double
+        var seconds: Double
+        var latency: [String: (p50: Double, p99: Double, n: Int)]
+        var server: [String: Double]
+        var devices: Int
+
+        func perRotation(_ name: String) -> Double { (server[name] ?? 0) / Double(max(1, devices)) }
+
+        var json: [String: Any] {
+            [
+                "replicas": replicas, "rotationsPerSecond": rate, "seconds": seconds,
+                "latencyMs": latency.mapValues { ["p50": $0.p50, "p99": $0.p99, "samples": $0.n] },
+                "server": server,
+                "perRotation": Dictionary(uniqueKeysWithValues: server.keys.map { ($0, perRotation($0)) }),
+            ]
+        }
+    }
+
+    /// A campaign over every device with the daemon on PostgreSQL: one daemon (`replicas` = 1) or that many
     /// replicas in a cluster. From campaign.create to every device verified.
-    func postgresThroughput(broker: Broker, dir: URL, logger: Logger) async throws -> (rate: Double, seconds: Double) {
+    func postgresThroughput(replicas: Int, broker: Broker, dir: URL, logger: Logger) async throws -> PostgresRun {
         func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
-        let url = try PostgresServer.shared().createDatabase()
+        let server = try PostgresServer.shared()
+        let url = try server.createDatabase()
+        let database = String(url.split(separator: "/").last ?? "")
+        let statements = server.hasStatementStatistics
+        if statements { try server.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", database: database) }
         var daemons: [ChildProcess] = []
         defer { for daemon in daemons { daemon.terminate(grace: 5) } }
+        let prefix = "pg\(replicas)-"
         for index in 1...replicas {
             var config = """
                 broker: {url: \(broker.url), clientId: certrot-bench-pg}
@@ -141,28 +168,47 @@ extension Bench {
                 catalogue: [{name: old, chain: \(path("old.pem"))}]
                 """
             if replicas > 1 { config += "\ncluster: {replica: r\(index)}\n" }
-            try config.write(toFile: path("pg-\(index).yaml"), atomically: true, encoding: .utf8)
-            daemons.append(try serve(config: path("pg-\(index).yaml"), log: path("pg-\(index).log")))
+            try config.write(toFile: path("pg\(replicas)-\(index).yaml"), atomically: true, encoding: .utf8)
+            daemons.append(
+                try serve(config: path("pg\(replicas)-\(index).yaml"), log: path("pg\(replicas)-\(index).log")))
         }
         let simulator = try startSimulator(
-            broker: broker, prefix: "pg-", oldPath: path("old.pem"), keyPath: path("key.pem"), dir: dir)
+            broker: broker, prefix: prefix, oldPath: path("old.pem"), keyPath: path("key.pem"), dir: dir)
         defer { simulator.terminate(grace: 2) }
         let rpc = try RPCClient(host: broker.host, port: broker.port, logger: logger)
         defer { rpc.close() }
         try await waitForDevices(rpc)
-        _ = try await createCampaign(
-            rpc, name: "bench-pg", chain: try String(contentsOfFile: path("new.pem"), encoding: .utf8))
-        let began = Date()
-        while ((try? await rpc.result("fleet.status", timeout: 10))?["campaignStates"] as? [String: Int])?["verified"]
-            ?? 0 < devices
-        {
-            guard Date().timeIntervalSince(began) < timeout else {
-                throw ValidationError("campaign on PostgreSQL not done within \(Int(timeout)) s")
+        func counters() throws -> [String: Double] {
+            let totals = try server.psql(
+                """
+                SELECT xact_commit || ' ' || (tup_inserted + tup_updated + tup_deleted) FROM pg_stat_database
+                WHERE datname = current_database()
+                """, database: database
+            ).split(separator: " ").map { Double($0) ?? 0 }
+            var figures: [String: Double] = [:]
+            if totals.count == 2 { (figures["commits"], figures["rows"]) = (totals[0], totals[1]) }
+            if statements {
+                let row = try server.psql(
+                    """
+                    SELECT COALESCE(SUM(calls), 0) || ' ' || COALESCE(SUM(wal_bytes), 0) FROM pg_stat_statements
+                    WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                    """, database: database
+                ).split(separator: " ").map { Double($0) ?? 0 }
+                if row.count == 2 { (figures["calls"], figures["walBytes"]) = (row[0], row[1]) }
             }
-            try await Task.sleep(for: .milliseconds(250))
+            return figures
         }
-        let seconds = Date().timeIntervalSince(began)
-        return (Double(devices) / seconds, seconds)
+        // The server's statistics arrive a moment late (pg_stat_database is flushed about once a second).
+        try await Task.sleep(for: .seconds(2))
+        let before = try counters()
+        let (seconds, latency) = try await campaignWithLatency(
+            rpc, name: "bench-pg\(replicas)", chain: try String(contentsOfFile: path("new.pem"), encoding: .utf8),
+            prefix: prefix)
+        try await Task.sleep(for: .seconds(2))
+        let after = try counters()
+        return PostgresRun(
+            replicas: replicas, rate: Double(devices) / seconds, seconds: seconds, latency: latency,
+            server: after.merging(before) { $0 - $1 }, devices: devices)
     }
 
     /// VmRSS and VmHWM of a process, in bytes.

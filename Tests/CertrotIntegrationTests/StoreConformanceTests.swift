@@ -477,7 +477,9 @@ struct PostgresStoreTests {
     }
 
     /// Two writers on one device: the second waits for the first transaction (the device lock), so neither
-    /// reads a state the other is about to change.
+    /// reads a state the other is about to change. The lock is sent without waiting for it (the store pipelines
+    /// statements), so what shows it held is the second writer's read: it returns only after the first writer
+    /// committed, and sees what that one wrote.
     @Test func aDeviceLockSerialisesTwoWriters() async throws {
         let url = try PostgresServer.shared().createDatabase()
         let a = try PostgresStore(url: url)
@@ -488,18 +490,24 @@ struct PostgresStoreTests {
         let thread = Thread {
             try? a.write { tx in
                 try tx.lockDevice("d1")
+                var device = try tx.device("d1")!
                 firstHolds.signal()
+                device.lastSeen = 200
+                try tx.saveDevice(device)
                 usleep(300_000)
                 order.withLock { $0.append("a done") }
             }
         }
         thread.start()
         firstHolds.wait()
-        try b.write { tx in
+        let seen = try b.write { tx in
             try tx.lockDevice("d1")
-            order.withLock { $0.append("b locked") }
+            let device = try tx.device("d1")
+            order.withLock { $0.append("b read") }
+            return device?.lastSeen
         }
-        #expect(order.withLock { $0 } == ["a done", "b locked"])
+        #expect(order.withLock { $0 } == ["a done", "b read"])
+        #expect(seen == 200)
     }
 
     /// Two replicas claiming outbound work at once get different devices: rows another transaction claimed are

@@ -228,7 +228,9 @@ public protocol StoreTransaction {
     // MARK: Several replicas (docs/scaling.md)
 
     /// Holds `device` for the rest of this write transaction: replicas sharing a database handle one device's
-    /// messages one at a time. A no-op where one process is the only writer (SQLite).
+    /// messages one at a time. A no-op where one process is the only writer (SQLite). PostgreSQL pipelines it:
+    /// the call may return before the lock is held, but every later read of the transaction returns only once it
+    /// is (statements run in order), so what the transaction reads of the device no other writer can change.
     func lockDevice(_ device: String) throws
     /// Claims devices with a rotation awaiting its bundle, for this replica to issue: outbound work shared by
     /// replicas. At most `limit` rotations, oldest change first, none whose target starts with one of `holding`
