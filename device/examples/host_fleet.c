@@ -4,7 +4,12 @@
  *
  *   host_fleet --port P --devices N --pubkey PUB.pem --kid KID --old-ca OLD.pem
  *              [--host 127.0.0.1] [--prefix host-dev] [--per-conn 10] [--duration SECONDS]
- *              [--identities FILE]
+ *              [--identities FILE] [--compact-every K]
+ *
+ * With --compact-every K (default 2), every K-th device (1, 1+K, ...; 0: none) takes compact bundles
+ * (docs/protocol.md §12): it lists "formats":["cose"] and runs with the compact profile's buffers
+ * (CERTROT_NRF91_COSE_BUF + CERTROT_NRF91_COSE_SCRATCH); the others take JWS with the JWS buffers. The summary
+ * counts the bundles each kind applied and the parts of the other format it was sent.
  *
  * With --identities, every device also renews its client certificate (docs/protocol.md §11): its fake modem
  * has an identity key and a factory identity in sec tag 16842753 (active), generates keys with AT%KEYGEN, and
@@ -34,6 +39,9 @@ typedef struct {
     int applied, rejected, failed, dropped;
     host_signer *identity;
     int csrs_sent;
+    bool compact;        /* takes compact bundles */
+    bool last_compact;   /* the last part received was a compact one */
+    int compact_applied, jws_applied, foreign_parts; /* applied acks by format; parts not of its format */
 } device;
 
 #define TAG_A 16842753u
@@ -85,7 +93,10 @@ static void publish_ack(device *d, const certrot_result *res)
     if (n < 0) return;
     snprintf(topic, sizeof topic, "%s/certs/ack", d->id);
     mosquitto_publish(d->mosq, NULL, topic, (int)n, ack, 1, false);
-    if (res->ack == CERTROT_ACK_APPLIED) d->applied++;
+    if (res->ack == CERTROT_ACK_APPLIED) {
+        d->applied++;
+        if (res->status == CERTROT_APPLIED) d->last_compact ? d->compact_applied++ : d->jws_applied++;
+    }
     if (res->ack == CERTROT_ACK_REJECTED) {
         d->rejected++;
         fprintf(stderr, "%s: rejected: %s\n", d->id, res->reason);
@@ -123,6 +134,8 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
             return;
         }
         certrot_result res;
+        d->last_compact = m->payloadlen > 0 && ((const uint8_t *)m->payload)[0] == 0x84;
+        if (d->last_compact != d->compact) d->foreign_parts++;
         certrot_on_part(&d->ctx, m->payload, (size_t)m->payloadlen, now_s(), &res);
         if (d->fm.csrs_published > d->csrs_sent) { /* a keygen's CSR, before the bundle's ack */
             char topic[100];
@@ -162,6 +175,7 @@ int main(int argc, char **argv)
     const char *pub = arg(argc, argv, "--pubkey", NULL), *old = arg(argc, argv, "--old-ca", NULL);
     key.kid = arg(argc, argv, "--kid", NULL);
     const char *identities = arg(argc, argv, "--identities", NULL);
+    int compact_every = atoi(arg(argc, argv, "--compact-every", "2"));
     FILE *identity_file = NULL;
     if (identities && !(identity_file = fopen(identities, "w"))) {
         perror(identities);
@@ -189,7 +203,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "old CA refused by the fake modem (CRLF, spaces or > 4 KB?)\n");
             return 2;
         }
-        certrot_config cfg = {.device_id = d->id, .keys = &key, .key_count = 1, .stall_s = 20};
+        d->compact = compact_every > 0 && i % compact_every == 1 % compact_every;
+        certrot_config cfg = {.device_id = d->id, .keys = &key, .key_count = 1, .stall_s = 20, .takes_compact = d->compact};
         cfg.cb.sha256 = host_sha256;
         cfg.cb.es256_verify = host_es256_verify;
         cfg.cb.pubkey_check = host_pubkey_check;
@@ -219,7 +234,10 @@ int main(int argc, char **argv)
             for (int b = 0; b < 16; b++) snprintf(uuid + 2 * b, 3, "%02x", d->fm.uuid[b]);
             fprintf(identity_file, "{\"device\":\"%s\",\"identityKey\":\"%s\",\"uuid\":\"%s\"}\n", d->id, line, uuid);
         }
-        if (certrot_init(&d->ctx, &cfg, d->jws, sizeof d->jws, d->scratch, sizeof d->scratch) != CERTROT_OK) {
+        /* the compact profile: 4096 + 6144 bytes of buffers instead of 14336 + 10756 */
+        size_t cap = d->compact ? CERTROT_NRF91_COSE_BUF : sizeof d->jws;
+        size_t scap = d->compact ? CERTROT_NRF91_COSE_SCRATCH : sizeof d->scratch;
+        if (certrot_init(&d->ctx, &cfg, d->jws, cap, d->scratch, scap) != CERTROT_OK) {
             fprintf(stderr, "certrot_init failed for %s\n", d->id);
             return 2;
         }
@@ -254,13 +272,20 @@ int main(int argc, char **argv)
         }
     }
     int applied = 0, rejected = 0, failed = 0, dropped = 0, rotated = 0, installed = 0, renewed = 0;
+    int cose_devices = 0, cose_applied = 0, jws_applied = 0, foreign = 0, cose_rotated = 0;
     for (int i = 0; i < device_count; i++) {
         applied += devices[i].applied;
         rejected += devices[i].rejected;
         failed += devices[i].failed;
         dropped += devices[i].dropped;
         const fake_slot *s = fake_modem_get(&devices[i].fm, 42, 0);
-        rotated += s && !(s->len == old_len && memcmp(s->data, old_pem, old_len) == 0);
+        bool moved = s && !(s->len == old_len && memcmp(s->data, old_pem, old_len) == 0);
+        rotated += moved;
+        cose_devices += devices[i].compact;
+        cose_rotated += devices[i].compact && moved;
+        cose_applied += devices[i].compact_applied;
+        jws_applied += devices[i].jws_applied;
+        foreign += devices[i].foreign_parts;
         installed += certrot_key_count(&devices[i].ctx) > 1; /* a key came in with trust_key */
         renewed += devices[i].identity && certrot_active_tag(&devices[i].ctx) != TAG_A;
         host_signer_free(devices[i].identity);
@@ -268,6 +293,9 @@ int main(int argc, char **argv)
     printf("host_fleet: %d devices, %d rotated, %d applied acks, %d rejected, %d failed, %d dropped, %d trust an "
            "installed key, %d renewed their identity\n",
            device_count, rotated, applied, rejected, failed, dropped, installed, renewed);
+    printf("host_fleet: %d take cose (%d of them rotated), %d compact bundles applied, %d JWS bundles applied, %d parts "
+           "of the other format\n",
+           cose_devices, cose_rotated, cose_applied, jws_applied, foreign);
     for (int c = 0; c < conn_count; c++) {
         mosquitto_disconnect(conns[c].mosq);
         mosquitto_destroy(conns[c].mosq);

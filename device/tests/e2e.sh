@@ -3,7 +3,8 @@
 # rotation under way (keyRotation.nextKey), and build/host_fleet (N devices on the C library) holding an old
 # CA in tag 42 and pinning only the current key. Passes when `certrot status --json` reports
 # states.verified >= N and signing.next.devicesTrusting == N within 60 s, and every device rotated and
-# installed the next key without a rejected or failed ack. Then the devices' client certificates: a
+# installed the next key without a rejected or failed ack. Half the fleet lists "formats":["cose"] and runs with
+# the compact profile's buffers: those devices must get only compact bundles, the others only JWS ones. Then the devices' client certificates: a
 # `client-cert` campaign renews every device's identity (keygen in the fake modem, CSR, certificate, activate),
 # and passes when it completes with every device on its new tag. Loopback only; children killed on exit.
 set -eu
@@ -51,8 +52,9 @@ done
 "$CERTROT_BIN" issuer init --cert device-ca.pem --key device-ca-key.pem > /dev/null
 chmod 600 device-ca-key.pem
 # The fleet writes its modems' identity keys before it connects; the daemon reads them at start.
+C=$((N / 2)) # devices 1, 3, 5, ... take compact bundles
 "$here/build/host_fleet" --port "$port" --devices "$N" --per-conn 10 --pubkey pub.pem --kid "$kid" \
-    --old-ca old.pem --prefix "e2e-$$" --identities identities.jsonl > fleet.log 2>&1 &
+    --old-ca old.pem --prefix "e2e-$$" --identities identities.jsonl --compact-every 2 > fleet.log 2>&1 &
 fleet=$!
 pids="$pids $fleet"
 for i in 1 2 3 4 5 6 7 8 9 10; do
@@ -112,8 +114,11 @@ kill "$fleet" 2>/dev/null || true
 wait "$fleet" 2>/dev/null || true
 cat fleet.log
 if [ "$verified" -ge "$N" ] && [ "$trusting" -ge "$N" ] && [ "$state" = completed ] &&
-    grep -q "$N rotated, [0-9]* applied acks, 0 rejected, 0 failed, [0-9]* dropped, $N trust an installed key, $N renewed their identity" fleet.log; then
-    echo "ok   e2e: $N devices rotated by certrot serve and verified; all trust the next key $next_kid; all renewed their client certificate"
+    grep -q "$N rotated, [0-9]* applied acks, 0 rejected, 0 failed, [0-9]* dropped, $N trust an installed key, $N renewed their identity" fleet.log &&
+    grep -q "$C take cose ($C of them rotated), [0-9]* compact bundles applied, [0-9]* JWS bundles applied, 0 parts of the other format" fleet.log &&
+    [ "$(sed -n 's/.*), \([0-9]*\) compact bundles applied.*/\1/p' fleet.log)" -ge $((C * 3)) ] &&
+    [ "$(sed -n 's/.*applied, \([0-9]*\) JWS bundles applied.*/\1/p' fleet.log)" -ge $(((N - C) * 3)) ]; then
+    echo "ok   e2e: $N devices rotated by certrot serve and verified; all trust the next key $next_kid; all renewed their client certificate; $C of them by compact bundles, the others by JWS"
     echo "1 passed, 0 failed"
 else
     echo "--- certrot serve log (tail)"; tail -20 serve.log
