@@ -255,7 +255,10 @@ bool certrot_cbor_bytes(certrot_cbor *c, const uint8_t **s, size_t *n) { return 
 
 bool certrot_cbor_text(certrot_cbor *c, const char **s, size_t *n)
 {
-    return string(c, 3, (const uint8_t **)s, n);
+    const uint8_t *b; /* not through a cast of s: const char * and const uint8_t * may not alias */
+    if (!string(c, 3, &b, n)) return false;
+    *s = (const char *)b;
+    return true;
 }
 
 bool certrot_cbor_array(certrot_cbor *c, size_t *n)
@@ -285,8 +288,8 @@ bool certrot_cbor_find(const certrot_cbor *body, size_t pairs, const char *key, 
     certrot_cbor c = *body;
     size_t klen = strlen(key);
     for (size_t i = 0; i < pairs; i++) {
-        const char *k;
-        size_t n;
+        const char *k = "";
+        size_t n = 0;
         certrot_cbor at = c;
         if (certrot_cbor_text(&at, &k, &n) && n == klen && memcmp(k, key, n) == 0) {
             *value = at;
