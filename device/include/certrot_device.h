@@ -8,8 +8,9 @@
  *
  * The one exception to "no heap": JSON is parsed with cJSON, which allocates through malloc/free or
  * through the hooks set with cJSON_InitHooks (point them at a static pool on firmware). cJSON is only
- * used inside certrot_on_part() for the part envelope and the decoded header/claims, and every tree is
- * freed before the call returns.
+ * used inside certrot_on_part() for the JSON part envelope and the decoded JWS header/claims, and every tree
+ * is freed before the call returns. Compact bundles (docs/protocol.md §12, certrot_config.takes_compact) use
+ * no cJSON and no heap at all.
  *
  * Typical use, one device:
  *
