@@ -356,7 +356,9 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
     }
 
     public func run() async throws {
-        let store = try openStore(url: settings.storeURL)
+        let store = try openStore(
+            url: settings.storeURL, sessionTimeout: settings.cluster?.deadAfter,
+            applicationName: settings.cluster.map { "certrot-\($0.replica)" } ?? "certrot")
         defer { store.close() }
         // A daemon that is not one of a cluster's replicas must be the only one on a shared store (two would both
         // send every bundle): it holds the store's leadership lock for as long as it runs.

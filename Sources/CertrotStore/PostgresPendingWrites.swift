@@ -10,21 +10,35 @@ import PostgresNIO
 /// rows go out in key order, so two replicas' flushes take their row locks in the same order. History and audit
 /// records keep the order they were appended in (ids and seqs follow it).
 struct PendingWrites {
-    struct RotationKey: Hashable {
-        var device: String
-        var target: String
+    /// Keys by bytes (``DeviceKey``), not by Swift's canonical equivalence: two IDs that differ only in their
+    /// Unicode normalisation are two rows in the database, and two here.
+    struct RotationKey: Hashable, Comparable {
+        var device: DeviceKey
+        var target: DeviceKey
+        init(device: String, target: String) {
+            self.device = DeviceKey(device)
+            self.target = DeviceKey(target)
+        }
+        static func < (a: Self, b: Self) -> Bool { a.device != b.device ? a.device < b.device : a.target < b.target }
     }
-    struct MemberKey: Hashable {
-        var campaign: String
-        var device: String
+    struct MemberKey: Hashable, Comparable {
+        var campaign: DeviceKey
+        var device: DeviceKey
+        init(campaign: String, device: String) {
+            self.campaign = DeviceKey(campaign)
+            self.device = DeviceKey(device)
+        }
+        static func < (a: Self, b: Self) -> Bool {
+            a.campaign != b.campaign ? a.campaign < b.campaign : a.device < b.device
+        }
     }
 
-    var devices: [String: DeviceRecord] = [:]
+    var devices: [DeviceKey: DeviceRecord] = [:]
     var rotations: [RotationKey: Rotation] = [:]
     var members: [MemberKey: CampaignMember] = [:]
     var expiry: [RotationKey: Int64?] = [:]
     var bundles: [BundleRecord] = []
-    var bundleIndex: [String: Int] = [:]
+    var bundleIndex: [DeviceKey: Int] = [:]
     var history: [(device: String, entry: HistoryEntry)] = []
     var audit: [AuditRecord] = []
 
@@ -39,18 +53,18 @@ struct PendingWrites {
     }
 
     mutating func insertBundle(_ bundle: BundleRecord) {
-        bundleIndex[bundle.jti] = bundles.count
+        bundleIndex[DeviceKey(bundle.jti)] = bundles.count
         bundles.append(bundle)
     }
 
-    func bundle(jti: String) -> BundleRecord? { bundleIndex[jti].map { bundles[$0] } }
+    func bundle(jti: String) -> BundleRecord? { bundleIndex[DeviceKey(jti)].map { bundles[$0] } }
 
     /// The statements that write everything kept, in order; at most `maxBinds` parameters each.
     func statements(inventories: StoredInventories, maxBinds: Int = 30_000) -> [PostgresQuery] {
         var out = StatementBuilder(maxBinds: maxBinds)
         out.rows(
             "INSERT INTO devices (id, first_seen, last_seen, inventory, keys, issued_seq) VALUES",
-            devices.keys.sorted(by: Self.byteOrder).map { devices[$0]! }, columns: 6,
+            devices.keys.sorted().map { devices[$0]! }, columns: 6,
             """
             ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, inventory = excluded.inventory,
                 keys = excluded.keys, issued_seq = excluded.issued_seq
@@ -65,7 +79,7 @@ struct PendingWrites {
         }
         out.rows(
             "INSERT INTO rotations (\(RotationSQL.columns)) VALUES",
-            rotations.keys.sorted(by: Self.byKey).map { rotations[$0]! }, columns: RotationSQL.names.count,
+            rotations.keys.sorted().map { rotations[$0]! }, columns: RotationSQL.names.count,
             RotationSQL.onConflictUpdate
         ) { row, r in
             row.text(r.device)
@@ -88,7 +102,7 @@ struct PendingWrites {
         }
         out.rows(
             "INSERT INTO campaign_members (campaign, device, wave, state, settled, reason, updated_at) VALUES",
-            members.keys.sorted(by: Self.byMember).map { members[$0]! }, columns: 7,
+            members.keys.sorted().map { members[$0]! }, columns: 7,
             """
             ON CONFLICT (campaign, device) DO UPDATE SET wave = excluded.wave, state = excluded.state,
                 settled = excluded.settled, reason = excluded.reason, updated_at = excluded.updated_at
@@ -104,11 +118,11 @@ struct PendingWrites {
         }
         out.rows(
             "INSERT INTO expiry (device, target, not_after) VALUES",
-            expiry.keys.sorted(by: Self.byKey).map { ($0, expiry[$0]!) }, columns: 3,
+            expiry.keys.sorted().map { ($0, expiry[$0]!) }, columns: 3,
             "ON CONFLICT (device, target) DO UPDATE SET not_after = excluded.not_after"
         ) { row, e in
-            row.text(e.0.device)
-            row.text(e.0.target)
+            row.text(e.0.device.id)
+            row.text(e.0.target.id)
             row.bigint(e.1)
         }
         out.rows(
@@ -150,12 +164,6 @@ struct PendingWrites {
 
     /// PostgreSQL's `COLLATE "C"` order: the UTF-8 bytes.
     static func byteOrder(_ a: String, _ b: String) -> Bool { a.utf8.lexicographicallyPrecedes(b.utf8) }
-    static func byKey(_ a: RotationKey, _ b: RotationKey) -> Bool {
-        a.device != b.device ? byteOrder(a.device, b.device) : byteOrder(a.target, b.target)
-    }
-    static func byMember(_ a: MemberKey, _ b: MemberKey) -> Bool {
-        a.campaign != b.campaign ? byteOrder(a.campaign, b.campaign) : byteOrder(a.device, b.device)
-    }
 }
 
 /// Builds multi-row INSERTs with typed placeholders, several to a statement as data-modifying CTEs, each

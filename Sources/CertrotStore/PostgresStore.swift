@@ -25,8 +25,23 @@ public final class PostgresStore: RotationStore {
     /// Connects to `url` (`postgres://user[:password]@host[:port]/database[?sslmode=disable|require]`) and
     /// migrates the database to the current schema (under an advisory lock, so replicas starting together apply
     /// each migration once).
-    public init(url: String, logger: Logger = Logger(label: "certrot.store.postgres")) throws {
-        let configuration = try Self.configuration(fromURL: url)
+    ///
+    /// `sessionTimeout`: seconds after which the server ends this store's session when it sits idle inside a
+    /// transaction, and the leadership's session when it sits idle (PostgreSQL 14 or newer) — a replica's
+    /// `deadAfter`: a replica paused longer (SIGSTOP, a VM migration, a stalled disk) then holds no device lock and
+    /// no leadership, and another replica takes over; when it resumes, its fenced transactions fail (``fence()``).
+    /// `applicationName`: the sessions' `application_name`.
+    public init(
+        url: String, logger: Logger = Logger(label: "certrot.store.postgres"), sessionTimeout: Int64? = nil,
+        applicationName: String = "certrot"
+    ) throws {
+        var configuration = try Self.configuration(fromURL: url)
+        // What pg_stat_activity shows for this process's sessions (a replica's name, in a cluster).
+        configuration.options.additionalStartupParameters.append(("application_name", applicationName))
+        if let sessionTimeout {
+            configuration.options.additionalStartupParameters.append(
+                ("idle_in_transaction_session_timeout", "\(sessionTimeout * 1000)"))
+        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         self.group = group
         let statistics = PostgresStatistics()
@@ -36,9 +51,17 @@ public final class PostgresStore: RotationStore {
             statistics: statistics)
         writer = Slot(endpoint)
         reader = Slot(endpoint)
-        leadership = Leadership(endpoint)
+        var leading = endpoint
+        if let sessionTimeout {
+            leading.configuration.options.additionalStartupParameters += [
+                ("idle_session_timeout", "\(sessionTimeout * 1000)"),
+                // Taking the leadership waits for the old leader's fenced transactions; not for ever.
+                ("lock_timeout", "1000"),
+            ]
+        }
+        leadership = Leadership(leading)
         do {
-            try writer.transaction(readOnly: false) { tx in try Self.migrate(tx) }
+            try writer.transaction(readOnly: false, epoch: nil) { tx in try Self.migrate(tx) }
         } catch {
             writer.close()
             reader.close()
@@ -99,16 +122,37 @@ public final class PostgresStore: RotationStore {
     }
 
     public func write<T>(_ body: (any StoreTransaction) throws -> T) throws -> T {
-        try writer.transaction(readOnly: false, body)
+        do {
+            return try writer.transaction(readOnly: false, epoch: leadership.epoch, body)
+        } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.fencedState {
+            leadership.lost()
+            throw LeadershipLost(error.serverInfo?[.message] ?? "another replica took the leadership")
+        }
     }
 
     public func read<T>(_ body: (any StoreTransaction) throws -> T) throws -> T {
-        try reader.transaction(readOnly: true, body)
+        try reader.transaction(readOnly: true, epoch: nil, body)
     }
+
+    /// The SQLSTATE `certrot_fence` raises.
+    static let fencedState = "CR001"
+
+    public var traffic: [String: Int] {
+        [
+            "statements": statistics.statements.load(ordering: .relaxed),
+            "round_trips": statistics.waits.load(ordering: .relaxed),
+            "rows_written": statistics.rows.load(ordering: .relaxed),
+            "transactions": statistics.transactions.load(ordering: .relaxed),
+            "devices_prefetched": statistics.prefetched.load(ordering: .relaxed),
+        ]
+    }
+
+    /// The leadership epoch this process took, while it holds the leadership.
+    public var leadershipEpoch: Int64? { leadership.epoch }
 
     /// Where the store's connections go; they all run on the store's own event loop.
     struct Endpoint: Sendable {
-        let configuration: PostgresConnection.Configuration
+        var configuration: PostgresConnection.Configuration
         let eventLoop: any EventLoop
         let logger: Logger
         let inventories: StoredInventories
@@ -129,13 +173,18 @@ public final class PostgresStore: RotationStore {
 
         init(_ endpoint: Endpoint) { self.endpoint = endpoint }
 
-        func transaction<T>(readOnly: Bool, _ body: (PostgresTransaction) throws -> T) throws -> T {
+        func transaction<T>(readOnly: Bool, epoch: Int64?, _ body: (PostgresTransaction) throws -> T) throws -> T {
             try connection.withLock { held in
-                let open = try endpoint.open(held, id: 1)
+                let open: PostgresConnection
+                do {
+                    open = try endpoint.open(held, id: 1)
+                } catch {
+                    throw StoreUnavailable("cannot connect to PostgreSQL: \(String(reflecting: error))")
+                }
                 held = open
                 let tx = PostgresTransaction(
                     connection: open, logger: endpoint.logger, inventories: endpoint.inventories,
-                    statistics: endpoint.statistics)
+                    statistics: endpoint.statistics, epoch: epoch)
                 do {
                     tx.begin(readOnly: readOnly)
                     let result = try body(tx)
@@ -143,9 +192,13 @@ public final class PostgresStore: RotationStore {
                     return result
                 } catch {
                     if !tx.rollback() {
-                        // The connection is unusable: open a new one next time.
+                        // The connection is unusable: open a new one next time. What failed was the connection,
+                        // not the transaction's work.
                         try? open.close().wait()
                         held = nil
+                        if !(error is LeadershipLost) {
+                            throw StoreUnavailable("the PostgreSQL connection failed: \(String(reflecting: error))")
+                        }
                     }
                     throw error
                 }
@@ -161,39 +214,68 @@ public final class PostgresStore: RotationStore {
     }
 
     /// The cluster's leadership: a session-level advisory lock held on a connection of its own. It is the leader's
-    /// while that session lives; when the process dies, PostgreSQL ends the session and the lock is free for
-    /// another replica. Checked (and taken when free) on every call.
+    /// while that session lives; when the process dies, or pauses for longer than the session timeout, PostgreSQL
+    /// ends the session and the lock is free for another replica. Checked (and taken when free) on every call.
+    ///
+    /// Taking it bumps the epoch in the `leadership` row; the leader's write transactions are fenced with the
+    /// epoch it took (``PostgresTransaction/fence()``), so that once another replica has taken over, a former
+    /// leader that has not noticed yet cannot commit a leader's decision.
     final class Leadership: Sendable {
         static let key: Int64 = 0x6365_7274_726F_7402
         let endpoint: Endpoint
-        /// The connection, and whether its session holds the lock.
-        private let state = Mutex<(connection: PostgresConnection?, held: Bool)>((nil, false))
+        /// The connection, whether its session holds the lock, and the epoch taken with it.
+        private let state = Mutex<(connection: PostgresConnection?, held: Bool, epoch: Int64?)>((nil, false, nil))
 
         init(_ endpoint: Endpoint) { self.endpoint = endpoint }
+
+        var epoch: Int64? { state.withLock { $0.held ? $0.epoch : nil } }
 
         func hold() -> Bool {
             state.withLock { state in
                 do {
                     let connection = try endpoint.open(state.connection, id: 2)
-                    if connection !== state.connection { state.held = false }  // a new session holds nothing
+                    // A new session holds nothing.
+                    if connection !== state.connection { (state.held, state.epoch) = (false, nil) }
                     state.connection = connection
                     if state.held {
                         // Still ours while the session answers.
-                        _ = try connection.query("SELECT 1", logger: endpoint.logger).wait()
+                        _ = try connection.query("SELECT 1", logger: endpoint.logger).answer(on: connection)
                         return true
                     }
                     let rows = try connection.query(
                         "SELECT pg_try_advisory_lock(\(Self.key)) AS held", logger: endpoint.logger
-                    ).wait().rows
-                    state.held = try rows.first?.makeRandomAccess()["held"].decode(Bool.self) ?? false
-                    return state.held
+                    ).answer(on: connection).rows
+                    guard try rows.first?.makeRandomAccess()["held"].decode(Bool.self) == true else { return false }
+                    do {
+                        // Waits for the former leader's fenced transactions to end (lock_timeout bounds the wait).
+                        let epoch = try connection.query(
+                            "UPDATE leadership SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch",
+                            logger: endpoint.logger
+                        ).answer(on: connection).rows.first?.makeRandomAccess()["epoch"].decode(Int64.self)
+                        guard let epoch else { throw StoreError("the leadership row is missing") }
+                        (state.held, state.epoch) = (true, epoch)
+                        return true
+                    } catch {
+                        _ = try? connection.query("SELECT pg_advisory_unlock(\(Self.key))", logger: endpoint.logger)
+                            .answer(on: connection)
+                        throw error
+                    }
                 } catch {
                     endpoint.logger.warning(
                         "leadership check failed; not leading", metadata: ["error": "\(String(reflecting: error))"])
                     try? state.connection?.close().wait()
-                    state = (nil, false)
+                    state = (nil, false, nil)
                     return false
                 }
+            }
+        }
+
+        /// A fenced transaction failed: the epoch moved, so another replica leads. The session (if it still lives)
+        /// gives the lock up; the next check starts afresh.
+        func lost() {
+            state.withLock { state in
+                try? state.connection?.close().wait()
+                state = (nil, false, nil)
             }
         }
 
@@ -203,10 +285,11 @@ public final class PostgresStore: RotationStore {
         func close() {
             state.withLock { state in
                 if state.held, let connection = state.connection {
-                    _ = try? connection.query("SELECT pg_advisory_unlock(\(Self.key))", logger: endpoint.logger).wait()
+                    _ = try? connection.query("SELECT pg_advisory_unlock(\(Self.key))", logger: endpoint.logger)
+                        .answer(on: connection)
                 }
                 try? state.connection?.close().wait()
-                state = (nil, false)
+                state = (nil, false, nil)
             }
         }
     }
@@ -386,6 +469,25 @@ public final class PostgresStore: RotationStore {
                 "CREATE INDEX audit_device ON audit(device, seq) WHERE device IS NOT NULL",
             ]
         ),
+        // PostgreSQL's alone: one process owns a SQLite store, so it needs no fencing.
+        (
+            "v8-fencing",
+            [
+                "CREATE TABLE leadership (id INT PRIMARY KEY CHECK (id = 1), epoch BIGINT NOT NULL)",
+                "INSERT INTO leadership (id, epoch) VALUES (1, 0)",
+                """
+                CREATE FUNCTION certrot_fence(expected BIGINT) RETURNS VOID LANGUAGE plpgsql AS $$
+                BEGIN
+                    PERFORM 1 FROM leadership WHERE id = 1 AND epoch = expected FOR SHARE;
+                    IF NOT FOUND THEN
+                        RAISE EXCEPTION 'leadership epoch % is no longer current: another replica took the leadership',
+                            expected USING ERRCODE = 'CR001';
+                    END IF;
+                END
+                $$
+                """,
+            ]
+        ),
     ]
 
     /// An arbitrary constant naming certrot's migration lock among the database's advisory locks.
@@ -409,19 +511,21 @@ public final class PostgresStore: RotationStore {
     }
 }
 
-/// What a ``PostgresStore`` sent: statements (each a round trip to the server), how often a caller waited for
-/// answers, rows written through ``PendingWrites``, and transactions committed.
+/// What a ``PostgresStore`` sent: statements, how often a caller waited for answers (a round trip, however many
+/// statements it covered), rows written through ``PendingWrites``, transactions committed, and devices read ahead.
 public final class PostgresStatistics: Sendable {
     public let statements = Atomic<Int>(0)
     public let waits = Atomic<Int>(0)
     public let rows = Atomic<Int>(0)
     public let transactions = Atomic<Int>(0)
+    public let prefetched = Atomic<Int>(0)
 
     public init() {}
 
     public var summary: String {
         "statements=\(statements.load(ordering: .relaxed)) waits=\(waits.load(ordering: .relaxed)) "
-            + "rows=\(rows.load(ordering: .relaxed)) transactions=\(transactions.load(ordering: .relaxed))"
+            + "rows=\(rows.load(ordering: .relaxed)) transactions=\(transactions.load(ordering: .relaxed)) "
+            + "prefetched=\(prefetched.load(ordering: .relaxed))"
     }
 }
 

@@ -20,15 +20,28 @@ final class PostgresTransaction: StoreTransaction {
     let logger: Logger
     let inventories: StoredInventories
     let statistics: PostgresStatistics?
+    /// The leadership epoch this process took, if it holds the leadership (``fence()``).
+    let epoch: Int64?
     private var inFlight: [EventLoopFuture<PostgresQueryResult>] = []
     var pending = PendingWrites()
     /// The audit log's head once this transaction holds the log's lock (it is held until the transaction ends).
     var auditHead: AuditRecord??
+    /// The rows of the devices this transaction holds locked (``prefetch(devices:)``), as it sees them: read once,
+    /// then kept up to date with what it writes. No other transaction writes a locked device's rows.
+    private var held: [DeviceKey: Held] = [:]
+
+    struct Held {
+        var record: DeviceRecord?
+        /// In target order.
+        var rotations: [Rotation] = []
+        var memberships: [CampaignMember] = []
+    }
 
     init(
         connection: PostgresConnection, logger: Logger, inventories: StoredInventories,
-        statistics: PostgresStatistics? = nil
+        statistics: PostgresStatistics? = nil, epoch: Int64? = nil
     ) {
+        self.epoch = epoch
         self.connection = connection
         self.logger = logger
         self.inventories = inventories
@@ -41,10 +54,21 @@ final class PostgresTransaction: StoreTransaction {
         inFlight.append(connection.query(query, logger: logger))
     }
 
-    /// Sends what ``PendingWrites`` holds.
+    /// Sends what ``PendingWrites`` holds (and keeps the held devices' rows up to date with it).
     private func flush() {
         guard !pending.isEmpty else { return }
         statistics?.rows.add(pending.rows, ordering: .relaxed)
+        for (key, device) in pending.devices where held[key] != nil { held[key]?.record = device }
+        for rotation in pending.rotations.values {
+            let key = DeviceKey(rotation.device)
+            guard let rotations = held[key]?.rotations else { continue }
+            held[key]?.rotations = Self.laid([rotation], over: rotations)
+        }
+        for member in pending.members.values {
+            let key = DeviceKey(member.device)
+            guard let memberships = held[key]?.memberships else { continue }
+            held[key]?.memberships = Self.laid(member, over: memberships)
+        }
         for statement in pending.statements(inventories: inventories) { send(statement) }
         pending = PendingWrites()
     }
@@ -60,13 +84,17 @@ final class PostgresTransaction: StoreTransaction {
         var last: PostgresQueryResult?
         for future in futures {
             do {
-                last = try future.wait()
+                last = try wait(for: future)
             } catch {
                 if failure == nil { failure = error }
             }
         }
         if let failure { throw failure }
         return last
+    }
+
+    private func wait(for future: EventLoopFuture<PostgresQueryResult>) throws -> PostgresQueryResult {
+        try future.answer(on: connection)
     }
 
     /// Runs `query` after every write kept, and waits for it.
@@ -110,30 +138,94 @@ final class PostgresTransaction: StoreTransaction {
     }
 
     func device(_ id: String) throws -> DeviceRecord? {
-        if let kept = pending.devices[id] { return kept }
+        if let kept = pending.devices[DeviceKey(id)] { return kept }
+        if let held = held[DeviceKey(id)] { return held.record }
         return try rows("SELECT * FROM devices WHERE id = \(id)").first.map(device(from:))
     }
 
+    /// One statement locks them all, in the database's order of their IDs (the same in every replica), and three
+    /// more read their rows; one wait for the four.
+    func prefetch(devices ids: [String]) throws {
+        let wanted = Set(ids.map(DeviceKey.init)).filter { held[$0] == nil }.map(\.id)
+        guard !wanted.isEmpty else { return }
+        send(
+            """
+            SELECT COUNT(pg_advisory_xact_lock(hashtextextended('device:' || d, 0))) AS n
+            FROM (SELECT d FROM unnest(\(wanted)::text[]) AS u(d) ORDER BY d) AS ordered
+            """)
+        let devices = sendForRows("SELECT * FROM devices WHERE id = ANY(\(wanted))")
+        let rotations = sendForRows("SELECT * FROM rotations WHERE device = ANY(\(wanted)) ORDER BY device, target")
+        let memberships = sendForRows("SELECT * FROM campaign_members WHERE device = ANY(\(wanted))")
+        try settle()
+        var fresh = Dictionary(uniqueKeysWithValues: wanted.map { (DeviceKey($0), Held()) })
+        for row in try devices.wait().rows {
+            let device = try device(from: row.makeRandomAccess())
+            fresh[DeviceKey(device.id)]?.record = device
+        }
+        for row in try rotations.wait().rows {
+            let rotation = try Self.rotation(from: row.makeRandomAccess())
+            fresh[DeviceKey(rotation.device)]?.rotations.append(rotation)
+        }
+        for row in try memberships.wait().rows {
+            let member = try Self.member(from: row.makeRandomAccess())
+            fresh[DeviceKey(member.device)]?.memberships.append(member)
+        }
+        held.merge(fresh) { old, _ in old }
+        statistics?.prefetched.add(wanted.count, ordering: .relaxed)
+    }
+
+    /// Sends `query` without waiting; its answer is the returned future's, once a wait has passed it.
+    private func sendForRows(_ query: PostgresQuery) -> EventLoopFuture<PostgresQueryResult> {
+        send(query)
+        return inFlight[inFlight.count - 1]
+    }
+
+    /// `kept` replacing the rotations of the same target in `rotations`, the rest added, in target order.
+    static func laid(_ kept: [Rotation], over rotations: [Rotation]) -> [Rotation] {
+        var result = rotations
+        for rotation in kept {
+            if let index = result.firstIndex(where: {
+                DeviceID.same($0.target.description, rotation.target.description)
+            }) {
+                result[index] = rotation
+            } else {
+                result.append(rotation)
+            }
+        }
+        return result.sorted { PendingWrites.byteOrder($0.target.description, $1.target.description) }
+    }
+
+    /// `member` replacing the membership of the same campaign in `memberships`, or added.
+    static func laid(_ member: CampaignMember, over memberships: [CampaignMember]) -> [CampaignMember] {
+        var result = memberships
+        if let index = result.firstIndex(where: { DeviceID.same($0.campaign, member.campaign) }) {
+            result[index] = member
+        } else {
+            result.append(member)
+        }
+        return result
+    }
+
     func saveDevice(_ device: DeviceRecord) throws {
-        pending.devices[device.id] = device
+        pending.devices[DeviceKey(device.id)] = device
     }
 
     func rotations(device: String) throws -> [Rotation] {
-        var found = try rows("SELECT * FROM rotations WHERE device = \(device) ORDER BY target").map(
-            Self.rotation(from:))
-        let kept = pending.rotations.values.filter { $0.device == device }
-        guard !kept.isEmpty else { return found }
-        for rotation in kept {
-            if let index = found.firstIndex(where: { $0.target == rotation.target }) {
-                found[index] = rotation
-            } else {
-                found.append(rotation)
-            }
-        }
-        return found.sorted { PendingWrites.byteOrder($0.target.description, $1.target.description) }
+        let found =
+            try held[DeviceKey(device)]?.rotations
+            ?? rows("SELECT * FROM rotations WHERE device = \(device) ORDER BY target").map(Self.rotation(from:))
+        let kept = pending.rotations.values.filter { DeviceID.same($0.device, device) }
+        return kept.isEmpty ? found : Self.laid(kept, over: found)
     }
 
     func rotations(jti: String) throws -> [Rotation] {
+        // A bundle is one device's: when a held device has a rotation with this jti, all of them are there.
+        if let device = held.first(where: { entry in
+            entry.value.rotations.contains { $0.jti == jti }
+                || pending.rotations.values.contains { DeviceKey($0.device) == entry.key && $0.jti == jti }
+        })?.key {
+            return try rotations(device: device.id).filter { $0.jti == jti }
+        }
         var found = try rows("SELECT * FROM rotations WHERE jti = \(jti)").map(Self.rotation(from:)).compactMap {
             stored -> Rotation? in
             guard let kept = pending.rotations[.init(device: stored.device, target: stored.target.description)] else {
@@ -142,7 +234,10 @@ final class PostgresTransaction: StoreTransaction {
             return kept.jti == jti ? kept : nil
         }
         for kept in pending.rotations.values where kept.jti == jti {
-            if !found.contains(where: { $0.device == kept.device && $0.target == kept.target }) { found.append(kept) }
+            let key = PendingWrites.RotationKey(device: kept.device, target: kept.target.description)
+            if !found.contains(where: { .init(device: $0.device, target: $0.target.description) == key }) {
+                found.append(kept)
+            }
         }
         return found
     }
@@ -310,18 +405,17 @@ final class PostgresTransaction: StoreTransaction {
 
     func member(campaign: String, device: String) throws -> CampaignMember? {
         if let kept = pending.members[.init(campaign: campaign, device: device)] { return kept }
+        if let held = held[DeviceKey(device)] { return held.memberships.first { DeviceID.same($0.campaign, campaign) } }
         return try rows("SELECT * FROM campaign_members WHERE campaign = \(campaign) AND device = \(device)").first
             .map(Self.member(from:))
     }
 
     func memberships(device: String) throws -> [CampaignMember] {
-        var found = try rows("SELECT * FROM campaign_members WHERE device = \(device)").map(Self.member(from:))
-        for kept in pending.members.values where kept.device == device {
-            if let index = found.firstIndex(where: { $0.campaign == kept.campaign }) {
-                found[index] = kept
-            } else {
-                found.append(kept)
-            }
+        var found =
+            try held[DeviceKey(device)]?.memberships
+            ?? rows("SELECT * FROM campaign_members WHERE device = \(device)").map(Self.member(from:))
+        for kept in pending.members.values where DeviceID.same(kept.device, device) {
+            found = Self.laid(kept, over: found)
         }
         return found
     }
@@ -365,6 +459,7 @@ final class PostgresTransaction: StoreTransaction {
     func lockDevice(_ device: String) throws {
         // A transaction-scoped advisory lock: released at COMMIT or ROLLBACK, also for a device with no row yet.
         // Not waited for: the reads that follow run after it, so they see the device only once it is held.
+        guard held[DeviceKey(device)] == nil else { return }  // held already
         send("SELECT pg_advisory_xact_lock(hashtextextended(\("device:" + device), 0))")
     }
 
@@ -386,6 +481,14 @@ final class PostgresTransaction: StoreTransaction {
             ORDER BY device
             """
         ).map { try $0["device"].decode(String.self) }
+    }
+
+    /// `certrot_fence` takes the leadership row FOR SHARE, so a replica taking the leadership (which bumps the
+    /// epoch) waits until this transaction ends, and fails the transaction (SQLSTATE CR001) when the epoch has
+    /// moved. Sent without waiting: its failure surfaces at the next wait, at the latest at COMMIT.
+    func fence() throws {
+        guard let epoch else { throw LeadershipLost("this replica does not hold the leadership") }
+        send("SELECT certrot_fence(\(epoch))")
     }
 
     func heartbeat(replica: String, at: Int64) throws {
@@ -449,11 +552,37 @@ final class PostgresTransaction: StoreTransaction {
     }
 }
 
+extension EventLoopFuture where Value == PostgresQueryResult {
+    /// `wait()`, but a statement sent on a connection that has closed meanwhile fails within a second: postgres-nio
+    /// writes a statement to its channel without a promise, so one written after the server ended the session (an
+    /// idle-in-transaction timeout, `pg_terminate_backend`, a restart) is never answered.
+    func answer(on connection: PostgresConnection) throws -> PostgresQueryResult {
+        let answered = DispatchSemaphore(value: 0)
+        let result = Mutex<Result<PostgresQueryResult, any Error>?>(nil)
+        whenComplete { outcome in
+            result.withLock { $0 = outcome }
+            answered.signal()
+        }
+        while answered.wait(timeout: .now() + 1) == .timedOut {
+            if connection.isClosed, result.withLock({ $0 == nil }) {
+                throw StoreUnavailable("the PostgreSQL connection closed before the statement was answered")
+            }
+        }
+        return try result.withLock { $0! }.get()
+    }
+}
+
 /// Opens the store a config's `store:` URL names: `sqlite:PATH` or `postgres://…`.
-public func openStore(url: String) throws -> any RotationStore {
+/// `sessionTimeout` (PostgreSQL): seconds after which the server ends a session of this process that sits idle
+/// inside a transaction, or the leadership's idle session — a replica's `deadAfter`, so that a paused replica
+/// holds no lock, and no leadership, longer than that.
+/// `applicationName`: the PostgreSQL sessions' `application_name` (`certrot-<replica>` in a cluster).
+public func openStore(
+    url: String, sessionTimeout: Int64? = nil, applicationName: String = "certrot"
+) throws -> any RotationStore {
     if let path = SQLiteStore.path(fromURL: url) { return try SQLiteStore(path: path) }
     try validateStoreURL(url)
-    return try PostgresStore(url: url)
+    return try PostgresStore(url: url, sessionTimeout: sessionTimeout, applicationName: applicationName)
 }
 
 /// Checks a `store:` URL's form without opening it (`certrot config check`).

@@ -295,6 +295,12 @@ struct SQLiteTransaction: StoreTransaction {
         return devices
     }
 
+    /// One process owns a SQLite store: it is always the leader.
+    func fence() throws {}
+
+    /// Reads cost no round trip here.
+    func prefetch(devices: [String]) throws {}
+
     func heartbeat(replica: String, at: Int64) throws {
         try run("INSERT OR REPLACE INTO replicas (id, seen_at) VALUES (?, ?)", [replica, at])
     }

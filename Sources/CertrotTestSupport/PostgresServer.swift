@@ -5,12 +5,16 @@ import Foundation
 /// creates its own database (``createDatabase()``). Run as root (as CI does), the server runs as the `postgres`
 /// user that Debian's package creates: PostgreSQL refuses to run as root.
 public final class PostgresServer: @unchecked Sendable {
-    // All stored properties are immutable after init.
+    // Stored properties are immutable after init, but for `process` (under `processLock`).
     public let port: Int32
     public let directory: URL
     public let user = "certrot"
-    private let process: ChildProcess
+    /// The server process; replaced by ``restart(downFor:)``, under `processLock`.
+    private var process: ChildProcess
+    private let processLock = NSLock()
     private let bin: String
+    private let wrapper: [String]
+    private let data: String
     /// Whether the server loaded pg_stat_statements (the benchmark counts statements with it): when the module
     /// is installed beside the server, as Debian's package has it.
     public let hasStatementStatistics: Bool
@@ -55,6 +59,7 @@ public final class PostgresServer: @unchecked Sendable {
         self.directory = directory
         let data = directory.appendingPathComponent("data").path
         let log = directory.appendingPathComponent("postgres.log").path
+        self.data = data
         var wrapper: [String] = []
         if getuid() == 0 {
             guard let account = getpwnam("postgres") else {
@@ -64,9 +69,9 @@ public final class PostgresServer: @unchecked Sendable {
             chown(directory.path, account.pointee.pw_uid, account.pointee.pw_gid)
             wrapper = ["/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
         }
-        func spawn(_ program: String, _ arguments: [String]) throws -> ChildProcess {
-            let argv = wrapper + ["\(bin)/\(program)"] + arguments
-            return try ChildProcess(executable: argv[0], arguments: Array(argv.dropFirst()), outputPath: log)
+        self.wrapper = wrapper
+        let spawn = { (program: String, arguments: [String]) throws -> ChildProcess in
+            try Self.spawn(wrapper: wrapper, bin: bin, program, arguments, log: log)
         }
         let initdb = try spawn(
             "initdb", ["-D", data, "-U", user, "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"])
@@ -79,11 +84,8 @@ public final class PostgresServer: @unchecked Sendable {
             let port = try Broker.freePort()
             let process = try spawn(
                 "postgres",
-                [
-                    "-D", data, "-p", "\(port)", "-k", directory.path, "-c", "listen_addresses=127.0.0.1",
-                    "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                    "-c", "max_connections=200",
-                ] + (hasStatementStatistics ? ["-c", "shared_preload_libraries=pg_stat_statements"] : []))
+                Self.serverArguments(
+                    data: data, port: port, socketDirectory: directory.path, statements: hasStatementStatistics))
             if Broker.waitForPort(port, process: process, timeout: 30) {
                 self.port = port
                 self.process = process
@@ -95,11 +97,47 @@ public final class PostgresServer: @unchecked Sendable {
         throw BrokerError(message: "postgres did not start: \(lastError)")
     }
 
+    static func spawn(
+        wrapper: [String], bin: String, _ program: String, _ arguments: [String], log: String
+    ) throws -> ChildProcess {
+        let argv = wrapper + ["\(bin)/\(program)"] + arguments
+        return try ChildProcess(executable: argv[0], arguments: Array(argv.dropFirst()), outputPath: log)
+    }
+
+    static func serverArguments(data: String, port: Int32, socketDirectory: String, statements: Bool) -> [String] {
+        [
+            "-D", data, "-p", "\(port)", "-k", socketDirectory, "-c", "listen_addresses=127.0.0.1",
+            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+            "-c", "max_connections=200",
+        ] + (statements ? ["-c", "shared_preload_libraries=pg_stat_statements"] : [])
+    }
+
     deinit { stop() }
 
     public func stop() {
-        process.terminate(grace: 10)
+        processLock.withLock { process.terminate(grace: 10) }
         try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// Stops the server as `pg_ctl restart -m fast` does (SIGINT: every session is ended, then a clean
+    /// shutdown), waits `seconds`, and starts it again on the same port and data: the clients see their
+    /// connections drop and connecting refused meanwhile.
+    public func restart(downFor seconds: Double = 0) throws {
+        try processLock.withLock {
+            process.signal(SIGINT)
+            guard process.waitForExit(timeout: 60) != nil else {
+                throw BrokerError(message: "postgres did not shut down within 60 s")
+            }
+            if seconds > 0 { usleep(UInt32(seconds * 1_000_000)) }
+            process = try Self.spawn(
+                wrapper: wrapper, bin: bin, "postgres",
+                Self.serverArguments(
+                    data: data, port: port, socketDirectory: directory.path, statements: hasStatementStatistics),
+                log: logPath)
+            guard Broker.waitForPort(port, process: process, timeout: 30) else {
+                throw BrokerError(message: "postgres did not come back on port \(port)")
+            }
+        }
     }
 
     /// `postgres://certrot@127.0.0.1:PORT/DATABASE`.

@@ -173,8 +173,9 @@ struct Bench: AsyncParsableCommand {
                 say(
                     String(
                         format:
-                            "            per rotation: %.1f statements, %.1f transactions, %.1f rows written, %.0f bytes of WAL; status p99: device %.1f ms, fleet %.1f ms",
-                        pg.perRotation("calls"), pg.perRotation("commits"), pg.perRotation("rows"),
+                            "            per rotation: %.1f statements, %.1f round trips, %.2f transactions, %.1f rows written, %.0f bytes of WAL; status p99: device %.1f ms, fleet %.1f ms",
+                        pg.perRotation("calls"), pg.perRotation("round_trips"), pg.perRotation("commits"),
+                        pg.perRotation("rows"),
                         pg.perRotation("walBytes"), pg.latency["device.status"]?.p99 ?? 0,
                         pg.latency["fleet.status"]?.p99 ?? 0))
             }

@@ -9,6 +9,10 @@ import Foundation
 import Logging
 import Synchronization
 
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
 /// The benchmark's memory and PostgreSQL phases, and what the phases share.
 extension Bench {
     // MARK: 4. Memory with many devices known
@@ -158,6 +162,7 @@ extension Bench {
         var daemons: [ChildProcess] = []
         defer { for daemon in daemons { daemon.terminate(grace: 5) } }
         let prefix = "pg\(replicas)-"
+        var metricsPorts: [Int32] = []
         for index in 1...replicas {
             var config = """
                 broker: {url: \(broker.url), clientId: certrot-bench-pg}
@@ -168,6 +173,9 @@ extension Bench {
                 catalogue: [{name: old, chain: \(path("old.pem"))}]
                 """
             if replicas > 1 { config += "\ncluster: {replica: r\(index)}\n" }
+            let port = try Broker.freePort()
+            metricsPorts.append(port)
+            config += "\nhttp: {host: 127.0.0.1, port: \(port)}\n"
             try config.write(toFile: path("pg\(replicas)-\(index).yaml"), atomically: true, encoding: .utf8)
             daemons.append(
                 try serve(config: path("pg\(replicas)-\(index).yaml"), log: path("pg\(replicas)-\(index).log")))
@@ -201,14 +209,33 @@ extension Bench {
         // The server's statistics arrive a moment late (pg_stat_database is flushed about once a second).
         try await Task.sleep(for: .seconds(2))
         let before = try counters()
+        let daemonsBefore = await daemonTraffic(metricsPorts)
         let (seconds, latency) = try await campaignWithLatency(
             rpc, name: "bench-pg\(replicas)", chain: try String(contentsOfFile: path("new.pem"), encoding: .utf8),
             prefix: prefix)
         try await Task.sleep(for: .seconds(2))
         let after = try counters()
+        let traffic = await daemonTraffic(metricsPorts).merging(daemonsBefore) { $0 - $1 }
         return PostgresRun(
             replicas: replicas, rate: Double(devices) / seconds, seconds: seconds, latency: latency,
-            server: after.merging(before) { $0 - $1 }, devices: devices)
+            server: after.merging(before) { $0 - $1 }.merging(traffic) { $1 }, devices: devices)
+    }
+
+    /// What the daemons counted of their own store traffic (`certrot_store_statements`, `…_round_trips`), summed
+    /// over the replicas.
+    func daemonTraffic(_ ports: [Int32]) async -> [String: Double] {
+        var sums: [String: Double] = [:]
+        for port in ports {
+            guard let url = URL(string: "http://127.0.0.1:\(port)/metrics"),
+                let (data, _) = try? await URLSession.shared.data(from: url)
+            else { continue }
+            for line in String(decoding: data, as: UTF8.self).split(separator: "\n")
+            where line.hasPrefix("certrot_store_round_trips ") || line.hasPrefix("certrot_store_statements ") {
+                let parts = line.split(separator: " ")
+                sums[String(parts[0].dropFirst("certrot_store_".count)), default: 0] += Double(parts[1]) ?? 0
+            }
+        }
+        return sums
     }
 
     /// VmRSS and VmHWM of a process, in bytes.

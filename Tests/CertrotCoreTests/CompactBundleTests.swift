@@ -37,6 +37,11 @@ import Testing
         // The payload's encoding is deterministic: the same claims, the same bytes.
         #expect(try CompactBundle.payload(claims).encoded == CompactBundle.payload(claims).encoded)
         #expect(try CBOR.decodeDeterministic(decoded.message.payload).encoded == decoded.message.payload)
+        // The bytes written around the payload are exactly the COSE_Sign1 encoder's, and so is what was signed.
+        #expect(decoded.message.encoded == cose)
+        #expect(try CBOR.decodeDeterministic(cose).encoded == cose)
+        let signature = try P256.Signing.ECDSASignature(rawRepresentation: decoded.message.signature)
+        #expect(Self.key.publicKey.publicKey.isValidSignature(signature, for: decoded.message.toBeSigned()))
     }
 
     @Test func aTamperedByte_atEveryPosition_isRefused() throws {

@@ -4,18 +4,73 @@ import CertrotTestSupport
 import Foundation
 import Testing
 
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
 /// Several `certrot serve` replicas on one PostgreSQL and one mosquitto (docs/scaling.md).
 @Suite(.serialized) struct ClusterTests {
+    /// What befalls the cluster once a third of the fleet is verified (docs/scaling.md, "Faults").
+    enum Fault: String, CustomStringConvertible {
+        /// SIGKILL the leader.
+        case killLeader
+        /// SIGSTOP the leader for longer than `deadAfter`, until another replica leads; then SIGCONT.
+        case pauseLeader
+        /// `pg_ctl restart -m fast`, down for two seconds.
+        case restartDatabase
+        /// End a follower's database sessions (`pg_terminate_backend`), again and again for five seconds, while
+        /// its broker connection stays up.
+        case cutReplicaFromDatabase
+        /// Restart mosquitto (its sessions and retained messages are saved), down for a second.
+        case restartBroker
+
+        var description: String { rawValue }
+    }
+
     /// Devices from CERTROT_CLUSTER_DEVICES (default 5,000).
     @Test func threeReplicas_oneKilledMidCampaign_theCampaignCompletes_noSeqReused_oneBundlePerDevice() async throws {
         let devices = ProcessInfo.processInfo.environment["CERTROT_CLUSTER_DEVICES"].flatMap(Int.init) ?? 5000
+        try await campaign(devices: devices, fault: .killLeader)
+    }
+
+    /// The faults of issue #16 over a 2,000-device campaign (CERTROT_CLUSTER_FAULT_DEVICES): each time the campaign
+    /// completes, every device applied one bundle, and no seq was used twice.
+    // Not yet among them: a broker restart under the cluster (docs/scaling.md, "Faults": bundles and acks of the
+    // outage are lost with the replicas' clean sessions, the rotations time out and are sent a second bundle).
+    @Test(arguments: [Fault.pauseLeader, .restartDatabase, .cutReplicaFromDatabase])
+    func threeReplicas_aFaultMidCampaign_theCampaignCompletes(fault: Fault) async throws {
+        let devices = ProcessInfo.processInfo.environment["CERTROT_CLUSTER_FAULT_DEVICES"].flatMap(Int.init) ?? 2000
+        try await campaign(devices: devices, fault: fault)
+    }
+
+    /// True once one of `ports` answers `/readyz` with 503 within `seconds`.
+    func sawNotReady(ports: [Int32], within seconds: Double = 10) async throws -> Bool {
+        let until = Date().addingTimeInterval(seconds)
+        repeat {
+            for port in ports {
+                let url = URL(string: "http://127.0.0.1:\(port)/readyz")!
+                if let (_, response) = try? await URLSession.shared.data(from: url),
+                    (response as? HTTPURLResponse)?.statusCode == 503
+                {
+                    return true
+                }
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        } while Date() < until
+        return false
+    }
+
+    func campaign(devices: Int, fault: Fault) async throws {
         let harness = try Harness(store: .postgres)
         let base = try String(
             contentsOfFile: try harness.writeConfig(ackTimeout: "90s", targets: "[]"), encoding: .utf8)
         var replicas: [String: ChildProcess] = [:]
+        var httpPorts: [String: Int32] = [:]
         func start(_ name: String) throws {
             let config = harness.path("\(name).yaml")
-            try (base + "\ncluster: {replica: \(name), deadAfter: 5s}\n").write(
+            let port = try Broker.freePort()
+            httpPorts[name] = port
+            try (base + "\ncluster: {replica: \(name), deadAfter: 5s}\nhttp: {host: 127.0.0.1, port: \(port)}\n").write(
                 toFile: config, atomically: true, encoding: .utf8)
             replicas[name] = try ChildProcess(
                 executable: certrotBinary(), arguments: ["serve", "--config", config, "--log-level", "info"],
@@ -62,19 +117,56 @@ import Testing
             timeout: 30)
         let id = try #require(created["id"] as? String)
 
-        // Kill the leader once a third of the fleet is verified (fleet.status is answered beside the engine, so it
-        // comes back even under load): the bundles it had not delivered and the campaign itself must be taken over.
-        var killed: String?
+        // The fault lands once a third of the fleet is verified (fleet.status is answered beside the engine, so it
+        // comes back even under load): the bundles a lost leader had not delivered and the campaign itself must be
+        // taken over, and a replica cut off from its store must keep what it received.
+        var struck: String?
+        var notReady = false
         var deadline = Date().addingTimeInterval(300)
-        while killed == nil, Date() < deadline {
+        while struck == nil, Date() < deadline {
             let fleetStatus = try? await harness.rpc().result("fleet.status", timeout: 2)
             let verified = (fleetStatus?["campaignStates"] as? [String: Int])?["verified"] ?? 0
             if verified >= devices / 3, let leader = leaders().first {
-                #expect(verified < devices, "the kill should land mid-campaign")
-                replicas[leader]?.signal(SIGKILL)
-                killed = leader
+                #expect(verified < devices, "the fault should land mid-campaign")
+                struck = leader
+                switch fault {
+                case .killLeader:
+                    replicas[leader]?.signal(SIGKILL)
+                case .pauseLeader:
+                    replicas[leader]?.signal(SIGSTOP)
+                    // Another replica leads once the paused one's session has timed out (deadAfter, 5 s).
+                    var replaced = false
+                    for _ in 0..<150 where !replaced {
+                        try await Task.sleep(for: .milliseconds(200))
+                        replaced = leaders().contains { $0 != leader }
+                    }
+                    #expect(replaced, "no replica took over from the paused leader")
+                    replicas[leader]?.signal(SIGCONT)
+                case .restartDatabase:
+                    try PostgresServer.shared().restart(downFor: 2)
+                    notReady = try await sawNotReady(ports: Array(httpPorts.values))
+                case .cutReplicaFromDatabase:
+                    let follower = try #require(replicas.keys.sorted().first { $0 != leader })
+                    struck = follower
+                    let database = String(harness.storeURL.split(separator: "/").last!)
+                    let ended = Date().addingTimeInterval(5)
+                    while Date() < ended {
+                        try PostgresServer.shared().psql(
+                            """
+                            SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                            WHERE application_name = 'certrot-\(follower)'
+                            """, database: database)
+                        if !notReady { notReady = try await sawNotReady(ports: [httpPorts[follower]!], within: 0.2) }
+                        try await Task.sleep(for: .milliseconds(100))
+                    }
+                case .restartBroker:
+                    try harness.broker.restart(downFor: 1)
+                }
             }
             try await Task.sleep(for: .milliseconds(200))
+        }
+        if fault == .restartDatabase || fault == .cutReplicaFromDatabase {
+            #expect(notReady, "/readyz did not report the store's outage")
         }
         var last: [String: Any] = [:]
         deadline = Date().addingTimeInterval(300)
@@ -90,15 +182,24 @@ import Testing
             }
             try await Task.sleep(for: .milliseconds(300))
         }
-        let killedReplica = try #require(killed, "no leader to kill")
+        let struckReplica = try #require(struck, "no leader to strike")
         #expect(last["state"] as? String == "completed", "last status: \(last)")
         #expect((last["states"] as? [String: Int])?["verified"] == devices)
-        for _ in 0..<100 where leaders().filter({ $0 != killedReplica }).isEmpty {
-            try await Task.sleep(for: .milliseconds(200))
+        if fault == .killLeader || fault == .pauseLeader {
+            for _ in 0..<100 where leaders().filter({ $0 != struckReplica }).isEmpty {
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(
+                leaders().filter { $0 != struckReplica }.count == 1,
+                "one other replica took the leadership: \(leaders())")
         }
-        #expect(
-            leaders().filter { $0 != killedReplica }.count == 1,
-            "one surviving replica took the leadership: \(leaders())")
+        if fault == .pauseLeader {
+            // Back from its pause, the former leader found it no longer led (its leadership session had been
+            // ended), or had a leader's transaction fenced off.
+            #expect(!leaders().contains(struckReplica), "the paused leader still claims the leadership")
+        }
+        let living = leaders().filter { fault != .killLeader || $0 != struckReplica }
+        #expect(living.count == 1, "exactly one leader at the end: \(living)")
 
         // Every device holds the new CA, applied exactly one bundle, and was sent one bundle (one jti, one seq).
         let digest = harness.newChain.sha256
@@ -117,9 +218,9 @@ import Testing
         // Outbound work is shared: more than one replica signed and sent bundles (claimed from the awaiting ones).
         let senders =
             try harness.storeScalar("SELECT COUNT(DISTINCT issued_by) FROM rotations WHERE issued_by IS NOT NULL") ?? 0
-        #expect(senders >= 2, "bundles were sent by \(senders) replica(s)")
+        if fault == .killLeader { #expect(senders >= 2, "bundles were sent by \(senders) replica(s)") }
         // The replicas' logs outlive the test's directory, for a look after a failure.
-        let keep = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-cluster-logs")
+        let keep = FileManager.default.temporaryDirectory.appendingPathComponent("certrot-cluster-logs-\(fault)")
         try? FileManager.default.removeItem(at: keep)
         try? FileManager.default.createDirectory(at: keep, withIntermediateDirectories: true)
         for name in replicas.keys {

@@ -476,6 +476,79 @@ struct PostgresStoreTests {
         #expect(taken)
     }
 
+    /// A leader whose session died (here terminated; in life a pause longer than the session timeout) and was
+    /// replaced cannot commit a leader's decision when it comes back: its fenced transaction fails and writes
+    /// nothing, while the new leader's commits.
+    @Test func aReplacedLeadersFencedTransactionCommitsNothing() throws {
+        let server = try PostgresServer.shared()
+        let url = try server.createDatabase()
+        let database = String(url.split(separator: "/").last!)
+        let old = try PostgresStore(url: url)
+        let new = try PostgresStore(url: url)
+        #expect(try old.holdLeadership())
+        let first = try #require(old.leadershipEpoch)
+        try old.write { tx in
+            try tx.fence()
+            try tx.saveDevice(StoreConformanceTests.device("before"))
+        }
+        // The session holding the leadership lock goes away (key 0x6365_7274_726F_7402: classid, objid).
+        try server.psql(
+            """
+            SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted
+                AND classid = \(0x6365_7274) AND objid = \(0x726F_7402)
+            """, database: database)
+        var taken = false
+        for _ in 0..<50 where !taken {
+            taken = try new.holdLeadership()
+            if !taken { usleep(100_000) }
+        }
+        #expect(taken)
+        #expect(new.leadershipEpoch == first + 1)
+        // The old leader has not checked its leadership since; its next leader's transaction is refused.
+        #expect(throws: LeadershipLost.self) {
+            try old.write { tx in
+                try tx.fence()
+                try tx.saveDevice(StoreConformanceTests.device("stale"))
+            }
+        }
+        #expect(old.leadershipEpoch == nil)
+        #expect(try !old.holdLeadership())
+        try new.write { tx in
+            try tx.fence()
+            try tx.saveDevice(StoreConformanceTests.device("after"))
+        }
+        #expect(try new.read { tx in try tx.devices(after: nil, limit: 10).map(\.id) } == ["after", "before"])
+        // A follower's transaction cannot be fenced: it holds no leadership.
+        #expect(throws: LeadershipLost.self) { try old.write { tx in try tx.fence() } }
+    }
+
+    /// A replica that pauses inside a transaction (SIGSTOP, a stalled VM) holds its device locks no longer than the
+    /// session timeout: the server ends the session, the other writer goes on, and the paused transaction's
+    /// writes are lost with it, never half-kept.
+    @Test func aTransactionIdleLongerThanTheSessionTimeoutIsEnded() throws {
+        let url = try PostgresServer.shared().createDatabase()
+        let paused = try PostgresStore(url: url, sessionTimeout: 1)
+        let other = try PostgresStore(url: url)
+        try other.write { tx in try tx.saveDevice(StoreConformanceTests.device("d1")) }
+        #expect(throws: (any Error).self) {
+            try paused.write { tx in
+                try tx.lockDevice("d1")
+                var device = try tx.device("d1")!
+                sleep(3)
+                device.lastSeen = 999
+                try tx.saveDevice(device)
+            }
+        }
+        let seen = try other.write { tx in
+            try tx.lockDevice("d1")
+            return try tx.device("d1")?.lastSeen
+        }
+        #expect(seen == 100)
+        // The store reconnects for the next transaction.
+        try paused.write { tx in try tx.saveDevice(StoreConformanceTests.device("d2")) }
+        #expect(try other.read { tx in try tx.device("d2") } != nil)
+    }
+
     /// Two writers on one device: the second waits for the first transaction (the device lock), so neither
     /// reads a state the other is about to change. The lock is sent without waiting for it (the store pipelines
     /// statements), so what shows it held is the second writer's read: it returns only after the first writer

@@ -18,13 +18,43 @@ public enum CompactBundle {
     public static let format = "cose"
 
     /// The signed COSE_Sign1, tagged (18).
+    ///
+    /// Written byte by byte around the encoded payload, which is copied twice and encoded once: the
+    /// `Sig_structure` `["Signature1", protected, h'', payload]` and the message
+    /// `18([protected, {}, payload, signature])` are fixed shapes (the same bytes ``COSESign1`` encodes; a test
+    /// holds them equal), and the protected header is made once per key.
     public static func sign(_ claims: BundleClaims, with key: SigningKey) throws(CertrotError) -> [UInt8] {
-        let protected = CBOR.map([(.unsigned(1), .int(COSESign1.es256)), (.unsigned(4), .bytes(try kidBytes(key.kid)))])
-            .encoded
-        var message = COSESign1(protected: protected, payload: try payload(claims).encoded, signature: [])
-        message.signature = Array(try key.signature(for: message.toBeSigned()).rawRepresentation)
-        return message.encoded
+        let protected = try protectedHeader(kid: key.kid)
+        let payload = try payload(claims).encoded
+        var toBeSigned: [UInt8] = [0x84, 0x6A]
+        toBeSigned.reserveCapacity(payload.count + protected.count + 24)
+        toBeSigned.append(contentsOf: "Signature1".utf8)
+        CBOR.byteString(protected, into: &toBeSigned)
+        toBeSigned.append(0x40)
+        CBOR.byteString(payload, into: &toBeSigned)
+        let signature = try key.signature(for: toBeSigned).rawRepresentation
+        var message: [UInt8] = [0xC0 | UInt8(COSESign1.tag), 0x84]
+        message.reserveCapacity(payload.count + protected.count + signature.count + 16)
+        CBOR.byteString(protected, into: &message)
+        message.append(0xA0)
+        CBOR.byteString(payload, into: &message)
+        CBOR.byteString(Array(signature), into: &message)
+        return message
     }
+
+    /// `{1: -7, 4: kid}` encoded, for a key id (base64url); the last few kept.
+    static func protectedHeader(kid: String) throws(CertrotError) -> [UInt8] {
+        if let known = headerCache.withLock({ $0[kid] }) { return known }
+        let header = CBOR.map([(.unsigned(1), .int(COSESign1.es256)), (.unsigned(4), .bytes(try kidBytes(kid)))])
+            .encoded
+        headerCache.withLock { cache in
+            if cache.count >= 16 { cache.removeAll() }
+            cache[kid] = header
+        }
+        return header
+    }
+
+    private static let headerCache = Mutex<[String: [UInt8]]>([:])
 
     /// The claims as the CBOR payload.
     public static func payload(_ claims: BundleClaims) throws(CertrotError) -> CBOR {
@@ -181,11 +211,11 @@ public enum CompactBundle {
         case .trustKey:
             guard let jwk = item[.text("jwk")], let x = jwk[.text("x")]?.bytes, let y = jwk[.text("y")]?.bytes,
                 x.count == 32, y.count == 32, jwk[.text("kty")]?.text == "EC", jwk[.text("crv")]?.text == "P-256",
-                let kid = item[.text("kid")]?.bytes, kid.count == 32,
-                let key = try? VerificationKey(
-                    jwk: JWK(kty: "EC", crv: "P-256", x: Base64URL.encode(x), y: Base64URL.encode(y)))
+                let kid = item[.text("kid")]?.bytes, kid.count == 32
             else { throw fail("a trust_key needs jwk {kty EC, crv P-256, x, y: 32-byte bstr} and a 32-byte kid") }
-            var op = BundleOp.trustKey(key)
+            // A point off the curve: invalid_key, as in a JWS bundle (VerificationKey says so).
+            var op = BundleOp.trustKey(
+                try VerificationKey(jwk: JWK(kty: "EC", crv: "P-256", x: Base64URL.encode(x), y: Base64URL.encode(y))))
             op.kid = Base64URL.encode(kid)  // as sent: the device recomputes and compares it
             return op
         case .keygen:

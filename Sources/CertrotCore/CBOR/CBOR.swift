@@ -171,6 +171,12 @@ extension CBOR {
         return out
     }
 
+    /// `bytes` as a byte string (major type 2), appended to `out`.
+    static func byteString(_ bytes: [UInt8], into out: inout [UInt8]) {
+        head(2, UInt64(bytes.count), into: &out)
+        out += bytes
+    }
+
     private static func head(_ major: UInt8, _ value: UInt64, into out: inout [UInt8]) {
         let type = major << 5
         switch value {

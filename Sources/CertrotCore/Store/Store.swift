@@ -232,17 +232,42 @@ public protocol StoreTransaction {
     /// the call may return before the lock is held, but every later read of the transaction returns only once it
     /// is (statements run in order), so what the transaction reads of the device no other writer can change.
     func lockDevice(_ device: String) throws
+    /// Locks these devices (as ``lockDevice(_:)`` does, all at once, in one order) for the rest of this write
+    /// transaction, and may read their records, rotations and campaign memberships ahead, so that the reads of
+    /// them that follow cost no round trip: rows of a device this transaction holds locked change only by this
+    /// transaction's own writes. A no-op where one process is the only writer (SQLite).
+    func prefetch(devices: [String]) throws
     /// Claims devices with a rotation awaiting its bundle, for this replica to issue: outbound work shared by
     /// replicas. At most `limit` rotations, oldest change first, none whose target starts with one of `holding`
     /// (a paused campaign's rotations wait). On PostgreSQL the rotations are taken `FOR UPDATE SKIP LOCKED` and
     /// each device's lock (``lockDevice(_:)``) is tried, not waited for: a device another replica is issuing or
     /// handling is skipped, and a returned device is held until this transaction ends. Write transactions only.
     func claimAwaitingBundle(limit: Int, holding: [String]) throws -> [String]
+    /// Makes this write transaction a leader's: it commits only if this process still holds the cluster's
+    /// leadership as it took it, and fails with ``LeadershipLost`` (nothing written) once another process has
+    /// taken it since — a replica that paused or lost its database session must not act on a leadership it no
+    /// longer has. Every leader-only write runs in such a transaction. A no-op where one process owns the store.
+    func fence() throws
     /// Records that `replica` is alive at `at`.
     func heartbeat(replica: String, at: Int64) throws
     /// Replicas last seen before `before`.
     func replicas(seenBefore before: Int64) throws -> [String]
     func forgetReplica(_ replica: String) throws
+}
+
+/// A leader's transaction (``StoreTransaction/fence()``) found that this process no longer holds the
+/// leadership it acted on: another replica took it since. Nothing the transaction wrote is kept.
+public struct LeadershipLost: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The store could not be reached: its connection failed or could not be opened (a database restarting, a
+/// terminated session, a network partition). The transaction did not commit (or, if the connection broke during
+/// COMMIT, may have); nothing about the inputs was wrong, and the daemon keeps them and tries again.
+public struct StoreUnavailable: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
 }
 
 /// A transactional store. `write` runs `body` in one transaction and commits it before returning: what the
@@ -257,12 +282,16 @@ public protocol RotationStore: Sendable {
     var isShared: Bool { get }
     /// Closes the store: another process may open it from now on.
     func close()
+    /// What the store has sent its server since it opened, by name (`statements`, `round_trips`, …), for
+    /// `/metrics`; empty for a store in the daemon's process.
+    var traffic: [String: Int] { get }
 }
 
 extension RotationStore {
     public func holdLeadership() throws -> Bool { true }
     public var isShared: Bool { false }
     public func close() {}
+    public var traffic: [String: Int] { [:] }
 }
 
 /// What the store keeps of the past: nothing else deletes history or bundles, so without it one device that

@@ -106,7 +106,7 @@ extension Engine {
         let order = selected.map { (Hex.sha256(Array("\(campaign.id)\n\($0.id)".utf8)), $0.id) }.sorted { $0.0 < $1.0 }
         let ends = WaveSpec.cumulativeSizes(request.policy.waves, total: order.count)
         campaign.setWaveCount(ends.count)
-        try store.write { tx in
+        try leaderWrite { tx in
             var wave = 0
             for (position, (_, device)) in order.enumerated() {
                 while position >= ends[wave] { wave += 1 }

@@ -131,7 +131,7 @@ extension Engine {
                 "campaign refused", metadata: ["reason": "\(refusal.reason)", "message": "\(refusal.message)"])
             result = .failure(RPCError(refusal))
             let now = clock()
-            try? store.write { tx in
+            try? leaderWrite { tx in
                 try RPC.auditRequest(
                     method: CampaignCreate.name, signedBy: request.signedBy, names: operatorNames,
                     params: request.params,

@@ -74,6 +74,7 @@ extension Engine {
         guard budget > 0 else { return }
         let waiting = try tx.members(
             campaign: campaign.id, maxWave: campaign.currentWave, state: .waiting, after: nil, limit: budget)
+        try tx.prefetch(devices: waiting.map(\.device))
         var used = 0
         for member in waiting where try admit(member, campaign: &campaign, tx: tx, outbox: &outbox) {
             used += 1

@@ -10,6 +10,20 @@ package enum EngineInput: Sendable {
     case inventory(MQTTMessage, Result<Inventory, CertrotError>)
     case tick
 
+    /// The device a device's message is from (its topic's first level, when valid): what a batch locks and reads
+    /// ahead in one go.
+    var device: String? {
+        let message: MQTTMessage
+        switch self {
+        case .mqtt(.message(let m)), .inventory(let m, _): message = m
+        default: return nil
+        }
+        switch Topics.classify(message.topic) {
+        case .inventory(let device), .ack(let device), .csr(let device): return DeviceID.isValid(device) ? device : nil
+        default: return nil
+        }
+    }
+
     /// What the daemon queues for an MQTT event: inventories are parsed as they arrive.
     static func from(_ event: MQTTEvent) -> EngineInput {
         guard case .message(let message) = event, !message.payload.isEmpty,
@@ -112,6 +126,8 @@ package final class Engine {
     var lastAuditCheckpoint: (seq: Int64, at: Int64)?
     /// When the audit tick next looks at the log's head (which takes the log's lock on PostgreSQL).
     var nextAuditCheck: Int64 = 0
+    /// Set while batches wait for the store to come back (logged once per outage).
+    var storeUnavailable = false
     /// Each campaign's state as the audit log last recorded it (``auditState``).
     var auditedCampaignStates: [String: String] = [:]
 
@@ -143,7 +159,16 @@ package final class Engine {
         if cluster != nil, batch.contains(where: { if case .tick = $0 { true } else { false } }) {
             checkLeadership()
         }
-        handleBatch(batch)
+        // The store unreachable (a database restarting, this replica's sessions cut off): the batch is kept and
+        // tried again, with backoff, until the store is back. Nothing is sent and no leader's decision is made
+        // meanwhile; messages that arrive wait in the inbox.
+        var delay = 0.25
+        var waiting = handleBatch(batch)
+        while !waiting.isEmpty, !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(delay))
+            delay = min(delay * 2, 5)
+            waiting = handleBatch(waiting)
+        }
         if isLeader, !declaredCampaigns.isEmpty, let connectedAt, monotonic() - connectedAt >= declaredCampaignDelay {
             await applyDeclaredCampaigns()
             declaredCampaigns = []
@@ -156,32 +181,56 @@ package final class Engine {
         }
     }
 
-    func handleBatch(_ batch: [EngineInput]) {
+    /// The inputs not handled because the store was unavailable (none when all were): try them again later.
+    @discardableResult
+    func handleBatch(_ batch: [EngineInput]) -> [EngineInput] {
         var outbox: [Outbound] = []
         let started = ContinuousClock.now
         do {
             try store.write { tx in
-                // A follower learns of campaigns the leader created or changed before it handles their acks.
+                // A follower learns of campaigns the leader created or changed before it handles their acks; the
+                // leader's batch commits only while it still leads (a paused leader may have been replaced).
                 if cluster != nil, !isLeader { try reloadCampaigns(tx: tx) }
+                if cluster != nil, isLeader { try tx.fence() }
+                try tx.prefetch(devices: batch.compactMap(\.device))
                 for input in batch { try handle(input, tx: tx, outbox: &outbox) }
             }
             let elapsed = (ContinuousClock.now - started).components
             observability?.storeWrites.recordNanoseconds(
                 elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
             observability?.storeWrite(ok: true)
+            if storeUnavailable {
+                storeUnavailable = false
+                logger.notice("the store is available again")
+            }
         } catch {
             observability?.storeWrite(ok: false, error: "\(error)")
             registry.forgetCounts()  // counts moved by the rolled-back transaction
+            if let unavailable = error as? StoreUnavailable {
+                self.unavailable(unavailable, keeping: batch.count)
+                return batch
+            }
+            // Fenced off: from now on a follower, whose retries below make no leader's decision.
+            if let lost = error as? LeadershipLost { fencedOff(lost) }
             // One input made the transaction fail: handle each alone so the others are not lost.
             logger.error(
                 "batch failed; retrying its \(batch.count) inputs one by one",
                 metadata: ["error": "\(String(reflecting: error))"])
             outbox = []
-            for input in batch {
+            for (index, input) in batch.enumerated() {
                 var single: [Outbound] = []
                 do {
-                    try store.write { tx in try handle(input, tx: tx, outbox: &single) }
+                    try store.write { tx in
+                        if cluster != nil, isLeader { try tx.fence() }
+                        try handle(input, tx: tx, outbox: &single)
+                    }
                     outbox += single
+                } catch let unavailable as StoreUnavailable {
+                    // What was handled goes out; the rest waits for the store.
+                    self.unavailable(unavailable, keeping: batch.count - index)
+                    for item in outbox { enqueue(item) }
+                    flush()
+                    return Array(batch[index...])
                 } catch {
                     drops.count("store_error")
                     observability?.inputLost(storeError: "\(error)")
@@ -193,6 +242,17 @@ package final class Engine {
         for item in outbox { enqueue(item) }
         flush()
         clientCerts.writeCRLs(store: store, now: clock())
+        return []
+    }
+
+    /// The store could not be reached: logged once per outage (readiness reports it, ``Observability``).
+    func unavailable(_ error: StoreUnavailable, keeping count: Int) {
+        if !storeUnavailable {
+            logger.error(
+                "the store is unavailable; keeping the inputs and retrying",
+                metadata: ["error": "\(error)", "inputs": "\(count)"])
+        }
+        storeUnavailable = true
     }
 
     func handle(_ input: EngineInput, tx: any StoreTransaction, outbox: inout [Outbound]) throws {

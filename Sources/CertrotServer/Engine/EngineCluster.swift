@@ -40,8 +40,12 @@ extension Engine {
         } catch {
             logger.error("heartbeat failed", metadata: ["error": "\(String(reflecting: error))"])
         }
-        let leading = (try? store.holdLeadership()) ?? false
-        guard let change = role?.leadership(leading) else { return }
+        leadership((try? store.holdLeadership()) ?? false)
+    }
+
+    /// What the store said of the leadership, or a fenced transaction showed: acted on when it changed.
+    func leadership(_ leading: Bool) {
+        guard let cluster, let change = role?.leadership(leading) else { return }
         observability?.leader(leading)
         switch change {
         case .leading:
@@ -51,6 +55,28 @@ extension Engine {
             logger.notice("this replica follows", metadata: ["replica": "\(cluster.replica)"])
             rpc?.answer(false)
         }
+    }
+
+    /// A write transaction of the leader's: fenced in a cluster (``StoreTransaction/fence()``), so that it commits
+    /// nothing once another replica has taken the leadership; when it was fenced off, this replica follows from
+    /// now on and the error is rethrown.
+    func leaderWrite<T>(_ body: (any StoreTransaction) throws -> T) throws -> T {
+        do {
+            return try store.write { tx in
+                if cluster != nil { try tx.fence() }
+                return try body(tx)
+            }
+        } catch let lost as LeadershipLost {
+            fencedOff(lost)
+            throw lost
+        }
+    }
+
+    /// A fenced transaction failed: another replica leads.
+    func fencedOff(_ lost: LeadershipLost) {
+        observability?.fenced()
+        logger.warning("a leader's transaction was fenced off; following", metadata: ["reason": "\(lost)"])
+        leadership(false)
     }
 
     /// The leader takes over from replicas that stopped (their undelivered
@@ -90,7 +116,9 @@ extension Engine {
     func claimOutboundWork(tx: any StoreTransaction, outbox: inout [Outbound]) throws {
         let room = min(100, max(0, 2 * maxInflight - queuedPublishes - outbox.count))
         guard room > 0 else { return }
-        for id in try tx.claimAwaitingBundle(limit: room, holding: registry.held) {
+        let claimed = try tx.claimAwaitingBundle(limit: room, holding: registry.held)
+        try tx.prefetch(devices: claimed)
+        for id in claimed {
             guard let device = try tx.device(id) else { continue }
             try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
         }

@@ -159,7 +159,9 @@ extension Engine {
             try tx.rotationsNeedingTick(now: now, ackTimeout: shortestAckTimeout, limit: 10_000).map {
                 DeviceKey($0.device)
             })
-        for id in due.sorted().map(\.id) {
+        let devices = due.sorted().map(\.id)
+        try tx.prefetch(devices: devices)
+        for id in devices {
             // Read again under the device's lock: another replica may have handled an ack meanwhile.
             try tx.lockDevice(id)
             var changed = false

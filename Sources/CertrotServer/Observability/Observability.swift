@@ -46,6 +46,11 @@ public final class Observability: Sendable {
         Metrics.Gauge(label: "certrot_cluster_leader", factory: factory).record(leading ? 1 : 0)
     }
 
+    /// A leader's transaction failed its fence: another replica had taken the leadership.
+    func fenced() {
+        Metrics.Counter(label: "certrot_cluster_fenced_total", factory: factory).increment()
+    }
+
     func ack(_ status: String) {
         Metrics.Counter(label: "certrot_acks_total", dimensions: [("status", status)], factory: factory).increment()
     }
@@ -219,6 +224,13 @@ public final class Observability: Sendable {
                 }
             }
             renderExpiry(targets: targets, histogram: histogram, expiringWithoutSuccessor: expiring)
+            for (name, value) in store.traffic {
+                gauge(
+                    "certrot_store_\(name)",
+                    help: "PostgreSQL: \(name.replacingOccurrences(of: "_", with: " ")) since the daemon started"
+                )
+                .set(to: Double(value))
+            }
             for (campaign, waves) in campaigns {
                 var total: [MemberState: Int] = [:]
                 for counted in waves.values { total.merge(counted.states, uniquingKeysWith: +) }
