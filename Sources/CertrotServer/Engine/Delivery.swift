@@ -40,7 +40,8 @@ package struct Outbound {
 /// undelivered bundles from the store.
 package final class Delivery {
     let maxInflight: Int
-    private var inflight: [Int32: Outbound.Kind] = [:]
+    /// What each publish awaiting its PUBACK is, and the device a bundle part goes to.
+    private var inflight: [Int32: (kind: Outbound.Kind, device: String?)] = [:]
     /// Per jti: first-transmission parts queued or in flight.
     private var undelivered: [String: Int] = [:]
     private var backlog: [Outbound] = []
@@ -85,9 +86,13 @@ package final class Delivery {
         }
     }
 
+    /// The device a bundle part awaiting this PUBACK goes to (nil for anything else): what a batch with the
+    /// PUBACK locks and reads ahead.
+    package func device(mid: Int32) -> String? { inflight[mid]?.device }
+
     /// A PUBACK: returns the jti of a bundle whose first-transmission parts have now all reached the broker.
     package func published(mid: Int32, reasonCode: Int32) -> String? {
-        guard let kind = inflight.removeValue(forKey: mid), case .part(let jti) = kind else { return nil }
+        guard let kind = inflight.removeValue(forKey: mid)?.kind, case .part(let jti) = kind else { return nil }
         if reasonCode >= 0x80 {
             logger.error("broker refused a bundle part", metadata: ["jti": "\(jti)", "reason": "\(reasonCode)"])
             return nil
@@ -107,7 +112,9 @@ package final class Delivery {
             let mid = try client.publish(
                 topic: item.topic, payload: item.payload, qos: 1, retain: item.retain,
                 responseTopic: item.responseTopic, correlationData: item.correlationData)
-            inflight[mid] = item.kind
+            var device: String?
+            if case .part = item.kind, case .bundle(let to) = Topics.classify(item.topic) { device = to }
+            inflight[mid] = (item.kind, device)
             if case .part = item.kind { partPublished() }
             return true
         } catch {

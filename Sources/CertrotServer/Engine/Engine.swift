@@ -192,7 +192,11 @@ package final class Engine {
                 // leader's batch commits only while it still leads (a paused leader may have been replaced).
                 if cluster != nil, !isLeader { try reloadCampaigns(tx: tx) }
                 if cluster != nil, isLeader { try tx.fence() }
-                try tx.prefetch(devices: batch.compactMap(\.device))
+                try tx.prefetch(
+                    devices: batch.compactMap { input in
+                        if case .mqtt(.published(let mid, _)) = input { return delivery.device(mid: mid) }
+                        return input.device
+                    })
                 for input in batch { try handle(input, tx: tx, outbox: &outbox) }
             }
             let elapsed = (ContinuousClock.now - started).components

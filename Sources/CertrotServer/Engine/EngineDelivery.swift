@@ -6,13 +6,20 @@ import Logging
 /// Between the engine and the broker: what ``Delivery`` tracks, and the rotations it makes `sent`.
 extension Engine {
     func published(mid: Int32, reasonCode: Int32, tx: any StoreTransaction) throws {
+        let addressee = delivery.device(mid: mid)
         guard let jti = delivery.published(mid: mid, reasonCode: reasonCode) else { return }
         let now = clock()
-        // Under the device's lock, read again: another replica may be recording the device's ack right now.
-        let unlocked = try tx.rotations(jti: jti)
-        guard let device = unlocked.first?.device else { return }
-        try tx.lockDevice(device)
-        for var rotation in store.isShared ? try tx.rotations(jti: jti) : unlocked {
+        // Under the device's lock (another replica may be recording the device's ack right now): the device the
+        // part went to, locked (and read ahead) with the batch; read again under the owner's lock should the
+        // bundle be another's.
+        if let addressee { try tx.lockDevice(addressee) }
+        var rotations = try tx.rotations(jti: jti)
+        guard let device = rotations.first?.device else { return }
+        if addressee.map({ !DeviceID.same($0, device) }) ?? true {
+            try tx.lockDevice(device)
+            if store.isShared { rotations = try tx.rotations(jti: jti) }
+        }
+        for var rotation in rotations {
             let before = rotation
             rotation.delivered(now: now)
             if rotation != before { try save(rotation, previous: before, tx: tx) }
