@@ -602,6 +602,8 @@ struct PostgresStoreTests {
             try? a.write { tx in
                 claimedByA.withLock { $0 = (try? tx.claimAwaitingBundle(limit: 2, holding: [])) ?? [] }
                 try tx.lockDevice("d5")  // handling d5's ack, say
+                // The lock is pipelined: held once a read after it has returned.
+                _ = try tx.device("d5")
                 aHolds.signal()
                 bDone.wait()
             }
