@@ -521,12 +521,6 @@ public final class PostgresStatistics: Sendable {
     public let prefetched = Atomic<Int>(0)
 
     public init() {}
-
-    public var summary: String {
-        "statements=\(statements.load(ordering: .relaxed)) waits=\(waits.load(ordering: .relaxed)) "
-            + "rows=\(rows.load(ordering: .relaxed)) transactions=\(transactions.load(ordering: .relaxed)) "
-            + "prefetched=\(prefetched.load(ordering: .relaxed))"
-    }
 }
 
 public struct StoreError: Error, CustomStringConvertible {
