@@ -13,10 +13,12 @@ public struct MQTTMessage: Sendable {
     public var responseTopic: String?
     /// MQTT 5 Correlation Data, when the publisher set it.
     public var correlationData: [UInt8]?
+    /// When the client took it from the network (Unix seconds); nil for a message made in-process.
+    public var receivedAt: Double?
 
     public init(
         topic: String, payload: [UInt8], qos: Int32 = 1, retained: Bool = false,
-        responseTopic: String? = nil, correlationData: [UInt8]? = nil
+        responseTopic: String? = nil, correlationData: [UInt8]? = nil, receivedAt: Double? = nil
     ) {
         self.topic = topic
         self.payload = payload
@@ -24,6 +26,7 @@ public struct MQTTMessage: Sendable {
         self.retained = retained
         self.responseTopic = responseTopic
         self.correlationData = correlationData
+        self.receivedAt = receivedAt
     }
 }
 
@@ -297,7 +300,8 @@ public final class MQTTClient: @unchecked Sendable {
                 .message(
                     MQTTMessage(
                         topic: String(cString: topicPointer), payload: payload, qos: message.qos,
-                        retained: message.retain, responseTopic: responseTopic, correlationData: correlation)))
+                        retained: message.retain, responseTopic: responseTopic, correlationData: correlation,
+                        receivedAt: Date().timeIntervalSince1970)))
         }
     }
 

@@ -387,7 +387,7 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
             logger.info("metrics and health on http://\(http.host):\(http.port)")
         }
         defer { httpTask?.cancel() }
-        let reads = ReadOnlyRPC(store: store, clock: clock)
+        let reads = ReadOnlyRPC(store: store, clock: clock, snapshotInterval: store.isShared ? .seconds(1) : nil)
         engine.reads = reads
         engine.publishContext()
         let client = try MQTTClient(options: settings.broker, logger: logger) { event in inbox.push(.from(event)) }

@@ -318,13 +318,14 @@ final class PostgresTransaction: StoreTransaction {
         ).map(Self.rotation(from:))
     }
 
-    func rotationsAwaitingDelivery(issuedBy replica: String?) throws -> [Rotation] {
+    func rotationsAwaitingDelivery(issuedBy replica: String?, includingSent: Bool) throws -> [Rotation] {
+        let states = includingSent ? ["pending", "sent"] : ["pending"]
         guard let replica else {
-            return try query("SELECT * FROM rotations WHERE state = 'pending' AND jti IS NOT NULL").map(
+            return try query("SELECT * FROM rotations WHERE state = ANY(\(states)) AND jti IS NOT NULL").map(
                 Self.rotation(from:))
         }
         return try query(
-            "SELECT * FROM rotations WHERE state = 'pending' AND jti IS NOT NULL AND issued_by = \(replica)"
+            "SELECT * FROM rotations WHERE state = ANY(\(states)) AND jti IS NOT NULL AND issued_by = \(replica)"
         )
         .map(Self.rotation(from:))
     }

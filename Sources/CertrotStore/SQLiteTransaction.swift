@@ -145,13 +145,14 @@ struct SQLiteTransaction: StoreTransaction {
         ).map(Self.rotation(from:))
     }
 
-    func rotationsAwaitingDelivery(issuedBy replica: String?) throws -> [Rotation] {
+    func rotationsAwaitingDelivery(issuedBy replica: String?, includingSent: Bool) throws -> [Rotation] {
+        let states = includingSent ? "state IN ('pending', 'sent')" : "state = 'pending'"
         guard let replica else {
-            return try rows("SELECT \(Self.rotationColumns) FROM rotations WHERE state = 'pending' AND jti IS NOT NULL")
+            return try rows("SELECT \(Self.rotationColumns) FROM rotations WHERE \(states) AND jti IS NOT NULL")
                 .map(Self.rotation(from:))
         }
         return try rows(
-            "SELECT \(Self.rotationColumns) FROM rotations WHERE state = 'pending' AND jti IS NOT NULL AND issued_by = ?",
+            "SELECT \(Self.rotationColumns) FROM rotations WHERE \(states) AND jti IS NOT NULL AND issued_by = ?",
             [replica]
         ).map(Self.rotation(from:))
     }

@@ -110,6 +110,35 @@ import Testing
         #expect(r.state == .failed && r.nextAttemptAt != nil)
     }
 
+    @Test func deviceBackWithoutTheBundle_getsTheSameBundleAgain_aBoundedNumberOfTimes() {
+        var r = issued()
+        r.delivered(now: 1001)
+        // Within the grace: the inventory may have crossed the bundle on its way.
+        #expect(r.inventoryArrived(holdsTarget: false, reportedSeq: 0, fresh: true, policy: policy, now: 1002) == nil)
+        // A retained copy says nothing of the device being online now.
+        #expect(r.inventoryArrived(holdsTarget: false, reportedSeq: 0, fresh: false, policy: policy, now: 1010) == nil)
+        #expect(
+            r.inventoryArrived(holdsTarget: false, reportedSeq: 0, fresh: true, policy: policy, now: 1010) == .redeliver
+        )
+        #expect(r.state == .sent && r.jti == "j1" && r.sentAt == 1010 && r.resends == 1 && r.attempts == 1)
+        #expect(
+            r.inventoryArrived(holdsTarget: false, reportedSeq: 0, fresh: true, policy: policy, now: 1020) == .redeliver
+        )
+        // maxResends (2) reached: the ack timeout decides from here.
+        #expect(r.inventoryArrived(holdsTarget: false, reportedSeq: 0, fresh: true, policy: policy, now: 1030) == nil)
+        #expect(r.tick(policy: policy, now: 1020 + 600) == nil && r.state == .timedOut)
+        // An inventory at or above the bundle's seq is the device having applied it, not missing it.
+        var applied = issued()
+        #expect(
+            applied.inventoryArrived(holdsTarget: false, reportedSeq: 1, fresh: true, policy: policy, now: 1010) == nil)
+        // Not yet PUBACKed: re-sent too, its timer from the issue.
+        var pending = issued()
+        #expect(
+            pending.inventoryArrived(holdsTarget: false, reportedSeq: 0, fresh: true, policy: policy, now: 1005)
+                == .redeliver)
+        #expect(pending.state == .pending && pending.issuedAt == 1005)
+    }
+
     @Test func appliedButInventoryLacksTarget_fails() {
         var r = issued()
         _ = r.acknowledged(Ack(jti: "j1", status: .applied), policy: policy, now: 1001)

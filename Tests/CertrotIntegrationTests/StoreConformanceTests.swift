@@ -153,9 +153,16 @@ struct StoreConformanceTests {
             #expect(Set(needing.map(\.device)) == ["d1", "d2"])
             #expect(try tx.rotationsNeedingTick(now: 100, ackTimeout: 60, limit: 1).count == 1)
             #expect(try tx.rotationsNeedingTick(now: 40, ackTimeout: 60, limit: 10).isEmpty)
-            #expect(try Set(tx.rotationsAwaitingDelivery(issuedBy: nil).map(\.target)) == ["ca", "client"])
-            #expect(try tx.rotationsAwaitingDelivery(issuedBy: "replica-1") == [undelivered])
-            #expect(try tx.rotationsAwaitingDelivery(issuedBy: "replica-2").isEmpty)
+            #expect(
+                try Set(tx.rotationsAwaitingDelivery(issuedBy: nil, includingSent: false).map(\.target)) == [
+                    "ca", "client",
+                ])
+            #expect(try tx.rotationsAwaitingDelivery(issuedBy: "replica-1", includingSent: false) == [undelivered])
+            #expect(try tx.rotationsAwaitingDelivery(issuedBy: "replica-2", includingSent: false).isEmpty)
+            // With the sent ones: d2's bundle reached the broker and awaits its ack.
+            #expect(
+                try Set(tx.rotationsAwaitingDelivery(issuedBy: nil, includingSent: true).map(\.device)) == ["d2", "d3"])
+            #expect(try tx.rotationsAwaitingDelivery(issuedBy: "replica-1", includingSent: true) == [undelivered])
             #expect(
                 try tx.rotationCounts() == [
                     "ca": ["failed": 1, "sent": 1, "pending": 1, "verified": 1], "client": ["pending": 1],

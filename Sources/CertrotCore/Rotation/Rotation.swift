@@ -111,6 +111,8 @@ public enum RotationEffect: Sendable, Equatable {
     case issueBundle
     /// Re-send these parts of the current bundle.
     case resend(parts: [Int])
+    /// Re-send every part of the current bundle (same `jti` and `seq`): the device is back without it.
+    case redeliver
 }
 
 extension Rotation {
@@ -173,17 +175,31 @@ extension Rotation {
 
     /// A new inventory from the device. `holdsTarget`: the target tag holds the target digest. `fresh`: published
     /// while the daemon was connected (not a retained copy), so the device is online now.
+    ///
+    /// Returns ``RotationEffect/redeliver`` when a fresh inventory shows the device back without the outstanding
+    /// bundle — it reconnected after the bundle went out, and a clean MQTT session (the device's, or a cluster
+    /// replica's across a broker restart) lost it: the same bundle is sent again, at most `maxResends` times, rather
+    /// than waiting for the ack timeout and a new bundle.
+    @discardableResult
     public mutating func inventoryArrived(
         holdsTarget: Bool, reportedSeq: Int64, fresh: Bool, policy: RotationPolicy, now: Int64
-    ) {
+    ) -> RotationEffect? {
         if holdsTarget {
-            guard state != .verified else { return }
+            guard state != .verified else { return nil }
             state = .verified
             verifiedAt = now
             nextAttemptAt = nil
             lastError = nil
             updatedAt = now
-            return
+            return nil
+        }
+        if fresh, isInFlight, let seq, reportedSeq < seq, resends < policy.maxResends,
+            let since = sentAt ?? issuedAt, now - since >= Self.redeliveryGrace
+        {
+            resends += 1
+            if state == .sent { sentAt = now } else { issuedAt = now }
+            updatedAt = now
+            return .redeliver
         }
         switch state {
         case .applied where !awaitsCSR && (seq.map { reportedSeq >= $0 } ?? false):
@@ -197,7 +213,12 @@ extension Rotation {
         default:
             break
         }
+        return nil
     }
+
+    /// Seconds a bundle has been out before an inventory without it counts as the device being back without it
+    /// (an inventory published just before the bundle arrived is not a reason to send it again).
+    public static let redeliveryGrace: Int64 = 2
 
     /// Time passes: ack timeouts fire and due retries start.
     public mutating func tick(policy: RotationPolicy, now: Int64) -> RotationEffect? {

@@ -154,9 +154,10 @@ public protocol StoreTransaction {
     func history(device: String, limit: Int) throws -> [HistoryEntry]
     /// Rotations whose retry is due or whose ack is overdue at `now`.
     func rotationsNeedingTick(now: Int64, ackTimeout: Int64, limit: Int) throws -> [Rotation]
-    /// Rotations with an issued bundle whose parts may not all have reached the broker; only those issued by
+    /// Rotations with an issued bundle whose parts may not all have reached the broker (`pending`), and with
+    /// `includingSent` those the broker took but the device has not acknowledged (`sent`); only those issued by
     /// `replica` when it is given.
-    func rotationsAwaitingDelivery(issuedBy replica: String?) throws -> [Rotation]
+    func rotationsAwaitingDelivery(issuedBy replica: String?, includingSent: Bool) throws -> [Rotation]
     /// Rotation counts: target → state → count.
     func rotationCounts() throws -> [String: [String: Int]]
     func deviceCount() throws -> Int

@@ -276,10 +276,9 @@ package final class Engine {
             observability?.brokerConnected(true)
             logger.info("connected to broker", metadata: ["sessionPresent": "\(sessionPresent)"])
             subscribe(inboundFilters + (role?.catchingUpUntil != nil ? [Topics.inventoryFilter] : []))
-            if !resumed {
-                resumed = true
-                try resumeUndelivered(issuedBy: cluster?.replica, tx: tx, outbox: &outbox)
-            }
+            try resumeUndelivered(
+                issuedBy: cluster?.replica, resumed ? .reconnect : .restart, tx: tx, outbox: &outbox)
+            resumed = true
         case .mqtt(.connectionRefused(let code)):
             logger.error("broker refused the connection", metadata: ["code": "\(code)"])
         case .mqtt(.disconnected(let code)):

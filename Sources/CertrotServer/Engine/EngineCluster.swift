@@ -98,7 +98,7 @@ extension Engine {
                 logger.warning(
                     "replica stopped reporting; taking over its undelivered bundles",
                     metadata: ["replica": "\(replica)"])
-                try resumeUndelivered(issuedBy: replica, tx: tx, outbox: &outbox)
+                try resumeUndelivered(issuedBy: replica, .takeover, tx: tx, outbox: &outbox)
                 try tx.forgetReplica(replica)
                 catchUp = true
             }

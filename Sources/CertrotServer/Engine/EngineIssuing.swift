@@ -117,31 +117,47 @@ extension Engine {
         try bundle.parts(topic: Topics.bundle(bundle.device))
     }
 
-    /// After a restart (or, in a cluster, for a replica found dead): bundles issued but perhaps never handed to
-    /// the broker are sent again, same jti and seq, with the ack timer started afresh. A bundle that would expire
-    /// before an ack could come back is replaced by a new one instead (a device rejects an expired bundle, and a
-    /// rejection is final). `issuedBy`: only that replica's bundles (nil: all).
-    func resumeUndelivered(issuedBy replica: String?, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+    /// Why bundles already issued are sent again (same jti and seq, the ack timer started afresh).
+    enum Resumption {
+        /// This daemon (or replica) started: bundles issued but perhaps never handed to the broker.
+        case restart
+        /// A replica was found dead: its bundles perhaps never handed to the broker.
+        case takeover
+        /// This daemon's broker connection came back: also the bundles the broker took but the device has not
+        /// acknowledged. Across a broker restart a device with a clean session lost what was queued for it, and a
+        /// replica with a clean session lost the acks sent while it was away; a device that had applied the bundle
+        /// acks it again (docs/protocol.md §6, already-applied rule).
+        case reconnect
+    }
+
+    /// Sends bundles issued by `replica` (nil: all) again, as `why` says. A bundle that would expire before an
+    /// ack could come back is replaced by a new one instead when it may never have reached the broker (a device
+    /// rejects an expired bundle, and a rejection is final), and left to its ack timeout when it did.
+    func resumeUndelivered(
+        issuedBy replica: String?, _ why: Resumption, tx: any StoreTransaction, outbox: inout [Outbound]
+    ) throws {
         let now = clock()
         var resent: Set<String> = []
         var reissue: Set<DeviceKey> = []
-        for candidate in try tx.rotationsAwaitingDelivery(issuedBy: replica) {
+        for candidate in try tx.rotationsAwaitingDelivery(issuedBy: replica, includingSent: why == .reconnect) {
             try tx.lockDevice(candidate.device)
             guard
                 var rotation = try tx.rotations(device: candidate.device).first(where: { $0.target == candidate.target }
                 ),
-                rotation.state == .pending, let jti = rotation.jti, jti == candidate.jti,
+                rotation.state == .pending || (why == .reconnect && rotation.state == .sent),
+                let jti = rotation.jti, jti == candidate.jti,
                 let bundle = try tx.bundle(jti: jti)
             else { continue }
             let before = rotation
             if bundle.exp <= now + policy.ackTimeout {
+                guard rotation.state == .pending else { continue }
                 rotation.abandonBundle(now: now)
                 try save(
                     rotation, previous: before, tx: tx, detail: "bundle \(jti) near expiry after a restart; re-issuing")
                 reissue.insert(DeviceKey(rotation.device))
                 continue
             }
-            rotation.issuedAt = now
+            if rotation.state == .sent { rotation.sentAt = now } else { rotation.issuedAt = now }
             rotation.issuedBy = cluster?.replica
             try tx.saveRotation(rotation)
             guard resent.insert(jti).inserted else { continue }
@@ -153,11 +169,17 @@ extension Engine {
             guard let device = try tx.device(id) else { continue }
             try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
         }
+        if why == .reconnect {
+            for _ in resent { observability?.bundleResent("reconnect") }
+        }
         if !resent.isEmpty || !reissue.isEmpty {
-            logger.info(
-                replica == cluster?.replica
-                    ? "resuming bundles issued before the restart" : "taking over bundles of replica \(replica ?? "")",
-                metadata: ["resent": "\(resent.count)", "reissued": "\(reissue.count)"])
+            let what =
+                switch why {
+                case .restart: "resuming bundles issued before the restart"
+                case .takeover: "taking over bundles of replica \(replica ?? "")"
+                case .reconnect: "back on the broker: sending unacknowledged bundles again"
+                }
+            logger.info("\(what)", metadata: ["resent": "\(resent.count)", "reissued": "\(reissue.count)"])
         }
     }
 }

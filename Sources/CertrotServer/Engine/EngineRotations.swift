@@ -43,6 +43,7 @@ extension Engine {
             campaigns: campaigns, owners: try tagOwners(device: id, tx: tx), rotations: rotations,
             device: id, inventory: inventory, tx: tx, now: now)
         let desired = kinds.flatMap { $0.desired(inventory: inventory, in: world) }
+        var redeliver: Set<String> = []
         for kind in kinds { try kind.inventorySaved(device: id, inventory: inventory, tx: tx, now: now) }
         for wanted in desired {
             let (name, digest, holds) = (wanted.target, wanted.sha256, wanted.holds)
@@ -58,28 +59,57 @@ extension Engine {
             if rotation.sha256 != digest {
                 rotation.restart(sha256: digest, now: now)
             } else if rotation.state == .verified, !holds,
-                inventory.seq >= rotation.seq ?? 0 || !(message.retained && cluster != nil)
+                inventory.seq >= rotation.seq ?? 0 || !mayPredate(message, verifiedAt: rotation.verifiedAt)
             {
                 // The device lost the credential (a factory reset — its seq back to 0 —, a manual write): rotate
-                // it again. In a cluster, not for a retained inventory older than the bundle that verified it: a
-                // replica catching up may handle a retained copy after another replica handled the device's newer
-                // inventory, and that copy shows the chain the device held before. A device that was reset sends
-                // a live inventory when it reconnects, which does restart the rotation.
+                // it again. In a cluster, not for an inventory older than the bundle that verified it, which may
+                // reach a replica after another replica handled the device's newer one (see mayPredate).
                 rotation.credentialLost(now: now, minInterval: rotationPolicy(for: name).retry.base)
             } else if rotation.state == .cancelled {
                 // The tag is this target's again (the campaign that took it over was aborted before sending).
                 rotation.restart(sha256: digest, now: now)
             }
-            rotation.inventoryArrived(
+            if rotation.inventoryArrived(
                 holdsTarget: holds, reportedSeq: inventory.seq, fresh: !message.retained,
                 policy: rotationPolicy(for: name),
-                now: now)
+                now: now) == .redeliver, let jti = rotation.jti
+            {
+                rotation.issuedBy = cluster?.replica
+                redeliver.insert(jti)
+            }
             if rotation != before {
                 try save(rotation, previous: before, tx: tx)
                 rotations[name] = rotation
             }
         }
+        for jti in redeliver.sorted() {
+            guard let bundle = try tx.bundle(jti: jti) else { continue }
+            outbox += try split(bundle: bundle).map {
+                Outbound(topic: Topics.bundle(bundle.device), payload: $0, kind: .part(jti: jti))
+            }
+            observability?.bundleResent("device_back")
+            logger.info(
+                "device is back without its bundle; sending it again", metadata: ["device": "\(id)", "jti": "\(jti)"])
+        }
         try issueIfIdle(device: device, rotations: Array(rotations.values), tx: tx, outbox: &outbox)
+    }
+
+    /// Seconds after a verification within which, in a cluster, an inventory below the verifying bundle's seq is
+    /// taken for one the device published before it applied the bundle (``mayPredate(_:verifiedAt:)``).
+    static let reorderWindow: Double = 2
+
+    /// True when, in a cluster, `message` may have been published before the inventory that verified a rotation
+    /// at `verifiedAt`. A shared subscription hands one device's messages to different replicas, so they are not
+    /// handled in the order the device sent them: after a broker restart every device republishes its inventory,
+    /// and the copy a busy replica handles late may show the chain the device held before it applied the bundle
+    /// that another replica has verified meanwhile. It may predate unless this replica received it more than
+    /// ``reorderWindow`` after the verification; a retained copy handled on catching up, or one without a receive
+    /// time, may always. A device that was reset sends a live inventory when it next connects, which does
+    /// restart the rotation. One daemon handles a device's messages in order: nothing predates there.
+    func mayPredate(_ message: MQTTMessage, verifiedAt: Int64?) -> Bool {
+        guard cluster != nil else { return false }
+        guard let received = message.receivedAt, let verifiedAt else { return message.retained }
+        return received < Double(verifiedAt) + Self.reorderWindow
     }
 
     // MARK: Ack

@@ -55,6 +55,13 @@ public final class Observability: Sendable {
         Metrics.Counter(label: "certrot_acks_total", dimensions: [("status", status)], factory: factory).increment()
     }
 
+    /// A bundle sent again whole, same `jti` and `seq`: `device_back` (an inventory showed the device back without
+    /// it), `reconnect` (this daemon's broker connection came back while it was out).
+    func bundleResent(_ reason: String) {
+        Metrics.Counter(label: "certrot_bundles_resent_total", dimensions: [("reason", reason)], factory: factory)
+            .increment()
+    }
+
     func dropped(_ reason: String) {
         Metrics.Counter(label: "certrot_messages_dropped_total", dimensions: [("reason", reason)], factory: factory)
             .increment()

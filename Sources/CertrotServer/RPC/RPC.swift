@@ -34,6 +34,9 @@ enum RPC {
         var campaignIDs: Set<String> = []
         /// `clientCerts` policies, with the issuer each names.
         var clientCertPolicies: [(policy: ClientIdentityStatus.Policy, issuer: String)] = []
+        /// `fleet.status` as last snapshotted (``ReadOnlyRPC/snapshotInterval``): answered instead of reading the
+        /// store.
+        var fleetSnapshot: FleetStatus.Result?
     }
 
     /// Replies go only to topics under this prefix unless configured otherwise: the shipped ACL lets operators
@@ -237,7 +240,7 @@ enum RPC {
             case DeviceStatus.name:
                 result = try encode(deviceStatus(DeviceStatus.params(params), context: context, tx: tx))
             case FleetStatus.name:
-                result = try encode(fleetStatus(context: context, tx: tx))
+                result = try encode(context.fleetSnapshot ?? fleetStatus(context: context, tx: tx))
             case DeviceRetry.name:
                 result = try encode(
                     deviceRetry(DeviceRetry.params(params), context: context, tx: tx, reissue: &reissue))

@@ -17,9 +17,33 @@ final class ReadOnlyRPC: Sendable {
     private let context = Mutex<RPC.Context?>(nil)
     private let clock: @Sendable () -> Int64
 
-    init(store: any RotationStore, clock: @escaping @Sendable () -> Int64) {
+    /// On a shared store (PostgreSQL), `fleet.status` answers from a snapshot of its stored figures refreshed every
+    /// ``snapshotInterval`` beside the requests, so that a status call costs no query while a campaign loads the
+    /// database: its counts are at most that old (the drop counters are read live). Nil: computed per request
+    /// (SQLite keeps its counts in a table of their own, and a read there is local).
+    let snapshotInterval: Duration?
+    private let fleetSnapshot = Mutex<FleetStatus.Result?>(nil)
+
+    init(store: any RotationStore, clock: @escaping @Sendable () -> Int64, snapshotInterval: Duration? = nil) {
         self.store = store
         self.clock = clock
+        self.snapshotInterval = snapshotInterval
+    }
+
+    /// The latest `fleet.status`, with the drop counters as they are now; nil before the first snapshot.
+    func snapshot(drops: DropCounters) -> FleetStatus.Result? {
+        guard var result = fleetSnapshot.withLock({ $0 }) else { return nil }
+        result.dropped = drops.snapshot
+        return result
+    }
+
+    /// Takes a new snapshot, if ``snapshotInterval`` is set and the engine has published its context.
+    func refreshSnapshot() {
+        guard snapshotInterval != nil, var context = context.withLock({ $0 }) else { return }
+        context.now = clock()
+        if let result = try? store.read({ tx in try RPC.fleetStatus(context: context, tx: tx) }) {
+            fleetSnapshot.withLock { $0 = result }
+        }
     }
 
     func update(_ context: RPC.Context) {
@@ -37,12 +61,23 @@ final class ReadOnlyRPC: Sendable {
         return methods.contains(method)
     }
 
-    /// Answers requests until the inbox is finished; replies go out on `replies`.
+    /// Answers requests until the inbox is finished; replies go out on `replies`. With ``snapshotInterval``, also
+    /// refreshes the `fleet.status` snapshot until then.
     func run(replies: RPCConnection) async {
+        let refresher = snapshotInterval.map { interval in
+            Task.detached { [self] in
+                while !Task.isCancelled {
+                    refreshSnapshot()
+                    try? await Task.sleep(for: interval)
+                }
+            }
+        }
+        defer { refresher?.cancel() }
         while let batch = await inbox.next(limit: 100) {
             guard var context = context.withLock({ $0 }) else { continue }
             for message in batch {
                 context.now = clock()
+                context.fleetSnapshot = snapshot(drops: context.drops)
                 let reply = try? store.read { tx in
                     var reissue: [String] = []
                     var deferred: [RPC.Deferred] = []
