@@ -9,7 +9,8 @@ import PackageDescription
 //   CertrotStore       adapters: SQLite through GRDB, PostgreSQL through postgres-nio
 //   CPKCS11            C bridge to a PKCS#11 module (dlopen; C_Sign, C_GenerateKeyPair, …)
 //   CertrotPKCS11      keys in a PKCS#11 token: RFC 7512 URIs, session pool, reconnects
-//   CertrotServer      the daemon: config, engine, reconciler, JSON-RPC, service wiring
+//   CertrotHTTPAPI     the HTTP API's types and server protocol, generated from docs/openapi.yaml
+//   CertrotServer      the daemon: config, engine, reconciler, JSON-RPC, the HTTP API, service wiring
 //   CertrotSimulator   reference device fleet (what an nRF91 application does)
 //   CertrotTestSupport broker and PostgreSQL launchers, fixture certificates, EngineHarness: tests and certrot-lab
 //   CertrotConsole     terminal output shared by the two executables
@@ -40,6 +41,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-openapi-generator.git", from: "1.14.3"),
+        .package(url: "https://github.com/apple/swift-openapi-runtime.git", from: "1.13.4"),
+        .package(url: "https://github.com/hummingbird-project/swift-openapi-hummingbird.git", from: "2.1.0"),
     ],
     targets: [
         .target(
@@ -81,10 +85,19 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The HTTP API's types and server protocol, generated at build time from docs/openapi.yaml.
+        .target(
+            name: "CertrotHTTPAPI",
+            dependencies: [.product(name: "OpenAPIRuntime", package: "swift-openapi-runtime")],
+            swiftSettings: strict,
+            plugins: [.plugin(name: "OpenAPIGenerator", package: "swift-openapi-generator")]
+        ),
         .target(
             name: "CertrotServer",
             dependencies: [
-                "CertrotCore", "CertrotMQTT", "CertrotStore", "CertrotPKCS11",
+                "CertrotCore", "CertrotMQTT", "CertrotStore", "CertrotPKCS11", "CertrotHTTPAPI",
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
+                .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

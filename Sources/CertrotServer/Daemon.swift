@@ -40,6 +40,8 @@ public struct DaemonSettings: Sendable {
     public var operatorNames: [String: String] = [:]
     /// Where `/metrics`, `/healthz` and `/readyz` listen; nil: no HTTP listener.
     public var http: (host: String, port: Int)?
+    /// `http.tokens`: who may call the HTTP API (docs/operations.md, "HTTP API").
+    package var httpTokens: [APIToken] = []
     /// Several replicas on one shared store; nil: a single daemon.
     public var cluster: ClusterSettings?
     public var limits = Limits()
@@ -254,6 +256,22 @@ public struct DaemonSettings: Sendable {
                 problems.append("http.port: \(http.port) is not a port")
                 return nil
             }
+            var names: Set<String> = []
+            for (index, token) in (http.tokens ?? []).enumerated() {
+                let digest = Hex.decode(token.sha256)
+                if token.name.isEmpty || token.name.utf8.count > 64 {
+                    problems.append("http.tokens[\(index)].name: 1…64 bytes")
+                } else if !names.insert(token.name).inserted {
+                    problems.append("http.tokens[\(index)].name: '\(token.name)' is used twice")
+                }
+                if digest?.count != 32 || token.sha256.utf8.count != 64 {
+                    problems.append(
+                        "http.tokens[\(index)].sha256: 64 hex digits, the SHA-256 of the token (`certrot config token`)"
+                    )
+                } else if let digest {
+                    settings.httpTokens.append(APIToken(name: token.name, sha256: digest))
+                }
+            }
         }
         if let limits = attempt("limits", { try resolveLimits(config) }) {
             settings.limits = limits
@@ -374,22 +392,25 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
             superseded: { drops.count("inventory_superseded") })
         let engine = makeEngine(store: store)
         try engine.startCampaigns()
+        let reads = ReadOnlyRPC(store: store, clock: clock, snapshotInterval: store.isShared ? .seconds(1) : nil)
+        engine.reads = reads
+        engine.publishContext()
         var httpTask: Task<Void, any Error>?
         if let http = settings.http {
-            let app = makeHTTPApplication(
+            let api = LocalRPC(reads: reads, calls: engine.delivery.localCalls) { inbox.pushUrgent($0) }
+            let app = try makeHTTPApplication(
                 host: http.host, port: http.port, observability: observability, store: store,
                 targets: settings.targets,
                 renewal: settings.renewal.mapValues {
                     RenewalInfo(before: $0.before, hasSuccessor: $0.successor != nil)
                 },
-                logger: logger)
+                api: HTTPAPI(rpc: api, logger: logger), tokens: settings.httpTokens, logger: logger)
             httpTask = Task { try await app.run() }
-            logger.info("metrics and health on http://\(http.host):\(http.port)")
+            logger.info(
+                "HTTP API, metrics and health on http://\(http.host):\(http.port)",
+                metadata: ["tokens": "\(settings.httpTokens.map(\.name))"])
         }
         defer { httpTask?.cancel() }
-        let reads = ReadOnlyRPC(store: store, clock: clock, snapshotInterval: store.isShared ? .seconds(1) : nil)
-        engine.reads = reads
-        engine.publishContext()
         let client = try MQTTClient(options: settings.broker, logger: logger) { event in inbox.push(.from(event)) }
         engine.client = client
         defer { client.stop() }

@@ -8,7 +8,10 @@ extension Engine {
 
     /// campaign.create: parse, resolve chains, run the never-brick preflight, select devices, cut waves, store.
     /// `signedBy`: the operator key of the request (origin `rpc`); the audit log records who asked.
-    func createCampaign(params: [String: Any], origin: String, signedBy: String? = nil) async throws -> Campaign {
+    /// `token`: the name of the HTTP token of a request made over the HTTP API.
+    func createCampaign(
+        params: [String: Any], origin: String, signedBy: String? = nil, token: String? = nil
+    ) async throws -> Campaign {
         let now = clock()
         let date = Date(timeIntervalSince1970: Double(now))
         let request = try CampaignRequest.parse(params, now: now)
@@ -118,7 +121,7 @@ extension Engine {
             try store(campaign, tx: tx)
             try RPC.auditRequest(
                 method: CampaignCreate.name, signedBy: signedBy, names: operatorNames,
-                origin: origin == "rpc" ? nil : origin, params: params,
+                origin: origin == "rpc" ? nil : origin, token: token, params: params,
                 result: "ok \(campaign.id)", at: now, tx: tx)
         }
         logger.notice(

@@ -113,11 +113,12 @@ extension Engine {
     func answer(_ request: RPC.Deferred) async {
         let result: Result<Any, RPCError>
         do {
-            let campaign = try await createCampaign(params: request.params, origin: "rpc", signedBy: request.signedBy)
-            if let signedBy = request.signedBy {
+            let campaign = try await createCampaign(
+                params: request.params, origin: "rpc", signedBy: request.signedBy, token: request.local?.token)
+            if let who = request.signedBy ?? request.local?.token {
                 logger.notice(
                     "operator request",
-                    metadata: ["method": "campaign.create", "operator": "\(signedBy)", "campaign": "\(campaign.id)"])
+                    metadata: ["method": "campaign.create", "operator": "\(who)", "campaign": "\(campaign.id)"])
             }
             let total = try store.read { tx in
                 try tx.memberCounts(campaign: campaign.id).values.reduce(0) { $0 + $1.size }
@@ -134,7 +135,7 @@ extension Engine {
             try? leaderWrite { tx in
                 try RPC.auditRequest(
                     method: CampaignCreate.name, signedBy: request.signedBy, names: operatorNames,
-                    params: request.params,
+                    token: request.local?.token, params: request.params,
                     result: "refused \(refusal.reason)", at: now, tx: tx)
             }
         } catch let failure as RPCError {

@@ -177,6 +177,14 @@ public struct CertrotConfig: Sendable, Decodable {
     public struct HTTP: Sendable, Decodable {
         public var host: String?
         public var port: Int
+        /// Who may call the HTTP API's mutating operations (and, off loopback, any): a name, recorded as the
+        /// operator of what the token does, and the SHA-256 (64 hex digits) of the token; never the token itself.
+        public var tokens: [Token]?
+
+        public struct Token: Sendable, Decodable {
+            public var name: String
+            public var sha256: String
+        }
     }
 
     /// Several replicas on one PostgreSQL store and one broker (docs/scaling.md); absent: a single daemon.

@@ -1,4 +1,5 @@
 import CertrotCore
+import Foundation
 import Logging
 
 /// Something to publish once the transaction that decided it has committed.
@@ -8,6 +9,8 @@ package struct Outbound {
         case part(jti: String)
         /// A re-sent part or an RPC reply.
         case other
+        /// The reply to a request made inside the daemon (the HTTP API): handed to ``LocalCalls``, never published.
+        case local(UUID)
     }
 
     package var topic: String
@@ -49,6 +52,8 @@ package final class Delivery {
     private var urgent: [Outbound] = []
     private let logger: Logger
     var partPublished: () -> Void = {}
+    /// Where replies to requests made inside the daemon (the HTTP API) go instead of the broker.
+    package let localCalls = LocalCalls()
 
     package init(maxInflight: Int, logger: Logger) {
         self.maxInflight = maxInflight
@@ -74,7 +79,9 @@ package final class Delivery {
     /// `replies` (the RPC connection, when there is one, else `client`), then the backlog while fewer than
     /// `maxInflight` publishes await their PUBACK.
     package func flush(client: any Publisher, replies: ((Outbound) -> Bool)? = nil) {
-        while let item = urgent.first, replies?(item) ?? publish(item, with: client) {
+        while let item = urgent.first,
+            (item.kind.isLocal ? localCalls.finish(item) : replies?(item) ?? publish(item, with: client))
+        {
             urgent.removeFirst()
         }
         while backlogHead < backlog.count, inflight.count < maxInflight, publish(backlog[backlogHead], with: client) {

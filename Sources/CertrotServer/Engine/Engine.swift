@@ -9,6 +9,9 @@ package enum EngineInput: Sendable {
     /// A message on an inventory topic, parsed on arrival (on the MQTT thread, not the engine's).
     case inventory(MQTTMessage, Result<Inventory, CertrotError>)
     case tick
+    /// A JSON-RPC request (the request object's bytes) made inside the daemon by the HTTP API, which
+    /// authenticated its caller; answered to `origin`'s call (``LocalCalls``).
+    case local([UInt8], LocalOrigin)
 
     /// The device a device's message is from (its topic's first level, when valid): what a batch locks and reads
     /// ahead in one go.
@@ -297,6 +300,16 @@ package final class Engine {
             try route(message, tx: tx, outbox: &outbox)
         case .inventory(let message, let parsed):
             try route(message, parsed: parsed, tx: tx, outbox: &outbox)
+        case .local(let payload, let origin):
+            // In a cluster only the leader answers what is not a plain read (as only it takes certrot/rpc).
+            if let cluster, !isLeader {
+                let refusal = RPCError(
+                    code: .unavailable,
+                    message: "replica \(cluster.replica) does not lead the cluster; call the leader's HTTP API")
+                outbox.append(RPC.localReply(["jsonrpc": "2.0", "id": 1, "error": refusal.json], call: origin.call))
+                return
+            }
+            try request(MQTTMessage(topic: Topics.rpc, payload: payload), local: origin, tx: tx, outbox: &outbox)
         }
     }
 
@@ -316,18 +329,24 @@ package final class Engine {
             guard admits(device) else { return }
             try csr(device: device, payload: message.payload, tx: tx, outbox: &outbox)
         case .rpc:
-            var reissue: [String] = []
-            let reply = RPC.handle(message, context: rpcContext, tx: tx, reissue: &reissue, deferred: &deferred) {
-                method, params, tx in try self.campaignMethod(method, params: params, tx: tx)
-            }
-            if let reply { outbox.append(reply) }
-            for id in reissue {
-                try tx.lockDevice(id)
-                guard let device = try tx.device(id) else { continue }
-                try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
-            }
+            try request(message, local: nil, tx: tx, outbox: &outbox)
         case .bundle, nil:
             drops.count("unexpected_topic")
+        }
+    }
+
+    /// A JSON-RPC request from MQTT, or made inside the daemon (`local`, the HTTP API).
+    func request(_ message: MQTTMessage, local: LocalOrigin?, tx: any StoreTransaction, outbox: inout [Outbound]) throws
+    {
+        var reissue: [String] = []
+        let reply = RPC.handle(
+            message, context: rpcContext, tx: tx, reissue: &reissue, deferred: &deferred, local: local
+        ) { method, params, tx in try self.campaignMethod(method, params: params, tx: tx) }
+        if let reply { outbox.append(reply) }
+        for id in reissue {
+            try tx.lockDevice(id)
+            guard let device = try tx.device(id) else { continue }
+            try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
         }
     }
 

@@ -1,6 +1,7 @@
 import CertrotCore
 import Foundation
 import Hummingbird
+import OpenAPIHummingbird
 import Logging
 import Metrics
 import Prometheus
@@ -288,12 +289,15 @@ public final class Observability: Sendable {
     }
 }
 
-/// `/metrics`, `/healthz` and `/readyz` on the configured address (hummingbird).
+/// `/metrics`, `/healthz`, `/readyz` and the HTTP API under `/api/v1/` (docs/openapi.yaml) on the configured
+/// address (hummingbird). The API's read-only operations are open when `host` is a loopback address.
 func makeHTTPApplication(
     host: String, port: Int, observability: Observability, store: any RotationStore, targets: [ResolvedTarget],
-    renewal: [String: RenewalInfo], logger: Logger
-) -> some ApplicationProtocol {
+    renewal: [String: RenewalInfo], api: HTTPAPI, tokens: [APIToken], logger: Logger
+) throws -> some ApplicationProtocol {
     let router = Router()
+    router.add(middleware: APIAuthentication(tokens: tokens, readsOpen: isLoopback(host)))
+    try api.registerHandlers(on: router, middlewares: [APIErrors()])
     router.get("healthz") { _, _ in "ok\n" }
     router.get("readyz") { _, _ -> Response in
         if let reason = observability.notReadyReason {
@@ -310,4 +314,9 @@ func makeHTTPApplication(
     return Application(
         router: router, configuration: .init(address: .hostname(host, port: port), serverName: "certrot"),
         logger: logger)
+}
+
+/// True for `localhost` and the loopback addresses (127.0.0.0/8, ::1).
+func isLoopback(_ host: String) -> Bool {
+    host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
 }

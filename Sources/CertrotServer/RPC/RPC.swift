@@ -113,6 +113,8 @@ enum RPC {
         var correlationData: [UInt8]?
         var signedBy: String?
         var replyPrefix: String
+        /// Made inside the daemon (the HTTP API): answered to that call, not on MQTT.
+        var local: LocalOrigin?
     }
 
     typealias Handler = (_ method: String, _ params: [String: Any], _ tx: any StoreTransaction) throws -> HandlerResult?
@@ -123,31 +125,36 @@ enum RPC {
     /// config and the kid of the key that signed it; "unsigned" when no operators are configured; "config" for a
     /// campaign the config file declares), a digest of its params (not the params: a campaign's chains are large,
     /// and the store keeps what they changed), and the result.
+    /// `token`: the request came over HTTP with this token (its configured name is the operator; `via` is `http`).
     static func auditRequest(
-        method: String, signedBy: String?, names: [String: String], origin: String? = nil, params: [String: Any],
-        result: String, at: Int64, tx: any StoreTransaction
+        method: String, signedBy: String?, names: [String: String], origin: String? = nil, token: String? = nil,
+        params: [String: Any], result: String, at: Int64, tx: any StoreTransaction
     ) throws {
         let canonical =
             (try? JSONSerialization.data(withJSONObject: params, options: [.sortedKeys, .withoutEscapingSlashes]))
             ?? Data()
         var body: [String: Any] = [
-            "operator": origin ?? signedBy.map { names[$0] ?? $0 } ?? "unsigned",
+            "operator": origin ?? token ?? signedBy.map { names[$0] ?? $0 } ?? "unsigned",
             "params": Hex.sha256(Array(canonical)), "result": result,
         ]
         body["kid"] = signedBy
+        if token != nil { body["via"] = "http" }
         try tx.audit(.operatorRequest, at: at, subject: method, body: body)
     }
 
+    /// `local`: the request was made inside the daemon (the HTTP API), which authenticated its caller; the reply
+    /// is an ``Outbound`` of kind ``Outbound/Kind/local(_:)`` for that call.
     static func handle(
         _ message: MQTTMessage, context: Context, tx: any StoreTransaction, reissue: inout [String],
-        deferred: inout [Deferred], handler: Handler
+        deferred: inout [Deferred], local: LocalOrigin? = nil, handler: Handler
     ) -> Outbound? {
         var replyTopic = message.responseTopic.flatMap { isValidReplyTopic($0, prefix: context.replyPrefix) ? $0 : nil }
+        let token = local?.token
         var id: Any = NSNull()
         var isNotification = false
         let response: [String: Any]
         // Set once a request that changes state passed its authorisation: what it did goes into the audit log.
-        var audited: (method: String, signedBy: String?, params: [String: Any])?
+        var audited: (method: String, signedBy: String?, token: String?, params: [String: Any])?
         do {
             guard message.payload.count <= maxRequestBytes else {
                 throw RPCError(
@@ -158,7 +165,7 @@ enum RPC {
             var body = message.payload
             var signedBy: String?
             var authFailure: RPCError?
-            if !isJSONText(body) {
+            if !isJSONText(body), local == nil {
                 let text = String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
                 do {
                     let verified = try JWS.verify(text, typ: requestType, keys: context.operators)
@@ -219,7 +226,7 @@ enum RPC {
             if request["params"] != nil, !(request["params"] is [String: Any]) {
                 throw RPCError(code: .invalidParams, message: "params must be an object")
             }
-            if context.signedReads, !context.operators.isEmpty, signedBy == nil {
+            if context.signedReads, !context.operators.isEmpty, signedBy == nil, token == nil {
                 throw RPCError(
                     code: .unauthorized,
                     message: "this daemon answers only requests signed by an operator key (rpc.signedReads)")
@@ -227,14 +234,17 @@ enum RPC {
             guard RPCMethods.byName[method] != nil else {
                 throw RPCError(code: .methodNotFound, message: "unknown method '\(method)'")
             }
-            if RPCMethods.mutating.contains(method), !context.operators.isEmpty, signedBy == nil {
+            if RPCMethods.mutating.contains(method), local != nil, token == nil {
+                throw RPCError(code: .unauthorized, message: "\(method) changes state and needs an HTTP token")
+            }
+            if RPCMethods.mutating.contains(method), !context.operators.isEmpty, signedBy == nil, token == nil {
                 throw RPCError(
                     code: .unauthorized,
                     message:
                         "\(method) changes state and needs a request signed by an operator key (certrot --operator-key)"
                 )
             }
-            if RPCMethods.mutating.contains(method) { audited = (method, signedBy, params) }
+            if RPCMethods.mutating.contains(method) { audited = (method, signedBy, token, params) }
             let result: Any
             switch method {
             case DeviceStatus.name:
@@ -257,18 +267,18 @@ enum RPC {
                         Deferred(
                             method: method, params: params, id: id, isNotification: isNotification,
                             replyTopic: replyTopic, correlationData: message.correlationData, signedBy: signedBy,
-                            replyPrefix: context.replyPrefix))
+                            replyPrefix: context.replyPrefix, local: local))
                     return nil
                 case nil: throw RPCError(code: .methodNotFound, message: "unknown method '\(method)'")
                 }
             }
-            if let signedBy, RPCMethods.mutating.contains(method) {
-                context.logger.notice("operator request", metadata: ["method": "\(method)", "operator": "\(signedBy)"])
+            if let who = signedBy ?? token, RPCMethods.mutating.contains(method) {
+                context.logger.notice("operator request", metadata: ["method": "\(method)", "operator": "\(who)"])
             }
             if let audited {
                 try auditRequest(
                     method: audited.method, signedBy: audited.signedBy, names: context.operatorNames,
-                    params: audited.params, result: "ok",
+                    token: audited.token, params: audited.params, result: "ok",
                     at: context.now, tx: tx)
             }
             response = ["jsonrpc": "2.0", "id": id, "result": result]
@@ -276,7 +286,7 @@ enum RPC {
             if let audited {
                 try? auditRequest(
                     method: audited.method, signedBy: audited.signedBy, names: context.operatorNames,
-                    params: audited.params,
+                    token: audited.token, params: audited.params,
                     result: "error \(failure.code.rawValue)", at: context.now, tx: tx)
             }
             response = ["jsonrpc": "2.0", "id": id, "error": failure.json]
@@ -284,7 +294,7 @@ enum RPC {
             if let audited {
                 try? auditRequest(
                     method: audited.method, signedBy: audited.signedBy, names: context.operatorNames,
-                    params: audited.params,
+                    token: audited.token, params: audited.params,
                     result: "refused \(refusal.reason)", at: context.now, tx: tx)
             }
             response = ["jsonrpc": "2.0", "id": id, "error": RPCError(refusal).json]
@@ -293,9 +303,18 @@ enum RPC {
             context.logger.error("rpc failed", metadata: ["error": "\(error)"])
             response = ["jsonrpc": "2.0", "id": id, "error": RPCError.internalFailure.json]
         }
+        if let local { return localReply(response, call: local.call) }
         return outbound(
             response, isNotification: isNotification, replyTopic: replyTopic, correlationData: message.correlationData,
             drops: context.drops, replyPrefix: context.replyPrefix)
+    }
+
+    /// The reply to a request made inside the daemon: the JSON-RPC response, for ``LocalCalls`` to hand back.
+    static func localReply(_ response: [String: Any], call: UUID) -> Outbound {
+        let payload =
+            (try? JSONSerialization.data(withJSONObject: response, options: [.sortedKeys, .withoutEscapingSlashes]))
+            ?? Data(#"{"error":{"code":-32603,"message":"internal error"},"id":null,"jsonrpc":"2.0"}"#.utf8)
+        return Outbound(topic: "", payload: Array(payload), kind: .local(call), urgent: true)
     }
 
     /// The reply to a deferred request.
@@ -305,6 +324,7 @@ enum RPC {
             case .success(let value): ["jsonrpc": "2.0", "id": request.id, "result": value]
             case .failure(let failure): ["jsonrpc": "2.0", "id": request.id, "error": failure.json]
             }
+        if let local = request.local { return localReply(response, call: local.call) }
         return outbound(
             response, isNotification: request.isNotification, replyTopic: request.replyTopic,
             correlationData: request.correlationData, drops: drops, replyPrefix: request.replyPrefix)

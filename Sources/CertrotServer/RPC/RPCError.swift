@@ -16,6 +16,8 @@ package struct RPCError: Error, Equatable, Sendable {
         case campaignRefused = -32020
         /// The campaign's state does not allow the operation (resume a completed campaign, …).
         case campaignState = -32021
+        /// Not answered now: the store is unavailable, or (HTTP API) this replica does not lead the cluster.
+        case unavailable = -32030
     }
 
     package var code: Code

@@ -61,6 +61,23 @@ final class ReadOnlyRPC: Sendable {
         return methods.contains(method)
     }
 
+    /// Answers a request made inside the daemon (``LocalRPC``) now, in a read transaction of its own: the JSON-RPC
+    /// response, or nil when the store could not be read (or the engine has not published its context yet).
+    func answer(_ request: [UInt8], origin: LocalOrigin) -> [UInt8]? {
+        guard var context = context.withLock({ $0 }) else { return nil }
+        context.now = clock()
+        context.fleetSnapshot = snapshot(drops: context.drops)
+        let message = MQTTMessage(topic: Topics.rpc, payload: request)
+        let reply = try? store.read { tx in
+            var reissue: [String] = []
+            var deferred: [RPC.Deferred] = []
+            return RPC.handle(
+                message, context: context, tx: tx, reissue: &reissue, deferred: &deferred, local: origin
+            ) { _, _, _ in nil }
+        }
+        return (reply ?? nil)?.payload
+    }
+
     /// Answers requests until the inbox is finished; replies go out on `replies`. With ``snapshotInterval``, also
     /// refreshes the `fleet.status` snapshot until then.
     func run(replies: RPCConnection) async {

@@ -1,0 +1,214 @@
+import CertrotCore
+import CertrotTestSupport
+import Crypto
+import Foundation
+import Testing
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// The HTTP API (docs/openapi.yaml) of a real daemon, over a real socket, with a fleet rotating through mosquitto.
+@Suite(.serialized) struct HTTPAPITests {
+    static let token = "t0k3n-for-the-tests-" + UUID().uuidString
+    static var tokenSHA256: String { Hex.sha256(Array(token.utf8)) }
+
+    struct Reply {
+        var status: Int
+        var json: [String: Any]
+    }
+
+    static func request(
+        _ method: String, _ url: String, body: Any? = nil, token: String? = nil, rawAuthorization: String? = nil
+    ) async throws -> Reply {
+        var request = URLRequest(url: URL(string: url)!)
+        request.httpMethod = method
+        request.timeoutInterval = 30
+        if let body {
+            request.httpBody = try JSONSerialization.data(withJSONObject: body)
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        }
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        if let rawAuthorization { request.setValue(rawAuthorization, forHTTPHeaderField: "Authorization") }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let json = (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
+        return Reply(status: (response as? HTTPURLResponse)?.statusCode ?? 0, json: json)
+    }
+
+    /// A daemon with the API on `host` and one token ("alice"), and `devices` devices verified on it.
+    static func daemon(host: String = "127.0.0.1", devices: Int = 20) async throws -> (Harness, base: String) {
+        let harness = try Harness()
+        let port = try Broker.freePort()
+        try harness.startDaemon(
+            configPath: harness.writeConfig(
+                extra: "http: {host: \(host), port: \(port), tokens: [{name: alice, sha256: \(tokenSHA256)}]}"))
+        _ = try harness.startFleet(harness.fleetOptions(devices: devices))
+        try await harness.waitForFleet { ($0["verified"] ?? 0) == devices }
+        let base = "http://127.0.0.1:\(port)/api/v1"
+        for _ in 0..<100 {
+            if (try? await request("GET", base + "/fleet"))?.status == 200 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return (harness, base)
+    }
+
+    @Test func readsAreOpenOnLoopback_writesNeedTheToken_andAreAuditedUnderItsName() async throws {
+        let (harness, base) = try await Self.daemon()
+        // The same typed method as JSON-RPC: the same figures.
+        let fleet = try await Self.request("GET", base + "/fleet")
+        #expect(fleet.status == 200)
+        let rpc = try await harness.rpc().result("fleet.status")
+        #expect(fleet.json["devices"] as? Int == 20 && rpc["devices"] as? Int == 20)
+        #expect((fleet.json["states"] as? [String: Int]) == (rpc["states"] as? [String: Int]))
+
+        let page = try await Self.request("GET", base + "/devices?limit=5")
+        #expect(page.status == 200)
+        let items = page.json["devices"] as? [[String: Any]] ?? []
+        #expect(items.count == 5, "\(page.json)")
+        let first = try #require(items.first?["device"] as? String)
+        let device = try await Self.request("GET", base + "/devices/\(first)")
+        #expect(device.status == 200 && device.json["device"] as? String == first)
+        let unknown = try await Self.request("GET", base + "/devices/nobody-here")
+        #expect(unknown.status == 404 && unknown.json["code"] as? Int == -32004, "\(unknown)")
+        let bad = try await Self.request("GET", base + "/devices?limit=0")
+        #expect(bad.status == 400 && bad.json["code"] as? Int == -32602, "\(bad)")
+
+        // Writes: refused without the token, with another token, or with a malformed header; the token passes.
+        let create: [String: Any] = [
+            "name": "http-1", "targets": [["tag": 43, "credential": "new-ca"]], "select": ["all": true],
+            "start": Int(Date().timeIntervalSince1970) + 3600,
+        ]
+        for (token, raw) in [(nil, nil), ("not-the-token", nil), (nil, "Basic YWxpY2U6eA==")] as [(String?, String?)] {
+            let refused = try await Self.request(
+                "POST", base + "/campaigns", body: create, token: token, rawAuthorization: raw)
+            #expect(refused.status == 401 && refused.json["code"] as? Int == -32010, "\(refused)")
+        }
+        let none = try await Self.request("GET", base + "/campaigns")
+        #expect(none.status == 200 && (none.json["campaigns"] as? [Any])?.isEmpty == true, "\(none)")
+        let created = try await Self.request("POST", base + "/campaigns", body: create, token: Self.token)
+        #expect(created.status == 201, "\(created)")
+        let id = try #require(created.json["id"] as? String)
+        let status = try await Self.request("GET", base + "/campaigns/\(id)")
+        #expect(status.status == 200 && status.json["id"] as? String == id)
+        #expect(status.json["state"] as? String == "scheduled", "\(status)")
+        let notPaused = try await Self.request("POST", base + "/campaigns/\(id)/resume", token: Self.token)
+        #expect(notPaused.status == 409 && notPaused.json["code"] as? Int == -32021, "\(notPaused)")
+        let paused = try await Self.request(
+            "POST", base + "/campaigns/\(id)/pause", body: ["reason": "looking"], token: Self.token)
+        #expect(paused.status == 200 && paused.json["state"] as? String == "paused", "\(paused)")
+        let again = try await Self.request("POST", base + "/campaigns/\(id)/pause", token: Self.token)
+        #expect(again.status == 409 && again.json["code"] as? Int == -32021, "\(again)")
+        let refused = try await Self.request(
+            "POST", base + "/campaigns",
+            body: ["name": "x", "targets": [["tag": 43, "chain": "junk"]], "select": ["all": true]],
+            token: Self.token)
+        #expect(refused.status == 422 || refused.status == 400, "\(refused)")
+        let undecodable = try await Self.request(
+            "POST", base + "/campaigns", body: ["name": 7, "select": ["all": true]], token: Self.token)
+        #expect(undecodable.status == 400 && undecodable.json["code"] as? Int == -32602, "\(undecodable)")
+        let missing = try await Self.request("POST", base + "/campaigns/no-such/abort", token: Self.token)
+        #expect(missing.status == 404 && missing.json["code"] as? Int == -32005, "\(missing)")
+
+        // The audit log names the token's holder for what it did over HTTP.
+        let audit = try await Self.request("GET", base + "/audit?limit=100")
+        #expect(audit.status == 200)
+        let requests = (audit.json["records"] as? [[String: Any]] ?? []).filter {
+            $0["kind"] as? String == "operator.request"
+        }
+        // A record's body is its canonical JSON text.
+        func body(_ record: [String: Any]) -> [String: Any] {
+            (record["body"] as? String).flatMap {
+                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            } ?? [:]
+        }
+        let byAlice = requests.filter { body($0)["operator"] as? String == "alice" }
+        #expect(
+            Set(byAlice.compactMap { $0["subject"] as? String }).isSuperset(of: ["campaign.create", "campaign.pause"]),
+            "\(requests)")
+        #expect(byAlice.count == requests.count && byAlice.allSatisfy { body($0)["via"] as? String == "http" })
+        await harness.stop()
+    }
+
+    /// `certrot config token NAME` prints a fresh token and the entry for it, whose digest is the token's SHA-256;
+    /// the daemon takes a token so made.
+    @Test func configToken_printsATokenAndTheEntryWithItsDigest() throws {
+        let first = try run(certrotBinary(), ["config", "token", "bob"])
+        let second = try run(certrotBinary(), ["config", "token", "bob"])
+        #expect(first.status == 0, "\(first.output)")
+        func parse(_ output: String) -> (token: String, sha256: String)? {
+            let lines = output.split(separator: "\n").map(String.init)
+            guard let token = lines.first(where: { $0.hasPrefix("token: ") })?.dropFirst(7),
+                let entry = lines.first(where: { $0.hasPrefix("http.tokens entry: ") }),
+                let range = entry.range(of: "sha256: ")
+            else { return nil }
+            return (String(token), String(entry[range.upperBound...].prefix(64)))
+        }
+        let a = try #require(parse(first.output), "\(first.output)")
+        let b = try #require(parse(second.output))
+        #expect(a.sha256 == Hex.sha256(Array(a.token.utf8)) && a.token.count == 43)
+        #expect(a.token != b.token, "each token is new")
+        #expect(first.output.contains("- {name: bob, sha256: \(a.sha256)}"))
+        #expect(try run(certrotBinary(), ["config", "token", ""]).status != 0)
+    }
+
+    /// Off loopback every request needs the token, reads included. The listener is on every address here, and the
+    /// test reaches it on 127.0.0.1: the traffic stays on this machine.
+    @Test func offLoopback_readsNeedTheTokenToo() async throws {
+        let (harness, base) = try await Self.daemon(host: "0.0.0.0", devices: 5)
+        let open = try await Self.request("GET", base + "/fleet")
+        #expect(open.status == 401 && open.json["code"] as? Int == -32010, "\(open)")
+        let withToken = try await Self.request("GET", base + "/fleet", token: Self.token)
+        #expect(withToken.status == 200 && withToken.json["devices"] as? Int == 5)
+        // /metrics and the probes stay open, as before.
+        let (_, metrics) = try await URLSession.shared.data(
+            from: URL(string: base.replacingOccurrences(of: "/api/v1", with: "/healthz"))!)
+        #expect((metrics as? HTTPURLResponse)?.statusCode == 200)
+        await harness.stop()
+    }
+
+    /// Runs a program on a thread of its own: the daemon under test shares this process's few pool threads.
+    static func runOffThePool(
+        _ executable: String, _ arguments: [String]
+    ) async throws -> (status: Int32, output: String) {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Result { try run(executable, arguments) }) }.start()
+        }
+    }
+
+    /// schemathesis (PyPI) against docs/openapi.yaml on a running daemon: every operation, generated inputs (a
+    /// fixed number of examples), with the token: no 5xx, and every response conforms to the document.
+    @Test func schemathesis_everyOperation_noServerError_responsesConform() async throws {
+        let (harness, base) = try await Self.daemon(devices: 10)
+        // A campaign for the stateful phase to find (GET /campaigns links to its status, pause, resume, abort).
+        let created = try await Self.request(
+            "POST", base + "/campaigns",
+            body: [
+                "name": "st", "targets": [["tag": 43, "credential": "new-ca"]], "select": ["all": true],
+                "start": Int(Date().timeIntervalSince1970) + 3600,
+            ], token: Self.token)
+        #expect(created.status == 201, "\(created)")
+        let examples = ProcessInfo.processInfo.environment["CERTROT_SCHEMATHESIS_EXAMPLES"] ?? "25"
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let schema = root.appendingPathComponent("docs/openapi.yaml").path
+        let url = base.replacingOccurrences(of: "/api/v1", with: "")
+        let run = try await Self.runOffThePool(
+            "/usr/bin/env",
+            [
+                "schemathesis", "run", schema, "--url", url, "-H", "Authorization: Bearer \(Self.token)",
+                "--max-examples", examples, "--seed", "1",
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,"
+                    + "response_schema_conformance,response_headers_conformance",
+                "--phases", "examples,coverage,fuzzing,stateful", "--generation-deterministic", "--workers", "1",
+            ])
+        // The whole report, for a look after a failure.
+        try? run.output.write(
+            toFile: FileManager.default.temporaryDirectory.appendingPathComponent("certrot-schemathesis.txt").path,
+            atomically: true, encoding: .utf8)
+        #expect(
+            run.status == 0,
+            "schemathesis (pip install schemathesis==4.32.5; scripts/bootstrap does):\n\(run.output.suffix(6000))")
+        await harness.stop()
+    }
+}
