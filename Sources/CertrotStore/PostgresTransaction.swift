@@ -372,6 +372,35 @@ final class PostgresTransaction: StoreTransaction {
         return result
     }
 
+    func strandedRisk(now: Int64, limit: Int) throws -> StrandedRisk {
+        let week = StrandedRisk.weekSeconds
+        var risk = StrandedRisk()
+        for row in try query(
+            """
+            SELECT e.target, CASE WHEN e.not_after <= \(now) THEN 0 ELSE (e.not_after - \(now) + \(week - 1)) / \(week) END
+              AS week, COUNT(*) AS n
+            FROM expiry e JOIN devices d ON d.id = e.device
+            WHERE e.not_after IS NOT NULL AND e.not_after - \(now) < \(now) - d.last_seen GROUP BY 1, 2
+            """)
+        {
+            risk.byWeek[try row["target"].decode(String.self), default: [:]][try row["week"].decode(Int64.self)] =
+                try row["n"].decode(Int.self)
+        }
+        risk.devices = try query(
+            """
+            SELECT e.device, e.target, e.not_after, d.last_seen
+            FROM expiry e JOIN devices d ON d.id = e.device
+            WHERE e.not_after IS NOT NULL AND e.not_after - \(now) < \(now) - d.last_seen
+            ORDER BY e.not_after, e.device LIMIT \(limit)
+            """
+        ).map {
+            StrandedRisk.Device(
+                device: try $0["device"].decode(String.self), target: try $0["target"].decode(String.self),
+                notAfter: try $0["not_after"].decode(Int64.self), lastSeen: try $0["last_seen"].decode(Int64.self))
+        }
+        return risk
+    }
+
     func deviceCount(trustingKey kid: String) throws -> Int {
         // strpos, not LIKE: kids are base64url and may contain '_', a LIKE wildcard.
         try query("SELECT COUNT(*) AS n FROM devices WHERE strpos(keys, ',' || \(kid) || ',') > 0").first?["n"]

@@ -200,6 +200,24 @@ struct SQLiteTransaction: StoreTransaction {
         return result
     }
 
+    func strandedRisk(now: Int64, limit: Int) throws -> StrandedRisk {
+        let week = StrandedRisk.weekSeconds
+        let atRisk =
+            "FROM expiry e JOIN devices d ON d.id = e.device WHERE e.not_after IS NOT NULL AND e.not_after - ? < ? - d.last_seen"
+        var risk = StrandedRisk()
+        for row in try rows(
+            "SELECT e.target, CASE WHEN e.not_after <= ? THEN 0 ELSE (e.not_after - ? + \(week - 1)) / \(week) END, COUNT(*) \(atRisk) GROUP BY 1, 2",
+            [now, now, now, now])
+        {
+            risk.byWeek[row[0], default: [:]][row[1]] = row[2]
+        }
+        risk.devices = try rows(
+            "SELECT e.device, e.target, e.not_after, d.last_seen \(atRisk) ORDER BY e.not_after, e.device LIMIT ?",
+            [now, now, limit]
+        ).map { StrandedRisk.Device(device: $0[0], target: $0[1], notAfter: $0[2], lastSeen: $0[3]) }
+        return risk
+    }
+
     func deviceCount(trustingKey kid: String) throws -> Int {
         // instr, not LIKE: kids are base64url and may contain '_', a LIKE wildcard.
         try count("SELECT COUNT(*) FROM devices WHERE instr(keys, ',' || ? || ',') > 0", [kid])

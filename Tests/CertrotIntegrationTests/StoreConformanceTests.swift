@@ -264,6 +264,35 @@ struct StoreConformanceTests {
             ])
     }
 
+    /// Stranded risk: a device whose last contact is longer ago than the time its credential has left, by week
+    /// left; an expired credential always; a device seen recently enough, or with an unknown expiry, never.
+    @Test(arguments: StoreKind.allCases)
+    func strandedRisk(kind: StoreKind) throws {
+        let store = try openStore(url: try kind.freshURL())
+        let day: Int64 = 86400
+        let now: Int64 = 1000 * day
+        try store.write { tx throws in
+            for (id, seen) in [
+                ("a", now - 40 * day), ("b", now - 1 * day), ("c", now - 10 * day), ("d", now - 100 * day),
+            ] {
+                try tx.saveDevice(DeviceRecord(id: id, firstSeen: 0, lastSeen: seen, inventory: nil, issuedSeq: 0))
+            }
+            try tx.saveExpiry(device: "a", target: "ca", notAfter: now + 20 * day)  // gone 40 d, 20 d left: at risk, week 3
+            try tx.saveExpiry(device: "b", target: "ca", notAfter: now + 3 * day)  // seen yesterday: not at risk
+            try tx.saveExpiry(device: "c", target: "ca", notAfter: now - day)  // expired: at risk, week 0
+            try tx.saveExpiry(device: "d", target: "ca", notAfter: nil)  // unknown: never
+            try tx.saveExpiry(device: "d", target: "client", notAfter: now + 7 * day)  // gone 100 d, 7 d left: week 1
+            try tx.saveExpiry(device: "a", target: "client", notAfter: now + 400 * day)  // 400 d left: not at risk
+        }
+        let risk = try store.read { tx in try tx.strandedRisk(now: now, limit: 10) }
+        #expect(risk.byWeek == ["ca": [3: 1, 0: 1], "client": [1: 1]])
+        #expect(risk.devices.map(\.device) == ["c", "d", "a"])
+        #expect(
+            risk.devices.first
+                == StrandedRisk.Device(device: "c", target: "ca", notAfter: now - day, lastSeen: now - 10 * day))
+        #expect(try store.read { tx in try tx.strandedRisk(now: now, limit: 1) }.devices.map(\.device) == ["c"])
+    }
+
     @Test(arguments: StoreKind.allCases)
     func campaignsAndMembers(kind: StoreKind) throws {
         let url = try kind.freshURL()

@@ -166,6 +166,10 @@ public protocol StoreTransaction {
     /// Per target, how many devices' credentials expire before each of `limits` (Unix seconds, ascending):
     /// target → cumulative counts, one per limit, then the count of devices with a known expiry.
     func expiryHistogram(limits: [Int64]) throws -> [String: [Int]]
+    /// The devices that may not be back before the credential they hold in a target's tag expires: their last
+    /// contact is longer ago than the time it has left (`not_after − now < now − last_seen`; an expired one
+    /// always). Per target, their count by ``StrandedRisk/week(notAfter:now:)``, and the `limit` that expire first.
+    func strandedRisk(now: Int64, limit: Int) throws -> StrandedRisk
     /// Records a signed operator request's `jti`; false when it was seen before (a replay). Forgets ids older
     /// than `forgetBefore` (they fall outside the accepted `iat` window anyway).
     func rememberRequest(jti: String, at: Int64, forgetBefore: Int64) throws -> Bool
@@ -307,4 +311,38 @@ public struct RetentionPolicy: Sendable, Equatable {
     public var maxAge: Int64 = 365 * 86400
 
     public init() {}
+}
+
+/// What ``StoreTransaction/strandedRisk(now:limit:)`` finds.
+public struct StrandedRisk: Sendable, Equatable {
+    public struct Device: Sendable, Equatable {
+        public var device: String
+        public var target: String
+        public var notAfter: Int64
+        public var lastSeen: Int64
+
+        public init(device: String, target: String, notAfter: Int64, lastSeen: Int64) {
+            self.device = device
+            self.target = target
+            self.notAfter = notAfter
+            self.lastSeen = lastSeen
+        }
+    }
+
+    /// target → week (``week(notAfter:now:)``) → devices.
+    public var byWeek: [String: [Int64: Int]]
+    /// The first to expire, soonest first (then by device).
+    public var devices: [Device]
+
+    public init(byWeek: [String: [Int64: Int]] = [:], devices: [Device] = []) {
+        self.byWeek = byWeek
+        self.devices = devices
+    }
+
+    /// 0 for a credential already expired at `now`, else k when it expires within (k−1)·7 d … k·7 d.
+    public static func week(notAfter: Int64, now: Int64) -> Int64 {
+        notAfter <= now ? 0 : (notAfter - now + weekSeconds - 1) / weekSeconds
+    }
+
+    public static let weekSeconds: Int64 = 7 * 86400
 }

@@ -76,6 +76,13 @@ struct HTTPAPI: APIProtocol {
             failed: { .default(statusCode: $0, $1) })
     }
 
+    func getFleetRisk(_ input: Operations.GetFleetRisk.Input) async throws -> Operations.GetFleetRisk.Output {
+        return await answer(
+            FleetRisk.name, Self.params(["limit": input.query.limit]),
+            ok: { (result: Components.Schemas.FleetRisk) in .ok(.init(body: .json(result))) },
+            failed: { .default(statusCode: $0, $1) })
+    }
+
     func listDevices(_ input: Operations.ListDevices.Input) async throws -> Operations.ListDevices.Output {
         let query = input.query
         let params = Self.params([

@@ -232,6 +232,17 @@ public final class Observability: Sendable {
                 }
             }
             renderExpiry(targets: targets, histogram: histogram, expiringWithoutSuccessor: expiring)
+            let risk = FleetRisk.result(
+                try store.read { tx in try tx.strandedRisk(now: now, limit: 0) }, targets: targets.map(\.name), now: now
+            )
+            for (target, value) in risk.targets {
+                gauge(
+                    "certrot_stranded_devices",
+                    help:
+                        "Devices whose last contact is longer ago than the time their chain in the target tag has left (fleet.risk)",
+                    labels: [("target", target)]
+                ).set(to: Double(value.atRisk))
+            }
             for (name, value) in store.traffic {
                 gauge(
                     "certrot_store_\(name)",

@@ -249,6 +249,9 @@ enum RPC {
             switch method {
             case DeviceStatus.name:
                 result = try encode(deviceStatus(DeviceStatus.params(params), context: context, tx: tx))
+            case FleetRisk.name:
+                let risk = try tx.strandedRisk(now: context.now, limit: FleetRisk.params(params).limit)
+                result = try encode(FleetRisk.result(risk, targets: context.targets.map(\.name), now: context.now))
             case FleetStatus.name:
                 result = try encode(context.fleetSnapshot ?? fleetStatus(context: context, tx: tx))
             case DeviceRetry.name:

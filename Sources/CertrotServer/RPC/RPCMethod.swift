@@ -22,7 +22,7 @@ extension RPCMethod {
 /// Every method the daemon answers, in one place: the dispatcher, the signature rule and the docs follow it.
 package enum RPCMethods {
     package static let all: [any RPCMethod.Type] = [
-        DeviceStatus.self, DeviceRetry.self, DeviceList.self, FleetStatus.self,
+        DeviceStatus.self, DeviceRetry.self, DeviceList.self, FleetStatus.self, FleetRisk.self,
         CampaignCreate.self, CampaignList.self, CampaignStatus.self, CampaignPause.self, CampaignResume.self,
         CampaignAbort.self, AuditList.self,
     ]

@@ -8,7 +8,7 @@ import Synchronization
 /// requests, and every other method, still go through the engine (they write, or need its campaign state).
 /// A read may not yet show the effect of a mutating request sent just before it (they run on different queues).
 final class ReadOnlyRPC: Sendable {
-    static let methods: Set<String> = ["device.status", "fleet.status", "device.list"]
+    static let methods: Set<String> = ["device.status", "fleet.status", "device.list", "fleet.risk"]
 
     let store: any RotationStore
     let inbox = Inbox<MQTTMessage>()
