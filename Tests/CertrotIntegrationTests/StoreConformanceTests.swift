@@ -277,7 +277,8 @@ struct StoreConformanceTests {
             ] {
                 try tx.saveDevice(DeviceRecord(id: id, firstSeen: 0, lastSeen: seen, inventory: nil, issuedSeq: 0))
             }
-            try tx.saveExpiry(device: "a", target: "ca", notAfter: now + 20 * day)  // gone 40 d, 20 d left: at risk, week 3
+            // a: gone 40 d, 20 d left: at risk, week 3.
+            try tx.saveExpiry(device: "a", target: "ca", notAfter: now + 20 * day)
             try tx.saveExpiry(device: "b", target: "ca", notAfter: now + 3 * day)  // seen yesterday: not at risk
             try tx.saveExpiry(device: "c", target: "ca", notAfter: now - day)  // expired: at risk, week 0
             try tx.saveExpiry(device: "d", target: "ca", notAfter: nil)  // unknown: never
