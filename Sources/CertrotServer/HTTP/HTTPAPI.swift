@@ -87,7 +87,8 @@ struct HTTPAPI: APIProtocol {
         let query = input.query
         let params = Self.params([
             "state": query.state?.rawValue, "campaign": query.campaign, "holding": query.holding,
-            "expiringBefore": query.expiringBefore, "tag": query.tag, "after": query.after, "limit": query.limit,
+            "expiringBefore": query.expiringBefore, "tag": query.tag, "after": query.after, "prefix": query.prefix,
+            "limit": query.limit,
         ])
         return await answer(
             DeviceList.name, params, ok: { (result: Components.Schemas.DeviceList) in .ok(.init(body: .json(result))) },

@@ -21,6 +21,16 @@ extension RPC {
             throw RPCError(code: .unknownCampaign, message: "no campaign '\(campaignID.prefix(80))'")
         }
         var after = params.after
+        // With a prefix the scan starts at the prefix (the device named by it first, if one is) and ends at the
+        // first ID past the devices that have it: IDs are in byte order.
+        var first: DeviceRecord?
+        if let prefix = params.prefix, after.map({ Array($0.utf8).lexicographicallyPrecedes(prefix.utf8) }) ?? true {
+            if campaignID == nil { first = try tx.device(prefix) }
+            after = prefix
+        }
+        func outside(_ id: String) -> Bool {
+            params.prefix.map { !id.utf8.starts(with: $0.utf8) } ?? false
+        }
 
         var found: [DeviceList.Result.Entry] = []
         var scanned = 0
@@ -28,7 +38,7 @@ extension RPC {
         // A bounded cost per call, whatever the filter: at most `scanBudget` devices looked at and `timeBudget`
         // spent; the cursor then lets the caller go on (a page may come back short, or empty, with `next` set).
         let started = ContinuousClock.now
-        while found.count < limit, scanned < scanBudget, ContinuousClock.now - started < timeBudget {
+        while found.count < limit, scanned < scanBudget, !exhausted, ContinuousClock.now - started < timeBudget {
             var page: [(DeviceRecord?, CampaignMember?)] = []
             if let campaignID {
                 let memberState = state.flatMap(MemberState.init(rawValue:))
@@ -37,7 +47,11 @@ extension RPC {
                 page = try members.prefix(scanBudget - scanned).map { (try tx.device($0.device), $0) }
                 after = members.prefix(scanBudget - scanned).last?.device
             } else {
-                let devices = try tx.devices(after: after, limit: min(500, scanBudget - scanned))
+                var devices = try tx.devices(after: after, limit: min(500, scanBudget - scanned))
+                if let device = first {
+                    devices.insert(device, at: 0)
+                    first = nil
+                }
                 page = devices.map { ($0, nil) }
                 after = devices.last?.id
             }
@@ -46,6 +60,10 @@ extension RPC {
                 break
             }
             for (device, member) in page {
+                if outside(device?.id ?? member?.device ?? "") {
+                    exhausted = true
+                    break
+                }
                 scanned += 1
                 after = device?.id ?? member?.device ?? after
                 guard let device else { continue }

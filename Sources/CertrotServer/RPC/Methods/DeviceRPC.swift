@@ -95,6 +95,8 @@ package enum DeviceList: RPCMethod {
         package var expiringBefore: Int64?
         package var tag: Int64?
         package var after: String?
+        /// Only devices whose ID starts with it (byte-wise).
+        package var prefix: String?
         package var limit = 100
     }
 
@@ -144,7 +146,7 @@ package enum DeviceList: RPCMethod {
 
     package static func params(_ params: [String: Any]) throws(RPCError) -> Params {
         let reader = ParamsReader(params)
-        try reader.only(["state", "campaign", "holding", "expiringBefore", "tag", "after", "limit"])
+        try reader.only(["state", "campaign", "holding", "expiringBefore", "tag", "after", "prefix", "limit"])
         var result = Params()
         if reader.has("limit") {
             result.limit = CertrotCore.Params.int(params["limit"]).map(Int.init) ?? -1
@@ -189,6 +191,10 @@ package enum DeviceList: RPCMethod {
             result.campaign = id
         }
         result.after = try reader.string("after", else: "params.after must be a device ID")
+        result.prefix = try reader.string("prefix", else: "params.prefix must be a string of 1…128 bytes")
+        if let prefix = result.prefix, prefix.isEmpty || prefix.utf8.count > 128 {
+            throw RPCError(code: .invalidParams, message: "params.prefix must be a string of 1…128 bytes")
+        }
         return result
     }
 }

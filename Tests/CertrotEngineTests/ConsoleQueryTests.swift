@@ -4,8 +4,9 @@ import CertrotTestSupport
 import Foundation
 import Testing
 
-/// `fleet.risk` on the engine: which devices will not be back before the chain they hold expires.
-@Suite struct FleetRiskTests {
+/// What the console asks of the engine: `fleet.risk` (which devices will not be back before the chain they hold
+/// expires) and `device.list` by ID prefix.
+@Suite struct ConsoleQueryTests {
     @Test func aDeviceGoneLongerThanItsChainHasLeft_isAtRisk_byWeek_untilItHoldsTheNewChain() async throws {
         let h = try EngineHarness()
         defer { h.stop() }
@@ -31,6 +32,29 @@ import Testing
         #expect(after["atRisk"] as? Int == 1 && after["expired"] as? Int == 1, "\(after)")
         #expect((risk["devices"] as? [[String: Any]])?.map { $0["device"] as? String } == ["here"])
         let refused = try await h.rpc("fleet.risk", ["limit": 5000])["error"] as? [String: Any]
+        #expect(refused?["code"] as? Int == -32602)
+    }
+
+    @Test func deviceList_byPrefix_listsExactlyTheDevicesWhoseIDStartsWithIt_theExactOneFirst() async throws {
+        let h = try EngineHarness()
+        defer { h.stop() }
+        await h.connect()
+        for id in ["ab", "ab-1", "ab-2", "abc", "aa", "b", "ab-3"] { await h.inventory(id, holding: h.oldCA.sha256) }
+        func list(_ params: [String: Any]) async throws -> (ids: [String], next: String?) {
+            let result = try await h.rpc("device.list", params)["result"] as? [String: Any] ?? [:]
+            return (
+                (result["devices"] as? [[String: Any]] ?? []).compactMap { $0["device"] as? String },
+                result["next"] as? String
+            )
+        }
+        #expect(try await list(["prefix": "ab"]).ids == ["ab", "ab-1", "ab-2", "ab-3", "abc"])
+        #expect(try await list(["prefix": "ab-"]).ids == ["ab-1", "ab-2", "ab-3"])
+        #expect(try await list(["prefix": "zz"]).ids.isEmpty)
+        let page = try await list(["prefix": "ab", "limit": 2])
+        #expect(page.ids == ["ab", "ab-1"] && page.next == "ab-1")
+        let rest = try await list(["prefix": "ab", "after": "ab-1"])
+        #expect(rest.ids == ["ab-2", "ab-3", "abc"] && rest.next == nil)
+        let refused = try await h.rpc("device.list", ["prefix": ""])["error"] as? [String: Any]
         #expect(refused?["code"] as? Int == -32602)
     }
 }
