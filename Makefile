@@ -14,7 +14,7 @@ BENCH_CLUSTER_DEVICES ?= 10000
 # The engine fuzzer's time in make test (it runs alone, after the other Swift tests).
 ENGINE_FUZZ_SECONDS ?= 15
 
-.PHONY: all bootstrap build release lint format test device-test demo demo-smoke bench bench-cluster bench-smoke clean
+.PHONY: all bootstrap build release lint format test device-test demo demo-smoke bench bench-cluster bench-smoke screenshots clean
 
 all: build
 
@@ -65,6 +65,10 @@ bench-cluster: release
 bench-smoke:
 	.build/debug/certrot-lab bench --devices 200 --known 2000 --sign-seconds 1 --timeout 300 --replicas 1 \
 		--out .build/bench-smoke.json
+
+# The console's screenshots in README, retaken by its browser test (headless Chromium, 1280 px).
+screenshots: build
+	CERTROT_SCREENSHOTS=$(CURDIR)/docs/console $(SWIFT) test --skip-build --filter ConsoleTests
 
 clean:
 	rm -rf .build

@@ -24,7 +24,10 @@ struct Demo: AsyncParsableCommand {
     var devices: Int = 1000
     @Option(help: "Give up after this many seconds.")
     var timeout: Double = 300
-    @Flag(help: "Keep the temporary directory (config, store, keys, broker log).")
+    @Flag(
+        help: ArgumentHelp(
+            "When the demo is over, leave the daemon (and its console), the broker and the fleet running until "
+                + "Ctrl-C; keep the temporary directory (config, store, keys, broker log)."))
     var keep = false
     @Flag(help: "Stop after the configured rotation (no campaign).")
     var noCampaign = false
@@ -57,10 +60,14 @@ struct Demo: AsyncParsableCommand {
         let ids = (1...max(devices, 1)).map { String(format: "dev-%05d", $0) }
         let lab = try ClientIdentityLab(dir: dir.appendingPathComponent("identities"), devices: ids, factoryDays: 300)
 
+        // The console and the HTTP API on a free loopback port, with a token for pause, resume and abort.
+        let httpPort = try Broker.freePort()
+        let token = Base64URL.encode((0..<24).map { _ in UInt8.random(in: 0...255) })
         let yaml = """
             broker:
               url: \(broker.url)
               clientId: certrot-demo
+            http: {host: 127.0.0.1, port: \(httpPort), tokens: [{name: demo, sha256: \(Hex.sha256(Array(token.utf8)))}]}
             store: sqlite:\(path("certrot.db"))
             signingKey: \(path("signing-key.pem"))
             ackTimeout: 20s
@@ -82,6 +89,9 @@ struct Demo: AsyncParsableCommand {
         let started = Date()
         let daemonTask = Task { try await daemon.run() }
         defer { daemonTask.cancel() }
+        say(
+            "console     http://127.0.0.1:\(httpPort)/  (HTTP API under /api/v1/; token for pause, resume, abort: \(token))"
+        )
 
         var options = FleetOptions(host: broker.host, port: broker.port, devices: devices, keys: [key.publicKey])
         options.initial = [(42, 0, Array(try PEM.normalizeChain(oldCA.pem).bytes))]
@@ -139,6 +149,13 @@ struct Demo: AsyncParsableCommand {
         if !noCampaign {
             try await campaign(rpc: rpc, started: started)
             try await identities(rpc: rpc, started: started, sample: options.deviceID(1))
+        }
+        if keep {
+            say("")
+            say(
+                "console     still up at http://127.0.0.1:\(httpPort)/ with the daemon, broker and fleet; Ctrl-C stops them"
+            )
+            while !Task.isCancelled { try await Task.sleep(for: .seconds(3600)) }
         }
     }
 

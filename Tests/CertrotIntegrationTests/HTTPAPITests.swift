@@ -159,6 +159,10 @@ import Testing
         #expect(open.status == 401 && open.json["code"] as? Int == -32010, "\(open)")
         let withToken = try await Self.request("GET", base + "/fleet", token: Self.token)
         #expect(withToken.status == 200 && withToken.json["devices"] as? Int == 5)
+        // The console is not served off loopback: a page shows what a read returns, and carries no token.
+        let (_, page) = try await URLSession.shared.data(
+            from: URL(string: base.replacingOccurrences(of: "/api/v1", with: "/"))!)
+        #expect((page as? HTTPURLResponse)?.statusCode == 403)
         // /metrics and the probes stay open, as before.
         let (_, metrics) = try await URLSession.shared.data(
             from: URL(string: base.replacingOccurrences(of: "/api/v1", with: "/healthz"))!)

@@ -309,6 +309,7 @@ func makeHTTPApplication(
     let router = Router()
     router.add(middleware: APIAuthentication(tokens: tokens, readsOpen: isLoopback(host)))
     try api.registerHandlers(on: router, middlewares: [APIErrors()])
+    try Console(rpc: api.rpc, logger: logger).register(on: router, enabled: isLoopback(host))
     router.get("healthz") { _, _ in "ok\n" }
     router.get("readyz") { _, _ -> Response in
         if let reason = observability.notReadyReason {
