@@ -12,12 +12,14 @@ import Synchronization
 ///
 /// The store protocol is synchronous (a transaction body is plain code between BEGIN and COMMIT), so each
 /// statement waits on postgres-nio's future. The connections run on an event loop of their own, never on a
-/// caller's thread, so the wait cannot deadlock the loop it waits for. One connection writes, one reads and one
-/// holds the cluster leadership; each is used by one caller at a time and reopened when it was lost.
+/// caller's thread, so the wait cannot deadlock the loop it waits for. One connection writes, one reads, one reads
+/// for background work (``readAside(_:)``, opened on first use) and one holds the cluster leadership; each is used
+/// by one caller at a time and reopened when it was lost.
 public final class PostgresStore: RotationStore {
     private let group: MultiThreadedEventLoopGroup
     private let writer: Slot
     private let reader: Slot
+    private let sideReader: Slot
     private let leadership: Leadership
     /// Statements, waits, rows and transactions of this store's connections since it opened.
     public let statistics: PostgresStatistics
@@ -51,6 +53,7 @@ public final class PostgresStore: RotationStore {
             statistics: statistics)
         writer = Slot(endpoint)
         reader = Slot(endpoint)
+        sideReader = Slot(endpoint)
         var leading = endpoint
         if let sessionTimeout {
             leading.configuration.options.additionalStartupParameters += [
@@ -65,6 +68,7 @@ public final class PostgresStore: RotationStore {
         } catch {
             writer.close()
             reader.close()
+            sideReader.close()
             try? group.syncShutdownGracefully()
             throw error
         }
@@ -73,6 +77,7 @@ public final class PostgresStore: RotationStore {
     deinit {
         writer.close()
         reader.close()
+        sideReader.close()
         leadership.close()
         try? group.syncShutdownGracefully()
     }
@@ -86,6 +91,7 @@ public final class PostgresStore: RotationStore {
         leadership.close()
         writer.close()
         reader.close()
+        sideReader.close()
     }
 
     /// `url` without its password, for messages.
@@ -132,6 +138,10 @@ public final class PostgresStore: RotationStore {
 
     public func read<T>(_ body: (any StoreTransaction) throws -> T) throws -> T {
         try reader.transaction(readOnly: true, epoch: nil, body)
+    }
+
+    public func readAside<T>(_ body: (any StoreTransaction) throws -> T) throws -> T {
+        try sideReader.transaction(readOnly: true, epoch: nil, body)
     }
 
     /// The SQLSTATE `certrot_fence` raises.

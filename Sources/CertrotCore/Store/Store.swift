@@ -280,6 +280,9 @@ public struct StoreUnavailable: Error, CustomStringConvertible {
 public protocol RotationStore: Sendable {
     func write<T>(_ body: (any StoreTransaction) throws -> T) throws -> T
     func read<T>(_ body: (any StoreTransaction) throws -> T) throws -> T
+    /// A read for work in the background (the `fleet.status` snapshot, a metrics scrape) that must not hold up
+    /// the reads operators wait for: on PostgreSQL it has a connection of its own. Elsewhere, ``read(_:)``.
+    func readAside<T>(_ body: (any StoreTransaction) throws -> T) throws -> T
     /// Whether this process is the cluster's leader (takes the leadership when it is free, keeps it while its
     /// database session lives). Always true for a store one process owns.
     func holdLeadership() throws -> Bool
@@ -293,6 +296,7 @@ public protocol RotationStore: Sendable {
 }
 
 extension RotationStore {
+    public func readAside<T>(_ body: (any StoreTransaction) throws -> T) throws -> T { try read(body) }
     public func holdLeadership() throws -> Bool { true }
     public var isShared: Bool { false }
     public func close() {}

@@ -205,7 +205,7 @@ public final class Observability: Sendable {
     ) -> String {
         do {
             let now = Int64(Date().timeIntervalSince1970)
-            let (devices, counts, histogram, expiring, campaigns, issued) = try store.read { tx in
+            let (devices, counts, histogram, expiring, campaigns, issued) = try store.readAside { tx in
                 (
                     try tx.deviceCount(), try tx.rotationCounts(),
                     try tx.expiryHistogram(limits: Self.dayBuckets.map { now + $0 * 86400 }),
@@ -233,7 +233,8 @@ public final class Observability: Sendable {
             }
             renderExpiry(targets: targets, histogram: histogram, expiringWithoutSuccessor: expiring)
             let risk = FleetRisk.result(
-                try store.read { tx in try tx.strandedRisk(now: now, limit: 0) }, targets: targets.map(\.name), now: now
+                try store.readAside { tx in try tx.strandedRisk(now: now, limit: 0) }, targets: targets.map(\.name),
+                now: now
             )
             for (target, value) in risk.targets {
                 gauge(

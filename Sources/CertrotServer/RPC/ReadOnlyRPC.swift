@@ -41,7 +41,7 @@ final class ReadOnlyRPC: Sendable {
     func refreshSnapshot() {
         guard snapshotInterval != nil, var context = context.withLock({ $0 }) else { return }
         context.now = clock()
-        if let result = try? store.read({ tx in try RPC.fleetStatus(context: context, tx: tx) }) {
+        if let result = try? store.readAside({ tx in try RPC.fleetStatus(context: context, tx: tx) }) {
             fleetSnapshot.withLock { $0 = result }
         }
     }
