@@ -91,7 +91,11 @@ struct Console: Sendable {
     // MARK: Pages
 
     func fleet() async -> Response {
-        guard case .ok(let status) = await read(FleetStatus.name) else { return await failure(FleetStatus.name) }
+        let status: [String: Any]
+        switch await read(FleetStatus.name) {
+        case .ok(let value): status = value
+        case .failed(let response): return response
+        }
         let list: [String: Any]
         switch await read(CampaignList.name) {
         case .ok(let value): list = value
@@ -150,11 +154,6 @@ struct Console: Sendable {
                     ] as [String: Any]
                 },
             ])
-    }
-
-    func failure(_ method: String) async -> Response {
-        if case .failed(let response) = await read(method) { return response }
-        return Self.text(.internalServerError, "internal error\n")
     }
 
     func risk() async -> Response {
@@ -228,9 +227,7 @@ struct Console: Sendable {
             let reason =
                 (failure["reason"] as? String).map { String($0.prefix(120)) } ?? failure["state"] as? String ?? "?"
             let device = failure["device"] as? String ?? ""
-            byReason[reason] =
-                (byReason[reason]?.count ?? 0) + 1 == 1
-                ? (1, device) : ((byReason[reason]?.count ?? 0) + 1, byReason[reason]?.example ?? device)
+            byReason[reason, default: (0, device)].count += 1
         }
         let eta = (status["eta"] as? Int).map { $0 == 0 ? "finished" : "about \($0) s to go" } ?? "no rate yet"
         return page(
