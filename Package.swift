@@ -97,6 +97,7 @@ let package = Package(
             name: "CertrotServer",
             dependencies: [
                 "CertrotCore", "CertrotMQTT", "CertrotStore", "CertrotPKCS11", "CertrotHTTPAPI",
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
                 .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),
                 .product(name: "Mustache", package: "swift-mustache"),

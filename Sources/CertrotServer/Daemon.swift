@@ -417,11 +417,8 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         let rpc = RPCConnection(answering: settings.cluster == nil, logger: logger)
         engine.rpc = rpc
         defer { rpc.stop() }
-        let readTask = Task { await reads.run(replies: rpc) }
-        defer {
-            reads.inbox.finish()
-            readTask.cancel()
-        }
+        let snapshots = Task { await reads.refreshSnapshots(while: rpc) }
+        defer { snapshots.cancel() }
         logger.info(
             "certrot starting",
             metadata: [
@@ -440,7 +437,7 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
                 return
             }
             if ReadOnlyRPC.accepts(message) {
-                reads.inbox.push(message)
+                reads.submit(message, replies: rpc)
             } else {
                 inbox.pushUrgent(.mqtt(.message(message)))  // an operator's request goes before queued device messages
             }

@@ -11,8 +11,8 @@ import Synchronization
 /// ``SQLiteStore`` (one conformance suite runs against both).
 ///
 /// The store protocol is synchronous (a transaction body is plain code between BEGIN and COMMIT), so each
-/// statement waits on postgres-nio's future. The connections run on an event loop of their own, never on a
-/// caller's thread, so the wait cannot deadlock the loop it waits for. One connection writes, one reads, one reads
+/// statement waits on postgres-nio's future. The connections run on event loops of their own (two threads), never
+/// on a caller's thread, so the wait cannot deadlock the loop it waits for. One connection writes, one reads, one reads
 /// for background work (``readAside(_:)``, opened on first use) and one holds the cluster leadership; each is used
 /// by one caller at a time and reopened when it was lost.
 public final class PostgresStore: RotationStore {
@@ -44,16 +44,20 @@ public final class PostgresStore: RotationStore {
             configuration.options.additionalStartupParameters.append(
                 ("idle_in_transaction_session_timeout", "\(sessionTimeout * 1000)"))
         }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        // Two threads: the writes' connections on one, the reads' on the other, so that a status read's answer is
+        // not parsed behind a write batch's.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         self.group = group
         let statistics = PostgresStatistics()
         self.statistics = statistics
         let endpoint = Endpoint(
             configuration: configuration, eventLoop: group.next(), logger: logger, inventories: StoredInventories(),
             statistics: statistics)
+        var reading = endpoint
+        reading.eventLoop = group.next()
         writer = Slot(endpoint)
-        reader = Slot(endpoint)
-        sideReader = Slot(endpoint)
+        reader = Slot(reading)
+        sideReader = Slot(reading)
         var leading = endpoint
         if let sessionTimeout {
             leading.configuration.options.additionalStartupParameters += [
@@ -163,7 +167,7 @@ public final class PostgresStore: RotationStore {
     /// Where the store's connections go; they all run on the store's own event loop.
     struct Endpoint: Sendable {
         var configuration: PostgresConnection.Configuration
-        let eventLoop: any EventLoop
+        var eventLoop: any EventLoop
         let logger: Logger
         let inventories: StoredInventories
         let statistics: PostgresStatistics
@@ -198,7 +202,7 @@ public final class PostgresStore: RotationStore {
                 do {
                     tx.begin(readOnly: readOnly)
                     let result = try body(tx)
-                    try tx.commit()
+                    if readOnly { try tx.endReadOnly() } else { try tx.commit() }
                     return result
                 } catch {
                     if !tx.rollback() {

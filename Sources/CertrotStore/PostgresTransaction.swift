@@ -48,8 +48,22 @@ final class PostgresTransaction: StoreTransaction {
         self.statistics = statistics
     }
 
-    /// Sends `query` without waiting for it.
+    /// A read transaction's BEGIN, until its first statement: sent just before it, so that a read that needs no
+    /// statement (a status answered from memory) costs none, and one that needs one statement (``deviceView``)
+    /// costs that statement alone.
+    private var unbegun: PostgresQuery?
+
+    /// Sends `query` without waiting for it (after the read transaction's BEGIN, if it has not been sent).
     func send(_ query: PostgresQuery) {
+        if let begin = unbegun {
+            unbegun = nil
+            sendAlone(begin)
+        }
+        sendAlone(query)
+    }
+
+    /// Sends `query` without waiting for it, and without beginning the read transaction.
+    private func sendAlone(_ query: PostgresQuery) {
         statistics?.statements.add(1, ordering: .relaxed)
         inFlight.append(connection.query(query, logger: logger))
     }
@@ -119,7 +133,11 @@ final class PostgresTransaction: StoreTransaction {
     }
 
     func begin(readOnly: Bool) {
-        send(readOnly ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN")
+        if readOnly {
+            unbegun = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        } else {
+            send("BEGIN")
+        }
     }
 
     func commit() throws {
@@ -129,10 +147,24 @@ final class PostgresTransaction: StoreTransaction {
         statistics?.transactions.add(1, ordering: .relaxed)
     }
 
+    /// Ends a read-only transaction. When every statement it sent has been answered (the usual case: a read waits
+    /// for its answer), COMMIT is sent and not waited for: it can change nothing, the connection runs it before
+    /// the next transaction's BEGIN, and a connection that broke meanwhile fails that transaction instead. Else as
+    /// ``commit()``.
+    func endReadOnly() throws {
+        guard inFlight.isEmpty, pending.isEmpty else { return try commit() }
+        statistics?.transactions.add(1, ordering: .relaxed)
+        guard unbegun == nil else { return }  // it sent no statement, or only ``deviceView``'s
+        sendAlone("COMMIT")
+        inFlight = []
+    }
+
     /// Drops the kept writes and rolls back; false when the connection is unusable.
     func rollback() -> Bool {
         pending = PendingWrites()
         _ = try? settle()
+        // A read that began no transaction has none to roll back.
+        if unbegun != nil { return !connection.isClosed }
         send("ROLLBACK")
         return (try? settle()) != nil
     }
@@ -295,12 +327,100 @@ final class PostgresTransaction: StoreTransaction {
     }
 
     func history(device: String, limit: Int) throws -> [HistoryEntry] {
-        try query("SELECT * FROM history WHERE device = \(device) ORDER BY id DESC LIMIT \(limit)").reversed().map {
-            HistoryEntry(
-                at: try $0["at"].decode(Int64.self), target: try $0["target"].decode(String.self),
-                state: try $0["state"].decode(String.self), jti: try $0["jti"].decode(String?.self),
-                detail: try $0["detail"].decode(String?.self))
+        try query("SELECT * FROM history WHERE device = \(device) ORDER BY id DESC LIMIT \(limit)").reversed().map(
+            Self.historyEntry(from:))
+    }
+
+    static func historyEntry(from row: PostgresRandomAccessRow) throws -> HistoryEntry {
+        HistoryEntry(
+            at: try row["at"].decode(Int64.self), target: try row["target"].decode(String.self),
+            state: try row["state"].decode(String.self), jti: try row["jti"].decode(String?.self),
+            detail: try row["detail"].decode(String?.self))
+    }
+
+    /// The four reads as one statement (``deviceViewQuery(_:historyLimit:issued:)``): a connection runs one
+    /// statement at a time, each a round trip through a server process that, during a campaign on a loaded machine,
+    /// waits for a core before it answers; a status call then waits for that once rather than six times (BEGIN, four
+    /// reads, COMMIT). First in a read, it runs alone, without BEGIN: one statement sees one snapshot. A transaction
+    /// that holds or keeps rows of devices (a write) reads them one by one, with those rows laid over.
+    func deviceView(_ id: String, historyLimit: Int, issued withIssued: Bool) throws -> DeviceView? {
+        guard pending.isEmpty, held.isEmpty else {
+            return try deviceViewOneByOne(id, historyLimit: historyLimit, issued: withIssued)
         }
+        let query = Self.deviceViewQuery(id, historyLimit: historyLimit, issued: withIssued)
+        if unbegun != nil, inFlight.isEmpty { sendAlone(query) } else { send(query) }
+        guard let result = try settle() else { return nil }
+        var view: DeviceView?
+        for row in result.rows {
+            let row = row.makeRandomAccess()
+            switch try row["part"].decode(Int.self) {
+            case 0: view = DeviceView(record: try device(from: row), rotations: [], history: [], issued: [])
+            case 1: view?.rotations.append(try Self.rotation(from: row))
+            case 2: view?.history.append(try Self.historyEntry(from: row))
+            default: view?.issued.append(try Self.issued(from: row))
+            }
+        }
+        return view
+    }
+
+    /// One statement for a device's row, rotations (target order), newest `historyLimit` history entries (oldest
+    /// first) and, with `issued`, issued certificates (oldest first): a `UNION ALL` of the four reads, each row with
+    /// its `part` (0–3) and the columns of all four tables (NULL where its table has none of that name; the names
+    /// the tables share have one type), so that each part's rows decode as that table's. In `part`, then `ordinal`.
+    static func deviceViewQuery(_ id: String, historyLimit: Int, issued: Bool) -> PostgresQuery {
+        let columns: [(name: String, type: String)] = [
+            ("id", "TEXT"), ("first_seen", "BIGINT"), ("last_seen", "BIGINT"), ("inventory", "BYTEA"),
+            ("keys", "TEXT"), ("issued_seq", "BIGINT"), ("device", "TEXT"), ("target", "TEXT"), ("sha256", "TEXT"),
+            ("state", "TEXT"), ("attempts", "BIGINT"), ("jti", "TEXT"), ("seq", "BIGINT"), ("last_error", "TEXT"),
+            ("next_attempt_at", "BIGINT"), ("created_at", "BIGINT"), ("updated_at", "BIGINT"), ("issued_at", "BIGINT"),
+            ("sent_at", "BIGINT"), ("applied_at", "BIGINT"), ("verified_at", "BIGINT"), ("resends", "BIGINT"),
+            ("issued_by", "TEXT"), ("at", "BIGINT"), ("detail", "TEXT"), ("issuer", "TEXT"), ("serial", "TEXT"),
+            ("policy", "TEXT"), ("tag", "BIGINT"), ("keygen_jti", "TEXT"), ("pem", "TEXT"), ("not_before", "BIGINT"),
+            ("not_after", "BIGINT"), ("revoked_at", "BIGINT"),
+        ]
+        let tables: [(table: String, has: Set<String>)] = [
+            ("devices", ["id", "first_seen", "last_seen", "inventory", "keys", "issued_seq"]),
+            (
+                "rotations",
+                [
+                    "device", "target", "sha256", "state", "attempts", "jti", "seq", "last_error", "next_attempt_at",
+                    "created_at", "updated_at", "issued_at", "sent_at", "applied_at", "verified_at", "resends",
+                    "issued_by",
+                ]
+            ),
+            ("history", ["device", "target", "at", "state", "jti", "detail"]),
+            (
+                "issued_certs",
+                [
+                    "issuer", "serial", "device", "policy", "tag", "keygen_jti", "sha256", "pem", "not_before",
+                    "not_after", "issued_at", "state", "revoked_at",
+                ]
+            ),
+        ]
+        func list(_ part: Int) -> String {
+            let has = tables[part].has
+            return columns.map { has.contains($0.name) ? "t.\($0.name)" : "NULL::\($0.type) AS \($0.name)" }
+                .joined(separator: ", ")
+        }
+        // $1 is the device (bound once, where it first appears), $2 the history limit.
+        let issuedPart =
+            issued
+            ? """
+            UNION ALL
+            SELECT 3, row_number() OVER (ORDER BY t.issued_at, t.serial), \(list(3)) FROM issued_certs t
+                WHERE t.device = $1
+            """ : ""
+        return """
+            SELECT \(unescaped: "0::BIGINT AS part, 0::BIGINT AS ordinal, \(list(0))") FROM devices t WHERE t.id = \(id)
+            UNION ALL
+            SELECT \(unescaped: "1, row_number() OVER (ORDER BY t.target), \(list(1))") FROM rotations t
+                WHERE t.device = $1
+            UNION ALL
+            SELECT \(unescaped: "2, t.id, \(list(2))") FROM
+                (SELECT * FROM history WHERE device = $1 ORDER BY id DESC LIMIT \(Int64(historyLimit))) t
+            \(unescaped: issuedPart)
+            ORDER BY part, ordinal
+            """
     }
 
     func rotationsNeedingTick(now: Int64, ackTimeout: Int64, limit: Int) throws -> [Rotation] {

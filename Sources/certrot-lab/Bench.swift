@@ -535,10 +535,19 @@ struct Bench: AsyncParsableCommand {
             for method in ["device.status", "fleet.status"] {
                 let params: [String: Any] =
                     method == "device.status" ? ["device": prefix + String(format: "%05d", index)] : [:]
-                // A call that times out counts with its full 10 s wait (a lower bound of its latency).
+                // A call that times out counts with its full 10 s wait (a lower bound of its latency); one that is
+                // answered with an error fails the run (a quick error must not pass for a quick answer).
                 let start = Date()
-                let answer = try? await rpc.result(method, params: params, timeout: 10)
+                var answer: [String: Any]?
+                do {
+                    answer = try await rpc.result(method, params: params, timeout: 10)
+                } catch let failure as RPCClient.Failure where failure.message.hasPrefix("no reply") {
+                    answer = nil
+                }
                 samples[method]?.append(Date().timeIntervalSince(start) * 1000)
+                guard method == "fleet.status" || answer?["device"] != nil || answer == nil else {
+                    throw ValidationError("device.status answered without the device: \(answer ?? [:])")
+                }
                 if method == "fleet.status", let states = answer?["campaignStates"] as? [String: Int] {
                     verified = states["verified"] ?? 0
                 }

@@ -266,6 +266,56 @@ struct StoreConformanceTests {
 
     /// Stranded risk: a device whose last contact is longer ago than the time its credential has left, by week
     /// left; an expired credential always; a device seen recently enough, or with an unknown expiry, never.
+    /// `deviceView` is the four reads it stands for, in a read transaction (PostgreSQL sends them together) and in a
+    /// write transaction with rows it has not sent yet (read one by one, the kept rows laid over).
+    @Test(arguments: StoreKind.allCases)
+    func deviceView_isItsFourReads_inAReadAndInAWriteWithKeptRows(kind: StoreKind) throws {
+        let store = try openStore(url: try kind.freshURL())
+        defer { store.close() }
+        func parts(_ tx: any StoreTransaction, _ id: String, issued: Bool) throws -> DeviceView? {
+            try tx.device(id).map { record in
+                DeviceView(
+                    record: record, rotations: try tx.rotations(device: id),
+                    history: try tx.history(device: id, limit: 3),
+                    issued: issued ? try tx.issued(device: id) : [])
+            }
+        }
+        try store.write { tx throws in
+            try tx.saveDevice(Self.device("d1"))
+            for target in ["tls", "ca"] {
+                try tx.saveRotation(Rotation(device: "d1", target: .init(target), sha256: target, now: 5))
+            }
+            for at in Int64(1)...5 {
+                try tx.appendHistory(
+                    device: "d1", entry: HistoryEntry(at: at, target: "ca", state: "pending", jti: nil, detail: "\(at)")
+                )
+            }
+            try tx.insertIssued(
+                IssuedCertificate(
+                    issuer: "device-ca", serial: "01", device: "d1", policy: "identity", tag: 7, keygenJTI: "k1",
+                    sha256: String(repeating: "b", count: 64), pem: "PEM", notBefore: 0, notAfter: 10, issuedAt: 1))
+        }
+        try store.read { tx throws in
+            let view = try #require(try tx.deviceView("d1", historyLimit: 3, issued: true))
+            #expect(view.rotations.map(\.target.description) == ["ca", "tls"], "target order")
+            #expect(view.history.map(\.at) == [3, 4, 5], "the newest, oldest first")
+            #expect(view.issued.map(\.serial) == ["01"])
+            #expect(view == (try parts(tx, "d1", issued: true)))
+            #expect(try tx.deviceView("d1", historyLimit: 3, issued: false)?.issued == [])
+            #expect(try tx.deviceView("nobody", historyLimit: 3, issued: true) == nil)
+        }
+        try store.write { tx throws in
+            try tx.saveDevice(Self.device("d1", seq: 9))
+            try tx.saveRotation(Rotation(device: "d1", target: "ca", sha256: "new", now: 6))
+            try tx.saveDevice(Self.device("d2"))
+            let view = try #require(try tx.deviceView("d1", historyLimit: 3, issued: true))
+            #expect(view.record.inventory?.seq == 9)
+            #expect(view.rotations.first { $0.target == "ca" }?.sha256 == "new")
+            #expect(view == (try parts(tx, "d1", issued: true)))
+            #expect(try tx.deviceView("d2", historyLimit: 3, issued: false)?.record.id == "d2")
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func strandedRisk(kind: StoreKind) throws {
         let store = try openStore(url: try kind.freshURL())

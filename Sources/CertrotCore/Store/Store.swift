@@ -152,6 +152,10 @@ public protocol StoreTransaction {
     func bundle(jti: String) throws -> BundleRecord?
     func appendHistory(device: String, entry: HistoryEntry) throws
     func history(device: String, limit: Int) throws -> [HistoryEntry]
+    /// What a status read shows of one device (``DeviceView``), nil when it has not been seen: the answers of
+    /// ``device(_:)``, ``rotations(device:)``, ``history(device:limit:)`` and, with `issued`, ``issued(device:)``
+    /// together. A store whose reads are round trips asks them all at once (PostgreSQL pipelines them).
+    func deviceView(_ id: String, historyLimit: Int, issued: Bool) throws -> DeviceView?
     /// Rotations whose retry is due or whose ack is overdue at `now`.
     func rotationsNeedingTick(now: Int64, ackTimeout: Int64, limit: Int) throws -> [Rotation]
     /// Rotations with an issued bundle whose parts may not all have reached the broker (`pending`), and with
@@ -258,6 +262,36 @@ public protocol StoreTransaction {
     /// Replicas last seen before `before`.
     func replicas(seenBefore before: Int64) throws -> [String]
     func forgetReplica(_ replica: String) throws
+}
+
+extension StoreTransaction {
+    public func deviceView(_ id: String, historyLimit: Int, issued: Bool) throws -> DeviceView? {
+        try deviceViewOneByOne(id, historyLimit: historyLimit, issued: issued)
+    }
+
+    /// ``deviceView(_:historyLimit:issued:)`` from its four reads, one after the other.
+    public func deviceViewOneByOne(_ id: String, historyLimit: Int, issued: Bool) throws -> DeviceView? {
+        guard let record = try device(id) else { return nil }
+        return DeviceView(
+            record: record, rotations: try rotations(device: id), history: try history(device: id, limit: historyLimit),
+            issued: issued ? try self.issued(device: id) : [])
+    }
+}
+
+/// One device as `device.status` shows it: its record, its rotations in target order, its newest history entries
+/// (oldest first) and the certificates issued to it (oldest first; empty when not asked for).
+public struct DeviceView: Sendable, Equatable {
+    public var record: DeviceRecord
+    public var rotations: [Rotation]
+    public var history: [HistoryEntry]
+    public var issued: [IssuedCertificate]
+
+    public init(record: DeviceRecord, rotations: [Rotation], history: [HistoryEntry], issued: [IssuedCertificate]) {
+        self.record = record
+        self.rotations = rotations
+        self.history = history
+        self.issued = issued
+    }
 }
 
 /// A leader's transaction (``StoreTransaction/fence()``) found that this process no longer holds the

@@ -84,7 +84,7 @@ package final class LocalRPC: Sendable {
         }
         let reply: [UInt8]?
         if ReadOnlyRPC.methods.contains(method) {
-            reply = reads.answer(Array(bytes), origin: LocalOrigin(call: UUID(), token: token))
+            reply = await reads.answer(Array(bytes), origin: LocalOrigin(call: UUID(), token: token))
         } else {
             reply = await calls.call(
                 timeout: timeout, submit: { [submit] origin in submit(.local(Array(bytes), origin)) }, token: token)

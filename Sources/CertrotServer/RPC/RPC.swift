@@ -398,9 +398,11 @@ enum RPC {
         _ params: DeviceStatus.Params, context: Context, tx: any StoreTransaction
     ) throws -> DeviceStatus.Result {
         let id = params.device
-        guard let device = try tx.device(id) else {
+        let withIssued = !context.clientCertPolicies.isEmpty
+        guard let view = try tx.deviceView(id, historyLimit: 50, issued: withIssued) else {
             throw RPCError(code: .unknownDevice, message: "device '\(id)' has not been seen")
         }
+        let device = view.record
         var names: [String: (name: String, notAfter: Int64)] = context.catalogue
         for target in context.targets { names[target.sha256] = (target.name, target.chain.notAfter) }
         let creds = (device.inventory?.creds ?? []).map { cred in
@@ -409,7 +411,7 @@ enum RPC {
                 tag: cred.tag, type: cred.type, sha256: cred.sha256, name: known?.name,
                 notAfter: cred.notAfter ?? known?.notAfter, serial: cred.serial)
         }
-        let rotations = try tx.rotations(device: id).map { r in
+        let rotations = view.rotations.map { r in
             DeviceStatus.Result.RotationEntry(
                 target: r.target.description, sha256: r.sha256, state: r.state.rawValue, attempts: r.attempts,
                 createdAt: r.createdAt, updatedAt: r.updatedAt, jti: r.jti, seq: r.seq, lastError: r.lastError,
@@ -418,9 +420,9 @@ enum RPC {
         var result = DeviceStatus.Result(
             device: id, firstSeen: device.firstSeen, lastSeen: device.lastSeen, issuedSeq: device.issuedSeq,
             reportedSeq: device.inventory?.seq, keys: device.inventory?.keys, maxMessage: device.inventory?.maxMessage,
-            inventory: creds, rotations: rotations, history: try tx.history(device: id, limit: 50))
-        if !context.clientCertPolicies.isEmpty {
-            let issued = try tx.issued(device: id)
+            inventory: creds, rotations: rotations, history: view.history)
+        if withIssued {
+            let issued = view.issued
             result.clientCertificate = ClientIdentityStatus.of(
                 inventory: device.inventory, issued: { issued }, policies: context.clientCertPolicies.map(\.policy),
                 now: context.now)

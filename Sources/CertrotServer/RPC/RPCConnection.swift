@@ -42,6 +42,9 @@ final class RPCConnection: Sendable {
         try client.start()
     }
 
+    /// Whether this daemon answers requests now.
+    var isAnswering: Bool { state.withLock { $0.wanted } }
+
     /// Whether this daemon answers requests now (a replica that gains or loses the cluster's leadership).
     func answer(_ answering: Bool) {
         state.withLock { state in

@@ -7,11 +7,11 @@ import Synchronization
 /// own: an operator's status call does not wait behind a campaign's queue of acks and inventories. Signed
 /// requests, and every other method, still go through the engine (they write, or need its campaign state).
 /// A read may not yet show the effect of a mutating request sent just before it (they run on different queues).
+/// The reads run on a thread of their own (``BlockingWorker``), and the snapshot's on another.
 final class ReadOnlyRPC: Sendable {
     static let methods: Set<String> = ["device.status", "fleet.status", "device.list", "fleet.risk"]
 
     let store: any RotationStore
-    let inbox = Inbox<MQTTMessage>()
     /// What the handlers need of the engine's configuration (targets, known chains, keys), refreshed by the
     /// engine on every tick.
     private let context = Mutex<RPC.Context?>(nil)
@@ -23,11 +23,14 @@ final class ReadOnlyRPC: Sendable {
     /// (SQLite keeps its counts in a table of their own, and a read there is local).
     let snapshotInterval: Duration?
     private let fleetSnapshot = Mutex<FleetStatus.Result?>(nil)
+    private let worker = BlockingWorker()
+    private let snapshotWorker: BlockingWorker?
 
     init(store: any RotationStore, clock: @escaping @Sendable () -> Int64, snapshotInterval: Duration? = nil) {
         self.store = store
         self.clock = clock
         self.snapshotInterval = snapshotInterval
+        snapshotWorker = snapshotInterval.map { _ in BlockingWorker() }
     }
 
     /// The latest `fleet.status`, with the drop counters as they are now; nil before the first snapshot.
@@ -63,11 +66,18 @@ final class ReadOnlyRPC: Sendable {
 
     /// Answers a request made inside the daemon (``LocalRPC``) now, in a read transaction of its own: the JSON-RPC
     /// response, or nil when the store could not be read (or the engine has not published its context yet).
-    func answer(_ request: [UInt8], origin: LocalOrigin) -> [UInt8]? {
+    func answer(_ request: [UInt8], origin: LocalOrigin) async -> [UInt8]? {
+        let message = MQTTMessage(topic: Topics.rpc, payload: request)
+        let reply = try? await worker.run { [self] in answer(message, origin: origin)?.payload }
+        return reply ?? nil
+    }
+
+    /// The reply to one request, read now (on the caller's thread); nil when the store could not be read, the
+    /// engine has not published its context yet, or the request wants no reply.
+    private func answer(_ message: MQTTMessage, origin: LocalOrigin? = nil) -> Outbound? {
         guard var context = context.withLock({ $0 }) else { return nil }
         context.now = clock()
         context.fleetSnapshot = snapshot(drops: context.drops)
-        let message = MQTTMessage(topic: Topics.rpc, payload: request)
         let reply = try? store.read { tx in
             var reissue: [String] = []
             var deferred: [RPC.Deferred] = []
@@ -75,35 +85,30 @@ final class ReadOnlyRPC: Sendable {
                 message, context: context, tx: tx, reissue: &reissue, deferred: &deferred, local: origin
             ) { _, _, _ in nil }
         }
-        return (reply ?? nil)?.payload
+        return reply ?? nil
     }
 
-    /// Answers requests until the inbox is finished; replies go out on `replies`. With ``snapshotInterval``, also
-    /// refreshes the `fleet.status` snapshot until then.
-    func run(replies: RPCConnection) async {
-        let refresher = snapshotInterval.map { interval in
-            Task.detached { [self] in
-                while !Task.isCancelled {
-                    refreshSnapshot()
-                    try? await Task.sleep(for: interval)
-                }
-            }
+    /// Answers `message` on the worker's thread, in the order requests came, and publishes the reply on `replies`:
+    /// called on libmosquitto's thread, it hands the request over and returns. No task of Swift concurrency's pool
+    /// comes between the request and its read.
+    func submit(_ message: MQTTMessage, replies: RPCConnection) {
+        worker.submit { [self] in
+            if let reply = answer(message) { _ = replies.publish(reply) }
         }
-        defer { refresher?.cancel() }
-        while let batch = await inbox.next(limit: 100) {
-            guard var context = context.withLock({ $0 }) else { continue }
-            for message in batch {
-                context.now = clock()
-                context.fleetSnapshot = snapshot(drops: context.drops)
-                let reply = try? store.read { tx in
-                    var reissue: [String] = []
-                    var deferred: [RPC.Deferred] = []
-                    return RPC.handle(message, context: context, tx: tx, reissue: &reissue, deferred: &deferred) {
-                        _, _, _ in nil
-                    }
-                }
-                if let reply = reply ?? nil { _ = replies.publish(reply) }
+    }
+
+    /// With ``snapshotInterval``, refreshes the `fleet.status` snapshot until cancelled, while this daemon answers
+    /// requests on `replies` (a replica that does not lead answers none: it keeps no snapshot, and adds no load on
+    /// the database for one).
+    func refreshSnapshots(while replies: RPCConnection) async {
+        guard let snapshotWorker, let snapshotInterval else { return }
+        while !Task.isCancelled {
+            if replies.isAnswering {
+                _ = try? await snapshotWorker.run { [self] in refreshSnapshot() }
+            } else {
+                fleetSnapshot.withLock { $0 = nil }
             }
+            try? await Task.sleep(for: snapshotInterval)
         }
     }
 }
