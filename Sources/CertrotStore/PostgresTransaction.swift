@@ -341,7 +341,8 @@ final class PostgresTransaction: StoreTransaction {
     /// The four reads as one statement (``deviceViewQuery(_:historyLimit:issued:)``): a connection runs one
     /// statement at a time, each a round trip through a server process that, during a campaign on a loaded machine,
     /// waits for a core before it answers; a status call then waits for that once rather than six times (BEGIN, four
-    /// reads, COMMIT). First in a read, it runs alone, without BEGIN: one statement sees one snapshot. A transaction
+    /// reads, COMMIT). First in a read, it runs alone, without BEGIN: one statement sees one snapshot (a statement
+    /// after it in the same read begins the transaction, with a snapshot of its own). A transaction
     /// that holds or keeps rows of devices (a write) reads them one by one, with those rows laid over.
     func deviceView(_ id: String, historyLimit: Int, issued withIssued: Bool) throws -> DeviceView? {
         guard pending.isEmpty, held.isEmpty else {

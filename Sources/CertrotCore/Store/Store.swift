@@ -154,7 +154,7 @@ public protocol StoreTransaction {
     func history(device: String, limit: Int) throws -> [HistoryEntry]
     /// What a status read shows of one device (``DeviceView``), nil when it has not been seen: the answers of
     /// ``device(_:)``, ``rotations(device:)``, ``history(device:limit:)`` and, with `issued`, ``issued(device:)``
-    /// together. A store whose reads are round trips asks them all at once (PostgreSQL pipelines them).
+    /// together. A store whose reads are round trips asks them in one (PostgreSQL: one statement).
     func deviceView(_ id: String, historyLimit: Int, issued: Bool) throws -> DeviceView?
     /// Rotations whose retry is due or whose ack is overdue at `now`.
     func rotationsNeedingTick(now: Int64, ackTimeout: Int64, limit: Int) throws -> [Rotation]
