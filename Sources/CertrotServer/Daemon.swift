@@ -389,7 +389,7 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         let drops = self.drops
         let inbox = Inbox<EngineInput>(
             maxBytes: settings.limits.maxQueuedBytes, key: EngineInput.coalescingKey, size: EngineInput.queuedSize,
-            superseded: { drops.count("inventory_superseded") })
+            superseded: { drops.count("inventory_superseded") }, merge: EngineInput.merge)
         let engine = makeEngine(store: store)
         try engine.startCampaigns()
         let reads = ReadOnlyRPC(store: store, clock: clock, snapshotInterval: store.isShared ? .seconds(1) : nil)

@@ -113,14 +113,17 @@ import Testing
     @Test func deviceBackWithoutTheBundle_getsTheSameBundleAgain_aBoundedNumberOfTimes() {
         var r = issued()
         r.delivered(now: 1001)
-        // Within the grace: the inventory may have crossed the bundle on its way.
+        // Within the grace: the inventory may have crossed the bundle on its way; a redelivery is scheduled for
+        // retry.base after it went out.
         #expect(r.inventoryArrived(holdsTarget: false, reportedSeq: 0, fresh: true, policy: policy, now: 1002) == nil)
+        #expect(r.nextAttemptAt == 1031)
         // A retained copy says nothing of the device being online now.
         #expect(r.inventoryArrived(holdsTarget: false, reportedSeq: 0, fresh: false, policy: policy, now: 1010) == nil)
         #expect(
             r.inventoryArrived(holdsTarget: false, reportedSeq: 0, fresh: true, policy: policy, now: 1010) == .redeliver
         )
         #expect(r.state == .sent && r.jti == "j1" && r.sentAt == 1010 && r.resends == 1 && r.attempts == 1)
+        #expect(r.nextAttemptAt == nil, "sent again now: the scheduled redelivery is this one")
         #expect(
             r.inventoryArrived(holdsTarget: false, reportedSeq: 0, fresh: true, policy: policy, now: 1020) == .redeliver
         )
@@ -137,6 +140,44 @@ import Testing
             pending.inventoryArrived(holdsTarget: false, reportedSeq: 0, fresh: true, policy: policy, now: 1005)
                 == .redeliver)
         #expect(pending.state == .pending && pending.issuedAt == 1005)
+    }
+
+    @Test func anInventoryWithinTheGrace_schedulesARedelivery_thatAnAckCancels() {
+        var r = issued()
+        r.delivered(now: 1001)
+        #expect(r.inventoryArrived(holdsTarget: false, reportedSeq: 0, fresh: true, policy: policy, now: 1002) == nil)
+        #expect(r.state == .sent && r.nextAttemptAt == 1031)
+        // Another such inventory does not put it off.
+        #expect(r.inventoryArrived(holdsTarget: false, reportedSeq: 0, fresh: true, policy: policy, now: 1002) == nil)
+        #expect(r.nextAttemptAt == 1031)
+        #expect(r.tick(policy: policy, now: 1030) == nil)
+        #expect(r.tick(policy: policy, now: 1031) == .redeliver)
+        #expect(r.state == .sent && r.jti == "j1" && r.sentAt == 1031 && r.resends == 1 && r.nextAttemptAt == nil)
+        #expect(r.tick(policy: policy, now: 1032) == nil)
+        // The ack timeout runs from the redelivery.
+        #expect(r.tick(policy: policy, now: 1031 + 599) == nil && r.state == .sent)
+        #expect(r.tick(policy: policy, now: 1031 + 600) == nil && r.state == .timedOut)
+
+        var acked = issued()
+        acked.delivered(now: 1001)
+        _ = acked.inventoryArrived(holdsTarget: false, reportedSeq: 0, fresh: true, policy: policy, now: 1002)
+        _ = acked.acknowledged(Ack(jti: "j1", status: .applied), policy: policy, now: 1003)
+        #expect(acked.state == .applied && acked.nextAttemptAt == nil)
+        #expect(acked.tick(policy: policy, now: 1031) == nil)
+
+        // An incomplete ack: the device has the bundle in part; its missing parts go, not the whole bundle.
+        var partial = issued()
+        partial.delivered(now: 1001)
+        _ = partial.inventoryArrived(holdsTarget: false, reportedSeq: 0, fresh: true, policy: policy, now: 1002)
+        _ = partial.acknowledged(Ack(jti: "j1", status: .incomplete, missing: [2]), policy: policy, now: 1003)
+        #expect(partial.nextAttemptAt == nil && partial.tick(policy: policy, now: 1031) == nil)
+
+        // With no re-send left, nothing is scheduled: the ack timeout decides.
+        var spent = issued()
+        spent.delivered(now: 1001)
+        spent.resends = policy.maxResends
+        _ = spent.inventoryArrived(holdsTarget: false, reportedSeq: 0, fresh: true, policy: policy, now: 1002)
+        #expect(spent.nextAttemptAt == nil)
     }
 
     @Test func appliedButInventoryLacksTarget_fails() {

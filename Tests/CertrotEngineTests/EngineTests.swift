@@ -91,6 +91,34 @@ import Testing
         #expect(h.bundles(to: "d1").isEmpty)
     }
 
+    /// The device's inventory comes just after its bundle went out: it may have crossed the bundle, or the bundle
+    /// reached the broker before the device had subscribed again and was dropped (a broker restart). Without an ack
+    /// by then, the same bundle goes again `retry.base` after it went out, not only after the ack timeout.
+    @Test func anInventoryJustAfterTheBundle_withoutAnAck_getsTheSameBundleAgainAfterTheRetryBase() async throws {
+        let h = try EngineHarness(retry: "{base: 10s, factor: 2, cap: 60s, attempts: 3}")
+        defer { h.stop() }
+        await h.connect()
+        for device in ["d1", "d2"] { await h.inventory(device, holding: h.oldCA.sha256) }
+        await h.acknowledgePublishes()
+        let jti = try #require(h.bundles(to: "d1").first)
+        await h.advance(1)
+        for device in ["d1", "d2"] { await h.inventory(device, holding: h.oldCA.sha256) }
+        #expect(h.parts(to: "d1").count == 1, "not at once")
+        let d2 = try #require(h.bundles(to: "d2").first)
+        await h.ack("d2", jti: d2, .applied)
+        await h.advance(8)
+        #expect(h.parts(to: "d1").count == 1)
+        await h.advance(1)
+        #expect(h.parts(to: "d1").map(\.jti) == [jti, jti], "the same bundle, once more")
+        let rotation = try #require(try h.rotations("d1").first)
+        #expect(rotation.state == .sent && rotation.resends == 1 && rotation.sentAt == h.clock.now)
+        #expect(h.parts(to: "d2").count == 1, "an ack came first: nothing again")
+        await h.advance(30)
+        #expect(h.parts(to: "d1").count == 2, "once")
+        await h.ack("d1", jti: jti, .applied)
+        #expect(try h.rotations("d1").first?.state == .applied)
+    }
+
     @Test func aFlappingDevice_getsABundle_atMostOncePerRetryBase() async throws {
         let h = try EngineHarness(retry: "{base: 30s, factor: 2, cap: 60s, attempts: 3}")
         defer { h.stop() }

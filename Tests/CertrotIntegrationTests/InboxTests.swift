@@ -1,3 +1,4 @@
+import CertrotMQTT
 import Foundation
 import Synchronization
 import Testing
@@ -33,6 +34,40 @@ import Testing
         // Once taken, a key starts afresh.
         queue.push(Item(key: "a", value: 5))
         #expect(await queue.next(limit: 100)?.map(\.value) == [5])
+    }
+
+    @Test func aReplacedItem_isMergedIntoTheNewerOne() async {
+        let queue = Inbox<Item>(
+            key: { $0.key.map { Array($0.utf8) } }, size: \.size,
+            merge: { replaced, newer in Item(key: newer.key, value: replaced.value * 10 + newer.value) })
+        queue.push(Item(key: "a", value: 1))
+        queue.push(Item(key: "a", value: 2))
+        queue.push(Item(key: "b", value: 3))
+        #expect(await queue.next(limit: 100)?.map(\.value) == [12, 3])
+    }
+
+    /// A device's live inventory replaced by the retained copy a replica gets on resubscribing stays live: the
+    /// device was online, and that is what tells the engine it is back without its bundle.
+    @Test func aLiveInventoryReplacedByARetainedCopy_staysLive() {
+        func inventory(retained: Bool) -> EngineInput {
+            EngineInput.from(
+                .message(
+                    MQTTMessage(
+                        topic: "d1/certs/inventory", payload: Array(#"{"v":1,"seq":0,"creds":[]}"#.utf8),
+                        retained: retained)))
+        }
+        func retained(_ input: EngineInput) -> Bool? {
+            guard case .inventory(let message, .success) = input else { return nil }
+            return message.retained
+        }
+        #expect(
+            retained(EngineInput.merge(replaced: inventory(retained: false), newer: inventory(retained: true))) == false
+        )
+        #expect(
+            retained(EngineInput.merge(replaced: inventory(retained: true), newer: inventory(retained: true))) == true)
+        #expect(
+            retained(EngineInput.merge(replaced: inventory(retained: true), newer: inventory(retained: false))) == false
+        )
     }
 
     @Test func aPushOverTheByteBound_waitsUntilTheConsumerMakesRoom() async throws {

@@ -44,6 +44,8 @@ public struct Rotation: Sendable, Equatable {
     public var jti: String?
     public var seq: Int64?
     public var lastError: String?
+    /// When the next attempt is due: a retry (`failed`, `timed_out`), a new try to sign (`pending` with no bundle),
+    /// or a redelivery of the outstanding bundle (`pending` with a bundle, `sent`; see ``inventoryArrived``).
     public var nextAttemptAt: Int64?
     public var createdAt: Int64
     public var updatedAt: Int64
@@ -162,8 +164,10 @@ extension Rotation {
                 return nil
             }
             resends += 1
-            // The ack timeout runs from the last transmission.
+            // The ack timeout runs from the last transmission; the device has the bundle in part, so a redelivery
+            // scheduled by an earlier inventory is moot.
             if state == .sent { sentAt = now }
+            nextAttemptAt = nil
             updatedAt = now
             return .resend(parts: ack.missing ?? [])
         default:
@@ -193,12 +197,20 @@ extension Rotation {
             updatedAt = now
             return nil
         }
-        if fresh, isInFlight, let seq, reportedSeq < seq, resends < policy.maxResends,
-            let since = sentAt ?? issuedAt, now - since >= Self.redeliveryGrace
-        {
-            resends += 1
-            if state == .sent { sentAt = now } else { issuedAt = now }
-            updatedAt = now
+        if fresh, isInFlight, let seq, reportedSeq < seq, resends < policy.maxResends, let since = sentAt ?? issuedAt {
+            guard now - since >= Self.redeliveryGrace else {
+                // Out for less than the grace: the inventory may have crossed the bundle on its way, or the bundle
+                // may have reached the broker before the device had subscribed again (after a broker restart, say)
+                // and been dropped. An ack settles it; without one the bundle is sent again `retry.base` after it
+                // went out (``tick(policy:now:)``: time for a modem to write and reconnect), not only after the
+                // ack timeout.
+                if nextAttemptAt == nil {
+                    nextAttemptAt = since.saturatingAdd(max(Self.redeliveryGrace, policy.retry.base))
+                    updatedAt = now
+                }
+                return nil
+            }
+            redeliver(now: now)
             return .redeliver
         }
         switch state {
@@ -217,10 +229,19 @@ extension Rotation {
     }
 
     /// Seconds a bundle has been out before an inventory without it counts as the device being back without it
-    /// (an inventory published just before the bundle arrived is not a reason to send it again).
+    /// (an inventory published just before the bundle arrived is not a reason to send it again at once).
     public static let redeliveryGrace: Int64 = 2
 
-    /// Time passes: ack timeouts fire and due retries start.
+    /// The outstanding bundle goes out again whole: one re-send more, its ack timer restarted, no redelivery left
+    /// scheduled.
+    private mutating func redeliver(now: Int64) {
+        resends += 1
+        if state == .sent { sentAt = now } else { issuedAt = now }
+        nextAttemptAt = nil
+        updatedAt = now
+    }
+
+    /// Time passes: ack timeouts fire, due retries start, and a scheduled redelivery goes out.
     public mutating func tick(policy: RotationPolicy, now: Int64) -> RotationEffect? {
         if isInFlight, let since = sentAt ?? issuedAt, now - since >= policy.ackTimeout {
             scheduleRetry(as: .timedOut, error: "no ack within \(policy.ackTimeout) s", policy: policy, now: now)
@@ -229,6 +250,16 @@ extension Rotation {
             scheduleRetry(
                 as: .timedOut, error: "keygen applied but no CSR within \(policy.ackTimeout) s", policy: policy,
                 now: now)
+        }
+        if isInFlight, let due = nextAttemptAt, due <= now {
+            // A redelivery scheduled by an inventory that came within the grace (``inventoryArrived``): no ack since.
+            guard resends < policy.maxResends else {
+                nextAttemptAt = nil
+                updatedAt = now
+                return nil
+            }
+            redeliver(now: now)
+            return .redeliver
         }
         if awaitsBundle, let due = nextAttemptAt, due <= now {
             // Waited for the signing key (``waitForSigner``): try again.
@@ -296,6 +327,7 @@ extension Rotation {
         seq = nil
         issuedAt = nil
         sentAt = nil
+        nextAttemptAt = nil
         attempts = max(0, attempts - 1)
         updatedAt = now
     }

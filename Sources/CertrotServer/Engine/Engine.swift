@@ -43,6 +43,18 @@ package enum EngineInput: Sendable {
         return Array(message.topic.utf8)
     }
 
+    /// What is queued when `newer` replaces a device's inventory still queued: `newer`, taken as live when the one it
+    /// replaces was. A retained copy that follows a live inventory on the connection is at least as new as it (the
+    /// broker keeps the newest), and the device was online: a live inventory must not lose that to the retained
+    /// copy a replica gets on resubscribing (which would hide that the device is back without its bundle).
+    @Sendable static func merge(replaced: EngineInput, newer: EngineInput) -> EngineInput {
+        guard case .inventory(let old, _) = replaced, !old.retained, case .inventory(var message, let parsed) = newer,
+            message.retained
+        else { return newer }
+        message.retained = false
+        return .inventory(message, parsed)
+    }
+
     /// What a queued input costs in memory, roughly: its payload and topic, and the message around them.
     @Sendable static func queuedSize(_ input: EngineInput) -> Int {
         switch input {

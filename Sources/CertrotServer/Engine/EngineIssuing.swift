@@ -158,6 +158,7 @@ extension Engine {
                 continue
             }
             if rotation.state == .sent { rotation.sentAt = now } else { rotation.issuedAt = now }
+            rotation.nextAttemptAt = nil  // a redelivery scheduled earlier: this is it
             rotation.issuedBy = cluster?.replica
             try tx.saveRotation(rotation)
             guard resent.insert(jti).inserted else { continue }

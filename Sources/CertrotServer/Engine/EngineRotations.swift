@@ -82,7 +82,13 @@ extension Engine {
                 rotations[name] = rotation
             }
         }
-        for jti in redeliver.sorted() {
+        try self.redeliver(redeliver, device: id, tx: tx, outbox: &outbox)
+        try issueIfIdle(device: device, rotations: Array(rotations.values), tx: tx, outbox: &outbox)
+    }
+
+    /// Sends the bundles `jtis` of `device` again whole (same jti and seq): the device is back without them.
+    func redeliver(_ jtis: Set<String>, device id: String, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
+        for jti in jtis.sorted() {
             guard let bundle = try tx.bundle(jti: jti) else { continue }
             outbox += try split(bundle: bundle).map {
                 Outbound(topic: Topics.bundle(bundle.device), payload: $0, kind: .part(jti: jti))
@@ -91,7 +97,6 @@ extension Engine {
             logger.info(
                 "device is back without its bundle; sending it again", metadata: ["device": "\(id)", "jti": "\(jti)"])
         }
-        try issueIfIdle(device: device, rotations: Array(rotations.values), tx: tx, outbox: &outbox)
     }
 
     /// Seconds after a verification within which, in a cluster, an inventory below the verifying bundle's seq is
@@ -195,9 +200,14 @@ extension Engine {
             // Read again under the device's lock: another replica may have handled an ack meanwhile.
             try tx.lockDevice(id)
             var changed = false
+            var redeliver: Set<String> = []
             for var rotation in try tx.rotations(device: id) {
                 let before = rotation
                 let effect = rotation.tick(policy: rotationPolicy(for: rotation.target), now: now)
+                if effect == .redeliver, let jti = rotation.jti {
+                    rotation.issuedBy = cluster?.replica
+                    redeliver.insert(jti)
+                }
                 if rotation != before {
                     try save(rotation, previous: before, tx: tx)
                     changed = true
@@ -206,6 +216,7 @@ extension Engine {
                 // way the device is issued what waits, below.
                 if effect == .issueBundle { changed = true }
             }
+            try self.redeliver(redeliver, device: id, tx: tx, outbox: &outbox)
             guard changed, let device = try tx.device(id) else { continue }
             try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
         }

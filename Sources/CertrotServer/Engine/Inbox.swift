@@ -31,6 +31,7 @@ final class Inbox<Item: Sendable>: @unchecked Sendable {
     private let key: @Sendable (Item) -> [UInt8]?
     private let size: @Sendable (Item) -> Int
     private let superseded: @Sendable () -> Void
+    private let merge: @Sendable (_ replaced: Item, _ newer: Item) -> Item
     private let signal: AsyncStream<Void>.Continuation
     private let stream: AsyncStream<Void>
 
@@ -38,24 +39,29 @@ final class Inbox<Item: Sendable>: @unchecked Sendable {
     ///   - maxBytes: queued bytes (as `size` counts them) beyond which a push waits.
     ///   - key: items with the same key replace each other in the queue; nil: never replaced.
     ///   - superseded: called for every item replaced by a newer one.
+    ///   - merge: what is queued in place of a replaced item and the newer one (default: the newer one).
     init(
         maxBytes: Int = .max, key: @escaping @Sendable (Item) -> [UInt8]? = { _ in nil },
-        size: @escaping @Sendable (Item) -> Int = { _ in 0 }, superseded: @escaping @Sendable () -> Void = {}
+        size: @escaping @Sendable (Item) -> Int = { _ in 0 }, superseded: @escaping @Sendable () -> Void = {},
+        merge: @escaping @Sendable (_ replaced: Item, _ newer: Item) -> Item = { $1 }
     ) {
         self.maxBytes = maxBytes
         self.key = key
         self.size = size
         self.superseded = superseded
+        self.merge = merge
         (stream, signal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
-    func push(_ item: Item) {
+    func push(_ pushed: Item) {
+        var item = pushed
         let itemKey = key(item)
         let itemSize = size(item)
         var replaced = false
         condition.lock()
         if let itemKey, let position = positions[itemKey], position - base >= head {
             queuedBytes -= entries[position - base].size
+            if let queued = entries[position - base].item { item = merge(queued, item) }
             entries[position - base] = Entry(item: nil, key: nil, size: 0)
             replaced = true
         }
