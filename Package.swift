@@ -63,8 +63,6 @@ let package = Package(
         ),
         // PKCS#11 through the C API: a small C bridge (dlopen, the calls signing needs) and the Swift key over it.
         .target(name: "CPKCS11", linkerSettings: [.linkedLibrary("dl")]),
-        // sched_setattr(2) for a thread's scheduling slice (a variadic syscall Swift cannot call).
-        .target(name: "CSched"),
         .target(
             name: "CertrotPKCS11",
             dependencies: ["CPKCS11", "CertrotCore", .product(name: "Crypto", package: "swift-crypto")],
@@ -98,7 +96,7 @@ let package = Package(
         .target(
             name: "CertrotServer",
             dependencies: [
-                "CertrotCore", "CertrotMQTT", "CertrotStore", "CertrotPKCS11", "CertrotHTTPAPI", "CSched",
+                "CertrotCore", "CertrotMQTT", "CertrotStore", "CertrotPKCS11", "CertrotHTTPAPI",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
                 .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),

@@ -45,8 +45,6 @@ public struct DaemonSettings: Sendable {
     /// Several replicas on one shared store; nil: a single daemon.
     public var cluster: ClusterSettings?
     public var limits = Limits()
-    /// The scheduling slice, in microseconds, the status-read threads ask for (``StatusSlice``); 0: the kernel's.
-    public var statusSliceMicroseconds = StatusSlice.defaultMicroseconds
     /// Client-certificate issuers, policies and device identities (`issuers`, `clientCerts`, `identities`).
     package var clientCerts = ClientCertSettings()
 
@@ -212,10 +210,6 @@ public struct DaemonSettings: Sendable {
             config, targets: targets, catalogue: Array(catalogue.values), problems: &problems)
         let lifetime = config.bundleLifetime?.seconds ?? BundleClaims.defaultLifetime
         if lifetime <= 0 { problems.append("bundleLifetime: must be positive") }
-        let slice = config.statusSliceMicroseconds ?? StatusSlice.defaultMicroseconds
-        if slice != 0 && !(100...100_000).contains(slice) {
-            problems.append("statusSliceMicroseconds: 0 (the kernel's slice) or 100…100000")
-        }
         var operators: [VerificationKey] = []
         var operatorNames: [String: String] = [:]
         for (index, entry) in (config.operators ?? []).enumerated() {
@@ -248,7 +242,6 @@ public struct DaemonSettings: Sendable {
             maxInflight: config.maxInflight ?? 1000)
         settings.operators = operators
         settings.operatorNames = operatorNames
-        settings.statusSliceMicroseconds = slice
         if let cluster {
             // Each replica has its own MQTT client id, and a clean session: a dead replica's session must not keep
             // its share of the shared subscriptions (the broker would go on queuing messages for it).
@@ -401,10 +394,6 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         try engine.startCampaigns()
         let reads = ReadOnlyRPC(store: store, clock: clock, snapshotInterval: store.isShared ? .seconds(1) : nil)
         engine.reads = reads
-        // The threads a status read passes through ask for a shorter scheduling slice (config statusSlice).
-        let slice = StatusSlice(microseconds: settings.statusSliceMicroseconds, logger: logger)
-        reads.onReadingThread { slice.apply("status reads") }
-        store.onReadingThread { slice.apply("store reads") }
         engine.publishContext()
         var httpTask: Task<Void, any Error>?
         if let http = settings.http {
@@ -442,7 +431,7 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         let limiter = RequestLimiter(
             rate: settings.limits.requestRate, burst: settings.limits.requestBurst,
             totalRate: settings.limits.totalRequestRate)
-        try rpc.start(options: rpcOptions, onConnect: { slice.apply("rpc connection") }) { message in
+        try rpc.start(options: rpcOptions) { message in
             guard limiter.admit(message) else {
                 drops.count("rpc_rate_limited")
                 return

@@ -88,10 +88,6 @@ public final class PostgresStore: RotationStore {
 
     public var isShared: Bool { true }
 
-    public func onReadingThread(_ body: @escaping @Sendable () -> Void) {
-        reader.endpoint.eventLoop.execute(body)
-    }
-
     public func holdLeadership() throws -> Bool { leadership.hold() }
 
     /// Gives up the leadership lock (its session ends) and the connections; another process may lead from now on.

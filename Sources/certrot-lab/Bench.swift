@@ -32,16 +32,6 @@ struct Bench: AsyncParsableCommand {
             "Also run the campaign on PostgreSQL, once per count given (comma-separated; 1: one daemon, no cluster; 0 or empty: skip)."
     )
     var replicas: String = ""
-    @Option(
-        help:
-            "Run each PostgreSQL phase once per value: the daemons' statusSliceMicroseconds (comma-separated, e.g. 0,200,0,200 for an A/B within one run; empty: the daemon's default)."
-    )
-    var statusSlices: String = ""
-    @Option(
-        help:
-            "Run each PostgreSQL phase once per value: the scheduling slice (µs; 0: the kernel's) of the benchmark's PostgreSQL processes, set before the campaign (needs root; an experiment, comma-separated)."
-    )
-    var pgSlices: String = ""
     @Option(help: "Known-device counts for the memory phase (comma-separated; the store is filled directly).")
     var known: String = "100000,1000000"
 
@@ -165,47 +155,29 @@ struct Bench: AsyncParsableCommand {
         if !replicaCounts.isEmpty {
             second.stop()
             var runs: [[String: Any]] = []
-            var slices: [Int?] = [nil]
-            if !statusSlices.isEmpty {
-                slices = try statusSlices.split(separator: ",").map {
-                    guard let value = Int($0.trimmingCharacters(in: .whitespaces)) else {
-                        throw ValidationError("--status-slices: comma-separated microseconds, not '\($0)'")
-                    }
-                    return value
-                }
-            }
-            let pgSliceValues: [Int?] = pgSlices.isEmpty ? [nil] : pgSlices.split(separator: ",").map { Int($0) }
             for count in replicaCounts {
-                for (slice, pgSlice) in slices.flatMap({ s in pgSliceValues.map { (s, $0) } }) {
-                    let broker = try Broker()
-                    defer { broker.stop() }
-                    let pg = try await postgresThroughput(
-                        replicas: count, statusSlice: slice, pgSlice: pgSlice, broker: broker, dir: dir,
-                        logger: logger)
-                    if let pgSlice { say("            PostgreSQL processes' slice \(pgSlice) µs") }
-                    runs.append(
-                        pg.json.merging([
-                            "ratioToRaw": raw.rate > 0 ? pg.rate / raw.rate : 0,
-                            "ratioToSQLite": e2e.rate > 0 ? pg.rate / e2e.rate : 0,
-                            "statusSliceMicroseconds": slice ?? StatusSlice.defaultMicroseconds,
-                            "postgresSliceMicroseconds": pgSlice ?? -1,
-                        ]) { $1 })
-                    say(
-                        String(
-                            format:
-                                "postgres    %.0f rotations/s with %d %@ on PostgreSQL (%.1f s); %.2f × SQLite's %.0f/s, %.2f × raw%@",
-                            pg.rate, count, count == 1 ? "daemon" : "replicas", pg.seconds,
-                            e2e.rate > 0 ? pg.rate / e2e.rate : 0, e2e.rate, raw.rate > 0 ? pg.rate / raw.rate : 0,
-                            slice.map { "; statusSlice \($0) µs" } ?? ""))
-                    say(
-                        String(
-                            format:
-                                "            per rotation: %.1f statements, %.1f round trips, %.2f transactions, %.1f rows written, %.0f bytes of WAL; status p99: device %.1f ms, fleet %.1f ms",
-                            pg.perRotation("calls"), pg.perRotation("round_trips"), pg.perRotation("commits"),
-                            pg.perRotation("rows"),
-                            pg.perRotation("walBytes"), pg.latency["device.status"]?.p99 ?? 0,
-                            pg.latency["fleet.status"]?.p99 ?? 0))
-                }
+                let broker = try Broker()
+                defer { broker.stop() }
+                let pg = try await postgresThroughput(replicas: count, broker: broker, dir: dir, logger: logger)
+                runs.append(
+                    pg.json.merging([
+                        "ratioToRaw": raw.rate > 0 ? pg.rate / raw.rate : 0,
+                        "ratioToSQLite": e2e.rate > 0 ? pg.rate / e2e.rate : 0,
+                    ]) { $1 })
+                say(
+                    String(
+                        format:
+                            "postgres    %.0f rotations/s with %d %@ on PostgreSQL (%.1f s); %.2f × SQLite's %.0f/s, %.2f × raw",
+                        pg.rate, count, count == 1 ? "daemon" : "replicas", pg.seconds,
+                        e2e.rate > 0 ? pg.rate / e2e.rate : 0, e2e.rate, raw.rate > 0 ? pg.rate / raw.rate : 0))
+                say(
+                    String(
+                        format:
+                            "            per rotation: %.1f statements, %.1f round trips, %.2f transactions, %.1f rows written, %.0f bytes of WAL; status p99: device %.1f ms, fleet %.1f ms",
+                        pg.perRotation("calls"), pg.perRotation("round_trips"), pg.perRotation("commits"),
+                        pg.perRotation("rows"),
+                        pg.perRotation("walBytes"), pg.latency["device.status"]?.p99 ?? 0,
+                        pg.latency["fleet.status"]?.p99 ?? 0))
             }
             results["postgres"] = runs
         }

@@ -152,10 +152,7 @@ extension Bench {
 
     /// A campaign over every device with the daemon on PostgreSQL: one daemon (`replicas` = 1) or that many
     /// replicas in a cluster. From campaign.create to every device verified.
-    /// `statusSlice`: the daemons' `statusSliceMicroseconds` (nil: their default).
-    func postgresThroughput(
-        replicas: Int, statusSlice: Int? = nil, pgSlice: Int? = nil, broker: Broker, dir: URL, logger: Logger
-    ) async throws -> PostgresRun {
+    func postgresThroughput(replicas: Int, broker: Broker, dir: URL, logger: Logger) async throws -> PostgresRun {
         func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
         let server = try PostgresServer.shared()
         let url = try server.createDatabase()
@@ -176,7 +173,6 @@ extension Bench {
                 catalogue: [{name: old, chain: \(path("old.pem"))}]
                 """
             if replicas > 1 { config += "\ncluster: {replica: r\(index)}\n" }
-            if let statusSlice { config += "\nstatusSliceMicroseconds: \(statusSlice)\n" }
             let port = try Broker.freePort()
             metricsPorts.append(port)
             config += "\nhttp: {host: 127.0.0.1, port: \(port)}\n"
@@ -212,10 +208,6 @@ extension Bench {
         }
         // The server's statistics arrive a moment late (pg_stat_database is flushed about once a second).
         try await Task.sleep(for: .seconds(2))
-        if let pgSlice {
-            let threads = StatusSlice.apply(microseconds: pgSlice, toProcessesNamed: "postgres")
-            if threads == 0 { throw ValidationError("--pg-slices: no PostgreSQL process took the slice (root?)") }
-        }
         let before = try counters()
         let daemonsBefore = await daemonTraffic(metricsPorts)
         let (seconds, latency) = try await campaignWithLatency(

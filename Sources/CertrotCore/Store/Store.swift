@@ -327,9 +327,6 @@ public protocol RotationStore: Sendable {
     /// What the store has sent its server since it opened, by name (`statements`, `round_trips`, …), for
     /// `/metrics`; empty for a store in the daemon's process.
     var traffic: [String: Int] { get }
-    /// Runs `body` once on the thread of the store's own that takes the answers to ``read(_:)``'s statements (the
-    /// PostgreSQL connection's event loop), to tune it (``StatusSlice``); not at all for a store without one.
-    func onReadingThread(_ body: @escaping @Sendable () -> Void)
 }
 
 extension RotationStore {
@@ -338,7 +335,6 @@ extension RotationStore {
     public var isShared: Bool { false }
     public func close() {}
     public var traffic: [String: Int] { [:] }
-    public func onReadingThread(_ body: @escaping @Sendable () -> Void) {}
 }
 
 /// What the store keeps of the past: nothing else deletes history or bundles, so without it one device that

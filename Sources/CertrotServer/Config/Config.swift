@@ -171,9 +171,6 @@ public struct CertrotConfig: Sendable, Decodable {
     public var retry: Retry?
     /// Outgoing QoS 1 publishes in flight at once.
     public var maxInflight: Int?
-    /// The scheduling slice (µs) the threads a status read passes through ask Linux for, so that they wait less
-    /// for a core under load (default 200; 0: the kernel's slice). docs/performance.md.
-    public var statusSliceMicroseconds: Int?
     /// The HTTP listener for `/metrics`, `/healthz` and `/readyz`; off when absent.
     public var http: HTTP?
 

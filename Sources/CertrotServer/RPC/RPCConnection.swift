@@ -23,16 +23,11 @@ final class RPCConnection: Sendable {
         self.logger = logger
     }
 
-    /// Connects as `options.clientID`; `onRequest` gets every message on `certrot/rpc`, and `onConnect` runs on every
-    /// connection, both on libmosquitto's thread.
-    func start(
-        options: MQTTOptions, onConnect: @escaping @Sendable () -> Void = {},
-        onRequest: @escaping @Sendable (MQTTMessage) -> Void
-    ) throws {
+    /// Connects as `options.clientID`; `onRequest` gets every message on `certrot/rpc`, on libmosquitto's thread.
+    func start(options: MQTTOptions, onRequest: @escaping @Sendable (MQTTMessage) -> Void) throws {
         let client = try MQTTClient(options: options, logger: logger) { [self] event in
             switch event {
             case .connected:
-                onConnect()
                 state.withLock { state in
                     state.connected = true
                     if state.wanted { subscription(true, state.client) }

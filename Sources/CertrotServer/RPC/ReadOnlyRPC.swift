@@ -49,11 +49,6 @@ final class ReadOnlyRPC: Sendable {
         }
     }
 
-    /// Runs `body` on the thread the reads run on, before the reads submitted after it.
-    func onReadingThread(_ body: @escaping @Sendable () -> Void) {
-        worker.submit(body)
-    }
-
     func update(_ context: RPC.Context) {
         self.context.withLock { $0 = context }
     }
