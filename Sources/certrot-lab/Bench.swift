@@ -505,13 +505,13 @@ struct Bench: AsyncParsableCommand {
         var seconds: Double
         var rssKnown: Double
         var rssPeak: Double
-        var latency: [String: (p50: Double, p99: Double, n: Int)]
+        var latency: [String: Latency]
         var recovery: Double?
 
         var json: [String: Any] {
             var object: [String: Any] = [
                 "rotationsPerSecond": rate, "seconds": seconds, "rssBytesKnown": rssKnown, "rssPeakBytes": rssPeak,
-                "latencyMs": latency.mapValues { ["p50": $0.p50, "p99": $0.p99, "samples": $0.n] },
+                "latencyMs": latency.mapValues(\.json),
             ]
             object["recoverySeconds"] = recovery
             return object
@@ -522,7 +522,7 @@ struct Bench: AsyncParsableCommand {
     /// `fleet.status` issued one after the other (then 100 ms) all through: seconds, and p50/p99 per method.
     func campaignWithLatency(
         _ rpc: RPCClient, name: String, chain: String, prefix: String
-    ) async throws -> (seconds: Double, latency: [String: (p50: Double, p99: Double, n: Int)]) {
+    ) async throws -> (seconds: Double, latency: [String: Latency]) {
         _ = try await createCampaign(rpc, name: name, chain: chain)
         let began = Date()
         var samples: [String: [Double]] = ["device.status": [], "fleet.status": []]
@@ -556,14 +556,25 @@ struct Bench: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(100))
         }
         let seconds = Date().timeIntervalSince(began)
-        var latency: [String: (p50: Double, p99: Double, n: Int)] = [:]
+        var latency: [String: Latency] = [:]
         for (method, values) in samples where !values.isEmpty {
             let sorted = values.sorted()
-            latency[method] = (
-                sorted[sorted.count / 2], sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))], sorted.count
-            )
+            latency[method] = Latency(
+                p50: sorted[sorted.count / 2], p99: sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))],
+                n: sorted.count, worst: Array(sorted.suffix(10).reversed()))
         }
         return (seconds, latency)
+    }
+
+    /// One method's status latency over a phase (ms): p50, p99, the number of calls, and the ten slowest calls,
+    /// slowest first (with ~100 calls a phase p99 is the second slowest: the ten let phases be pooled).
+    struct Latency {
+        var p50: Double
+        var p99: Double
+        var n: Int
+        var worst: [Double]
+
+        var json: [String: Any] { ["p50": p50, "p99": p99, "samples": n, "worst": worst] }
     }
 
     func endToEnd(broker: Broker, dir: URL, logger: Logger) async throws -> EndToEnd {

@@ -134,7 +134,7 @@ extension Bench {
         var replicas: Int
         var rate: Double
         var seconds: Double
-        var latency: [String: (p50: Double, p99: Double, n: Int)]
+        var latency: [String: Latency]
         var server: [String: Double]
         var devices: Int
 
@@ -143,7 +143,7 @@ extension Bench {
         var json: [String: Any] {
             [
                 "replicas": replicas, "rotationsPerSecond": rate, "seconds": seconds,
-                "latencyMs": latency.mapValues { ["p50": $0.p50, "p99": $0.p99, "samples": $0.n] },
+                "latencyMs": latency.mapValues(\.json),
                 "server": server,
                 "perRotation": Dictionary(uniqueKeysWithValues: server.keys.map { ($0, perRotation($0)) }),
             ]
