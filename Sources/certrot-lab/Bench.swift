@@ -567,7 +567,7 @@ struct Bench: AsyncParsableCommand {
     }
 
     /// One method's status latency over a phase (ms): p50, p99, the number of calls, and the ten slowest calls,
-    /// slowest first (with ~100 calls a phase p99 is the second slowest: the ten let phases be pooled).
+    /// slowest first (with 100–300 calls a phase p99 is one of its three slowest: the ten let phases be pooled).
     struct Latency {
         var p50: Double
         var p99: Double
