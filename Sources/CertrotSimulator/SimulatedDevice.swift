@@ -190,11 +190,13 @@ public struct SimulatedDevice: Sendable {
     /// A compact bundle: decoded strictly, signature and digests verified, then applied as a JWS's claims.
     mutating func apply(compact cose: [UInt8], partJTI: String, now: Int64) -> Reaction {
         let keys = trustedKeys
+        let written = appliedSeqs.count
         let reaction = apply(
             unverified: (try? CompactBundle.decode(cose))?.claims,
             verifies: { (try? CompactBundle.verify(cose, keys: keys)) != nil }, partJTI: partJTI, now: now
         ) { check throws(CertrotError) in try check.check(compact: cose) }
-        if case .ack(let ack, _) = reaction, ack.status == .applied { compactApplied += 1 }
+        // Applied now, not acknowledged again (a redelivered bundle already applied is not written twice).
+        if appliedSeqs.count > written, case .ack(let ack, _) = reaction, ack.status == .applied { compactApplied += 1 }
         return reaction
     }
 
