@@ -147,7 +147,15 @@ public final class PostgresServer: @unchecked Sendable {
     public func createDatabase(
         _ name: String = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
     ) throws -> String {
-        try psql("CREATE DATABASE \(name)")
+        // The server takes connections a moment before it takes queries ("the database system is starting up").
+        for attempt in 1... {
+            do {
+                try psql("CREATE DATABASE \(name)")
+                break
+            } catch let error as BrokerError where error.message.contains("starting up") && attempt < 60 {
+                usleep(500_000)
+            }
+        }
         return url(database: name)
     }
 
