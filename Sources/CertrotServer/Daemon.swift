@@ -55,6 +55,8 @@ public struct DaemonSettings: Sendable {
         public var requestRate = 50.0
         public var requestBurst = 100.0
         public var totalRequestRate = 500.0
+        /// Status reads slower than this are logged with where their time went (`rpc.slowReadMilliseconds`).
+        public var slowRead: Duration = .milliseconds(50)
         /// A glob device IDs must match; nil: any valid ID.
         public var idPattern: String?
         public var maxQueuedBytes = 64 << 20
@@ -311,6 +313,10 @@ private func resolveLimits(_ config: CertrotConfig) throws -> DaemonSettings.Lim
         limits.requestRate = rpc.rate ?? limits.requestRate
         limits.requestBurst = rpc.burst ?? max(limits.requestBurst, limits.requestRate)
         limits.totalRequestRate = rpc.totalRate ?? max(limits.totalRequestRate, limits.requestRate)
+        if let slow = rpc.slowReadMilliseconds {
+            guard (0...3_600_000).contains(slow) else { throw fail("rpc.slowReadMilliseconds must be in 0…3600000") }
+            limits.slowRead = .milliseconds(slow)
+        }
     }
     if let admission = config.admission {
         if let pattern = admission.idPattern {
@@ -392,7 +398,9 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
             superseded: { drops.count("inventory_superseded") }, merge: EngineInput.merge)
         let engine = makeEngine(store: store)
         try engine.startCampaigns()
-        let reads = ReadOnlyRPC(store: store, clock: clock, snapshotInterval: store.isShared ? .seconds(1) : nil)
+        let reads = ReadOnlyRPC(
+            store: store, clock: clock, snapshotInterval: store.isShared ? .seconds(1) : nil, logger: logger,
+            slowRead: settings.limits.slowRead)
         engine.reads = reads
         engine.publishContext()
         var httpTask: Task<Void, any Error>?

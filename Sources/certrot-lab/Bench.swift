@@ -32,6 +32,13 @@ struct Bench: AsyncParsableCommand {
             "Also run the campaign on PostgreSQL, once per count given (comma-separated; 1: one daemon, no cluster; 0 or empty: skip)."
     )
     var replicas: String = ""
+    @Option(
+        help: """
+            With --replicas, the kernel's autogroup setting for each of those phases in turn (comma-separated 0 or 1, \
+            kernel.sched_autogroup_enabled; needs root; the machine's own setting is put back at the end): an A/B of \
+            how the scheduler groups PostgreSQL's backends (docs/performance.md). Empty: as the machine has it.
+            """)
+    var autogroup: String = ""
     @Option(help: "Known-device counts for the memory phase (comma-separated; the store is filled directly).")
     var known: String = "100000,1000000"
 
@@ -154,8 +161,15 @@ struct Bench: AsyncParsableCommand {
             .filter { $0 > 0 }
         if !replicaCounts.isEmpty {
             second.stop()
+            let autogroups = try Autogroup.settings(autogroup, phases: replicaCounts.count)
+            let machineAutogroup = Autogroup.current
+            defer { if !autogroups.isEmpty, let machineAutogroup { try? Autogroup.set(machineAutogroup) } }
             var runs: [[String: Any]] = []
-            for count in replicaCounts {
+            var pooled: [String: [String: [Double]]] = [:]
+            var phasesOf: [String: Int] = [:]
+            for (phase, count) in replicaCounts.enumerated() {
+                if phase < autogroups.count { try Autogroup.set(autogroups[phase]) }
+                let grouping = Autogroup.current
                 let broker = try Broker()
                 defer { broker.stop() }
                 let pg = try await postgresThroughput(replicas: count, broker: broker, dir: dir, logger: logger)
@@ -163,12 +177,18 @@ struct Bench: AsyncParsableCommand {
                     pg.json.merging([
                         "ratioToRaw": raw.rate > 0 ? pg.rate / raw.rate : 0,
                         "ratioToSQLite": e2e.rate > 0 ? pg.rate / e2e.rate : 0,
+                        "autogroup": grouping.map { $0 ? 1 : 0 } as Any,
                     ]) { $1 })
+                let key =
+                    "\(count) \(count == 1 ? "daemon" : "replicas"), autogroup \(grouping.map { $0 ? "1" : "0" } ?? "?")"
+                phasesOf[key, default: 0] += 1
+                for (method, latency) in pg.latency { pooled[key, default: [:]][method, default: []] += latency.values }
                 say(
                     String(
                         format:
-                            "postgres    %.0f rotations/s with %d %@ on PostgreSQL (%.1f s); %.2f × SQLite's %.0f/s, %.2f × raw",
+                            "postgres    %.0f rotations/s with %d %@ on PostgreSQL (%.1f s; autogroup %@); %.2f × SQLite's %.0f/s, %.2f × raw",
                         pg.rate, count, count == 1 ? "daemon" : "replicas", pg.seconds,
+                        grouping.map { $0 ? "1" : "0" } ?? "?",
                         e2e.rate > 0 ? pg.rate / e2e.rate : 0, e2e.rate, raw.rate > 0 ? pg.rate / raw.rate : 0))
                 say(
                     String(
@@ -180,6 +200,27 @@ struct Bench: AsyncParsableCommand {
                         pg.latency["fleet.status"]?.p99 ?? 0))
             }
             results["postgres"] = runs
+            // Phases of the same kind pooled: one phase's p99 is one of its three slowest calls.
+            var pooledJSON: [String: Any] = [:]
+            for (key, methods) in pooled.sorted(by: { $0.key < $1.key }) {
+                let phases = phasesOf[key] ?? 0
+                guard phases > 1 else { continue }
+                let summary = methods.mapValues { Latency(values: $0) }
+                pooledJSON[key] = summary.mapValues(\.json).merging(["phases": phases]) { $1 }
+                say(
+                    String(
+                        format:
+                            "pooled      %@, %d phases: status p99 device %.1f ms (%d calls, %d over 50 ms), fleet %.1f ms",
+                        key, phases, summary["device.status"]?.p99 ?? 0, summary["device.status"]?.n ?? 0,
+                        summary["device.status"]?.values.filter { $0 > 50 }.count ?? 0,
+                        summary["fleet.status"]?.p99 ?? 0))
+            }
+            if !pooledJSON.isEmpty { results["postgresPooled"] = pooledJSON }
+            if runs.contains(where: { $0["autogroup"] as? Int == 1 }) {
+                say(
+                    "note        autogroup was on (kernel.sched_autogroup_enabled): each PostgreSQL backend is a "
+                        + "scheduling group of its own, and status reads wait for a core (docs/scaling.md)")
+            }
         }
 
         // 4, continued: daemon memory with many devices known and nothing running, on a fresh broker.
@@ -227,6 +268,7 @@ struct Bench: AsyncParsableCommand {
         return [
             "cores": ProcessInfo.processInfo.activeProcessorCount, "cpu": cpu ?? "unknown",
             "memoryBytes": ProcessInfo.processInfo.physicalMemory,
+            "schedAutogroup": Autogroup.current.map { $0 ? 1 : 0 } as Any,
         ]
     }
 
@@ -556,25 +598,55 @@ struct Bench: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(100))
         }
         let seconds = Date().timeIntervalSince(began)
-        var latency: [String: Latency] = [:]
-        for (method, values) in samples where !values.isEmpty {
-            let sorted = values.sorted()
-            latency[method] = Latency(
-                p50: sorted[sorted.count / 2], p99: sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))],
-                n: sorted.count, worst: Array(sorted.suffix(10).reversed()))
-        }
-        return (seconds, latency)
+        return (seconds, samples.filter { !$0.value.isEmpty }.mapValues { Latency(values: $0) })
     }
 
     /// One method's status latency over a phase (ms): p50, p99, the number of calls, and the ten slowest calls,
     /// slowest first (with 100–300 calls a phase p99 is one of its three slowest: the ten let phases be pooled).
     struct Latency {
-        var p50: Double
-        var p99: Double
-        var n: Int
-        var worst: [Double]
+        /// Every call's, sorted.
+        var values: [Double]
+
+        init(values: [Double]) { self.values = values.sorted() }
+
+        var n: Int { values.count }
+        var p50: Double { values.isEmpty ? 0 : values[values.count / 2] }
+        var p99: Double { values.isEmpty ? 0 : values[min(values.count - 1, Int(Double(values.count) * 0.99))] }
+        var worst: [Double] { Array(values.suffix(10).reversed()) }
 
         var json: [String: Any] { ["p50": p50, "p99": p99, "samples": n, "worst": worst] }
+    }
+
+    /// `kernel.sched_autogroup_enabled`: with it, Linux schedules each session as a group of its own. PostgreSQL's
+    /// every backend starts a session of its own, so each is a group that competes with whole sessions of
+    /// threads (the replicas, the broker and the simulator, here one) — docs/performance.md.
+    enum Autogroup {
+        static let path = "/proc/sys/kernel/sched_autogroup_enabled"
+
+        /// Nil where the kernel has no autogroup.
+        static var current: Bool? {
+            (try? String(contentsOfFile: path, encoding: .utf8)).map {
+                $0.trimmingCharacters(in: .whitespacesAndNewlines) != "0"
+            }
+        }
+
+        static func set(_ enabled: Bool) throws {
+            guard FileManager.default.isWritableFile(atPath: path) else {
+                throw ValidationError("--autogroup: \(path) is not writable (needs root)")
+            }
+            try (enabled ? "1\n" : "0\n").write(toFile: path, atomically: false, encoding: .utf8)
+        }
+
+        /// `--autogroup` for `phases` phases: empty, or one 0/1 for each.
+        static func settings(_ option: String, phases: Int) throws -> [Bool] {
+            let values = option.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard !values.isEmpty else { return [] }
+            guard values.count == phases, values.allSatisfy({ $0 == "0" || $0 == "1" }) else {
+                throw ValidationError("--autogroup wants one 0 or 1 for each of the \(phases) --replicas phases")
+            }
+            guard current != nil else { throw ValidationError("--autogroup: this kernel has no \(path)") }
+            return values.map { $0 == "1" }
+        }
     }
 
     func endToEnd(broker: Broker, dir: URL, logger: Logger) async throws -> EndToEnd {

@@ -1,4 +1,5 @@
 import CertrotCore
+import CertrotServer
 import CertrotSimulator
 import CertrotTestSupport
 import Foundation
@@ -130,6 +131,38 @@ import Testing
         let running = sample("certrot_campaign_state", ["campaign=\"\(id)\"", "state=\"running\""]) ?? 0
         let paused = sample("certrot_campaign_state", ["campaign=\"\(id)\"", "state=\"paused\""]) ?? 0
         #expect(running + paused == 1, "one state is current")
+        await harness.stop()
+    }
+
+    /// `rpc.slowReadMilliseconds`: a status read over it is logged with where its time went (0: every read), so an
+    /// operator can tell a read that waited for the store from one that waited for the daemon's reads thread.
+    @Test func aStatusReadOverTheSlowReadThreshold_isLogged_withWhereItsTimeWent() async throws {
+        let harness = try Harness()
+        let config = try harness.writeConfig(extra: "rpc: {slowReadMilliseconds: 0}")
+        let log = harness.path("serve.log")
+        let serve = try ChildProcess(
+            executable: certrotBinary(), arguments: ["serve", "--config", config, "--log-level", "notice"],
+            outputPath: log)
+        defer { serve.terminate() }
+        let rpc = try harness.rpc()
+        var answered = false
+        for _ in 0..<50 where !answered {
+            answered = (try? await rpc.call("device.status", params: ["device": "probe-7"], timeout: 2)) != nil
+        }
+        #expect(answered)
+        var line: Substring?
+        for _ in 0..<50 where line == nil {
+            line = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").first {
+                $0.contains("slow status read") && $0.contains("device=probe-7")
+            }
+            if line == nil { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        let logged = try #require(line, "a read over 0 ms is logged")
+        for field in ["method=device.status", "queued_ms=", "read_ms=", "publish_ms="] {
+            #expect(logged.contains(field), "\(field) in \(logged)")
+        }
+        let bad = try harness.writeConfig(extra: "rpc: {slowReadMilliseconds: -1}")
+        #expect(throws: CertrotError.self) { try DaemonSettings.resolve(try CertrotConfig.load(path: bad)) }
         await harness.stop()
     }
 }

@@ -230,6 +230,9 @@ public struct CertrotConfig: Sendable, Decodable {
         public var burst: Double?
         /// Requests per second from all requesters together.
         public var totalRate: Double?
+        /// A status read (`device.status`, `fleet.status`, `device.list`, `fleet.risk`) that takes longer than
+        /// this many milliseconds is logged (notice) with where its time went; 0 logs every one (default 50).
+        public var slowReadMilliseconds: Int?
     }
 
     /// Which devices the daemon takes messages from, and how much it queues (docs/security.md).

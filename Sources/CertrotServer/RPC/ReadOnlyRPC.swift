@@ -1,6 +1,7 @@
 import CertrotCore
 import CertrotMQTT
 import Foundation
+import Logging
 import Synchronization
 
 /// JSON-RPC reads (`device.status`, `fleet.status`, `device.list`) answered beside the engine, in read transactions of their
@@ -16,6 +17,11 @@ final class ReadOnlyRPC: Sendable {
     /// engine on every tick.
     private let context = Mutex<RPC.Context?>(nil)
     private let clock: @Sendable () -> Int64
+    private let logger: Logger?
+    /// A read that takes longer than this, from the request's arrival on the MQTT thread to its reply handed to
+    /// the broker connection, is logged (notice) with where its time went: waiting for the reads' thread
+    /// (`queued_ms`), the store (`read_ms`), handing the reply over (`publish_ms`).
+    let slowRead: Duration
 
     /// On a shared store (PostgreSQL), `fleet.status` answers from a snapshot of its stored figures refreshed every
     /// ``snapshotInterval`` beside the requests, so that a status call costs no query while a campaign loads the
@@ -26,8 +32,13 @@ final class ReadOnlyRPC: Sendable {
     private let worker = BlockingWorker()
     private let snapshotWorker: BlockingWorker?
 
-    init(store: any RotationStore, clock: @escaping @Sendable () -> Int64, snapshotInterval: Duration? = nil) {
+    init(
+        store: any RotationStore, clock: @escaping @Sendable () -> Int64, snapshotInterval: Duration? = nil,
+        logger: Logger? = nil, slowRead: Duration = .milliseconds(50)
+    ) {
         self.store = store
+        self.logger = logger
+        self.slowRead = slowRead
         self.clock = clock
         self.snapshotInterval = snapshotInterval
         snapshotWorker = snapshotInterval.map { _ in BlockingWorker() }
@@ -92,9 +103,34 @@ final class ReadOnlyRPC: Sendable {
     /// called on libmosquitto's thread, it hands the request over and returns. No task of Swift concurrency's pool
     /// comes between the request and its read.
     func submit(_ message: MQTTMessage, replies: RPCConnection) {
+        let received = ContinuousClock.now
         worker.submit { [self] in
-            if let reply = answer(message) { _ = replies.publish(reply) }
+            let started = ContinuousClock.now
+            let reply = answer(message)
+            let read = ContinuousClock.now
+            if let reply { _ = replies.publish(reply) }
+            let published = ContinuousClock.now
+            if published - received > slowRead { logSlow(message, received, started, read, published) }
         }
+    }
+
+    private func logSlow(
+        _ message: MQTTMessage, _ received: ContinuousClock.Instant, _ started: ContinuousClock.Instant,
+        _ read: ContinuousClock.Instant, _ published: ContinuousClock.Instant
+    ) {
+        func ms(_ d: Duration) -> String {
+            String(format: "%.1f", Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
+        }
+        let object = (try? JSONSerialization.jsonObject(with: Data(message.payload))) as? [String: Any]
+        let params = object?["params"] as? [String: Any]
+        logger?.notice(
+            "slow status read",
+            metadata: [
+                "method": "\(object?["method"] ?? "?")",
+                "device": "\(String(describing: params?["device"] ?? "-").prefix(80))",
+                "queued_ms": "\(ms(started - received))", "read_ms": "\(ms(read - started))",
+                "publish_ms": "\(ms(published - read))",
+            ])
     }
 
     /// With ``snapshotInterval``, refreshes the `fleet.status` snapshot until cancelled, while this daemon answers
