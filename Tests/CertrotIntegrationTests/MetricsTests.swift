@@ -161,6 +161,17 @@ import Testing
         for field in ["method=device.status", "queued_ms=", "read_ms=", "publish_ms="] {
             #expect(logged.contains(field), "\(field) in \(logged)")
         }
+        // A device with a newline in it is logged escaped: it cannot start a forged log line.
+        _ = try await rpc.call("device.status", params: ["device": "x\nforged=1"], timeout: 5)
+        let escaped = #"device="x\nforged=1""#
+        var text = ""
+        for _ in 0..<50 where !text.contains(escaped) {
+            try await Task.sleep(for: .milliseconds(100))
+            text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        }
+        #expect(text.contains(escaped))
+        #expect(!text.split(separator: "\n").contains { $0.hasPrefix("forged=1") })
+
         let bad = try harness.writeConfig(extra: "rpc: {slowReadMilliseconds: -1}")
         #expect(throws: CertrotError.self) { try DaemonSettings.resolve(try CertrotConfig.load(path: bad)) }
         await harness.stop()

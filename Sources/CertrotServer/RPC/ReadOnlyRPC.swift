@@ -122,12 +122,18 @@ final class ReadOnlyRPC: Sendable {
             String(format: "%.1f", Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
         }
         let object = (try? JSONSerialization.jsonObject(with: Data(message.payload))) as? [String: Any]
-        let params = object?["params"] as? [String: Any]
+        // The device as asked for; escaped, quoted, when it holds a control character (a device ID may hold a
+        // newline: it must not start a forged log line).
+        let device = ((object?["params"] as? [String: Any])?["device"] as? String).map { id in
+            let shown = String(id.prefix(DeviceID.maxBytes + 1))
+            return shown.unicodeScalars.contains { $0.properties.generalCategory == .control }
+                ? shown.debugDescription : shown
+        }
         logger?.notice(
             "slow status read",
             metadata: [
                 "method": "\(object?["method"] ?? "?")",
-                "device": "\(String(describing: params?["device"] ?? "-").prefix(80))",
+                "device": "\(device ?? "-")",
                 "queued_ms": "\(ms(started - received))", "read_ms": "\(ms(read - started))",
                 "publish_ms": "\(ms(published - read))",
             ])
