@@ -17,12 +17,13 @@ public struct DeviceBehaviour: Sendable, Equatable {
     public var activationFails = false
     /// Publishes a CSR for its keygen whose attestation is signed by another key than its identity key.
     public var forgesAttestation = false
-    /// Its modem firmware encodes the CSR's signature algorithm with NULL parameters.
-    public var legacyCSR = false
+    /// Its modem encodes the CSR's signature algorithm without NULL parameters (RFC 5758), unlike every real
+    /// answer published so far, which carries them.
+    public var csrWithoutNull = false
 
     public init(
         rejects: Bool = false, failsOnce: Bool = false, offlineAtFirst: Bool = false, losesPartOnce: Bool = false,
-        activationFails: Bool = false, forgesAttestation: Bool = false, legacyCSR: Bool = false
+        activationFails: Bool = false, forgesAttestation: Bool = false, csrWithoutNull: Bool = false
     ) {
         self.rejects = rejects
         self.failsOnce = failsOnce
@@ -30,7 +31,7 @@ public struct DeviceBehaviour: Sendable, Equatable {
         self.losesPartOnce = losesPartOnce
         self.activationFails = activationFails
         self.forgesAttestation = forgesAttestation
-        self.legacyCSR = legacyCSR
+        self.csrWithoutNull = csrWithoutNull
     }
 }
 
@@ -282,12 +283,13 @@ public struct SimulatedDevice: Sendable {
         case .keygen:
             // The application takes the modem offline (CFUN=4) to write credentials, as a real nRF91 must.
             modem.online = false
-            modem.legacyNullParameters = behaviour.legacyCSR
+            modem.nullSignatureParameters = !behaviour.csrWithoutNull
             for type in 0...2 { credentials[Key(tag: tag, type: type)] = nil }
             do {
                 try modem.deleteKey(tag: tag)
                 let output = try modem.keygen(
-                    tag: tag, attestationKey: behaviour.forgesAttestation ? P256.Signing.PrivateKey() : nil)
+                    tag: tag, subject: op.subject,
+                    attestationKey: behaviour.forgesAttestation ? P256.Signing.PrivateKey() : nil)
                 outgoingCSRs.append(CSRMessage(jti: jti, tag: tag, keygen: output))
             } catch SimulatedModem.Failure.online {
                 return Ack(jti: jti, status: .failed, code: 518, reason: "AT%KEYGEN: modem online")

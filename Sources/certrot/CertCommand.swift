@@ -106,12 +106,17 @@ struct CertCommand: ParsableCommand {
                 if identityKey != nil { throw CertrotError(.badAttestation, "the output carries no attestation") }
                 return
             }
-            print("  device UUID    \(Self.uuid(attestation.uuid))")
+            print("  device UUID    \(ModemUUID.format(attestation.uuid))")
             print("  sec tag        \(attestation.secTag)")
             print("  digest         matches the CSR")
             print("  nonce          \(Hex.encode(attestation.nonce))")
             guard let identityKey else {
-                print("  signature      not checked (give --identity-key)")
+                print("  signature      not checked (give --identity-key); the identity keys it fits:")
+                if let cose = output.cose {
+                    for key in IdentityKeyRecovery.candidates(cose) {
+                        print("    \(Hex.encode(key.x963Representation))")
+                    }
+                }
                 return
             }
             try output.verify(
@@ -150,17 +155,6 @@ struct CertCommand: ParsableCommand {
                 throw CertrotError(.badSignature, "the CRL is not signed by \(issuer)")
             }
             print("  signature      verified under \(issuer)")
-        }
-
-        static func uuid(_ bytes: [UInt8]) -> String {
-            let hex = Hex.encode(bytes)
-            let cuts = [8, 12, 16, 20]
-            var out = ""
-            for (index, character) in hex.enumerated() {
-                if cuts.contains(index) { out.append("-") }
-                out.append(character)
-            }
-            return out
         }
 
         static func publicKey(_ text: String) throws -> P256.Signing.PublicKey {

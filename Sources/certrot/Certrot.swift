@@ -17,7 +17,8 @@ struct Certrot: AsyncParsableCommand {
             """,
         subcommands: [
             Serve.self, ConfigCommand.self, Keys.self, BundleCommand.self, Status.self, CampaignCommand.self,
-            DeviceCommand.self, Simulate.self, IssuerCommand.self, CertCommand.self, AuditCommand.self,
+            DeviceCommand.self, Simulate.self, IssuerCommand.self, CertCommand.self, IdentityCommand.self,
+            AuditCommand.self,
         ])
 }
 

@@ -23,14 +23,17 @@ import X509
     }
 
     /// `[9, uuid, bstr(tag), sha256(csr), nonce]`, signed by `signer`; the unprotected header names the key type.
+    /// `selfDescribed`: inside CBOR tag 55799, as real modems write it; `outerTag`: inside another tag instead.
     func keygen(
         csr: [UInt8], tag: Int64, signer: P256.Signing.PrivateKey? = nil, digestOf: [UInt8]? = nil,
-        tagItem: CBOR? = nil
+        tagItem: CBOR? = nil, selfDescribed: Bool = true, outerTag: UInt64? = nil
     ) throws -> String {
-        let payload = CBOR.array([
+        var item = CBOR.array([
             .int(9), .bytes(uuid), .bytes((tagItem ?? .int(tag)).encoded),
             .bytes(Array(SHA256.hash(data: digestOf ?? csr))), .bytes(Array(repeating: 0xA5, count: 16)),
-        ]).encoded
+        ])
+        if let outerTag { item = .tagged(outerTag, item) } else if selfDescribed { item = .tagged(55799, item) }
+        let payload = item.encoded
         let cose = try COSESign1.sign(
             payload: payload, with: signer ?? identityKey,
             unprotected: .map([(.unsigned(4), .bytes(CBOR.int(-2).encoded))]))
@@ -46,6 +49,37 @@ import X509
         #expect(attestation.uuid == uuid && attestation.secTag == 16_842_754 && attestation.nonce.count == 16)
         try output.verify(identityKey: identityKey.publicKey, secTag: 16_842_754, uuid: uuid)
         try output.verify(identityKey: identityKey.publicKey, secTag: 16_842_754, uuid: nil)
+    }
+
+    /// Real modems put the payload inside the self-described tag 55799; certrot takes it there (and its absence),
+    /// and nowhere else: not around an inner item, not twice, not another tag.
+    @Test func theSelfDescribedTag_isTakenAroundThePayloadOnly() throws {
+        let csr = try csrDER()
+        for selfDescribed in [true, false] {
+            let output = try KeygenOutput.parse(try keygen(csr: csr, tag: 7, selfDescribed: selfDescribed))
+            try output.verify(identityKey: identityKey.publicKey, secTag: 7, uuid: uuid)
+        }
+        for outer: UInt64 in [24, 18, 55800] {
+            #expect(throws: CertrotError.self, "tag \(outer)") {
+                _ = try KeygenOutput.parse(try keygen(csr: csr, tag: 7, outerTag: outer))
+            }
+        }
+        let twice = CBOR.tagged(55799, .tagged(55799, .array([.int(9)])))
+        #expect(throws: CertrotError.self) { _ = try KeygenOutput.parseAttestation(twice.encoded) }
+        #expect(throws: CertrotError.self) {
+            _ = try KeygenOutput.parse(try keygen(csr: csr, tag: 7, tagItem: .tagged(55799, .int(7))))
+        }
+    }
+
+    /// The modem's whole response line is taken as well as the bare answer.
+    @Test func theModemsResponseFraming_isTakenOff() throws {
+        let text = try keygen(csr: try csrDER(), tag: 7)
+        for framed in ["%KEYGEN: \"\(text)\"", "%KEYGEN: \"\(text)\"\r\nOK\r\n", "\r\n\(text)\r\n"] {
+            #expect(try KeygenOutput.parse(framed).attestation?.secTag == 7)
+        }
+        for bad in ["%KEYGEN: \(text)", "%KEYGEN: \"\(text)", "\"\(text)\"", "%KEYGEN:\"\(text)\""] {
+            #expect(throws: CertrotError.self) { _ = try KeygenOutput.parse(bad) }
+        }
     }
 
     @Test func aTagAbove2to31_arrivesNegative_andReadsAsTheTag() throws {

@@ -101,6 +101,62 @@ import X509
         #expect(h.drops["stale_ack"] == 1, "the keygen's ack arrives after its CSR moved the rotation on")
     }
 
+    /// A real modem's answer (nRFCloud/utils, Tests/CertrotCoreTests/Vectors/real-modem, answer F: an nRF91 asked
+    /// for AT%KEYGEN=52,2,0) on `{id}/certs/csr`, with that modem's identity key registered as
+    /// `certrot identity learn` recovers it from two of its answers: certrot issues a certificate for exactly that
+    /// CSR's key, under `attestation: required`.
+    @Test(arguments: [true, false]) func aRealModemsAnswer_getsACertificateForExactlyItsKey(
+        registeredItsKey: Bool
+    )
+        async throws
+    {
+        let fixtures = try RealModemFixtures.load()
+        let identity = try #require(fixtures.identityKeys.first)
+        let answer = try #require(fixtures.answer("F"))
+        let realTag = try #require(answer.secTag)
+        let real = try KeygenOutput.parse(answer.keygen)
+
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cc-\(UUID().uuidString.prefix(8))")
+        // Registered: the real modem's identity key, or (refused) the simulated modem's own.
+        let lab = try ClientIdentityLab(dir: dir, devices: ["d1"], registered: registeredItsKey ? [] : ["d1"])
+        if registeredItsKey {
+            try IdentityFile.upsert(
+                path: lab.identitiesPath, device: "d1",
+                key: try P256.Signing.PublicKey(
+                    x963Representation: try #require(Hex.decode(identity.identityPublicKey))),
+                uuid: ModemUUID.parse(identity.uuid))
+        }
+        let yaml = lab.yaml(caChain: "broker-ca").replacingOccurrences(
+            of: "tags: [\(tagA), \(tagB)]", with: "tags: [\(tagA), \(realTag)]")
+        #expect(yaml.contains("\(realTag)]"))
+        let h = try EngineHarness(retry: "{base: 2s, factor: 2, cap: 10s, attempts: 3}", extra: yaml)
+        defer { h.stop() }
+        await h.connect()
+        var d1 = device("d1", h, lab)
+        var seen = 0
+        var sent: CSRMessage?
+        await exchange(h, &d1, seen: &seen) { message in
+            var message = message
+            message.keygen = answer.keygen
+            sent = message
+            return message.encoded()
+        }
+        #expect(sent?.tag == realTag, "the keygen asked for the standby tag the real answer attests")
+        let certificates = try issued(h, "d1")
+        guard registeredItsKey else {
+            let refused = try rotation(h, "d1")
+            #expect(refused?.state == .failed && refused?.lastError?.contains("identity key") == true)
+            #expect(certificates.isEmpty)
+            return
+        }
+        let state = try rotation(h, "d1")
+        try #require(certificates.count == 1, "\(String(describing: state))")
+        let leaf = try Certificate(pemEncoded: certificates[0].pem)
+        #expect(leaf.publicKey == Certificate.PublicKey(real.publicKey), "the certificate is for the real CSR's key")
+        #expect(leaf.subject.description == "CN=d1" && certificates[0].tag == realTag)
+
+    }
+
     @Test func aDeviceWithTimeLeft_orWithoutAnActiveTag_isLeftAlone() async throws {
         let (h, lab) = try harness(devices: ["d1"])
         defer { h.stop() }
@@ -191,15 +247,21 @@ import X509
         #expect(issued.isEmpty)
     }
 
-    @Test func aLegacyNullParameterCSR_isAccepted_andIssued() async throws {
+    @Test(arguments: [false, true]) func aCSRWithOrWithoutNullParameters_isAccepted_andIssued(
+        without: Bool
+    )
+        async throws
+    {
         var captured: String?
-        let (rotation, issued, h) = try await refused(behaviour: .init(legacyCSR: true)) { captured = $0.keygen }
+        let (rotation, issued, h) = try await refused(behaviour: .init(csrWithoutNull: without)) {
+            captured = $0.keygen
+        }
         defer { h.stop() }
         let output = try #require(captured)
         let der = try #require(Base64URL.decode(output.split(separator: ".")[0]))
         #expect(
-            der.starts(with: [0x30]) && der.firstRange(of: KeygenOutput.ecdsaSHA256WithNull) != nil,
-            "the modem sent the NULL-parameter form")
+            der.starts(with: [0x30]) && (der.firstRange(of: KeygenOutput.ecdsaSHA256WithNull) != nil) != without,
+            "the modem sent the form asked for")
         #expect(rotation?.state == .verified)
         #expect(issued.count == 1 && issued.first?.state == .active)
     }

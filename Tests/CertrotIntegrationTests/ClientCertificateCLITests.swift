@@ -1,5 +1,6 @@
 import CertrotCore
 import CertrotServer
+import CertrotTestSupport
 import Crypto
 import Foundation
 import Testing
@@ -69,5 +70,47 @@ extension CLITests {
         #expect(listed.status == 0 && listed.output.contains(issued.serial) && listed.output.contains("verified"))
         _ = try certrot("issuer", "init", "--cert", path("ca2.pem"), "--key", path("ca2-key.pem"))
         #expect(try certrot("cert", "inspect", "--issuer", path("ca2.pem"), path("crl.pem")).status != 0)
+    }
+
+    /// `certrot identity learn` on real modems' answers (Tests/CertrotCoreTests/Vectors/real-modem): two answers of
+    /// one modem register its identity key and UUID in the identities file, keeping the other lines; one answer
+    /// prints two candidates and writes nothing; answers of two modems are refused.
+    @Test func identityLearn_registersTheKeyTwoRealAnswersShare() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fixtures = try RealModemFixtures.load()
+        let identity = try #require(fixtures.identityKeys.first)
+        var files: [String] = []
+        for id in identity.recoveredFrom {
+            let text = try #require(fixtures.answer(id)).modemAnswer
+            files.append(path("answer-\(id).txt"))
+            // As a transcript shows it: the response line and OK.
+            try "%KEYGEN: \"\(text)\"\r\nOK\r\n".write(toFile: files.last!, atomically: true, encoding: .utf8)
+        }
+        let identities = path("identities.jsonl")
+        try "# fleet A\n".write(toFile: identities, atomically: true, encoding: .utf8)
+        let one = try certrot("identity", "learn", "--device", "nrf-1", "--identities", identities, files[0])
+        #expect(one.status == 2 && one.output.contains("2 keys fit"), "\(one.output)")
+        #expect(try String(contentsOfFile: identities, encoding: .utf8) == "# fleet A\n", "nothing written")
+
+        let learned = try run(
+            certrotBinary(), ["identity", "learn", "--device", "nrf-1", "--identities", identities] + files)
+        #expect(learned.status == 0 && learned.output.contains(identity.identityPublicKey), "\(learned.output)")
+        let settings = try ClientCertSettings.loadIdentities(path: identities)
+        let registered = try #require(settings[DeviceKey("nrf-1")])
+        #expect(Hex.encode(registered.key.x963Representation) == identity.identityPublicKey)
+        #expect(registered.uuid == ModemUUID.parse(identity.uuid))
+        let text = try String(contentsOfFile: identities, encoding: .utf8)
+        #expect(text.hasPrefix("# fleet A\n") && text.contains(identity.uuid))
+        // Again: the device's line is replaced, not added.
+        #expect(
+            try run(certrotBinary(), ["identity", "learn", "--device", "nrf-1", "--identities", identities] + files)
+                .status == 0)
+        #expect(try ClientCertSettings.loadIdentities(path: identities).count == 1)
+
+        // Another modem's answer beside them: refused.
+        let other = try #require(fixtures.answer("A"))
+        try other.keygen.write(toFile: path("answer-A.txt"), atomically: true, encoding: .utf8)
+        let mixed = try certrot("identity", "learn", "--device", "nrf-2", files[0], path("answer-A.txt"))
+        #expect(mixed.status != 0 && mixed.output.contains("attested by modem"), "\(mixed.output)")
     }
 }

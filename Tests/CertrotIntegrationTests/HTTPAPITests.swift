@@ -170,6 +170,76 @@ import Testing
         await harness.stop()
     }
 
+    /// The router ignores empty path segments, so `//api/v1/fleet` is `/api/v1/fleet`: it must be authenticated as
+    /// that operation is (red-team #32, finding 1: it answered 200 with full data and no token off loopback).
+    @Test func pathsSpelledWithEmptySegments_needTheTokenAsTheOperationDoes() async throws {
+        let (harness, base) = try await Self.daemon(host: "0.0.0.0", devices: 3)
+        let port = Int32(try #require(URL(string: base)?.port))
+        let device = try #require(
+            (try await Self.request("GET", base + "/devices", token: Self.token).json["devices"] as? [[String: Any]])?
+                .first?["device"] as? String)
+        let paths = [
+            "//api/v1/fleet", "//api/v1/devices", "//api/v1/devices/\(device)", "//api/v1/audit", "///api/v1/fleet",
+            "/api//v1/fleet", "/api/v1//fleet", "//api/v1/fleet/risk", "//api/v1/campaigns",
+        ]
+        for path in paths {
+            let open = try RawHTTP.exchange(port: port, RawHTTP.request("GET", path))
+            #expect(open.status == 401, "GET \(path) without a token: \(open.status) \(open.text.prefix(200))")
+            let allowed = try RawHTTP.exchange(
+                port: port, RawHTTP.request("GET", path, headers: [("Authorization", "Bearer \(Self.token)")]))
+            #expect(allowed.status == 200, "GET \(path) with the token: \(allowed.status)")
+        }
+        let body = Array(#"{"name":"x","target":"t","selector":{"all":true}}"#.utf8)
+        for path in ["//api/v1/campaigns", "//api/v1/devices/\(device)/retry", "//api/v1/campaigns/c/abort"] {
+            let write = try RawHTTP.exchange(
+                port: port,
+                RawHTTP.request(
+                    "POST", path, headers: [("Content-Type", "application/json"), ("Content-Length", "\(body.count)")],
+                    body: body))
+            #expect(write.status == 401, "POST \(path) without a token: \(write.status) \(write.text.prefix(200))")
+        }
+        await harness.stop()
+    }
+
+    /// A request body is read only once the caller is known, and never past the limit of an RPC request (64 KiB):
+    /// red-team #32, finding 2 (one 36 MB POST without a token took the daemon from 62 to 653 MB). Each request here
+    /// announces 36 MB and sends none of it, or sends its body in chunks: the answer comes before the body.
+    @Test func anOversizedBody_isRefusedBeforeItIsRead() async throws {
+        let (harness, base) = try await Self.daemon(devices: 3)
+        let port = Int32(try #require(URL(string: base)?.port))
+        let big = [("Content-Type", "application/json"), ("Content-Length", "36000000")]
+        // No token: refused on the head alone.
+        let anonymous = try RawHTTP.exchange(port: port, RawHTTP.request("POST", "/api/v1/campaigns", headers: big))
+        #expect(anonymous.status == 401, "\(anonymous.head)")
+        let doubled = try RawHTTP.exchange(port: port, RawHTTP.request("POST", "//api/v1/campaigns", headers: big))
+        #expect(doubled.status == 401, "\(doubled.head)")
+        // With the token: too large, by the announced length, before a byte of it.
+        let authorized = big + [("Authorization", "Bearer \(Self.token)")]
+        let announced = try RawHTTP.exchange(
+            port: port, RawHTTP.request("POST", "/api/v1/campaigns", headers: authorized))
+        #expect(announced.status == 413 && announced.text.contains("65536"), "\(announced.head) \(announced.text)")
+        // A chunked body with no length: counted while read, refused once it passes the limit, while the rest is
+        // still unsent.
+        let fd = try RawHTTP.connected(port: port, timeout: 15)
+        defer { close(fd) }
+        try RawHTTP.send(
+            fd,
+            RawHTTP.request(
+                "POST", "/api/v1/campaigns",
+                headers: [
+                    ("Content-Type", "application/json"), ("Transfer-Encoding", "chunked"),
+                    ("Authorization", "Bearer \(Self.token)"),
+                ]))
+        let chunk = Array("10000\r\n".utf8) + [UInt8](repeating: 0x20, count: 65_536) + Array("\r\n".utf8)
+        try RawHTTP.send(fd, chunk + chunk)
+        let chunked = RawHTTP.read(fd)
+        #expect(chunked.status == 413, "\(chunked.head)")
+        // A body within the limit still works, and the daemon still answers.
+        let fleet = try await Self.request("GET", base + "/fleet")
+        #expect(fleet.status == 200)
+        await harness.stop()
+    }
+
     /// Runs a program on a thread of its own: the daemon under test shares this process's few pool threads.
     static func runOffThePool(
         _ executable: String, _ arguments: [String]

@@ -121,7 +121,8 @@ public struct CertificateChain: Sendable {
     }
 
     public var bytes: [UInt8] { Array(pem.utf8) }
-    /// SHA-256 of the PEM bytes, lowercase hex: the digest `AT%CMNG=1` reports for the stored credential.
+    /// SHA-256 of the PEM bytes, lowercase hex: the digest `AT%CMNG=1` reports (in uppercase) for the stored
+    /// credential.
     public var sha256: String { Hex.sha256(bytes) }
     /// The earliest `notAfter` of the chain, in Unix seconds.
     public var notAfter: Int64 {

@@ -5,7 +5,8 @@ public struct Inventory: Sendable, Equatable, Codable {
     public struct Credential: Sendable, Equatable, Codable {
         public var tag: Int64
         public var type: Int
-        /// SHA-256 of the stored PEM bytes, 64 lowercase hex digits (as `AT%CMNG=1` reports).
+        /// SHA-256 of the stored PEM bytes, 64 lowercase hex digits: `AT%CMNG=1` prints it in uppercase, quoted
+        /// (`%CMNG: 16842753,0,"2C43…5BD1"`), and the device lowercases it (docs/protocol.md §2).
         public var sha256: String
         /// Expiry in Unix seconds as `AT%CERTEXPIRY` reports it, when the device knows it.
         public var notAfter: Int64?

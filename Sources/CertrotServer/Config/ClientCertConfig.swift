@@ -180,7 +180,7 @@ package struct ClientCertSettings: Sendable {
     }
 
     /// One JSON object a line: `{"device":ID,"identityKey":PEM,"uuid":HEX32?}`; blank lines and `#` lines skipped.
-    static func loadIdentities(path: String) throws -> [DeviceKey: DeviceIdentity] {
+    package static func loadIdentities(path: String) throws -> [DeviceKey: DeviceIdentity] {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw CertrotError(.invalidConfig, "cannot read \(path)")
         }
@@ -205,14 +205,71 @@ package struct ClientCertSettings: Sendable {
             }
             var uuid: [UInt8]?
             if let text = entry.uuid {
-                guard let bytes = Hex.decode(text.replacingOccurrences(of: "-", with: "").lowercased()),
-                    bytes.count == 16
-                else { throw CertrotError(.invalidConfig, "\(where_): uuid is not 32 hex digits") }
+                guard let bytes = ModemUUID.parse(text) else {
+                    throw CertrotError(
+                        .invalidConfig, "\(where_): uuid is not 8-4-4-4-12 or 32 hex digits (the modem's device UUID)")
+                }
                 uuid = bytes
             }
             guard identities.updateValue(DeviceIdentity(key: key, uuid: uuid), forKey: DeviceKey(entry.device)) == nil
             else { throw CertrotError(.invalidConfig, "\(where_): device \(entry.device) listed twice") }
         }
         return identities
+    }
+}
+
+/// Writes the `identities` file (`certrot identity learn`): one device's line replaced, or appended, every other
+/// line (comments included) kept as it was; the file is replaced atomically. The result is read back with
+/// ``ClientCertSettings/loadIdentities(path:)`` before it replaces the old one, so a bad line is never written.
+package enum IdentityFile {
+    package static func line(device: String, key: P256.Signing.PublicKey, uuid: [UInt8]?) throws -> String {
+        var object: [String: String] = ["device": device, "identityKey": key.pemRepresentation]
+        if let uuid { object["uuid"] = ModemUUID.format(uuid) }
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Sets `device`'s identity in the file at `path` (made when missing). Returns true when the device had a line.
+    @discardableResult
+    package static func upsert(
+        path: String, device: String, key: P256.Signing.PublicKey, uuid: [UInt8]?
+    ) throws
+        -> Bool
+    {
+        if let problem = DeviceID.problem(device) { throw CertrotError(.invalidConfig, problem) }
+        let existing = FileManager.default.fileExists(atPath: path)
+        var lines: [String] = []
+        if existing {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw CertrotError(.invalidConfig, "cannot read \(path)")
+            }
+            _ = try ClientCertSettings.loadIdentities(path: path)
+            lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            if lines.last == "" { lines.removeLast() }
+        }
+        let new = try line(device: device, key: key, uuid: uuid)
+        var replaced = false
+        for (index, text) in lines.enumerated() {
+            struct Entry: Decodable { var device: String }
+            guard let entry = try? JSONDecoder().decode(Entry.self, from: Data(text.utf8)),
+                Array(entry.device.utf8) == Array(device.utf8)
+            else { continue }
+            lines[index] = new
+            replaced = true
+        }
+        if !replaced { lines.append(new) }
+        let temporary = path + ".new"
+        try (lines.joined(separator: "\n") + "\n").write(toFile: temporary, atomically: false, encoding: .utf8)
+        do {
+            _ = try ClientCertSettings.loadIdentities(path: temporary)
+        } catch {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw error
+        }
+        guard rename(temporary, path) == 0 else {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw CertrotError(.invalidConfig, "cannot replace \(path)")
+        }
+        return replaced
     }
 }

@@ -19,10 +19,13 @@ package struct APIToken: Sendable, Equatable {
     @TaskLocal package static var caller: String?
 }
 
-/// Who may call `/api/` (docs/operations.md, "HTTP API"): read-only requests (GET, HEAD) are open when the listener
-/// is on a loopback address and need a token otherwise; every other method always needs one. The token goes in
-/// `Authorization: Bearer …`, never a cookie, so a page on another site cannot make a browser send it (no CSRF).
+/// Who may call the HTTP API (docs/operations.md, "HTTP API"): read-only requests (GET, HEAD) are open when the
+/// listener is on a loopback address and need a token otherwise; every other method always needs one. The token goes
+/// in `Authorization: Bearer …`, never a cookie, so a page on another site cannot make a browser send it (no CSRF).
 /// A token that matches none configured is refused even where none is needed.
+///
+/// It is the middleware of the router group that holds the API's operations, so it runs for every request the
+/// router routes to one of them, however its path is spelled; it never looks at the path itself.
 struct APIAuthentication<Context: RequestContext>: RouterMiddleware {
     let tokens: [APIToken]
     let readsOpen: Bool
@@ -30,7 +33,6 @@ struct APIAuthentication<Context: RequestContext>: RouterMiddleware {
     func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
-        guard request.uri.path.hasPrefix("/api/") else { return try await next(request, context) }
         var caller: String?
         if let header = request.headers[.authorization] {
             guard let presented = Self.bearer(header) else {
@@ -76,6 +78,40 @@ struct APIAuthentication<Context: RequestContext>: RouterMiddleware {
             status: .unauthorized, headers: headers,
             body: .init(
                 byteBuffer: ByteBuffer(bytes: HTTPProblem.json(code: RPCError.Code.unauthorized.rawValue, message))))
+    }
+}
+
+/// Refuses a request body over `maxBytes` with 413 before the handler reads it: by its `Content-Length` without
+/// reading a byte, and a body of unknown length by counting while it is collected. Runs after
+/// ``APIAuthentication``, so an unauthenticated request is refused before its body is read at all.
+struct BodyLimit<Context: RequestContext>: RouterMiddleware {
+    let maxBytes: Int
+
+    func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        if let length = request.headers[.contentLength], let bytes = Int(length), bytes > maxBytes {
+            return Self.tooLarge(maxBytes)
+        }
+        var request = request
+        do {
+            _ = try await request.collectBody(upTo: maxBytes)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            return Self.tooLarge(maxBytes)
+        }
+        return try await next(request, context)
+    }
+
+    static func tooLarge(_ maxBytes: Int) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        headers[.connection] = "close"
+        return Response(
+            status: .contentTooLarge, headers: headers,
+            body: .init(
+                byteBuffer: ByteBuffer(
+                    bytes: HTTPProblem.json(
+                        code: RPCError.Code.invalidRequest.rawValue, "the request body is over \(maxBytes) bytes"))))
     }
 }
 

@@ -308,8 +308,13 @@ func makeHTTPApplication(
     renewal: [String: RenewalInfo], api: HTTPAPI, tokens: [APIToken], logger: Logger
 ) throws -> some ApplicationProtocol {
     let router = Router()
-    router.add(middleware: APIAuthentication(tokens: tokens, readsOpen: isLoopback(host)))
-    try api.registerHandlers(on: router, middlewares: [APIErrors()])
+    // The API's operations are a group whose middleware runs on what the router matched, whatever the spelling of
+    // the path (`//api/v1/fleet` matches `/api/v1/fleet`): one place decides who may call them. The body is read
+    // only once the caller is known, and only up to the limit of an RPC request.
+    let operations = router.group()
+        .add(middleware: APIAuthentication(tokens: tokens, readsOpen: isLoopback(host)))
+        .add(middleware: BodyLimit(maxBytes: RPC.maxRequestBytes))
+    try api.registerHandlers(on: operations, middlewares: [APIErrors()])
     try Console(rpc: api.rpc, logger: logger).register(on: router, enabled: isLoopback(host))
     router.get("healthz") { _, _ in "ok\n" }
     router.get("readyz") { _, _ -> Response in

@@ -7,6 +7,11 @@ import X509
 /// inside itself; the CSR proves possession of it, and the COSE_Sign1 — signed by the modem's device identity key
 /// over `[9, device UUID, bstr(CBOR sec tag), SHA-256 of the CSR DER, nonce]` — says which modem and which sec tag
 /// made it (Nordic's `modem_credentials_parser.py` reads it the same way).
+///
+/// As real nRF9160/nRF9151 modems print it (Tests/CertrotCoreTests/Vectors/real-modem): the COSE_Sign1 is tagged
+/// (18) with `{1: -7}` protected and the key ID `{4: h'…'}` unprotected; its payload is the array above inside
+/// CBOR's self-described tag 55799 (`d9 d9 f7`); the CSR's ecdsa-with-SHA256 carries NULL parameters. The answer
+/// may arrive as the modem's whole response line, `%KEYGEN: "<answer>"` (then `OK`).
 public struct KeygenOutput: Sendable {
     /// The CSR's DER as the modem sent it (its digest is what the attestation signs).
     public var csrDER: [UInt8]
@@ -36,8 +41,7 @@ public struct KeygenOutput: Sendable {
     /// (proof of possession), its key is P-256, and the attestation (when present) is well formed and signs this
     /// CSR's digest. Whose identity key signed it is ``verify(identityKey:secTag:uuid:)``'s business.
     public static func parse(_ text: String) throws(CertrotError) -> KeygenOutput {
-        let pieces = text.trimmingCharacters(in: .whitespacesAndNewlines).split(
-            separator: ".", omittingEmptySubsequences: false)
+        let pieces = answer(text).split(separator: ".", omittingEmptySubsequences: false)
         guard (1...2).contains(pieces.count), let der = Base64URL.decode(pieces[0]), !der.isEmpty else {
             throw CertrotError(.invalidCSR, "KEYGEN output is base64url(CSR DER), optionally \".\" base64url(COSE)")
         }
@@ -62,6 +66,23 @@ public struct KeygenOutput: Sendable {
             output.attestation = attestation
         }
         return output
+    }
+
+    /// The answer itself: `text` without surrounding white space, and without the modem's response framing
+    /// (`%KEYGEN: "…"`, a final `OK`) when it came with it. Nothing else is taken off.
+    static func answer(_ text: String) -> Substring {
+        var body = Substring(text.trimmingCharacters(in: .whitespacesAndNewlines))
+        if body.hasSuffix("OK") {
+            let before = body.dropLast(2)
+            if before.last?.isNewline == true {
+                body = Substring(before.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+        }
+        let prefix = "%KEYGEN: \""
+        if body.hasPrefix(prefix), body.hasSuffix("\""), body.count >= prefix.count + 1 {
+            body = body.dropFirst(prefix.count).dropLast()
+        }
+        return body
     }
 
     private init(csrDER: [UInt8], csr: CertificateSigningRequest, publicKey: P256.Signing.PublicKey) {
@@ -95,8 +116,14 @@ public struct KeygenOutput: Sendable {
         }
     }
 
+    /// CBOR's self-described tag (RFC 8949 §3.4.6), which real modems put around the attestation payload.
+    public static let selfDescribed: UInt64 = 55799
+
     static func parseAttestation(_ payload: [UInt8]) throws(CertrotError) -> Attestation {
-        guard let items = try CBOR.decode(payload).array, items.count == 5,
+        // The self-described tag is taken where the modem writes it, around the whole payload, and nowhere else.
+        var item = try CBOR.decode(payload)
+        if case .tagged(Self.selfDescribed, let inner) = item { item = inner }
+        guard let items = item.array, items.count == 5,
             items[0].int == Attestation.csrMessage, let uuid = items[1].bytes, uuid.count == 16,
             let tagBytes = items[2].bytes, let digest = items[3].bytes, digest.count == 32, let nonce = items[4].bytes
         else {
