@@ -1,8 +1,9 @@
 # certrot — the two commands a new user needs:
 #   make demo   rotate 1,000 simulated devices through a real mosquitto on this machine
 #   make test   swift format lint, Swift unit, engine and integration tests (real mosquitto, SQLite, PostgreSQL),
-#               the engine fuzzer for ENGINE_FUZZ_SECONDS, the C device library's tests (fake modem,
-#               cross-implementation vectors, end to end), then a small demo and benchmark run
+#               the engine fuzzer for ENGINE_FUZZ_SECONDS, the C device library's tests (fake modem, Nordic's
+#               parser, cross-implementation vectors, end to end, ASan/UBSan, libFuzzer for DEVICE_FUZZ_SECONDS
+#               per target), then a small demo and benchmark run
 # and, for the numbers in docs/performance.md:
 #   make bench  release build, then the benchmark (BENCH_DEVICES devices); figures in bench/results.json
 #   make bench-cluster  SQLite, one daemon on PostgreSQL and three replicas in one run (BENCH_CLUSTER_DEVICES)
@@ -44,8 +45,13 @@ lint:
 format:
 	$(SWIFT) format format --in-place --recursive Sources Tests
 
+# The C device library: unit tests (also under ASan + UBSan), Nordic's parser on the fake modem's KEYGEN answers,
+# cross-implementation vectors, end to end, then its libFuzzer targets for DEVICE_FUZZ_SECONDS each.
+DEVICE_FUZZ_SECONDS ?= 15
 device-test: build
 	$(MAKE) -C device test CERTROT_BIN=$(CURDIR)/.build/debug/certrot
+	$(MAKE) -C device asan
+	$(MAKE) -C device fuzz CERTROT_BIN=$(CURDIR)/.build/debug/certrot FUZZ_SECONDS=$(DEVICE_FUZZ_SECONDS)
 
 demo: build
 	.build/debug/certrot-lab demo --devices $(DEMO_DEVICES)

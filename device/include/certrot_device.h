@@ -6,11 +6,9 @@
  * store are reached through callbacks (certrot_callbacks), so the same code runs on the host (OpenSSL,
  * fake modem) and on an nRF91 (PSA Crypto, modem_key_mgmt, lte_lc).
  *
- * The one exception to "no heap": JSON is parsed with cJSON, which allocates through malloc/free or
- * through the hooks set with cJSON_InitHooks (point them at a static pool on firmware). cJSON is only
- * used inside certrot_on_part() for the JSON part envelope and the decoded JWS header/claims, and every tree
- * is freed before the call returns. Compact bundles (docs/protocol.md §12, certrot_config.takes_compact) use
- * no cJSON and no heap at all.
+ * No heap at all: JSON (the part envelope, the JWS header and claims) is read by the library's own reader, which
+ * does not recurse (nesting at most 16) and does not allocate, like the CBOR reader of compact bundles
+ * (docs/protocol.md §12, certrot_config.takes_compact). Peak stack of certrot_on_part: README.md, "Memory".
  *
  * Typical use, one device:
  *
@@ -42,6 +40,11 @@ extern "C" {
 #define CERTROT_MAX_CREDENTIAL 4096  /* nrf91 profile maxCredential: largest pem */
 #define CERTROT_MAX_OPS 8            /* ops per bundle this library handles (v1 sends one per target) */
 #define CERTROT_REASON_MAX 200       /* the daemon keeps the first 200 characters of a reason */
+/* An ack certrot_build_ack makes for a result of certrot_on_part/certrot_poll always fits this (with its NUL):
+ * jti <= 64 bytes without control characters (JSON form <= 128), reason <= 200 bytes with nothing to escape,
+ * code <= 11 characters: {"jti":"<128>","status":"incomplete","code":-2147483648,"reason":"<200>"} is 391 bytes;
+ * an incomplete ack with all 64 parts missing is 355. */
+#define CERTROT_ACK_MAX 512
 #define CERTROT_MAX_TAG 2147483647L
 #define CERTROT_IAT_SKEW 300         /* seconds of clock skew tolerated for iat */
 #define CERTROT_SUBJECT_MAX 256      /* keygen subject bytes */
@@ -118,7 +121,7 @@ typedef struct {
     bool has_code;
     int32_t code;                          /* modem error code for failed acks */
     char jti[CERTROT_JTI_MAX + 1];
-    char reason[CERTROT_REASON_MAX + 1];
+    char reason[CERTROT_REASON_MAX + 1]; /* whole UTF-8 characters, no control characters, '"' or '\\' */
     uint8_t missing_count;                 /* for incomplete acks */
     uint8_t missing[CERTROT_MAX_PARTS];
 } certrot_result;
@@ -207,7 +210,7 @@ typedef struct {
      * flash), reported as the inventory's `active`. Ignored without them. */
     uint32_t active_tag;
     /* Takes compact bundles (docs/protocol.md §12): the inventory lists "formats":["cose"] and parts starting
-     * with 0x84 are assembled and checked without cJSON. Needs a scratch of CERTROT_COSE_SCRATCH_FOR(jws_cap)
+     * with 0x84 are assembled and checked as CBOR. Needs a scratch of CERTROT_COSE_SCRATCH_FOR(jws_cap)
      * (CERTROT_NRF91_COSE_BUF / CERTROT_NRF91_COSE_SCRATCH). false: compact parts are ignored, as by the
      * reference device. */
     bool takes_compact;
@@ -222,12 +225,12 @@ typedef struct {
     uint8_t *scratch;                 /* caller's scratch: decoded claims, then the pem bytes */
     size_t scratch_cap;
 
-    /* current assembly: parts are stored in arrival order, then put in order when complete */
+    /* current assembly: parts are kept in part order as they arrive (buffer[0, asm_used) is the stored parts'
+     * data concatenated in part number order; certrot_device.c, asm_add) */
     char asm_jti[CERTROT_JTI_MAX + 1];
     uint8_t asm_parts;                /* 0 = no assembly */
     uint64_t asm_have;                /* bit n-1 set when part n is stored */
     size_t asm_used;
-    uint16_t asm_off[CERTROT_MAX_PARTS];
     uint16_t asm_len[CERTROT_MAX_PARTS];
     int64_t asm_last_part_s;
     uint8_t asm_asks;
@@ -291,7 +294,7 @@ typedef struct {
 certrot_status certrot_check_bundle(certrot_ctx *ctx, const uint8_t *jws, size_t len, certrot_bundle *out,
                                     char *reason, size_t reason_cap);
 
-/* The same for a compact bundle (the COSE_Sign1 bytes, docs/protocol.md §12), without cJSON or heap: strict
+/* The same for a compact bundle (the COSE_Sign1 bytes, docs/protocol.md §12), without heap: strict
  * deterministic CBOR, tag 18, protected header {1: -7, 4: kid}, empty unprotected header, the signature over
  * the Sig_structure (built in scratch), then the checks shared with certrot_check_bundle; each write's DER is
  * checked as X.509 and turned into its PEM normal form in scratch, whose SHA-256 must be the op's sha256. The
@@ -335,9 +338,10 @@ size_t certrot_pem_block_len(size_t der_len);
 /* Writes that block (standard base64, 64-character lines, LF, final LF) into out. Returns its length or -1. */
 long certrot_der_to_pem(const uint8_t *der, size_t len, uint8_t *out, size_t out_cap);
 
-/* ---- JSON builders (no cJSON, no heap) ------------------------------------------------------------- */
+/* ---- JSON builders (no heap) -------------------------------------------------------------------- */
 
-/* Ack JSON of §6. Returns the length written (NUL-terminated) or -1 when out is too small. */
+/* Ack JSON of §6. Returns the length written (NUL-terminated) or -1 when out is too small (never for a result of
+ * certrot_on_part/certrot_poll and out_cap >= CERTROT_ACK_MAX). */
 long certrot_build_ack(const certrot_result *res, char *out, size_t out_cap);
 
 /* The CSR message of docs/protocol.md §11 for a keygen op: {"v":1,"jti":…,"tag":…,"keygen":…}. Returns the length

@@ -1,14 +1,16 @@
-/* The device checks of docs/protocol.md §5: step 4 by one of two decoders, the JWS (cJSON; every tree is freed
- * before return) and the compact bundle of §12 (CBOR, no heap), which both fill the same decoded form; then
- * steps 5-11 and the already-applied rule once, for both (check_decoded). */
+/* The device checks of docs/protocol.md §5: step 4 by one of two decoders, the JWS (the JSON reader of
+ * certrot_json.c) and the compact bundle of §12 (the CBOR reader), which both fill the same decoded form; then
+ * steps 5-11 and the already-applied rule once, for both (check_decoded). No heap, no recursion. */
 #include "certrot_internal.h"
 
-#include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-/* Sets reason to "<code>: <message>" as the reference device does. */
+/* Sets reason to "<code>: <message>" as the reference device does, at most cap - 1 bytes (CERTROT_REASON_MAX), cut at
+ * a UTF-8 character boundary. Values from a bundle go into messages, so every byte a JSON string would escape
+ * (control characters, '"', '\\') is replaced: the reason's JSON form is then exactly its length, which bounds
+ * the ack (CERTROT_ACK_MAX). */
 void certrot_reason(char *reason, size_t cap, certrot_status s, const char *fmt, ...)
 {
     if (!reason || cap == 0) return;
@@ -16,43 +18,90 @@ void certrot_reason(char *reason, size_t cap, certrot_status s, const char *fmt,
     if (n < 0 || (size_t)n >= cap) return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(reason + n, cap - (size_t)n, fmt, ap);
+    int m = vsnprintf(reason + n, cap - (size_t)n, fmt, ap);
     va_end(ap);
+    size_t len = strlen(reason);
+    if (m > 0 && (size_t)n + (size_t)m > len) { /* cut: drop a character the cut split */
+        size_t k = len;
+        while (k > 0 && ((uint8_t)reason[k - 1] & 0xC0) == 0x80) k--; /* back to the last lead byte */
+        if (k > 0 && (uint8_t)reason[k - 1] >= 0xC0) {
+            uint8_t lead = (uint8_t)reason[k - 1];
+            size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+            if (len - (k - 1) < need) len = k - 1;
+        }
+        reason[len] = '\0';
+    }
+    for (size_t i = 0; i < len; i++) {
+        uint8_t c = (uint8_t)reason[i];
+        if (c < 0x20 || c == 0x7F) reason[i] = '?';
+        else if (c == '"') reason[i] = '\'';
+        else if (c == '\\') reason[i] = '/';
+    }
 }
 
-/* Doubles hold integers exactly up to 2^53; claims beyond that are refused rather than rounded. */
-static bool json_int(const cJSON *item, int64_t *out)
+/* At most max bytes of the C string s into out (max + 1 bytes), cut at a UTF-8 character boundary. */
+static const char *excerpt_of(const char *s, size_t max, char *out)
 {
-    if (!cJSON_IsNumber(item)) return false;
-    double d = item->valuedouble;
-    if (!(d >= -9007199254740992.0 && d <= 9007199254740992.0)) return false;
-    int64_t v = (int64_t)d;
-    if ((double)v != d) return false;
-    *out = v;
+    size_t k = strlen(s);
+    if (k > max) {
+        k = max;
+        while (k > 0 && ((uint8_t)s[k] & 0xC0) == 0x80) k--;
+    }
+    memcpy(out, s, k);
+    out[k] = '\0';
+    return out;
+}
+
+/* No control characters (U+0000-U+001F, U+007F): a jti an ack can echo in at most twice its length. */
+static bool printable(const char *s)
+{
+    for (; *s; s++)
+        if ((uint8_t)*s < 0x20 || *s == 0x7F) return false;
     return true;
 }
 
-static const char *json_str(const cJSON *obj, const char *name)
+/* A member that is a string. */
+static bool json_str(const certrot_json *obj, const char *name, certrot_json *v)
 {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
-    return cJSON_IsString(item) ? item->valuestring : NULL;
+    return certrot_json_find(obj, name, v) && certrot_json_type(v) == 's';
 }
 
-/* Optional string member: absent or null is fine, anything but a string is a schema error. */
-static bool json_opt_str(const cJSON *obj, const char *name, const char **out)
+/* An integer member within +-2^53 (JSON numbers that are integers: 5, 5.0, 0.5e1). */
+static bool json_int(const certrot_json *obj, const char *name, int64_t *out)
 {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
-    *out = NULL;
-    if (!item || cJSON_IsNull(item)) return true;
-    if (!cJSON_IsString(item)) return false;
-    *out = item->valuestring;
+    certrot_json v;
+    return certrot_json_find(obj, name, &v) && certrot_json_type(&v) == 'n' && certrot_json_int(&v, out);
+}
+
+/* Optional string member: absent or null is fine (*present false), anything but a string is a schema error. */
+static bool json_opt_str(const certrot_json *obj, const char *name, certrot_json *v, bool *present)
+{
+    *present = false;
+    if (!certrot_json_find(obj, name, v) || certrot_json_type(v) == 'z') return true;
+    if (certrot_json_type(v) != 's') return false;
+    *present = true;
     return true;
 }
 
-/* Parses `len` bytes at `text` (followed by a NUL at text[len]) as one JSON value, nothing after it. */
-static cJSON *parse_exact(const uint8_t *text, size_t len)
+/* A string value unescaped into buf as a C string of at most cap - 1 bytes: false when longer or when it holds a
+ * NUL (which a C string cannot carry). */
+static bool json_cstr(const certrot_json *v, char *buf, size_t cap)
 {
-    return cJSON_ParseWithLengthOpts((const char *)text, len + 1, NULL, 1);
+    long n = certrot_json_string(v, (uint8_t *)buf, cap - 1);
+    if (n < 0 || (size_t)n > cap - 1 || memchr(buf, 0, (size_t)n)) return false;
+    buf[n] = '\0';
+    return true;
+}
+
+/* A string value for a message: at most cap - 1 bytes, cut at a UTF-8 character boundary, NUL-terminated. */
+static const char *json_excerpt(const certrot_json *v, char *buf, size_t cap)
+{
+    long n = certrot_json_string(v, (uint8_t *)buf, cap); /* cap bytes: buf[cap - 1] is the first byte cut off */
+    size_t k = n < 0 ? 0 : (size_t)n > cap - 1 ? cap - 1 : (size_t)n;
+    if (n >= 0 && (size_t)n > k)
+        while (k > 0 && ((uint8_t)buf[k] & 0xC0) == 0x80) k--; /* buf[k] continues a character: cut before it */
+    buf[k] = '\0';
+    return buf;
 }
 
 int certrot_thumbprint(const certrot_callbacks *cb, const uint8_t pubkey[65], char kid[CERTROT_KID_LEN + 1])
@@ -143,7 +192,6 @@ static certrot_status decode_jws(certrot_ctx *ctx, const uint8_t *jws, size_t le
                                  char *reason, size_t reason_cap)
 {
     certrot_status status = CERTROT_OK;
-    cJSON *header = NULL, *claims = NULL;
     long sig_len = -1;
 
     /* ---- step 4: three segments of canonical base64url, header and claims parse ---- */
@@ -174,133 +222,136 @@ static certrot_status decode_jws(certrot_ctx *ctx, const uint8_t *jws, size_t le
         d->sig_ok = true;
     }
 
-    header = parse_exact(s, (size_t)hdec);
-    if (!cJSON_IsObject(header)) FAIL(CERTROT_INVALID_BUNDLE, "JWS header is not a JSON object");
-    const char *alg = json_str(header, "alg"), *kid = json_str(header, "kid"), *typ = json_str(header, "typ");
-    if (!alg || !kid || !typ) FAIL(CERTROT_INVALID_BUNDLE, "JWS header lacks alg, kid or typ");
-    if (strcmp(alg, "ES256") != 0) FAIL(CERTROT_INVALID_BUNDLE, "alg %.40s is not ES256", alg);
-    if (strcmp(typ, "certrot-bundle+jwt") != 0)
-        FAIL(CERTROT_INVALID_BUNDLE, "typ %.40s is not certrot-bundle+jwt", typ);
-    snprintf(d->kid, sizeof d->kid, "%s", kid);
+    certrot_json header = certrot_json_at(s, (size_t)hdec), alg, kid, typ;
+    if (certrot_json_check(s, (size_t)hdec, NULL) != 0 || certrot_json_type(&header) != 'o')
+        FAIL(CERTROT_INVALID_BUNDLE, "JWS header is not a JSON object");
+    if (!json_str(&header, "alg", &alg) || !json_str(&header, "kid", &kid) || !json_str(&header, "typ", &typ))
+        FAIL(CERTROT_INVALID_BUNDLE, "JWS header lacks alg, kid or typ");
+    char excerpt[41];
+    if (!certrot_json_string_is(&alg, "ES256"))
+        FAIL(CERTROT_INVALID_BUNDLE, "alg %s is not ES256", json_excerpt(&alg, excerpt, sizeof excerpt));
+    if (!certrot_json_string_is(&typ, "certrot-bundle+jwt"))
+        FAIL(CERTROT_INVALID_BUNDLE, "typ %s is not certrot-bundle+jwt", json_excerpt(&typ, excerpt, sizeof excerpt));
+    json_excerpt(&kid, d->kid, sizeof d->kid); /* a longer kid is cut, and then matches none */
 
-    claims = parse_exact(c, (size_t)cdec);
-    if (!cJSON_IsObject(claims)) FAIL(CERTROT_INVALID_BUNDLE, "JWS payload is not a JSON object");
-    const char *iss = json_str(claims, "iss"), *sub_s = json_str(claims, "sub"), *jti = json_str(claims, "jti");
-    const cJSON *ops_j = cJSON_GetObjectItemCaseSensitive(claims, "ops");
-    if (!iss || !sub_s || !jti || !json_int(cJSON_GetObjectItemCaseSensitive(claims, "iat"), &out->iat) ||
-        !json_int(cJSON_GetObjectItemCaseSensitive(claims, "exp"), &out->exp) ||
-        !json_int(cJSON_GetObjectItemCaseSensitive(claims, "seq"), &out->seq) || !cJSON_IsArray(ops_j))
+    certrot_json claims = certrot_json_at(c, (size_t)cdec), iss, sub_v, jti_v, ops_j;
+    if (certrot_json_check(c, (size_t)cdec, NULL) != 0 || certrot_json_type(&claims) != 'o')
+        FAIL(CERTROT_INVALID_BUNDLE, "JWS payload is not a JSON object");
+    if (!json_str(&claims, "iss", &iss) || !json_str(&claims, "sub", &sub_v) || !json_str(&claims, "jti", &jti_v) ||
+        !json_int(&claims, "iat", &out->iat) || !json_int(&claims, "exp", &out->exp) ||
+        !json_int(&claims, "seq", &out->seq) || !certrot_json_find(&claims, "ops", &ops_j) ||
+        certrot_json_type(&ops_j) != 'a')
         FAIL(CERTROT_INVALID_BUNDLE, "JWS payload lacks a claim (iss, sub, jti, iat, exp, seq, ops) or has a wrong type");
-    size_t jlen = strlen(jti);
-    if (jlen == 0 || jlen > CERTROT_JTI_MAX) FAIL(CERTROT_INVALID_BUNDLE, "jti must be 1..%d bytes", CERTROT_JTI_MAX);
-    memcpy(out->jti, jti, jlen + 1);
-    d->sub_fits = strlen(sub_s) <= CERTROT_DEVICE_ID_MAX;
-    if (d->sub_fits) snprintf(d->sub, sizeof d->sub, "%s", sub_s);
+    if (!json_cstr(&jti_v, out->jti, sizeof out->jti) || out->jti[0] == '\0' || !printable(out->jti)) {
+        out->jti[0] = '\0'; /* the ack takes the parts' jti */
+        FAIL(CERTROT_INVALID_BUNDLE, "jti must be 1..%d bytes without control characters", CERTROT_JTI_MAX);
+    }
+    d->sub_fits = json_cstr(&sub_v, d->sub, sizeof d->sub);
 
-    /* Ops: structure now (step 4); pems are copied to the start of scratch, over the claims text that
-     * cJSON has already parsed (unescaped pems are never longer than their JSON form). */
-    size_t pem_used = 0;
-    const cJSON *op_j;
-    cJSON_ArrayForEach(op_j, ops_j)
-    {
+    /* Ops: structure now (step 4). What the ops point to (pems, keygen subjects, trust_key material) goes into the
+     * arena scratch[0, w), over the header and the claims text, which is unescaped into it in place:
+     *   Invariant: before op i, w <= the offset of op i's text in scratch; every write for op i lands in
+     *   [w, end of op i's text) (checked: `room`), and op i's members are all read before the first write that
+     *   could reach them (the pem or subject, unescaped forwards, each output byte after its input; trust_key
+     *   material decoded into locals first).
+     *   So later ops' text (and the claims members after `ops`, already read anyway) is never overwritten, and
+     *   after op i, w <= the end of its text <= the start of op i+1's. The members before `ops` were read above. */
+    size_t w = 0;
+    certrot_json it = ops_j, op_j;
+    while (certrot_json_next(&it, &op_j)) {
         d->op_total++;
         size_t index = d->op_total - 1;
-        if (!cJSON_IsObject(op_j)) FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] is not an object", index);
-        const char *kind = json_str(op_j, "op"), *pem = NULL, *sha = NULL;
+        size_t room = (size_t)(op_j.end - ctx->scratch); /* writes for this op end by here */
+        if (certrot_json_type(&op_j) != 'o') FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] is not an object", index);
+        certrot_json kind_v, pem_v, sha_v, subject_v, okid_v, jwk_v, x_v, y_v, kty_v, crv_v;
+        bool has_kind = json_str(&op_j, "op", &kind_v);
+        bool trust = has_kind && certrot_json_string_is(&kind_v, "trust_key");
+        bool is_keygen = has_kind && certrot_json_string_is(&kind_v, "keygen");
+        bool identity = is_keygen || (has_kind && certrot_json_string_is(&kind_v, "activate"));
+        bool is_write = has_kind && certrot_json_string_is(&kind_v, "write");
         int64_t tag = 0, type = 0;
-        bool trust = kind && strcmp(kind, "trust_key") == 0;
-        bool identity = kind && (strcmp(kind, "keygen") == 0 || strcmp(kind, "activate") == 0);
-        const char *subject = NULL;
-        bool has_type = false;
-        const char *okid = NULL, *kty = NULL, *crv = NULL, *x = NULL, *y = NULL;
-        const cJSON *jwk = NULL;
+        bool has_type = false, has_pem = false, has_sha = false, has_subject = false, has_okid = false, has_jwk = false;
         if (trust) {
             /* {"op":"trust_key","jwk":{"crv","kty","x","y"},"kid"}: a jwk that is there must have all four
              * string members (the reference decodes it as a struct); absent jwk/kid is step 11's. */
-            jwk = cJSON_GetObjectItemCaseSensitive(op_j, "jwk");
-            if (jwk && cJSON_IsNull(jwk)) jwk = NULL;
-            if (!json_opt_str(op_j, "kid", &okid) || (jwk && !cJSON_IsObject(jwk)) ||
-                (jwk && (!(kty = json_str(jwk, "kty")) || !(crv = json_str(jwk, "crv")) || !(x = json_str(jwk, "x")) ||
-                         !(y = json_str(jwk, "y")))))
+            has_jwk = certrot_json_find(&op_j, "jwk", &jwk_v) && certrot_json_type(&jwk_v) != 'z';
+            if (!json_opt_str(&op_j, "kid", &okid_v, &has_okid) || (has_jwk && certrot_json_type(&jwk_v) != 'o') ||
+                (has_jwk && (!json_str(&jwk_v, "kty", &kty_v) || !json_str(&jwk_v, "crv", &crv_v) ||
+                             !json_str(&jwk_v, "x", &x_v) || !json_str(&jwk_v, "y", &y_v))))
                 FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not match the schema", index);
         } else if (identity) {
             /* {"op":"keygen","tag":S,"subject":"CN=…"}, {"op":"activate","tag":S} (docs/protocol.md §11) */
-            const cJSON *type_j = cJSON_GetObjectItemCaseSensitive(op_j, "type");
-            has_type = type_j && !cJSON_IsNull(type_j);
-            if (!json_int(cJSON_GetObjectItemCaseSensitive(op_j, "tag"), &tag) || !json_opt_str(op_j, "pem", &pem) ||
-                !json_opt_str(op_j, "subject", &subject))
+            certrot_json type_v;
+            has_type = certrot_json_find(&op_j, "type", &type_v) && certrot_json_type(&type_v) != 'z';
+            if (!json_int(&op_j, "tag", &tag) || !json_opt_str(&op_j, "pem", &pem_v, &has_pem) ||
+                !json_opt_str(&op_j, "subject", &subject_v, &has_subject))
                 FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not match the schema", index);
-        } else if (!kind || (strcmp(kind, "write") != 0 && strcmp(kind, "delete") != 0) ||
-                   !json_int(cJSON_GetObjectItemCaseSensitive(op_j, "tag"), &tag) ||
-                   !json_int(cJSON_GetObjectItemCaseSensitive(op_j, "type"), &type) || !json_opt_str(op_j, "pem", &pem) ||
-                   !json_opt_str(op_j, "sha256", &sha))
+        } else if (!has_kind || (!is_write && !certrot_json_string_is(&kind_v, "delete")) ||
+                   !json_int(&op_j, "tag", &tag) || !json_int(&op_j, "type", &type) ||
+                   !json_opt_str(&op_j, "pem", &pem_v, &has_pem) || !json_opt_str(&op_j, "sha256", &sha_v, &has_sha))
             FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not match the schema", index);
         if (d->op_total > CERTROT_MAX_OPS) continue; /* reported at step 10 */
         op_in *o = &d->ops[index];
         memset(o, 0, sizeof *o);
-        o->kind = trust                         ? OP_TRUST_KEY
-                  : identity && kind[0] == 'k' ? OP_KEYGEN
-                  : identity                   ? OP_ACTIVATE
-                  : kind[0] == 'w'             ? OP_WRITE
-                                               : OP_DELETE;
+        o->kind = trust ? OP_TRUST_KEY : identity && is_keygen ? OP_KEYGEN : identity ? OP_ACTIVATE
+                  : is_write ? OP_WRITE : OP_DELETE;
         o->has_type = has_type;
         o->tag = tag;
         o->type = type;
         if (trust) {
-            /* The cJSON trees hold their own copies of every string, so scratch (the decoded claims text)
-             * can be overwritten: the key material goes after the pems. */
-            if (pem_used + 65 + CERTROT_KID_LEN + 1 > ctx->scratch_cap)
-                FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not fit the scratch buffer", index);
-            uint8_t *k = ctx->scratch + pem_used;
-            o->key = k;
-            pem_used += 65 + CERTROT_KID_LEN + 1;
-            o->has_jwk = jwk != NULL;
-            o->has_kid = okid != NULL;
-            k[0] = 0x04;
-            o->jwk_ok = jwk && strcmp(kty, "EC") == 0 && strcmp(crv, "P-256") == 0 &&
-                        certrot_b64url_decode(x, strlen(x), k + 1, 32) == 32 &&
-                        certrot_b64url_decode(y, strlen(y), k + 33, 32) == 32;
-            o->kid_ok = okid && strlen(okid) == CERTROT_KID_LEN;
-            if (o->kid_ok) memcpy(k + 65, okid, CERTROT_KID_LEN + 1);
+            uint8_t key[65 + CERTROT_KID_LEN + 1];
+            char x[CERTROT_KID_LEN + 1], y[CERTROT_KID_LEN + 1];
+            o->has_jwk = has_jwk;
+            o->has_kid = has_okid;
+            key[0] = 0x04;
+            o->jwk_ok = has_jwk && certrot_json_string_is(&kty_v, "EC") && certrot_json_string_is(&crv_v, "P-256") &&
+                        json_cstr(&x_v, x, sizeof x) && json_cstr(&y_v, y, sizeof y) &&
+                        certrot_b64url_decode(x, strlen(x), key + 1, 32) == 32 &&
+                        certrot_b64url_decode(y, strlen(y), key + 33, 32) == 32;
+            o->kid_ok = has_okid && json_cstr(&okid_v, (char *)key + 65, CERTROT_KID_LEN + 1) &&
+                        strlen((const char *)key + 65) == CERTROT_KID_LEN;
+            if (o->jwk_ok) { /* the key is read only when the jwk is good (step 11) */
+                if (w + sizeof key > room) FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not fit the scratch buffer", index);
+                memcpy(ctx->scratch + w, key, sizeof key);
+                o->key = ctx->scratch + w;
+                w += sizeof key;
+            }
             continue;
         }
         if (identity) {
-            o->has_pem = pem != NULL;
-            if (subject) {
-                size_t sl = strlen(subject);
+            o->has_pem = has_pem;
+            if (has_subject) {
+                long sl = certrot_json_string(&subject_v, NULL, 0);
                 o->has_subject = true;
-                o->subject_ok = subject_ok(subject, sl);
+                if (w + (size_t)sl + 1 > room)
+                    FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not fit the scratch buffer", index);
+                certrot_json_string(&subject_v, ctx->scratch + w, (size_t)sl);
+                o->subject_ok = subject_ok((const char *)ctx->scratch + w, (size_t)sl);
                 if (o->subject_ok) {
-                    if (pem_used + sl + 1 > ctx->scratch_cap)
-                        FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] does not fit the scratch buffer", index);
-                    memcpy(ctx->scratch + pem_used, subject, sl + 1);
-                    o->subject = (const char *)ctx->scratch + pem_used;
-                    pem_used += sl + 1;
+                    ctx->scratch[w + (size_t)sl] = '\0';
+                    o->subject = (const char *)ctx->scratch + w;
+                    w += (size_t)sl + 1;
                 }
             }
             continue;
         }
-        if (pem) {
-            size_t pl = strlen(pem);
-            if (pem_used + pl > ctx->scratch_cap) /* cannot happen (pems are shorter than the claims); be safe */
-                FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] pem does not fit", index);
-            memmove(ctx->scratch + pem_used, pem, pl);
-            o->has_pem = true;
-            o->pem = ctx->scratch + pem_used;
-            o->pem_len = pl;
-            pem_used += pl;
-        }
-        if (sha) {
+        if (has_sha) { /* read before the pem is unescaped over the text */
             o->has_sha = true;
-            o->sha_ok_len = strlen(sha) == 64;
-            if (o->sha_ok_len) memcpy(o->sha, sha, 65);
+            o->sha_ok_len = json_cstr(&sha_v, o->sha, sizeof o->sha) && strlen(o->sha) == 64;
+        }
+        if (has_pem) {
+            long pl = certrot_json_string(&pem_v, NULL, 0);
+            if (w + (size_t)pl > room) FAIL(CERTROT_INVALID_BUNDLE, "ops[%zu] pem does not fit", index);
+            certrot_json_string(&pem_v, ctx->scratch + w, (size_t)pl);
+            o->has_pem = true;
+            o->pem = ctx->scratch + w;
+            o->pem_len = (size_t)pl;
+            w += (size_t)pl;
         }
     }
-    d->arena = pem_used;
+    d->arena = w;
 
 done:
-    cJSON_Delete(claims);
-    cJSON_Delete(header);
     return status;
 }
 
@@ -555,7 +606,11 @@ static certrot_status check_decoded(certrot_ctx *ctx, decoded *d, certrot_bundle
     }
     /* ---- step 7 ---- */
     if (!own)
-        FAIL(CERTROT_INVALID_BUNDLE, "bundle is for %.64s, not %s", d->sub_fits ? d->sub : "(too long)", ctx->cfg.device_id);
+    {
+        char sub[65];
+        FAIL(CERTROT_INVALID_BUNDLE, "bundle is for %s, not %s", d->sub_fits ? excerpt_of(d->sub, 64, sub) : "(too long)",
+             ctx->cfg.device_id);
+    }
     /* ---- step 8 ---- */
     if (out->seq <= ctx->applied_seq)
         FAIL(CERTROT_INVALID_BUNDLE, "seq %lld is not above the applied seq %lld", (long long)out->seq,

@@ -1,4 +1,4 @@
-/* Base64url, the PEM normal-form check, and the ack/inventory JSON writers. No cJSON here. */
+/* Base64url, the PEM normal-form check, and the ack/inventory JSON writers. */
 #include "certrot_device.h"
 
 #include <string.h>

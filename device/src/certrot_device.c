@@ -1,7 +1,6 @@
 /* Context, part reassembly, stall handling, and applying a checked bundle to the modem with rollback. */
 #include "certrot_internal.h"
 
-#include <cjson/cJSON.h>
 #include <string.h>
 
 const char *certrot_status_name(certrot_status s)
@@ -145,32 +144,13 @@ const char *certrot_key_kid(const certrot_ctx *ctx, size_t i)
 
 /* ---- Reassembly ------------------------------------------------------------------------------------ */
 
-static void reverse(uint8_t *p, size_t n)
+/* Where part n (1-based) goes: after every stored part with a lower number. */
+static size_t asm_insert_at(const certrot_ctx *ctx, unsigned n)
 {
-    for (size_t i = 0; i < n / 2; i++) {
-        uint8_t t = p[i];
-        p[i] = p[n - 1 - i];
-        p[n - 1 - i] = t;
-    }
-}
-
-/* Parts are stored in arrival order; put them in part order in place (no second buffer): each part is
- * rotated down to where it belongs, shifting the not-yet-placed parts in between up. */
-static void asm_order(certrot_ctx *ctx)
-{
-    size_t pos = 0;
-    for (unsigned k = 0; k < ctx->asm_parts; k++) {
-        size_t o = ctx->asm_off[k], l = ctx->asm_len[k];
-        if (o != pos) {
-            reverse(ctx->jws + pos, o - pos);
-            reverse(ctx->jws + o, l);
-            reverse(ctx->jws + pos, o + l - pos);
-            for (unsigned j = k + 1; j < ctx->asm_parts; j++)
-                if (ctx->asm_off[j] >= pos && ctx->asm_off[j] < o) ctx->asm_off[j] = (uint16_t)(ctx->asm_off[j] + l);
-            ctx->asm_off[k] = (uint16_t)pos;
-        }
-        pos += l;
-    }
+    size_t at = 0;
+    for (unsigned i = 0; i + 1 < n; i++)
+        if (ctx->asm_have & ((uint64_t)1 << i)) at += ctx->asm_len[i];
+    return at;
 }
 
 static void fill_missing(const certrot_ctx *ctx, certrot_result *res)
@@ -184,10 +164,26 @@ static certrot_status process_bundle(certrot_ctx *ctx, size_t len, bool compact,
                                      certrot_result *res);
 
 /* §4 reassembly, shared by JSON and compact parts: stores one checked part (1 <= n <= total <= 64, jti 1..64
- * bytes), rejects a bundle that outgrows the buffer, and returns true once every part is in (then the bundle
- * is in order at the start of the buffer, ctx->asm_used bytes, and the assembly is reset). */
+ * bytes; the data dlen bytes at `data`, or the JSON string `json_data` whose unescaped length is dlen), rejects a
+ * bundle that outgrows the buffer, and returns true once every part is in (then the bundle
+ * is in order at the start of the buffer, ctx->asm_used bytes; the caller resets the assembly).
+ *
+ * Parts are kept in part order from the moment they arrive, in place (no second buffer):
+ *   Invariant: jws[0, asm_used) is the concatenation, in increasing part number, of the data of the parts
+ *   whose bit is set in asm_have; asm_len[i] is the length of part i+1 for every set bit; asm_used is the
+ *   sum of those lengths (<= jws_cap).
+ *   - asm_reset: no bit set, asm_used = 0: the empty concatenation.
+ *   - Storing part n (bit n-1 clear, asm_used + dlen <= jws_cap checked first): by the invariant the parts
+ *     numbered below n occupy exactly jws[0, at) with at = the sum of their lengths (asm_insert_at), and the
+ *     parts numbered above n occupy jws[at, asm_used). memmove shifts the latter to [at + dlen, asm_used +
+ *     dlen) (within the buffer by the check), the data goes to [at, at + dlen), bit n-1 and asm_len[n-1] are
+ *     set and asm_used grows by dlen: the concatenation in part order again. An empty part (dlen = 0) moves
+ *     nothing and adds nothing. No offset is stored, so none can go stale (the permutation this replaced
+ *     kept arrival offsets and broke on an empty part stored at a later part's offset, issue #36).
+ *   - A duplicate (bit set) or a rejection (too large) leaves the buffer untouched or resets the assembly.
+ *   So once every bit 0..total-1 is set, jws[0, asm_used) is part 1 || part 2 || ... || part total. */
 static bool asm_add(certrot_ctx *ctx, const char *jti, unsigned n, unsigned total, const uint8_t *data, size_t dlen,
-                    bool compact, int64_t now_s, certrot_result *res, size_t *bundle_len)
+                    const certrot_json *json_data, bool compact, int64_t now_s, certrot_result *res, size_t *bundle_len)
 {
     size_t jlen = strlen(jti);
     /* The rest of a bundle already rejected as too large: drop silently, do not assemble and reject again. */
@@ -217,13 +213,14 @@ static bool asm_add(certrot_ctx *ctx, const char *jti, unsigned n, unsigned tota
         asm_reset(ctx);
         return false;
     }
-    memcpy(ctx->jws + ctx->asm_used, data, dlen);
-    ctx->asm_off[n - 1] = (uint16_t)ctx->asm_used;
+    size_t at = asm_insert_at(ctx, n);
+    memmove(ctx->jws + at + dlen, ctx->jws + at, ctx->asm_used - at);
+    if (json_data) certrot_json_string(json_data, ctx->jws + at, dlen);
+    else if (dlen) memcpy(ctx->jws + at, data, dlen);
     ctx->asm_len[n - 1] = (uint16_t)dlen;
     ctx->asm_used += dlen;
     ctx->asm_have |= bit;
     if (ctx->asm_have != (total == 64 ? ~(uint64_t)0 : (((uint64_t)1 << total) - 1))) return false;
-    asm_order(ctx);
     *bundle_len = ctx->asm_used;
     return true;
 }
@@ -264,40 +261,40 @@ certrot_status certrot_on_part(certrot_ctx *ctx, const uint8_t *payload, size_t 
     char part_jti[CERTROT_JTI_MAX + 1];
 
     if (len > 0 && payload[0] == 0x84) {
-        /* Compact part: no cJSON. A device that does not list "cose" ignores it, as the reference does. */
+        /* Compact part (CBOR). A device that does not list "cose" ignores it, as the reference does. */
         const uint8_t *data;
         size_t dlen;
         unsigned n, total;
         if (!ctx->cfg.takes_compact || !compact_part(payload, len, part_jti, &n, &total, &data, &dlen))
             return res->status;
-        if (!asm_add(ctx, part_jti, n, total, data, dlen, true, now_s, res, &bundle_len)) return res->status;
+        if (!asm_add(ctx, part_jti, n, total, data, dlen, NULL, true, now_s, res, &bundle_len)) return res->status;
         asm_reset(ctx);
         return process_bundle(ctx, bundle_len, true, part_jti, res);
     }
 
-    /* Step 2: {"jti":string,"part":int,"parts":int,"data":string}, 1 <= part <= parts <= 64. */
-    cJSON *msg = cJSON_ParseWithLength((const char *)payload, len);
-    if (!cJSON_IsObject(msg)) goto out;
-    const cJSON *jti = cJSON_GetObjectItemCaseSensitive(msg, "jti");
-    const cJSON *part = cJSON_GetObjectItemCaseSensitive(msg, "part");
-    const cJSON *parts = cJSON_GetObjectItemCaseSensitive(msg, "parts");
-    const cJSON *data = cJSON_GetObjectItemCaseSensitive(msg, "data");
-    if (!cJSON_IsString(jti) || !cJSON_IsNumber(part) || !cJSON_IsNumber(parts) || !cJSON_IsString(data)) goto out;
-    double pd = part->valuedouble, psd = parts->valuedouble;
-    if (!(psd >= 1 && psd <= CERTROT_MAX_PARTS && pd >= 1 && pd <= psd) || pd != (int)pd || psd != (int)psd) goto out;
-    size_t jlen = strlen(jti->valuestring);
-    /* A jti we could not echo in an ack (1..64 bytes) is useless: treat as not a part. */
-    if (jlen == 0 || jlen > CERTROT_JTI_MAX) goto out;
-    if (asm_add(ctx, jti->valuestring, (unsigned)pd, (unsigned)psd, (const uint8_t *)data->valuestring,
-                strlen(data->valuestring), false, now_s, res, &bundle_len)) {
-        memcpy(part_jti, ctx->asm_jti, sizeof part_jti);
-        cJSON_Delete(msg);
-        asm_reset(ctx);
-        return process_bundle(ctx, bundle_len, false, part_jti, res);
-    }
-out:
-    cJSON_Delete(msg);
-    return res->status;
+    /* Step 2: {"jti":string,"part":int,"parts":int,"data":string}, 1 <= part <= parts <= 64; other members are
+     * ignored. The JSON reader: no heap, no recursion, nesting at most CERTROT_JSON_MAX_DEPTH. */
+    certrot_json msg = certrot_json_at(payload, len), jti, part, parts, data;
+    int64_t pn, pt;
+    if (len == 0 || certrot_json_check(payload, len, NULL) != 0 || certrot_json_type(&msg) != 'o') return res->status;
+    if (!certrot_json_find(&msg, "jti", &jti) || !certrot_json_find(&msg, "part", &part) ||
+        !certrot_json_find(&msg, "parts", &parts) || !certrot_json_find(&msg, "data", &data) ||
+        certrot_json_type(&data) != 's' || certrot_json_type(&part) != 'n' || certrot_json_type(&parts) != 'n' ||
+        !certrot_json_int(&part, &pn) || !certrot_json_int(&parts, &pt))
+        return res->status;
+    if (!(pt >= 1 && pt <= CERTROT_MAX_PARTS && pn >= 1 && pn <= pt)) return res->status;
+    /* A jti we could not echo in an ack (1..64 bytes, no control characters, so its JSON form is at most 128
+     * bytes: CERTROT_ACK_MAX) is useless: treat as not a part. The daemon's jtis are hex. */
+    long jlen = certrot_json_string(&jti, (uint8_t *)part_jti, CERTROT_JTI_MAX);
+    if (jlen < 1 || jlen > CERTROT_JTI_MAX) return res->status;
+    for (long i = 0; i < jlen; i++)
+        if ((uint8_t)part_jti[i] < 0x20 || part_jti[i] == 0x7F) return res->status;
+    part_jti[jlen] = '\0';
+    long dlen = certrot_json_string(&data, NULL, 0);
+    if (!asm_add(ctx, part_jti, (unsigned)pn, (unsigned)pt, NULL, (size_t)dlen, &data, false, now_s, res, &bundle_len))
+        return res->status;
+    asm_reset(ctx);
+    return process_bundle(ctx, bundle_len, false, part_jti, res);
 }
 
 bool certrot_poll(certrot_ctx *ctx, int64_t now_s, certrot_result *res)

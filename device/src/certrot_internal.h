@@ -43,4 +43,37 @@ bool certrot_cbor_tag(certrot_cbor *c, uint64_t *tag);
 /* In the map whose first key is at *body (pairs pairs): the value of text key `key`. */
 bool certrot_cbor_find(const certrot_cbor *body, size_t pairs, const char *key, certrot_cbor *value);
 
+/* ---- JSON (certrot_json.c) ---- */
+
+#define CERTROT_JSON_MAX_DEPTH 16
+
+/* 0 when [p, p+len) is exactly one JSON value (RFC 8259, whitespace around it allowed): strict numbers, strings of
+ * valid UTF-8 with valid escapes and surrogate pairs and no raw control characters, nesting at most
+ * CERTROT_JSON_MAX_DEPTH, nothing else. Else -1 and *why says what is wrong. No heap, no recursion. */
+int certrot_json_check(const uint8_t *p, size_t len, const char **why);
+
+/* A cursor over checked JSON, at a value (p) within [p, end). */
+typedef struct {
+    const uint8_t *p, *end;
+} certrot_json;
+
+/* A cursor at the value in [p, p+len) (after leading whitespace). */
+certrot_json certrot_json_at(const uint8_t *p, size_t len);
+/* 'o' object, 'a' array, 's' string, 'n' number, 'b' true/false, 'z' null, 0 none. */
+int certrot_json_type(const certrot_json *v);
+/* Moves past the value at the cursor (and the whitespace after it). */
+bool certrot_json_skip(certrot_json *c);
+/* In the object at *obj: the value of the first member whose key (unescaped) is `key`. */
+bool certrot_json_find(const certrot_json *obj, const char *key, certrot_json *value);
+/* Iterates an array: *it starts at its '['; each call gives the next element (elem->end = where it ends). */
+bool certrot_json_next(certrot_json *it, certrot_json *elem);
+/* The string at v unescaped (UTF-8) into out[0, cap) (no NUL); returns its whole length (which may exceed cap:
+ * then out holds the first cap bytes), or -1 when v is not a string. Reads each escape whole before writing it,
+ * so out may be the string's own bytes or anything before them (unescaping in place, forwards). */
+long certrot_json_string(const certrot_json *v, uint8_t *out, size_t cap);
+/* The string at v unescaped equals s (at most 32 bytes). */
+bool certrot_json_string_is(const certrot_json *v, const char *s);
+/* A number that is an integer within +-2^53 (in any notation: 10, 1.0e1, 100e-1), exactly, without doubles. */
+bool certrot_json_int(const certrot_json *v, int64_t *out);
+
 #endif

@@ -295,6 +295,8 @@ int fake_modem_identity(fake_modem *fm, certrot_callbacks *cb, const struct host
 {
     fm->identity = identity;
     for (int i = 0; i < 16; i++) fm->uuid[i] = (uint8_t)rand();
+    fm->uuid[6] = (uint8_t)(0x40 | (fm->uuid[6] & 0x0f)); /* a version 4 UUID, as the modem's */
+    fm->uuid[8] = (uint8_t)(0x80 | (fm->uuid[8] & 0x3f));
     fm->active_tag = tag;
     int err = store(fm, tag, 1, cert_pem, strlen(cert_pem));
     if (!err) err = store(fm, tag, 2, key_pem, strlen(key_pem));

@@ -228,16 +228,85 @@ static size_t cbor_bstr(uint8_t *out, const uint8_t *d, size_t n)
     return h + n;
 }
 
+/* A DER length at out (the fewest bytes); returns the bytes written. */
+static size_t der_len(uint8_t *out, size_t n)
+{
+    if (n < 0x80) {
+        out[0] = (uint8_t)n;
+        return 1;
+    }
+    size_t k = n < 0x100 ? 1 : n < 0x10000 ? 2 : 3;
+    out[0] = (uint8_t)(0x80 | k);
+    for (size_t i = 0; i < k; i++) out[1 + i] = (uint8_t)(n >> (8 * (k - 1 - i)));
+    return 1 + k;
+}
+
+/* The TLV at p (n bytes): header length and content length. 0 when it is not one. */
+static int der_tlv_at(const uint8_t *p, size_t n, size_t *hdr, size_t *len)
+{
+    if (n < 2) return 0;
+    if (p[1] < 0x80) *hdr = 2, *len = p[1];
+    else {
+        size_t k = p[1] & 0x7f;
+        if (k == 0 || k > 3 || n < 2 + k) return 0;
+        *len = 0;
+        for (size_t i = 0; i < k; i++) *len = *len << 8 | p[2 + i];
+        *hdr = 2 + k;
+    }
+    return *len <= n - *hdr;
+}
+
+/* The CSR as the nRF91 modem writes it: OpenSSL's CertificationRequest with its outer signatureAlgorithm
+ * rewritten as ecdsa-with-SHA256 WITH NULL parameters (30 0c 06 08 2a8648ce3d040302 05 00), which OpenSSL never
+ * writes. The signature covers only certificationRequestInfo, so it still verifies. Returns the new length
+ * (into out, cap bytes) or -1. */
+static long modem_csr_der(const uint8_t *der, size_t len, uint8_t *out, size_t cap)
+{
+    static const uint8_t alg_null[] = {0x30, 0x0c, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02, 0x05, 0x00};
+    size_t h, l, ih, il, ah, al, bh, bl;
+    if (!der_tlv_at(der, len, &h, &l) || der[0] != 0x30 || h + l != len) return -1;
+    const uint8_t *info = der + h, *end = der + len;
+    if (info[0] != 0x30 || !der_tlv_at(info, (size_t)(end - info), &ih, &il)) return -1;
+    const uint8_t *alg = info + ih + il;
+    if (alg >= end || alg[0] != 0x30 || !der_tlv_at(alg, (size_t)(end - alg), &ah, &al)) return -1;
+    const uint8_t *bits = alg + ah + al;
+    if (bits >= end || bits[0] != 0x03 || !der_tlv_at(bits, (size_t)(end - bits), &bh, &bl) || bits + bh + bl != end)
+        return -1;
+    size_t body = (ih + il) + sizeof alg_null + (bh + bl), o = 0;
+    if (body + 5 > cap) return -1;
+    out[o++] = 0x30;
+    o += der_len(out + o, body);
+    memcpy(out + o, info, ih + il);
+    o += ih + il;
+    memcpy(out + o, alg_null, sizeof alg_null);
+    o += sizeof alg_null;
+    memcpy(out + o, bits, bh + bl);
+    return (long)(o + bh + bl);
+}
+
+/* The answer of a real nRF9160/nRF9151 to AT%KEYGEN=<tag>,2,0 (Nordic's sample, nRFCloud/utils
+ * tests/test_modem_credentials_parser.py), byte for byte in shape:
+ *   base64url(CSR DER) "." base64url(COSE_Sign1)
+ *   CSR: a P-256 key, subject CN=…, an extensionRequest with keyUsage (digitalSignature, nonRepudiation,
+ *        keyEncipherment, keyAgreement; not critical), signatureAlgorithm ecdsa-with-SHA256 with NULL parameters.
+ *   COSE_Sign1: tag 18 (d2) [ bstr {1: -7}, {4: h'21'}, payload, 64-byte r||s ]
+ *        protected h'a10126'; unprotected kid h'21' (the CBOR of -2, "identity_key": Nordic's parser decodes the
+ *        kid as CBOR and looks it up, so only such a value parses);
+ *        payload = d9d9f7 (self-described CBOR, tag 55799) 85 [9 (CSR message v1), bstr 16-byte UUID,
+ *        bstr(CBOR of the sec tag as a signed 32-bit integer), bstr SHA-256(CSR DER as output), bstr 16-byte nonce]
+ *   The signature is over ["Signature1", h'a10126', h'', payload] with the payload INCLUDING the d9d9f7 prefix.
+ * The subject: Nordic's sample has CN=<device UUID, 8-4-4-4-12 lowercase>; this fake keeps the subject the keygen
+ * op asks for (CN=… only), which certrot ignores anyway (the daemon issues the certificate for its own subject
+ * and checks only the key, the proof of possession and the attestation). */
 int host_keygen(const host_signer *identity, const uint8_t uuid[16], uint32_t tag, const char *subject, char *out,
                 size_t cap, char *key_pem, size_t key_cap)
 {
     int rc = -1;
     EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     X509_REQ *req = X509_REQ_new();
-    uint8_t *der = NULL;
+    uint8_t *ossl_der = NULL, der[1024];
     BIO *bio = BIO_new(BIO_s_mem());
     if (!key || !req || !bio) goto done;
-    /* The subject the keygen op names (CN=… only), the key usage the modem asks for (no EKU). */
     const char *cn = strncmp(subject, "CN=", 3) == 0 ? subject + 3 : subject;
     X509_NAME *name = X509_REQ_get_subject_name(req);
     if (X509_REQ_set_version(req, 0) != 1 ||
@@ -251,24 +320,28 @@ int host_keygen(const host_signer *identity, const uint8_t uuid[16], uint32_t ta
     int added = exts && usage && X509_REQ_add_extensions(req, exts) == 1;
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
     if (!added || X509_REQ_sign(req, key, EVP_sha256()) <= 0) goto done;
-    int der_len = i2d_X509_REQ(req, &der);
-    if (der_len <= 0) goto done;
+    int ossl_len = i2d_X509_REQ(req, &ossl_der);
+    long der_n = ossl_len > 0 ? modem_csr_der(ossl_der, (size_t)ossl_len, der, sizeof der) : -1;
+    if (der_n <= 0) goto done;
 
-    /* COSE_Sign1 over [9, uuid, bstr(CBOR of the tag as a signed 32-bit integer), SHA-256(CSR), nonce]. */
     uint8_t payload[128], digest[32], nonce[16], tag_cbor[8], sig_structure[192], sig[64], cose[256];
     size_t n = 0, t = 0, s = 0, c = 0;
-    host_sha256(NULL, der, (size_t)der_len, digest);
+    host_sha256(NULL, der, (size_t)der_n, digest);
     for (int i = 0; i < 16; i++) nonce[i] = (uint8_t)rand();
     int32_t signed_tag = (int32_t)tag;
     t = signed_tag < 0 ? cbor_head(tag_cbor, 1, (uint64_t)(-1 - (int64_t)signed_tag))
                        : cbor_head(tag_cbor, 0, (uint64_t)signed_tag);
+    payload[n++] = 0xD9; /* tag 55799: self-described CBOR */
+    payload[n++] = 0xD9;
+    payload[n++] = 0xF7;
     payload[n++] = 0x85;
-    payload[n++] = 0x09;
+    payload[n++] = 0x09; /* CSR message v1 */
     n += cbor_bstr(payload + n, uuid, 16);
     n += cbor_bstr(payload + n, tag_cbor, t);
     n += cbor_bstr(payload + n, digest, 32);
     n += cbor_bstr(payload + n, nonce, 16);
-    static const uint8_t protected_hdr[] = {0xA1, 0x01, 0x26}; /* {1: -7}: ES256 */
+    static const uint8_t protected_hdr[] = {0xA1, 0x01, 0x26};           /* {1: -7}: ES256 */
+    static const uint8_t unprotected_hdr[] = {0xA1, 0x04, 0x41, 0x21}; /* {4: h'21'}: kid -2, identity key */
     sig_structure[s++] = 0x84;
     s += cbor_head(sig_structure + s, 3, 10);
     memcpy(sig_structure + s, "Signature1", 10);
@@ -277,13 +350,15 @@ int host_keygen(const host_signer *identity, const uint8_t uuid[16], uint32_t ta
     sig_structure[s++] = 0x40; /* external_aad: empty */
     s += cbor_bstr(sig_structure + s, payload, n);
     if (host_signer_sign(identity, sig_structure, s, sig) != 0) goto done;
+    cose[c++] = 0xD2; /* tag 18: COSE_Sign1 */
     cose[c++] = 0x84;
     c += cbor_bstr(cose + c, protected_hdr, sizeof protected_hdr);
-    cose[c++] = 0xA0; /* unprotected: empty */
+    memcpy(cose + c, unprotected_hdr, sizeof unprotected_hdr);
+    c += sizeof unprotected_hdr;
     c += cbor_bstr(cose + c, payload, n);
     c += cbor_bstr(cose + c, sig, 64);
 
-    long a = certrot_b64url_encode(der, (size_t)der_len, out, cap);
+    long a = certrot_b64url_encode(der, (size_t)der_n, out, cap);
     if (a < 0 || (size_t)a + 1 >= cap) goto done;
     out[a] = '.';
     if (certrot_b64url_encode(cose, c, out + a + 1, cap - (size_t)a - 1) < 0) goto done;
@@ -296,7 +371,7 @@ int host_keygen(const host_signer *identity, const uint8_t uuid[16], uint32_t ta
     key_pem[pem_len] = '\0';
     rc = 0;
 done:
-    OPENSSL_free(der);
+    OPENSSL_free(ossl_der);
     X509_REQ_free(req);
     EVP_PKEY_free(key);
     BIO_free(bio);

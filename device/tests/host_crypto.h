@@ -27,9 +27,11 @@ int host_load_pubkey_pem(const char *path, uint8_t out[65]);
  * text `after` in the decoded segment is replaced by other letters/digits. segment 2 (signature) changes
  * one character in the middle. Returns 0, or -1 when no such group exists. */
 int host_tamper(char *jws, int segment, const char *after);
-/* A simulated modem's AT%KEYGEN=<tag>,2,0,"<subject>": a new P-256 key (its PEM into key_pem, to keep in the
- * fake modem), a CSR for it signed by it, and a COSE_Sign1 attestation by the modem's identity key over
- * [9, uuid, bstr(tag), SHA-256(CSR), nonce]; out = base64url(CSR) "." base64url(COSE). 0 or -1. */
+/* A simulated modem's AT%KEYGEN=<tag>,2,0,"<subject>", in the real nRF9160/nRF9151 answer format: a new P-256 key
+ * (its PEM into key_pem, to keep in the fake modem), a CSR for it signed by it (signatureAlgorithm with NULL
+ * parameters, as the modem writes it), and a COSE_Sign1 (tag 18, unprotected kid h'21') by the modem's identity
+ * key over the self-described (tag 55799) [9, uuid, bstr(tag), SHA-256(CSR), nonce];
+ * out = base64url(CSR) "." base64url(COSE). 0 or -1. */
 int host_keygen(const host_signer *identity, const uint8_t uuid[16], uint32_t tag, const char *subject, char *out,
                 size_t cap, char *key_pem, size_t key_cap);
 /* 0 when the first certificate of cert_pem is for the private key key_pem. */

@@ -5,7 +5,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 total_pass=0
 total_fail=0
-for suite in "build/test_unit" "sh tests/vectors.sh" "sh tests/e2e.sh"; do
+for suite in "build/test_unit" "sh tests/nordic_keygen.sh" "sh tests/vectors.sh" "sh tests/e2e.sh"; do
     echo "== $suite"
     out=$($suite 2>&1)
     rc=$?

@@ -1,6 +1,6 @@
 # Peak stack of entry points from gcc's -fcallgraph-info=su files (.ci, with -fstack-usage's frame sizes): the
 # largest sum of frames along any call path. Calls through function pointers (the callbacks) and into code not
-# compiled here (libc, cJSON) count 0 and are listed. Usage: awk -v roots=f,g -f stack.awk *.ci
+# compiled here (libc) count 0 and are listed. Usage: awk -v roots=f,g -f stack.awk *.ci
 function field(name,   s, i) {
     s = $0
     i = index(s, name ": \"")
@@ -37,6 +37,6 @@ END {
     for (f in calls) for (i = 1; i <= calls[f]; i++) { g = callee[f, i]; if (!(g in defined)) ext[short(g)] = 1 }
     list = ""
     for (g in ext) list = list " " g
-    print "  not counted (callbacks, libc, cJSON):" list
+    print "  not counted (callbacks, libc):" list
     if (recursion != "") print "  RECURSION:" recursion
 }

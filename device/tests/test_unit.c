@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
+#include <time.h>
 
 static int passed, failed, case_failed;
 
@@ -1372,6 +1374,448 @@ static void test_compact_parts(void)
     CHECK(certrot_init(&ctx, &cfg, jb, sizeof jb, sb, sizeof sb) == CERTROT_OK);
 }
 
+/* ---- reassembly order (issue #36 finding 1) -------------------------------------------------------- */
+
+static uint8_t hex_byte(const char *s)
+{
+    unsigned v = 0;
+    sscanf(s, "%2x", &v);
+    return (uint8_t)v;
+}
+
+/* The two orders of issue #36: part 2 (empty) first, then part 1 ("x"); in JSON on a JWS device and as compact
+ * parts on a compact device. They used to make the in-place permutation swap bytes outside the assembly buffer
+ * (reverse() with a negative length); now the bundle "x" is assembled, rejected, and nothing else is touched. */
+static void test_reassembly_empty_part(void)
+{
+    certrot_result r;
+    device *d = device_new();
+    memset(d->jws, 0xA5, sizeof d->jws);
+    CHECK(send(d, "{\"jti\":\"a\",\"part\":2,\"parts\":2,\"data\":\"\"}", 0, &r) == CERTROT_WAITING);
+    CHECK(send(d, "{\"jti\":\"a\",\"part\":1,\"parts\":2,\"data\":\"x\"}", 0, &r) == CERTROT_INVALID_BUNDLE);
+    CHECK(r.ack == CERTROT_ACK_REJECTED && strcmp(r.jti, "a") == 0 && strstr(r.reason, "3 parts") != NULL);
+    CHECK(d->jws[0] == 'x');
+    bool intact = true;
+    for (size_t i = 1; i < sizeof d->jws; i++) intact &= d->jws[i] == 0xA5;
+    CHECK(intact && "nothing written after the 1-byte bundle");
+    CHECK(d->fm.writes == 0 && !certrot_poll(&d->ctx, 1000, &r));
+    free(d);
+
+    cdevice *c = cdevice_new(old_pem, strlen(old_pem));
+    memset(c->buf, 0xA5, sizeof c->buf);
+    static const char *const hexparts[2] = {"845041414141414141414141414141414141020240",
+                                            "84504141414141414141414141414141414101024178"};
+    certrot_status st[2];
+    for (int i = 0; i < 2; i++) {
+        uint8_t m[64];
+        size_t n = strlen(hexparts[i]) / 2;
+        for (size_t k = 0; k < n; k++) m[k] = hex_byte(hexparts[i] + 2 * k);
+        st[i] = certrot_on_part(&c->ctx, m, n, 0, &r);
+    }
+    CHECK(st[0] == CERTROT_WAITING && st[1] == CERTROT_INVALID_CBOR && r.ack == CERTROT_ACK_REJECTED);
+    CHECK(strcmp(r.jti, "41414141414141414141414141414141") == 0);
+    CHECK(c->buf[0] == 'x');
+    intact = true;
+    for (size_t i = 1; i < sizeof c->buf; i++) intact &= c->buf[i] == 0xA5;
+    CHECK(intact && "nothing written after the 1-byte bundle");
+    CHECK(c->fm.writes == 0);
+    free(c);
+}
+
+/* xorshift64*, seeded from CERTROT_TEST_SEED or the clock (printed on failure, to replay a run). */
+static uint64_t rng_state;
+static uint32_t rnd(uint32_t bound)
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (uint32_t)((rng_state * 2685821657736338717ull) >> 33) % bound;
+}
+
+static bool next_perm(int *a, int n)
+{
+    int i = n - 2;
+    while (i >= 0 && a[i] >= a[i + 1]) i--;
+    if (i < 0) return false;
+    int j = n - 1;
+    while (a[j] <= a[i]) j--;
+    int t = a[i];
+    a[i] = a[j];
+    a[j] = t;
+    for (int l = i + 1, h = n - 1; l < h; l++, h--) t = a[l], a[l] = a[h], a[h] = t;
+    return true;
+}
+
+typedef struct {
+    certrot_ctx *ctx;
+    uint8_t *buf;
+    size_t cap;
+    bool compact;
+    unsigned trial;
+    int bad; /* trials that went wrong */
+} reasm_rig;
+
+/* One part message for trial jti `trial`: JSON with base64url data (no '.', so never a JWS) or compact. */
+static size_t reasm_msg(const reasm_rig *g, uint8_t *out, int n, int total, const uint8_t *data, size_t len)
+{
+    if (g->compact) {
+        uint8_t jti[16] = {0};
+        memcpy(jti, &g->trial, sizeof g->trial);
+        jti[15] = 0x5a;
+        return cose_part(out, jti, n, total, data, len);
+    }
+    return (size_t)sprintf((char *)out, "{\"jti\":\"r%u\",\"part\":%d,\"parts\":%d,\"data\":\"%.*s\"}", g->trial, n, total,
+                           (int)len, (const char *)data);
+}
+
+/* Sends parts `order` (a permutation of 0..total-1) of lengths len[], with random duplicates carrying other data
+ * in between; checks WAITING until the last one, then a rejection with the buffer holding exactly
+ * part 1 || ... || part total and nothing after it changed. */
+static void reasm_trial(reasm_rig *g, const int *order, int total, const size_t *len)
+{
+    static uint8_t data[CERTROT_MAX_PARTS][80], expect[CERTROT_MAX_PARTS * 80], msg[400], junk[80];
+    static const char alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t sum = 0;
+    certrot_result r;
+    for (int i = 0; i < total; i++) {
+        for (size_t k = 0; k < len[i]; k++) data[i][k] = g->compact ? (uint8_t)rnd(256) : (uint8_t)alpha[rnd(64)];
+        memcpy(expect + sum, data[i], len[i]);
+        sum += len[i];
+    }
+    for (size_t k = 0; k < sizeof junk; k++) junk[k] = (uint8_t)alpha[rnd(64)];
+    g->trial++;
+    memset(g->buf, 0xA5, g->cap);
+    bool ok = true;
+    for (int i = 0; i < total && ok; i++) {
+        int p = order[i];
+        certrot_status st = certrot_on_part(g->ctx, msg, reasm_msg(g, msg, p + 1, total, data[p], len[p]), 0, &r);
+        if (i < total - 1) {
+            ok &= st == CERTROT_WAITING && r.ack == CERTROT_ACK_NONE;
+            if (ok && rnd(4) == 0) { /* a duplicate of a part already in, with other bytes: dropped */
+                int q = order[rnd((uint32_t)i + 1)];
+                st = certrot_on_part(g->ctx, msg, reasm_msg(g, msg, q + 1, total, junk, rnd(sizeof junk)), 0, &r);
+                ok &= st == CERTROT_WAITING && r.ack == CERTROT_ACK_NONE;
+            }
+        } else {
+            ok &= st != CERTROT_WAITING && st != CERTROT_IGNORED && r.ack == CERTROT_ACK_REJECTED;
+        }
+    }
+    ok = ok && memcmp(g->buf, expect, sum) == 0;
+    for (size_t k = sum; k < g->cap && ok; k++) ok &= g->buf[k] == 0xA5;
+    if (!ok && g->bad++ < 3) {
+        printf("  %s trial %u: %d parts, order", g->compact ? "compact" : "JSON", g->trial, total);
+        for (int i = 0; i < total; i++) printf(" %d(%zu)", order[i] + 1, len[order[i]]);
+        printf(": %s (%s)\n", certrot_status_name(r.status), r.reason);
+    }
+}
+
+/* Every arrival order of 1..5 parts, with lengths that include zero (all zero, one zero, zeros at both ends,
+ * random), and random orders of 6..64 parts, in both formats: the bundle is always the parts in part order. */
+static void test_reassembly_random(void)
+{
+    const char *seed_env = getenv("CERTROT_TEST_SEED");
+    uint64_t seed = seed_env ? strtoull(seed_env, NULL, 0) : (uint64_t)time(NULL);
+    rng_state = seed ? seed : 1;
+    device *jd = device_new();
+    cdevice *cd = cdevice_new(old_pem, strlen(old_pem));
+    reasm_rig rigs[2] = {{&jd->ctx, jd->jws, sizeof jd->jws, false, 0, 0}, {&cd->ctx, cd->buf, sizeof cd->buf, true, 0, 0}};
+    unsigned trials = 0;
+    for (int f = 0; f < 2; f++) {
+        reasm_rig *g = &rigs[f];
+        for (int total = 1; total <= 5; total++) {
+            for (int shape = 0; shape < 8; shape++) {
+                size_t len[5];
+                for (int i = 0; i < total; i++) {
+                    switch (shape) {
+                    case 0: len[i] = 0; break;                                   /* every part empty */
+                    case 1: len[i] = i == 0 ? 0 : 1 + rnd(5); break;             /* the first empty */
+                    case 2: len[i] = i == total - 1 ? 0 : 1 + rnd(5); break;     /* the last empty */
+                    case 3: len[i] = i % 2 ? 0 : 1 + rnd(3); break;              /* every other one empty */
+                    case 4: len[i] = 1; break;                                   /* equal lengths */
+                    default: len[i] = rnd(4) == 0 ? 0 : rnd(70); break;          /* random, zeros likely */
+                    }
+                }
+                int order[5];
+                for (int i = 0; i < total; i++) order[i] = i;
+                do {
+                    reasm_trial(g, order, total, len);
+                    trials++;
+                } while (next_perm(order, total));
+            }
+        }
+        for (int t = 0; t < 1000; t++) {
+            int total = 6 + (int)rnd(CERTROT_MAX_PARTS - 5), order[CERTROT_MAX_PARTS];
+            size_t len[CERTROT_MAX_PARTS];
+            for (int i = 0; i < total; i++) {
+                order[i] = i;
+                len[i] = rnd(3) == 0 ? 0 : rnd(60); /* at most 64 x 59 bytes: fits the compact buffer */
+            }
+            for (int i = total - 1; i > 0; i--) { /* Fisher-Yates */
+                int j = (int)rnd((uint32_t)i + 1), tmp = order[i];
+                order[i] = order[j];
+                order[j] = tmp;
+            }
+            reasm_trial(g, order, total, len);
+            trials++;
+        }
+    }
+    CHECK(rigs[0].bad == 0 && rigs[1].bad == 0);
+    if (rigs[0].bad || rigs[1].bad) printf("  (CERTROT_TEST_SEED=%llu to replay)\n", (unsigned long long)seed);
+    CHECK(trials == 2 * ((1 + 2 + 6 + 24 + 120) * 8 + 1000)); /* 4448 */
+    CHECK(jd->fm.writes == 0 && cd->fm.writes == 0);
+    free(jd);
+    free(cd);
+}
+
+/* ---- the JSON reader (issue #36 finding 2: no cJSON, no heap, no recursion) ------------------------ */
+
+static bool json_ok(const char *s) { return certrot_json_check((const uint8_t *)s, strlen(s), NULL) == 0; }
+
+static bool json_int_of(const char *s, int64_t *v)
+{
+    certrot_json c = certrot_json_at((const uint8_t *)s, strlen(s));
+    return json_ok(s) && certrot_json_int(&c, v);
+}
+
+static void test_json_reader(void)
+{
+    static const char *const good[] = {
+        "{}", "[]", " \t\r\n{} ", "0", "-0", "\"\"", "true", "false", "null", "1.5e-3", "-12E+3", "123456789",
+        "{\"a\":[1,-0,0.5,1e3,1E+3,-1.5e-3,true,false,null,\"x\\u00e9\\ud83d\\ude00\\n\\\"\\\\\\/\\b\\f\\r\\t\"]}",
+        "\"caf\xc3\xa9 \xf0\x9f\x98\x80\"", "[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]", "{\"a\":{\"b\":{\"c\":[]}}}",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        const char *why = "";
+        bool ok = certrot_json_check((const uint8_t *)good[i], strlen(good[i]), &why) == 0;
+        if (!ok) printf("  rejected %s: %s\n", good[i], why);
+        CHECK(ok);
+    }
+    static const char *const bad[] = {
+        "", " ", "{", "}", "[1,]", "{\"a\":1,}", "01", "-01", "+1", "1.", ".5", "1e", "1e+", "-", "--1", "0x10",
+        "\"\\x\"", "\"\x01\"", "\"\\ud800\"", "\"\\ud800\\u0041\"", "\"\\udc00\"", "\"\\u12g4\"", "\"\xff\"",
+        "\"\xc0\x80\"", "\"\xed\xa0\x80\"", "\"\xf4\x90\x80\x80\"", "{\"a\" 1}", "{1:2}", "{\"a\"}", "[1 2]", "tru",
+        "nul", "True", "1 2", "{} {}", "\"abc", "[1]]", "[1}", "{\"a\":1]", "[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]",
+        "NaN", "Infinity", "'a'", "[,1]", "{,}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        bool rejected = !json_ok(bad[i]);
+        if (!rejected) printf("  accepted %s\n", bad[i]);
+        CHECK(rejected);
+    }
+    CHECK(certrot_json_check((const uint8_t *)"1\0", 2, NULL) != 0); /* a NUL after the value */
+
+    /* integers: exact, in any notation, within +-2^53 */
+    static const struct { const char *text; bool ok; int64_t v; } ints[] = {
+        {"10", true, 10}, {"1.0", true, 1}, {"1e3", true, 1000}, {"100e-2", true, 1}, {"-0", true, 0},
+        {"0.000e5", true, 0}, {"0e999999", true, 0}, {"-7", true, -7}, {"9007199254740992", true, 9007199254740992LL},
+        {"-9007199254740992", true, -9007199254740992LL}, {"90071992547409920e-1", true, 9007199254740992LL},
+        {"0.5", false, 0}, {"1.5e0", false, 0}, {"9007199254740993", false, 0}, {"1e16", false, 0},
+        {"1.00000000000000001", false, 0}, {"12345678901234567e-1", false, 0}, {"1e-400", false, 0},
+        {"1e99999999999", false, 0}, {"123456789012345678901234567890", false, 0}, {"\"1\"", false, 0},
+        {"2147483647", true, 2147483647}, {"16842753.000", true, 16842753},
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof *ints; i++) {
+        int64_t v = -1;
+        bool ok = json_int_of(ints[i].text, &v);
+        if (ok != ints[i].ok || (ok && v != ints[i].v)) printf("  int %s: %d %lld\n", ints[i].text, ok, (long long)v);
+        CHECK(ok == ints[i].ok && (!ok || v == ints[i].v));
+    }
+
+    /* strings: unescaped to UTF-8; the whole length is returned when out is short */
+    const char *s = "\"a\\\"b\\\\c\\/d\\b\\f\\n\\r\\t\\u0041\\u00e9\\u20ac\\ud83d\\ude00\"";
+    certrot_json c = certrot_json_at((const uint8_t *)s, strlen(s));
+    uint8_t out[64];
+    static const char want[] = "a\"b\\c/d\b\f\n\r\tA\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";
+    CHECK(json_ok(s) && certrot_json_string(&c, out, sizeof out) == (long)strlen(want) && memcmp(out, want, strlen(want)) == 0);
+    CHECK(certrot_json_string(&c, out, 3) == (long)strlen(want) && memcmp(out, "a\"b", 3) == 0);
+    CHECK(certrot_json_string(&c, NULL, 0) == (long)strlen(want));
+    /* in place, forwards: the string's own bytes */
+    char inplace[] = "\"\\u0041\\u0042\\ud83d\\ude00x\"";
+    certrot_json ip = certrot_json_at((const uint8_t *)inplace, strlen(inplace));
+    CHECK(certrot_json_string(&ip, (uint8_t *)inplace, 7) == 7 && memcmp(inplace, "AB\xf0\x9f\x98\x80x", 7) == 0);
+
+    /* objects: the first member of a key (as cJSON), keys compared unescaped; arrays iterated */
+    const char *o = "{ \"j\\u0074i\" : \"first\" , \"jti\":\"second\", \"n\":[1, {\"a\":[2,3]} ,\"x\", [] ], \"z\":null }";
+    certrot_json obj = certrot_json_at((const uint8_t *)o, strlen(o)), v, el;
+    CHECK(json_ok(o) && certrot_json_type(&obj) == 'o');
+    CHECK(certrot_json_find(&obj, "jti", &v) && certrot_json_string_is(&v, "first"));
+    CHECK(certrot_json_find(&obj, "z", &v) && certrot_json_type(&v) == 'z');
+    CHECK(!certrot_json_find(&obj, "missing", &v) && !certrot_json_find(&obj, "a", &v));
+    CHECK(certrot_json_find(&obj, "n", &v) && certrot_json_type(&v) == 'a');
+    int types[8], count = 0;
+    while (count < 8 && certrot_json_next(&v, &el)) types[count++] = certrot_json_type(&el);
+    CHECK(count == 4 && types[0] == 'n' && types[1] == 'o' && types[2] == 's' && types[3] == 'a');
+}
+
+/* The inputs of issue #36 finding 2 and their kin: ignored (or rejected) in bounded stack, without heap. */
+static void test_json_hostile(void)
+{
+    certrot_result r;
+    device *d = device_new();
+    static char m[4200];
+    /* a 1,997-byte part of nested arrays: cJSON recursed ~1,000 deep (about 102 KB of stack) */
+    size_t n = 0;
+    for (int i = 0; i < 998; i++) m[n++] = '[';
+    m[n++] = '0';
+    for (int i = 0; i < 998; i++) m[n++] = ']';
+    CHECK(n == 1997 && send(d, m, 0, &r) == CERTROT_IGNORED && r.ack == CERTROT_ACK_NONE);
+    /* nested objects */
+    n = 0;
+    for (int i = 0; i < 400; i++) n += (size_t)sprintf(m + n, "{\"a\":");
+    m[n++] = '1';
+    for (int i = 0; i < 400; i++) m[n++] = '}';
+    m[n] = '\0';
+    CHECK(send(d, m, 0, &r) == CERTROT_IGNORED);
+    /* a 2 KB array of zeros: cJSON made 2,047 allocations (64 KB) */
+    n = 0;
+    m[n++] = '[';
+    for (int i = 0; i < 1023; i++) n += (size_t)sprintf(m + n, i ? ",0" : "0");
+    m[n++] = ']';
+    m[n] = '\0';
+    CHECK(strlen(m) >= 2047 && send(d, m, 0, &r) == CERTROT_IGNORED);
+    /* a part with an extra member nested 16 deep is a part; 17 deep is not */
+    char deep[200];
+    n = (size_t)sprintf(deep, "{\"x\":");
+    for (int i = 0; i < 15; i++) deep[n++] = '[';
+    for (int i = 0; i < 15; i++) deep[n++] = ']';
+    sprintf(deep + n, ",\"jti\":\"d\",\"part\":1,\"parts\":2,\"data\":\"AB\"}");
+    CHECK(send(d, deep, 0, &r) == CERTROT_WAITING);
+    n = (size_t)sprintf(deep, "{\"x\":");
+    for (int i = 0; i < 16; i++) deep[n++] = '[';
+    for (int i = 0; i < 16; i++) deep[n++] = ']';
+    sprintf(deep + n, ",\"jti\":\"d\",\"part\":1,\"parts\":2,\"data\":\"AB\"}");
+    CHECK(send(d, deep, 0, &r) == CERTROT_IGNORED);
+    /* not parts: trailing bytes, invalid UTF-8, a jti with a NUL, part 1.5, parts as a string */
+    const char *bad[] = {"{\"jti\":\"a\",\"part\":1,\"parts\":1,\"data\":\"x\"} x", "{\"jti\":\"\xff\",\"part\":1,\"parts\":1,\"data\":\"x\"}",
+                         "{\"jti\":\"a\\u0000\",\"part\":1,\"parts\":1,\"data\":\"x\"}", "{\"jti\":\"a\",\"part\":1.5,\"parts\":2,\"data\":\"x\"}",
+                         "{\"jti\":\"a\",\"part\":1,\"parts\":\"1\",\"data\":\"x\"}", "{\"jti\":\"a\",\"part\":01,\"parts\":1,\"data\":\"x\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) CHECK(send(d, bad[i], 0, &r) == CERTROT_IGNORED);
+    free(d);
+
+    /* escaped data is unescaped into the assembly (part 2 as \u escapes); numbers in other notations */
+    d = device_new();
+    write_op(ops_buf, 42, new_pem, NULL);
+    make_jws(jws, DEV, JTI1, 1, 0, 0x7fffffff, ops_buf);
+    size_t len = strlen(jws), half = len / 2;
+    static char esc[60000];
+    size_t e = 0;
+    for (size_t i = half; i < len; i++) e += (size_t)sprintf(esc + e, "\\u%04x", (unsigned char)jws[i]);
+    static char p1[40000], p2[80000];
+    sprintf(p1, "{\"jti\":\"" JTI1 "\",\"part\":1.0,\"parts\":0.2e1,\"data\":\"%.*s\"}", (int)half, jws);
+    sprintf(p2, "{\"data\":\"%s\",\"parts\":2,\"part\":2,\"jti\":\"\\u0039f2c4e61b0a84d7fa3c5e2d1b6f80a47\"}", esc);
+    CHECK(send(d, p1, 0, &r) == CERTROT_WAITING);
+    CHECK(send(d, p2, 0, &r) == CERTROT_APPLIED && strcmp(r.jti, JTI1) == 0);
+    free(d);
+
+    /* signed claims nested too deep, or with a deep member: invalid_bundle, never a deep parse */
+    d = device_new();
+    char header[200];
+    sprintf(header, "{\"alg\":\"ES256\",\"kid\":\"%s\",\"typ\":\"certrot-bundle+jwt\"}", kid);
+    n = (size_t)sprintf(claims_buf, "{\"x\":");
+    for (int i = 0; i < 500; i++) claims_buf[n++] = '[';
+    for (int i = 0; i < 500; i++) claims_buf[n++] = ']';
+    sprintf(claims_buf + n, ",\"exp\":2147483647,\"iat\":0,\"iss\":\"certrot\",\"jti\":\"deep\",\"ops\":[%s],\"seq\":1,\"sub\":\"%s\"}",
+            ops_buf, DEV);
+    sign_raw(signer, header, claims_buf, jws);
+    CHECK(feed(d, jws, "deep", &r) == CERTROT_INVALID_BUNDLE && strstr(r.reason, "not a JSON object") != NULL &&
+          strcmp(r.jti, "deep") == 0 && d->fm.writes == 0);
+    free(d);
+}
+
+/* ---- acks fit CERTROT_ACK_MAX, whole UTF-8 characters (issue #36 finding 3) ------------------------ */
+
+/* The ack of r: built into CERTROT_ACK_MAX bytes, and strict JSON (so whole UTF-8 characters). Its length or -1. */
+static long ack_fits(const certrot_result *r)
+{
+    char a[CERTROT_ACK_MAX];
+    long n = certrot_build_ack(r, a, sizeof a);
+    if (n < 0 || certrot_json_check((const uint8_t *)a, (size_t)n, NULL) != 0) return -1;
+    for (const char *p = r->reason; *p; p++)
+        if ((uint8_t)*p < 0x20 || *p == '"' || *p == '\\') return -1;
+    return n;
+}
+
+static void test_ack_bounds(void)
+{
+    certrot_result r;
+    char q64[6 * 64 + 1] = "", c64[6 * 64 + 1] = "", ctl40[6 * 40 + 1] = "", header[600], m[2000];
+    for (int i = 0; i < 64; i++) strcat(q64, "\\\""), strcat(c64, "\\u0001");
+    for (int i = 0; i < 40; i++) strcat(ctl40, "\\u0001");
+
+    /* issue #36: a jti of 64 x U+0001 and an alg of 40 control characters made a 699-byte ack; such a jti is not a
+     * part now (no ack can echo it within bounds, and the daemon's jtis are hex) */
+    device *d = device_new();
+    sprintf(m, "{\"jti\":\"%s\",\"part\":1,\"parts\":1,\"data\":\"x.y.z\"}", c64);
+    CHECK(send(d, m, 0, &r) == CERTROT_IGNORED);
+    /* the longest jti an ack carries: 64 quotes (128 bytes escaped), with that alg */
+    sprintf(header, "{\"alg\":\"%s\",\"kid\":\"%s\",\"typ\":\"certrot-bundle+jwt\"}", ctl40, kid);
+    write_op(ops_buf, 42, new_pem, NULL);
+    sprintf(claims_buf, "{\"exp\":2147483647,\"iat\":0,\"iss\":\"certrot\",\"jti\":\"%s\",\"ops\":[%s],\"seq\":1,\"sub\":\"%s\"}",
+            c64, ops_buf, DEV);
+    sign_raw(signer, header, claims_buf, jws);
+    static char msg[61000];
+    sprintf(msg, "{\"jti\":\"%s\",\"part\":1,\"parts\":1,\"data\":\"%s\"}", q64, jws);
+    CHECK(send(d, msg, 0, &r) == CERTROT_INVALID_BUNDLE && strstr(r.reason, "alg ????") != NULL);
+    long n = ack_fits(&r);
+    CHECK(n > 0 && strlen(r.jti) == 64);
+    /* an alg of 3-byte characters: the 40-byte excerpt in the reason ends on a whole one (13 of them) */
+    char euros[200] = "";
+    for (int i = 0; i < 20; i++) strcat(euros, "\xe2\x82\xac");
+    sprintf(header, "{\"alg\":\"%s\",\"kid\":\"%s\",\"typ\":\"certrot-bundle+jwt\"}", euros, kid);
+    sign_raw(signer, header, claims_buf, jws);
+    sprintf(msg, "{\"jti\":\"p0\",\"part\":1,\"parts\":1,\"data\":\"%s\"}", jws);
+    CHECK(send(d, msg, 0, &r) == CERTROT_INVALID_BUNDLE && ack_fits(&r) > 0);
+    CHECK(strncmp(r.reason, "invalid_bundle: alg ", 20) == 0 && strncmp(r.reason + 20, euros, 39) == 0 &&
+          strcmp(r.reason + 59, " is not ES256") == 0);
+    /* claims jti of control characters: invalid_bundle, acked with the parts' jti */
+    sprintf(header, "{\"alg\":\"ES256\",\"kid\":\"%s\",\"typ\":\"certrot-bundle+jwt\"}", kid);
+    sign_raw(signer, header, claims_buf, jws);
+    sprintf(msg, "{\"jti\":\"p1\",\"part\":1,\"parts\":1,\"data\":\"%s\"}", jws);
+    CHECK(send(d, msg, 0, &r) == CERTROT_INVALID_BUNDLE && strcmp(r.jti, "p1") == 0 && strstr(r.reason, "control") && ack_fits(&r) > 0);
+    free(d);
+
+    /* the largest acks a result can make: failed with the most negative code and a 200-byte reason of 3-byte
+     * characters (cut whole) and control characters; incomplete with 63 parts missing; both with 64 quotes */
+    memset(&r, 0, sizeof r);
+    memset(r.jti, '"', 64);
+    r.ack = CERTROT_ACK_FAILED;
+    r.has_code = true;
+    r.code = INT32_MIN;
+    static char big[2000];
+    strcpy(big, "x\x01\"\\");
+    for (int i = 0; i < 120; i++) strcat(big, "\xe2\x82\xac"); /* the euro sign */
+    certrot_reason(r.reason, sizeof r.reason, CERTROT_MODEM_FAILED, "%s", big);
+    n = ack_fits(&r);
+    CHECK(n > 0 && n <= 391 && strlen(r.reason) <= CERTROT_REASON_MAX && strncmp(r.reason, "modem_error: x?'/", 17) == 0);
+    for (size_t cap = 20; cap <= sizeof r.reason; cap++) { /* every cut is at a character boundary */
+        certrot_reason(r.reason, cap, CERTROT_MODEM_FAILED, "%s", big);
+        CHECK(ack_fits(&r) > 0 && strlen(r.reason) < cap);
+    }
+    d = device_new();
+    sprintf(m, "{\"jti\":\"%s\",\"part\":1,\"parts\":64,\"data\":\"AAAA\"}", q64);
+    CHECK(send(d, m, 0, &r) == CERTROT_WAITING);
+    CHECK(certrot_poll(&d->ctx, 100, &r) && r.missing_count == 63 && (n = ack_fits(&r)) > 0 && n <= 355);
+    free(d);
+
+    /* a sub of 2-byte characters after one byte, and a device ID of them: the reason is cut whole */
+    static device *u;
+    u = calloc(1, sizeof *u);
+    static char long_id[CERTROT_DEVICE_ID_MAX + 1] = "";
+    for (int i = 0; i < 64; i++) strcat(long_id, "\xc3\xa9");
+    fake_modem_init(&u->fm);
+    certrot_config cfg = {.device_id = long_id, .keys = pinned, .key_count = 1};
+    cfg.cb.sha256 = host_sha256;
+    cfg.cb.es256_verify = host_es256_verify;
+    fake_modem_callbacks(&cfg.cb, &u->fm);
+    CHECK(certrot_init(&u->ctx, &cfg, u->jws, sizeof u->jws, u->scratch, sizeof u->scratch) == CERTROT_OK);
+    char sub[300] = "a";
+    for (int i = 0; i < 60; i++) strcat(sub, "\xc3\xa9");
+    make_jws(jws, sub, JTI1, 1, 0, 0x7fffffff, ops_buf);
+    CHECK(feed(u, jws, JTI1, &r) == CERTROT_INVALID_BUNDLE && strncmp(r.reason, "invalid_bundle: bundle is for a\xc3\xa9", 33) == 0);
+    CHECK(ack_fits(&r) > 0 && strlen(r.reason) <= CERTROT_REASON_MAX);
+    free(u);
+}
+
 /* Rejected, with this status and reason, and nothing written or taken offline. */
 static void expect_compact_reject(cdevice *d, const uint8_t *c, size_t n, certrot_status want, const char *why)
 {
@@ -1790,6 +2234,11 @@ int main(void)
     run("compact: DER to PEM, X.509 at the ASN.1 level", test_compact_codecs);
     run("compact: applied, PEM normal form stored, re-ack, parts, stall, JWS too, too large", test_compact_apply);
     run("compact: malformed parts ignored; JWS-only device ignores compact; init scratch", test_compact_parts);
+    run("reassembly: an empty part before a later one (issue #36), JSON and compact", test_reassembly_empty_part);
+    run("JSON reader: strict grammar, depth 16, exact integers, escapes, first member", test_json_reader);
+    run("JSON: nested/wide hostile parts ignored, escaped data unescaped, deep signed claims rejected", test_json_hostile);
+    run("acks fit CERTROT_ACK_MAX: longest jti, control characters, 200-byte reasons cut whole", test_ack_bounds);
+    run("reassembly: every arrival order of parts with random and empty lengths, duplicates, both formats", test_reassembly_random);
     run("compact: long heads, duplicate/unsorted keys, indefinite, trailing, tag, headers rejected", test_compact_encoding_rules);
     run("compact: a changed byte at every position is rejected", test_compact_tamper_every_byte);
     run("compact: DER that does not parse, wrong digest, other sub/key: nothing written", test_compact_bad_der);

@@ -79,7 +79,8 @@ int main(int argc, char **argv)
      * `certrot cert inspect` to verify (vectors.sh), which reports the result in $KEYGEN_CHECK. */
     if (argc == 5 && strcmp(argv[1], "--keygen") == 0) {
         host_signer *identity = host_signer_new();
-        uint8_t uuid[16] = {0};
+        /* the UUID of Nordic's published KEYGEN sample (50363154-3931-44f0-8022-121b6401627d) */
+        uint8_t uuid[16] = {0x50, 0x36, 0x31, 0x54, 0x39, 0x31, 0x44, 0xf0, 0x80, 0x22, 0x12, 0x1b, 0x64, 0x01, 0x62, 0x7d};
         char output[2100], key_pem[1024], id_pem[512];
         if (!identity || host_keygen(identity, uuid, (uint32_t)strtoul(argv[4], NULL, 10), "CN=vector", output,
                                      sizeof output, key_pem, sizeof key_pem) != 0 ||
