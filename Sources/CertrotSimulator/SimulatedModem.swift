@@ -36,10 +36,7 @@ public struct SimulatedModem: Sendable {
     }
 
     /// The UUID as the modem prints it: 8-4-4-4-12 lowercase hex.
-    public var uuidString: String {
-        let hex = Array(Hex.encode(uuid))
-        return [0..<8, 8..<12, 12..<16, 16..<20, 20..<32].map { String(hex[$0]) }.joined(separator: "-")
-    }
+    public var uuidString: String { ModemUUID.format(uuid) }
 
     /// AT%CMNG=3 for the tag's key.
     public mutating func deleteKey(tag: Int64) throws(Failure) {

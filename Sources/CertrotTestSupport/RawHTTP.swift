@@ -22,17 +22,18 @@ public enum RawHTTP {
 
     /// A request head and body as bytes: `method path HTTP/1.1`, `Host`, the headers given, then `body`.
     public static func request(
-        _ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8] = []
+        _ method: String, _ path: String, host: String = "127.0.0.1", headers: [(String, String)] = [],
+        body: [UInt8] = []
     ) -> [UInt8] {
-        var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\n"
         for (name, value) in headers { head += "\(name): \(value)\r\n" }
         return Array((head + "\r\n").utf8) + body
     }
 
-    /// A connected socket to 127.0.0.1:`port`, with `timeout` on every read.
-    public static func connected(port: Int32, timeout: Double) throws -> Int32 {
+    /// A TCP socket connected to 127.0.0.1:`port`; nil when nothing accepts there.
+    public static func connectLoopback(port: Int32) -> Int32? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw BrokerError(message: "socket() failed") }
+        guard fd >= 0 else { return nil }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = UInt16(port).bigEndian
@@ -44,6 +45,14 @@ public enum RawHTTP {
         }
         guard rc == 0 else {
             close(fd)
+            return nil
+        }
+        return fd
+    }
+
+    /// A connected socket to 127.0.0.1:`port`, with `timeout` on every read.
+    public static func connected(port: Int32, timeout: Double) throws -> Int32 {
+        guard let fd = connectLoopback(port: port) else {
             throw BrokerError(message: "connect to 127.0.0.1:\(port) failed")
         }
         var interval = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1_000_000))
