@@ -1,7 +1,8 @@
 import CertrotCore
 import PostgresNIO
 
-/// Client certificates certrot issued (table `issued_certs`, migration v6).
+/// Client certificates certrot issued (table `issued_certs`, migration v6), and identity keys learned on first use
+/// (table `learned_identities`, migration v9).
 extension PostgresTransaction {
     func insertIssued(_ c: IssuedCertificate) throws {
         try execute(
@@ -42,6 +43,28 @@ extension PostgresTransaction {
                 try row["n"].decode(Int.self)
         }
         return counts
+    }
+
+    func learnedIdentity(device: String) throws -> LearnedIdentity? {
+        try query("SELECT * FROM learned_identities WHERE device = \(device)").first.map { row in
+            LearnedIdentity(
+                device: device, uuid: Hex.decode(try row["uuid"].decode(String.self)) ?? [],
+                candidates: try row["candidates"].decode(String.self).split(separator: ",").map(String.init),
+                firstSeenAt: try row["first_seen_at"].decode(Int64.self),
+                pinnedAt: try row["pinned_at"].decode(Int64?.self))
+        }
+    }
+
+    func saveLearnedIdentity(_ identity: LearnedIdentity) throws {
+        let uuid = Hex.encode(identity.uuid)
+        let candidates = identity.candidates.joined(separator: ",")
+        try execute(
+            """
+            INSERT INTO learned_identities (device, uuid, candidates, first_seen_at, pinned_at)
+            VALUES (\(identity.device), \(uuid), \(candidates), \(identity.firstSeenAt), \(identity.pinnedAt))
+            ON CONFLICT (device) DO UPDATE SET uuid = excluded.uuid, candidates = excluded.candidates,
+                first_seen_at = excluded.first_seen_at, pinned_at = excluded.pinned_at
+            """)
     }
 
     static func issued(from row: PostgresRandomAccessRow) throws -> IssuedCertificate {

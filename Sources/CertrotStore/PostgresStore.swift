@@ -502,6 +502,20 @@ public final class PostgresStore: RotationStore {
                 """,
             ]
         ),
+        (
+            "v9-learned-identities",
+            [
+                """
+                CREATE TABLE learned_identities (
+                    device TEXT COLLATE "C" PRIMARY KEY,
+                    uuid TEXT NOT NULL,
+                    candidates TEXT NOT NULL,
+                    first_seen_at BIGINT NOT NULL,
+                    pinned_at BIGINT
+                )
+                """
+            ]
+        ),
     ]
 
     /// An arbitrary constant naming certrot's migration lock among the database's advisory locks.

@@ -1,7 +1,8 @@
 import CertrotCore
 import GRDB
 
-/// Client certificates certrot issued (table `issued_certs`, migration v6).
+/// Client certificates certrot issued (table `issued_certs`, migration v6), and identity keys learned on first use
+/// (table `learned_identities`, migration v9).
 extension SQLiteTransaction {
     static let issuedColumns =
         "issuer, serial, device, policy, tag, keygen_jti, sha256, pem, not_before, not_after, issued_at, state, revoked_at"
@@ -54,6 +55,32 @@ extension SQLiteTransaction {
             counts[row[0] as String, default: [:]][row[1] as String] = row[2] as Int
         }
         return counts
+    }
+
+    func learnedIdentity(device: String) throws -> LearnedIdentity? {
+        try Row.fetchOne(
+            db.cachedStatement(
+                sql: "SELECT uuid, candidates, first_seen_at, pinned_at FROM learned_identities WHERE device = ?"),
+            arguments: [device]
+        ).map { row in
+            LearnedIdentity(
+                device: device, uuid: Hex.decode(row[0] as String) ?? [],
+                candidates: (row[1] as String).split(separator: ",").map(String.init), firstSeenAt: row[2],
+                pinnedAt: row[3])
+        }
+    }
+
+    func saveLearnedIdentity(_ identity: LearnedIdentity) throws {
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO learned_identities (device, uuid, candidates, first_seen_at, pinned_at) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (device) DO UPDATE SET uuid = excluded.uuid, candidates = excluded.candidates,
+                    first_seen_at = excluded.first_seen_at, pinned_at = excluded.pinned_at
+                """
+        ).execute(arguments: [
+            identity.device, Hex.encode(identity.uuid), identity.candidates.joined(separator: ","),
+            identity.firstSeenAt, identity.pinnedAt,
+        ])
     }
 
     static func issued(from row: Row) -> IssuedCertificate {

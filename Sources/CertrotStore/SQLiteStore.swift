@@ -231,6 +231,18 @@ public final class SQLiteStore: RotationStore {
                     CREATE INDEX audit_device ON audit(device, seq) WHERE device IS NOT NULL;
                     """)
         }
+        migrator.registerMigration("v9-learned-identities") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE learned_identities (
+                        device TEXT PRIMARY KEY NOT NULL,
+                        uuid TEXT NOT NULL,
+                        candidates TEXT NOT NULL,
+                        first_seen_at INTEGER NOT NULL,
+                        pinned_at INTEGER
+                    );
+                    """)
+        }
         return migrator
     }
 

@@ -721,3 +721,32 @@ struct PostgresStoreTests {
         #expect(try store.read { tx in try tx.deviceCount() } == 2)
     }
 }
+
+extension StoreConformanceTests {
+    @Test(arguments: StoreKind.allCases)
+    func learnedIdentities_areRecorded_thenPinned_andSurviveAReopen(kind: StoreKind) throws {
+        let url = try kind.freshURL()
+        let store = try openStore(url: url)
+        let uuid = (0..<16).map { UInt8($0) }
+        var identity = LearnedIdentity(
+            device: "d1", uuid: uuid,
+            candidates: ["04" + String(repeating: "a", count: 128), "04" + String(repeating: "b", count: 128)],
+            firstSeenAt: 100)
+        try store.write { tx throws in
+            #expect(try tx.learnedIdentity(device: "d1") == nil)
+            try tx.saveLearnedIdentity(identity)
+        }
+        #expect(try store.read { tx in try tx.learnedIdentity(device: "d1") } == identity)
+        identity.candidates = [identity.candidates[1]]
+        identity.pinnedAt = 200
+        try store.write { tx throws in try tx.saveLearnedIdentity(identity) }
+        store.close()
+        let reopened = try openStore(url: url)
+        defer { reopened.close() }
+        try reopened.read { tx throws in
+            let read = try tx.learnedIdentity(device: "d1")
+            #expect(read == identity && read?.key == identity.candidates[0])
+            #expect(try tx.learnedIdentity(device: "d2") == nil)
+        }
+    }
+}

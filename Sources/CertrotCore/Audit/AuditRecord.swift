@@ -11,6 +11,8 @@ public struct AuditRecord: Sendable, Equatable, Codable {
         case certificateRevoked = "certificate.revoked"
         case operatorRequest = "operator.request"
         case campaignState = "campaign.state"
+        /// `attestation: learn` pinned a device's modem identity key (subject: the modem's UUID).
+        case identityPinned = "identity.pinned"
         case checkpoint
     }
 

@@ -193,6 +193,10 @@ public protocol StoreTransaction {
     func revoked(issuer: String) throws -> [IssuedCertificate]
     /// Issued certificates by issuer and state: issuer → state → count.
     func issuedCounts() throws -> [String: [String: Int]]
+    /// The identity key learned for `device` under `attestation: learn` (candidates or pinned), nil: none yet.
+    func learnedIdentity(device: String) throws -> LearnedIdentity?
+    /// Records (or replaces) the device's learned identity.
+    func saveLearnedIdentity(_ identity: LearnedIdentity) throws
 
     // MARK: Audit log
 

@@ -30,7 +30,8 @@ extension CertrotConfig {
         /// How long before the active certificate expires it is renewed (default 60d).
         public var renewBefore: ConfigDuration?
         /// `required` (default): a device without a registered identity key gets no certificate. `optional`: the
-        /// attestation is checked when the device has a registered key.
+        /// attestation is checked when the device has a registered key. `learn`: a device without a registered key
+        /// has its identity key learned from its answers (trust on first use; docs/client-certificates.md).
         public var attestation: String?
     }
 }
@@ -55,6 +56,8 @@ package struct ClientCertPolicy: Sendable {
     package var caChain: CertificateChain
     package var renewBefore: Int64
     package var attestationRequired: Bool
+    /// `attestation: learn`: a device without a registered identity key has it learned on first use.
+    package var learnsIdentity = false
 
     package func commonName(for device: String) -> String {
         commonName.replacingOccurrences(of: "{device}", with: device)
@@ -134,13 +137,14 @@ package struct ClientCertSettings: Sendable {
                             + "(\(issuer.issuer.validity) s)")
                 }
                 let attestation = entry.attestation ?? "required"
-                guard ["required", "optional"].contains(attestation) else {
-                    throw CertrotError(.invalidConfig, "attestation must be required or optional")
+                guard ["required", "optional", "learn"].contains(attestation) else {
+                    throw CertrotError(.invalidConfig, "attestation must be required, optional or learn")
                 }
                 settings.policies.append(
                     ClientCertPolicy(
                         name: entry.name, issuer: issuer, tags: entry.tags, commonName: String(subject.dropFirst(3)),
-                        caChain: chain, renewBefore: renewBefore, attestationRequired: attestation == "required"))
+                        caChain: chain, renewBefore: renewBefore, attestationRequired: attestation != "optional",
+                        learnsIdentity: attestation == "learn"))
             } catch {
                 problems.append("clientCerts[\(index)]: \(message(error))")
             }

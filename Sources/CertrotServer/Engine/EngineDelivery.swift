@@ -101,7 +101,11 @@ extension Engine {
             renewal: catalogue.renewal.mapValues { RenewalInfo(before: $0.before, hasSuccessor: $0.successor != nil) },
             replyPrefix: limits.replyPrefix, signedReads: limits.signedReads, campaignIDs: Set(campaigns.keys),
             clientCertPolicies: clientCerts.policies.map {
-                (ClientIdentityStatus.Policy(name: $0.name, tags: $0.tags, renewBefore: $0.renewBefore), $0.issuer.name)
+                (
+                    ClientIdentityStatus.Policy(
+                        name: $0.name, tags: $0.tags, renewBefore: $0.renewBefore, learnsIdentity: $0.learnsIdentity),
+                    $0.issuer.name
+                )
             })
     }
 }

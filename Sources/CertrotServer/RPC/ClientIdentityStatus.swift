@@ -19,6 +19,8 @@ package struct ClientIdentityStatus: Codable, Sendable, Equatable {
         package var name: String
         package var tags: [Int64]
         package var renewBefore: Int64
+        /// `attestation: learn`.
+        package var learnsIdentity = false
     }
 
     /// The identity of a device whose inventory reports an `active` tag of one of `policies`; nil otherwise.

@@ -427,6 +427,9 @@ enum RPC {
                 inventory: device.inventory, issued: { issued }, policies: context.clientCertPolicies.map(\.policy),
                 now: context.now)
             result.issuedCertificates = issued.map(IssuedCertificateEntry.init)
+            if context.clientCertPolicies.contains(where: \.policy.learnsIdentity) {
+                result.learnedIdentity = try tx.learnedIdentity(device: id).map(DeviceStatus.LearnedIdentityEntry.init)
+            }
         }
         return result
     }

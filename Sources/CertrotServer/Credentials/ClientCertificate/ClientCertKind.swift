@@ -84,10 +84,12 @@ package final class ClientCertKind: CredentialKind {
     // MARK: The CSR
 
     /// Checks a device's CSR message against the keygen bundle it answers and issues the certificate. Throws the
-    /// reason the rotation fails with; nothing is issued then.
+    /// reason the rotation fails with; nothing is issued (or learned) then. Under `attestation: learn` the device's
+    /// learned identity is read from `tx` and, when the answer records or pins it, saved there; a key pinned now is
+    /// returned with the certificate, for the audit log.
     func issue(
-        for message: CSRMessage, rotation: Rotation, keygen bundle: BundleRecord, now: Int64
-    ) throws(CertrotError) -> IssuedCertificate {
+        for message: CSRMessage, rotation: Rotation, keygen bundle: BundleRecord, now: Int64, tx: any StoreTransaction
+    ) throws -> (certificate: IssuedCertificate, pinned: LearnedIdentity?) {
         guard let policy = policy(of: rotation.target) else {
             throw CertrotError(.invalidConfig, "no clientCerts policy \(rotation.target)")
         }
@@ -100,11 +102,18 @@ package final class ClientCertKind: CredentialKind {
         }
         let output = try KeygenOutput.parse(message.keygen)
         let identity = identities[DeviceKey(rotation.device)]
-        if identity == nil, policy.attestationRequired {
-            throw CertrotError(
-                .badAttestation, "attestation is required and the device has no registered identity key")
+        var learned: LearnedIdentity.Outcome?
+        if identity == nil, policy.learnsIdentity {
+            learned = try LearnedIdentity.check(
+                output, device: rotation.device, secTag: tag, learned: try tx.learnedIdentity(device: rotation.device),
+                now: now)
+        } else {
+            if identity == nil, policy.attestationRequired {
+                throw CertrotError(
+                    .badAttestation, "attestation is required and the device has no registered identity key")
+            }
+            try output.verify(identityKey: identity?.key, secTag: tag, uuid: identity?.uuid)
         }
-        try output.verify(identityKey: identity?.key, secTag: tag, uuid: identity?.uuid)
         let issued: ClientCertificateIssuer.Issued
         do {
             issued = try policy.issuer.issuer.issue(
@@ -114,11 +123,21 @@ package final class ClientCertKind: CredentialKind {
             throw CertrotError(.invalidCSR, "issuing failed: \(error)")
         }
         let pem = policy.issuer.chainPEM.isEmpty ? issued.pem : issued.pem + policy.issuer.chainPEM
-        return IssuedCertificate(
+        let certificate = IssuedCertificate(
             issuer: policy.issuer.name, serial: issued.serial, device: rotation.device, policy: policy.name, tag: tag,
             keygenJTI: bundle.jti, sha256: Hex.sha256(Array(pem.utf8)),
             pem: pem, notBefore: Int64(issued.certificate.notValidBefore.timeIntervalSince1970),
             notAfter: Int64(issued.certificate.notValidAfter.timeIntervalSince1970), issuedAt: now)
+        switch learned {
+        case .firstSeen(let identity):
+            try tx.saveLearnedIdentity(identity)
+            return (certificate, nil)
+        case .pinned(let identity):
+            try tx.saveLearnedIdentity(identity)
+            return (certificate, identity)
+        case .verified, nil:
+            return (certificate, nil)
+        }
     }
 
     // MARK: Revocation

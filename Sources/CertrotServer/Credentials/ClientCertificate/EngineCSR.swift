@@ -41,8 +41,19 @@ extension Engine {
         }
         var updated = rotation
         do {
-            let certificate = try clientCerts.issue(for: message, rotation: rotation, keygen: bundle, now: now)
+            let (certificate, pinned) = try clientCerts.issue(
+                for: message, rotation: rotation, keygen: bundle, now: now, tx: tx)
             try tx.insertIssued(certificate)
+            if let pinned, let key = pinned.key {
+                try audit(
+                    .identityPinned, device: id, subject: ModemUUID.format(pinned.uuid),
+                    body: [
+                        "identityKey": key, "policy": certificate.policy, "firstSeenAt": pinned.firstSeenAt,
+                        "keygen": certificate.keygenJTI,
+                    ], tx: tx)
+                logger.notice(
+                    "identity key pinned", metadata: ["device": "\(id)", "uuid": "\(ModemUUID.format(pinned.uuid))"])
+            }
             try audit(
                 .certificateIssued, device: id, subject: certificate.serial,
                 body: [

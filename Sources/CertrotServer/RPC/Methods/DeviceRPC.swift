@@ -48,6 +48,30 @@ package enum DeviceStatus: RPCMethod {
         package var clientCertificate: ClientIdentityStatus?
         /// Every client certificate certrot issued to the device, oldest first.
         package var issuedCertificates: [IssuedCertificateEntry]?
+        /// Under `attestation: learn`: the modem identity key learned from the device's answers.
+        package var learnedIdentity: LearnedIdentityEntry?
+    }
+
+    /// A ``LearnedIdentity`` as `device.status` shows it.
+    package struct LearnedIdentityEntry: Codable, Sendable, Equatable {
+        /// `candidates` (one answer seen) or `pinned`.
+        package var state: String
+        package var uuid: String
+        /// The pinned key (uncompressed point, hex).
+        package var key: String?
+        /// The keys still open, before it is pinned.
+        package var candidates: [String]?
+        package var firstSeenAt: Int64
+        package var pinnedAt: Int64?
+
+        package init(_ identity: LearnedIdentity) {
+            state = identity.pinnedAt == nil ? "candidates" : "pinned"
+            uuid = ModemUUID.format(identity.uuid)
+            key = identity.key
+            candidates = identity.pinnedAt == nil ? identity.candidates : nil
+            firstSeenAt = identity.firstSeenAt
+            pinnedAt = identity.pinnedAt
+        }
     }
 
     package static func params(_ params: [String: Any]) throws(RPCError) -> Params {
