@@ -3,12 +3,13 @@ import Logging
 
 // Terminal output shared by the `certrot` CLI and `certrot-lab` (the demo and the benchmark).
 
-/// Logs to standard error at `level` from here on (once per process), and returns a logger named `label`.
+/// Logs to standard error at `level` from here on (once per process), and returns a logger named `label`. Every
+/// line goes through ``EscapingLogHandler``: peers' words cannot start a forged line.
 public func makeStandardErrorLogger(_ label: String, level: Logger.Level) -> Logger {
     LoggingSystem.bootstrap { name in
         var handler = StreamLogHandler.standardError(label: name)
         handler.logLevel = level
-        return handler
+        return EscapingLogHandler(handler)
     }
     return Logger(label: label)
 }

@@ -29,7 +29,7 @@ public struct PKCS11URI: Sendable, Equatable, CustomStringConvertible {
 
     public init(_ text: String) throws(CertrotError) {
         func fail(_ why: String) -> CertrotError {
-            CertrotError(.invalidConfig, "PKCS#11 URI \(text.prefix(200)): \(why)")
+            CertrotError(.invalidConfig, "PKCS#11 URI \(Self.redacted(String(text.prefix(200)))): \(why)")
         }
         guard Self.isURI(text) else { throw fail("must start with pkcs11:") }
         self.text = text
@@ -90,6 +90,19 @@ public struct PKCS11URI: Sendable, Equatable, CustomStringConvertible {
         modulePath = module
         guard object != nil || id != nil else { throw fail("needs object= (the key's label) or id=") }
         guard token != nil || serial != nil || slotID != nil else { throw fail("needs token=, serial= or slot-id=") }
+    }
+
+    /// `text` with the value of every `pin-value` attribute shown as `***`: what an error message, and so the log or
+    /// journald, may carry of a URI (red-team #32, finding 7).
+    public static func redacted(_ text: String) -> String {
+        var out = ""
+        var rest = Substring(text)
+        while let range = rest.range(of: "pin-value=") {
+            out += rest[..<range.upperBound] + "***"
+            rest = rest[range.upperBound...]
+            rest = rest.drop { $0 != "&" && $0 != ";" }
+        }
+        return out + rest
     }
 
     /// RFC 3986 percent-decoding to bytes; nil on a bad escape.

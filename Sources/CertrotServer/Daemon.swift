@@ -40,6 +40,8 @@ public struct DaemonSettings: Sendable {
     public var operatorNames: [String: String] = [:]
     /// Where `/metrics`, `/healthz` and `/readyz` listen; nil: no HTTP listener.
     public var http: (host: String, port: Int)?
+    /// `http.idleTimeout` (seconds) and `http.maxConnections`.
+    package var httpLimits = HTTPLimits()
     /// `http.tokens`: who may call the HTTP API (docs/operations.md, "HTTP API").
     package var httpTokens: [APIToken] = []
     /// Several replicas on one shared store; nil: a single daemon.
@@ -258,6 +260,20 @@ public struct DaemonSettings: Sendable {
                 problems.append("http.port: \(http.port) is not a port")
                 return nil
             }
+            if let idle = http.idleTimeout {
+                if idle.seconds >= 1 {
+                    settings.httpLimits.idleTimeout = idle.seconds
+                } else {
+                    problems.append("http.idleTimeout: at least 1s")
+                }
+            }
+            if let limit = http.maxConnections {
+                if limit >= 1 {
+                    settings.httpLimits.maxConnections = limit
+                } else {
+                    problems.append("http.maxConnections: at least 1")
+                }
+            }
             var names: Set<String> = []
             for (index, token) in (http.tokens ?? []).enumerated() {
                 let digest = Hex.decode(token.sha256)
@@ -412,7 +428,8 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
                 renewal: settings.renewal.mapValues {
                     RenewalInfo(before: $0.before, hasSuccessor: $0.successor != nil)
                 },
-                api: HTTPAPI(rpc: api, logger: logger), tokens: settings.httpTokens, logger: logger)
+                api: HTTPAPI(rpc: api, logger: logger), tokens: settings.httpTokens, limits: settings.httpLimits,
+                logger: logger)
             httpTask = Task { try await app.run() }
             logger.info(
                 "HTTP API, metrics and health on http://\(http.host):\(http.port)",

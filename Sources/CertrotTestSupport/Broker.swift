@@ -172,5 +172,6 @@ public final class Broker: @unchecked Sendable {
 
 public struct BrokerError: Error, CustomStringConvertible {
     public var message: String
+    public init(message: String) { self.message = message }
     public var description: String { message }
 }

@@ -372,6 +372,59 @@ import X509
         #expect(log.filter { $0.kind == .certificateRevoked }.map(\.subject) == [first.serial])
     }
 
+    /// `attestation: learn`, with no identity registered: the first renewal records the two keys its attestation
+    /// allows, the second pins the modem's own identity key (audited, shown in device.status), and from then on an
+    /// attestation by another key is refused.
+    @Test func underAttestationLearn_theSecondRenewalPinsTheModemsKey_andAForgeryIsThenRefused() async throws {
+        let (h, lab) = try harness(devices: ["d1"], registered: [], attestation: "learn")
+        defer { h.stop() }
+        await h.connect()
+        var d1 = device("d1", h, lab)
+        var seen = 0
+        await exchange(h, &d1, seen: &seen)
+        #expect(try rotation(h, "d1")?.state == .verified, "trust on first use: the first answer is taken")
+        let modemKey = Hex.encode(try #require(lab.modems["d1"]).identityKey.publicKey.x963Representation)
+        let learned = try #require(try h.read { tx in try tx.learnedIdentity(device: "d1") })
+        #expect(learned.key == nil && learned.candidates.count == 2 && learned.candidates.contains(modemKey))
+
+        await h.advance(310 * 86400)
+        await exchange(h, &d1, seen: &seen)
+        #expect(try issued(h, "d1").count == 2 && d1.activeTag == tagA)
+        let pinned = try #require(try h.read { tx in try tx.learnedIdentity(device: "d1") })
+        #expect(pinned.key == modemKey && pinned.pinnedAt != nil)
+        let log = try h.read { tx in try tx.auditRecords(after: 0, limit: 1000, since: nil, device: "d1") }
+        #expect(log.filter { $0.kind == .identityPinned }.map(\.subject) == [ModemUUID.format(pinned.uuid)])
+        let status = try #require(try await h.rpc("device.status", ["device": "d1"])["result"] as? [String: Any])
+        let shown = try #require(status["learnedIdentity"] as? [String: Any])
+        #expect(shown["state"] as? String == "pinned" && shown["key"] as? String == modemKey)
+
+        // A third renewal whose attestation another key signed: refused, nothing issued.
+        d1.behaviour.forgesAttestation = true
+        await h.advance(310 * 86400)
+        await exchange(h, &d1, seen: &seen)
+        let refused = try rotation(h, "d1")
+        #expect(refused?.state == .failed && refused?.lastError?.contains("learned identity key") == true)
+        #expect(try issued(h, "d1").count == 2)
+    }
+
+    /// A device whose ID cannot make a valid keygen subject (a quote would break the device's AT%KEYGEN argument,
+    /// docs/protocol.md §10) gets a clear failure, not a bundle (red-team #32, finding 8).
+    @Test func aDeviceWhoseIDCannotMakeAValidSubject_failsClearly_andIsSentNothing() async throws {
+        let id = #"dev"><svg onload=alert(2)>"#
+        let (h, lab) = try harness(devices: [id])
+        defer { h.stop() }
+        await h.connect()
+        var d1 = device(id, h, lab)
+        var seen = 0
+        await exchange(h, &d1, seen: &seen)
+        let failed = try rotation(h, id)
+        #expect(
+            failed?.state == .failed && failed?.lastError?.contains("not signed") == true,
+            "\(String(describing: failed))")
+        #expect(h.bundles(to: id).isEmpty)
+        #expect(try issued(h, id).isEmpty)
+    }
+
     // MARK: Campaigns
 
     @Test func aClientCertCampaign_renewsDevicesWithTimeLeft_wave_by_wave_andCompletes() async throws {

@@ -182,6 +182,22 @@ import Testing
         targets: [{name: ca, tag: 42, type: 0, chain: \(dir.appendingPathComponent("ca.pem").path)}]
         """.write(toFile: config, atomically: true, encoding: .utf8)
         #expect(try certrot("config", "check", config).output.contains("ok"))
+        // A PIN in the signing key's URI is refused, and not printed.
+        try """
+        broker: {url: "mqtt://127.0.0.1:1883"}
+        store: sqlite:\(dir.appendingPathComponent("db").path)
+        signingKey: "pkcs11:token=t;object=k?module-path=/m.so&pin-value=s3cr3t-4242"
+        targets: [{name: ca, tag: 42, type: 0, chain: \(dir.appendingPathComponent("ca.pem").path)}]
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let withPIN = try certrot("config", "check", config)
+        #expect(withPIN.status != 0 && withPIN.output.contains("pin-value=***"), "\(withPIN.output)")
+        #expect(!withPIN.output.contains("s3cr3t-4242"), "\(withPIN.output)")
+        try """
+        broker: {url: "mqtt://127.0.0.1:1883"}
+        store: sqlite:\(dir.appendingPathComponent("db").path)
+        signingKey: \(keyPath)
+        targets: [{name: ca, tag: 42, type: 0, chain: \(dir.appendingPathComponent("ca.pem").path)}]
+        """.write(toFile: config, atomically: true, encoding: .utf8)
         var loaded = try CertrotConfig.load(path: config)
         try loaded.applyEnvironment(["CERTROT_BROKER_URL": "mqtt://broker.example:1884", "CERTROT_ACK_TIMEOUT": "2m"])
         #expect(loaded.broker.url == "mqtt://broker.example:1884")

@@ -1,4 +1,5 @@
 import CertrotCore
+import CertrotServer
 import CertrotTestSupport
 import Crypto
 import Foundation
@@ -36,12 +37,15 @@ import Testing
     }
 
     /// A daemon with the API on `host` and one token ("alice"), and `devices` devices verified on it.
-    static func daemon(host: String = "127.0.0.1", devices: Int = 20) async throws -> (Harness, base: String) {
+    static func daemon(
+        host: String = "127.0.0.1", devices: Int = 20, http extra: String = ""
+    ) async throws -> (Harness, base: String) {
         let harness = try Harness()
         let port = try Broker.freePort()
         try harness.startDaemon(
             configPath: harness.writeConfig(
-                extra: "http: {host: \(host), port: \(port), tokens: [{name: alice, sha256: \(tokenSHA256)}]}"))
+                extra:
+                    "http: {host: \(host), port: \(port), tokens: [{name: alice, sha256: \(tokenSHA256)}]\(extra)}"))
         _ = try harness.startFleet(harness.fleetOptions(devices: devices))
         try await harness.waitForFleet { ($0["verified"] ?? 0) == devices }
         let base = "http://127.0.0.1:\(port)/api/v1"
@@ -237,6 +241,62 @@ import Testing
         // A body within the limit still works, and the daemon still answers.
         let fleet = try await Self.request("GET", base + "/fleet")
         #expect(fleet.status == 200)
+        await harness.stop()
+    }
+
+    /// DNS rebinding (red-team #32, finding 6): on a loopback listener reads need no token, so a request whose `Host`
+    /// names another site (a page whose name resolves to 127.0.0.1) is refused, for the API and the console alike.
+    @Test func onLoopback_aRequestNamingAnotherHost_isRefused() async throws {
+        let (harness, base) = try await Self.daemon(devices: 2)
+        let port = Int32(try #require(URL(string: base)?.port))
+        for path in ["/api/v1/fleet", "/api/v1/audit", "/", "/devices"] {
+            for host in ["rebind.attacker.example", "rebind.attacker.example:\(port)", "127.0.0.1.rebind.example"] {
+                let rebound = try RawHTTP.exchange(port: port, RawHTTP.request("GET", path, host: host))
+                #expect(rebound.status == 421, "GET \(path) Host: \(host) → \(rebound.status)")
+            }
+            for host in ["127.0.0.1:\(port)", "localhost:\(port)", "[::1]:\(port)", "LOCALHOST", "127.0.0.2"] {
+                let allowed = try RawHTTP.exchange(port: port, RawHTTP.request("GET", path, host: host))
+                #expect(allowed.status == 200, "GET \(path) Host: \(host) → \(allowed.status)")
+            }
+        }
+        // Metrics and the probes take any Host: they hold nothing a read of another site could use.
+        let probe = try RawHTTP.exchange(port: port, RawHTTP.request("GET", "/healthz", host: "elsewhere.example"))
+        #expect(probe.status == 200)
+        await harness.stop()
+    }
+
+    /// What counts as loopback: address literals in 127.0.0.0/8 and ::1, and `localhost`; a name
+    /// that merely starts with `127.` does not (red-team #32, finding 9).
+    @Test func loopback_isDecidedByAddress_notByHowTheNameStarts() {
+        for host in ["127.0.0.1", "127.255.0.9", "::1", "[::1]", "localhost"] {
+            #expect(Loopback.contains(host), "\(host)")
+        }
+        for host in ["127.example.com", "127.0.0.1.example", "0.0.0.0", "::", "10.0.0.1", "", "1270.0.0.1"] {
+            #expect(!Loopback.contains(host), "\(host)")
+        }
+    }
+
+    /// Half-sent requests hold no descriptor for ever (red-team #32, finding 4: 20,000 of them exhausted the daemon's
+    /// descriptors and /healthz timed out): at most `http.maxConnections` are served at once, and one that has not
+    /// sent a whole request within `http.idleTimeout` is closed, after which the listener serves again.
+    @Test func halfSentConnections_areCapped_andClosedAfterTheIdleTimeout() async throws {
+        let (harness, base) = try await Self.daemon(devices: 2, http: ", idleTimeout: 2s, maxConnections: 8")
+        let port = Int32(try #require(URL(string: base)?.port))
+        var held: [Int32] = []
+        defer { for fd in held { close(fd) } }
+        for _ in 0..<8 {
+            let fd = try RawHTTP.connected(port: port, timeout: 15)
+            try RawHTTP.send(fd, Array("GET /healthz HTTP/1.1\r\nHo".utf8))
+            held.append(fd)
+        }
+        // Every one of them is closed by the daemon (end of stream), not left open.
+        for fd in held {
+            var byte: UInt8 = 0
+            #expect(recv(fd, &byte, 1, 0) == 0, "a half-sent request's connection was not closed")
+        }
+        // And the listener serves again.
+        let health = try RawHTTP.exchange(port: port, RawHTTP.request("GET", "/healthz"))
+        #expect(health.status == 200)
         await harness.stop()
     }
 

@@ -59,6 +59,23 @@ final class Harness: @unchecked Sendable {
     /// Writes the daemon config and returns its path. `targets`: the YAML list of configured targets (default:
     /// the new CA in tag 42); `extra`: more top-level YAML.
     @discardableResult
+    /// `certrot serve` as a process of its own with `config`, logging at `logLevel` to a file (returned), once it
+    /// answers `device.status` on `certrot/rpc`: for tests that read what the daemon logs.
+    func serveProcess(config: String, logLevel: String) async throws -> (ChildProcess, log: String) {
+        let log = path("serve.log")
+        let serve = try ChildProcess(
+            executable: certrotBinary(), arguments: ["serve", "--config", config, "--log-level", logLevel],
+            outputPath: log)
+        let rpc = try self.rpc()
+        for _ in 0..<50 {
+            if (try? await rpc.call("device.status", params: ["device": "probe-0"], timeout: 2)) != nil {
+                return (serve, log)
+            }
+        }
+        serve.terminate()
+        throw BrokerError(message: "certrot serve did not answer on certrot/rpc; its log: \(log)")
+    }
+
     func writeConfig(
         ackTimeout: String = "20s", retryBase: String = "1s", targets: String? = nil, extra: String = ""
     ) throws -> String {

@@ -76,6 +76,14 @@ import X509
         ] {
             #expect(throws: CertrotError.self, "\(bad)") { try PKCS11URI(bad) }
         }
+        // The refusal does not repeat the PIN (it goes to stderr and journald).
+        let withPIN = #expect(throws: CertrotError.self) {
+            try PKCS11URI("pkcs11:token=certrot;object=k?pin-value=s3cr3t-4242&module-path=/m.so")
+        }
+        #expect(withPIN?.message.contains("s3cr3t-4242") == false && withPIN?.message.contains("pin-value=***") == true)
+        #expect(
+            PKCS11URI.redacted("pkcs11:a=b?pin-value=1&x=2;pin-value=3") == "pkcs11:a=b?pin-value=***&x=2;pin-value=***"
+        )
         let parsed = try PKCS11URI("pkcs11:token=my%20token;id=%01%02;object=a?module-path=/m.so&pin-source=file:/p")
         #expect(parsed.token == "my token" && parsed.id == [1, 2] && parsed.pinSource == "/p")
 

@@ -180,6 +180,12 @@ public struct CertrotConfig: Sendable, Decodable {
         /// Who may call the HTTP API's mutating operations (and, off loopback, any): a name, recorded as the
         /// operator of what the token does, and the SHA-256 (64 hex digits) of the token; never the token itself.
         public var tokens: [Token]?
+        /// A connection with no complete request for this long is closed, a half-sent request head included
+        /// (default 30s).
+        public var idleTimeout: ConfigDuration?
+        /// Connections served at once; more wait in the kernel's backlog (default: a quarter of the process's
+        /// descriptor limit, at most 512).
+        public var maxConnections: Int?
 
         public struct Token: Sendable, Decodable {
             public var name: String
@@ -315,9 +321,11 @@ public struct CertrotConfig: Sendable, Decodable {
             guard let port = Int(text) else {
                 throw CertrotError(.invalidConfig, "CERTROT_HTTP_PORT='\(text)' is not a port")
             }
-            http = HTTP(host: http?.host, port: port)
+            if http == nil { http = HTTP(port: port) } else { http?.port = port }
         }
-        if let host = value("CERTROT_HTTP_HOST") { http = HTTP(host: host, port: http?.port ?? 9464) }
+        if let host = value("CERTROT_HTTP_HOST") {
+            if http == nil { http = HTTP(host: host, port: 9464) } else { http?.host = host }
+        }
         if let pinFile = value("CERTROT_PKCS11_PIN_FILE") {
             pkcs11 = PKCS11(pinFile: pinFile, sessions: pkcs11?.sessions)
         }

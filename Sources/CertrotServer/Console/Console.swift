@@ -21,7 +21,7 @@ struct Console: Sendable {
         self.logger = logger
     }
 
-    func register(on router: Router<BasicRequestContext>, enabled: Bool) {
+    func register(on router: RouterGroup<BasicRequestContext>, enabled: Bool) {
         let pages: [(String, @Sendable (Request, BasicRequestContext) async -> Response)] = [
             ("/", { _, _ in await fleet() }),
             ("/risk", { _, _ in await risk() }),

@@ -26,6 +26,17 @@ extension Engine {
             return
         }
         let ops = perRotation.flatMap { $0 }
+        // Never sign an op the device's own check (docs/protocol.md §5, step 11) refuses: a keygen subject made from
+        // a device ID with a quote or a control character in it would break the device's AT%KEYGEN command.
+        do {
+            for op in ops { try BundleCheck.checkOp(op, profile: profile) }
+        } catch {
+            try fail(waiting, error: "not signed: \(error.message)", now: now, tx: tx)
+            logger.error(
+                "a bundle op the device would refuse; not signed",
+                metadata: ["device": "\(device.id)", "error": "\(error)"])
+            return
+        }
         // Inventories are bounded to seq ≤ 2^53 − 1 (docs/protocol.md §2); a device that reported the largest seq
         // can take no later bundle, and says so in its rotation rather than wrapping or trapping.
         guard device.issuedSeq < Bounds.maxSeq else {

@@ -305,17 +305,21 @@ public final class Observability: Sendable {
 /// address (hummingbird). The API's read-only operations are open when `host` is a loopback address.
 func makeHTTPApplication(
     host: String, port: Int, observability: Observability, store: any RotationStore, targets: [ResolvedTarget],
-    renewal: [String: RenewalInfo], api: HTTPAPI, tokens: [APIToken], logger: Logger
+    renewal: [String: RenewalInfo], api: HTTPAPI, tokens: [APIToken], limits: HTTPLimits = HTTPLimits(),
+    logger: Logger
 ) throws -> some ApplicationProtocol {
     let router = Router()
     // The API's operations are a group whose middleware runs on what the router matched, whatever the spelling of
     // the path (`//api/v1/fleet` matches `/api/v1/fleet`): one place decides who may call them. The body is read
     // only once the caller is known, and only up to the limit of an RPC request.
+    let loopback = Loopback.contains(host)
+    let hostCheck = HostCheck<BasicRequestContext>(listener: host.lowercased(), enforced: loopback)
     let operations = router.group()
-        .add(middleware: APIAuthentication(tokens: tokens, readsOpen: isLoopback(host)))
+        .add(middleware: hostCheck)
+        .add(middleware: APIAuthentication(tokens: tokens, readsOpen: loopback))
         .add(middleware: BodyLimit(maxBytes: RPC.maxRequestBytes))
     try api.registerHandlers(on: operations, middlewares: [APIErrors()])
-    try Console(rpc: api.rpc, logger: logger).register(on: router, enabled: isLoopback(host))
+    try Console(rpc: api.rpc, logger: logger).register(on: router.group().add(middleware: hostCheck), enabled: loopback)
     router.get("healthz") { _, _ in "ok\n" }
     router.get("readyz") { _, _ -> Response in
         if let reason = observability.notReadyReason {
@@ -330,11 +334,27 @@ func makeHTTPApplication(
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
     }
     return Application(
-        router: router, configuration: .init(address: .hostname(host, port: port), serverName: "certrot"),
+        router: router, server: .http1(configuration: .init(idleTimeout: .seconds(limits.idleTimeout))),
+        configuration: .init(
+            address: .hostname(host, port: port), serverName: "certrot",
+            availableConnectionsDelegate: .maximum(limits.maxConnections, logger: logger)),
         logger: logger)
 }
 
-/// True for `localhost` and the loopback addresses (127.0.0.0/8, ::1).
-func isLoopback(_ host: String) -> Bool {
-    host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
+/// Bounds on the HTTP listener (red-team #32, finding 4: 20,000 half-open connections exhausted the daemon's
+/// descriptors): a connection with no complete request for `idleTimeout` seconds is closed, and at most
+/// `maxConnections` are served at once (more wait in the kernel's backlog), well below the descriptor limit, which
+/// the store, the broker and the files need too.
+package struct HTTPLimits: Sendable {
+    package var idleTimeout: Int64 = 30
+    package var maxConnections: Int = HTTPLimits.defaultMaxConnections
+
+    package init() {}
+
+    /// A quarter of the soft descriptor limit, between 16 and 512.
+    static var defaultMaxConnections: Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 256 }
+        return Int(min(512, max(16, limit.rlim_cur / 4)))
+    }
 }

@@ -122,12 +122,9 @@ final class ReadOnlyRPC: Sendable {
             String(format: "%.1f", Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
         }
         let object = (try? JSONSerialization.jsonObject(with: Data(message.payload))) as? [String: Any]
-        // The device as asked for; escaped, quoted, when it holds a control character (a device ID may hold a
-        // newline: it must not start a forged log line).
-        let device = ((object?["params"] as? [String: Any])?["device"] as? String).map { id in
-            let shown = String(id.prefix(DeviceID.maxBytes + 1))
-            return shown.unicodeScalars.contains { $0.properties.generalCategory == .control }
-                ? shown.debugDescription : shown
+        // The device as asked for (the log handler escapes what could forge a line: a device ID may hold a newline).
+        let device = ((object?["params"] as? [String: Any])?["device"] as? String).map {
+            String($0.prefix(DeviceID.maxBytes + 1))
         }
         logger?.notice(
             "slow status read",
