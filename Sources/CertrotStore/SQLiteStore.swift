@@ -23,6 +23,12 @@ public final class SQLiteStore: RotationStore {
             // Truncate the WAL after checkpoints so that it does not keep its high-water size on disk.
             try db.execute(sql: "PRAGMA journal_size_limit = 67108864")
         }
+        // A new store is private to the daemon's user whatever the umask (SQLite gives its -wal and -shm files the
+        // database file's mode): it holds every device's credentials' digests and the audit log.
+        if !FileManager.default.fileExists(atPath: path) {
+            let fd = open(path, O_CREAT | O_WRONLY, 0o600)
+            if fd >= 0 { Glibc.close(fd) }
+        }
         do {
             pool = try DatabasePool(path: path, configuration: config)
             let check = try pool.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check(5)") }

@@ -30,7 +30,12 @@ struct AuditCommand: ParsableCommand {
             var text = ""
             for record in records { text += String(decoding: try encoder.encode(record), as: UTF8.self) + "\n" }
             if let out {
-                try text.write(toFile: out, atomically: true, encoding: .utf8)
+                // Mode 0600 whatever the umask: the log names every device and operator.
+                guard
+                    FileManager.default.createFile(
+                        atPath: out, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
+                else { throw ValidationError("cannot write \(out)") }
+                chmod(out, 0o600)
             } else {
                 print(text, terminator: "")
             }

@@ -24,6 +24,15 @@ extension CLITests {
         let file = dir.appendingPathComponent("audit.jsonl").path
         let export = try certrot("audit", "export", "--store", store, "--out", file)
         #expect(export.status == 0, "\(export.output)")
+        // The export and the store (its WAL included) are private to the daemon's user (red-team #32, finding 9).
+        for path in [
+            file, h.dir.appendingPathComponent("certrot.db").path, h.dir.appendingPathComponent("certrot.db-wal").path,
+        ] {
+            var info = stat()
+            if stat(path, &info) == 0 {
+                #expect(info.st_mode & 0o077 == 0, "\(path): \(String(info.st_mode & 0o777, radix: 8))")
+            }
+        }
         let lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n").map(String.init)
         #expect(lines.count == 6, "3 bundles, the request, the campaign's state, a checkpoint")
 

@@ -257,6 +257,7 @@ import Testing
             for host in ["127.0.0.1:\(port)", "localhost:\(port)", "[::1]:\(port)", "LOCALHOST", "127.0.0.2"] {
                 let allowed = try RawHTTP.exchange(port: port, RawHTTP.request("GET", path, host: host))
                 #expect(allowed.status == 200, "GET \(path) Host: \(host) → \(allowed.status)")
+                #expect(allowed.head.lowercased().contains("x-content-type-options: nosniff"), "\(allowed.head)")
             }
         }
         // Metrics and the probes take any Host: they hold nothing a read of another site could use.

@@ -231,12 +231,22 @@ long fake_modem_cmng_list(const fake_modem *fm, char *out, size_t cap)
         if (w < 0 || (size_t)w >= cap - n) return -1;
         n += (size_t)w;
     }
+    /* The modem's own credentials under its reserved tags (above 2^31 - 1), listed as real modems list them (Nordic's
+     * modem_key_mgmt unit-test data, Tests/CertrotCoreTests/Vectors/real-modem/transcripts.md §1.2): the
+     * inventory must leave them out. */
+    static const char reserved[] =
+        "%CMNG: 4294967293,10,\"2C43952EE9E000FF2ACC4E2ED0897C0A72AD5FA72C3D934E81741CBD54F05BD1\"\r\n"
+        "%CMNG: 4294967294,6,\"A3CC4121A62D4BB103AE92F70A77A456886AE3CD5B2D156A200A1B90D9E92E05\"\r\n"
+        "%CMNG: 4294967292,11,\"2027C4699EAA90A414D33FA81B975C0FDEDEFB04A19CEA1ED43A8876CAD31E89\"\r\n";
+    if (sizeof reserved > cap - n) return -1;
+    memcpy(out + n, reserved, sizeof reserved);
+    n += sizeof reserved - 1;
     return (long)n;
 }
 
 long fake_modem_inventory(const fake_modem *fm, const certrot_ctx *ctx, uint32_t max_message, char *out, size_t cap)
 {
-    char listing[FAKE_SLOTS * 96];
+    char listing[(FAKE_SLOTS + 3) * 96];
     certrot_cred creds[FAKE_SLOTS];
     size_t count = 0;
     if (fake_modem_cmng_list(fm, listing, sizeof listing) < 0) return -1;

@@ -305,13 +305,18 @@ static void test_fake_modem_rules(void)
     CHECK(strlen(bad) > 4096 && cb.key_write(&fm, 42, 0, bad, strlen(bad)) == -ENOMEM);
     CHECK(cb.key_write(&fm, 42, 0, new_pem, strlen(new_pem)) == 0);
     cb.go_online(&fm);
-    char list[400];
+    char list[600];
     CHECK(fake_modem_cmng_list(&fm, list, sizeof list) > 0);
     char upper[65];
     for (int i = 0; i < 65; i++) upper[i] = (char)(new_sha[i] >= 'a' ? new_sha[i] - 32 : new_sha[i]);
     char expect[120];
     sprintf(expect, "%%CMNG: 42,0,\"%s\"\r\n", upper);
-    CHECK(strcmp(list, expect) == 0);
+    CHECK(strncmp(list, expect, strlen(expect)) == 0);
+    /* The modem's reserved tags, listed as a real modem lists them, are not credentials of the inventory. */
+    CHECK(strstr(list, "%CMNG: 4294967293,10,") != NULL);
+    certrot_cred reserved;
+    CHECK(certrot_parse_cmng_line("%CMNG: 4294967293,10,\"2C43952EE9E000FF2ACC4E2ED0897C0A72AD5FA72C3D934E81741CBD54F05BD1\"", &reserved) == -1);
+    CHECK(certrot_parse_cmng_line("%CMNG: 4294967294,6,\"A3CC4121A62D4BB103AE92F70A77A456886AE3CD5B2D156A200A1B90D9E92E05\"", &reserved) == -1);
 }
 
 /* Splits jws into `parts` slices and returns the part messages. */

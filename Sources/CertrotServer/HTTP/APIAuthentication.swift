@@ -115,14 +115,32 @@ struct BodyLimit<Context: RequestContext>: RouterMiddleware {
     }
 }
 
+/// `X-Content-Type-Options: nosniff` on every response: a browser never runs a JSON or text answer as a script or
+/// page of another type (red-team #32, finding 9).
+struct NoSniff<Context: RequestContext>: RouterMiddleware {
+    func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        var response = try await next(request, context)
+        response.headers[.xContentTypeOptions] = "nosniff"
+        return response
+    }
+}
+
 /// The error body of the HTTP API (`Problem` in docs/openapi.yaml): the JSON-RPC error's code, message and data.
 enum HTTPProblem {
     static func json(code: Int, _ message: String, data: Data? = nil) -> [UInt8] {
-        var object: [String: Any] = ["code": code, "message": message]
+        var object: [String: Any] = ["code": code, "message": withoutSourceLocations(message)]
         if let data, let value = try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) {
             object["data"] = value
         }
         return Array((try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data())
+    }
+
+    /// `message` without the source locations some libraries' errors carry (`SwiftASN1/ASN1.swift:188`): they tell
+    /// a caller how the daemon is built, and nothing about the request (red-team #32, finding 9).
+    static func withoutSourceLocations(_ message: String) -> String {
+        message.replacing(/\s*\(?[\w.\/-]+\.swift:\d+\)?/, with: "")
     }
 
     /// The status for a JSON-RPC error code (docs/openapi.yaml, "Errors").

@@ -309,6 +309,7 @@ func makeHTTPApplication(
     logger: Logger
 ) throws -> some ApplicationProtocol {
     let router = Router()
+    router.add(middleware: NoSniff())
     // The API's operations are a group whose middleware runs on what the router matched, whatever the spelling of
     // the path (`//api/v1/fleet` matches `/api/v1/fleet`): one place decides who may call them. The body is read
     // only once the caller is known, and only up to the limit of an RPC request.
