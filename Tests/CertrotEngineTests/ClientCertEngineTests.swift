@@ -425,6 +425,48 @@ import X509
         #expect(try issued(h, id).isEmpty)
     }
 
+    /// A device that claims an early expiry cannot make certrot sign in a loop (red-team #32, finding 3: 80–166
+    /// certificates in 30–40 s from one device): certrot's record of a certificate it issued wins over the device's
+    /// `notAfter`, and a claim about any other certificate starts a renewal at most once per minRenewalInterval
+    /// (within it, the certificate issued last is sent again instead: the device no longer reports holding it).
+    @Test func aDeviceClaimingAnEarlyExpiry_cannotMakeCertrotSignInALoop() async throws {
+        let (h, lab) = try harness(devices: ["d1"])
+        defer { h.stop() }
+        await h.connect()
+        var d1 = device("d1", h, lab)
+        var seen = 0
+        await exchange(h, &d1, seen: &seen)
+        #expect(try issued(h, "d1").count == 1 && h.bundles(to: "d1").count == 2)
+        func claim(sha256: String? = nil, notAfter: Int64) async {
+            var inventory = d1.inventory
+            inventory.creds = inventory.creds.map { cred in
+                var cred = cred
+                if cred.type == 1, cred.tag == inventory.active {
+                    cred.notAfter = notAfter
+                    if let sha256 { cred.sha256 = sha256 }
+                }
+                return cred
+            }
+            await h.message(Topics.inventory("d1"), inventory.encoded())
+            await h.acknowledgePublishes()
+        }
+        // Keygen bundles sent: each is a renewal, and what a certificate is issued for.
+        func keygens() throws -> Int {
+            try h.bundles(to: "d1").filter { jti in
+                try h.read { tx in try tx.bundle(jti: jti) }?.claims().ops.contains { $0.op == .keygen } == true
+            }.count
+        }
+        // The certificate certrot just issued, claimed to expire tomorrow: certrot's record (365 days) wins.
+        for _ in 0..<5 { await claim(notAfter: h.clock.now + 86400) }
+        #expect(try issued(h, "d1").count == 1 && keygens() == 1 && h.bundles(to: "d1").count == 2)
+        // A certificate certrot never issued, claimed to expire tomorrow, an hour after an issuance: no renewal yet
+        // (the certificate issued last may be sent again: the device no longer reports holding it).
+        await h.advance(3600)
+        let unknown = String(repeating: "ab", count: 32)
+        for _ in 0..<5 { await claim(sha256: unknown, notAfter: h.clock.now + 86400) }
+        #expect(try keygens() == 1 && issued(h, "d1").count == 1, "no renewal within minRenewalInterval")
+    }
+
     // MARK: Campaigns
 
     @Test func aClientCertCampaign_renewsDevicesWithTimeLeft_wave_by_wave_andCompletes() async throws {

@@ -29,6 +29,10 @@ extension CertrotConfig {
         public var caChain: String
         /// How long before the active certificate expires it is renewed (default 60d).
         public var renewBefore: ConfigDuration?
+        /// The least time between two certificates issued to one device on the strength of the device's own claim
+        /// of when its certificate expires (default 1d): a device that lies about it cannot make certrot sign in a
+        /// loop. A certificate certrot issued is renewed by certrot's own record of its expiry, not by this.
+        public var minRenewalInterval: ConfigDuration?
         /// `required` (default): a device without a registered identity key gets no certificate. `optional`: the
         /// attestation is checked when the device has a registered key. `learn`: a device without a registered key
         /// has its identity key learned from its answers (trust on first use; docs/client-certificates.md).
@@ -58,6 +62,8 @@ package struct ClientCertPolicy: Sendable {
     package var attestationRequired: Bool
     /// `attestation: learn`: a device without a registered identity key has it learned on first use.
     package var learnsIdentity = false
+    /// `minRenewalInterval` in seconds.
+    package var minRenewalInterval: Int64 = 86400
 
     package func commonName(for device: String) -> String {
         commonName.replacingOccurrences(of: "{device}", with: device)
@@ -136,6 +142,10 @@ package struct ClientCertSettings: Sendable {
                         "renewBefore (\(renewBefore) s) must be shorter than the issuer's validity "
                             + "(\(issuer.issuer.validity) s)")
                 }
+                let minRenewalInterval = entry.minRenewalInterval?.seconds ?? 86400
+                guard minRenewalInterval >= 0 else {
+                    throw CertrotError(.invalidConfig, "minRenewalInterval must not be negative")
+                }
                 let attestation = entry.attestation ?? "required"
                 guard ["required", "optional", "learn"].contains(attestation) else {
                     throw CertrotError(.invalidConfig, "attestation must be required, optional or learn")
@@ -144,7 +154,7 @@ package struct ClientCertSettings: Sendable {
                     ClientCertPolicy(
                         name: entry.name, issuer: issuer, tags: entry.tags, commonName: String(subject.dropFirst(3)),
                         caChain: chain, renewBefore: renewBefore, attestationRequired: attestation != "optional",
-                        learnsIdentity: attestation == "learn"))
+                        learnsIdentity: attestation == "learn", minRenewalInterval: minRenewalInterval))
             } catch {
                 problems.append("clientCerts[\(index)]: \(message(error))")
             }

@@ -46,13 +46,25 @@ package final class ClientCertKind: CredentialKind {
     package func desired(inventory: Inventory, in world: KindContext) -> [DesiredCredential] {
         guard let active = inventory.active else { return [] }
         return policies.compactMap { policy in
+            guard policy.tags.contains(active) else { return nil }
             let target = RotationTarget.clientCert(policy.name)
             let held = inventory.credential(tag: active, type: 1)
             var notAfter = held?.notAfter
-            if notAfter == nil, let held, let device = world.device,
-                let tx = world.tx
-            {
-                notAfter = (try? tx.issued(device: device))?.last { $0.sha256 == held.sha256 }?.notAfter
+            // The store is read only when the device's word would start a renewal (or gives no expiry): the
+            // inventory path of a device with time left stays one without a read. Then certrot's own record of a
+            // certificate it issued wins over the device's claim, and a claim about any other certificate starts
+            // a renewal at most once per minRenewalInterval (red-team #32, finding 3: a device reporting an early
+            // notAfter after each install was renewed in a loop).
+            let due = { (expiry: Int64?) in expiry.map { $0 <= world.now.saturatingAdd(policy.renewBefore) } ?? false }
+            if notAfter == nil || due(notAfter), let held, let device = world.device, let tx = world.tx {
+                let issued = ((try? tx.issued(device: device)) ?? []).filter { $0.policy == policy.name }
+                if let own = issued.last(where: { $0.sha256 == held.sha256 }) {
+                    notAfter = own.notAfter
+                } else if due(notAfter), let last = issued.map(\.issuedAt).max(),
+                    world.now < last.saturatingAdd(policy.minRenewalInterval)
+                {
+                    notAfter = nil
+                }
             }
             return ClientCertDesiredState.desired(
                 target: target, tags: policy.tags, inventory: inventory, activeNotAfter: notAfter,
