@@ -140,7 +140,7 @@ let package = Package(
         ),
         .target(
             name: "CertrotConsole",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            dependencies: ["CertrotCore", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .executableTarget(

@@ -1,3 +1,4 @@
+import CertrotCore
 import Logging
 
 /// A log handler that writes through `inner` with every character that could forge or disguise a log line shown
@@ -29,47 +30,16 @@ public struct EscapingLogHandler<Inner: LogHandler>: LogHandler {
         function: String, line: UInt
     ) {
         inner.log(
-            level: level, message: "\(LogText.escaped(message.description))",
+            level: level, message: "\(VisibleText.escaped(message.description))",
             metadata: metadata?.mapValues(LogText.escaped), source: source, file: file, function: function, line: line)
     }
 }
 
-public enum LogText {
-    /// `text` as it is when it holds nothing that could end a log line or disguise one; otherwise quoted, with
-    /// `"` and `\` escaped, newline, return and tab as `\n`, `\r`, `\t`, and every other control, format
-    /// (bidirectional overrides such as U+202E) and line or paragraph separator character as `\u{XXXX}`.
-    public static func escaped(_ text: String) -> String {
-        guard text.unicodeScalars.contains(where: needsEscape) else { return text }
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            if scalar == "\n" {
-                out += "\\n"
-            } else if scalar == "\r" {
-                out += "\\r"
-            } else if scalar == "\t" {
-                out += "\\t"
-            } else if needsEscape(scalar) {
-                out += "\\u{" + String(scalar.value, radix: 16, uppercase: true) + "}"
-            } else if scalar == "\"" || scalar == "\\" {
-                out += "\\" + String(scalar)
-            } else {
-                out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
-    }
-
-    static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
-        switch scalar.properties.generalCategory {
-        case .control, .format, .lineSeparator, .paragraphSeparator: true
-        default: false
-        }
-    }
-
+enum LogText {
     static func escaped(_ value: Logger.Metadata.Value) -> Logger.Metadata.Value {
         switch value {
-        case .string(let text): .string(escaped(text))
-        case .stringConvertible(let item): .string(escaped(item.description))
+        case .string(let text): .string(VisibleText.escaped(text))
+        case .stringConvertible(let item): .string(VisibleText.escaped(item.description))
         case .array(let items): .array(items.map(escaped))
         case .dictionary(let items): .dictionary(items.mapValues(escaped))
         }

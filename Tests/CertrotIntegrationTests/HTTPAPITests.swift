@@ -301,6 +301,44 @@ import Testing
         await harness.stop()
     }
 
+    /// The console's links open the device they name, whatever its ID holds (red-team #32, finding 9: `a%41` opened
+    /// `aA`, `..` the fleet page, `x?y=1` the device `x`), and an ID with a bidirectional override is shown escaped.
+    @Test func consoleLinks_openTheirOwnDevice_andABidiOverrideIsShownEscaped() async throws {
+        let (harness, base) = try await Self.daemon(devices: 1)
+        let port = Int32(try #require(URL(string: base)?.port))
+        let peer = try await Peer(harness)
+        let ids = ["a%41", "..", "x?y=1", "bidi\u{202E}tfel"]
+        for id in ids {
+            try peer.client.publish(
+                topic: Topics.inventory(id),
+                payload: Inventory(seq: 0, maxMessage: 2048, creds: [], keys: nil).encoded(), retain: false)
+        }
+        let rpc = try harness.rpc()
+        for id in ids {
+            var known = false
+            for _ in 0..<50 where !known {
+                known = (try? await rpc.result("device.status", params: ["device": id], timeout: 2)) != nil
+                if !known { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(known, "\(id) was not recorded")
+        }
+        for id in ids {
+            // The search for the exact ID sends the browser to the console's own link.
+            let query = id.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? id
+            let search = try RawHTTP.exchange(port: port, RawHTTP.request("GET", "/devices?q=" + query))
+            let location = search.head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("location:") }
+                .map { $0.dropFirst("location:".count).trimmingCharacters(in: .whitespaces) }
+            #expect(search.status == 303, "\(id): \(search.head)")
+            let page = try RawHTTP.exchange(port: port, RawHTTP.request("GET", try #require(location)))
+            let attribute = "data-device=\"\(id.replacingOccurrences(of: "\"", with: "&quot;"))\""
+            #expect(page.status == 200 && page.text.contains(attribute), "\(id) → \(location ?? "-"): \(page.status)")
+        }
+        let bidi = try RawHTTP.exchange(port: port, RawHTTP.request("GET", "/device?id=bidi%E2%80%AEtfel"))
+        let heading = bidi.text.split(separator: "\n").first { $0.contains("<h1>") } ?? ""
+        #expect(heading.contains("\\u{202E}") && !heading.unicodeScalars.contains("\u{202E}"), "\(heading)")
+        await harness.stop()
+    }
+
     /// Runs a program on a thread of its own: the daemon under test shares this process's few pool threads.
     static func runOffThePool(
         _ executable: String, _ arguments: [String]

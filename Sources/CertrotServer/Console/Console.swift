@@ -1,3 +1,4 @@
+import CertrotCore
 import Foundation
 import Hummingbird
 import Logging
@@ -29,6 +30,8 @@ struct Console: Sendable {
             ("/campaigns/:id", { _, context in await campaign(Self.parameter(context, "id")) }),
             ("/devices", { request, _ in await devices(query: request.uri.queryParameters.get("q") ?? "") }),
             ("/devices/:id", { _, context in await device(Self.parameter(context, "id")) }),
+            // The console's own links to a device: the ID in the query, where no path rule (`..`, `%41`) applies.
+            ("/device", { request, _ in await device(request.uri.queryParameters.get("id") ?? "") }),
         ]
         for (path, page) in pages {
             router.get(RouterPath(path)) { request, context -> Response in
@@ -41,6 +44,15 @@ struct Console: Sendable {
                 return await page(request, context)
             }
         }
+    }
+
+    /// The console's link to a device's page: its ID percent-encoded in the query (every byte but the unreserved
+    /// ones), so that an ID such as `a%41`, `..` or `x?y=1` opens its own page (red-team #32, finding 9).
+    static func deviceHref(_ id: String) -> String {
+        var unreserved = CharacterSet.alphanumerics.intersection(
+            CharacterSet(charactersIn: Unicode.Scalar(0)...Unicode.Scalar(127)))
+        unreserved.insert(charactersIn: "-._~")
+        return "/device?id=" + (id.addingPercentEncoding(withAllowedCharacters: unreserved) ?? "")
     }
 
     static func parameter(_ context: BasicRequestContext, _ name: String) -> String {
@@ -186,7 +198,9 @@ struct Console: Sendable {
                     let notAfter = Self.int(entry["notAfter"])
                     let lastSeen = Self.int(entry["lastSeen"])
                     return [
-                        "device": entry["device"] as? String ?? "", "target": entry["target"] as? String ?? "",
+                        "device": VisibleText.escaped(entry["device"] as? String ?? ""),
+                        "deviceHref": Self.deviceHref(entry["device"] as? String ?? ""),
+                        "target": entry["target"] as? String ?? "",
                         "expires": Self.time(notAfter), "daysLeft": (notAfter - now) / 86400,
                         "lastSeen": Self.time(lastSeen), "daysAway": (now - lastSeen) / 86400,
                     ] as [String: Any]
@@ -237,7 +251,11 @@ struct Console: Sendable {
                 "kind": status["kind"] as? String ?? "", "total": status["total"] as? Int ?? 0, "eta": eta,
                 "waves": waves,
                 "failures": byReason.sorted { ($1.value.count, $0.key) < ($0.value.count, $1.key) }.map {
-                    ["reason": $0.key, "count": $0.value.count, "example": $0.value.example] as [String: Any]
+                    [
+                        "reason": VisibleText.escaped($0.key), "count": $0.value.count,
+                        "example": VisibleText.escaped($0.value.example),
+                        "exampleHref": Self.deviceHref($0.value.example),
+                    ] as [String: Any]
                 },
             ])
     }
@@ -247,7 +265,7 @@ struct Console: Sendable {
         guard !q.isEmpty else { return page("devices", title: "Devices", ["q": "", "searched": false]) }
         if case .ok = await read(DeviceStatus.name, ["device": q]) {
             var headers = HTTPFields()
-            headers[.location] = "/devices/" + (q.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? q)
+            headers[.location] = Self.deviceHref(q)
             return Response(status: .seeOther, headers: headers)
         }
         var results: [[String: Any]] = []
@@ -255,7 +273,11 @@ struct Console: Sendable {
         switch await read(DeviceList.name, ["prefix": q, "limit": 100]) {
         case .ok(let list):
             results = (list["devices"] as? [[String: Any]] ?? []).map {
-                ["device": $0["device"] as? String ?? "", "lastSeen": Self.time(Self.int($0["lastSeen"]))]
+                let id = $0["device"] as? String ?? ""
+                return [
+                    "device": VisibleText.escaped(id), "deviceHref": Self.deviceHref(id),
+                    "lastSeen": Self.time(Self.int($0["lastSeen"])),
+                ]
             }
             more = list["next"] is String
         case .failed(let response): return response
@@ -273,9 +295,9 @@ struct Console: Sendable {
         }
         let issued = status["issuedCertificates"] as? [[String: Any]] ?? []
         return page(
-            "device", title: id,
+            "device", title: VisibleText.escaped(id),
             [
-                "device": id, "firstSeen": Self.time(Self.int(status["firstSeen"])),
+                "device": id, "shown": VisibleText.escaped(id), "firstSeen": Self.time(Self.int(status["firstSeen"])),
                 "lastSeen": Self.time(Self.int(status["lastSeen"])), "issuedSeq": Self.int(status["issuedSeq"]),
                 "reportedSeq": status["reportedSeq"].map { "\($0)" } ?? "—",
                 "inventory": (status["inventory"] as? [[String: Any]] ?? []).map { cred in
@@ -290,7 +312,7 @@ struct Console: Sendable {
                     [
                         "target": r["target"] as? String ?? "", "state": r["state"] as? String ?? "",
                         "attempts": Self.int(r["attempts"]), "updated": Self.time(Self.int(r["updatedAt"])),
-                        "lastError": r["lastError"] as? String ?? "",
+                        "lastError": VisibleText.escaped(r["lastError"] as? String ?? ""),
                     ] as [String: Any]
                 },
                 "hasIssued": !issued.isEmpty,

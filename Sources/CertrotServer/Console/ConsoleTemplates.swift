@@ -172,7 +172,7 @@ enum ConsoleTemplates {
         <h2>The first to expire</h2>
         <div class="scroll"><table>
         <thead><tr><th>device</th><th>target</th><th>expires</th><th class="num">days left</th><th>last contact</th><th class="num">days away</th></tr></thead>
-        <tbody>{{#devices}}<tr><td><a href="/devices/{{device}}">{{device}}</a></td><td>{{target}}</td><td>{{expires}}</td><td class="num">{{daysLeft}}</td><td>{{lastSeen}}</td><td class="num">{{daysAway}}</td></tr>{{/devices}}
+        <tbody>{{#devices}}<tr><td><a href="{{deviceHref}}">{{device}}</a></td><td>{{target}}</td><td>{{expires}}</td><td class="num">{{daysLeft}}</td><td>{{lastSeen}}</td><td class="num">{{daysAway}}</td></tr>{{/devices}}
         {{^devices}}<tr><td colspan="6" class="muted">no device at risk</td></tr>{{/devices}}</tbody>
         </table></div>
         </main>
@@ -216,7 +216,7 @@ enum ConsoleTemplates {
         <h2>Failures by reason</h2>
         <div class="scroll"><table>
         <thead><tr><th>reason</th><th class="num">devices</th><th>for example</th></tr></thead>
-        <tbody id="failures">{{#failures}}<tr><td>{{reason}}</td><td class="num">{{count}}</td><td><a href="/devices/{{example}}">{{example}}</a></td></tr>{{/failures}}
+        <tbody id="failures">{{#failures}}<tr><td>{{reason}}</td><td class="num">{{count}}</td><td><a href="{{exampleHref}}">{{example}}</a></td></tr>{{/failures}}
         {{^failures}}<tr><td colspan="3" class="muted">none</td></tr>{{/failures}}</tbody>
         </table></div>
         </main>
@@ -297,7 +297,7 @@ enum ConsoleTemplates {
         <button type="submit">Search</button>
         </form>
         {{#searched}}<h2>{{count}} device(s){{#more}}, more after these{{/more}}</h2>
-        <ul id="device-results">{{#results}}<li><a class="device" href="/devices/{{device}}">{{device}}</a> <span class="muted">last seen {{lastSeen}}</span></li>{{/results}}</ul>
+        <ul id="device-results">{{#results}}<li><a class="device" href="{{deviceHref}}">{{device}}</a> <span class="muted">last seen {{lastSeen}}</span></li>{{/results}}</ul>
         {{^results}}<p class="muted">no device starts with that</p>{{/results}}{{/searched}}
         </main>
         {{> foot}}
@@ -306,7 +306,7 @@ enum ConsoleTemplates {
     static let device = """
         {{> head}}
         <main id="device" data-device="{{device}}">
-        <h1>{{device}}</h1>
+        <h1>{{shown}}</h1>
         <p>First seen {{firstSeen}} · last seen {{lastSeen}} · seq issued {{issuedSeq}}, reported {{reportedSeq}}</p>
         <h2>Inventory</h2>
         <div class="scroll"><table>
