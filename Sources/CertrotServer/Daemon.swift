@@ -356,6 +356,15 @@ private func resolveLimits(_ config: CertrotConfig) throws -> DaemonSettings.Lim
             limits.retention.bundles = bundles
         }
         if let age = retention.maxAge { limits.retention.maxAge = age.seconds }
+        if let age = retention.issuedCerts {
+            guard age.seconds >= 0 else { throw fail("retention.issuedCerts must not be negative") }
+            limits.retention.issuedCerts = age.seconds
+        }
+        if let age = retention.audit {
+            // A shorter one would prune records the next verification of a recent export still links to.
+            guard age.seconds >= 86400 else { throw fail("retention.audit must be at least 1d") }
+            limits.retention.audit = age.seconds
+        }
     }
     return limits
 }
@@ -382,6 +391,15 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         observability.watch(
             signers: [settings.signer] + [settings.nextSigner].compactMap { $0 }
                 + settings.clientCerts.policies.map(\.issuer.issuer.key))
+        observability.watch(budget: settings.clientCerts.policies.isEmpty ? nil : settings.clientCerts.budget)
+    }
+
+    /// What `/metrics` answers, from `store` (tests on the engine harness read it without a listener).
+    package func metricsText(store: any RotationStore) -> String {
+        observability.render(
+            store: store, targets: settings.targets,
+            renewal: settings.renewal.mapValues { RenewalInfo(before: $0.before, hasSuccessor: $0.successor != nil) },
+            logger: logger)
     }
 
     /// Takes the store's leadership lock, trying for a few seconds: a daemon restarted at once (by systemd, or an

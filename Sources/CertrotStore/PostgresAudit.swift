@@ -32,6 +32,21 @@ extension PostgresTransaction {
         ).map(Self.audit(from:))
     }
 
+    func auditPruneAnchor(before: Int64, within: Int) throws -> AuditRecord? {
+        try query(
+            """
+            SELECT audit.* FROM audit, (SELECT MIN(seq) AS first FROM audit) AS head
+                WHERE seq > head.first AND seq <= head.first + \(Int64(within)) AND kind = 'checkpoint'
+                    AND at < \(before)
+                ORDER BY seq DESC LIMIT 1
+            """
+        ).first.map(Self.audit(from:))
+    }
+
+    func deleteAudit(before seq: Int64) throws -> Int {
+        try query("DELETE FROM audit WHERE seq < \(seq) RETURNING seq").count
+    }
+
     static func audit(from row: PostgresRandomAccessRow) throws -> AuditRecord {
         AuditRecord(
             seq: try row["seq"].decode(Int64.self), at: try row["at"].decode(Int64.self),

@@ -45,6 +45,26 @@ extension PostgresTransaction {
         return counts
     }
 
+    func issuedCount(since: Int64) throws -> Int {
+        try query("SELECT COUNT(*) AS n FROM issued_certs WHERE issued_at >= \(since)").first?["n"].decode(Int.self)
+            ?? 0
+    }
+
+    func oldestUnexpiredIssuance(now: Int64) throws -> Int64? {
+        try query("SELECT MIN(issued_at) AS oldest FROM issued_certs WHERE not_after > \(now)").first?["oldest"]
+            .decode(Int64?.self)
+    }
+
+    func pruneIssued(expiredBefore before: Int64, limit: Int) throws -> Int {
+        try query(
+            """
+            DELETE FROM issued_certs WHERE (issuer, serial) IN (SELECT issuer, serial FROM issued_certs
+                WHERE not_after < \(before) AND state != 'active' LIMIT \(limit))
+            RETURNING serial
+            """
+        ).count
+    }
+
     func learnedIdentity(device: String) throws -> LearnedIdentity? {
         try query("SELECT * FROM learned_identities WHERE device = \(device)").first.map { row in
             LearnedIdentity(

@@ -516,6 +516,13 @@ public final class PostgresStore: RotationStore {
                 """
             ]
         ),
+        (
+            "v10-issuance-budget",
+            [
+                "CREATE INDEX issued_certs_issued_at ON issued_certs (issued_at)",
+                "CREATE INDEX issued_certs_not_after ON issued_certs (not_after)",
+            ]
+        ),
     ]
 
     /// An arbitrary constant naming certrot's migration lock among the database's advisory locks.

@@ -30,6 +30,23 @@ extension SQLiteTransaction {
         ).map(Self.audit(from:))
     }
 
+    func auditPruneAnchor(before: Int64, within: Int) throws -> AuditRecord? {
+        try Row.fetchOne(
+            db.cachedStatement(
+                sql: """
+                    SELECT \(Self.auditColumns) FROM audit, (SELECT MIN(seq) AS first FROM audit)
+                        WHERE seq > first AND seq <= first + ? AND kind = 'checkpoint' AND at < ?
+                        ORDER BY seq DESC LIMIT 1
+                    """),
+            arguments: [within, before]
+        ).map(Self.audit(from:))
+    }
+
+    func deleteAudit(before seq: Int64) throws -> Int {
+        try db.cachedStatement(sql: "DELETE FROM audit WHERE seq < ?").execute(arguments: [seq])
+        return db.changesCount
+    }
+
     static func audit(from row: Row) -> AuditRecord {
         AuditRecord(
             seq: row[0], at: row[1], kind: AuditRecord.Kind(rawValue: row[2]) ?? .operatorRequest, device: row[3],

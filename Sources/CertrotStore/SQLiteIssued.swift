@@ -57,6 +57,26 @@ extension SQLiteTransaction {
         return counts
     }
 
+    func issuedCount(since: Int64) throws -> Int {
+        try Int.fetchOne(
+            db.cachedStatement(sql: "SELECT COUNT(*) FROM issued_certs WHERE issued_at >= ?"), arguments: [since]) ?? 0
+    }
+
+    func oldestUnexpiredIssuance(now: Int64) throws -> Int64? {
+        try Int64.fetchOne(
+            db.cachedStatement(sql: "SELECT MIN(issued_at) FROM issued_certs WHERE not_after > ?"), arguments: [now])
+    }
+
+    func pruneIssued(expiredBefore before: Int64, limit: Int) throws -> Int {
+        try db.cachedStatement(
+            sql: """
+                DELETE FROM issued_certs WHERE rowid IN
+                    (SELECT rowid FROM issued_certs WHERE not_after < ? AND state != 'active' LIMIT ?)
+                """
+        ).execute(arguments: [before, limit])
+        return db.changesCount
+    }
+
     func learnedIdentity(device: String) throws -> LearnedIdentity? {
         try Row.fetchOne(
             db.cachedStatement(

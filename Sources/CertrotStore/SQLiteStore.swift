@@ -249,6 +249,14 @@ public final class SQLiteStore: RotationStore {
                     );
                     """)
         }
+        migrator.registerMigration("v10-issuance-budget") { db in
+            // The fleet's issuance budget counts by time issued; retention deletes by expiry.
+            try db.execute(
+                sql: """
+                    CREATE INDEX issued_certs_issued_at ON issued_certs(issued_at);
+                    CREATE INDEX issued_certs_not_after ON issued_certs(not_after);
+                    """)
+        }
         return migrator
     }
 

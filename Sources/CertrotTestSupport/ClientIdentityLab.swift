@@ -84,14 +84,15 @@ package final class ClientIdentityLab: Sendable {
     /// The config's `issuers`, `identities` and `clientCerts` for one policy `device-identity` whose CA chain is
     /// the target or catalogue chain `caChain`.
     package func yaml(
-        caChain: String, renewBefore: String = "60d", validity: String = "365d", attestation: String = "required"
+        caChain: String, renewBefore: String = "60d", validity: String = "365d", attestation: String = "required",
+        minRenewalInterval: String = "1d"
     ) -> String {
         """
         issuers:
           - {name: device-ca, cert: \(caPath), key: \(caKeyPath), validity: \(validity), crl: \(crlPath)}
         identities: \(identitiesPath)
         clientCerts:
-          - {name: device-identity, issuer: device-ca, tags: [\(Self.tags[0]), \(Self.tags[1])], subject: "CN={device}", caChain: \(caChain), renewBefore: \(renewBefore), attestation: \(attestation)}
+          - {name: device-identity, issuer: device-ca, tags: [\(Self.tags[0]), \(Self.tags[1])], subject: "CN={device}", caChain: \(caChain), renewBefore: \(renewBefore), minRenewalInterval: \(minRenewalInterval), attestation: \(attestation)}
         """
     }
 

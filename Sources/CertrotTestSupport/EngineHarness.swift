@@ -252,11 +252,19 @@ package final class EngineHarness {
         try store.read(body)
     }
 
+    /// Writes the store behind the engine's back (a test standing for an attacker, or for rows of the past).
+    package func write<T>(_ body: (any StoreTransaction) throws -> T) throws -> T {
+        try store.write(body)
+    }
+
     package func device(_ id: String) throws -> DeviceRecord? {
         try store.read { tx in try tx.device(id) }
     }
 
     package var drops: [String: Int] { daemon.drops.snapshot }
+
+    /// What `/metrics` would answer now.
+    package var metrics: String { daemon.metricsText(store: store) }
 
     package func stop() {
         store.close()

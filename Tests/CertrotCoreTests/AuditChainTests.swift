@@ -72,6 +72,30 @@ import Testing
         #expect(problem(Array(chain().dropFirst(2)))?.reason.contains("does not start") == true)
     }
 
+    /// Retention cuts the log at a checkpoint and says so in an `audit.pruned` record: such a log verifies, and one
+    /// cut at the same checkpoint without that record, or with a record naming another start, does not.
+    @Test func aLogCutByRetention_verifies_onlyWhereAPrunedRecordSaysItStarts() {
+        let full = chain()
+        let anchor = full[10]
+        func pruned(from: Int64, anchor hash: String) -> [AuditRecord] {
+            var records = Array(full.dropFirst(10))
+            records.append(
+                AuditChain.next(
+                    after: records.last, at: 1020, kind: .auditPruned, subject: String(from),
+                    body: ["from": from, "anchor": hash, "records": 10]))
+            records.append(try! AuditChain.checkpoint(after: records.last, at: 1021, key: key))
+            return records
+        }
+        #expect(problem(pruned(from: 11, anchor: anchor.hash), now: 1030) == nil)
+        #expect(problem(Array(full.dropFirst(10)))?.reason.contains("no audit.pruned record") == true)
+        #expect(problem(pruned(from: 4, anchor: anchor.hash))?.reason.contains("no audit.pruned record") == true)
+        #expect(problem(pruned(from: 11, anchor: full[3].hash))?.reason.contains("no audit.pruned record") == true)
+        // Cut one record further (not at a checkpoint): refused whatever the record says.
+        #expect(
+            problem(Array(pruned(from: 11, anchor: anchor.hash).dropFirst()))?.reason.contains("does not start") == true
+        )
+    }
+
     @Test func aCheckpointByAnotherKey_orWithABrokenSignature_isFound() {
         var records = chain()
         let other = SigningKey.generate()

@@ -19,13 +19,18 @@ import X509
     /// A harness whose config has the lab's issuer and policy (CA chain: the harness's `broker-ca` target).
     func harness(
         devices: [String], registered: [String]? = nil, attestation: String = "required", retry: String? = nil,
-        factoryDays: Int = 10
+        factoryDays: Int = 10, validity: String = "365d", renewBefore: String = "60d",
+        minRenewalInterval: String = "1d",
+        extra: String = ""
     ) throws -> (EngineHarness, ClientIdentityLab) {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cc-\(UUID().uuidString.prefix(8))")
         let lab = try ClientIdentityLab(dir: dir, devices: devices, registered: registered, factoryDays: factoryDays)
         let h = try EngineHarness(
             retry: retry ?? "{base: 2s, factor: 2, cap: 10s, attempts: 3}",
-            extra: lab.yaml(caChain: "broker-ca", attestation: attestation))
+            extra: lab.yaml(
+                caChain: "broker-ca", renewBefore: renewBefore, validity: validity, attestation: attestation,
+                minRenewalInterval: minRenewalInterval)
+                + "\n" + extra)
         return (h, lab)
     }
 
@@ -400,11 +405,13 @@ import X509
 
         // A third renewal whose attestation another key signed: refused, nothing issued.
         d1.behaviour.forgesAttestation = true
+        let before = try issued(h, "d1").map(\.serial)
         await h.advance(310 * 86400)
         await exchange(h, &d1, seen: &seen)
         let refused = try rotation(h, "d1")
         #expect(refused?.state == .failed && refused?.lastError?.contains("learned identity key") == true)
-        #expect(try issued(h, "d1").count == 2)
+        // Nothing new (the first certificate, expired for longer than retention.issuedCerts, has left the store).
+        #expect(try issued(h, "d1").map(\.serial) == Array(before.dropFirst()))
     }
 
     /// A device whose ID cannot make a valid keygen subject (a quote would break the device's AT%KEYGEN argument,
@@ -465,6 +472,154 @@ import X509
         let unknown = String(repeating: "ab", count: 32)
         for _ in 0..<5 { await claim(sha256: unknown, notAfter: h.clock.now + 86400) }
         #expect(try keygens() == 1 && issued(h, "d1").count == 1, "no renewal within minRenewalInterval")
+    }
+
+    /// Certificates issued in the past, as rows: `count` for `device`, issued at `at`.
+    func pastIssuance(_ h: EngineHarness, device: String, count: Int, at: Int64) throws {
+        try h.write { tx in
+            for index in 0..<count {
+                let serial = String(format: "%02x%x", index, at) + Hex.encode(Array(device.utf8))
+                try tx.insertIssued(
+                    IssuedCertificate(
+                        issuer: "device-ca", serial: serial, device: device, policy: "device-identity", tag: tagA,
+                        keygenJTI: "past-\(device)-\(index)-\(at)", sha256: String(repeating: "0", count: 64), pem: "",
+                        notBefore: at, notAfter: at + 365 * 86400, issuedAt: at, state: .revoked, revokedAt: at))
+            }
+        }
+    }
+
+    func keygenBundles(_ h: EngineHarness, _ id: String) throws -> Int {
+        try h.bundles(to: id).filter { jti in
+            try h.read { tx in try tx.bundle(jti: jti) }?.claims().ops.contains { $0.op == .keygen } == true
+        }.count
+    }
+
+    /// A device issued `issuance.perDevicePerDay` certificates in the last 24 hours gets no keygen (red-team #32,
+    /// finding 3): its renewal waits, says why, and starts when the oldest of them leaves the window.
+    @Test func aDeviceOverItsIssuanceBudget_waits_untilTheWindowFrees() async throws {
+        // minRenewalInterval 0: the factory certificate's expiry starts a renewal however recent the last issuance.
+        let (h, lab) = try harness(
+            devices: ["d1"], minRenewalInterval: "0s", extra: "issuance: {perDevicePerDay: 2}")
+        defer { h.stop() }
+        await h.connect()
+        let start = h.clock.now
+        try pastIssuance(h, device: "d1", count: 1, at: start - 7200)
+        try pastIssuance(h, device: "d1", count: 1, at: start - 3600)
+        var d1 = device("d1", h, lab)
+        var seen = 0
+        await exchange(h, &d1, seen: &seen)
+        let waiting = try #require(try rotation(h, "d1"))
+        #expect(waiting.state == .pending && waiting.jti == nil && h.bundles(to: "d1").isEmpty)
+        #expect(waiting.lastError?.contains("issuance.perDevicePerDay 2") == true, "\(waiting.lastError ?? "")")
+        #expect(waiting.nextAttemptAt == start - 7200 + 86400, "when the older of the two leaves the window")
+        #expect(h.metrics.contains(#"certrot_client_cert_issuance_deferred_total{budget="device"} 1"#), "\(h.metrics)")
+        #expect(h.metrics.contains(#"certrot_client_cert_issuance_budget{budget="device_per_day"} 2"#))
+        await h.advance(86400 - 7200 - 10)
+        #expect(h.bundles(to: "d1").isEmpty, "still within the window")
+        await h.advance(20)
+        await exchange(h, &d1, seen: &seen)
+        #expect(try keygenBundles(h, "d1") == 1 && rotation(h, "d1")?.state == .verified)
+        #expect(try issued(h, "d1").count == 3)
+    }
+
+    /// The fleet's budget: with `issuance.fleetPerHour` certificates issued in the last hour (to other devices), a
+    /// renewal waits a minute or two and starts once the hour has moved on.
+    @Test func aFleetOverItsHourlyBudget_holdsRenewals_untilTheHourMovesOn() async throws {
+        let (h, lab) = try harness(devices: ["d1"], extra: "issuance: {fleetPerHour: 3}")
+        defer { h.stop() }
+        await h.connect()
+        let start = h.clock.now
+        for other in ["x1", "x2", "x3"] { try pastIssuance(h, device: other, count: 1, at: start - 600) }
+        var d1 = device("d1", h, lab)
+        var seen = 0
+        await exchange(h, &d1, seen: &seen)
+        let waiting = try #require(try rotation(h, "d1"))
+        #expect(waiting.state == .pending && h.bundles(to: "d1").isEmpty)
+        #expect(waiting.lastError?.contains("issuance.fleetPerHour 3") == true, "\(waiting.lastError ?? "")")
+        let retryAt = try #require(waiting.nextAttemptAt)
+        #expect(retryAt >= start + 60 && retryAt < start + 120)
+        #expect(h.metrics.contains(#"certrot_client_cert_issuance_deferred_total{budget="fleet"} 1"#))
+        #expect(h.metrics.contains("certrot_client_certs_issued_last_hour 3"))
+        await h.advance(retryAt - start)
+        #expect(h.bundles(to: "d1").isEmpty, "the hour still holds three")
+        await h.advance(3600)
+        await exchange(h, &d1, seen: &seen)
+        #expect(try keygenBundles(h, "d1") == 1 && rotation(h, "d1")?.state == .verified)
+    }
+
+    /// What renewals leave behind is bounded: a revoked certificate leaves the CRL once it has expired (RFC 5280
+    /// §3.3) and the store `retention.issuedCerts` after that; the certificate in use stays, whatever its age.
+    @Test func anExpiredRevokedCertificate_leavesTheCRL_andLaterTheStore() async throws {
+        let (h, lab) = try harness(
+            devices: ["d1"], factoryDays: 5, validity: "30d", renewBefore: "10d", extra: "retention: {issuedCerts: 5d}")
+        defer { h.stop() }
+        await h.connect()
+        var d1 = device("d1", h, lab)
+        var seen = 0
+        await exchange(h, &d1, seen: &seen)
+        let state = (try? rotation(h, "d1")).map { "\($0 as Any)" } ?? "no rotation"
+        let first = try #require(try issued(h, "d1").first, "\(state)")
+        await h.advance(21 * 86400)
+        await exchange(h, &d1, seen: &seen)
+        try #require(try issued(h, "d1").map(\.state) == [.revoked, .active])
+        func listed() throws -> [String] {
+            try RevocationList.parse(String(contentsOfFile: lab.crlPath, encoding: .utf8)).serials
+        }
+        #expect(try listed() == [first.serial])
+        // The first certificate expires (30 days after it was issued); the daily CRL no longer lists it.
+        await h.advance(first.notAfter - h.clock.now + 86400)
+        #expect(try listed().isEmpty)
+        #expect(try issued(h, "d1").count == 2, "kept for retention.issuedCerts after it expired")
+        await h.advance(5 * 86400)
+        let kept = try issued(h, "d1")
+        #expect(kept.count == 1 && kept.first?.state == .active)
+    }
+
+    /// `retention.audit` cuts the log at a signed checkpoint, never before the issuance of a certificate that has
+    /// not expired, and records where; the cut log verifies, and a log cut anywhere else does not.
+    @Test func theAuditLogsRetention_cutsAtACheckpoint_thatVerification_accepts() async throws {
+        let (h, lab) = try harness(
+            devices: ["d1"], factoryDays: 5, validity: "30d", renewBefore: "10d", extra: "retention: {audit: 1d}")
+        defer { h.stop() }
+        await h.connect()
+        var d1 = device("d1", h, lab)
+        var seen = 0
+        await exchange(h, &d1, seen: &seen)
+        await h.advance(60)
+        func log() throws -> [AuditRecord] {
+            try h.read { tx in try tx.auditRecords(after: 0, limit: 100_000, since: nil, device: nil) }
+        }
+        let first = try #require(try issued(h, "d1").first)
+        // Two days on: older than retention.audit, but the certificate issued then is still valid: all kept.
+        await h.advance(2 * 86400)
+        #expect(try log().first?.seq == 1)
+        // Renewed at day 21 (the first certificate revoked), and past the first certificate's expiry.
+        await h.advance(19 * 86400)
+        await exchange(h, &d1, seen: &seen)
+        await h.advance(first.notAfter - h.clock.now + 3600)
+        await h.advance(60)
+        let cut = try log()
+        let start = try #require(cut.first)
+        #expect(start.seq > 1 && start.kind == .checkpoint)
+        let pruned = try #require(cut.last { $0.kind == .auditPruned })
+        #expect(pruned.subject == String(start.seq))
+        #expect(!cut.contains { $0.kind == .certificateIssued && $0.subject == first.serial })
+        let second = try #require(try issued(h, "d1").last)
+        #expect(cut.contains { $0.kind == .certificateIssued && $0.subject == second.serial })
+        let summary = try AuditChain.verify(cut, keys: [h.key.publicKey], now: h.clock.now, maxCheckpointAge: 3600)
+        #expect(summary.records == cut.count)
+        // Records removed beyond the cut (the anchor checkpoint too): verification names it.
+        #expect(throws: AuditChain.Problem.self) {
+            try AuditChain.verify(Array(cut.dropFirst()), keys: [h.key.publicKey])
+        }
+        let next = try #require(cut.dropFirst().first { $0.kind == .checkpoint })
+        let shorter = Array(cut.drop { $0.seq < next.seq })
+        do {
+            _ = try AuditChain.verify(shorter, keys: [h.key.publicKey])
+            Issue.record("a log cut at a checkpoint no audit.pruned record names verified")
+        } catch {
+            #expect(error.reason.contains("no audit.pruned record"), "\(error)")
+        }
     }
 
     // MARK: Campaigns
@@ -590,12 +745,14 @@ import X509
               - {name: d, issuer: device-ca, tags: [6], caChain: ca}
               - {name: e, issuer: device-ca, tags: [7, 8], caChain: unknown}
               - {name: f, issuer: device-ca, tags: [9, 10], caChain: ca, subject: "O=x"}
+            issuance: {perDevicePerDay: 0, fleetPerHour: -1}
             """)
         let expected = [
             "issuers[1]: cannot read cert /nope.pem", "identities: cannot read /nope.jsonl",
             "clientCerts[0]: renewBefore", "clientCerts[1]: sec tag 2 belongs to another clientCerts policy",
             "clientCerts[2]: issuer 'nobody'", "clientCerts[3]: tags must be two", "clientCerts[4]: caChain 'unknown'",
-            "clientCerts[5]: subject must be CN=",
+            "clientCerts[5]: subject must be CN=", "issuance.perDevicePerDay: must be at least 1",
+            "issuance.fleetPerHour: must be at least 1",
         ]
         for text in expected {
             #expect(found.contains { $0.hasPrefix(text) }, "\(text) in \(found)")

@@ -500,6 +500,54 @@ struct PostgresStoreTests {
         }
     }
 
+    /// What the issuance budgets and retention read and delete (red-team #32, finding 3): the fleet's recent
+    /// issuance, the oldest certificate not yet expired, expired certificates that are not in use, and the audit
+    /// log up to a checkpoint among its first records.
+    @Test(arguments: StoreKind.allCases)
+    func issuanceBudgetsAndRetention_countAndDeleteTheSameRows(kind: StoreKind) throws {
+        let store = try openStore(url: try kind.freshURL())
+        defer { store.close() }
+        let key = SigningKey.generate()
+        func certificate(
+            _ serial: String, issuedAt: Int64, notAfter: Int64, state: IssuedCertificate.State
+        )
+            -> IssuedCertificate
+        {
+            IssuedCertificate(
+                issuer: "ca", serial: serial, device: "d1", policy: "p", tag: 1, keygenJTI: "k" + serial,
+                sha256: serial, pem: "", notBefore: issuedAt, notAfter: notAfter, issuedAt: issuedAt, state: state)
+        }
+        try store.write { tx throws in
+            try tx.insertIssued(certificate("01", issuedAt: 100, notAfter: 200, state: .revoked))
+            try tx.insertIssued(certificate("02", issuedAt: 150, notAfter: 250, state: .active))
+            try tx.insertIssued(certificate("03", issuedAt: 300, notAfter: 1000, state: .revoked))
+            try tx.insertIssued(certificate("04", issuedAt: 400, notAfter: 1400, state: .active))
+            for at in Int64(1)...12 {
+                if at % 4 == 0 {
+                    try tx.appendAudit(try AuditChain.checkpoint(after: try tx.lastAuditRecord(), at: at, key: key))
+                } else {
+                    try tx.audit(.bundleSigned, at: at, device: "d1", subject: "j\(at)", body: [:])
+                }
+            }
+        }
+        try store.read { tx throws in
+            #expect(try tx.issuedCount(since: 150) == 3 && tx.issuedCount(since: 401) == 0)
+            #expect(try tx.oldestUnexpiredIssuance(now: 220) == 150 && tx.oldestUnexpiredIssuance(now: 260) == 300)
+            #expect(try tx.oldestUnexpiredIssuance(now: 2000) == nil)
+            // Checkpoints at seq 4, 8 and 12: the newest made before 10 within 7 records of the first.
+            #expect(try tx.auditPruneAnchor(before: 10, within: 7)?.seq == 8)
+            #expect(try tx.auditPruneAnchor(before: 6, within: 100)?.seq == 4)
+            #expect(try tx.auditPruneAnchor(before: 4, within: 100) == nil)
+        }
+        try store.write { tx throws in
+            #expect(try tx.pruneIssued(expiredBefore: 1100, limit: 10) == 2, "01 and 03; 02 is in use")
+            #expect(try tx.issued(device: "d1").map(\.serial) == ["02", "04"])
+            #expect(try tx.deleteAudit(before: 8) == 7)
+            #expect(try tx.auditRecords(after: 0, limit: 100, since: nil, device: nil).first?.seq == 8)
+            #expect(try tx.auditPruneAnchor(before: 100, within: 100)?.seq == 12, "not the first record itself")
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func theAuditLog_appendsInOrder_refusesASeqTwice_andFilters(kind: StoreKind) throws {
         let url = try kind.freshURL()

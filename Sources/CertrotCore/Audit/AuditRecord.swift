@@ -13,6 +13,9 @@ public struct AuditRecord: Sendable, Equatable, Codable {
         case campaignState = "campaign.state"
         /// `attestation: learn` pinned a device's modem identity key (subject: the modem's UUID).
         case identityPinned = "identity.pinned"
+        /// Retention cut the log before a checkpoint (body: `from`, the seq and `anchor`, the hash of that
+        /// checkpoint, where the log now starts; `records`, how many went).
+        case auditPruned = "audit.pruned"
         case checkpoint
     }
 
@@ -127,6 +130,7 @@ public enum AuditChain {
     ) throws(Problem) -> Summary {
         var previous: AuditRecord?
         var lastCheckpoint: AuditRecord?
+        var pruned: (from: Int64?, anchor: String?)?
         for (index, record) in records.enumerated() {
             func fail(_ reason: String) -> Problem { Problem(index: index, seq: record.seq, reason: reason) }
             if Hex.sha256(record.canonical) != record.hash {
@@ -140,9 +144,15 @@ public enum AuditChain {
                     throw fail("it does not link to the record before (removed, reordered or replaced)")
                 }
             } else if !partial {
-                guard record.seq == 1, record.prev == AuditRecord.genesis else {
+                // A log retention cut starts at a signed checkpoint, and an audit.pruned record later in the
+                // chain says so (checked below).
+                guard (record.seq == 1 && record.prev == AuditRecord.genesis) || record.kind == .checkpoint else {
                     throw fail("the log does not start at its first record (seq \(record.seq))")
                 }
+            }
+            if record.kind == .auditPruned {
+                let body = try? JSONSerialization.jsonObject(with: Data(record.body.utf8)) as? [String: Any]
+                pruned = ((body?["from"] as? NSNumber)?.int64Value, body?["anchor"] as? String)
             }
             if record.kind == .checkpoint {
                 guard let signature = record.signature.flatMap(Base64URL.decode),
@@ -161,6 +171,15 @@ public enum AuditChain {
                 throw fail("a signature on a record that is not a checkpoint")
             }
             previous = record
+        }
+        if !partial, let first = records.first, first.seq != 1 || first.prev != AuditRecord.genesis {
+            guard let pruned, pruned.from == first.seq, pruned.anchor == first.hash else {
+                throw Problem(
+                    index: 0, seq: first.seq,
+                    reason:
+                        "the log starts at seq \(first.seq), and no audit.pruned record says retention cut it there "
+                        + "(records before it were removed)")
+            }
         }
         if let now, !records.isEmpty {
             let covered = lastCheckpoint?.at ?? records[0].at

@@ -262,7 +262,7 @@ extension Rotation {
             return .redeliver
         }
         if awaitsBundle, let due = nextAttemptAt, due <= now {
-            // Waited for the signing key (``waitForSigner``): try again.
+            // Waited (``wait(error:retryAt:now:)``): for the signing key, or for an issuance budget; try again.
             nextAttemptAt = nil
             updatedAt = now
             return .issueBundle
@@ -313,6 +313,12 @@ extension Rotation {
     /// The bundle could not be signed (the signing key's token is unavailable): the rotation stays `pending` with
     /// no bundle, no attempt counted, and asks again at `retryAt`. Nothing was issued, so nothing is lost.
     public mutating func waitForSigner(error: String, retryAt: Int64, now: Int64) {
+        wait(error: error, retryAt: retryAt, now: now)
+    }
+
+    /// A rotation awaiting its bundle waits until `retryAt` (the signing key's token is unavailable, an issuance
+    /// budget is spent): no attempt is counted.
+    public mutating func wait(error: String, retryAt: Int64, now: Int64) {
         guard awaitsBundle else { return }
         lastError = error
         nextAttemptAt = retryAt

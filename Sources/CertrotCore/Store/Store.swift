@@ -193,6 +193,14 @@ public protocol StoreTransaction {
     func revoked(issuer: String) throws -> [IssuedCertificate]
     /// Issued certificates by issuer and state: issuer → state → count.
     func issuedCounts() throws -> [String: [String: Int]]
+    /// How many certificates were issued at or after `since`, to the whole fleet (its issuance budget).
+    func issuedCount(since: Int64) throws -> Int
+    /// When the oldest certificate that has not expired at `now` was issued (nil: none): the audit log keeps its
+    /// records from there on.
+    func oldestUnexpiredIssuance(now: Int64) throws -> Int64?
+    /// Deletes at most `limit` issued certificates that expired before `before` and are not `active`; returns how
+    /// many went.
+    func pruneIssued(expiredBefore before: Int64, limit: Int) throws -> Int
     /// The identity key learned for `device` under `attestation: learn` (candidates or pinned), nil: none yet.
     func learnedIdentity(device: String) throws -> LearnedIdentity?
     /// Records (or replaces) the device's learned identity.
@@ -208,6 +216,11 @@ public protocol StoreTransaction {
     /// Records in seq order after `after` (exclusive), at most `limit`; only those at or after `since`, and
     /// only `device`'s, when given.
     func auditRecords(after: Int64, limit: Int, since: Int64?, device: String?) throws -> [AuditRecord]
+    /// Where the log may be cut: the newest checkpoint made before `before` among the `within` records after the
+    /// log's first, the first itself excluded (nil: none).
+    func auditPruneAnchor(before: Int64, within: Int) throws -> AuditRecord?
+    /// Deletes every record before `seq`; returns how many went.
+    func deleteAudit(before seq: Int64) throws -> Int
 
     // MARK: Retention
 
@@ -351,6 +364,10 @@ public struct RetentionPolicy: Sendable, Equatable {
     public var bundles = 20
     /// History and expired bundles older than this go, whatever their number.
     public var maxAge: Int64 = 365 * 86400
+    /// Issued certificates that expired this long ago go, unless one is still a device's active identity.
+    public var issuedCerts: Int64 = 90 * 86400
+    /// Audit records older than this go (from a checkpoint on; never a record of a certificate not yet expired).
+    public var audit: Int64 = 365 * 86400
 
     public init() {}
 }

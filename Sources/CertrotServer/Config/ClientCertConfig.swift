@@ -79,9 +79,21 @@ package struct DeviceIdentity: Sendable {
     package var uuid: [UInt8]?
 }
 
+/// How many certificates may be issued (config `issuance`): checked before a keygen bundle is signed, since a
+/// certificate follows only from a keygen and a device has one bundle in flight at a time.
+package struct IssuanceBudget: Sendable, Equatable {
+    /// Certificates one device may be issued in any 24 hours.
+    package var perDevicePerDay = 4
+    /// Certificates the fleet may be issued in any hour.
+    package var fleetPerHour = 10_000
+
+    package init() {}
+}
+
 package struct ClientCertSettings: Sendable {
     package var policies: [ClientCertPolicy] = []
     package var identities: [DeviceKey: DeviceIdentity] = [:]
+    package var budget = IssuanceBudget()
 
     /// Resolves `issuers`, `identities` and `clientCerts`; every problem goes into `problems` with its key path.
     static func resolve(
@@ -103,6 +115,22 @@ package struct ClientCertSettings: Sendable {
                 settings.identities = try loadIdentities(path: path)
             } catch {
                 problems.append("identities: \(message(error))")
+            }
+        }
+        if let issuance = config.issuance {
+            if let perDevice = issuance.perDevicePerDay {
+                if perDevice >= 1 {
+                    settings.budget.perDevicePerDay = perDevice
+                } else {
+                    problems.append("issuance.perDevicePerDay: must be at least 1")
+                }
+            }
+            if let fleet = issuance.fleetPerHour {
+                if fleet >= 1 {
+                    settings.budget.fleetPerHour = fleet
+                } else {
+                    problems.append("issuance.fleetPerHour: must be at least 1")
+                }
             }
         }
         var names: Set<String> = []

@@ -219,6 +219,15 @@ public struct CertrotConfig: Sendable, Decodable {
     public var identities: String?
     /// Client-certificate policies: which devices renew their identity, from which issuer, in which sec tags.
     public var clientCerts: [ClientCert]?
+    /// How many client certificates certrot may issue (docs/client-certificates.md, "Issuance budgets").
+    public var issuance: Issuance?
+
+    public struct Issuance: Sendable, Decodable {
+        /// Certificates one device may be issued in any 24 hours (default 4). A renewal over it waits.
+        public var perDevicePerDay: Int?
+        /// Certificates the whole fleet may be issued in any hour (default 10,000). Renewals over it wait.
+        public var fleetPerHour: Int?
+    }
 
     /// Bundle-signing key rotation: devices that report `keys` are sent a `trust_key` op for `nextKey`.
     public var keyRotation: KeyRotation?
@@ -261,6 +270,12 @@ public struct CertrotConfig: Sendable, Decodable {
         public var bundles: Int?
         /// History and bundles older than this go whatever their number (default 365d).
         public var maxAge: ConfigDuration?
+        /// Issued client certificates that expired this long ago go from the store, unless a device still uses
+        /// them (default 90d); a CRL lists a revoked certificate only until it expires.
+        public var issuedCerts: ConfigDuration?
+        /// Audit records older than this go, from the oldest signed checkpoint on, keeping every record of a
+        /// certificate that has not expired (default 365d; at least 1d; docs/security.md, "Audit log").
+        public var audit: ConfigDuration?
     }
 
     public struct KeyRotation: Sendable, Decodable {

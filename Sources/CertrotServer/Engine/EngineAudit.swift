@@ -49,6 +49,31 @@ extension Engine {
         lastAuditCheckpoint = (checkpoint.seq, checkpoint.at)
     }
 
+    /// Retention (`retention.audit`): the log is cut before a checkpoint older than the retention, and older than
+    /// the issuance of every certificate that has not expired, so that a retained log starts at a signed record
+    /// and keeps what an auditor needs of every certificate still in use. An `audit.pruned` record, covered by the
+    /// next checkpoint, says where the log now starts; a verifier refuses a log cut anywhere else. At most
+    /// ``auditPruneBatch`` records go per sweep. Returns how many went.
+    func pruneAudit(now: Int64, tx: any StoreTransaction) throws -> Int {
+        var cutoff = now.saturatingSubtract(retention.audit)
+        if let oldest = try tx.oldestUnexpiredIssuance(now: now) { cutoff = min(cutoff, oldest) }
+        guard let anchor = try tx.auditPruneAnchor(before: cutoff, within: Self.auditPruneBatch) else { return 0 }
+        // The head first: on PostgreSQL reading it takes the log's lock, which appends wait for.
+        guard let last = try tx.lastAuditRecord() else { return 0 }
+        let deleted = try tx.deleteAudit(before: anchor.seq)
+        guard deleted > 0 else { return 0 }
+        let record = AuditChain.next(
+            after: last, at: now, kind: .auditPruned, subject: String(anchor.seq),
+            body: ["from": anchor.seq, "anchor": anchor.hash, "records": deleted, "before": cutoff])
+        try tx.appendAudit(record)
+        observability?.auditRecord(AuditRecord.Kind.auditPruned.rawValue)
+        logger.info(
+            "audit log pruned by retention", metadata: ["records": "\(deleted)", "startsAt": "\(anchor.seq)"])
+        return deleted
+    }
+
+    static let auditPruneBatch = 5000
+
     static let auditCheckSeconds: Int64 = 5
     static let auditCheckpointSeconds: Int64 = 60
     static let auditCheckpointRecords: Int64 = 1000

@@ -15,6 +15,8 @@ extension Engine {
         guard !waiting.isEmpty else { return }
         let now = clock()
         waiting = try withoutSuperseded(waiting, device: device.id, tx: tx)
+        waiting = try withinIssuanceBudget(waiting, device: device.id, now: now, tx: tx)
+        guard !waiting.isEmpty else { return }
         let world = KindContext(
             campaigns: campaigns, device: device.id, inventory: device.inventory, tx: tx, now: now)
         let perRotation = try waiting.compactMap { try kinds.ops(for: $0, in: world) }
@@ -110,6 +112,30 @@ extension Engine {
         logger.info(
             "bundle issued",
             metadata: ["device": "\(device.id)", "jti": "\(jti)", "seq": "\(seq)", "parts": "\(parts.count)"])
+    }
+
+    /// The rotations that may go into a bundle now: a renewal whose keygen would pass an issuance budget waits
+    /// (``ClientCertKind/budgetSpent(device:target:tx:now:)``), counted and logged; the rest go on.
+    func withinIssuanceBudget(
+        _ waiting: [Rotation], device: String, now: Int64, tx: any StoreTransaction
+    ) throws -> [Rotation] {
+        var kept: [Rotation] = []
+        for var rotation in waiting {
+            guard rotation.awaitsCSR,
+                let spent = try clientCerts.budgetSpent(device: device, target: rotation.target, tx: tx, now: now)
+            else {
+                kept.append(rotation)
+                continue
+            }
+            let before = rotation
+            rotation.wait(error: spent.reason, retryAt: spent.retryAt, now: now)
+            try save(rotation, previous: before, tx: tx)
+            observability?.issuanceDeferred(scope: spent.scope)
+            logger.notice(
+                "a client-certificate renewal waits for its issuance budget",
+                metadata: ["device": "\(device)", "budget": "\(spent.scope)", "retryAt": "\(spent.retryAt)"])
+        }
+        return kept
     }
 
     /// Seconds between attempts to sign while the signing key's token is unavailable.

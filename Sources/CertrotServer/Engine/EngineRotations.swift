@@ -225,7 +225,14 @@ extension Engine {
         if now >= nextRetentionSweep {
             // Bounded work per tick: what is left goes on the next sweep, a minute later.
             let deleted = try tx.prune(before: now.saturatingSubtract(retention.maxAge), limit: 5000)
-            nextRetentionSweep = now.saturatingAdd(deleted >= 5000 ? 1 : 60)
+            let certificates = try tx.pruneIssued(
+                expiredBefore: now.saturatingSubtract(retention.issuedCerts), limit: 5000)
+            let records = try pruneAudit(now: now, tx: tx)
+            observability?.retained(deleted: deleted, what: "history")
+            observability?.retained(deleted: certificates, what: "issued_certs")
+            observability?.retained(deleted: records, what: "audit")
+            let more = deleted >= 5000 || certificates >= 5000 || records >= Self.auditPruneBatch / 2
+            nextRetentionSweep = now.saturatingAdd(more ? 1 : 60)
         }
     }
 }

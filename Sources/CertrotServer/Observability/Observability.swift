@@ -27,6 +27,8 @@ public final class Observability: Sendable {
         /// The keys that sign (bundles, checkpoints, certificates): a key in a token that cannot sign makes the
         /// daemon not ready.
         var signers: [SigningKey] = []
+        /// The issuance budgets, shown beside what they count (nil: no client-certificate policy).
+        var budget: IssuanceBudget?
     }
 
     /// Inputs dropped for store errors within `storeErrorWindow` seconds that make the daemon not ready: a damaged
@@ -73,6 +75,11 @@ public final class Observability: Sendable {
         state.withLock { $0.signers = signers }
     }
 
+    /// The issuance budgets `/metrics` shows beside the certificates issued in the last hour.
+    func watch(budget: IssuanceBudget?) {
+        state.withLock { $0.budget = budget }
+    }
+
     /// A signature that a key could not make (its token is unavailable).
     func signingFailed(_ error: String) {
         Metrics.Counter(label: "certrot_signing_failures_total", factory: factory).increment()
@@ -89,6 +96,20 @@ public final class Observability: Sendable {
         Metrics.Counter(
             label: "certrot_client_certs_issued_total", dimensions: [("issuer", issuer)], factory: factory
         ).increment()
+    }
+
+    /// A client-certificate renewal that waits because an issuance budget (`device` or `fleet`) is spent.
+    func issuanceDeferred(scope: String) {
+        Metrics.Counter(
+            label: "certrot_client_cert_issuance_deferred_total", dimensions: [("budget", scope)], factory: factory
+        ).increment()
+    }
+
+    /// Rows the retention sweep deleted (`history`, `issued_certs`, `audit`).
+    func retained(deleted: Int, what: String) {
+        guard deleted > 0 else { return }
+        Metrics.Counter(label: "certrot_retention_deleted_total", dimensions: [("what", what)], factory: factory)
+            .increment(by: deleted)
     }
 
     /// A device's CSR refused by a check (docs/protocol.md §11); nothing was issued.
@@ -214,6 +235,22 @@ public final class Observability: Sendable {
                         .map { ($0, try tx.memberCounts(campaign: $0.id)) },
                     try tx.issuedCounts()
                 )
+            }
+            if let budget = state.withLock({ $0.budget }) {
+                let lastHour = try store.readAside { tx in try tx.issuedCount(since: now - 3600 + 1) }
+                gauge(
+                    "certrot_client_certs_issued_last_hour",
+                    help: "Client certificates issued to the fleet in the last hour (issuance.fleetPerHour counts them)"
+                ).set(to: Double(lastHour))
+                for (name, value) in [
+                    ("fleet_per_hour", budget.fleetPerHour), ("device_per_day", budget.perDevicePerDay),
+                ] {
+                    gauge(
+                        "certrot_client_cert_issuance_budget",
+                        help: "The issuance budgets (config issuance): renewals over them wait",
+                        labels: [("budget", name)]
+                    ).set(to: Double(value))
+                }
             }
             for (issuer, byState) in issued {
                 for state in IssuedCertificate.State.allCases {

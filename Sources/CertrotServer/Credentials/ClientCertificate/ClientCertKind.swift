@@ -13,6 +13,7 @@ package final class ClientCertKind: CredentialKind {
     let policies: [ClientCertPolicy]
     let byName: [String: ClientCertPolicy]
     let identities: [DeviceKey: DeviceIdentity]
+    let budget: IssuanceBudget
     let logger: Logger
     /// Issuers whose CRL is to be rewritten from the store (after the transaction that revoked commits).
     private(set) var crlsDue: Set<String> = []
@@ -27,6 +28,7 @@ package final class ClientCertKind: CredentialKind {
         policies = settings.policies
         byName = Dictionary(uniqueKeysWithValues: settings.policies.map { ($0.name, $0) })
         identities = settings.identities
+        budget = settings.budget
         self.logger = logger
         crlsDue = Set(settings.policies.compactMap { $0.issuer.crlPath == nil ? nil : $0.issuer.name })
     }
@@ -91,6 +93,50 @@ package final class ClientCertKind: CredentialKind {
             .write(tag: certificate.tag, type: CredentialType.rootCAChain.rawValue, pem: policy.caChain.pem),
             .activate(tag: certificate.tag),
         ]
+    }
+
+    // MARK: Issuance budgets
+
+    /// Why a renewal may not start now, and when to look again: the device was issued `perDevicePerDay`
+    /// certificates in the last 24 hours, or the fleet `fleetPerHour` in the last hour (red-team #32, finding 3).
+    /// Checked before a keygen bundle is signed: a certificate follows only from a keygen, and a device has one
+    /// bundle in flight, so a device is never issued more than its budget; the fleet's may be passed by the
+    /// keygens already out when it is reached.
+    package struct BudgetSpent: Sendable, Equatable {
+        /// `device` or `fleet`.
+        package var scope: String
+        package var reason: String
+        package var retryAt: Int64
+    }
+
+    package func budgetSpent(
+        device: String, target: RotationTarget, tx: any StoreTransaction, now: Int64
+    ) throws -> BudgetSpent? {
+        guard policy(of: target) != nil else { return nil }
+        let day: Int64 = 86400
+        let recent = try tx.issued(device: device).map(\.issuedAt).filter { $0 > now - day }.sorted()
+        if recent.count >= budget.perDevicePerDay {
+            // When the oldest of the last `perDevicePerDay` leaves the window, one more fits.
+            let retryAt = recent[recent.count - budget.perDevicePerDay] + day
+            return BudgetSpent(
+                scope: "device",
+                reason:
+                    "issuance budget: \(recent.count) certificates issued to this device in 24 h "
+                    + "(issuance.perDevicePerDay \(budget.perDevicePerDay)); waiting until \(retryAt)",
+                retryAt: max(retryAt, now + 1))
+        }
+        let fleet = try tx.issuedCount(since: now - 3600 + 1)
+        if fleet >= budget.fleetPerHour {
+            // Looked at again in a minute or two (spread, so the devices waiting do not all ask at once).
+            let retryAt = now + 60 + Int64.random(in: 0..<60)
+            return BudgetSpent(
+                scope: "fleet",
+                reason:
+                    "issuance budget: \(fleet) certificates issued to the fleet in the last hour "
+                    + "(issuance.fleetPerHour \(budget.fleetPerHour)); waiting until \(retryAt)",
+                retryAt: retryAt)
+        }
+        return nil
     }
 
     // MARK: The CSR
@@ -187,7 +233,9 @@ package final class ClientCertKind: CredentialKind {
             guard let issuer = policies.first(where: { $0.issuer.name == name })?.issuer, let path = issuer.crlPath
             else { continue }
             do {
-                let revoked = try store.read { tx in try tx.revoked(issuer: name) }
+                // A certificate that has expired is no longer listed (RFC 5280 §3.3): the CRL stays the size of
+                // the revocations that still matter, not of every one ever made.
+                let revoked = try store.read { tx in try tx.revoked(issuer: name) }.filter { $0.notAfter > now }
                 crlNumber = max(crlNumber + 1, now)
                 let pem = try RevocationList.make(
                     issuer: issuer.issuer.certificate, key: issuer.issuer.key,
