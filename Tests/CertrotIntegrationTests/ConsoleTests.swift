@@ -1,8 +1,13 @@
 import CertrotCore
 import CertrotStore
 import CertrotTestSupport
+import Crypto
 import Foundation
 import Testing
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 
 /// The operator console in a real headless Chromium (Selenium, Tests/console/console_test.py) against a daemon
 /// with a running campaign: the pages load without console errors, a wave's bar advances live, a device search
@@ -47,6 +52,24 @@ import Testing
             ], token: HTTPAPITests.token)
         #expect(created.status == 201, "\(created)")
         let id = try #require(created.json["id"] as? String)
+        // No inline script runs (red-team #32, finding 9): the pages allow scripts from their own origin only, and
+        // the campaign page's one script is a served file whose SRI digest the page names. The browser run below
+        // shows that script working under that policy (live waves, pause), with no CSP violation in its log.
+        let (pageData, pageResponse) = try await URLSession.shared.data(from: URL(string: base + "/campaigns/\(id)")!)
+        let csp = (pageResponse as? HTTPURLResponse)?.value(forHTTPHeaderField: "Content-Security-Policy") ?? ""
+        let scriptSource = csp.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }.first {
+            $0.hasPrefix("script-src")
+        }
+        #expect(scriptSource == "script-src 'self'", "\(csp)")
+        let html = String(decoding: pageData, as: UTF8.self)
+        #expect(!html.contains("<script>") && !html.contains(" onclick="), "no inline script")
+        let integrity = try #require(html.firstMatch(of: /src="\/console\/campaign.js" integrity="(sha256-[^"]+)"/)?.1)
+        let (scriptData, scriptResponse) = try await URLSession.shared.data(
+            from: URL(string: base + "/console/campaign.js")!)
+        let served = try #require(scriptResponse as? HTTPURLResponse)
+        #expect(served.value(forHTTPHeaderField: "Content-Type")?.hasPrefix("text/javascript") == true)
+        #expect(served.value(forHTTPHeaderField: "X-Content-Type-Options") == "nosniff")
+        #expect(integrity == "sha256-" + Data(SHA256.hash(data: scriptData)).base64EncodedString())
         let shots =
             ProcessInfo.processInfo.environment["CERTROT_SCREENSHOTS"]
             ?? FileManager.default.temporaryDirectory.appendingPathComponent(

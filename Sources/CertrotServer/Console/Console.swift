@@ -1,4 +1,5 @@
 import CertrotCore
+import Crypto
 import Foundation
 import Hummingbird
 import Logging
@@ -33,6 +34,14 @@ struct Console: Sendable {
             // The console's own links to a device: the ID in the query, where no path rule (`..`, `%41`) applies.
             ("/device", { request, _ in await device(request.uri.queryParameters.get("id") ?? "") }),
         ]
+        router.get("/console/campaign.js") { _, _ -> Response in
+            var headers = HTTPFields()
+            headers[.contentType] = "text/javascript; charset=utf-8"
+            headers[.cacheControl] = "no-cache"
+            return Response(
+                status: .ok, headers: headers,
+                body: .init(byteBuffer: ByteBuffer(string: ConsoleTemplates.campaignScript)))
+        }
         for (path, page) in pages {
             router.get(RouterPath(path)) { request, context -> Response in
                 guard enabled else {
@@ -54,6 +63,12 @@ struct Console: Sendable {
         unreserved.insert(charactersIn: "-._~")
         return "/device?id=" + (id.addingPercentEncoding(withAllowedCharacters: unreserved) ?? "")
     }
+
+    /// The Subresource Integrity of `/console/campaign.js`, in the page that loads it: the pages allow scripts from
+    /// their own origin only (`script-src 'self'`, no inline script), and every response carries `nosniff`, so no
+    /// other body the daemon serves runs as a script.
+    static let campaignScriptIntegrity =
+        "sha256-" + Data(SHA256.hash(data: Data(ConsoleTemplates.campaignScript.utf8))).base64EncodedString()
 
     static func parameter(_ context: BasicRequestContext, _ name: String) -> String {
         let raw = context.parameters.get(name) ?? ""
@@ -90,7 +105,7 @@ struct Console: Sendable {
         headers[.contentType] = "text/html; charset=utf-8"
         headers[.cacheControl] = "no-store"
         headers[.contentSecurityPolicy] =
-            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; img-src data:; form-action 'self'; frame-ancestors 'none'"
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'self'; connect-src 'self'; img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: html)))
     }
 
