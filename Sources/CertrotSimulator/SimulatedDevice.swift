@@ -20,11 +20,16 @@ public struct DeviceBehaviour: Sendable, Equatable {
     /// Its modem encodes the CSR's signature algorithm without NULL parameters (RFC 5758), unlike every real
     /// answer published so far, which carries them.
     public var csrWithoutNull = false
+    /// Reports its active client certificate as expiring a day from now, whatever it holds: the red-team's device
+    /// that tried to make certrot sign in a loop (#32, finding 3; `certrot-lab hostile-issuance`).
+    public var claimsEarlyExpiry = false
 
     public init(
         rejects: Bool = false, failsOnce: Bool = false, offlineAtFirst: Bool = false, losesPartOnce: Bool = false,
-        activationFails: Bool = false, forgesAttestation: Bool = false, csrWithoutNull: Bool = false
+        activationFails: Bool = false, forgesAttestation: Bool = false, csrWithoutNull: Bool = false,
+        claimsEarlyExpiry: Bool = false
     ) {
+        self.claimsEarlyExpiry = claimsEarlyExpiry
         self.rejects = rejects
         self.failsOnce = failsOnce
         self.offlineAtFirst = offlineAtFirst
@@ -115,9 +120,12 @@ public struct SimulatedDevice: Sendable {
     /// The inventory as the device would build it from `AT%CMNG=1` digests and `AT%CERTEXPIRY`.
     public var inventory: Inventory {
         let creds = credentials.sorted { ($0.key.tag, $0.key.type) < ($1.key.tag, $1.key.type) }.map { key, pem in
-            Inventory.Credential(
+            let claimed =
+                behaviour.claimsEarlyExpiry && key.type == 1 && key.tag == activeTag
+                ? Int64(Date().timeIntervalSince1970) + 86400 : nil
+            return Inventory.Credential(
                 tag: key.tag, type: key.type, sha256: Hex.sha256(pem),
-                notAfter: (try? PEM.normalizeChain(String(decoding: pem, as: UTF8.self)))?.notAfter)
+                notAfter: claimed ?? (try? PEM.normalizeChain(String(decoding: pem, as: UTF8.self)))?.notAfter)
         }
         return Inventory(
             seq: appliedSeq, maxMessage: profile.maxMessage, creds: creds, keys: trustedKeys.map(\.kid),

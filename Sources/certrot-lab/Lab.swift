@@ -9,7 +9,7 @@ struct Lab: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "certrot-lab",
         abstract: "Try and measure certrot on this machine: the demo and the benchmark (make demo, make bench).",
-        subcommands: [Demo.self, Bench.self])
+        subcommands: [Demo.self, Bench.self, HostileIssuance.self])
 }
 
 /// The `certrot` executable built beside this one (or $CERTROT_BIN).
