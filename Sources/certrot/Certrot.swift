@@ -18,7 +18,7 @@ struct Certrot: AsyncParsableCommand {
         subcommands: [
             Serve.self, ConfigCommand.self, Keys.self, BundleCommand.self, Status.self, CampaignCommand.self,
             DeviceCommand.self, Simulate.self, IssuerCommand.self, CertCommand.self, IdentityCommand.self,
-            AuditCommand.self,
+            AuditCommand.self, EnrollCommand.self,
         ])
 }
 

@@ -16,6 +16,8 @@ public struct AuditRecord: Sendable, Equatable, Codable {
         /// Retention cut the log before a checkpoint (body: `from`, the seq and `anchor`, the hash of that
         /// checkpoint, where the log now starts; `records`, how many went).
         case auditPruned = "audit.pruned"
+        /// `certrot enroll` gave a device its first identity (subject: the certificate's serial).
+        case deviceEnrolled = "device.enrolled"
         case checkpoint
     }
 

@@ -159,7 +159,14 @@ package final class ClientCertKind: CredentialKind {
             throw CertrotError(.invalidCSR, "the CSR is for sec tag \(message.tag); the keygen asked for \(tag)")
         }
         let output = try KeygenOutput.parse(message.keygen)
-        let identity = identities[DeviceKey(rotation.device)]
+        // A registered identity wins; else one pinned in the store (by `certrot enroll`, or learned and pinned).
+        var identity = identities[DeviceKey(rotation.device)]
+        if identity == nil, let learned = try tx.learnedIdentity(device: rotation.device),
+            let key = learned.key.flatMap(Hex.decode),
+            let publicKey = try? P256.Signing.PublicKey(x963Representation: key)
+        {
+            identity = DeviceIdentity(key: publicKey, uuid: learned.uuid)
+        }
         var learned: LearnedIdentity.Outcome?
         if identity == nil, policy.learnsIdentity {
             learned = try LearnedIdentity.check(
