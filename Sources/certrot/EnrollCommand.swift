@@ -38,9 +38,12 @@ struct EnrollCommand: ParsableCommand {
     var keygen: [String] = []
     @Option(help: "With --keygen: write the AT commands to send here too.") var commands: String?
     @Option(help: "Append each device's summary line to this file (the station's batch log).") var log: String?
+    @Option(help: "Seconds to wait for the modem's answer to a command (three times this for AT%KEYGEN).")
+    var timeout: Double = 10
 
     func validate() throws {
         guard (port == nil) != keygen.isEmpty else { throw ValidationError("give --port or --keygen (not both)") }
+        guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
         if !keygen.isEmpty, device == nil {
             throw ValidationError("--keygen needs --device (there is no IMEI to read)")
         }
@@ -56,6 +59,8 @@ struct EnrollCommand: ParsableCommand {
         let store = try openStore(url: settings.storeURL)
         defer { store.close() }
         var enrollment = Enrollment(policy: policy, store: store)
+        enrollment.commandTimeout = timeout
+        enrollment.keygenTimeout = timeout * 3
         enrollment.progress = { line in
             FileHandle.standardError.write(Data(("certrot enroll: " + line + "\n").utf8))
         }

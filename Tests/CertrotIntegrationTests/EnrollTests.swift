@@ -109,3 +109,156 @@ import Testing
         await h.stop()
     }
 }
+
+/// What a station sees when something goes wrong: a clear message naming the AT command and the modem's answer,
+/// exit 1, and a store that says what really happened.
+@Suite(.serialized) struct EnrollFaultTests {
+    let tagA = ClientIdentityLab.tags[0]
+    let tagB = ClientIdentityLab.tags[1]
+    let device = "nrf-352656100000001"
+    let suite = EnrollTests()
+
+    func issued(_ h: Harness) throws -> [(state: String, serial: String)] {
+        try suite.rows(h, "SELECT state, serial FROM issued_certs ORDER BY issued_at, serial").map {
+            ($0["state"] as String, $0["serial"] as String)
+        }
+    }
+
+    func enrolledDevices(_ h: Harness) throws -> Int {
+        try suite.rows(h, "SELECT COUNT(*) FROM devices")[0][0] as Int
+    }
+
+    @Test(arguments: [518, 527]) func aModemRefusingTheWrite_failsClearly_andTheCertificateIsRevokedAsNeverDelivered(
+        code: Int
+    ) async throws {
+        let (h, _, config) = try suite.setup()
+        var faults = ModemPTY.Faults()
+        faults.errors["AT%CMNG=0"] = code
+        let pty = try ModemPTY(modem: ATModem(), faults: faults)
+        defer { pty.stop() }
+        let run = try await suite.enroll(h, config: config, pty: pty)
+        #expect(run.status == 1, "\(run.output)")
+        #expect(run.output.contains("FAILED") && run.output.contains("AT%CMNG=0,\(tagA),1"), "\(run.output)")
+        #expect(run.output.contains("+CME ERROR: \(code)"), "\(run.output)")
+        #expect(try issued(h).map(\.state) == ["revoked"], "issued, then revoked: never delivered")
+        let reason = try suite.rows(h, "SELECT body FROM audit WHERE kind = 'certificate.revoked'").first?[0] as String?
+        #expect(reason?.contains("never delivered") == true, "\(reason ?? "")")
+        #expect(try enrolledDevices(h) == 0, "a device whose write did not verify is not enrolled")
+        #expect(pty.modem.cfun == 4, "the modem is left offline: nothing was verified")
+        await h.stop()
+    }
+
+    @Test func aModemThatDoesNotAnswer_failsWithTheCommand_andNothingIsIssued() async throws {
+        let (h, _, config) = try suite.setup()
+        var faults = ModemPTY.Faults()
+        faults.silent = "AT%KEYGEN"
+        let pty = try ModemPTY(modem: ATModem(), faults: faults)
+        defer { pty.stop() }
+        let run = try await suite.enroll(h, config: config, pty: pty, ["--timeout", "1"])
+        #expect(run.status == 1, "\(run.output)")
+        #expect(run.output.contains("no answer within 3 s (AT%KEYGEN=\(tagA),2,0"), "\(run.output)")
+        #expect(try issued(h).isEmpty && enrolledDevices(h) == 0)
+        await h.stop()
+    }
+
+    /// A UART without flow control drops a byte of the certificate's long command, once: the modem stores what it
+    /// got, its digest shows it, and enroll writes again.
+    @Test func aByteDroppedOnTheLine_isFoundByTheDigest_andTheCertificateWrittenAgain() async throws {
+        let (h, _, config) = try suite.setup()
+        var faults = ModemPTY.Faults()
+        faults.dropByteOnceAbove = 300
+        let pty = try ModemPTY(modem: ATModem(), faults: faults)
+        defer { pty.stop() }
+        let run = try await suite.enroll(h, config: config, pty: pty)
+        #expect(run.status == 0, "\(run.output)")
+        #expect(pty.droppedBytes == 1)
+        #expect(run.output.contains("verified rewrites=1"), "\(run.output)")
+        let pem = try #require(try suite.rows(h, "SELECT pem FROM issued_certs").first?[0] as String?)
+        #expect(pty.modem.credential(tag: tagA, type: 1) == Array(pem.utf8))
+        await h.stop()
+    }
+
+    /// The station is killed after the certificate was issued and before it was written: the store says the
+    /// certificate was issued and the device is not enrolled; the next enrollment of the device revokes it.
+    @Test func aStationKilledBetweenIssuanceAndWrite_leavesTheTruth_andTheNextRunRevokesTheOrphan() async throws {
+        let (h, _, config) = try suite.setup()
+        var faults = ModemPTY.Faults()
+        faults.silent = "AT%CMNG=0"
+        let pty = try ModemPTY(modem: ATModem(), faults: faults)
+        defer { pty.stop() }
+        let station = try ChildProcess(
+            executable: certrotBinary(),
+            arguments: [
+                "enroll", "--config", config, "--policy", "device-identity", "--port", pty.path, "--timeout", "30",
+            ],
+            outputPath: h.path("station.log"))
+        let deadline = Date().addingTimeInterval(30)
+        // The store appears (and is migrated) once the station has started: until then there is nothing to read.
+        func orphans() -> Int {
+            guard FileManager.default.fileExists(atPath: h.path("certrot.db")) else { return 0 }
+            return (try? issued(h).count) ?? 0
+        }
+        while Date() < deadline, orphans() == 0 { try await Task.sleep(for: .milliseconds(100)) }
+        try await Task.sleep(for: .milliseconds(300))
+        station.signal(SIGKILL)
+        _ = station.waitForExit(timeout: 10)
+        let orphan = try #require(try issued(h).first)
+        #expect(try orphan.state == "issued" && enrolledDevices(h) == 0)
+
+        pty.setFaults(ModemPTY.Faults())
+        let run = try await suite.enroll(h, config: config, pty: pty)
+        #expect(run.status == 0, "\(run.output)")
+        let after = try issued(h)
+        #expect(after.count == 2 && after.first { $0.serial == orphan.serial }?.state == "revoked")
+        #expect(try after.contains { $0.state == "active" } && enrolledDevices(h) == 1)
+        await h.stop()
+    }
+
+    /// Answers captured by another tool: the certificate is issued and recorded, and the commands printed are what
+    /// the modem takes: sent to it, its digests match.
+    @Test func answersCapturedElsewhere_giveTheExactCommandsToSend() async throws {
+        let (h, _, config) = try suite.setup()
+        let pty = try ModemPTY(modem: ATModem())
+        defer { pty.stop() }
+        let port = try SerialATPort(path: pty.path)
+        #expect(try port.send("AT+CFUN=4", timeout: 5).final == .ok)
+        var files: [String] = []
+        for tag in [tagA, tagB] {
+            let answer = try port.send("AT%KEYGEN=\(tag),2,0,\"CN=bench-7\"", timeout: 5)
+            let file = h.path("keygen-\(tag).txt")
+            try (answer.lines.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+            files.append(file)
+        }
+        let commands = h.path("commands.txt")
+        let run = try await HTTPAPITests.runOffThePool(
+            certrotBinary(),
+            [
+                "enroll", "--config", config, "--policy", "device-identity", "--device", "bench-7", "--commands",
+                commands, "--keygen",
+            ]
+                + files)
+        #expect(run.status == 0, "\(run.output)")
+        #expect(run.output.contains("issued bench-7 ") && run.output.contains("not yet written"), "\(run.output)")
+        // Replay the file into the modem, command by command (a command ends at a line end outside quotes).
+        var lines: [String] = []
+        var current = ""
+        var quoted = false
+        for character in try String(contentsOfFile: commands, encoding: .utf8) {
+            if character == "\"" { quoted.toggle() }
+            if character == "\n", !quoted {
+                lines.append(current)
+                current = ""
+            } else {
+                current.append(character)
+            }
+        }
+        for line in lines where line.hasPrefix("AT") {
+            #expect(try port.send(line, timeout: 5).final == .ok, "\(line.prefix(30))")
+        }
+        let pem = try #require(
+            try suite.rows(h, "SELECT pem FROM issued_certs WHERE device = 'bench-7'").first?[0] as String?)
+        #expect(pty.modem.credential(tag: tagA, type: 1) == Array(pem.utf8))
+        #expect(!pty.modem.hasKey(tag: tagB) && pty.modem.cfun == 1)
+        await h.stop()
+    }
+}
