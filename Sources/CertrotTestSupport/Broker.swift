@@ -38,16 +38,20 @@ public final class Broker: @unchecked Sendable {
         public var requireClientCertificate: Bool
         /// A CRL (PEM) client certificates are checked against, read when the broker starts.
         public var crlFile: String?
+        /// A plugin (certrot's revocation plugin) sets the username from the certificate: no
+        /// `use_identity_as_username`, with which mosquitto would call no plugin's authentication.
+        public var identityFromPlugin: Bool
 
         public init(
             caFile: String, certFile: String, keyFile: String, requireClientCertificate: Bool = true,
-            crlFile: String? = nil
+            crlFile: String? = nil, identityFromPlugin: Bool = false
         ) {
             self.caFile = caFile
             self.certFile = certFile
             self.keyFile = keyFile
             self.requireClientCertificate = requireClientCertificate
             self.crlFile = crlFile
+            self.identityFromPlugin = identityFromPlugin
         }
     }
 
@@ -93,7 +97,7 @@ public final class Broker: @unchecked Sendable {
                     certfile \(tls.certFile)
                     keyfile \(tls.keyFile)
                     require_certificate \(tls.requireClientCertificate)
-                    use_identity_as_username \(tls.requireClientCertificate)
+                    use_identity_as_username \(tls.requireClientCertificate && !tls.identityFromPlugin)
                     \(tls.crlFile.map { "crlfile \($0)" } ?? "")
 
                     """
@@ -120,6 +124,9 @@ public final class Broker: @unchecked Sendable {
     }
 
     deinit { stop() }
+
+    /// The broker process's id (changes only when ``restart()`` starts a new one).
+    public var pid: pid_t { process.pid }
 
     public func stop() {
         process.terminate()

@@ -8,14 +8,17 @@ import Testing
 
 /// Client-certificate renewal through a real mosquitto (docs/protocol.md §11): the daemon and a simulated fleet
 /// on one broker, and a second mosquitto with a TLS listener that requires client certificates from the device
-/// CA, maps each certificate's CN to a username, applies deploy/mosquitto/acl and reads the daemon's CRL. Each
-/// device's `activate` connects to that listener for real.
+/// CA, applies deploy/mosquitto/acl, and runs certrot's revocation plugin, which maps each certificate's CN to a
+/// username and enforces the daemon's CRL as it changes. Each device's `activate` connects to that listener.
 @Suite(.serialized) struct ClientCertEndToEndTests {
     typealias Client = TransportTests.Client
 
     let devices = ["cc-00001", "cc-00002", "cc-00003", "cc-00004"]
 
-    @Test func aFleetIsRenewed_thenRenewedAgain_andItsOldCertificatesAreRefusedOnceTheCRLIsLoaded() async throws {
+    @Test
+    func aFleetIsRenewed_thenRenewedAgain_andItsOldCertificatesAreRefusedAndTheirSessionsClosed_withoutABrokerRestart()
+        async throws
+    {
         let h = try Harness()
         let lab = try ClientIdentityLab(dir: h.dir.appendingPathComponent("identities"), devices: devices)
         // The TLS listener's own certificate, from a broker CA the devices trust: the chain written beside each
@@ -54,11 +57,14 @@ import Testing
         // The factory certificates expire in 10 days, within renewBefore (60 days): the daemon renews them.
         try h.startDaemon(configPath: try config(validity: "30d", renewBefore: "20d"))
         try await waitUntil("the daemon's first CRL") { FileManager.default.fileExists(atPath: lab.crlPath) }
+        // The listener as deploy/mosquitto/certrot-tls.conf has it: certrot's revocation plugin reads the CRL and
+        // sets the username from the certificate's CN (no use_identity_as_username).
         let listener = try Broker(
-            extraConfig: "acl_file \(TransportTests.repoACL)",
+            extraConfig: "acl_file \(TransportTests.repoACL)\nplugin \(RevocationPluginTests.plugin)\n"
+                + "plugin_opt_crl_files \(lab.crlPath)\nplugin_opt_ca_file \(lab.caPath)",
             tls: Broker.TLSFiles(
                 caFile: lab.caPath, certFile: h.path("broker.pem"), keyFile: h.path("broker-key.pem"),
-                crlFile: lab.crlPath))
+                identityFromPlugin: true))
         defer { listener.stop() }
         var options = h.fleetOptions(devices: devices.count)
         options.idPrefix = "cc-"
@@ -82,6 +88,22 @@ import Testing
             #expect(device.activeTag == ClientIdentityLab.tags[1], "\(device.id) moved to the standby tag")
         }
 
+        // Sessions open with the certificates about to be superseded (one per device, as the device itself would
+        // hold), and certrot's own, which nothing revokes.
+        let sessions = try fleet.snapshot().map { device in
+            try Client(
+                port: try #require(listener.tlsPort), id: "\(device.id)-old",
+                tls: try files(device, tag: ClientIdentityLab.tags[1]))
+        }
+        for session in sessions { #expect(await session.connected()) }
+        let watcher = try lab.clientCertificate(commonName: "certrot")
+        let certrot = try Client(
+            port: try #require(listener.tlsPort), id: "certrot",
+            tls: MQTTTLSOptions(caFile: h.path("broker-ca.pem"), certFile: watcher.cert, keyFile: watcher.key))
+        #expect(await certrot.connected())
+        try await certrot.subscribe(["+/certs/ack"])
+        let brokerPID = listener.pid
+
         // The operator raises renewBefore above what the first certificates have left: a second renewal, into
         // tag A, and the certificates it replaces are revoked.
         await h.stopDaemon()
@@ -92,20 +114,21 @@ import Testing
         try await waitUntil("every device verified again") { try verified() == devices.count }
         let crl = try RevocationList.parse(String(contentsOfFile: lab.crlPath, encoding: .utf8))
         #expect(crl.serials.count == devices.count && crl.isSigned(by: lab.ca.certificate))
-
-        // mosquitto reads its crlfile when it starts: until it is restarted, a revoked certificate still works.
-        let sample = try #require(fleet.snapshot().first)
-        let oldFiles = try files(sample, tag: ClientIdentityLab.tags[1])
-        let beforeReload = try Client(port: try #require(listener.tlsPort), id: "\(sample.id)-before", tls: oldFiles)
-        #expect(await beforeReload.connected(), "the old certificate works until the CRL is loaded")
-        beforeReload.mqtt.stop()
-        try listener.restart()
-        let watcher = try lab.clientCertificate(commonName: "certrot")
-        let certrot = try Client(
-            port: try #require(listener.tlsPort), id: "certrot",
-            tls: MQTTTLSOptions(caFile: h.path("broker-ca.pem"), certFile: watcher.cert, keyFile: watcher.key))
-        #expect(await certrot.connected())
-        try await certrot.subscribe(["+/certs/ack"])
+        // Without any restart of the broker, each session with a revoked certificate is closed (the plugin looks
+        // at the CRL every second and disconnects the clients it lists).
+        let crlWritten =
+            (try FileManager.default.attributesOfItem(atPath: lab.crlPath)[.modificationDate] as? Date) ?? Date()
+        for session in sessions {
+            let dropped = await RevocationPluginTests.dropped(session, within: 5)
+            #expect(dropped, "the session with a revoked certificate is closed")
+            session.mqtt.stop()
+        }
+        let closedAfter = Date().timeIntervalSince(crlWritten)
+        print(
+            "revocation plugin: \(devices.count) sessions closed \(String(format: "%.2f", closedAfter)) s after the CRL was written"
+        )
+        #expect(closedAfter < 3, "closed within a second or two of the CRL change (the plugin looks every second)")
+        #expect(listener.pid == brokerPID, "no broker restart")
         let now = Dictionary(uniqueKeysWithValues: fleet.snapshot().map { ($0.id, $0) })
         for id in devices {
             let device = try #require(now[id])
@@ -127,11 +150,11 @@ import Testing
         }
         certrot.mqtt.stop()
         let log = try String(contentsOfFile: listener.logPath, encoding: .utf8)
-        // OpenSSL reports a revoked client certificate as a failed verification (libmosquitto retries, so at
-        // least once per device).
+        // The plugin refused each old certificate (libmosquitto retries, so at least once per device).
         #expect(
-            log.components(separatedBy: "certificate verify failed").count - 1 >= devices.count,
-            "mosquitto refused each old certificate in the TLS handshake")
+            log.components(separatedBy: "certrot_revocation: refused client").count - 1 >= devices.count,
+            "the plugin refused each old certificate: \(log.suffix(2000))")
+        #expect(log.contains("certrot_revocation: disconnecting client"))
         await h.stop()
 
         /// The certificate and key `device` holds in `tag`, as files a TLS client loads.

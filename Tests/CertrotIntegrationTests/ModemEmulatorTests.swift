@@ -14,9 +14,10 @@ import X509
     static let nordic = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("nordic").path
 
-    /// Runs one of Nordic's tools against the pty.
-    static func nordicTool(_ pty: ModemPTY, _ arguments: [String]) throws -> (status: Int32, output: String) {
-        try run(
+    /// Runs one of Nordic's tools against the pty, on a thread of its own (not the test pool's: the daemons of
+    /// the suites running beside this one need it).
+    static func nordicTool(_ pty: ModemPTY, _ arguments: [String]) async throws -> (status: Int32, output: String) {
+        try await HTTPAPITests.runOffThePool(
             "/usr/bin/env",
             ["NRF91_EMU_PTY=\(pty.path)", "PYTHONPATH=\(nordic)/shim:\(nordic)/stubs", "PYTHONDONTWRITEBYTECODE=1"]
                 + arguments)
@@ -28,7 +29,7 @@ import X509
         return dir
     }
 
-    @Test func nrfcredstore_listsWritesDeletesAndGenerates_onTheEmulator() throws {
+    @Test func nrfcredstore_listsWritesDeletesAndGenerates_onTheEmulator() async throws {
         let pty = try ModemPTY(modem: ATModem())
         defer { pty.stop() }
         let dir = try temporaryDirectory()
@@ -37,19 +38,19 @@ import X509
         let caFile = dir.appendingPathComponent("ca.pem").path
         try ca.pem.write(toFile: caFile, atomically: true, encoding: .utf8)
 
-        let write = try Self.nordicTool(
+        let write = try await Self.nordicTool(
             pty, ["nrfcredstore", "--cmd-type", "at", pty.path, "write", "42", "ROOT_CA_CERT", caFile])
         #expect(write.status == 0, "\(write.output)")
         // nrfcredstore writes the file's text without its trailing newline; the modem lists the digest of what it got.
         let written = Array(ca.pem.trimmingCharacters(in: .newlines).utf8)
         #expect(pty.modem.credential(tag: 42, type: 0) == written)
-        let list = try Self.nordicTool(pty, ["nrfcredstore", "--cmd-type", "at", pty.path, "list"])
+        let list = try await Self.nordicTool(pty, ["nrfcredstore", "--cmd-type", "at", pty.path, "list"])
         #expect(list.status == 0, "\(list.output)")
         #expect(list.output.contains(Hex.sha256(written).uppercased()), "\(list.output)")
         #expect(list.output.contains("4294967293"), "the modem-reserved entries are listed as a real modem lists them")
 
         let csrFile = dir.appendingPathComponent("csr.der").path
-        let generate = try Self.nordicTool(
+        let generate = try await Self.nordicTool(
             pty,
             ["nrfcredstore", "--cmd-type", "at", pty.path, "generate", "50", csrFile, "--attributes", "CN=bench-1"])
         #expect(generate.status == 0, "\(generate.output)")
@@ -58,20 +59,21 @@ import X509
         #expect(try KeygenOutput.parse(Base64URL.encode(der)).csr.subject.description == "CN=bench-1")
         #expect(pty.modem.hasKey(tag: 50))
         // A second KEYGEN into the tag that holds the key: 519, and the tool fails.
-        let again = try Self.nordicTool(pty, ["nrfcredstore", "--cmd-type", "at", pty.path, "generate", "50", csrFile])
+        let again = try await Self.nordicTool(
+            pty, ["nrfcredstore", "--cmd-type", "at", pty.path, "generate", "50", csrFile])
         #expect(again.status != 0)
 
-        let delete = try Self.nordicTool(
+        let delete = try await Self.nordicTool(
             pty, ["nrfcredstore", "--cmd-type", "at", pty.path, "delete", "42", "ROOT_CA_CERT"])
         #expect(delete.status == 0, "\(delete.output)")
         #expect(pty.modem.credential(tag: 42, type: 0) == nil)
         // The probe the tools make by default (`at AT+CGSN`, for an AT shell) is answered ERROR: plain AT mode.
-        let auto = try Self.nordicTool(pty, ["nrfcredstore", pty.path, "list", "--tag", "50"])
+        let auto = try await Self.nordicTool(pty, ["nrfcredstore", pty.path, "list", "--tag", "50"])
         #expect(auto.status == 0 && auto.output.contains("50"), "\(auto.output)")
         #expect(pty.modem.received.contains("at AT+CGSN"))
     }
 
-    @Test func deviceCredentialsInstaller_verify_succeedsOnTheEmulator() throws {
+    @Test func deviceCredentialsInstaller_verify_succeedsOnTheEmulator() async throws {
         let pty = try ModemPTY(modem: ATModem())
         defer { pty.stop() }
         let dir = try temporaryDirectory()
@@ -79,7 +81,7 @@ import X509
         let ca = try CertificateFactory.rootCA(commonName: "Device CA", days: 100)
         try ca.pem.write(toFile: dir.appendingPathComponent("ca.pem").path, atomically: true, encoding: .utf8)
         try ca.keyPEM.write(toFile: dir.appendingPathComponent("ca-key.pem").path, atomically: true, encoding: .utf8)
-        let installer = try Self.nordicTool(
+        let installer = try await Self.nordicTool(
             pty,
             [
                 "device_credentials_installer", "--port", pty.path, "--ca", dir.appendingPathComponent("ca.pem").path,

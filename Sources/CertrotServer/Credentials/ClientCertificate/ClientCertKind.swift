@@ -161,7 +161,8 @@ package final class ClientCertKind: CredentialKind {
         let output = try KeygenOutput.parse(message.keygen)
         // A registered identity wins; else one pinned in the store (by `certrot enroll`, or learned and pinned).
         var identity = identities[DeviceKey(rotation.device)]
-        if identity == nil, let learned = try tx.learnedIdentity(device: rotation.device),
+        // (Under `attestation: learn` a pinned key is checked by the learned-identity path below, as ever.)
+        if identity == nil, !policy.learnsIdentity, let learned = try tx.learnedIdentity(device: rotation.device),
             let key = learned.key.flatMap(Hex.decode),
             let publicKey = try? P256.Signing.PublicKey(x963Representation: key)
         {
