@@ -392,6 +392,12 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
             signers: [settings.signer] + [settings.nextSigner].compactMap { $0 }
                 + settings.clientCerts.policies.map(\.issuer.issuer.key))
         observability.watch(budget: settings.clientCerts.policies.isEmpty ? nil : settings.clientCerts.budget)
+        var issuers: [String: (name: String, notAfter: Date, crl: String?)] = [:]
+        for policy in settings.clientCerts.policies {
+            let issuer = policy.issuer
+            issuers[issuer.name] = (issuer.name, issuer.issuer.certificate.notValidAfter, issuer.crlPath)
+        }
+        observability.watch(issuers: issuers.values.sorted { $0.name < $1.name })
     }
 
     /// What `/metrics` answers, from `store` (tests on the engine harness read it without a listener).

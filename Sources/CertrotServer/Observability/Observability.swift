@@ -29,6 +29,8 @@ public final class Observability: Sendable {
         var signers: [SigningKey] = []
         /// The issuance budgets, shown beside what they count (nil: no client-certificate policy).
         var budget: IssuanceBudget?
+        /// The issuing CAs: name, certificate expiry, CRL path (their expiry and their CRLs' nextUpdate, exported).
+        var issuers: [(name: String, notAfter: Date, crl: String?)] = []
     }
 
     /// Inputs dropped for store errors within `storeErrorWindow` seconds that make the daemon not ready: a damaged
@@ -42,6 +44,13 @@ public final class Observability: Sendable {
         partsPublished = Metrics.Counter(label: "certrot_parts_published_total", factory: factory)
         reconnects = Metrics.Counter(label: "certrot_broker_reconnects_total", factory: factory)
         storeWrites = Metrics.Timer(label: "certrot_store_write_duration_seconds", factory: factory)
+        // Exported from the start at 0, so that an alert on their increase (deploy/prometheus) has a series.
+        _ = Metrics.Counter(label: "certrot_signing_failures_total", factory: factory)
+        for budget in ["device", "fleet"] {
+            _ = Metrics.Counter(
+                label: "certrot_client_cert_issuance_deferred_total", dimensions: [("budget", budget)], factory: factory
+            )
+        }
     }
 
     /// 1 while this replica leads its cluster (a single daemon always does).
@@ -73,6 +82,11 @@ public final class Observability: Sendable {
     /// The keys whose health readiness reports (the bundle-signing keys and the issuers' keys).
     func watch(signers: [SigningKey]) {
         state.withLock { $0.signers = signers }
+    }
+
+    /// The issuing CAs whose certificate expiry and CRL nextUpdate `/metrics` shows.
+    func watch(issuers: [(name: String, notAfter: Date, crl: String?)]) {
+        state.withLock { $0.issuers = issuers }
     }
 
     /// The issuance budgets `/metrics` shows beside the certificates issued in the last hour.
@@ -235,6 +249,31 @@ public final class Observability: Sendable {
                         .map { ($0, try tx.memberCounts(campaign: $0.id)) },
                     try tx.issuedCounts()
                 )
+            }
+            // Readiness and the signing keys, as /readyz judges them (alerts: deploy/prometheus/certrot-alerts.yml).
+            let signers = state.withLock { $0.signers }
+            let unavailable = signers.filter { $0.problem != nil && $0.probe() != nil }.count
+            gauge("certrot_ready", help: "1 while /readyz answers 200 (broker, store, signing keys)").set(
+                to: notReadyReason == nil ? 1 : 0)
+            gauge(
+                "certrot_signing_keys_unavailable",
+                help: "Signing keys (bundles, issuers) whose token cannot sign now"
+            ).set(to: Double(unavailable))
+            for issuer in state.withLock({ $0.issuers }) {
+                gauge(
+                    "certrot_issuer_not_after_timestamp_seconds", help: "When an issuing CA's certificate expires",
+                    labels: [("issuer", issuer.name)]
+                ).set(to: issuer.notAfter.timeIntervalSince1970)
+                // The CRL as mosquitto reads it: the file, not what certrot meant to write.
+                if let path = issuer.crl, let text = try? String(contentsOfFile: path, encoding: .utf8),
+                    let next = (try? RevocationList.parse(text))?.nextUpdate
+                {
+                    gauge(
+                        "certrot_crl_next_update_timestamp_seconds",
+                        help: "The nextUpdate of the CRL file an issuer's crl path holds",
+                        labels: [("issuer", issuer.name)]
+                    ).set(to: next.timeIntervalSince1970)
+                }
             }
             if let budget = state.withLock({ $0.budget }) {
                 let lastHour = try store.readAside { tx in try tx.issuedCount(since: now - 3600 + 1) }
