@@ -64,8 +64,11 @@ device-test: build
 demo: build
 	.build/debug/certrot-lab demo --devices $(DEMO_DEVICES)
 
+# The demo as a new user sees it, which must log no error or critical line (a clean shutdown logs none).
 demo-smoke:
-	.build/debug/certrot-lab demo --devices $(SMOKE_DEVICES) --timeout 120
+	.build/debug/certrot-lab demo --devices $(SMOKE_DEVICES) --timeout 120 > .build/demo-smoke.log 2>&1; \
+	  status=$$?; cat .build/demo-smoke.log; [ $$status -eq 0 ] || exit $$status; \
+	  if grep -nE '(^| )(error|critical) ' .build/demo-smoke.log; then echo "make demo logged the lines above"; exit 1; fi
 
 bench: release
 	.build/release/certrot-lab bench --devices $(BENCH_DEVICES) --out bench/results.json

@@ -444,6 +444,7 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         engine.reads = reads
         engine.publishContext()
         var httpTask: Task<Void, any Error>?
+        var httpGroup: ServiceGroup?
         if let http = settings.http {
             let api = LocalRPC(reads: reads, calls: engine.delivery.localCalls) { inbox.pushUrgent($0) }
             let app = try makeHTTPApplication(
@@ -454,12 +455,20 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
                 },
                 api: HTTPAPI(rpc: api, logger: logger), tokens: settings.httpTokens, limits: settings.httpLimits,
                 logger: logger)
-            httpTask = Task { try await app.run() }
+            // Run as a service group of its own and stopped with a graceful shutdown, not a cancellation (which
+            // HummingbirdCore logs as an error while it waits on its child channels).
+            let group = ServiceGroup(
+                configuration: ServiceGroupConfiguration(
+                    services: [.init(service: app)], gracefulShutdownSignals: [], logger: logger))
+            httpGroup = group
+            httpTask = Task { try await group.run() }
             logger.info(
                 "HTTP API, metrics and health on http://\(http.host):\(http.port)",
                 metadata: ["tokens": "\(settings.httpTokens.map(\.name))"])
         }
-        defer { httpTask?.cancel() }
+        defer {
+            if let httpGroup { Task { await httpGroup.triggerGracefulShutdown() } }
+        }
         let client = try MQTTClient(options: settings.broker, logger: logger) { event in inbox.push(.from(event)) }
         engine.client = client
         defer { client.stop() }

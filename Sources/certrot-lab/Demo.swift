@@ -173,9 +173,14 @@ struct Demo: AsyncParsableCommand {
         try await follow(campaign: id, rpc: rpc, started: started)
         let fleet = try await rpc.result("fleet.status", timeout: 5)
         let policy = (fleet["clientCerts"] as? [String: Any])?["device-identity"] as? [String: Any] ?? [:]
-        say("issued      \(policy["certificates"] ?? [:])")
+        let counts = policy["certificates"] as? [String: Int] ?? [:]
+        say("issued      " + counts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         let status = try await rpc.result("device.status", params: ["device": sample])
-        say("identity    \(sample): \(status["clientCertificate"] ?? "none")")
+        // As JSON, like every other answer certrot prints: a person reads it, and so does jq.
+        let identity = (status["clientCertificate"] as? [String: Any]).flatMap {
+            try? JSONSerialization.data(withJSONObject: $0, options: [.sortedKeys, .withoutEscapingSlashes])
+        }
+        say("identity    \(sample): " + (identity.map { String(decoding: $0, as: UTF8.self) } ?? "none"))
     }
 
     /// Act two: the next CA as a campaign, in waves, with the preflight shown refusing an unsafe one first.

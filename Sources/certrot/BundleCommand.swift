@@ -98,7 +98,7 @@ struct BundleCommand: ParsableCommand {
                     print(String(decoding: payload, as: UTF8.self))
                 }
             } catch let error as CertrotError {
-                throw ValidationError(error.message)
+                throw DataCheckFailed(error.message)
             }
         }
     }
@@ -125,7 +125,7 @@ struct BundleCommand: ParsableCommand {
                 do {
                     decoded = try CompactBundle.decode(cose)
                 } catch {
-                    throw ValidationError(error.message)
+                    throw DataCheckFailed(error.message)
                 }
                 header = "header: compact (COSE_Sign1, \(cose.count) bytes) alg=ES256 kid=\(decoded.kid)"
                 c = decoded.claims
@@ -137,7 +137,7 @@ struct BundleCommand: ParsableCommand {
                 do {
                     decoded = try JWS.decode(jws)
                 } catch {
-                    throw ValidationError(error.message)
+                    throw DataCheckFailed(error.message)
                 }
                 header = "header: alg=\(decoded.header.alg) kid=\(decoded.header.kid) typ=\(decoded.header.typ)"
                 c = decoded.claims
@@ -215,7 +215,7 @@ struct BundleCommand: ParsableCommand {
                 do {
                     part = try CompactParts.parse(item)
                 } catch {
-                    throw ValidationError(error.message)
+                    throw DataCheckFailed(error.message)
                 }
                 assembled[part.part] = part.data
                 total = part.parts
@@ -244,7 +244,7 @@ struct BundleCommand: ParsableCommand {
                 do {
                     part = try BundlePart.parse(Array(line.utf8))
                 } catch {
-                    throw ValidationError(error.message)
+                    throw DataCheckFailed(error.message)
                 }
                 if case .complete(let jws) = assembler.add(part) { return jws }
             }

@@ -91,7 +91,8 @@ struct CertCommand: ParsableCommand {
                     try keygen(text)
                 }
             } catch let error as CertrotError {
-                throw ValidationError(error.description)
+                // A failed check of the input is not a wrong command line: `Error: …`, exit 1, no usage text.
+                throw DataCheckFailed(error.description)
             }
         }
 

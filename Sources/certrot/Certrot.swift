@@ -48,12 +48,20 @@ struct Serve: AsyncParsableCommand {
             let (group, _) = try buildServices(config: loaded, logger: logger)
             try await group.run()
         } catch let error as CertrotError {
-            throw ValidationError(error.message)
+            throw DataCheckFailed(error.message)
         }
     }
 }
 
 /// The bytes of a file, or of standard input for nil or `-`.
+/// A command's input failed a check (a bundle whose signature does not verify, a KEYGEN answer that does not
+/// parse, a config with problems): ArgumentParser prints `Error: <message>` and exits 1, without the usage text a
+/// wrong command line gets (exit 64).
+struct DataCheckFailed: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
 func readInputBytes(_ path: String?) throws -> [UInt8] {
     if path == nil || path == "-" { return Array(FileHandle.standardInput.readDataToEndOfFile()) }
     return Array(try Data(contentsOf: URL(fileURLWithPath: path!)))

@@ -34,7 +34,7 @@ struct NewKeyOptions: ParsableArguments {
             let pin = try KeyFile.pin(for: uri, pinFile: pinFile)
             return (SigningKey(external: try TokenKey.generate(uri: uri, pin: pin)), text)
         } catch let error as CertrotError {
-            throw ValidationError(error.message)
+            throw DataCheckFailed(error.message)
         }
     }
 }
@@ -113,7 +113,7 @@ struct Keys: ParsableCommand {
                 do {
                     publicKey = try KeyFile.load(key, pkcs11: .init(pinFile: pinFile, sessions: 1)).publicKey
                 } catch let error as CertrotError {
-                    throw ValidationError(error.message)
+                    throw DataCheckFailed(error.message)
                 }
             } else {
                 let text = try String(contentsOfFile: key, encoding: .utf8)
@@ -160,7 +160,7 @@ func newKey(at path: String) throws -> SigningKey {
     do {
         try KeyFile.write(key, to: path)
     } catch let error as CertrotError {
-        throw ValidationError(error.message)
+        throw DataCheckFailed(error.message)
     }
     return key
 }

@@ -120,21 +120,26 @@ import Testing
         #expect(crl.serials.count == devices.count && crl.isSigned(by: lab.ca.certificate))
         // Without any restart of the broker, each session with a revoked certificate is closed (the plugin looks
         // at the CRL every second and disconnects the clients it lists).
-        // The last CRL write (each revocation's batch writes one): every session closed within a second or two of it.
+        // The last CRL write (each revocation's batch writes one): every session closed within a second or two of it,
+        // as the broker's own log times it (the plugin's work, not this test's scheduling under load).
         let crlWritten =
             (try FileManager.default.attributesOfItem(atPath: lab.crlPath)[.modificationDate] as? Date) ?? Date()
-        var lastClosed = Date.distantPast
         for (session, closing) in zip(sessions, closings) {
-            let closed = await closing.value
-            #expect(closed != nil, "the session with a revoked certificate is closed")
-            lastClosed = max(lastClosed, closed ?? .distantFuture)
+            #expect(await closing.value != nil, "the session with a revoked certificate is closed")
             session.mqtt.stop()
         }
-        let closedAfter = lastClosed.timeIntervalSince(crlWritten)
-        print(
-            "revocation plugin: \(devices.count) sessions closed, the last \(String(format: "%.2f", closedAfter)) s "
-                + "after the last CRL write")
-        #expect(closedAfter < 3, "closed within a second or two of the CRL change (the plugin looks every second)")
+        var closedAt: [String: Int] = [:]
+        for line in try String(contentsOfFile: listener.logPath, encoding: .utf8).split(separator: "\n") {
+            guard let range = line.range(of: ": certrot_revocation: disconnecting client "),
+                let time = Int(line[..<range.lowerBound])
+            else { continue }
+            closedAt[String(line[range.upperBound...].prefix { $0 != ":" })] = time
+        }
+        let closed = sessions.indices.compactMap { closedAt["\(devices[$0])-old"] }
+        #expect(closed.count == devices.count, "the broker's log names each closed session: \(closedAt)")
+        let closedAfter = (closed.max() ?? .max) - Int(crlWritten.timeIntervalSince1970)
+        print("revocation plugin: \(closed.count) sessions closed, the last \(closedAfter) s after the last CRL write")
+        #expect(closedAfter <= 2, "closed within a second or two of the CRL change (the plugin looks every second)")
         #expect(listener.pid == brokerPID, "no broker restart")
         let now = Dictionary(uniqueKeysWithValues: fleet.snapshot().map { ($0.id, $0) })
         for id in devices {

@@ -49,6 +49,8 @@ extension CLITests {
         let wrongTag = try certrot(
             "cert", "inspect", "--identity-key", vectors.identityPublicKey, "--tag", "7", path("keygen.txt"))
         #expect(wrongTag.status != 0 && wrongTag.output.contains("bad_attestation"), "\(wrongTag.output)")
+        // A failed check is not a wrong command line: exit 1, the reason, no usage text (#35).
+        #expect(wrongTag.status == 1 && !wrongTag.output.contains("Usage:"), "\(wrongTag.output)")
         let otherKey = Hex.encode(P256.Signing.PrivateKey().publicKey.x963Representation)
         #expect(try certrot("cert", "inspect", "--identity-key", otherKey, path("keygen.txt")).status != 0)
 
