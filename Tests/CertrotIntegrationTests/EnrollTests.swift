@@ -38,6 +38,30 @@ import Testing
         try DatabaseQueue(path: h.path("certrot.db")).read { db in try Row.fetchAll(db, sql: sql) }
     }
 
+    /// What enrollment reads of the modem's answers, as real modems print them (not only as the emulator does):
+    /// Tests/CertrotCoreTests/Vectors/real-modem/transcripts.md ([U1]: an nRF9160 DK, mfw 1.3.5) and Nordic's
+    /// sdk-nrf test data (the full list, `AT+CGSN=1`, `AT%XMODEMUUID`).
+    @Test func enrollmentReadsAnswersAsRealModemsPrintThem() {
+        #expect(Enrollment.imei(["352656109480783"]) == "352656109480783")
+        #expect(Enrollment.imei(["+CGSN: \"351358815178345\""]) == "351358815178345")
+        let list = [
+            #"%CMNG: 42,0,"2C43952EE9E000FF2ACC4E2ED0897C0A72AD5FA72C3D934E81741CBD54F05BD1""#,
+            #"%CMNG: 16842753,0,"2C43952EE9E000FF2ACC4E2ED0897C0A72AD5FA72C3D934E81741CBD54F05BD1""#,
+            #"%CMNG: 16842753,1,"C5B83285533307747ECB170B96C5B47F809D24CFE2BE553B4ED9B5D12551C08E""#,
+            #"%CMNG: 16842753,2,"372A8D78BFF2AB42DA1AA559A1AE2B7AA6A4694CDA1427D18609311D525F370C""#,
+            #"%CMNG: 4294967293,10,"2C43952EE9E000FF2ACC4E2ED0897C0A72AD5FA72C3D934E81741CBD54F05BD1""#,
+        ]
+        #expect(
+            Enrollment.digests(list, tag: 16_842_753) == [
+                0: "2C43952EE9E000FF2ACC4E2ED0897C0A72AD5FA72C3D934E81741CBD54F05BD1",
+                1: "C5B83285533307747ECB170B96C5B47F809D24CFE2BE553B4ED9B5D12551C08E",
+                2: "372A8D78BFF2AB42DA1AA559A1AE2B7AA6A4694CDA1427D18609311D525F370C",
+            ])
+        #expect(
+            Enrollment.modemUUID(["%XMODEMUUID: 25c95751-efa4-40d4-8b4a-1dcaab81fac9"])
+                == ModemUUID.parse("25c95751-efa4-40d4-8b4a-1dcaab81fac9"))
+    }
+
     @Test func aDeviceEnrolledOverItsATPort_isKnownFromBirth_andRenewedByTheDaemon_withoutAnIdentitiesFile()
         async throws
     {

@@ -116,13 +116,7 @@ package struct Enrollment {
         _ = try expectOK("AT+CFUN=4", "the modem did not go offline (credentials are written only at CFUN=4)")
         let imeiAnswer = try expectOK("AT+CGSN", "the modem did not give its IMEI")
         let imei = Self.imei(imeiAnswer.lines)
-        let modemUUID = (try? send("AT%XMODEMUUID")).flatMap { answer -> [UInt8]? in
-            guard answer.final == .ok else { return nil }
-            return answer.lines.compactMap { line in
-                line.hasPrefix("%XMODEMUUID:")
-                    ? ModemUUID.parse(line.dropFirst(12).trimmingCharacters(in: .whitespaces)) : nil
-            }.first
-        }
+        let modemUUID = (try? send("AT%XMODEMUUID")).flatMap { $0.final == .ok ? Self.modemUUID($0.lines) : nil }
         guard let device = requested ?? imei.map({ "nrf-" + $0 }) else {
             throw EnrollmentError(
                 "no device ID: the modem's AT+CGSN answer holds no IMEI; give --device", command: "AT+CGSN",
@@ -131,7 +125,7 @@ package struct Enrollment {
         try Self.checkDevice(device, policy: policy)
         progress(
             "\(device): offline, IMEI \(imei ?? "?"), generating keys in tags \(policy.tags[0]) and \(policy.tags[1])")
-        var answers: [Int64: String] = [:]
+        var answers: [String] = []
         for tag in policy.tags {
             for type in [0, 1, 2] {
                 let command = "AT%CMNG=3,\(tag),\(type)"
@@ -142,12 +136,11 @@ package struct Enrollment {
             }
             let command = "AT%KEYGEN=\(tag),2,0,\"CN=\(policy.commonName(for: device))\""
             let answer = try expectOK(command, "the modem did not generate a key", timeout: keygenTimeout)
-            guard let line = answer.lines.first(where: { $0.hasPrefix("%KEYGEN:") }),
-                let text = line.split(separator: "\"", omittingEmptySubsequences: false).dropFirst().first
-            else {
+            // The response line as the modem printed it: KeygenOutput takes its `%KEYGEN: "…"` framing off.
+            guard let line = answer.lines.first(where: { $0.hasPrefix("%KEYGEN:") }) else {
                 throw EnrollmentError("the KEYGEN answer has no %KEYGEN line", command: command, answer: answer.text)
             }
-            answers[tag] = String(text)
+            answers.append(line)
         }
         let checked = try check(answers: answers, uuid: modemUUID)
         var certificate = try issue(device: device, checked: checked)
@@ -207,7 +200,7 @@ package struct Enrollment {
     }
 
     /// `%CMNG: <tag>,<type>,"<digest>"` lines of `tag`: type → digest (uppercase).
-    static func digests(_ lines: [String], tag: Int64) -> [Int: String] {
+    package static func digests(_ lines: [String], tag: Int64) -> [Int: String] {
         var result: [Int: String] = [:]
         for line in lines where line.hasPrefix("%CMNG:") {
             let fields = line.dropFirst(6).replacingOccurrences(of: "\"", with: "").split(separator: ",").map {
@@ -219,8 +212,16 @@ package struct Enrollment {
         return result
     }
 
+    /// The UUID in an `AT%XMODEMUUID` answer (`%XMODEMUUID: 25c95751-efa4-40d4-8b4a-1dcaab81fac9`).
+    package static func modemUUID(_ lines: [String]) -> [UInt8]? {
+        lines.lazy.compactMap { line in
+            line.hasPrefix("%XMODEMUUID:")
+                ? ModemUUID.parse(line.dropFirst(12).trimmingCharacters(in: .whitespaces)) : nil
+        }.first
+    }
+
     /// The IMEI in an `AT+CGSN` answer: 15 digits on the last line (or `+CGSN: "<imei>"`).
-    static func imei(_ lines: [String]) -> String? {
+    package static func imei(_ lines: [String]) -> String? {
         for line in lines.reversed() {
             let digits = line.filter(\.isNumber)
             if digits.count == 15 { return digits }
@@ -248,21 +249,26 @@ package struct Enrollment {
         package var output: KeygenOutput
     }
 
-    /// Checks two attested answers, one per tag, as renewal does, and recovers the modem's identity key from them.
-    package func check(answers: [Int64: String], uuid: [UInt8]?) throws -> Checked {
+    /// Checks two attested answers (as the modem printed them, or just their quoted part), one for each of the
+    /// policy's tags as their attestations say, as renewal checks a CSR, and recovers the modem's identity key.
+    package func check(answers texts: [String], uuid: [UInt8]?) throws -> Checked {
         var outputs: [Int64: KeygenOutput] = [:]
-        for tag in policy.tags {
-            guard let text = answers[tag] else { throw EnrollmentError("no KEYGEN answer for sec tag \(tag)") }
+        for text in texts {
+            let output: KeygenOutput
             do {
-                outputs[tag] = try KeygenOutput.parse(text)
+                output = try KeygenOutput.parse(text)
             } catch {
-                throw EnrollmentError("the KEYGEN answer for sec tag \(tag) is not a modem's: \(error.message)")
+                throw EnrollmentError("a KEYGEN answer is not a modem's: \(error.message) (\(text.prefix(40))…)")
             }
+            guard output.cose != nil, let attestation = output.attestation else {
+                throw EnrollmentError("a KEYGEN answer carries no attestation (AT%KEYGEN=<tag>,2,0 gives one)")
+            }
+            outputs[attestation.secTag] = output
+        }
+        for tag in policy.tags where outputs[tag] == nil {
+            throw EnrollmentError("no attested KEYGEN answer for sec tag \(tag)")
         }
         let both = policy.tags.compactMap { outputs[$0] }
-        guard both.allSatisfy({ $0.cose != nil && $0.attestation != nil }) else {
-            throw EnrollmentError("a KEYGEN answer carries no attestation (AT%KEYGEN=<tag>,2,0 gives one)")
-        }
         let uuids = Set(both.compactMap { $0.attestation?.uuid })
         guard uuids.count == 1, let answered = uuids.first else {
             throw EnrollmentError("the two KEYGEN answers name different modems")

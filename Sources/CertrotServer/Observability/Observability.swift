@@ -31,6 +31,13 @@ public final class Observability: Sendable {
         var budget: IssuanceBudget?
         /// The issuing CAs: name, certificate expiry, CRL path (their expiry and their CRLs' nextUpdate, exported).
         var issuers: [(name: String, notAfter: Date, crl: String?)] = []
+        /// The CRL files' nextUpdate as last read, by path, with the file's modification time and size.
+        var crls: [String: (stamp: CRLStamp, next: Date?)] = [:]
+    }
+
+    struct CRLStamp: Equatable {
+        var modified: Date?
+        var size: Int
     }
 
     /// Inputs dropped for store errors within `storeErrorWindow` seconds that make the daemon not ready: a damaged
@@ -87,6 +94,20 @@ public final class Observability: Sendable {
     /// The issuing CAs whose certificate expiry and CRL nextUpdate `/metrics` shows.
     func watch(issuers: [(name: String, notAfter: Date, crl: String?)]) {
         state.withLock { $0.issuers = issuers }
+    }
+
+    /// The `nextUpdate` of the CRL file at `path`, parsed again only when the file changed (a CRL of 100,000
+    /// entries is megabytes: not to be read on every scrape).
+    private func crlNextUpdate(_ path: String) -> Date? {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else { return nil }
+        let stamp = CRLStamp(
+            modified: attributes[.modificationDate] as? Date, size: (attributes[.size] as? NSNumber)?.intValue ?? -1)
+        if let cached = state.withLock({ $0.crls[path] }), cached.stamp == stamp { return cached.next }
+        let next = (try? String(contentsOfFile: path, encoding: .utf8)).flatMap {
+            (try? RevocationList.parse($0))?.nextUpdate
+        }
+        state.withLock { $0.crls[path] = (stamp, next) }
+        return next
     }
 
     /// The issuance budgets `/metrics` shows beside the certificates issued in the last hour.
@@ -265,9 +286,7 @@ public final class Observability: Sendable {
                     labels: [("issuer", issuer.name)]
                 ).set(to: issuer.notAfter.timeIntervalSince1970)
                 // The CRL as mosquitto reads it: the file, not what certrot meant to write.
-                if let path = issuer.crl, let text = try? String(contentsOfFile: path, encoding: .utf8),
-                    let next = (try? RevocationList.parse(text))?.nextUpdate
-                {
+                if let path = issuer.crl, let next = crlNextUpdate(path) {
                     gauge(
                         "certrot_crl_next_update_timestamp_seconds",
                         help: "The nextUpdate of the CRL file an issuer's crl path holds",
