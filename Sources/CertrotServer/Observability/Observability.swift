@@ -22,6 +22,8 @@ public final class Observability: Sendable {
         var connects = 0
         var storeWritable = true
         var lastStoreError: String?
+        /// When a store write last failed (monotonic seconds).
+        var storeFailedAt: Double?
         /// When recent inputs were dropped for a store error (monotonic seconds), newest last.
         var storeErrors: [Double] = []
         /// The keys that sign (bundles, checkpoints, certificates): a key in a token that cannot sign makes the
@@ -44,8 +46,15 @@ public final class Observability: Sendable {
     /// store can fail some writes and not others, and each failed input is lost.
     static let storeErrorBurst = 10
     static let storeErrorWindow = 60.0
+    /// Seconds a replica stays not ready after a failed store write, even once writes succeed again: a store that
+    /// fails and comes back within a tick (sessions cut off and reopened, a database restarting) is reported for
+    /// longer than one probe's interval instead of flapping between two probes.
+    package let storeRecoveryHold: Double
 
-    public init() {
+    public convenience init() { self.init(storeRecoveryHold: 3) }
+
+    package init(storeRecoveryHold: Double) {
+        self.storeRecoveryHold = storeRecoveryHold
         factory = PrometheusMetricsFactory(registry: registry)
         bundlesSigned = Metrics.Counter(label: "certrot_bundles_signed_total", factory: factory)
         partsPublished = Metrics.Counter(label: "certrot_parts_published_total", factory: factory)
@@ -169,7 +178,7 @@ public final class Observability: Sendable {
         .increment()
     }
 
-    func brokerConnected(_ connected: Bool) {
+    package func brokerConnected(_ connected: Bool) {
         let reconnect = state.withLock { state -> Bool in
             state.connected = connected
             guard connected else { return false }
@@ -179,10 +188,13 @@ public final class Observability: Sendable {
         if reconnect { reconnects.increment() }
     }
 
-    func storeWrite(ok: Bool, error: String? = nil) {
+    package func storeWrite(ok: Bool, error: String? = nil) {
         state.withLock {
             $0.storeWritable = ok
-            if !ok { $0.lastStoreError = error }
+            if !ok {
+                $0.lastStoreError = error
+                $0.storeFailedAt = Double(DispatchTime.now().uptimeNanoseconds) / 1e9
+            }
         }
     }
 
@@ -208,6 +220,10 @@ public final class Observability: Sendable {
             if !state.connected { return "not connected to the broker" }
             if !state.storeWritable { return "the store is not writable: \(state.lastStoreError ?? "unknown error")" }
             let now = Double(DispatchTime.now().uptimeNanoseconds) / 1e9
+            if let failed = state.storeFailedAt, now - failed < storeRecoveryHold {
+                return "the store failed \(String(format: "%.1f", now - failed)) s ago: "
+                    + "\(state.lastStoreError ?? "unknown error")"
+            }
             let recent = state.storeErrors.filter { now - $0 <= Self.storeErrorWindow }.count
             if recent >= Self.storeErrorBurst {
                 return "\(recent) inputs lost to store errors in the last \(Int(Self.storeErrorWindow)) s: "
