@@ -390,7 +390,7 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         self.drops = DropCounters(observability: observability)
         observability.watch(
             signers: [settings.signer] + [settings.nextSigner].compactMap { $0 }
-                + settings.clientCerts.policies.map(\.issuer.issuer.key))
+                + settings.clientCerts.policies.compactMap(\.issuer.issuer.key.signingKey))
         observability.watch(budget: settings.clientCerts.policies.isEmpty ? nil : settings.clientCerts.budget)
         var issuers: [String: (name: String, notAfter: Date, crl: String?)] = [:]
         for policy in settings.clientCerts.policies {

@@ -20,6 +20,12 @@ public enum KeyFile {
             external: try TokenKey.open(uri: uri, pin: try pin(for: uri, pinFile: pkcs11?.pinFile), sessions: sessions))
     }
 
+    /// An issuing CA's key (`issuers[].key`): a PEM file of a P-256, P-384 or RSA key, or a P-256 key in a token.
+    public static func loadIssuerKey(_ spec: String, pkcs11: CertrotConfig.PKCS11? = nil) throws -> IssuerKey {
+        guard PKCS11URI.isURI(spec) else { return try IssuerKey(pem: readPrivate(spec, what: "issuer key")) }
+        return IssuerKey(try load(spec, pkcs11: pkcs11))
+    }
+
     /// The token's user PIN: the URI's `pin-source` file, else `pkcs11.pinFile`, else `CERTROT_PKCS11_PIN`. Files
     /// must be mode 0600 and owned by the user running certrot; one trailing newline is dropped.
     public static func pin(
@@ -59,14 +65,26 @@ public enum KeyFile {
 
     /// Writes a new key with mode 0600; refuses to overwrite an existing file.
     public static func write(_ key: SigningKey, to path: String) throws {
+        guard let pem = key.pkcs8PEM else {
+            throw CertrotError(.invalidKey, "\(key.location ?? key.kid) is in a token; it cannot be written to a file")
+        }
+        try writePrivate(pem, to: path)
+    }
+
+    /// Writes a new issuing CA's key (PKCS#8 PEM) with mode 0600; refuses to overwrite an existing file.
+    public static func write(_ key: IssuerKey, to path: String) throws {
+        guard let pem = key.pkcs8PEM else {
+            throw CertrotError(.invalidKey, "\(key) is in a token; it cannot be written to a file")
+        }
+        try writePrivate(pem, to: path)
+    }
+
+    static func writePrivate(_ pem: String, to path: String) throws {
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
         guard fd >= 0 else {
             throw CertrotError(.invalidKey, "cannot create \(path): \(String(cString: strerror(errno)))")
         }
         defer { close(fd) }
-        guard let pem = key.pkcs8PEM else {
-            throw CertrotError(.invalidKey, "\(key.location ?? key.kid) is in a token; it cannot be written to a file")
-        }
         let bytes = Array(pem.utf8)
         let written = bytes.withUnsafeBytes { Foundation.write(fd, $0.baseAddress, $0.count) }
         guard written == bytes.count else { throw CertrotError(.invalidKey, "short write to \(path)") }

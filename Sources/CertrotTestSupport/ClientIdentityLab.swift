@@ -12,7 +12,7 @@ package final class ClientIdentityLab: Sendable {
     package static let tags: [Int64] = [16_842_753, 16_842_754]
 
     package let dir: URL
-    package let ca: CertificateFactory.Issued
+    package let ca: CA
     package let caPath: String
     package let caKeyPath: String
     package let crlPath: String
@@ -20,23 +20,37 @@ package final class ClientIdentityLab: Sendable {
     package let modems: [String: SimulatedModem]
     package let factory: [String: Factory]
 
+    /// The device CA: self-signed, of the kind given (P-256 unless a test asks for P-384 or RSA).
+    package struct CA: Sendable {
+        package var certificate: Certificate
+        package var key: IssuerKey
+        package var pem: String
+    }
+
     package struct Factory: Sendable {
         package var pem: String
         package var key: P256.Signing.PrivateKey
     }
 
     /// - Parameter registered: the devices whose identity keys go into the identities file (default: all).
-    package init(dir: URL, devices: [String], registered: [String]? = nil, factoryDays: Int = 10) throws {
+    /// - Parameter issuerKind: the device CA's key type (#35).
+    package init(
+        dir: URL, devices: [String], registered: [String]? = nil, factoryDays: Int = 10,
+        issuerKind: IssuerKey.Kind = .p256
+    ) throws {
         self.dir = dir
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        ca = try CertificateFactory.rootCA(commonName: "Device CA", days: 3650)
+        let caKey = IssuerKey.generate(issuerKind)
+        let caCertificate = try ClientCertificateIssuer.selfSignedCA(
+            key: caKey, commonName: "Device CA", days: 3650, now: Date())
+        ca = CA(certificate: caCertificate, key: caKey, pem: try caCertificate.serializeAsPEM().pemString + "\n")
         caPath = dir.appendingPathComponent("device-ca.pem").path
         caKeyPath = dir.appendingPathComponent("device-ca-key.pem").path
         crlPath = dir.appendingPathComponent("device-ca.crl").path
         identitiesPath = dir.appendingPathComponent("identities.jsonl").path
         try ca.pem.write(toFile: caPath, atomically: true, encoding: .utf8)
         try? FileManager.default.removeItem(atPath: caKeyPath)
-        try KeyFile.write(SigningKey(privateKey: ca.key), to: caKeyPath)
+        try KeyFile.write(ca.key, to: caKeyPath)
         let issuer = try ClientCertificateIssuer(
             certificate: ca.certificate, key: ca.key, validity: Int64(factoryDays) * 86400)
         var lines: [String] = []

@@ -103,19 +103,27 @@ struct Bench: AsyncParsableCommand {
         // Client-certificate issuance (docs/protocol.md §11): each certificate costs two ECDSA verifications (the
         // CSR's proof of possession, the modem's attestation) and one signature.
         let issuance = try issuanceBenchmark()
+        func ratio(_ value: Double) -> Any { openssl.map { value / $0 } as Any }
         results["issuance"] = [
-            "certificatesPerSecond": issuance.issued, "checksPerSecond": issuance.checked,
-            "opensslSignPerSecond": openssl as Any, "ratio": openssl.map { issuance.issued / $0 } as Any,
+            "certificatesPerSecond": issuance.whole, "checksPerSecond": issuance.checks,
+            "issuingPerSecond": issuance.issuing, "issuingBeforePerSecond": issuance.issuingBefore,
+            "opensslSignPerSecond": openssl as Any, "ratio": ratio(issuance.whole),
+            "issuingRatio": ratio(issuance.issuing), "issuingBeforeRatio": ratio(issuance.issuingBefore),
+            "issuingByKind": Dictionary(uniqueKeysWithValues: issuance.byKind.map { ($0.0.rawValue, $0.1) }),
         ]
+        let versus = { (value: Double) in openssl.map { String(format: " (%.2f × openssl sign)", value / $0) } ?? "" }
         say(
             String(
                 format: "issuance    %.0f client certificates/s on one core (CSR + attestation checked, signed, PEM)",
-                issuance.issued)
-                + (openssl.map { String(format: "; ratio to openssl sign %.2f", issuance.issued / $0) } ?? ""))
+                issuance.whole) + versus(issuance.whole))
+        say(String(format: "            issuing alone %.0f/s", issuance.issuing) + versus(issuance.issuing))
         say(
-            String(
-                format: "            (of which the checks alone, parse + 2 ECDSA verifications: %.0f/s)",
-                issuance.checked))
+            String(format: "            issuing through swift-certificates' builder %.0f/s", issuance.issuingBefore)
+                + versus(issuance.issuingBefore))
+        say(String(format: "            checks alone (parse + 2 ECDSA verifications) %.0f/s", issuance.checks))
+        say(
+            "            issuing alone under other CAs: "
+                + issuance.byKind.map { "\($0.0.name) " + String(format: "%.0f/s", $0.1) }.joined(separator: ", "))
 
         let broker = try Broker()
         defer { broker.stop() }

@@ -14,10 +14,12 @@ struct IssuerCommand: ParsableCommand {
 
     struct Init: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Make a P-256 issuing CA for trials: its certificate (PEM) and key (PKCS#8 PEM, mode 0600).",
+            abstract: "Make an issuing CA for trials: its certificate (PEM) and key (PKCS#8 PEM, mode 0600).",
             discussion: """
-                For production, issue from your own PKI's intermediate; certrot needs its certificate and key. \
-                Refuses to overwrite either file.
+                --key-type p256 (default), p384, rsa2048, rsa3072 or rsa4096; the CA signs certificates and CRLs \
+                with ecdsa-with-SHA256, ecdsa-with-SHA384 or sha256WithRSAEncryption. A key in a token (--pkcs11) \
+                is P-256. For production, issue from your own PKI's intermediate; certrot needs its certificate \
+                and key. Refuses to overwrite either file.
                 """)
 
         @Option(help: "Where to write the CA certificate.")
@@ -29,8 +31,15 @@ struct IssuerCommand: ParsableCommand {
         @Option(help: "For --pkcs11: the token's user PIN, in a file (mode 0600); else CERTROT_PKCS11_PIN.")
         var pinFile: String?
 
+        @Option(help: "The CA key's type: p256, p384, rsa2048, rsa3072 or rsa4096.")
+        var keyType = "p256"
+
         func validate() throws {
             guard (key == nil) != (uri == nil) else { throw ValidationError("give exactly one of --key and --pkcs11") }
+            guard let kind = IssuerKey.Kind(rawValue: keyType) else {
+                throw ValidationError("--key-type must be one of \(IssuerKey.Kind.allCases.map(\.rawValue))")
+            }
+            guard uri == nil || kind == .p256 else { throw ValidationError("a key made in a token (--pkcs11) is p256") }
         }
         @Option(help: "The CA's common name.")
         var name = "certrot device CA"
@@ -42,7 +51,17 @@ struct IssuerCommand: ParsableCommand {
                 throw ValidationError("\(cert) exists; refusing to overwrite it")
             }
             guard days > 0, days <= 36500 else { throw ValidationError("--days must be 1…36500") }
-            let (signing, location) = try NewKeyOptions.make(out: key, uri: uri, pinFile: pinFile)
+            let kind = IssuerKey.Kind(rawValue: keyType)!
+            let signing: IssuerKey
+            let location: String
+            if let key, kind != .p256 {
+                signing = IssuerKey.generate(kind)
+                try KeyFile.write(signing, to: key)
+                location = key
+            } else {
+                let made = try NewKeyOptions.make(out: key, uri: uri, pinFile: pinFile)
+                (signing, location) = (IssuerKey(made.key), made.location)
+            }
             let certificate = try ClientCertificateIssuer.selfSignedCA(
                 key: signing, commonName: name, days: days, now: Date())
             try (try certificate.serializeAsPEM().pemString + "\n").write(
@@ -50,7 +69,7 @@ struct IssuerCommand: ParsableCommand {
             print(
                 """
                 issuing CA  \(cert)
-                key         \(key != nil ? "\(location) (mode 0600)" : location)
+                key         \(kind.name), \(key != nil ? "\(location) (mode 0600)" : location)
                 subject     CN=\(name), valid until \(certificate.notValidAfter)
                 """)
         }
@@ -135,6 +154,7 @@ struct CertCommand: ParsableCommand {
                 print("  issuer         \(certificate.issuer)")
                 print("  serial         \(Hex.encode(certificate.serialNumber.bytes))")
                 print("  valid          \(certificate.notValidBefore) … \(certificate.notValidAfter)")
+                print("  signed with    \(certificate.signatureAlgorithm)")
                 if let usage = try? certificate.extensions.extendedKeyUsage {
                     print("  extended usage \(usage.map { "\($0)" }.joined(separator: ", "))")
                 }
@@ -148,6 +168,7 @@ struct CertCommand: ParsableCommand {
             print("  issuer         \(list.issuer)")
             print("  this update    \(list.thisUpdate)")
             if let next = list.nextUpdate { print("  next update    \(next)") }
+            print("  signed with    \(list.signatureAlgorithm.map { "\($0)" } ?? "an algorithm certrot does not know")")
             print("  revoked        \(list.serials.count)")
             for serial in list.serials { print("    \(serial)") }
             guard let issuer else { return }

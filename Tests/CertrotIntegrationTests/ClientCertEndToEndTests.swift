@@ -15,12 +15,14 @@ import Testing
 
     let devices = ["cc-00001", "cc-00002", "cc-00003", "cc-00004"]
 
-    @Test
-    func aFleetIsRenewed_thenRenewedAgain_andItsOldCertificatesAreRefusedAndTheirSessionsClosed_withoutABrokerRestart()
-        async throws
-    {
+    /// Under an issuing CA of each kind (#35): P-256, P-384 and RSA; the devices' keys stay the modem's P-256.
+    @Test(.serialized, arguments: [IssuerKey.Kind.p256, .p384, .rsa3072])
+    func aFleetIsRenewed_thenRenewedAgain_andItsOldCertificatesAreRefusedAndTheirSessionsClosed_withoutABrokerRestart(
+        issuer kind: IssuerKey.Kind
+    ) async throws {
         let h = try Harness()
-        let lab = try ClientIdentityLab(dir: h.dir.appendingPathComponent("identities"), devices: devices)
+        let lab = try ClientIdentityLab(
+            dir: h.dir.appendingPathComponent("identities"), devices: devices, issuerKind: kind)
         // The TLS listener's own certificate, from a broker CA the devices trust: the chain written beside each
         // new identity (caChain) is that CA.
         let brokerCA = try CertificateFactory.rootCA(commonName: "Broker CA", days: 700)
@@ -118,6 +120,7 @@ import Testing
         try await waitUntil("every device verified again") { try verified() == devices.count }
         let crl = try RevocationList.parse(String(contentsOfFile: lab.crlPath, encoding: .utf8))
         #expect(crl.serials.count == devices.count && crl.isSigned(by: lab.ca.certificate))
+        #expect(crl.signatureAlgorithm == lab.ca.key.signatureAlgorithm, "the CRL is signed as a \(kind.name) CA signs")
         // Without any restart of the broker, each session with a revoked certificate is closed (the plugin looks
         // at the CRL every second and disconnects the clients it lists).
         // The last CRL write (each revocation's batch writes one): every session closed within a second or two of it,
@@ -156,9 +159,23 @@ import Testing
             #expect(seen?.topic == "\(id)/certs/ack" && seen?.text == "mine")
             current.mqtt.stop()
             // With the certificate it used before, revoked, it is refused.
-            let revoked = try Client(port: listener.tlsPort!, id: "\(id)-old", tls: try files(device, tag: old))
+            let oldFiles = try files(device, tag: old)
+            let revoked = try Client(port: listener.tlsPort!, id: "\(id)-old", tls: oldFiles)
             #expect(await revoked.outcome(timeout: 5) != true, "\(id)'s revoked certificate is refused")
             revoked.mqtt.stop()
+            // OpenSSL agrees, with the CRL as certrot wrote it: the new certificate verifies, the old one is revoked.
+            let newFiles = try files(device, tag: tag)
+            let verifyNew = try openssl(
+                "verify", "-crl_check", "-CAfile", lab.caPath, "-CRLfile", lab.crlPath, newFiles.certFile!)
+            #expect(verifyNew.status == 0 && verifyNew.output.contains(": OK"), "\(verifyNew.output)")
+            let verifyOld = try openssl(
+                "verify", "-crl_check", "-CAfile", lab.caPath, "-CRLfile", lab.crlPath, oldFiles.certFile!)
+            #expect(verifyOld.status != 0 && verifyOld.output.contains("certificate revoked"), "\(verifyOld.output)")
+            let leaf = try openssl("x509", "-in", newFiles.certFile!, "-noout", "-text")
+            let algorithm = [IssuerKey.Kind.p256: "ecdsa-with-SHA256", .p384: "ecdsa-with-SHA384"][kind]
+            #expect(
+                leaf.output.contains("Signature Algorithm: \(algorithm ?? "sha256WithRSAEncryption")"), "\(leaf.output)"
+            )
         }
         certrot.mqtt.stop()
         let log = try String(contentsOfFile: listener.logPath, encoding: .utf8)
@@ -168,6 +185,10 @@ import Testing
             "the plugin refused each old certificate: \(log.suffix(2000))")
         #expect(log.contains("certrot_revocation: disconnecting client"))
         await h.stop()
+
+        func openssl(_ arguments: String...) throws -> (status: Int32, output: String) {
+            try run("/usr/bin/env", ["openssl"] + arguments)
+        }
 
         /// The certificate and key `device` holds in `tag`, as files a TLS client loads.
         func files(_ device: SimulatedDevice, tag: Int64) throws -> MQTTTLSOptions {

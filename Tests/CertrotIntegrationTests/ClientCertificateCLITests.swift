@@ -74,6 +74,76 @@ extension CLITests {
         #expect(try certrot("cert", "inspect", "--issuer", path("ca2.pem"), path("crl.pem")).status != 0)
     }
 
+    /// `certrot issuer init --key-type` makes each kind of issuing CA (#35): a PKCS#8 key of that type (mode 0600,
+    /// read back by OpenSSL and by certrot's issuer loader), a self-signed CA signed with the algorithm the key calls
+    /// for, and a certificate and CRL from it that `certrot cert inspect` reads and verifies. Unknown types, a
+    /// token key of another type than P-256, and an RSA key below 2048 bits are refused.
+    @Test(arguments: [
+        ("p384", "384 bit", "ecdsa-with-SHA384"), ("rsa2048", "2048 bit", "sha256WithRSAEncryption"),
+        ("rsa4096", "4096 bit", "sha256WithRSAEncryption"),
+    ])
+    func issuerInit_makesEachKeyType(type: String, size: String, algorithm: String) throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let made = try certrot(
+            "issuer", "init", "--key-type", type, "--cert", path("ca.pem"), "--key", path("ca-key.pem"))
+        #expect(made.status == 0, "\(made.output)")
+        var info = stat()
+        #expect(stat(path("ca-key.pem"), &info) == 0 && info.st_mode & 0o777 == 0o600)
+        let key = try run("/usr/bin/env", ["openssl", "pkey", "-in", path("ca-key.pem"), "-noout", "-text"])
+        #expect(key.output.contains(size), "\(key.output.prefix(200))")
+        let ca = try run("/usr/bin/env", ["openssl", "x509", "-in", path("ca.pem"), "-noout", "-text"])
+        #expect(ca.output.contains("Signature Algorithm: \(algorithm)"), "\(ca.output)")
+        #expect(try run("/usr/bin/env", ["openssl", "verify", "-CAfile", path("ca.pem"), path("ca.pem")]).status == 0)
+
+        // The key loads as an issuer's key, and what it signs verifies.
+        let issuerKey = try KeyFile.loadIssuerKey(path("ca-key.pem"))
+        #expect(issuerKey.kind.rawValue == type)
+        let certificate = try Certificate(pemEncoded: try String(contentsOfFile: path("ca.pem"), encoding: .utf8))
+        let issuer = try ClientCertificateIssuer(certificate: certificate, key: issuerKey, validity: 86400)
+        let issued = try issuer.issue(for: P256.Signing.PrivateKey().publicKey, commonName: "nrf-1", now: Date())
+        try issued.pem.write(toFile: path("leaf.pem"), atomically: true, encoding: .utf8)
+        let leaf = try certrot("cert", "inspect", path("leaf.pem"))
+        #expect(leaf.status == 0 && leaf.output.contains("signed with"), "\(leaf.output)")
+        let crl = try RevocationList.make(
+            issuer: certificate, key: issuerKey,
+            entries: [.init(serial: Array(issued.certificate.serialNumber.bytes), revokedAt: Date())],
+            number: 1, thisUpdate: Date(), nextUpdate: Date().addingTimeInterval(86400))
+        try crl.write(toFile: path("crl.pem"), atomically: true, encoding: .utf8)
+        let listed = try certrot("cert", "inspect", "--issuer", path("ca.pem"), path("crl.pem"))
+        #expect(listed.status == 0 && listed.output.contains("verified"), "\(listed.output)")
+        let verified = try run(
+            "/usr/bin/env",
+            [
+                "openssl", "verify", "-crl_check", "-CAfile", path("ca.pem"), "-CRLfile", path("crl.pem"),
+                path("leaf.pem"),
+            ])
+        #expect(verified.output.contains("certificate revoked"), "\(verified.output)")
+
+        #expect(
+            try certrot("issuer", "init", "--key-type", "ed25519", "--cert", path("x.pem"), "--key", path("x-key.pem"))
+                .status != 0)
+        #expect(
+            try certrot("issuer", "init", "--key-type", type, "--cert", path("y.pem"), "--pkcs11", "pkcs11:token=t")
+                .status != 0)
+    }
+
+    @Test func anRSAIssuerKeyBelow2048Bits_isRefusedWithItsSize() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        _ = try run("/usr/bin/env", ["openssl", "genrsa", "-out", path("small.pem"), "1024"])
+        chmod(path("small.pem"), 0o600)
+        #expect {
+            _ = try KeyFile.loadIssuerKey(path("small.pem"))
+        } throws: { error in
+            (error as? CertrotError)?.message.contains("this one: 1024") == true
+        }
+        // A P-256 key still loads as an issuer's (what every issuer was until #35).
+        _ = try run(
+            "/usr/bin/env",
+            ["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", path("p256.pem")])
+        chmod(path("p256.pem"), 0o600)
+        #expect(try KeyFile.loadIssuerKey(path("p256.pem")).kind == .p256)
+    }
+
     /// `certrot identity learn` on real modems' answers (Tests/CertrotCoreTests/Vectors/real-modem): two answers of
     /// one modem register its identity key and UUID in the identities file, keeping the other lines; one answer
     /// prints two candidates and writes nothing; answers of two modems are refused.

@@ -75,7 +75,7 @@ import X509
         let kept = try lab.clientCertificate(commonName: "dev-kept")
         func crl(_ entries: [[UInt8]], key: P256.Signing.PrivateKey? = nil, number: Int64) throws -> String {
             try RevocationList.make(
-                issuer: lab.ca.certificate, key: SigningKey(privateKey: key ?? lab.ca.key),
+                issuer: lab.ca.certificate, key: key.map { IssuerKey(SigningKey(privateKey: $0)) } ?? lab.ca.key,
                 entries: entries.map { RevocationList.Entry(serial: $0, revokedAt: Date()) }, number: number,
                 thisUpdate: Date(), nextUpdate: Date().addingTimeInterval(86400))
         }

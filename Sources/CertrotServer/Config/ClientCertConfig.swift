@@ -205,7 +205,7 @@ package struct ClientCertSettings: Sendable {
             throw CertrotError(.invalidConfig, "cert \(entry.cert) is not PEM certificates: \(error)")
         }
         guard let first = certificates.first else { throw CertrotError(.invalidConfig, "cert \(entry.cert) is empty") }
-        let key = try KeyFile.load(entry.key, pkcs11: pkcs11)
+        let key = try KeyFile.loadIssuerKey(entry.key, pkcs11: pkcs11)
         let issuer = try ClientCertificateIssuer(
             certificate: first, key: key, validity: entry.validity?.seconds ?? 365 * 86400)
         let above = try certificates.filter { $0.issuer != $0.subject }.map { try $0.serializeAsPEM().pemString }

@@ -309,8 +309,8 @@ package struct Enrollment {
             issuer: policy.issuer.name, serial: issued.serial, device: device, policy: policy.name, tag: checked.tag,
             keygenJTI: "enroll-" + Hex.encode((0..<16).map { _ in UInt8.random(in: 0...255) }),
             sha256: Hex.sha256(Array(pem.utf8)), pem: pem,
-            notBefore: Int64(issued.certificate.notValidBefore.timeIntervalSince1970),
-            notAfter: Int64(issued.certificate.notValidAfter.timeIntervalSince1970), issuedAt: now)
+            notBefore: Int64(issued.notBefore.timeIntervalSince1970),
+            notAfter: Int64(issued.notAfter.timeIntervalSince1970), issuedAt: now)
         try store.write { tx in
             for var stale in try tx.issued(device: device)
             where stale.state == .issued && stale.keygenJTI.hasPrefix("enroll-") {

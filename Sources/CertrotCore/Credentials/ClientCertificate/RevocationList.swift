@@ -21,12 +21,21 @@ public enum RevocationList {
     /// CRLReason superseded (RFC 5280 §5.3.1).
     static let superseded: UInt8 = 4
 
-    /// The signed CRL, PEM (`-----BEGIN X509 CRL-----`).
+    /// The signed CRL of a P-256 issuer (in memory or in a token).
     public static func make(
-        issuer: Certificate, key: SigningKey, entries: [Entry], number: Int64, thisUpdate: Date,
+        issuer: Certificate, key: SigningKey, entries: [Entry], number: Int64, thisUpdate: Date, nextUpdate: Date
+    ) throws -> String {
+        try make(
+            issuer: issuer, key: IssuerKey(key), entries: entries, number: number, thisUpdate: thisUpdate,
+            nextUpdate: nextUpdate)
+    }
+
+    /// The signed CRL, PEM (`-----BEGIN X509 CRL-----`), with the algorithm the issuer's key calls for.
+    public static func make(
+        issuer: Certificate, key: IssuerKey, entries: [Entry], number: Int64, thisUpdate: Date,
         nextUpdate: Date
     ) throws -> String {
-        let algorithm: [UInt8] = [0x30, 0x0A, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02]
+        let algorithm = key.algorithmIdentifierDER
         var tbs = DER.Serializer()
         try tbs.appendConstructedNode(identifier: .sequence) { coder in
             try coder.serialize(1)  // v2
@@ -49,9 +58,7 @@ public enum RevocationList {
                     }
                 }
             }
-            let keyID =
-                (try? issuer.extensions.subjectKeyIdentifier)?.keyIdentifier
-                ?? SubjectKeyIdentifier(hash: issuer.publicKey).keyIdentifier
+            let keyID = ClientCertificateWriter.keyIdentifier(of: issuer)
             try coder.appendConstructedNode(identifier: ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific)) {
                 explicit in
                 try explicit.appendConstructedNode(identifier: .sequence) { extensions in
@@ -66,7 +73,7 @@ public enum RevocationList {
             }
         }
         let tbsBytes = tbs.serializedBytes
-        let signature = try key.signature(for: tbsBytes).derRepresentation
+        let signature = try key.signature(for: tbsBytes)
         var list = DER.Serializer()
         try list.appendConstructedNode(identifier: .sequence) { coder in
             coder.serializeRawBytes(tbsBytes)
@@ -102,20 +109,20 @@ extension RevocationList {
         public var nextUpdate: Date?
         /// Revoked serials, lowercase hex.
         public var serials: [String]
-        /// The DER of the signed part, and the signature over it.
+        /// The DER of the signed part, the signature over it, and its algorithm (nil: one certrot does not sign
+        /// with).
         var tbs: [UInt8]
         var signature: [UInt8]
+        public var signatureAlgorithm: Certificate.SignatureAlgorithm?
 
-        /// True when the issuer's key signed it.
+        /// True when the issuer's key signed it, with the algorithm the CRL names (ECDSA P-256 or P-384, RSA).
         public func isSigned(by issuer: Certificate) -> Bool {
-            guard let key = P256.Signing.PublicKey(issuer.publicKey),
-                let signature = try? P256.Signing.ECDSASignature(derRepresentation: signature)
-            else { return false }
-            return key.isValidSignature(signature, for: tbs)
+            guard let signatureAlgorithm else { return false }
+            return issuer.publicKey.isValidSignature(signature, for: tbs, signatureAlgorithm: signatureAlgorithm)
         }
     }
 
-    /// Reads a PEM CRL (v2, ecdsa-with-SHA256).
+    /// Reads a PEM CRL (v2; signed with ecdsa-with-SHA256 or -SHA384, or sha256WithRSAEncryption).
     public static func parse(_ pem: String) throws(CertrotError) -> Parsed {
         do {
             let document = try PEMDocument(pemString: pem)
@@ -146,7 +153,8 @@ extension RevocationList {
             let signature = try ASN1BitString(derEncoded: parts[2])
             return Parsed(
                 issuer: issuer, thisUpdate: thisUpdate, nextUpdate: nextUpdate, serials: serials,
-                tbs: Array(parts[0].encodedBytes), signature: Array(signature.bytes))
+                tbs: Array(parts[0].encodedBytes), signature: Array(signature.bytes),
+                signatureAlgorithm: IssuerKey.signatureAlgorithm(der: Array(parts[1].encodedBytes)))
         } catch let error as CertrotError {
             throw error
         } catch {

@@ -192,8 +192,8 @@ package final class ClientCertKind: CredentialKind {
         let certificate = IssuedCertificate(
             issuer: policy.issuer.name, serial: issued.serial, device: rotation.device, policy: policy.name, tag: tag,
             keygenJTI: bundle.jti, sha256: Hex.sha256(Array(pem.utf8)),
-            pem: pem, notBefore: Int64(issued.certificate.notValidBefore.timeIntervalSince1970),
-            notAfter: Int64(issued.certificate.notValidAfter.timeIntervalSince1970), issuedAt: now)
+            pem: pem, notBefore: Int64(issued.notBefore.timeIntervalSince1970),
+            notAfter: Int64(issued.notAfter.timeIntervalSince1970), issuedAt: now)
         switch learned {
         case .firstSeen(let identity):
             try tx.saveLearnedIdentity(identity)
