@@ -27,6 +27,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Seconds for the signing benchmark.") var signSeconds: Double = 3
     @Option(help: "Give up on a phase after this many seconds.") var timeout: Double = 1800
     @Flag(help: "Skip the SIGKILL/recovery phase.") var noRecovery = false
+    @Flag(help: "Only the signing and issuance figures (3, 3b): no broker, no campaign.") var signingOnly = false
     @Option(
         help:
             "Also run the campaign on PostgreSQL, once per count given (comma-separated; 1: one daemon, no cluster; 0 or empty: skip)."
@@ -124,6 +125,8 @@ struct Bench: AsyncParsableCommand {
         say(
             "            issuing alone under other CAs: "
                 + issuance.byKind.map { "\($0.0.name) " + String(format: "%.0f/s", $0.1) }.joined(separator: ", "))
+
+        if signingOnly { return try write(results) }
 
         let broker = try Broker()
         defer { broker.stop() }
@@ -253,6 +256,10 @@ struct Bench: AsyncParsableCommand {
             results["memoryKnown"] = memory
         }
 
+        try write(results)
+    }
+
+    func write(_ results: [String: Any]) throws {
         let data = try JSONSerialization.data(withJSONObject: results, options: [.prettyPrinted, .sortedKeys])
         let url = URL(fileURLWithPath: out)
         try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)

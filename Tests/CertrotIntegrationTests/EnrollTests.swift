@@ -100,7 +100,7 @@ import Testing
 
         // The daemon, on that store, knows the device before it connects.
         try h.startDaemon(configPath: config)
-        let status = try await h.rpc().result("device.status", params: ["device": device], timeout: 10)
+        let status = try await h.firstResult("device.status", params: ["device": device])
         let identity = try #require(status["clientCertificate"] as? [String: Any], "\(status)")
         #expect(identity["serial"] as? String == issued[0]["serial"] as String)
         #expect(identity["activeTag"] as? Int == Int(tagA))

@@ -140,6 +140,20 @@ final class Harness: @unchecked Sendable {
         return client
     }
 
+    /// A call to a daemon just started: asked again until it answers, for up to `within` seconds (a request
+    /// published before the daemon subscribed is never answered, and a start under a loaded make test can take
+    /// longer than one call's timeout).
+    func firstResult(_ method: String, params: [String: Any] = [:], within: Double = 60) async throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(within)
+        while true {
+            do {
+                return try await rpc().result(method, params: params, timeout: 5)
+            } catch  where Date() < deadline {
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
     /// Polls fleet.status until `done` says so, or fails after `timeout` seconds.
     @discardableResult
     func waitForFleet(timeout: Double = 60, _ done: ([String: Int]) -> Bool) async throws -> [String: Any] {
