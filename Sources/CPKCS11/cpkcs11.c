@@ -91,7 +91,10 @@ typedef struct {
 #define CKA_DERIVE 0x10CUL
 #define CKA_EXTRACTABLE 0x162UL
 #define CKA_EC_PARAMS 0x180UL
+#define CKA_MODULUS_BITS 0x121UL
+#define CKA_PUBLIC_EXPONENT 0x122UL
 #define CKK_EC 0x3UL
+#define CKM_RSA_PKCS_KEY_PAIR_GEN 0x0UL
 #define CKM_EC_KEY_PAIR_GEN 0x1040UL
 #define CKM_ECDSA 0x1041UL
 
@@ -276,9 +279,8 @@ unsigned long certrot_p11_login(certrot_p11_module *module, unsigned long sessio
 }
 
 unsigned long certrot_p11_find_keys(
-    certrot_p11_module *module, unsigned long session, unsigned long klass, const char *label, const uint8_t *id,
-    size_t id_len, unsigned long *handles, unsigned long capacity, unsigned long *count) {
-    CK_ULONG key_type = CKK_EC;
+    certrot_p11_module *module, unsigned long session, unsigned long klass, unsigned long key_type, const char *label,
+    const uint8_t *id, size_t id_len, unsigned long *handles, unsigned long capacity, unsigned long *count) {
     CK_ATTRIBUTE template[4] = {
         {CKA_CLASS, &klass, sizeof klass},
         {CKA_KEY_TYPE, &key_type, sizeof key_type},
@@ -305,10 +307,10 @@ unsigned long certrot_p11_attribute(
     return rv;
 }
 
-unsigned long certrot_p11_sign_ecdsa(
-    certrot_p11_module *module, unsigned long session, unsigned long key, const uint8_t *digest, size_t digest_len,
-    uint8_t *signature, size_t *signature_len) {
-    CK_MECHANISM mechanism = {CKM_ECDSA, NULL, 0};
+unsigned long certrot_p11_sign(
+    certrot_p11_module *module, unsigned long session, unsigned long key, unsigned long mechanism_type,
+    const uint8_t *digest, size_t digest_len, uint8_t *signature, size_t *signature_len) {
+    CK_MECHANISM mechanism = {mechanism_type, NULL, 0};
     CK_RV rv = module->functions->C_SignInit(session, &mechanism, key);
     if (rv != CKR_OK) return rv;
     CK_ULONG length = *signature_len;
@@ -317,18 +319,19 @@ unsigned long certrot_p11_sign_ecdsa(
     return rv;
 }
 
-unsigned long certrot_p11_generate_p256(
-    certrot_p11_module *module, unsigned long session, const char *label, const uint8_t *id, size_t id_len,
-    unsigned long *public_key, unsigned long *private_key) {
-    // DER of the named curve prime256v1 (1.2.840.10045.3.1.7).
-    static const CK_BYTE p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+// The attributes both halves of a generated pair share: token objects, label and id; the private half sensitive,
+// never extractable, for signing only.
+static CK_RV generate_pair(
+    certrot_p11_module *module, unsigned long session, CK_MECHANISM *mechanism, CK_ATTRIBUTE *algorithm,
+    CK_ULONG algorithm_count, const char *label, const uint8_t *id, size_t id_len, unsigned long *public_key,
+    unsigned long *private_key) {
     CK_BBOOL yes = 1, no = 0;
-    CK_MECHANISM mechanism = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
-    CK_ATTRIBUTE public_template[] = {
-        {CKA_EC_PARAMS, (void *)p256, sizeof p256}, {CKA_TOKEN, &yes, 1}, {CKA_VERIFY, &yes, 1},
-        {CKA_ENCRYPT, &no, 1}, {CKA_WRAP, &no, 1}, {CKA_LABEL, (void *)label, strlen(label)},
-        {CKA_ID, (void *)id, id_len},
+    CK_ATTRIBUTE public_template[8] = {
+        {CKA_TOKEN, &yes, 1}, {CKA_VERIFY, &yes, 1}, {CKA_ENCRYPT, &no, 1}, {CKA_WRAP, &no, 1},
+        {CKA_LABEL, (void *)label, strlen(label)}, {CKA_ID, (void *)id, id_len},
     };
+    CK_ULONG public_count = 6;
+    for (CK_ULONG i = 0; i < algorithm_count && public_count < 8; i++) public_template[public_count++] = algorithm[i];
     CK_ATTRIBUTE private_template[] = {
         {CKA_TOKEN, &yes, 1},       {CKA_PRIVATE, &yes, 1},
         {CKA_SENSITIVE, &yes, 1},   {CKA_EXTRACTABLE, &no, 1},
@@ -338,6 +341,26 @@ unsigned long certrot_p11_generate_p256(
         {CKA_ID, (void *)id, id_len},
     };
     return module->functions->C_GenerateKeyPair(
-        session, &mechanism, public_template, sizeof public_template / sizeof *public_template, private_template,
+        session, mechanism, public_template, public_count, private_template,
         sizeof private_template / sizeof *private_template, public_key, private_key);
+}
+
+unsigned long certrot_p11_generate_ec(
+    certrot_p11_module *module, unsigned long session, const uint8_t *curve, size_t curve_len, const char *label,
+    const uint8_t *id, size_t id_len, unsigned long *public_key, unsigned long *private_key) {
+    CK_MECHANISM mechanism = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+    CK_ATTRIBUTE algorithm[] = {{CKA_EC_PARAMS, (void *)curve, curve_len}};
+    return generate_pair(module, session, &mechanism, algorithm, 1, label, id, id_len, public_key, private_key);
+}
+
+unsigned long certrot_p11_generate_rsa(
+    certrot_p11_module *module, unsigned long session, unsigned long bits, const char *label, const uint8_t *id,
+    size_t id_len, unsigned long *public_key, unsigned long *private_key) {
+    static const CK_BYTE f4[] = {0x01, 0x00, 0x01};
+    CK_ULONG modulus_bits = bits;
+    CK_MECHANISM mechanism = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
+    CK_ATTRIBUTE algorithm[] = {
+        {CKA_MODULUS_BITS, &modulus_bits, sizeof modulus_bits}, {CKA_PUBLIC_EXPONENT, (void *)f4, sizeof f4},
+    };
+    return generate_pair(module, session, &mechanism, algorithm, 2, label, id, id_len, public_key, private_key);
 }

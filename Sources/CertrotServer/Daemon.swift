@@ -389,8 +389,8 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         self.clock = clock
         self.drops = DropCounters(observability: observability)
         observability.watch(
-            signers: [settings.signer] + [settings.nextSigner].compactMap { $0 }
-                + settings.clientCerts.policies.compactMap(\.issuer.issuer.key.signingKey))
+            signers: ([settings.signer] + [settings.nextSigner].compactMap { $0 }) as [any SignerHealth]
+                + settings.clientCerts.policies.map(\.issuer.issuer.key))
         observability.watch(budget: settings.clientCerts.policies.isEmpty ? nil : settings.clientCerts.budget)
         var issuers: [String: (name: String, notAfter: Date, crl: String?)] = [:]
         for policy in settings.clientCerts.policies {

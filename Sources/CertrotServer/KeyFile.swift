@@ -11,19 +11,25 @@ public enum KeyFile {
     /// A key given as a file path or a PKCS#11 URI (`signingKey`, `keyRotation.nextKey`, `issuers[].key`).
     public static func load(_ spec: String, pkcs11: CertrotConfig.PKCS11? = nil) throws -> SigningKey {
         guard PKCS11URI.isURI(spec) else { return try loadSigningKey(path: spec) }
+        return SigningKey(external: try openToken(spec, pkcs11: pkcs11, p256Only: true))
+    }
+
+    /// A key in a token, opened with `pkcs11`'s PIN and sessions.
+    static func openToken(_ spec: String, pkcs11: CertrotConfig.PKCS11?, p256Only: Bool) throws -> TokenKey {
         let uri = try PKCS11URI(spec)
         let sessions = pkcs11?.sessions ?? 4
         guard (1...64).contains(sessions) else {
             throw CertrotError(.invalidConfig, "pkcs11.sessions must be 1…64")
         }
-        return SigningKey(
-            external: try TokenKey.open(uri: uri, pin: try pin(for: uri, pinFile: pkcs11?.pinFile), sessions: sessions))
+        return try TokenKey.open(
+            uri: uri, pin: try pin(for: uri, pinFile: pkcs11?.pinFile), sessions: sessions, p256Only: p256Only)
     }
 
-    /// An issuing CA's key (`issuers[].key`): a PEM file of a P-256, P-384 or RSA key, or a P-256 key in a token.
+    /// An issuing CA's key (`issuers[].key`): a P-256, P-384 or RSA key, as a PEM file or in a token.
     public static func loadIssuerKey(_ spec: String, pkcs11: CertrotConfig.PKCS11? = nil) throws -> IssuerKey {
         guard PKCS11URI.isURI(spec) else { return try IssuerKey(pem: readPrivate(spec, what: "issuer key")) }
-        return IssuerKey(try load(spec, pkcs11: pkcs11))
+        let token = try openToken(spec, pkcs11: pkcs11, p256Only: false)
+        return token.kind == .p256 ? IssuerKey(SigningKey(external: token)) : IssuerKey(external: token)
     }
 
     /// The token's user PIN: the URI's `pin-source` file, else `pkcs11.pinFile`, else `CERTROT_PKCS11_PIN`. Files

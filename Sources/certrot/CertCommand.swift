@@ -1,5 +1,6 @@
 import ArgumentParser
 import CertrotCore
+import CertrotPKCS11
 import CertrotServer
 import Crypto
 import Foundation
@@ -18,7 +19,7 @@ struct IssuerCommand: ParsableCommand {
             discussion: """
                 --key-type p256 (default), p384, rsa2048, rsa3072 or rsa4096; the CA signs certificates and CRLs \
                 with ecdsa-with-SHA256, ecdsa-with-SHA384 or sha256WithRSAEncryption. A key in a token (--pkcs11) \
-                is P-256. For production, issue from your own PKI's intermediate; certrot needs its certificate \
+                may be of any of these kinds too. For production, issue from your own PKI's intermediate; certrot needs its certificate \
                 and key. Refuses to overwrite either file.
                 """)
 
@@ -39,7 +40,6 @@ struct IssuerCommand: ParsableCommand {
             guard let kind = IssuerKey.Kind(rawValue: keyType) else {
                 throw ValidationError("--key-type must be one of \(IssuerKey.Kind.allCases.map(\.rawValue))")
             }
-            guard uri == nil || kind == .p256 else { throw ValidationError("a key made in a token (--pkcs11) is p256") }
         }
         @Option(help: "The CA's common name.")
         var name = "certrot device CA"
@@ -58,6 +58,15 @@ struct IssuerCommand: ParsableCommand {
                 signing = IssuerKey.generate(kind)
                 try KeyFile.write(signing, to: key)
                 location = key
+            } else if let uri, kind != .p256 {
+                do {
+                    let parsed = try PKCS11URI(uri)
+                    let token = try TokenKey.generate(
+                        uri: parsed, pin: try KeyFile.pin(for: parsed, pinFile: pinFile), kind: kind)
+                    (signing, location) = (IssuerKey(external: token), uri)
+                } catch let error as CertrotError {
+                    throw DataCheckFailed(error.message)
+                }
             } else {
                 let made = try NewKeyOptions.make(out: key, uri: uri, pinFile: pinFile)
                 (signing, location) = (IssuerKey(made.key), made.location)

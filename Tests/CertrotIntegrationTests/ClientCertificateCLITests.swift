@@ -76,8 +76,8 @@ extension CLITests {
 
     /// `certrot issuer init --key-type` makes each kind of issuing CA (#35): a PKCS#8 key of that type (mode 0600,
     /// read back by OpenSSL and by certrot's issuer loader), a self-signed CA signed with the algorithm the key calls
-    /// for, and a certificate and CRL from it that `certrot cert inspect` reads and verifies. Unknown types, a
-    /// token key of another type than P-256, and an RSA key below 2048 bits are refused.
+    /// for, and a certificate and CRL from it that `certrot cert inspect` reads and verifies. An unknown type, a
+    /// token that cannot be used, and an RSA key below 2048 bits are refused (keys in a token: PKCS11IssuerTests).
     @Test(arguments: [
         ("p384", "384 bit", "ecdsa-with-SHA384"), ("rsa2048", "2048 bit", "sha256WithRSAEncryption"),
         ("rsa4096", "4096 bit", "sha256WithRSAEncryption"),

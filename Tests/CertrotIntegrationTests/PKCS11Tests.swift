@@ -55,7 +55,7 @@ import X509
         let missing = #expect(throws: CertrotError.self) {
             try TokenKey.open(uri: PKCS11URI(try token.uri(object: "no-such-key")), pin: Array(token.pin.utf8))
         }
-        #expect(missing?.message.contains("no EC private key") == true)
+        #expect(missing?.message.contains("no EC or RSA private key") == true)
         let noToken = #expect(throws: CertrotError.self) {
             try TokenKey.open(
                 uri: PKCS11URI("pkcs11:token=absent;object=x?module-path=\(try SoftHSM.module())"),

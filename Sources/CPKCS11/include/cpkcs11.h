@@ -37,10 +37,14 @@ unsigned long certrot_p11_login(certrot_p11_module *module, unsigned long sessio
 #define CERTROT_P11_CLASS_PUBLIC_KEY 2UL
 #define CERTROT_P11_CLASS_PRIVATE_KEY 3UL
 
-/// EC key objects of `klass` matching `label` (NULL: any) and `id` (NULL: any); up to `capacity` handles.
+#define CERTROT_P11_KEY_RSA 0x0UL
+#define CERTROT_P11_KEY_EC 0x3UL
+
+/// Key objects of `klass` and `key_type` (CKK_EC, CKK_RSA) matching `label` (NULL: any) and `id` (NULL: any); up to
+/// `capacity` handles.
 unsigned long certrot_p11_find_keys(
-    certrot_p11_module *module, unsigned long session, unsigned long klass, const char *label, const uint8_t *id,
-    size_t id_len, unsigned long *handles, unsigned long capacity, unsigned long *count);
+    certrot_p11_module *module, unsigned long session, unsigned long klass, unsigned long key_type, const char *label,
+    const uint8_t *id, size_t id_len, unsigned long *handles, unsigned long capacity, unsigned long *count);
 
 /// An attribute's value (CKA_EC_POINT 0x181, CKA_EC_PARAMS 0x180, CKA_ID 0x102, CKA_LABEL 0x3): `*len` is the
 /// buffer's size on entry and the value's on return.
@@ -48,15 +52,25 @@ unsigned long certrot_p11_attribute(
     certrot_p11_module *module, unsigned long session, unsigned long handle, unsigned long type, uint8_t *value,
     size_t *len);
 
-/// CKM_ECDSA over a digest the caller computed: `signature` receives r ‖ s (64 bytes for P-256).
-unsigned long certrot_p11_sign_ecdsa(
-    certrot_p11_module *module, unsigned long session, unsigned long key, const uint8_t *digest, size_t digest_len,
-    uint8_t *signature, size_t *signature_len);
+#define CERTROT_P11_CKM_RSA_PKCS 0x1UL
+#define CERTROT_P11_CKM_ECDSA 0x1041UL
 
-/// A P-256 key pair made inside the token (CKM_EC_KEY_PAIR_GEN): private half sensitive, never extractable, for
-/// signing only; both halves token objects with `label` and `id`.
-unsigned long certrot_p11_generate_p256(
-    certrot_p11_module *module, unsigned long session, const char *label, const uint8_t *id, size_t id_len,
-    unsigned long *public_key, unsigned long *private_key);
+/// C_Sign with a mechanism that takes no parameters, over what the caller prepared: CKM_ECDSA over a digest
+/// (`signature` receives r ‖ s: 64 bytes for P-256, 96 for P-384), CKM_RSA_PKCS over a DigestInfo (the signature is
+/// the modulus's size).
+unsigned long certrot_p11_sign(
+    certrot_p11_module *module, unsigned long session, unsigned long key, unsigned long mechanism,
+    const uint8_t *input, size_t input_len, uint8_t *signature, size_t *signature_len);
+
+/// An EC key pair made inside the token (CKM_EC_KEY_PAIR_GEN) on the named curve `curve` (the DER of its OID):
+/// private half sensitive, never extractable, for signing only; both halves token objects with `label` and `id`.
+unsigned long certrot_p11_generate_ec(
+    certrot_p11_module *module, unsigned long session, const uint8_t *curve, size_t curve_len, const char *label,
+    const uint8_t *id, size_t id_len, unsigned long *public_key, unsigned long *private_key);
+
+/// The same for an RSA pair of `bits` bits, public exponent 65537 (CKM_RSA_PKCS_KEY_PAIR_GEN).
+unsigned long certrot_p11_generate_rsa(
+    certrot_p11_module *module, unsigned long session, unsigned long bits, const char *label, const uint8_t *id,
+    size_t id_len, unsigned long *public_key, unsigned long *private_key);
 
 #endif

@@ -9,43 +9,22 @@ extension SigningKey {
     public var certificateKey: Certificate.PrivateKey {
         switch backing {
         case .memory(let key): Certificate.PrivateKey(key)
-        case .external: Certificate.PrivateKey(ExternalCertificateKey(key: self))
+        case .external:
+            Certificate.PrivateKey(ExternalIssuerCertificateKey(signer: ExternalSigningKeyIssuer(key: self)))
         }
     }
 }
 
-/// A token key for swift-certificates: ECDSA with SHA-256 only, and never serialisable (there is nothing to write).
-struct ExternalCertificateKey: CustomPrivateKey {
+/// A P-256 token key as an issuer's signer: ecdsa-with-SHA256 through the token, never serialisable.
+struct ExternalSigningKeyIssuer: ExternalIssuerSigner {
     let key: SigningKey
 
-    static let defaultPEMDiscriminator = "PRIVATE KEY"
+    var location: String { key.location ?? key.kid }
+    var kind: IssuerKey.Kind { .p256 }
+    var certificatePublicKey: Certificate.PublicKey { Certificate.PublicKey(key.publicKey.publicKey) }
+    var problem: String? { key.problem }
 
-    var publicKey: Certificate.PublicKey { Certificate.PublicKey(key.publicKey.publicKey) }
-    var defaultSignatureAlgorithm: Certificate.SignatureAlgorithm { .ecdsaWithSHA256 }
-    var supportedSignatureAlgorithms: [Certificate.SignatureAlgorithm] { [.ecdsaWithSHA256] }
-
-    func signSynchronously(
-        bytes: some DataProtocol, signatureAlgorithm: Certificate.SignatureAlgorithm
-    ) throws -> Certificate.Signature {
-        guard signatureAlgorithm == .ecdsaWithSHA256 else {
-            throw CertrotError(.invalidKey, "a token key signs with ecdsa-with-SHA256 only")
-        }
-        let signature = try key.signature(for: bytes)
-        return try Certificate.Signature(
-            signatureAlgorithm: .ecdsaWithSHA256,
-            signatureBytes: ASN1BitString(bytes: ArraySlice(signature.derRepresentation)))
+    func signCertificate(_ bytes: [UInt8]) throws(CertrotError) -> [UInt8] {
+        Array(try key.signature(for: bytes).derRepresentation)
     }
-
-    func signAsynchronously(
-        bytes: some DataProtocol & Sendable, signatureAlgorithm: Certificate.SignatureAlgorithm
-    ) async throws -> Certificate.Signature {
-        try signSynchronously(bytes: bytes, signatureAlgorithm: signatureAlgorithm)
-    }
-
-    func serialize(into coder: inout DER.Serializer) throws {
-        throw CertrotError(.invalidKey, "a key in a PKCS#11 token cannot be exported (\(key.location ?? key.kid))")
-    }
-
-    static func == (lhs: Self, rhs: Self) -> Bool { lhs.key.kid == rhs.key.kid }
-    func hash(into hasher: inout Hasher) { hasher.combine(key.kid) }
 }

@@ -28,7 +28,7 @@ public final class Observability: Sendable {
         var storeErrors: [Double] = []
         /// The keys that sign (bundles, checkpoints, certificates): a key in a token that cannot sign makes the
         /// daemon not ready.
-        var signers: [SigningKey] = []
+        var signers: [any SignerHealth] = []
         /// The issuance budgets, shown beside what they count (nil: no client-certificate policy).
         var budget: IssuanceBudget?
         /// The issuing CAs: name, certificate expiry, CRL path (their expiry and their CRLs' nextUpdate, exported).
@@ -96,7 +96,7 @@ public final class Observability: Sendable {
     }
 
     /// The keys whose health readiness reports (the bundle-signing keys and the issuers' keys).
-    func watch(signers: [SigningKey]) {
+    func watch(signers: [any SignerHealth]) {
         state.withLock { $0.signers = signers }
     }
 

@@ -4,6 +4,30 @@ import SwiftASN1
 import X509
 import _CryptoExtras
 
+/// An issuing CA's key held outside certrot's memory, in a PKCS#11 token (`CertrotPKCS11`), of any kind. A P-256
+/// token key is a ``SigningKey`` (``ExternalSigner``) instead, as bundle keys are.
+public protocol ExternalIssuerSigner: Sendable {
+    /// Where the key lives, for errors and logs (an RFC 7512 URI, without its PIN).
+    var location: String { get }
+    var kind: IssuerKey.Kind { get }
+    var certificatePublicKey: Certificate.PublicKey { get }
+    /// The signature a certificate or CRL carries for `bytes`, with the algorithm ``kind`` calls for, verified
+    /// under the public key; throws ``CertrotError/Code/signerUnavailable`` when the token cannot sign now.
+    func signCertificate(_ bytes: [UInt8]) throws(CertrotError) -> [UInt8]
+    /// Why the key cannot sign now, or nil when it can (as far as the last attempt showed).
+    var problem: String? { get }
+}
+
+/// A key whose failures make the daemon not ready (`/readyz`, `certrot_signing_keys_unavailable`).
+public protocol SignerHealth: Sendable {
+    /// Why the key cannot sign now; nil when it can.
+    var problem: String? { get }
+    /// For a key that failed: tries a signature now and returns the problem that remains (nil: it signs again).
+    func probe() -> String?
+}
+
+extension SigningKey: SignerHealth {}
+
 /// The private key of an issuing CA (`issuers[].key`): ECDSA P-256 (in memory or in a PKCS#11 token), ECDSA P-384,
 /// or RSA of 2048, 3072 or 4096 bits. Certificates and CRLs are signed with the algorithm the key calls for:
 /// ecdsa-with-SHA256, ecdsa-with-SHA384, sha256WithRSAEncryption (PKCS#1 v1.5: what OpenSSL, mosquitto's TLS and
@@ -33,6 +57,8 @@ public struct IssuerKey: Sendable, CustomStringConvertible {
         case p256(SigningKey)
         case p384(P384.Signing.PrivateKey)
         case rsa(_RSA.Signing.PrivateKey)
+        /// A P-384 or RSA key in a token.
+        case external(any ExternalIssuerSigner)
     }
 
     let backing: Backing
@@ -58,6 +84,12 @@ public struct IssuerKey: Sendable, CustomStringConvertible {
                 .invalidKey, "an RSA issuer key must have 2048, 3072 or 4096 bits (this one: \(key.keySizeInBits))")
         }
         backing = .rsa(key)
+    }
+
+    /// A key in a token; a P-256 one is better given as a ``SigningKey`` (its readiness is watched as bundle keys').
+    public init(external signer: any ExternalIssuerSigner) {
+        backing = .external(signer)
+        kind = signer.kind
     }
 
     /// A new key of `kind`, in memory.
@@ -100,13 +132,16 @@ public struct IssuerKey: Sendable, CustomStringConvertible {
         case .p256(let key): key.certificateKey
         case .p384(let key): Certificate.PrivateKey(key)
         case .rsa(let key): Certificate.PrivateKey(key)
+        case .external(let signer): Certificate.PrivateKey(ExternalIssuerCertificateKey(signer: signer))
         }
     }
 
     public var publicKey: Certificate.PublicKey { certificateKey.publicKey }
 
     /// What the certificates and CRLs this key signs carry.
-    public var signatureAlgorithm: Certificate.SignatureAlgorithm {
+    public var signatureAlgorithm: Certificate.SignatureAlgorithm { Self.signatureAlgorithm(kind) }
+
+    static func signatureAlgorithm(_ kind: Kind) -> Certificate.SignatureAlgorithm {
         switch kind {
         case .p256: .ecdsaWithSHA256
         case .p384: .ecdsaWithSHA384
@@ -135,8 +170,12 @@ public struct IssuerKey: Sendable, CustomStringConvertible {
 
     /// The signature over `bytes`, as a BIT STRING carries it (DER ECDSA-Sig-Value, or the RSA signature).
     public func signature(for bytes: [UInt8]) throws -> [UInt8] {
-        if case .p256(let key) = backing { return Array(try key.signature(for: bytes).derRepresentation) }
-        return try certificateKey.sign(bytes: bytes, signatureAlgorithm: signatureAlgorithm).rawRepresentation
+        switch backing {
+        case .p256(let key): return Array(try key.signature(for: bytes).derRepresentation)
+        case .external(let signer): return try signer.signCertificate(bytes)
+        case .p384, .rsa:
+            return try certificateKey.sign(bytes: bytes, signatureAlgorithm: signatureAlgorithm).rawRepresentation
+        }
     }
 
     /// The PKCS#8 PEM of a key in memory; nil for a token key.
@@ -145,11 +184,76 @@ public struct IssuerKey: Sendable, CustomStringConvertible {
         case .p256(let key): key.pkcs8PEM
         case .p384(let key): key.pemRepresentation
         case .rsa(let key): key.pkcs8PEMRepresentation
+        case .external: nil
         }
     }
 
     /// Where a token key lives (nil: in memory).
-    public var location: String? { signingKey?.location }
+    public var location: String? {
+        if case .external(let signer) = backing { return signer.location }
+        return signingKey?.location
+    }
 
     public var description: String { "IssuerKey(\(kind.name)\(location.map { ", \($0)" } ?? ""))" }
+}
+
+extension IssuerKey: SignerHealth {
+    public var problem: String? {
+        switch backing {
+        case .p256(let key): key.problem
+        case .external(let signer): signer.problem
+        case .p384, .rsa: nil
+        }
+    }
+
+    public func probe() -> String? {
+        switch backing {
+        case .p256(let key): return key.probe()
+        case .external(let signer):
+            guard signer.problem != nil else { return nil }
+            do {
+                _ = try signer.signCertificate(Array("certrot readiness probe".utf8))
+                return nil
+            } catch {
+                return error.message
+            }
+        case .p384, .rsa: return nil
+        }
+    }
+}
+
+/// A token key of any kind for swift-certificates (self-signed CAs made in a token); never serialisable.
+struct ExternalIssuerCertificateKey: CustomPrivateKey {
+    let signer: any ExternalIssuerSigner
+
+    static let defaultPEMDiscriminator = "PRIVATE KEY"
+
+    var publicKey: Certificate.PublicKey { signer.certificatePublicKey }
+    var defaultSignatureAlgorithm: Certificate.SignatureAlgorithm { IssuerKey.signatureAlgorithm(signer.kind) }
+    var supportedSignatureAlgorithms: [Certificate.SignatureAlgorithm] { [defaultSignatureAlgorithm] }
+
+    func signSynchronously(
+        bytes: some DataProtocol, signatureAlgorithm: Certificate.SignatureAlgorithm
+    ) throws -> Certificate.Signature {
+        guard signatureAlgorithm == defaultSignatureAlgorithm else {
+            throw CertrotError(
+                .invalidKey, "a \(signer.kind.name) token key signs with \(defaultSignatureAlgorithm) only")
+        }
+        return try Certificate.Signature(
+            signatureAlgorithm: signatureAlgorithm,
+            signatureBytes: ASN1BitString(bytes: ArraySlice(try signer.signCertificate(Array(bytes)))))
+    }
+
+    func signAsynchronously(
+        bytes: some DataProtocol & Sendable, signatureAlgorithm: Certificate.SignatureAlgorithm
+    ) async throws -> Certificate.Signature {
+        try signSynchronously(bytes: bytes, signatureAlgorithm: signatureAlgorithm)
+    }
+
+    func serialize(into coder: inout DER.Serializer) throws {
+        throw CertrotError(.invalidKey, "a key in a PKCS#11 token cannot be exported (\(signer.location))")
+    }
+
+    static func == (lhs: Self, rhs: Self) -> Bool { lhs.signer.location == rhs.signer.location }
+    func hash(into hasher: inout Hasher) { hasher.combine(signer.location) }
 }
