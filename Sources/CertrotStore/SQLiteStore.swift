@@ -8,6 +8,13 @@ public final class SQLiteStore: RotationStore {
     private let inventories = StoredInventories()
     private let lock: StoreLock
 
+    /// The connection `quick_check` runs on: SQLite's default cache, waiting like the pool for a busy file.
+    private static var checkConfiguration: Configuration {
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        return config
+    }
+
     /// Opens (creating if needed) the database at `path` and migrates it to the current schema. Refuses a database
     /// another process has open as a store (two daemons on one file would both send every bundle) and one that
     /// fails SQLite's `quick_check`.
@@ -30,11 +37,16 @@ public final class SQLiteStore: RotationStore {
             if fd >= 0 { Glibc.close(fd) }
         }
         do {
-            pool = try DatabasePool(path: path, configuration: config)
-            let check = try pool.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check(5)") }
+            // The check reads every page of the database: on a connection of its own with SQLite's default 2 MB
+            // cache, closed before the pool opens, so that it does not leave a reader's 64 MB cache full of pages
+            // nothing asked for (at 1,000,000 known devices that was 30 B of resident memory per device, #35 §3).
+            let check = try DatabaseQueue(path: path, configuration: Self.checkConfiguration).read { db in
+                try String.fetchAll(db, sql: "PRAGMA quick_check(5)")
+            }
             guard check == ["ok"] else {
                 throw StoreError(check.joined(separator: "; "))
             }
+            pool = try DatabasePool(path: path, configuration: config)
         } catch {
             throw StoreError(
                 "store sqlite:\(path) is damaged (\(error)); certrot will not run on it: restore it from a backup, "
