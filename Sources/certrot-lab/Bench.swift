@@ -69,7 +69,8 @@ struct Bench: AsyncParsableCommand {
         // 3. Signing, first: nothing else runs yet.
         let signing = signingBenchmark(key: key, chain: newChain)
         let ecdsa = ecdsaBenchmark(key: key)
-        let openssl = opensslSignRate()
+        let opensslRates = opensslRates()
+        let openssl = opensslRates?.sign
         results["signing"] = [
             "bundlesPerSecond": signing, "opensslSignPerSecond": openssl as Any,
             "ratio": openssl.map { signing / $0 } as Any, "swiftCryptoSignPerSecond": ecdsa,
@@ -122,6 +123,21 @@ struct Bench: AsyncParsableCommand {
             String(format: "            issuing through swift-certificates' builder %.0f/s", issuance.issuingBefore)
                 + versus(issuance.issuingBefore))
         say(String(format: "            checks alone (parse + 2 ECDSA verifications) %.0f/s", issuance.checks))
+        // What the whole path could reach if its two verifications and its signature ran at OpenSSL's speed and
+        // nothing else cost anything: the bound a ratio to openssl's sign/s meets.
+        if let rates = opensslRates {
+            let ceiling = 1 / (2 / rates.verify + 1 / rates.sign)
+            results["issuanceCeiling"] = [
+                "opensslVerifyPerSecond": rates.verify, "perSecond": ceiling, "ratioToSign": ceiling / rates.sign,
+                "wholeToCeiling": issuance.whole / ceiling,
+            ]
+            say(
+                String(
+                    format:
+                        "            openssl verify %.0f/s: 2 verifications + 1 signature at openssl's speed bound the "
+                        + "whole path at %.0f/s (%.2f × openssl sign); certrot's whole path is %.2f × that bound",
+                    rates.verify, ceiling, ceiling / rates.sign, issuance.whole / ceiling))
+        }
         say(
             "            issuing alone under other CAs: "
                 + issuance.byKind.map { "\($0.0.name) " + String(format: "%.0f/s", $0.1) }.joined(separator: ", "))

@@ -203,8 +203,8 @@ extension Bench {
         return Double(count) / Date().timeIntervalSince(start)
     }
 
-    /// `openssl speed -seconds N ecdsap256`: the sign/s column.
-    func opensslSignRate() -> Double? {
+    /// `openssl speed -seconds N ecdsap256`: the sign/s and verify/s columns.
+    func opensslRates() -> (sign: Double, verify: Double)? {
         let output = FileManager.default.temporaryDirectory.appendingPathComponent(
             "openssl-speed-\(UUID().uuidString.prefix(6))"
         ).path
@@ -219,6 +219,6 @@ extension Bench {
         guard let line = text.split(separator: "\n").last(where: { $0.contains("ecdsa") && $0.contains("nistp256") })
         else { return nil }
         let numbers = line.split(separator: " ").compactMap { Double($0) }
-        return numbers.count >= 2 ? numbers[numbers.count - 2] : nil
+        return numbers.count >= 2 ? (numbers[numbers.count - 2], numbers[numbers.count - 1]) : nil
     }
 }

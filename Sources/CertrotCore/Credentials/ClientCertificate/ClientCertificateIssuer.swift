@@ -92,7 +92,11 @@ public struct ClientCertificateIssuer: Sendable {
 
     /// A random positive serial of exactly 16 bytes in DER.
     static func newSerial() -> [UInt8] {
-        var serial = (0..<16).map { _ in UInt8.random(in: 0...255) }
+        // Two draws of the system's generator (one getrandom each), not sixteen.
+        var generator = SystemRandomNumberGenerator()
+        let (high, low): (UInt64, UInt64) = (generator.next(), generator.next())
+        var serial = (0..<8).map { UInt8(truncatingIfNeeded: high >> ($0 * 8)) }
+        serial += (0..<8).map { UInt8(truncatingIfNeeded: low >> ($0 * 8)) }
         serial[0] = serial[0] & 0x7F | 0x40
         return serial
     }
@@ -107,7 +111,7 @@ public struct ClientCertificateIssuer: Sendable {
             serial: serial, notBefore: notBefore, notAfter: notAfter, commonName: commonName, publicKey: publicKey)
         let der = writer.certificate(tbs: tbs, signature: try key.signature(for: tbs))
         return Issued(
-            der: der, serial: Hex.encode(serial), pem: PEM.encode([PEMBlock(label: "CERTIFICATE", der: der)]),
+            der: der, serial: Hex.encode(serial), pem: ClientCertificateWriter.pem(der),
             notBefore: Date(timeIntervalSince1970: notBefore.timeIntervalSince1970.rounded()),
             notAfter: Date(timeIntervalSince1970: notAfter.timeIntervalSince1970.rounded()))
     }

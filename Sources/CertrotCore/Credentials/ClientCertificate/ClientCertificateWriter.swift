@@ -111,6 +111,47 @@ struct ClientCertificateWriter: Sendable {
         return der
     }
 
+    private static let base64 = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+    private static let pemHeader = Array("-----BEGIN CERTIFICATE-----\n".utf8)
+    private static let pemFooter = Array("-----END CERTIFICATE-----\n".utf8)
+
+    /// The certificate in PEM normal form (``PEM/encode(_:)``: 64 base64 characters a line, `\n` endings), written
+    /// in one pass.
+    static func pem(_ der: [UInt8]) -> String {
+        var out = pemHeader
+        out.reserveCapacity(pemHeader.count + pemFooter.count + (der.count + 2) / 3 * 4 * 65 / 64 + 2)
+        var column = 0
+        func emit(_ value: UInt32) { put(base64[Int(value & 63)]) }
+        func put(_ character: UInt8) {
+            out.append(character)
+            column += 1
+            if column == 64 {
+                out.append(0x0A)
+                column = 0
+            }
+        }
+        var index = 0
+        while index + 3 <= der.count {
+            let n = UInt32(der[index]) << 16 | UInt32(der[index + 1]) << 8 | UInt32(der[index + 2])
+            emit(n >> 18)
+            emit(n >> 12)
+            emit(n >> 6)
+            emit(n)
+            index += 3
+        }
+        let rest = der.count - index
+        if rest > 0 {
+            let n = UInt32(der[index]) << 16 | (rest == 2 ? UInt32(der[index + 1]) << 8 : 0)
+            emit(n >> 18)
+            emit(n >> 12)
+            if rest == 2 { emit(n >> 6) } else { put(0x3D) }  // =
+            put(0x3D)
+        }
+        if column != 0 { out.append(0x0A) }
+        out += pemFooter
+        return String(decoding: out, as: UTF8.self)
+    }
+
     /// A TLV with a definite DER length.
     static func append(_ tag: UInt8, _ value: [UInt8], to out: inout [UInt8]) {
         out.append(tag)
