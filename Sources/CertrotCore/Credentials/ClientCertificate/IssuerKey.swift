@@ -86,7 +86,8 @@ public struct IssuerKey: Sendable, CustomStringConvertible {
         backing = .rsa(key)
     }
 
-    /// A key in a token; a P-256 one is better given as a ``SigningKey`` (its readiness is watched as bundle keys').
+    /// A P-384 or RSA key in a token (`KeyFile.loadIssuerKey` gives a P-256 token key as a ``SigningKey``, which
+    /// signs through the same token with the bundle keys' code).
     public init(external signer: any ExternalIssuerSigner) {
         backing = .external(signer)
         kind = signer.kind
@@ -120,7 +121,7 @@ public struct IssuerKey: Sendable, CustomStringConvertible {
         }
     }
 
-    /// The P-256 key (in memory or in a token) when the issuer's key is one: the key readiness watches.
+    /// The P-256 key (in memory or in a token) when the issuer's key is one.
     public var signingKey: SigningKey? {
         if case .p256(let key) = backing { return key }
         return nil
