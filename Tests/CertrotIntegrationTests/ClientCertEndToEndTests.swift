@@ -118,6 +118,11 @@ import Testing
             try issuedCount("revoked") == devices.count && issuedCount("active") == devices.count
         }
         try await waitUntil("every device verified again") { try verified() == devices.count }
+        // The CRL file is written after the batch that revoked commits: wait for the one that lists them all.
+        try await waitUntil("the CRL listing every revocation", timeout: 10) {
+            let text = (try? String(contentsOfFile: lab.crlPath, encoding: .utf8)) ?? ""
+            return (try? RevocationList.parse(text))?.serials.count == devices.count
+        }
         let crl = try RevocationList.parse(String(contentsOfFile: lab.crlPath, encoding: .utf8))
         #expect(crl.serials.count == devices.count && crl.isSigned(by: lab.ca.certificate))
         #expect(crl.signatureAlgorithm == lab.ca.key.signatureAlgorithm, "the CRL is signed as a \(kind.name) CA signs")

@@ -2,7 +2,6 @@ import Crypto
 import Foundation
 import SwiftASN1
 import X509
-import _CryptoExtras
 
 /// Issues device client certificates from keys the modems generated (docs/protocol.md, client certificates): the
 /// subject from certrot's policy (never the CSR's), EKU clientAuth, key usage digitalSignature (critical),
@@ -101,12 +100,16 @@ public struct ClientCertificateIssuer: Sendable {
         return serial
     }
 
+    /// From five minutes before `now` until the policy's validity or the issuer's own end, whichever comes first.
+    func window(now: Date) -> (notBefore: Date, notAfter: Date) {
+        (now.addingTimeInterval(-300), min(now.addingTimeInterval(Double(validity)), certificate.notValidAfter))
+    }
+
     /// The same, with the serial given (the comparison with swift-certificates' encoding, `ClientCertificateWriterTests`).
     package func issue(
         for publicKey: P256.Signing.PublicKey, commonName: String, now: Date, serial: [UInt8]
     ) throws -> Issued {
-        let notBefore = now.addingTimeInterval(-300)
-        let notAfter = min(now.addingTimeInterval(Double(validity)), certificate.notValidAfter)
+        let (notBefore, notAfter) = window(now: now)
         let tbs = writer.tbs(
             serial: serial, notBefore: notBefore, notAfter: notAfter, commonName: commonName, publicKey: publicKey)
         let der = writer.certificate(tbs: tbs, signature: try key.signature(for: tbs))
@@ -121,8 +124,7 @@ public struct ClientCertificateIssuer: Sendable {
     package func issueThroughSwiftCertificates(
         for publicKey: P256.Signing.PublicKey, commonName: String, now: Date, serial: [UInt8]
     ) throws -> Issued {
-        let notBefore = now.addingTimeInterval(-300)
-        let notAfter = min(now.addingTimeInterval(Double(validity)), certificate.notValidAfter)
+        let (notBefore, notAfter) = window(now: now)
         let subject = try DistinguishedName { CommonName(commonName) }
         let issuerKeyID = ClientCertificateWriter.keyIdentifier(of: certificate)
         let extensions = try Certificate.Extensions {

@@ -66,49 +66,31 @@ struct ClientCertificateWriter: Sendable {
         var validity: [UInt8] = []
         Self.appendTime(notBefore, to: &validity)
         Self.appendTime(notAfter, to: &validity)
-        let cn = Array(commonName.utf8)
         // Name: SEQUENCE { SET { SEQUENCE { id-at-commonName, UTF8String } } }
-        var attribute: [UInt8] = [0x06, 0x03, 0x55, 0x04, 0x03]
-        Self.append(0x0C, cn, to: &attribute)
-        var set: [UInt8] = []
-        Self.append(0x30, attribute, to: &set)
-        var rdn: [UInt8] = []
-        Self.append(0x31, set, to: &rdn)
+        let attribute = [0x06, 0x03, 0x55, 0x04, 0x03] + Self.tlv(0x0C, Array(commonName.utf8))
+        let subject = Self.tlv(0x30, Self.tlv(0x31, Self.tlv(0x30, attribute)))
         var extensions = leadingExtensions
         extensions += Self.subjectKeyIDPrefix
         extensions += Insecure.SHA1.hash(data: point)
         extensions += authorityKeyID
-        var extensionList: [UInt8] = []
-        Self.append(0x30, extensions, to: &extensionList)
 
         var body: [UInt8] = []
-        body.reserveCapacity(300 + issuerName.count + cn.count)
+        body.reserveCapacity(300 + issuerName.count + subject.count)
         body += Self.version
         Self.append(0x02, serial, to: &body)
         body += algorithm
         body += issuerName
         Self.append(0x30, validity, to: &body)
-        Self.append(0x30, rdn, to: &body)
+        body += subject
         body += Self.p256KeyPrefix
         body += point
-        Self.append(0xA3, extensionList, to: &body)
-        var tbs: [UInt8] = []
-        tbs.reserveCapacity(body.count + 4)
-        Self.append(0x30, body, to: &tbs)
-        return tbs
+        Self.append(0xA3, Self.tlv(0x30, extensions), to: &body)
+        return Self.tlv(0x30, body)
     }
 
     /// Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue BIT STRING }.
     func certificate(tbs: [UInt8], signature: [UInt8]) -> [UInt8] {
-        var bits: [UInt8] = [0x00]
-        bits += signature
-        var body = tbs
-        body += algorithm
-        Self.append(0x03, bits, to: &body)
-        var der: [UInt8] = []
-        der.reserveCapacity(body.count + 4)
-        Self.append(0x30, body, to: &der)
-        return der
+        Self.tlv(0x30, tbs + algorithm + Self.tlv(0x03, [0x00] + signature))
     }
 
     private static let base64 = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
@@ -152,7 +134,15 @@ struct ClientCertificateWriter: Sendable {
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// A TLV with a definite DER length.
+    /// A TLV with a definite DER length, on its own.
+    static func tlv(_ tag: UInt8, _ value: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(value.count + 5)
+        append(tag, value, to: &out)
+        return out
+    }
+
+    /// A TLV with a definite DER length, after what `out` holds.
     static func append(_ tag: UInt8, _ value: [UInt8], to out: inout [UInt8]) {
         out.append(tag)
         let count = value.count
@@ -169,7 +159,8 @@ struct ClientCertificateWriter: Sendable {
     }
 
     /// UTCTime for 1950 through 2049, GeneralizedTime otherwise (RFC 5280 §4.1.2.5), at the nearest second, as
-    /// swift-certificates encodes a `Date`.
+    /// swift-certificates encodes a `Date`. (A CRL's times are truncated instead, `RevocationList`: a thisUpdate
+    /// rounded up would be in the future for up to half a second, and OpenSSL refuses such a CRL.)
     static func appendTime(_ date: Date, to out: inout [UInt8]) {
         let timestamp = Int64(date.timeIntervalSince1970.rounded())
         let days = timestamp >= 0 ? timestamp / 86400 : (timestamp - 86399) / 86400
