@@ -176,25 +176,17 @@ import Testing
         func dropped() async throws -> [String: Int] {
             (try await rpc.result("fleet.status")["dropped"] as? [String: Int]) ?? [:]
         }
-        var counts: [String: Int] = [:]
-        for _ in 0..<100 {
-            counts = try await dropped()
-            if counts["invalid_inventory", default: 0] >= refusedInventories,
-                counts["invalid_ack", default: 0] >= refusedAcks
-            {
-                break
-            }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        var counts =
+            try await harness.eventually(dropped) {
+                $0["invalid_inventory", default: 0] >= refusedInventories
+                    && $0["invalid_ack", default: 0] >= refusedAcks
+            } ?? [:]
         #expect(counts["invalid_inventory", default: 0] == refusedInventories)
         #expect(counts["invalid_ack", default: 0] == refusedAcks)
         await harness.stopDaemon()
         try harness.startDaemon(configPath: config)
-        for _ in 0..<100 {
-            counts = (try? await dropped()) ?? [:]
-            if counts["invalid_inventory", default: 0] >= refusedInventories { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        counts =
+            try await harness.eventually(dropped) { $0["invalid_inventory", default: 0] >= refusedInventories } ?? [:]
         #expect(counts["invalid_inventory", default: 0] == refusedInventories)
         let fleet = try await rpc.result("fleet.status")
         #expect(fleet["devices"] as? Int == 4 + accepted.count)

@@ -49,10 +49,7 @@ import Testing
         _ = try harness.startFleet(harness.fleetOptions(devices: devices))
         try await harness.waitForFleet { ($0["verified"] ?? 0) == devices }
         let base = "http://127.0.0.1:\(port)/api/v1"
-        for _ in 0..<100 {
-            if (try? await request("GET", base + "/fleet"))?.status == 200 { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        _ = try await harness.eventually({ try await request("GET", base + "/fleet") }, until: { $0.status == 200 })
         return (harness, base)
     }
 

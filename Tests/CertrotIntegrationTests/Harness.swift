@@ -154,6 +154,25 @@ final class Harness: @unchecked Sendable {
         }
     }
 
+    /// Reads `read` every 100 ms until `done` holds of what it returned or `within` seconds pass, and returns the
+    /// last value read (the caller's expectations then say what was wrong). A read that throws counts as nothing read.
+    /// Waits are bounded by time, not by a number of tries: under a loaded make test a daemon can take well over
+    /// ten seconds to start (CI failed a 100-tries wait for /readyz that way).
+    func eventually<T>(
+        within: Double = 60, _ read: () async throws -> T, until done: (T) -> Bool
+    ) async throws -> T? {
+        let deadline = Date().addingTimeInterval(within)
+        var last: T?
+        while Date() < deadline {
+            if let value = try? await read() {
+                last = value
+                if done(value) { return value }
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return last
+    }
+
     /// Polls fleet.status until `done` says so, or fails after `timeout` seconds.
     @discardableResult
     func waitForFleet(timeout: Double = 60, _ done: ([String: Int]) -> Bool) async throws -> [String: Any] {
@@ -172,7 +191,7 @@ final class Harness: @unchecked Sendable {
 
     /// Polls device.status until `device`'s first rotation is `sent` and returns its bundle's jti (nil after
     /// `timeout` seconds).
-    func sentBundle(of device: String, timeout: Double = 10) async throws -> String? {
+    func sentBundle(of device: String, timeout: Double = 60) async throws -> String? {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             let status = try? await rpc().result("device.status", params: ["device": device], timeout: 1)

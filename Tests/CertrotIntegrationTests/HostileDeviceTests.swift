@@ -35,12 +35,10 @@ import Testing
         let attacker = try await Peer(harness)
         try attacker.send(Topics.ack(precomposed), #"{"jti":"\#(jti)","status":"rejected"}"#)
         try attacker.send(Topics.inventory(precomposed), inventory(digest: oldDigest), retain: true)
-        var status: [String: Any] = [:]
-        for _ in 0..<100 {
-            status = try await rpc.result("fleet.status")
-            if status["devices"] as? Int == 2, (status["dropped"] as? [String: Int])?["foreign_ack"] == 1 { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        let status =
+            try await harness.eventually({ try await rpc.result("fleet.status") }) {
+                $0["devices"] as? Int == 2 && ($0["dropped"] as? [String: Int])?["foreign_ack"] == 1
+            } ?? [:]
         #expect(status["devices"] as? Int == 2)
         #expect((status["dropped"] as? [String: Int])?["foreign_ack"] == 1)
         let victim = try await rpc.result("device.status", params: ["device": decomposed])
@@ -101,12 +99,10 @@ import Testing
         }
         try fake.send(Topics.ack("fake-1"), #"{"jti":"00","status":"applied"}"#)
         let status = try await harness.waitForFleet { ($0["verified"] ?? 0) == 3 }
-        var dropped: [String: Int] = [:]
-        for _ in 0..<100 {
-            dropped = (try await harness.rpc().result("fleet.status")["dropped"] as? [String: Int]) ?? [:]
-            if dropped["device_not_admitted", default: 0] >= 2001 { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        let dropped =
+            try await harness.eventually({
+                (try await harness.rpc().result("fleet.status")["dropped"] as? [String: Int]) ?? [:]
+            }) { $0["device_not_admitted", default: 0] >= 2001 } ?? [:]
         #expect(dropped["device_not_admitted"] == 2001)
         #expect(status["devices"] as? Int == 3)
         #expect(try harness.storeScalar("SELECT COUNT(*) FROM devices WHERE id LIKE 'fake-%'") == 0)

@@ -119,12 +119,10 @@ import Testing
         let reply = try await other.call(
             id: "o", payload: #"{"jsonrpc":"2.0","id":"o","method":"fleet.status","reply_to":"\#(other.replyTopic)"}"#)
         #expect(reply?["result"] != nil)
-        var limited = 0
-        for _ in 0..<100 {
-            limited = (try await rpc.result("fleet.status")["dropped"] as? [String: Int])?["rpc_rate_limited"] ?? 0
-            if limited >= 150 { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        let limited =
+            try await harness.eventually({
+                (try await rpc.result("fleet.status")["dropped"] as? [String: Int])?["rpc_rate_limited"] ?? 0
+            }) { $0 >= 150 } ?? 0
         #expect(limited >= 150, "at most the burst and a few seconds' rate of 200 requests get through")
         #expect(flooder.peer.messages(on: flooder.replyTopic).count <= 50)
         flooder.stop()

@@ -28,13 +28,8 @@ import Testing
         try (try String(contentsOfFile: config, encoding: .utf8) + "\nhttp: {host: 127.0.0.1, port: \(port)}\n")
             .write(toFile: config, atomically: true, encoding: .utf8)
         try harness.startDaemon(configPath: config)
-        var ready = (status: 0, body: "")
-        for _ in 0..<100 {
-            ready = (try? await get(port, "/readyz")) ?? ready
-            if ready.status == 200 { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        #expect(ready.status == 200)
+        let ready = try await harness.eventually({ try await get(port, "/readyz") }, until: { $0.status == 200 })
+        #expect(ready?.status == 200, "\(String(describing: ready))")
         #expect(try await get(port, "/healthz").status == 200)
         let before = try await get(port, "/metrics").body
         #expect(value(before, "certrot_bundles_signed_total") ?? 0 == 0)
@@ -69,14 +64,9 @@ import Testing
 
         // The broker goes away: not ready, and it says why; still alive.
         harness.broker.stop()
-        var notReady = (status: 0, body: "")
-        for _ in 0..<100 {
-            notReady = try await get(port, "/readyz")
-            if notReady.status == 503 { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        #expect(notReady.status == 503)
-        #expect(notReady.body.contains("broker"))
+        let notReady = try await harness.eventually({ try await get(port, "/readyz") }, until: { $0.status == 503 })
+        #expect(notReady?.status == 503)
+        #expect(notReady?.body.contains("broker") == true)
         #expect(try await get(port, "/healthz").status == 200)
         await harness.stop()
     }

@@ -89,14 +89,12 @@ import Testing
         // The signed retry started the rejected rotation over: it was sent again (and rejected again).
         let retried = try await rpc.result("device.retry", params: ["device": rejecting], sign: sign)
         #expect(retried["retried"] as? [String] == ["broker-ca"] || retried["retried"] as? [String] == [])
-        var rejections = 0
-        for _ in 0..<100 {
-            let status = try await rpc.result("device.status", params: ["device": rejecting])
-            rejections =
-                ((status["history"] as? [[String: Any]]) ?? []).filter { $0["state"] as? String == "rejected" }.count
-            if rejections >= 2 { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        let rejections =
+            try await harness.eventually({
+                let status = try await rpc.result("device.status", params: ["device": rejecting])
+                return ((status["history"] as? [[String: Any]]) ?? []).filter { $0["state"] as? String == "rejected" }
+                    .count
+            }) { $0 >= 2 } ?? 0
         #expect(rejections >= 2)
         let history =
             try await rpc.result("device.status", params: ["device": rejecting])["history"] as? [[String: Any]] ?? []

@@ -94,12 +94,10 @@ import Testing
         // An ack for the first, superseded bundle is stale: dropped, counted, and changes nothing.
         let firstJTI = history.compactMap { $0["jti"] as? String }.first ?? ""
         try publisher.send("dev-00001/certs/ack", #"{"jti":"\#(firstJTI)","status":"failed","code":1}"#)
-        var dropped: [String: Int] = [:]
-        for _ in 0..<50 {
-            dropped = (try await harness.rpc().result("fleet.status")["dropped"] as? [String: Int]) ?? [:]
-            if dropped["stale_ack"] != nil { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        let dropped =
+            try await harness.eventually({
+                (try await harness.rpc().result("fleet.status")["dropped"] as? [String: Int]) ?? [:]
+            }) { $0["stale_ack"] != nil } ?? [:]
         #expect(dropped["stale_ack"] == 1)
         let after = try await harness.rpc().result("device.status", params: ["device": "dev-00001"])
         #expect((after["rotations"] as? [[String: Any]])?.first?["state"] as? String == "verified")
