@@ -420,10 +420,18 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
     }
 
     public func run() async throws {
+        var startup = StartupTimes()
+        startup.mark("config read")
         let store = try openStore(
             url: settings.storeURL, sessionTimeout: settings.cluster?.deadAfter,
             applicationName: settings.cluster.map { "certrot-\($0.replica)" } ?? "certrot")
         defer { store.close() }
+        startup.mark(
+            "store opened"
+                + ((store as? SQLiteStore).map {
+                    " (integrity check \(String(format: "%.3f", $0.integrityCheckSeconds)) s)"
+                }
+                    ?? ""))
         // A daemon that is not one of a cluster's replicas must be the only one on a shared store (two would both
         // send every bundle): it holds the store's leadership lock for as long as it runs.
         if settings.cluster == nil, store.isShared, try !(await holdLeadership(of: store)) {
@@ -438,6 +446,8 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
             superseded: { drops.count("inventory_superseded") }, merge: EngineInput.merge)
         let engine = makeEngine(store: store)
         try engine.startCampaigns()
+        startup.mark("campaigns loaded")
+        engine.startup = startup
         let reads = ReadOnlyRPC(
             store: store, clock: clock, snapshotInterval: store.isShared ? .seconds(1) : nil, logger: logger,
             slowRead: settings.limits.slowRead)

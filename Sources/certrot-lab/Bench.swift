@@ -181,6 +181,7 @@ struct Bench: AsyncParsableCommand {
                 e2e.latency["fleet.status"]?.n ?? 0))
         if let recovery = e2e.recovery {
             say(String(format: "recovery    %.2f s from restart to the first new bundle", recovery))
+            if let steps = e2e.recoverySteps { say("            the restarted daemon's account: \(steps)") }
         }
 
         // 2 again, on PostgreSQL: one daemon, or several replicas sharing the work (docs/scaling.md).
@@ -408,6 +409,8 @@ struct Bench: AsyncParsableCommand {
         var rssPeak: Double
         var latency: [String: Latency]
         var recovery: Double?
+        /// What the restarted daemon logged of its start (``StartupTimes``): seconds after exec at each step.
+        var recoverySteps: String?
 
         var json: [String: Any] {
             var object: [String: Any] = [
@@ -415,6 +418,7 @@ struct Bench: AsyncParsableCommand {
                 "latencyMs": latency.mapValues(\.json),
             ]
             object["recoverySeconds"] = recovery
+            object["recoverySteps"] = recoverySteps
             return object
         }
     }
@@ -519,8 +523,10 @@ struct Bench: AsyncParsableCommand {
             catalogue: [{name: old, chain: \(path("old.pem"))}]
             """
         try config.write(toFile: path("certrot.yaml"), atomically: true, encoding: .utf8)
+        var daemonLog = ""
         func startDaemon() throws -> ChildProcess {
-            try serve(config: path("certrot.yaml"), log: path("daemon-\(UUID().uuidString.prefix(4)).log"))
+            daemonLog = path("daemon-\(UUID().uuidString.prefix(4)).log")
+            return try serve(config: path("certrot.yaml"), log: daemonLog)
         }
         var daemon = try startDaemon()
         defer { daemon.terminate(grace: 5) }
@@ -585,6 +591,21 @@ struct Bench: AsyncParsableCommand {
             giveUp.cancel()
             let elapsed = Date().timeIntervalSince(restarted)
             result.recovery = elapsed < 60 ? elapsed : nil
+            // The daemon's own account of where the time went, once it has logged its first bundle part.
+            for _ in 0..<20 {
+                let log = (try? String(contentsOfFile: daemonLog, encoding: .utf8)) ?? ""
+                let lines = log.split(separator: "\n").filter {
+                    $0.contains("started (seconds after exec)") || $0.contains("first bundle part published")
+                }
+                if lines.count == 2 {
+                    result.recoverySteps = lines.map { line in
+                        line.range(of: "] ").map { String(line[$0.upperBound...]) } ?? String(line)
+                    }
+                    .joined(separator: "; ")
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
         }
         return result
     }

@@ -101,10 +101,10 @@ extension Bench {
             deviceStatusMs: deviceStatusMs)
     }
 
-    /// `certrot serve` (this binary) in a process of its own, errors only.
+    /// `certrot serve` (this binary) in a process of its own, logging notices and above (its account of a start).
     func serve(config: String, log: String) throws -> ChildProcess {
         try ChildProcess(
-            executable: certrotExecutable(), arguments: ["serve", "--config", config, "--log-level", "error"],
+            executable: certrotExecutable(), arguments: ["serve", "--config", config, "--log-level", "notice"],
             outputPath: log)
     }
 

@@ -137,6 +137,8 @@ package final class Engine {
     var limits = DaemonSettings.Limits()
     var nextRetentionSweep: Int64 = 0
     var connectedAt: Double?
+    /// Where the start's time went, logged once connected and at the first bundle part (``StartupTimes``).
+    var startup: StartupTimes?
     /// The newest audit checkpoint written or seen (seq, time); nil until the first tick after a start.
     var lastAuditCheckpoint: (seq: Int64, at: Int64)?
     /// When the audit tick next looks at the log's head (which takes the log's lock on PostgreSQL).
@@ -165,7 +167,13 @@ package final class Engine {
         self.clock = clock
         self.drops = drops
         self.logger = logger
-        delivery.partPublished = { [unowned self] in observability?.partsPublished.increment() }
+        delivery.partPublished = { [unowned self] in
+            observability?.partsPublished.increment()
+            if startup != nil {
+                startup?.partPublished(logger: logger)
+                startup = nil
+            }
+        }
     }
 
     // MARK: Batches
@@ -288,6 +296,7 @@ package final class Engine {
         case .mqtt(.connected(let sessionPresent)):
             connected = true
             if connectedAt == nil { connectedAt = monotonic() }
+            startup?.connected(logger: logger)
             observability?.brokerConnected(true)
             logger.info("connected to broker", metadata: ["sessionPresent": "\(sessionPresent)"])
             subscribe(inboundFilters + (role?.catchingUpUntil != nil ? [Topics.inventoryFilter] : []))
