@@ -111,7 +111,7 @@ extension Engine {
 
     /// Answers a deferred campaign.create once its checks have run.
     func answer(_ request: RPC.Deferred) async {
-        let result: Result<Any, RPCError>
+        let result: Result<RPC.EncodedResult, RPCError>
         do {
             let campaign = try await createCampaign(
                 params: request.params, origin: "rpc", signedBy: request.signedBy, token: request.local?.token)

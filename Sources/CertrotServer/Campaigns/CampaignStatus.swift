@@ -79,12 +79,7 @@ extension Engine {
             }
             if let last = registry.lastStatus[id], now - last.at < 1 { continue }
             registry.dirty.remove(id)
-            let body = try RPC.encode(status(campaign, tx: tx, failures: 20))
-            guard
-                let payload = try? JSONSerialization.data(
-                    withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes])
-            else { continue }
-            let bytes = Array(payload)
+            let bytes = try RPC.encode(status(campaign, tx: tx, failures: 20)).json
             let unchanged = registry.lastStatus[id]?.payload == bytes
             registry.lastStatus[id] = (bytes, now)
             if unchanged { continue }

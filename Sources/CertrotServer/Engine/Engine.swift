@@ -327,7 +327,7 @@ package final class Engine {
                 let refusal = RPCError(
                     code: .unavailable,
                     message: "replica \(cluster.replica) does not lead the cluster; call the leader's HTTP API")
-                outbox.append(RPC.localReply(["jsonrpc": "2.0", "id": 1, "error": refusal.json], call: origin.call))
+                outbox.append(RPC.localReply(.error(id: 1, refusal), call: origin.call))
                 return
             }
             try request(MQTTMessage(topic: Topics.rpc, payload: payload), local: origin, tx: tx, outbox: &outbox)

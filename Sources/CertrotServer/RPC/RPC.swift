@@ -98,7 +98,7 @@ enum RPC {
     /// What a method handler outside this file returns.
     enum HandlerResult {
         /// A method's result, encoded (``RPC/encode(_:)``).
-        case value(Any)
+        case value(EncodedResult)
         /// Answered later (after the batch commits), through ``reply(to:result:drops:)``.
         case deferred
     }
@@ -152,7 +152,7 @@ enum RPC {
         let token = local?.token
         var id: Any = NSNull()
         var isNotification = false
-        let response: [String: Any]
+        let response: Response
         // Set once a request that changes state passed its authorisation: what it did goes into the audit log.
         var audited: (method: String, signedBy: String?, token: String?, params: [String: Any])?
         do {
@@ -245,7 +245,7 @@ enum RPC {
                 )
             }
             if RPCMethods.mutating.contains(method) { audited = (method, signedBy, token, params) }
-            let result: Any
+            let result: EncodedResult
             switch method {
             case DeviceStatus.name:
                 result = try encode(deviceStatus(DeviceStatus.params(params), context: context, tx: tx))
@@ -284,7 +284,7 @@ enum RPC {
                     token: audited.token, params: audited.params, result: "ok",
                     at: context.now, tx: tx)
             }
-            response = ["jsonrpc": "2.0", "id": id, "result": result]
+            response = .result(id: id, result)
         } catch let failure as RPCError {
             if let audited {
                 try? auditRequest(
@@ -292,7 +292,7 @@ enum RPC {
                     token: audited.token, params: audited.params,
                     result: "error \(failure.code.rawValue)", at: context.now, tx: tx)
             }
-            response = ["jsonrpc": "2.0", "id": id, "error": failure.json]
+            response = .error(id: id, failure)
         } catch let refusal as Refusal {
             if let audited {
                 try? auditRequest(
@@ -300,11 +300,11 @@ enum RPC {
                     token: audited.token, params: audited.params,
                     result: "refused \(refusal.reason)", at: context.now, tx: tx)
             }
-            response = ["jsonrpc": "2.0", "id": id, "error": RPCError(refusal).json]
+            response = .error(id: id, RPCError(refusal))
         } catch {
             // Store errors stay in the daemon's log; the caller learns only that it failed.
             context.logger.error("rpc failed", metadata: ["error": "\(error)"])
-            response = ["jsonrpc": "2.0", "id": id, "error": RPCError.internalFailure.json]
+            response = .error(id: id, .internalFailure)
         }
         if let local { return localReply(response, call: local.call) }
         return outbound(
@@ -313,19 +313,16 @@ enum RPC {
     }
 
     /// The reply to a request made inside the daemon: the JSON-RPC response, for ``LocalCalls`` to hand back.
-    static func localReply(_ response: [String: Any], call: UUID) -> Outbound {
-        let payload =
-            (try? JSONSerialization.data(withJSONObject: response, options: [.sortedKeys, .withoutEscapingSlashes]))
-            ?? Data(#"{"error":{"code":-32603,"message":"internal error"},"id":null,"jsonrpc":"2.0"}"#.utf8)
-        return Outbound(topic: "", payload: Array(payload), kind: .local(call), urgent: true)
+    static func localReply(_ response: Response, call: UUID) -> Outbound {
+        Outbound(topic: "", payload: response.bytes, kind: .local(call), urgent: true)
     }
 
     /// The reply to a deferred request.
-    static func reply(to request: Deferred, result: Result<Any, RPCError>, drops: DropCounters) -> Outbound? {
-        let response: [String: Any] =
+    static func reply(to request: Deferred, result: Result<EncodedResult, RPCError>, drops: DropCounters) -> Outbound? {
+        let response: Response =
             switch result {
-            case .success(let value): ["jsonrpc": "2.0", "id": request.id, "result": value]
-            case .failure(let failure): ["jsonrpc": "2.0", "id": request.id, "error": failure.json]
+            case .success(let value): .result(id: request.id, value)
+            case .failure(let failure): .error(id: request.id, failure)
             }
         if let local = request.local { return localReply(response, call: local.call) }
         return outbound(
@@ -334,7 +331,7 @@ enum RPC {
     }
 
     private static func outbound(
-        _ response: [String: Any], isNotification: Bool, replyTopic: String?, correlationData: [UInt8]?,
+        _ response: Response, isNotification: Bool, replyTopic: String?, correlationData: [UInt8]?,
         drops: DropCounters, replyPrefix: String
     ) -> Outbound? {
         if isNotification { return nil }
@@ -342,12 +339,8 @@ enum RPC {
             drops.count("rpc_no_reply_topic")
             return nil
         }
-        guard
-            let payload = try? JSONSerialization.data(
-                withJSONObject: response, options: [.sortedKeys, .withoutEscapingSlashes])
-        else { return nil }
         return Outbound(
-            topic: topic, payload: Array(payload), kind: .other, responseTopic: nil, correlationData: correlationData,
+            topic: topic, payload: response.bytes, kind: .other, responseTopic: nil, correlationData: correlationData,
             urgent: true)
     }
 

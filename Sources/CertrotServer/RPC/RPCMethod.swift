@@ -33,9 +33,41 @@ package enum RPCMethods {
 }
 
 extension RPC {
-    /// A method's typed result as the JSON value of the reply (the reply is written with sorted keys, as ever).
-    static func encode<R: Encodable>(_ result: R) throws -> Any {
-        try JSONSerialization.jsonObject(with: resultEncoder.encode(result), options: [.fragmentsAllowed])
+    /// A method's result as the JSON text of the reply's `result`, written once: the reply is spliced around it
+    /// (``Response``), not parsed back and written again (#35 §3).
+    struct EncodedResult {
+        let json: [UInt8]
+    }
+
+    /// A method's typed result as the JSON text of the reply (sorted keys, as ever).
+    static func encode<R: Encodable>(_ result: R) throws -> EncodedResult {
+        EncodedResult(json: Array(try resultEncoder.encode(result)))
+    }
+
+    /// A JSON-RPC 2.0 response: `{"id":…,"jsonrpc":"2.0","result":…}` or `{"error":…,"id":…,"jsonrpc":"2.0"}`,
+    /// keys in sorted order.
+    enum Response {
+        case result(id: Any, EncodedResult)
+        case error(id: Any, RPCError)
+
+        var bytes: [UInt8] {
+            switch self {
+            case .result(let id, let result):
+                // The id (a string, a number or null) written as the one element of an array, brackets dropped:
+                // JSONSerialization stops the process on a top-level value that is not a collection.
+                let idText =
+                    (try? JSONSerialization.data(withJSONObject: [id], options: [.withoutEscapingSlashes]))
+                    .map { Array($0.dropFirst().dropLast()) } ?? Array("null".utf8)
+                return Array(#"{"id":"#.utf8) + idText + Array(#","jsonrpc":"2.0","result":"#.utf8) + result.json
+                    + [UInt8(ascii: "}")]
+            case .error(let id, let failure):
+                let response: [String: Any] = ["jsonrpc": "2.0", "id": id, "error": failure.json]
+                return
+                    (try? JSONSerialization.data(
+                        withJSONObject: response, options: [.sortedKeys, .withoutEscapingSlashes])).map(Array.init)
+                    ?? Array(#"{"error":{"code":-32603,"message":"internal error"},"id":null,"jsonrpc":"2.0"}"#.utf8)
+            }
+        }
     }
 
     private static let resultEncoder: JSONEncoder = {
