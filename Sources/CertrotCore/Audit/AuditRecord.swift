@@ -45,8 +45,7 @@ public struct AuditRecord: Sendable, Equatable, Codable {
         object["device"] = device
         object["subject"] = subject
         // Plain strings and integers: serialisation cannot fail.
-        return Array(
-            try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+        return CanonicalJSON.data(object) ?? []
     }
 
     public init(
@@ -67,10 +66,7 @@ public struct AuditRecord: Sendable, Equatable, Codable {
 
     /// The body for a record: `fields` as canonical JSON.
     public static func body(_ fields: [String: Any]) -> String {
-        String(
-            decoding: (try? JSONSerialization.data(
-                withJSONObject: fields, options: [.sortedKeys, .withoutEscapingSlashes]))
-                ?? Data("{}".utf8), as: UTF8.self)
+        String(decoding: CanonicalJSON.data(fields) ?? Array("{}".utf8), as: UTF8.self)
     }
 }
 
