@@ -554,10 +554,12 @@ extension EventLoopFuture where Value == PostgresQueryResult {
 /// inside a transaction, or the leadership's idle session — a replica's `deadAfter`, so that a paused replica
 /// holds no lock, and no leadership, longer than that.
 /// `applicationName`: the PostgreSQL sessions' `application_name` (`certrot-<replica>` in a cluster).
+/// `checkIntegrity: false`: a SQLite store's `quick_check` is left to the caller (the daemon runs it beside its
+/// start, ``RotationStore/checkIntegrity()``).
 public func openStore(
-    url: String, sessionTimeout: Int64? = nil, applicationName: String = "certrot"
+    url: String, sessionTimeout: Int64? = nil, applicationName: String = "certrot", checkIntegrity: Bool = true
 ) throws -> any RotationStore {
-    if let path = SQLiteStore.path(fromURL: url) { return try SQLiteStore(path: path) }
+    if let path = SQLiteStore.path(fromURL: url) { return try SQLiteStore(path: path, checkIntegrity: checkIntegrity) }
     try validateStoreURL(url)
     return try PostgresStore(url: url, sessionTimeout: sessionTimeout, applicationName: applicationName)
 }

@@ -7,8 +7,7 @@ public final class SQLiteStore: RotationStore {
     private let pool: DatabasePool
     private let inventories = StoredInventories()
     private let lock: StoreLock
-    /// How long the integrity check at open took (seconds): it reads every page, so it grows with the store.
-    public let integrityCheckSeconds: Double
+    private let path: String
 
     /// The connection `quick_check` runs on: SQLite's default cache, waiting like the pool for a busy file.
     private static var checkConfiguration: Configuration {
@@ -18,10 +17,12 @@ public final class SQLiteStore: RotationStore {
     }
 
     /// Opens (creating if needed) the database at `path` and migrates it to the current schema. Refuses a database
-    /// another process has open as a store (two daemons on one file would both send every bundle) and one that
-    /// fails SQLite's `quick_check`.
-    public init(path: String) throws {
+    /// another process has open as a store (two daemons on one file would both send every bundle) and, with
+    /// `checkIntegrity`, one that fails SQLite's `quick_check` (the daemon runs the check beside its start
+    /// instead: ``checkIntegrity()``).
+    public init(path: String, checkIntegrity: Bool = true) throws {
         lock = try StoreLock(path: path + ".lock", store: "sqlite:\(path)")
+        self.path = path
         var config = Configuration()
         config.busyMode = .timeout(10)
         config.prepareDatabase { db in
@@ -39,26 +40,46 @@ public final class SQLiteStore: RotationStore {
             if fd >= 0 { Glibc.close(fd) }
         }
         do {
-            // The check reads every page of the database: on a connection of its own with SQLite's default 2 MB
-            // cache, closed before the pool opens, so that it does not leave a reader's 64 MB cache full of pages
-            // nothing asked for (at 1,000,000 known devices that was 30 B of resident memory per device, #35 §3).
-            let checkStarted = ContinuousClock.now
-            let check = try DatabaseQueue(path: path, configuration: Self.checkConfiguration).read { db in
-                try String.fetchAll(db, sql: "PRAGMA quick_check(5)")
-            }
-            guard check == ["ok"] else {
-                throw StoreError(check.joined(separator: "; "))
-            }
-            let elapsed = (ContinuousClock.now - checkStarted).components
-            integrityCheckSeconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
+            if checkIntegrity { try Self.quickCheck(path: path) }
             pool = try DatabasePool(path: path, configuration: config)
         } catch {
-            throw StoreError(
-                "store sqlite:\(path) is damaged (\(error)); certrot will not run on it: restore it from a backup, "
-                    + "or move it aside to start with an empty store (devices then rotate again from their inventories)"
-            )
+            throw Self.damaged(path, error)
         }
-        try Self.migrator.migrate(pool)
+        do {
+            try Self.migrator.migrate(pool)
+        } catch {
+            // A migration that fails on a damaged file says so, as the check would have.
+            if (try? Self.quickCheck(path: path)) == nil { throw Self.damaged(path, error) }
+            throw error
+        }
+    }
+
+    public func checkIntegrity() throws -> Double? {
+        let started = ContinuousClock.now
+        do {
+            try Self.quickCheck(path: path)
+        } catch {
+            throw Self.damaged(path, error)
+        }
+        let elapsed = (ContinuousClock.now - started).components
+        return Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
+    }
+
+    /// SQLite's `quick_check`, which reads every page of the database: on a connection of its own with SQLite's
+    /// default 2 MB cache, closed when done, so that it does not leave a reader's 64 MB cache full of pages nothing
+    /// asked for (at 1,000,000 known devices that was 30 B of resident memory per device, #35 §3). In WAL mode it
+    /// reads a snapshot beside the pool's writer.
+    private static func quickCheck(path: String) throws {
+        let check = try DatabaseQueue(path: path, configuration: checkConfiguration).read { db in
+            try String.fetchAll(db, sql: "PRAGMA quick_check(5)")
+        }
+        guard check == ["ok"] else { throw StoreError(check.joined(separator: "; ")) }
+    }
+
+    private static func damaged(_ path: String, _ error: any Error) -> StoreError {
+        StoreError(
+            "store sqlite:\(path) is damaged (\(error)); certrot will not run on it: restore it from a backup, "
+                + "or move it aside to start with an empty store (devices then rotate again from their inventories)")
     }
 
     /// Lets another process open the store (the daemon stopped).

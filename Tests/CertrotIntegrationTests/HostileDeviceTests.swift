@@ -163,16 +163,23 @@ import Testing
         #expect(PostgresStore.redacted("sqlite:/var/lib/certrot.db") == "sqlite:/var/lib/certrot.db")
     }
 
-    @Test func aDamagedStore_isRefusedAtStart_withWhatToDo() async throws {
-        let harness = try Harness()
+    /// A store 200 devices rotated in, the daemon stopped, everything in the main file (not the WAL): its path and
+    /// an open connection to it.
+    func storeAfterARotation(_ harness: Harness) async throws -> (path: String, DatabaseQueue) {
         try harness.startDaemon()
         _ = try harness.startFleet(harness.fleetOptions(devices: 200))
         try await harness.waitForFleet { ($0["verified"] ?? 0) == 200 }
         await harness.stopDaemon()
-        // Everything in the main file (not the WAL), then 20 pages past the header overwritten with noise.
         let path = harness.path("certrot.db")
         let queue = try DatabaseQueue(path: path)
         try await queue.writeWithoutTransaction { try $0.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
+        return (path, queue)
+    }
+
+    @Test func aDamagedStore_isRefusedAtStart_withWhatToDo() async throws {
+        let harness = try Harness()
+        // 20 pages past the header overwritten with noise.
+        let (path, queue) = try await storeAfterARotation(harness)
         try queue.close()
         let handle = try #require(FileHandle(forUpdatingAtPath: path))
         let pages = Int(try handle.seekToEnd()) / 4096
@@ -189,6 +196,42 @@ import Testing
         } throws: { error in
             "\(error)".contains("damaged") && "\(error)".contains("backup")
         }
+        await harness.stop()
+    }
+
+    /// The integrity check runs beside the start (#35 §3): damage the start does not read (the history table's
+    /// pages) is found by the check, which stops the daemon with what to do, and readiness says why.
+    @Test func damageTheStartDoesNotRead_isFoundBesideIt_andStopsTheDaemon() async throws {
+        let harness = try Harness()
+        let (path, queue) = try await storeAfterARotation(harness)
+        // Every leaf page of the history table, found by walking it: overwritten with noise.
+        let pages = try await queue.read { db in
+            try Int.fetchAll(db, sql: "SELECT pageno FROM dbstat WHERE name = 'history' AND pagetype = 'leaf'")
+        }
+        try queue.close()
+        try #require(pages.count > 2, "history spans pages")
+        let handle = try #require(FileHandle(forUpdatingAtPath: path))
+        var random = SplitMix64(seed: 35)
+        for page in pages {
+            try handle.seek(toOffset: UInt64((page - 1) * 4096))
+            try handle.write(contentsOf: Data((0..<4096).map { _ in UInt8.random(in: 0...255, using: &random) }))
+        }
+        try handle.close()
+        let settings = try DaemonSettings.resolve(try CertrotConfig.load(path: try harness.writeConfig()))
+        let daemon = try CertrotDaemon(settings: settings, logger: harness.logger)
+        // A daemon the check did not stop is cancelled after a minute: it then returns without an error.
+        let running = Task { try await daemon.run() }
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(60))
+            running.cancel()
+        }
+        let outcome = await running.result
+        watchdog.cancel()
+        #expect(throws: (any Error).self) { try outcome.get() }
+        if case .failure(let error) = outcome {
+            #expect("\(error)".contains("damaged") && "\(error)".contains("backup"), "\(error)")
+        }
+        #expect(daemon.observability.notReadyReason?.contains("the store is damaged") == true)
         await harness.stop()
     }
 }

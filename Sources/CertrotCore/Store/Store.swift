@@ -344,9 +344,14 @@ public protocol RotationStore: Sendable {
     /// What the store has sent its server since it opened, by name (`statements`, `round_trips`, …), for
     /// `/metrics`; empty for a store in the daemon's process.
     var traffic: [String: Int] { get }
+    /// Checks the store's integrity (SQLite's `quick_check`) on a connection of its own: the seconds it took, nil
+    /// when the store has no such check (PostgreSQL, whose server guards its own files). Throws, saying what to
+    /// do, when the store is damaged.
+    func checkIntegrity() throws -> Double?
 }
 
 extension RotationStore {
+    public func checkIntegrity() throws -> Double? { nil }
     public func readAside<T>(_ body: (any StoreTransaction) throws -> T) throws -> T { try read(body) }
     public func holdLeadership() throws -> Bool { true }
     public var isShared: Bool { false }

@@ -24,6 +24,9 @@ public final class Observability: Sendable {
         var lastStoreError: String?
         /// When a store write last failed (monotonic seconds).
         var storeFailedAt: Double?
+        /// The store's integrity check: running (beside the start), or what it found.
+        var storeCheckRunning = false
+        var storeCheckFailure: String?
         /// When recent inputs were dropped for a store error (monotonic seconds), newest last.
         var storeErrors: [Double] = []
         /// The keys that sign (bundles, checkpoints, certificates): a key in a token that cannot sign makes the
@@ -198,6 +201,14 @@ public final class Observability: Sendable {
         }
     }
 
+    /// The store's integrity check started, passed (`running: false`), or found the store damaged (`failure`).
+    package func storeCheck(running: Bool, failure: String? = nil) {
+        state.withLock {
+            $0.storeCheckRunning = running
+            $0.storeCheckFailure = failure
+        }
+    }
+
     /// An input was dropped because its store write failed.
     func inputLost(storeError error: String) {
         let now = Double(DispatchTime.now().uptimeNanoseconds) / 1e9
@@ -217,6 +228,8 @@ public final class Observability: Sendable {
             if let problem = signer.probe() { return "a signing key is unavailable: \(problem)" }
         }
         return state.withLock { state in
+            if let damage = state.storeCheckFailure { return "the store is damaged: \(damage)" }
+            if state.storeCheckRunning { return "the store's integrity check (quick_check) is running" }
             if !state.connected { return "not connected to the broker" }
             if !state.storeWritable { return "the store is not writable: \(state.lastStoreError ?? "unknown error")" }
             let now = Double(DispatchTime.now().uptimeNanoseconds) / 1e9

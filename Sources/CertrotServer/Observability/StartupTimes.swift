@@ -2,8 +2,9 @@ import Foundation
 import Logging
 
 /// Where a start's time went, for an operator asking why a restart took as long as it did (and for the bench's
-/// recovery figure): seconds since the process was executed at each step — config read, store opened (and how
-/// long its integrity check took), campaigns loaded, broker connected, first bundle part published. Logged at
+/// recovery figure): seconds since the process was executed at each step — config read, store opened, campaigns
+/// loaded, broker connected, first bundle part published (the store's integrity check runs beside these and logs
+/// its own time, ``IntegrityCheck``). Logged at
 /// notice twice: once connected, and at the first bundle part published after the start.
 package struct StartupTimes {
     /// Monotonic seconds (``Engine/monotonic``'s clock) at the process's exec; when the kernel does not say, at
@@ -41,7 +42,7 @@ package struct StartupTimes {
         steps.append((what, now - origin))
     }
 
-    /// "config read 0.05 s, store opened 0.21 s (integrity check 0.14 s), …": each step at its seconds after exec.
+    /// "config read 0.054 s, store opened 0.061 s, …": each step at its seconds after exec.
     package var summary: String {
         steps.map { "\($0.what) \(String(format: "%.3f", $0.at)) s" }.joined(separator: ", ")
     }
