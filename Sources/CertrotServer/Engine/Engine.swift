@@ -137,6 +137,8 @@ package final class Engine {
     var limits = DaemonSettings.Limits()
     var nextRetentionSweep: Int64 = 0
     var connectedAt: Double?
+    /// Write ops already checked against the device profile: a campaign writes the same chain to every device.
+    var checkedOps = CheckedOps()
     /// Where the start's time went, logged once connected and at the first bundle part (``StartupTimes``).
     var startup: StartupTimes?
     /// The newest audit checkpoint written or seen (seq, time); nil until the first tick after a start.
