@@ -447,9 +447,7 @@ public final class CertrotDaemon: Service, CustomStringConvertible {
         do {
             try engine.startCampaigns()
         } catch {
-            // A start that fails on a damaged store says so (the check, run now, names the damage).
-            _ = try store.checkIntegrity()
-            throw error
+            throw store.explaining(error)  // a start that fails on a damaged store says so
         }
         startup.mark("campaigns loaded")
         engine.startup = startup

@@ -48,9 +48,7 @@ public final class SQLiteStore: RotationStore {
         do {
             try Self.migrator.migrate(pool)
         } catch {
-            // A migration that fails on a damaged file says so, as the check would have.
-            if (try? Self.quickCheck(path: path)) == nil { throw Self.damaged(path, error) }
-            throw error
+            throw explaining(error)  // a migration that fails on a damaged file says so, as the check would have
         }
     }
 
@@ -61,8 +59,7 @@ public final class SQLiteStore: RotationStore {
         } catch {
             throw Self.damaged(path, error)
         }
-        let elapsed = (ContinuousClock.now - started).components
-        return Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
+        return (ContinuousClock.now - started).inSeconds
     }
 
     /// SQLite's `quick_check`, which reads every page of the database: on a connection of its own with SQLite's

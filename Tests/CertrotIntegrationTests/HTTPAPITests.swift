@@ -49,7 +49,9 @@ import Testing
         _ = try harness.startFleet(harness.fleetOptions(devices: devices))
         try await harness.waitForFleet { ($0["verified"] ?? 0) == devices }
         let base = "http://127.0.0.1:\(port)/api/v1"
-        _ = try await harness.eventually({ try await request("GET", base + "/fleet") }, until: { $0.status == 200 })
+        // Listening: 200 on loopback, 401 off it (reads need the token there).
+        _ = try await harness.eventually(
+            { try await request("GET", base + "/fleet") }, until: { [200, 401].contains($0.status) })
         return (harness, base)
     }
 

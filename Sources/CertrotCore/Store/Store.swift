@@ -357,6 +357,18 @@ extension RotationStore {
     public var isShared: Bool { false }
     public func close() {}
     public var traffic: [String: Int] { [:] }
+
+    /// What to report for `error`, a step of the start (a migration, loading campaigns) that failed on this store:
+    /// when the store fails its integrity check, the check's error, which names the damage and says what to do;
+    /// otherwise `error` itself.
+    public func explaining(_ error: any Error) -> any Error {
+        do {
+            _ = try checkIntegrity()
+            return error
+        } catch let damage {
+            return damage
+        }
+    }
 }
 
 /// What the store keeps of the past: nothing else deletes history or bundles, so without it one device that

@@ -24,15 +24,23 @@ struct Console: Sendable {
     }
 
     func register(on router: RouterGroup<BasicRequestContext>, enabled: Bool) {
-        let pages: [(String, @Sendable (Request, BasicRequestContext) async -> Response)] = [
-            ("/", { _, _ in await fleet() }),
-            ("/risk", { _, _ in await risk() }),
-            ("/campaigns", { _, _ in await campaigns() }),
-            ("/campaigns/:id", { _, context in await campaign(Self.parameter(context, "id")) }),
-            ("/devices", { request, _ in await devices(query: request.uri.queryParameters.get("q") ?? "") }),
-            ("/devices/:id", { _, context in await device(Self.parameter(context, "id")) }),
+        let pages: [(String, @Sendable (Request, BasicRequestContext) async throws(Failure) -> Response)] = [
+            ("/", { _, _ throws(Failure) in try await fleet() }),
+            ("/risk", { _, _ throws(Failure) in try await risk() }),
+            ("/campaigns", { _, _ throws(Failure) in try await campaigns() }),
+            ("/campaigns/:id", { _, context throws(Failure) in try await campaign(Self.parameter(context, "id")) }),
+            (
+                "/devices",
+                { request, _ throws(Failure) in
+                    try await devices(query: request.uri.queryParameters.get("q") ?? "")
+                }
+            ),
+            ("/devices/:id", { _, context throws(Failure) in try await device(Self.parameter(context, "id")) }),
             // The console's own links to a device: the ID in the query, where no path rule (`..`, `%41`) applies.
-            ("/device", { request, _ in await device(request.uri.queryParameters.get("id") ?? "") }),
+            (
+                "/device",
+                { request, _ throws(Failure) in try await device(request.uri.queryParameters.get("id") ?? "") }
+            ),
         ]
         router.get("/console/campaign.js") { _, _ -> Response in
             var headers = HTTPFields()
@@ -50,7 +58,11 @@ struct Console: Sendable {
                         "The console is served on a loopback listener only (http.host 127.0.0.1): reach it through an "
                             + "SSH tunnel, or a proxy that authenticates. The API (/api/v1/) takes a token here.\n")
                 }
-                return await page(request, context)
+                do throws(Failure) {
+                    return try await page(request, context)
+                } catch {
+                    return error.response
+                }
             }
         }
     }
@@ -77,26 +89,30 @@ struct Console: Sendable {
 
     // MARK: Calls and responses
 
-    enum Outcome {
-        case ok([String: Any])
-        case failed(Response)
+    /// A read that failed: the response that says so (the RPC error's status and message).
+    struct Failure: Error {
+        let response: Response
     }
 
-    func read(_ method: String, _ params: [String: Any] = [:]) async -> Outcome {
-        switch await rpc.call(method, params: params, token: nil) {
+    /// Calls `method` as the HTTP API would and decodes its typed result.
+    func read<M: RPCMethod>(_ method: M.Type, _ params: [String: Any] = [:]) async throws(Failure) -> M.Result {
+        switch await rpc.call(M.name, params: params, token: nil) {
         case .result(let data):
-            return .ok((try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:])
+            do {
+                return try JSONDecoder().decode(M.Result.self, from: data)
+            } catch {
+                logger.error("console: \(M.name) answered what its result type does not decode: \(error)")
+                throw Failure(response: Self.text(.internalServerError, "internal error\n"))
+            }
         case .error(let code, let message, _):
-            return .failed(Self.text(.init(code: HTTPProblem.status(code: code)), message + "\n"))
+            throw Failure(response: Self.text(.init(code: HTTPProblem.status(code: code)), message + "\n"))
         case .unavailable(let message):
-            return .failed(Self.text(.serviceUnavailable, message + "\n"))
+            throw Failure(response: Self.text(.serviceUnavailable, message + "\n"))
         }
     }
 
-    func page(_ template: String, title: String, _ context: [String: Any]) -> Response {
-        var context = context
-        context["title"] = title
-        context["generated"] = Self.time(Int64(Date().timeIntervalSince1970))
+    func page<Body>(_ template: String, title: String, _ body: Body) -> Response {
+        let context = PageContext(title: title, generated: Self.time(Int64(Date().timeIntervalSince1970)), body: body)
         guard let html = library.render(context, withTemplate: template) else {
             logger.error("console: no template \(template)")
             return Self.text(.internalServerError, "internal error\n")
@@ -117,234 +133,146 @@ struct Console: Sendable {
 
     // MARK: Pages
 
-    func fleet() async -> Response {
-        let status: [String: Any]
-        switch await read(FleetStatus.name) {
-        case .ok(let value): status = value
-        case .failed(let response): return response
-        }
-        let list: [String: Any]
-        switch await read(CampaignList.name) {
-        case .ok(let value): list = value
-        case .failed(let response): return response
-        }
-        let risk: [String: Any]
-        switch await read(FleetRisk.name, ["limit": 0]) {
-        case .ok(let value): risk = value
-        case .failed(let response): return response
-        }
-        let targets = (status["targets"] as? [String: [String: Any]] ?? [:]).sorted { $0.key < $1.key }
-        let expiry = (status["expiry"] as? [String: Any])?["targets"] as? [String: [String: Int]] ?? [:]
-        let clientCerts = (status["clientCerts"] as? [String: [String: Any]] ?? [:]).sorted { $0.key < $1.key }
-        let campaigns = (list["campaigns"] as? [[String: Any]] ?? []).reversed().map(Self.campaignRow)
-        let stranded = (risk["targets"] as? [String: [String: Any]] ?? [:]).values.reduce(0) {
-            $0 + ($1["atRisk"] as? Int ?? 0)
-        }
-        let kid = (status["signing"] as? [String: Any])?["kid"] as? String ?? ""
+    func fleet() async throws(Failure) -> Response {
+        let status = try await read(FleetStatus.self)
+        let campaigns = try await read(CampaignList.self).campaigns.reversed().map(CampaignRow.init)
+        let risk = try await read(FleetRisk.self, ["limit": 0])
+        let kid = status.signing.kid
+        let buckets = [
+            ("expired", "expired"), ("< 7 d", "lt7d"), ("< 30 d", "lt30d"), ("< 90 d", "lt90d"), ("later", "later"),
+        ]
         return page(
             "fleet", title: "Fleet",
-            [
-                "devices": status["devices"] as? Int ?? 0, "stranded": stranded, "kid": kid,
-                "kidShort": String(kid.prefix(8)) + (kid.count > 8 ? "…" : ""),
-                "running": campaigns.filter { $0["state"] as? String == "running" }.count,
-                "campaigns": campaigns,
-                "targets": targets.map { name, target in
-                    [
-                        "name": name, "id": Self.id(name), "tag": target["tag"] as? Int ?? 0,
-                        "chart": Self.stacked(
-                            "\(name): devices by rotation state", target["states"] as? [String: Int] ?? [:],
-                            order: Self.stateOrder),
-                    ] as [String: Any]
+            FleetPage(
+                devices: status.devices, running: campaigns.filter { $0.state == "running" }.count,
+                stranded: risk.targets.values.reduce(0) { $0 + $1.atRisk }, kid: kid,
+                kidShort: String(kid.prefix(8)) + (kid.count > 8 ? "…" : ""),
+                targets: status.targets.sorted { $0.key < $1.key }.map { name, target in
+                    FleetPage.Target(
+                        name: name, id: Self.id(name), tag: target.tag,
+                        chart: Stacked("\(name): devices by rotation state", target.states, order: Self.stateOrder))
                 },
-                "hasClientCerts": !clientCerts.isEmpty,
-                "clientCerts": clientCerts.map { name, policy in
-                    [
-                        "name": name, "id": Self.id(name), "issuer": policy["issuer"] as? String ?? "",
-                        "chart": Self.stacked(
-                            "\(name): rotations by state", policy["states"] as? [String: Int] ?? [:],
-                            order: Self.stateOrder),
-                        "certificates": Self.stacked(
-                            "\(name): issued certificates by state", policy["certificates"] as? [String: Int] ?? [:],
-                            order: ["issued", "active", "revoked"]),
-                    ] as [String: Any]
+                hasClientCerts: !(status.clientCerts ?? [:]).isEmpty,
+                clientCerts: (status.clientCerts ?? [:]).sorted { $0.key < $1.key }.map { name, policy in
+                    FleetPage.ClientCerts(
+                        name: name, id: Self.id(name), issuer: policy.issuer,
+                        chart: Stacked("\(name): rotations by state", policy.states, order: Self.stateOrder),
+                        certificates: Stacked(
+                            "\(name): issued certificates by state", policy.certificates,
+                            order: ["issued", "active", "revoked"]))
                 },
-                "expiry": expiry.sorted { $0.key < $1.key }.map { name, buckets in
-                    let order = [
-                        ("expired", "expired"), ("< 7 d", "lt7d"), ("< 30 d", "lt30d"), ("< 90 d", "lt90d"),
-                        ("later", "later"),
+                expiry: status.expiry.targets.sorted { $0.key < $1.key }.map { name, counts in
+                    let byKey = [
+                        "expired": counts.expired, "lt7d": counts.lt7d, "lt30d": counts.lt30d, "lt90d": counts.lt90d,
+                        "later": counts.later,
                     ]
-                    return [
-                        "name": name, "id": "x-" + Self.id(name),
-                        "chart": Self.bars(
+                    return FleetPage.Expiry(
+                        name: name, id: "x-" + Self.id(name),
+                        chart: Bars(
                             "\(name): devices by days left on the chain they hold",
-                            order.map { ($0.0, buckets[$0.1] ?? 0, $0.1 == "expired" || $0.1 == "lt7d") }),
-                    ] as [String: Any]
+                            buckets.map { ($0.0, byKey[$0.1] ?? 0, $0.1 == "expired" || $0.1 == "lt7d") }))
                 },
-            ])
+                campaigns: campaigns))
     }
 
-    func risk() async -> Response {
-        let risk: [String: Any]
-        switch await read(FleetRisk.name, ["limit": 200]) {
-        case .ok(let value): risk = value
-        case .failed(let response): return response
-        }
-        let now = risk["now"] as? Int64 ?? Int64(Date().timeIntervalSince1970)
-        let targets = (risk["targets"] as? [String: [String: Any]] ?? [:]).sorted { $0.key < $1.key }
+    func risk() async throws(Failure) -> Response {
+        let risk = try await read(FleetRisk.self, ["limit": 200])
+        let now = risk.now
         return page(
             "risk", title: "Stranded risk",
-            [
-                "targets": targets.map { name, target in
-                    let byWeek = target["byWeek"] as? [Int] ?? []
-                    let shown = min(max(byWeek.count, 8), 26)
-                    var bars: [(String, Int, Bool)] = [("exp", target["expired"] as? Int ?? 0, true)]
+            RiskPage(
+                targets: risk.targets.sorted { $0.key < $1.key }.map { name, target in
+                    let shown = min(max(target.byWeek.count, 8), 26)
+                    var bars: [(String, Int, Bool)] = [("exp", target.expired, true)]
                     for week in 0..<shown {
-                        bars.append(("w\(week + 1)", week < byWeek.count ? byWeek[week] : 0, week < 4))
+                        bars.append(("w\(week + 1)", week < target.byWeek.count ? target.byWeek[week] : 0, week < 4))
                     }
-                    let beyond = byWeek.dropFirst(shown).reduce(0, +) + (target["later"] as? Int ?? 0)
-                    bars.append(("later", beyond, false))
-                    return [
-                        "name": name, "id": Self.id(name), "atRisk": target["atRisk"] as? Int ?? 0,
-                        "expired": target["expired"] as? Int ?? 0,
-                        "chart": Self.bars("\(name): devices at risk by week until their chain expires", bars),
-                    ] as [String: Any]
+                    bars.append(("later", target.byWeek.dropFirst(shown).reduce(0, +) + target.later, false))
+                    return RiskPage.Target(
+                        name: name, id: Self.id(name), atRisk: target.atRisk, expired: target.expired,
+                        chart: Bars("\(name): devices at risk by week until their chain expires", bars))
                 },
-                "devices": (risk["devices"] as? [[String: Any]] ?? []).map { entry in
-                    let notAfter = Self.int(entry["notAfter"])
-                    let lastSeen = Self.int(entry["lastSeen"])
-                    return [
-                        "device": VisibleText.escaped(entry["device"] as? String ?? ""),
-                        "deviceHref": Self.deviceHref(entry["device"] as? String ?? ""),
-                        "target": entry["target"] as? String ?? "",
-                        "expires": Self.time(notAfter), "daysLeft": (notAfter - now) / 86400,
-                        "lastSeen": Self.time(lastSeen), "daysAway": (now - lastSeen) / 86400,
-                    ] as [String: Any]
-                },
-            ])
+                devices: risk.devices.map { entry in
+                    RiskPage.Device(
+                        device: VisibleText.escaped(entry.device), deviceHref: Self.deviceHref(entry.device),
+                        target: entry.target, expires: Self.time(entry.notAfter),
+                        daysLeft: (entry.notAfter - now) / 86400,
+                        lastSeen: Self.time(entry.lastSeen), daysAway: (now - entry.lastSeen) / 86400)
+                }))
     }
 
-    func campaigns() async -> Response {
-        switch await read(CampaignList.name) {
-        case .ok(let list):
-            let rows = (list["campaigns"] as? [[String: Any]] ?? []).reversed().map(Self.campaignRow)
-            return page("campaigns", title: "Campaigns", ["campaigns": rows])
-        case .failed(let response): return response
-        }
+    func campaigns() async throws(Failure) -> Response {
+        let rows = try await read(CampaignList.self).campaigns.reversed().map(CampaignRow.init)
+        return page("campaigns", title: "Campaigns", CampaignsPage(campaigns: rows))
     }
 
-    func campaign(_ id: String) async -> Response {
-        let status: [String: Any]
-        switch await read(CampaignStatus.name, ["id": id]) {
-        case .ok(let value): status = value
-        case .failed(let response): return response
-        }
-        let waves = (status["waves"] as? [[String: Any]] ?? []).map { wave -> [String: Any] in
-            let size = wave["size"] as? Int ?? 0
-            let states = wave["states"] as? [String: Int] ?? [:]
-            let verified = states["verified", default: 0]
-            let sent = states["pending", default: 0] + states["sent", default: 0] + states["applied", default: 0]
-            let failed = states["failed", default: 0] + states["rejected", default: 0] + states["timed_out", default: 0]
-            func pct(_ n: Int) -> String { size > 0 ? String(format: "%.2f", 100 * Double(n) / Double(size)) : "0" }
-            return [
-                "number": (wave["index"] as? Int ?? 0) + 1, "size": size, "state": wave["state"] as? String ?? "",
-                "verified": verified, "sent": sent, "failed": failed, "verifiedPct": pct(verified),
-                "sentPct": pct(sent), "failedPct": pct(failed),
-            ]
-        }
+    func campaign(_ id: String) async throws(Failure) -> Response {
+        let status = try await read(CampaignStatus.self, ["id": id])
         var byReason: [String: (count: Int, example: String)] = [:]
-        for failure in status["failures"] as? [[String: Any]] ?? [] {
-            let reason =
-                (failure["reason"] as? String).map { String($0.prefix(120)) } ?? failure["state"] as? String ?? "?"
-            let device = failure["device"] as? String ?? ""
-            byReason[reason, default: (0, device)].count += 1
+        for failure in status.failures {
+            let reason = failure.reason.map { String($0.prefix(120)) } ?? failure.state
+            byReason[reason, default: (0, failure.device)].count += 1
         }
-        let eta = (status["eta"] as? Int).map { $0 == 0 ? "finished" : "about \($0) s to go" } ?? "no rate yet"
         return page(
-            "campaign", title: status["name"] as? String ?? id,
-            [
-                "id": id, "name": status["name"] as? String ?? id, "state": status["state"] as? String ?? "",
-                "kind": status["kind"] as? String ?? "", "total": status["total"] as? Int ?? 0, "eta": eta,
-                "waves": waves,
-                "failures": byReason.sorted { ($1.value.count, $0.key) < ($0.value.count, $1.key) }.map {
-                    [
-                        "reason": VisibleText.escaped($0.key), "count": $0.value.count,
-                        "example": VisibleText.escaped($0.value.example),
-                        "exampleHref": Self.deviceHref($0.value.example),
-                    ] as [String: Any]
-                },
-            ])
+            "campaign", title: status.name,
+            CampaignPage(
+                id: id, name: status.name, state: status.state, kind: status.kind, total: status.total,
+                eta: status.eta.map { $0 == 0 ? "finished" : "about \($0) s to go" } ?? "no rate yet",
+                waves: status.waves.map(CampaignPage.Wave.init),
+                failures: byReason.sorted { ($1.value.count, $0.key) < ($0.value.count, $1.key) }.map {
+                    CampaignPage.Failure(
+                        reason: VisibleText.escaped($0.key), count: $0.value.count,
+                        example: VisibleText.escaped($0.value.example), exampleHref: Self.deviceHref($0.value.example))
+                }))
     }
 
-    func devices(query: String) async -> Response {
+    func devices(query: String) async throws(Failure) -> Response {
         let q = String(query.trimmingCharacters(in: .whitespaces).prefix(128))
-        guard !q.isEmpty else { return page("devices", title: "Devices", ["q": "", "searched": false]) }
-        if case .ok = await read(DeviceStatus.name, ["device": q]) {
+        guard !q.isEmpty else { return page("devices", title: "Devices", DevicesPage(q: "")) }
+        if (try? await read(DeviceStatus.self, ["device": q])) != nil {
             var headers = HTTPFields()
             headers[.location] = Self.deviceHref(q)
             return Response(status: .seeOther, headers: headers)
         }
-        var results: [[String: Any]] = []
-        var more = false
-        switch await read(DeviceList.name, ["prefix": q, "limit": 100]) {
-        case .ok(let list):
-            results = (list["devices"] as? [[String: Any]] ?? []).map {
-                let id = $0["device"] as? String ?? ""
-                return [
-                    "device": VisibleText.escaped(id), "deviceHref": Self.deviceHref(id),
-                    "lastSeen": Self.time(Self.int($0["lastSeen"])),
-                ]
-            }
-            more = list["next"] is String
-        case .failed(let response): return response
+        let list = try await read(DeviceList.self, ["prefix": q, "limit": 100])
+        let results = list.devices.map {
+            DevicesPage.Result(
+                device: VisibleText.escaped($0.device), deviceHref: Self.deviceHref($0.device),
+                lastSeen: Self.time($0.lastSeen))
         }
         return page(
             "devices", title: "Devices",
-            ["q": q, "searched": true, "results": results, "count": results.count, "more": more])
+            DevicesPage(q: q, searched: true, results: results, count: results.count, more: list.next != nil))
     }
 
-    func device(_ id: String) async -> Response {
-        let status: [String: Any]
-        switch await read(DeviceStatus.name, ["device": id]) {
-        case .ok(let value): status = value
-        case .failed(let response): return response
-        }
-        let issued = status["issuedCertificates"] as? [[String: Any]] ?? []
+    func device(_ id: String) async throws(Failure) -> Response {
+        let status = try await read(DeviceStatus.self, ["device": id])
+        let issued = status.issuedCertificates ?? []
         return page(
             "device", title: VisibleText.escaped(id),
-            [
-                "device": id, "shown": VisibleText.escaped(id), "firstSeen": Self.time(Self.int(status["firstSeen"])),
-                "lastSeen": Self.time(Self.int(status["lastSeen"])), "issuedSeq": Self.int(status["issuedSeq"]),
-                "reportedSeq": status["reportedSeq"].map { "\($0)" } ?? "—",
-                "inventory": (status["inventory"] as? [[String: Any]] ?? []).map { cred in
-                    [
-                        "tag": Self.int(cred["tag"]), "type": Self.int(cred["type"]),
-                        "name": cred["name"] as? String ?? "unknown",
-                        "expires": cred["notAfter"].map { Self.time(Self.int($0)) } ?? "—",
-                        "sha": String((cred["sha256"] as? String ?? "").prefix(16)) + "…",
-                    ] as [String: Any]
+            DevicePage(
+                device: id, shown: VisibleText.escaped(id), firstSeen: Self.time(status.firstSeen),
+                lastSeen: Self.time(status.lastSeen), issuedSeq: status.issuedSeq,
+                reportedSeq: status.reportedSeq.map { "\($0)" } ?? "—",
+                inventory: status.inventory.map { cred in
+                    DevicePage.Credential(
+                        tag: cred.tag, type: cred.type, name: cred.name ?? "unknown",
+                        expires: cred.notAfter.map(Self.time) ?? "—", sha: String(cred.sha256.prefix(16)) + "…")
                 },
-                "rotations": (status["rotations"] as? [[String: Any]] ?? []).map { r in
-                    [
-                        "target": r["target"] as? String ?? "", "state": r["state"] as? String ?? "",
-                        "attempts": Self.int(r["attempts"]), "updated": Self.time(Self.int(r["updatedAt"])),
-                        "lastError": VisibleText.escaped(r["lastError"] as? String ?? ""),
-                    ] as [String: Any]
+                rotations: status.rotations.map { r in
+                    DevicePage.Rotation(
+                        target: r.target, state: r.state, attempts: r.attempts, updated: Self.time(r.updatedAt),
+                        lastError: VisibleText.escaped(r.lastError ?? ""))
                 },
-                "hasIssued": !issued.isEmpty,
-                "issued": issued.map { c in
-                    [
-                        "policy": c["policy"] as? String ?? "", "serial": c["serial"] as? String ?? "",
-                        "tag": Self.int(c["tag"]), "state": c["state"] as? String ?? "",
-                        "until": Self.time(Self.int(c["notAfter"])),
-                    ] as [String: Any]
+                hasIssued: !issued.isEmpty,
+                issued: issued.map { c in
+                    DevicePage.Issued(
+                        policy: c.policy, serial: c.serial, tag: c.tag, state: c.state, until: Self.time(c.notAfter))
                 },
-                "history": (status["history"] as? [[String: Any]] ?? []).reversed().map { h in
-                    [
-                        "when": Self.time(Self.int(h["at"])), "target": h["target"] as? String ?? "",
-                        "state": h["state"] as? String ?? "", "detail": h["detail"] as? String ?? "",
-                    ] as [String: Any]
-                },
-            ])
+                history: status.history.reversed().map { h in
+                    DevicePage.History(
+                        when: Self.time(h.at), target: h.target, state: h.state, detail: h.detail ?? "")
+                }))
     }
 
     // MARK: Pieces
@@ -354,50 +282,7 @@ struct Console: Sendable {
         "in_sync", "verified", "applied", "sent", "pending", "timed_out", "failed", "rejected", "waiting", "cancelled",
     ]
 
-    static func campaignRow(_ c: [String: Any]) -> [String: Any] {
-        [
-            "id": c["id"] as? String ?? "", "name": c["name"] as? String ?? "", "state": c["state"] as? String ?? "",
-            "origin": c["origin"] as? String ?? "", "total": c["total"] as? Int ?? 0,
-            "created": time(int(c["createdAt"])),
-        ]
-    }
-
-    /// A stacked bar's context (``ConsoleTemplates/stacked``): the states in `order` first, then any other.
-    static func stacked(_ label: String, _ counts: [String: Int], order: [String]) -> [String: Any] {
-        let states = order + counts.keys.filter { !order.contains($0) }.sorted()
-        let total = counts.values.reduce(0, +)
-        var x = 0.0
-        var segments: [[String: Any]] = []
-        for state in states {
-            guard let count = counts[state], count > 0 else { continue }
-            let width = total > 0 ? 100 * Double(count) / Double(total) : 0
-            segments.append(["state": state, "count": count, "x": format(x), "width": format(width)])
-            x += width
-        }
-        return ["label": label, "total": total, "segments": segments]
-    }
-
-    /// A bar chart's context (``ConsoleTemplates/bars``): bars 22 wide, 8 apart, the tallest 46 high.
-    static func bars(_ label: String, _ values: [(name: String, value: Int, hot: Bool)]) -> [String: Any] {
-        let top = max(values.map(\.value).max() ?? 0, 1)
-        var bars: [[String: Any]] = []
-        for (index, bar) in values.enumerated() {
-            let height = bar.value == 0 ? 0.5 : max(1, 46 * Double(bar.value) / Double(top))
-            let x = 4 + Double(index) * 30
-            bars.append([
-                "name": bar.name, "value": bar.value, "hot": bar.hot && bar.value > 0, "x": format(x),
-                "y": format(54 - height), "height": format(height), "barWidth": 22, "labelX": format(x + 11),
-                "valueY": format(54 - height - 1.5),
-            ])
-        }
-        return ["label": label, "width": 4 + values.count * 30, "bars": bars]
-    }
-
     static func format(_ value: Double) -> String { String(format: "%.2f", value) }
-
-    static func int(_ value: Any?) -> Int64 {
-        (value as? NSNumber)?.int64Value ?? 0
-    }
 
     /// An element id from a name.
     static func id(_ name: String) -> String {

@@ -171,10 +171,7 @@ package final class Engine {
         self.logger = logger
         delivery.partPublished = { [unowned self] in
             observability?.partsPublished.increment()
-            if startup != nil {
-                startup?.partPublished(logger: logger)
-                startup = nil
-            }
+            if var start = startup.take() { start.partPublished(logger: logger) }  // the start's first part only
         }
     }
 
@@ -224,9 +221,7 @@ package final class Engine {
                     })
                 for input in batch { try handle(input, tx: tx, outbox: &outbox) }
             }
-            let elapsed = (ContinuousClock.now - started).components
-            observability?.storeWrites.recordNanoseconds(
-                elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
+            observability?.storeWrites.recordSeconds((ContinuousClock.now - started).inSeconds)
             observability?.storeWrite(ok: true)
             if storeUnavailable {
                 storeUnavailable = false

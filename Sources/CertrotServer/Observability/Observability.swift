@@ -219,9 +219,9 @@ public final class Observability: Sendable {
         }
     }
 
-    /// Why the daemon is not ready, or nil when it is: broker connected, store writable, and every key in a token
-    /// able to sign (a key that failed is probed again here, at most once a second, so readiness returns with
-    /// the token).
+    /// Why the daemon is not ready, or nil when it is: the store's integrity check passed, broker connected, store
+    /// writable, and every key in a token able to sign (a key that failed is probed again here, at most once a
+    /// second, so readiness returns with the token).
     public var notReadyReason: String? {
         let signers = state.withLock { $0.signers }
         for signer in signers where signer.problem != nil {
@@ -303,7 +303,7 @@ public final class Observability: Sendable {
             // Readiness and the signing keys, as /readyz judges them (alerts: deploy/prometheus/certrot-alerts.yml).
             let signers = state.withLock { $0.signers }
             let unavailable = signers.filter { $0.problem != nil && $0.probe() != nil }.count
-            gauge("certrot_ready", help: "1 while /readyz answers 200 (broker, store, signing keys)").set(
+            gauge("certrot_ready", help: "1 while /readyz answers 200 (store check, broker, store, signing keys)").set(
                 to: notReadyReason == nil ? 1 : 0)
             gauge(
                 "certrot_signing_keys_unavailable",

@@ -119,7 +119,7 @@ final class ReadOnlyRPC: Sendable {
         _ read: ContinuousClock.Instant, _ published: ContinuousClock.Instant
     ) {
         func ms(_ d: Duration) -> String {
-            String(format: "%.1f", Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
+            String(format: "%.1f", d.inSeconds * 1000)
         }
         let object = (try? JSONSerialization.jsonObject(with: Data(message.payload))) as? [String: Any]
         // The device as asked for (the log handler escapes what could forge a line: a device ID may hold a newline).
