@@ -59,13 +59,15 @@ extension Bench {
         giveUp.cancel()
         let elapsed = Date().timeIntervalSince(restarted)
         let recovery = elapsed < 60 ? elapsed : nil
-        // The daemon's own account of where the time went, once it has logged its first bundle part.
-        for _ in 0..<20 {
+        // The daemon's own account of where the time went, once it has logged its first bundle part and the store's
+        // integrity check beside the start has passed (the account without it after 5 s).
+        for attempt in 0..<50 {
             let text = (try? String(contentsOfFile: log(), encoding: .utf8)) ?? ""
             let lines = text.split(separator: "\n").filter {
                 $0.contains("started (seconds after exec)") || $0.contains("first bundle part published")
+                    || $0.contains("store integrity check")
             }
-            if lines.count == 2 {
+            if lines.count == 3 || (lines.count == 2 && attempt == 49) {
                 let steps = lines.map { line in
                     line.range(of: "] ").map { String(line[$0.upperBound...]) } ?? String(line)
                 }

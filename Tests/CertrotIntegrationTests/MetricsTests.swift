@@ -192,6 +192,8 @@ import Testing
         let first = try #require(
             published.range(of: "published ").map { Double(published[$0.upperBound...].prefix { $0 != " " }) } ?? nil)
         #expect(first >= seconds[3], "\(published)")
+        // What came between the connection and that part: the batch that queued it, committed before it went out.
+        #expect(published.contains("first batch with parts committed ("), "\(published)")
         await harness.stop()
     }
 }

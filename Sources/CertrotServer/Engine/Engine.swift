@@ -223,6 +223,7 @@ package final class Engine {
             }
             observability?.storeWrites.recordSeconds((ContinuousClock.now - started).inSeconds)
             observability?.storeWrite(ok: true)
+            startup?.batchCommitted(parts: outbox.count)
             if storeUnavailable {
                 storeUnavailable = false
                 logger.notice("the store is available again")

@@ -28,8 +28,10 @@ final class IntegrityCheck: Sendable {
                     Self.lowerThisThreadsPriority()
                     return try store.checkIntegrity()
                 }) {
+                    let after = StartupTimes.secondsSinceExec().map { String(format: ", %.3f s after exec", $0) }
                     logger.notice(
-                        "store integrity check (quick_check) passed in \(String(format: "%.3f", seconds)) s")
+                        "store integrity check (quick_check) passed in \(String(format: "%.3f", seconds)) s\(after ?? "")"
+                    )
                 }
                 observability.storeCheck(running: false)
             } catch {

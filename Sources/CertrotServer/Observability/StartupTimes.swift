@@ -54,9 +54,26 @@ package struct StartupTimes {
         logger.notice("started (seconds after exec): \(summary)")
     }
 
-    /// Marks and logs the first bundle part published after the start (the engine calls it once).
+    /// Marks each batch the engine commits once connected, until the first one with bundle parts to publish:
+    /// what the start did between the connection and its first bundle.
+    package mutating func batchCommitted(parts: Int, now: Double = Self.monotonicNow()) {
+        guard steps.contains(where: { $0.what == "broker connected" }),
+            !steps.contains(where: { $0.what.hasPrefix("first batch with parts") })
+        else { return }
+        if parts > 0 {
+            mark("first batch with parts committed (\(parts) parts)", now: now)
+        } else if !steps.contains(where: { $0.what.hasPrefix("batches without parts") }) {
+            mark("batches without parts from", now: now)
+        }
+    }
+
+    /// Marks and logs the first bundle part published after the start (the engine calls it once), with the steps
+    /// since the connection.
     package mutating func partPublished(logger: Logger, now: Double = Self.monotonicNow()) {
+        let since = steps.drop { $0.what != "broker connected" }.dropFirst()
+            .map { "\($0.what) \(String(format: "%.3f", $0.at)) s" }
         mark("first bundle part published", now: now)
-        logger.notice("first bundle part published \(String(format: "%.3f", now - origin)) s after exec")
+        let detail = since.isEmpty ? "" : " (\(since.joined(separator: ", ")))"
+        logger.notice("first bundle part published \(String(format: "%.3f", now - origin)) s after exec\(detail)")
     }
 }
