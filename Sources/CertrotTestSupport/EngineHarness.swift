@@ -28,19 +28,23 @@ package final class EngineHarness {
         }
 
         private let state = Mutex(State())
+        /// Called with each publish as it is made (a test looking at the store at that moment).
+        package let onPublish = Mutex<(@Sendable (Published) -> Void)?>(nil)
 
         package init() {}
 
         package func publish(
             topic: String, payload: [UInt8], qos: Int32, retain: Bool, responseTopic: String?, correlationData: [UInt8]?
         ) throws -> Int32 {
-            state.withLock { state in
+            let published = state.withLock { state in
                 let mid = state.nextMid
                 state.nextMid = mid == Int32.max ? 1 : mid + 1
                 state.published.append(Published(mid: mid, topic: topic, payload: payload, retain: retain))
                 state.unacknowledged.append(mid)
-                return mid
+                return state.published[state.published.count - 1]
             }
+            onPublish.withLock { $0 }?(published)
+            return published.mid
         }
 
         package func subscribe(_ filters: [String], qos: Int32) throws -> Int32 {

@@ -2,6 +2,7 @@ import CertrotCore
 import CertrotServer
 import CertrotTestSupport
 import Foundation
+import Synchronization
 import Testing
 
 /// The engine's decisions, through `EngineHarness`: the real engine on a real SQLite store, a recording publisher
@@ -89,6 +90,44 @@ import Testing
         try await h.restart()
         await h.connect()
         #expect(h.bundles(to: "d1").isEmpty)
+    }
+
+    /// More bundles to send again than one transaction takes (``ResumeBacklog/chunk``): they go out a chunk a
+    /// transaction right after the connection, each exactly once, with its own jti and seq (#35 §3: the first no
+    /// longer waits for all of them to be read and saved).
+    @Test func afterARestart_manyUndeliveredBundles_goOutInChunks_eachOnce() async throws {
+        let h = try EngineHarness()
+        defer { h.stop() }
+        await h.connect()
+        let devices = (0..<(2 * ResumeBacklog.chunk + 37)).map { "d\($0)" }
+        for device in devices { await h.inventory(device, holding: h.oldCA.sha256) }
+        var issued: [String: String] = [:]
+        for device in devices { issued[device] = try #require(h.bundles(to: device).first) }
+        try await h.restart()
+        await h.advance(1)
+        // When the first bundle goes out again, the engine has read and saved one chunk, not all of them.
+        let touchedAtFirstPublish = Mutex<Int?>(nil)
+        let now = h.clock.now
+        nonisolated(unsafe) let harness = h  // read from the publish call, on the engine's own path
+        h.publisher.onPublish.withLock {
+            $0 = { _ in
+                guard touchedAtFirstPublish.withLock({ $0 }) == nil else { return }
+                let touched = devices.filter { (try? harness.rotations($0).first?.issuedAt) == now }.count
+                touchedAtFirstPublish.withLock { $0 = touched }
+            }
+        }
+        await h.connect()
+        let touched = try #require(touchedAtFirstPublish.withLock { $0 })
+        #expect(touched > 0 && touched <= ResumeBacklog.chunk, "\(touched) of \(devices.count) saved before the first")
+        for device in devices {
+            #expect(h.bundles(to: device) == [issued[device]], "\(device)")
+            #expect(try h.rotations(device).first?.seq == 1)
+        }
+        // Delivered now: a second restart has nothing to send again.
+        await h.acknowledgePublishes()
+        try await h.restart()
+        await h.connect()
+        #expect(devices.allSatisfy { h.bundles(to: $0).isEmpty })
     }
 
     /// The device's inventory comes just after its bundle went out: it may have crossed the bundle, or the bundle

@@ -141,6 +141,8 @@ package final class Engine {
     var checkedOps = CheckedOps()
     /// Where the start's time went, logged once connected and at the first bundle part (``StartupTimes``).
     var startup: StartupTimes?
+    /// Bundles still to send again after a start, takeover or reconnection, a chunk a transaction.
+    var resumeBacklog: [ResumeBacklog] = []
     /// The newest audit checkpoint written or seen (seq, time); nil until the first tick after a start.
     var lastAuditCheckpoint: (seq: Int64, at: Int64)?
     /// When the audit tick next looks at the log's head (which takes the log's lock on PostgreSQL).
@@ -191,6 +193,9 @@ package final class Engine {
             delay = min(delay * 2, 5)
             waiting = handleBatch(waiting)
         }
+        // Bundles to send again (a start, a reconnection): the rest of them, a chunk a transaction, each chunk out
+        // before the next is read.
+        while !resumeBacklog.isEmpty, !Task.isCancelled, resumeNextChunk() { await Task.yield() }
         if isLeader, !declaredCampaigns.isEmpty, let connectedAt, monotonic() - connectedAt >= declaredCampaignDelay {
             await applyDeclaredCampaigns()
             declaredCampaigns = []

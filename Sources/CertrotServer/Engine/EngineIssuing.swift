@@ -170,13 +170,73 @@ extension Engine {
     /// Sends bundles issued by `replica` (nil: all) again, as `why` says. A bundle that would expire before an
     /// ack could come back is replaced by a new one instead when it may never have reached the broker (a device
     /// rejects an expired bundle, and a rejection is final), and left to its ack timeout when it did.
+    ///
+    /// The first ``ResumeBacklog/chunk`` go out with this transaction; the rest wait in ``resumeBacklog`` and go
+    /// out a chunk a transaction right after it (``resumeNextChunk()``): at 100,000 devices a restart had 2,689
+    /// bundles to send again, and doing them all in the connection's one transaction held the first back 0.7 s
+    /// (#35 §3). A new resumption for the same replica replaces what is left of the last: it finds all of it.
     func resumeUndelivered(
         issuedBy replica: String?, _ why: Resumption, tx: any StoreTransaction, outbox: inout [Outbound]
     ) throws {
+        let candidates = try tx.rotationsAwaitingDelivery(issuedBy: replica, includingSent: why == .reconnect)
+            .sorted { $0.device < $1.device }  // a device's rotations in one chunk: they may share a bundle
+        resumeBacklog.removeAll { $0.replica == replica }
+        guard !candidates.isEmpty else { return }
+        let what =
+            switch why {
+            case .restart: "resuming bundles issued before the restart"
+            case .takeover: "taking over bundles of replica \(replica ?? "")"
+            case .reconnect: "back on the broker: sending unacknowledged bundles again"
+            }
+        logger.info("\(what)", metadata: ["rotations": "\(candidates.count)"])
+        var backlog = ResumeBacklog(replica: replica, why: why, candidates: candidates[...])
+        try resume(&backlog, tx: tx, outbox: &outbox)
+        if !backlog.candidates.isEmpty { resumeBacklog.append(backlog) }
+    }
+
+    /// Sends the next chunk of ``resumeBacklog`` in a transaction of its own. False when there is none, or the
+    /// store is unavailable (the rest waits for the next batch); a chunk that fails otherwise is dropped, counted
+    /// and logged, as a batch's input would be.
+    func resumeNextChunk() -> Bool {
+        guard var backlog = resumeBacklog.first else { return false }
+        let before = backlog
+        var outbox: [Outbound] = []
+        do {
+            try store.write { tx in
+                if cluster != nil, isLeader { try tx.fence() }
+                try resume(&backlog, tx: tx, outbox: &outbox)
+            }
+            observability?.storeWrite(ok: true)
+        } catch {
+            observability?.storeWrite(ok: false, error: "\(error)")
+            if let lost = error as? LeadershipLost { fencedOff(lost) }
+            if error is StoreUnavailable { return false }
+            let dropped = before.candidates.count - backlog.candidates.count
+            drops.count("store_error")
+            logger.error(
+                "resending \(dropped) bundles failed; going on with the rest",
+                metadata: ["error": "\(String(reflecting: error))"])
+            outbox = []
+        }
+        if backlog.candidates.isEmpty { resumeBacklog.removeFirst() } else { resumeBacklog[0] = backlog }
+        for item in outbox { enqueue(item) }
+        flush()
+        return true
+    }
+
+    /// Sends the next chunk of `backlog` again (see ``resumeUndelivered(issuedBy:_:tx:outbox:)``), taking it off.
+    func resume(_ backlog: inout ResumeBacklog, tx: any StoreTransaction, outbox: inout [Outbound]) throws {
         let now = clock()
-        var resent: Set<String> = []
+        let why = backlog.why
         var reissue: Set<DeviceKey> = []
-        for candidate in try tx.rotationsAwaitingDelivery(issuedBy: replica, includingSent: why == .reconnect) {
+        var end = min(backlog.candidates.startIndex + ResumeBacklog.chunk, backlog.candidates.endIndex)
+        while end < backlog.candidates.endIndex, backlog.candidates[end].device == backlog.candidates[end - 1].device {
+            end += 1
+        }
+        let chunk = backlog.candidates[..<end]
+        backlog.candidates = backlog.candidates[end...]
+        var resent = 0
+        for candidate in chunk {
             try tx.lockDevice(candidate.device)
             guard
                 var rotation = try tx.rotations(device: candidate.device).first(where: { $0.target == candidate.target }
@@ -198,7 +258,8 @@ extension Engine {
             rotation.nextAttemptAt = nil  // a redelivery scheduled earlier: this is it
             rotation.issuedBy = cluster?.replica
             try tx.saveRotation(rotation)
-            guard resent.insert(jti).inserted else { continue }
+            guard backlog.resent.insert(jti).inserted else { continue }
+            resent += 1
             outbox += try split(bundle: bundle).map {
                 Outbound(topic: Topics.bundle(bundle.device), payload: $0, kind: .part(jti: jti))
             }
@@ -208,18 +269,21 @@ extension Engine {
             try issueIfIdle(device: device, rotations: try tx.rotations(device: id), tx: tx, outbox: &outbox)
         }
         if why == .reconnect {
-            for _ in resent { observability?.bundleResent("reconnect") }
-        }
-        if !resent.isEmpty || !reissue.isEmpty {
-            let what =
-                switch why {
-                case .restart: "resuming bundles issued before the restart"
-                case .takeover: "taking over bundles of replica \(replica ?? "")"
-                case .reconnect: "back on the broker: sending unacknowledged bundles again"
-                }
-            logger.info("\(what)", metadata: ["resent": "\(resent.count)", "reissued": "\(reissue.count)"])
+            for _ in 0..<resent { observability?.bundleResent("reconnect") }
         }
     }
+}
+
+/// What is left to send again of one resumption (``Engine/resumeUndelivered(issuedBy:_:tx:outbox:)``).
+package struct ResumeBacklog {
+    /// Rotations a transaction: the first of them go out with the transaction that found them.
+    package static let chunk = 256
+    var replica: String?
+    var why: Engine.Resumption
+    /// The rotations still to look at, a device's together.
+    var candidates: ArraySlice<Rotation>
+    /// Bundles sent again so far (rotations may share one).
+    var resent: Set<String> = []
 }
 
 /// ``BundleCheck/checkOp(_:profile:)`` for every op, once per distinct write op: a campaign writes the same chain to

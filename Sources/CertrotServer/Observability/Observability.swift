@@ -219,9 +219,10 @@ public final class Observability: Sendable {
         }
     }
 
-    /// Why the daemon is not ready, or nil when it is: the store's integrity check passed, broker connected, store
-    /// writable, and every key in a token able to sign (a key that failed is probed again here, at most once a
-    /// second, so readiness returns with the token).
+    /// Why the daemon is not ready, or nil when it is: the store's integrity check has found no damage (it does not
+    /// wait for the check, which runs beside the daemon at the lowest priority and may take seconds on a busy
+    /// machine), broker connected, store writable, and every key in a token able to sign (a key that failed is probed
+    /// again here, at most once a second, so readiness returns with the token).
     public var notReadyReason: String? {
         let signers = state.withLock { $0.signers }
         for signer in signers where signer.problem != nil {
@@ -229,7 +230,6 @@ public final class Observability: Sendable {
         }
         return state.withLock { state in
             if let damage = state.storeCheckFailure { return "the store is damaged: \(damage)" }
-            if state.storeCheckRunning { return "the store's integrity check (quick_check) is running" }
             if !state.connected { return "not connected to the broker" }
             if !state.storeWritable { return "the store is not writable: \(state.lastStoreError ?? "unknown error")" }
             let now = Double(DispatchTime.now().uptimeNanoseconds) / 1e9
@@ -305,6 +305,10 @@ public final class Observability: Sendable {
             let unavailable = signers.filter { $0.problem != nil && $0.probe() != nil }.count
             gauge("certrot_ready", help: "1 while /readyz answers 200 (store check, broker, store, signing keys)").set(
                 to: notReadyReason == nil ? 1 : 0)
+            gauge(
+                "certrot_store_check_running",
+                help: "1 while the store's integrity check (SQLite quick_check, beside the start) runs"
+            ).set(to: state.withLock { $0.storeCheckRunning } ? 1 : 0)
             gauge(
                 "certrot_signing_keys_unavailable",
                 help: "Signing keys (bundles, issuers) whose token cannot sign now"
