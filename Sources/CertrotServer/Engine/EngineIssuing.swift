@@ -189,8 +189,10 @@ extension Engine {
             case .reconnect: "back on the broker: sending unacknowledged bundles again"
             }
         logger.info("\(what)", metadata: ["rotations": "\(candidates.count)"])
+        startup?.mark("\(candidates.count) rotations to send again read")
         var backlog = ResumeBacklog(replica: replica, why: why, candidates: candidates[...])
         try resume(&backlog, tx: tx, outbox: &outbox)
+        startup?.mark("the first \(candidates.count - backlog.candidates.count) looked at")
         if !backlog.candidates.isEmpty { resumeBacklog.append(backlog) }
     }
 
