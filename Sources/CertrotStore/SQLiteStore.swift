@@ -79,6 +79,15 @@ public final class SQLiteStore: RotationStore {
                 + "or move it aside to start with an empty store (devices then rotate again from their inventories)")
     }
 
+    /// SQLite's plan for `sql` (`EXPLAIN QUERY PLAN`, its parameters NULL), one line a step: `SEARCH rotations
+    /// USING INDEX …`.
+    package func plan(of sql: String) throws -> [String] {
+        let nulls = StatementArguments(Array(repeating: DatabaseValue.null, count: sql.filter { $0 == "?" }.count))
+        return try pool.read { db in
+            try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + sql, arguments: nulls).map { $0["detail"] as String }
+        }
+    }
+
     /// Lets another process open the store (the daemon stopped).
     public func close() {
         try? pool.close()
