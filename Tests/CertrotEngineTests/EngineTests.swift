@@ -130,6 +130,26 @@ import Testing
         #expect(devices.allSatisfy { h.bundles(to: $0).isEmpty })
     }
 
+    /// A tick in the same batch as the connection, after longer than the ack timeout down: the bundles still waiting
+    /// for their chunk are not timed out by it (their timers start when they go out), and each goes out once, as when
+    /// one transaction resent them all (ClusterTests caught it: a takeover's tick re-issued them, two bundles each).
+    @Test func aTickInTheConnectionsBatch_leavesTheBundlesWaitingToBeResent() async throws {
+        let h = try EngineHarness(ackTimeout: "60s")
+        defer { h.stop() }
+        await h.connect()
+        let devices = (0..<(ResumeBacklog.chunk + 50)).map { "d\($0)" }
+        for device in devices { await h.inventory(device, holding: h.oldCA.sha256) }
+        var issued: [String: String] = [:]
+        for device in devices { issued[device] = try #require(h.bundles(to: device).first) }
+        try await h.restart()
+        h.clock.advance(120)
+        await h.deliver([.mqtt(.connected(sessionPresent: false)), .tick])
+        for device in devices {
+            #expect(h.bundles(to: device) == [issued[device]], "\(device)")
+            #expect(try h.rotations(device).first?.state == .pending, "\(device)")
+        }
+    }
+
     /// The device's inventory comes just after its bundle went out: it may have crossed the bundle, or the bundle
     /// reached the broker before the device had subscribed again and was dropped (a broker restart). Without an ack
     /// by then, the same bundle goes again `retry.base` after it went out, not only after the ack timeout.

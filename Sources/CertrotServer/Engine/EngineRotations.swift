@@ -194,7 +194,11 @@ extension Engine {
             try tx.rotationsNeedingTick(now: now, ackTimeout: shortestAckTimeout, limit: 10_000).map {
                 DeviceKey($0.device)
             })
-        let devices = due.sorted().map(\.id)
+        // Devices whose bundles wait to be sent again (``resumeBacklog``, a start or takeover in this very batch) are
+        // left to that: their timers start afresh when those go out, as they did when one transaction resent all.
+        let resending =
+            resumeBacklog.isEmpty ? [] : Set(resumeBacklog.flatMap { $0.candidates.map { DeviceKey($0.device) } })
+        let devices = due.subtracting(resending).sorted().map(\.id)
         try tx.prefetch(devices: devices)
         for id in devices {
             // Read again under the device's lock: another replica may have handled an ack meanwhile.
