@@ -5,7 +5,8 @@ import Synchronization
 
 /// The store's integrity check (SQLite's `quick_check`) on a thread of its own, beside the daemon's start rather
 /// than before it: it reads every page, 0.9 s at 100,000 devices after two campaigns (#35 §3), and a restart should
-/// not wait for it. Meanwhile `/readyz` says it is running; when it passes its time is logged; a damaged store
+/// not wait for it, nor does `/readyz` (at nice 19 on a busy machine it may take seconds): meanwhile
+/// `certrot_store_check_running` is 1; when it passes its time is logged; damage it finds makes `/readyz` fail and
 /// stops the daemon (`stop`, then `CertrotDaemon.run()` throws the check's error, which says what to do). What the
 /// start writes meanwhile goes through SQLite, which refuses a page it finds damaged.
 final class IntegrityCheck: Sendable {
